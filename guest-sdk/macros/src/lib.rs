@@ -1,0 +1,169 @@
+//! Attribute macros of the Sluice guest SDK: `#[sluice::map]`, `#[sluice::flat_map]`,
+//! `#[sluice::filter]`, `#[sluice::reduce]`. Use them through `sluice-sdk`.
+//!
+//! Each attribute keeps the function as written and adds, beside it, a module of
+//! the same name holding `FUNCTION: sluice_sdk::Function`, the columnar adapter
+//! that `sluice_sdk::export!` registers. (Functions and modules live in
+//! different namespaces, so both can be called `split`.)
+
+use proc_macro::TokenStream;
+use quote::{format_ident, quote};
+use syn::{ItemFn, ReturnType, Type, parse_macro_input};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Map,
+    FlatMap,
+    Filter,
+    Reduce,
+}
+
+fn returns_result(sig: &syn::Signature) -> bool {
+    match &sig.output {
+        ReturnType::Type(_, ty) => match ty.as_ref() {
+            Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
+            _ => false,
+        },
+        ReturnType::Default => false,
+    }
+}
+
+fn doc_line(f: &ItemFn) -> String {
+    for attr in &f.attrs {
+        if attr.path().is_ident("doc")
+            && let syn::Meta::NameValue(nv) = &attr.meta
+            && let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) = &nv.value
+        {
+            let line = s.value().trim().to_string();
+            if !line.is_empty() {
+                return line;
+            }
+        }
+    }
+    String::new()
+}
+
+fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "sluice function attributes take no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let f = parse_macro_input!(item as ItemFn);
+    let name = &f.sig.ident;
+    let vis = &f.vis;
+    let arity = f.sig.inputs.len();
+    let want = if matches!(kind, Kind::Reduce) { 2 } else { 1 };
+    if arity != want {
+        return syn::Error::new_spanned(
+            &f.sig,
+            format!("this sluice function must take {want} argument(s), it takes {arity}"),
+        )
+        .to_compile_error()
+        .into();
+    }
+    let fallible = returns_result(&f.sig);
+    let name_str = name.to_string();
+    let doc = doc_line(&f);
+    let adapter = format_ident!("__sluice_call");
+    let (kind_tokens, call) = match kind {
+        Kind::Map => {
+            let run = if fallible {
+                quote!(try_map)
+            } else {
+                quote!(map)
+            };
+            (
+                quote!(Map),
+                quote! {
+                    fn #adapter(input: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                        ::sluice_sdk::__private::#run(input, super::#name)
+                    }
+                    ::sluice_sdk::Call::Values(#adapter)
+                },
+            )
+        }
+        Kind::FlatMap => {
+            let run = if fallible {
+                quote!(try_flat_map)
+            } else {
+                quote!(flat_map)
+            };
+            (
+                quote!(FlatMap),
+                quote! {
+                    fn #adapter(input: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                        ::sluice_sdk::__private::#run(input, super::#name)
+                    }
+                    ::sluice_sdk::Call::Values(#adapter)
+                },
+            )
+        }
+        Kind::Filter => (
+            quote!(Filter),
+            quote! {
+                fn #adapter(input: &::sluice_sdk::Column) -> ::std::result::Result<::std::vec::Vec<u32>, ::sluice_sdk::CallError> {
+                    ::sluice_sdk::__private::filter(input, super::#name)
+                }
+                ::sluice_sdk::Call::Filter(#adapter)
+            },
+        ),
+        Kind::Reduce => (
+            quote!(Reduce),
+            quote! {
+                fn #adapter(values: &::sluice_sdk::Column, groups: &[u32]) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                    ::sluice_sdk::__private::reduce(values, groups, super::#name)
+                }
+                ::sluice_sdk::Call::Reduce(#adapter)
+            },
+        ),
+    };
+    quote! {
+        #f
+
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        #vis mod #name {
+            /// The registration of this function for `sluice_sdk::export!`.
+            pub const FUNCTION: ::sluice_sdk::Function = ::sluice_sdk::Function {
+                name: #name_str,
+                doc: #doc,
+                kind: ::sluice_sdk::Kind::#kind_tokens,
+                call: {
+                    #call
+                },
+            };
+        }
+    }
+    .into()
+}
+
+/// Marks `fn(A) -> B` (or `-> Result<B, E>`) as a `map` function.
+#[proc_macro_attribute]
+pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Map, attr, item)
+}
+
+/// Marks `fn(A) -> impl IntoIterator<Item = B>` (or a `Result` of one) as a `flat-map` function.
+#[proc_macro_attribute]
+pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::FlatMap, attr, item)
+}
+
+/// Marks `fn(A) -> bool` as a `filter` function.
+#[proc_macro_attribute]
+pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Filter, attr, item)
+}
+
+/// Marks an associative `fn(A, A) -> A` as a `reduce` function.
+#[proc_macro_attribute]
+pub fn reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Reduce, attr, item)
+}

@@ -1,0 +1,146 @@
+//! The wasm side: generated bindings of `sluice:plugin` and the dispatcher
+//! behind every plugin's `describe` and `invoke` exports.
+
+/// Bindings generated from `wit/` (the only copy of the contract).
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        default_bindings_module: "sluice_sdk::bindings",
+    });
+}
+
+use crate::run::{CallError, ErrorKind};
+use crate::{Call, Column, Context, Function, Kind, Level};
+use bindings::sluice::plugin::host;
+use bindings::sluice::plugin::types as wit;
+
+pub(crate) fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Trace => host::LogLevel::Trace,
+        Level::Debug => host::LogLevel::Debug,
+        Level::Info => host::LogLevel::Info,
+        Level::Warn => host::LogLevel::Warn,
+        Level::Error => host::LogLevel::Error,
+    };
+    host::log(level, message);
+}
+
+fn kind(k: Kind) -> wit::FunctionKind {
+    match k {
+        Kind::Map => wit::FunctionKind::Map,
+        Kind::FlatMap => wit::FunctionKind::FlatMap,
+        Kind::Filter => wit::FunctionKind::Filter,
+        Kind::MapPartitions => wit::FunctionKind::MapPartitions,
+        Kind::Reduce => wit::FunctionKind::Reduce,
+        Kind::InverseReduce => wit::FunctionKind::InverseReduce,
+        Kind::UpdateState => wit::FunctionKind::UpdateState,
+        Kind::Transform => wit::FunctionKind::Transform,
+        Kind::Sink => wit::FunctionKind::Sink,
+    }
+}
+
+/// The `describe` export.
+pub fn describe(name: &str, version: &str, functions: &[Function]) -> wit::PluginInfo {
+    wit::PluginInfo {
+        name: name.to_string(),
+        version: version.to_string(),
+        sdk: concat!("sluice-sdk-rust ", env!("CARGO_PKG_VERSION")).to_string(),
+        functions: functions
+            .iter()
+            .map(|f| wit::FunctionInfo {
+                name: f.name.to_string(),
+                kind: kind(f.kind),
+                doc: f.doc.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn column(c: wit::Column) -> Column {
+    Column {
+        bytes: c.bytes,
+        offsets: c.offsets,
+    }
+}
+
+fn to_wit(c: Column) -> wit::Column {
+    wit::Column {
+        bytes: c.bytes,
+        offsets: c.offsets,
+    }
+}
+
+fn error(e: CallError) -> wit::PluginError {
+    wit::PluginError {
+        kind: match e.kind {
+            ErrorKind::InvalidInput => wit::ErrorKind::InvalidInput,
+            ErrorKind::UnknownFunction => wit::ErrorKind::UnknownFunction,
+            ErrorKind::Unsupported => wit::ErrorKind::Unsupported,
+            ErrorKind::Failed => wit::ErrorKind::Failed,
+        },
+        message: e.message,
+        element: e.element,
+    }
+}
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // The host keeps the last error line to explain the trap that follows.
+            log(Level::Error, &format!("panic: {info}"));
+            default(info);
+        }));
+    });
+}
+
+/// The `invoke` export: runs function `index` on one partition-batch.
+pub fn invoke(
+    functions: &[Function],
+    index: u32,
+    ctx: wit::CallContext,
+    input: wit::CallInput,
+) -> Result<wit::CallOutput, wit::PluginError> {
+    install_panic_hook();
+    let Some(f) = functions.get(index as usize) else {
+        return Err(error(CallError {
+            kind: ErrorKind::UnknownFunction,
+            message: format!(
+                "no function {index}: the plugin has {} functions",
+                functions.len()
+            ),
+            element: None,
+        }));
+    };
+    crate::set_context(Context {
+        batch_time_ms: ctx.batch_time_ms,
+        partition: ctx.partition,
+        partitions: ctx.partitions,
+        attempt: ctx.attempt,
+    });
+    let primary = crate::Batch {
+        keys: column(input.primary.keys),
+        values: column(input.primary.values),
+    };
+    let values = primary.joined_values();
+    let result = match f.call {
+        Call::Values(call) => call(&values).map(|out| {
+            wit::CallOutput::Batch(wit::Batch {
+                keys: to_wit(Column::new()),
+                values: to_wit(out),
+            })
+        }),
+        Call::Filter(call) => call(&values).map(wit::CallOutput::Selection),
+        Call::Reduce(call) => call(&primary.values, &input.groups).map(|out| {
+            wit::CallOutput::Batch(wit::Batch {
+                keys: to_wit(Column::new()),
+                values: to_wit(out),
+            })
+        }),
+    };
+    result.map_err(error)
+}

@@ -1,0 +1,239 @@
+//! The columnar loops behind each function kind: decode each input value,
+//! call the typed function, encode its results. Shared by wasm guests and by
+//! the host's native operators, so both run the same code.
+
+use crate::columnar::{Column, EncodeError};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Category of a failed call; mirrors the WIT `error-kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// An input element the function refuses.
+    InvalidInput,
+    /// No function with that index.
+    UnknownFunction,
+    /// The function cannot take this kind of input.
+    Unsupported,
+    /// Any other failure.
+    Failed,
+}
+
+/// A function refused its input or failed; mirrors the WIT `plugin-error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// Category.
+    pub kind: ErrorKind,
+    /// Explanation.
+    pub message: String,
+    /// Index of the input element at fault, when one is.
+    pub element: Option<u32>,
+}
+
+impl CallError {
+    /// An `invalid-input` error about element `index`.
+    pub fn invalid_input(index: usize, message: impl Into<String>) -> Self {
+        CallError {
+            kind: ErrorKind::InvalidInput,
+            message: message.into(),
+            element: u32::try_from(index).ok(),
+        }
+    }
+
+    /// A `failed` error not tied to an element.
+    pub fn failed(message: impl Into<String>) -> Self {
+        CallError {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+            element: None,
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.element {
+            Some(i) => write!(f, "element {i}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+#[inline]
+fn decode<'a, T: Deserialize<'a>>(input: &'a Column, i: usize) -> Result<T, CallError> {
+    rmp_serde::from_slice(input.get(i)).map_err(|e| CallError::invalid_input(i, e.to_string()))
+}
+
+#[inline]
+fn encode_err(i: usize, e: EncodeError) -> CallError {
+    CallError::invalid_input(i, format!("cannot encode the result: {e}"))
+}
+
+/// `map`: one output per input.
+pub fn map<'a, I, O, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    F: FnMut(I) -> O,
+{
+    let mut out = Column::with_capacity(input.len(), input.bytes.len());
+    for i in 0..input.len() {
+        out.push(&f(decode(input, i)?))
+            .map_err(|e| encode_err(i, e))?;
+    }
+    Ok(out)
+}
+
+/// `map` whose function may refuse an element with `Err`.
+pub fn try_map<'a, I, O, E, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    E: std::fmt::Display,
+    F: FnMut(I) -> Result<O, E>,
+{
+    let mut out = Column::with_capacity(input.len(), input.bytes.len());
+    for i in 0..input.len() {
+        let v = f(decode(input, i)?).map_err(|e| CallError::invalid_input(i, e.to_string()))?;
+        out.push(&v).map_err(|e| encode_err(i, e))?;
+    }
+    Ok(out)
+}
+
+/// `flat_map`: zero or more outputs per input, in order.
+pub fn flat_map<'a, I, O, R, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    F: FnMut(I) -> R,
+{
+    let mut out = Column::with_capacity(input.len() * 4, input.bytes.len() + input.len() * 4);
+    for i in 0..input.len() {
+        for v in f(decode(input, i)?) {
+            out.push(&v).map_err(|e| encode_err(i, e))?;
+        }
+    }
+    Ok(out)
+}
+
+/// `flat_map` whose function may refuse an element with `Err`.
+pub fn try_flat_map<'a, I, O, R, E, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    E: std::fmt::Display,
+    F: FnMut(I) -> Result<R, E>,
+{
+    let mut out = Column::with_capacity(input.len() * 4, input.bytes.len() + input.len() * 4);
+    for i in 0..input.len() {
+        let items = f(decode(input, i)?).map_err(|e| CallError::invalid_input(i, e.to_string()))?;
+        for v in items {
+            out.push(&v).map_err(|e| encode_err(i, e))?;
+        }
+    }
+    Ok(out)
+}
+
+/// `filter`: the indices of the inputs for which `f` holds.
+pub fn filter<'a, I, F>(input: &'a Column, mut f: F) -> Result<Vec<u32>, CallError>
+where
+    I: Deserialize<'a>,
+    F: FnMut(I) -> bool,
+{
+    let mut kept = Vec::with_capacity(input.len());
+    for i in 0..input.len() {
+        if f(decode(input, i)?) {
+            kept.push(i as u32);
+        }
+    }
+    Ok(kept)
+}
+
+/// `reduce`: folds each group `values[groups[g]..groups[g + 1]]` into one value.
+/// Groups must not be empty.
+pub fn reduce<T, F>(values: &Column, groups: &[u32], mut f: F) -> Result<Column, CallError>
+where
+    T: DeserializeOwned + Serialize,
+    F: FnMut(T, T) -> T,
+{
+    let n = groups.len().saturating_sub(1);
+    let mut out = Column::with_capacity(n, values.bytes.len() / 2 + n);
+    for (g, w) in groups.windows(2).enumerate() {
+        let (start, end) = (w[0] as usize, w[1] as usize);
+        if start >= end || end > values.len() {
+            return Err(CallError {
+                kind: ErrorKind::Unsupported,
+                message: format!("group {g} is empty or out of range ({start}..{end})"),
+                element: None,
+            });
+        }
+        let mut acc: T = decode(values, start)?;
+        for i in start + 1..end {
+            acc = f(acc, decode(values, i)?);
+        }
+        out.push(&acc).map_err(|e| encode_err(start, e))?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col<T: Serialize>(items: &[T]) -> Column {
+        let mut c = Column::new();
+        for i in items {
+            c.push(i).unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn flat_map_splits_lines_borrowing_input() {
+        let input = col(&["a b", "", "c  d"]);
+        let out = flat_map(&input, |l: &str| l.split(' ')).unwrap();
+        assert_eq!(out, col(&["a", "b", "", "c", "", "d"]));
+    }
+
+    #[test]
+    fn map_and_filter() {
+        let input = col(&["x", "long"]);
+        assert_eq!(
+            map(&input, |w: &str| (w, 1i64)).unwrap(),
+            col(&[("x", 1i64), ("long", 1)])
+        );
+        assert_eq!(filter(&input, |w: &str| w.len() >= 4).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn wrong_type_names_the_element() {
+        let mut input = col(&["a"]);
+        input.push(&5i64).unwrap();
+        let err = map(&input, |w: &str| w.len() as i64).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidInput);
+        assert_eq!(err.element, Some(1));
+    }
+
+    #[test]
+    fn reduce_folds_each_group() {
+        let values = col(&[1i64, 2, 3, 10, 20]);
+        let out = reduce(&values, &[0, 3, 5], |a: i64, b: i64| a + b).unwrap();
+        assert_eq!(out, col(&[6i64, 30]));
+        assert!(reduce(&values, &[0, 0], |a: i64, b: i64| a + b).is_err());
+    }
+
+    #[test]
+    fn try_map_reports_refusals() {
+        let input = col(&[1i64, -1]);
+        let err = try_map(
+            &input,
+            |v: i64| if v >= 0 { Ok(v) } else { Err("negative") },
+        )
+        .unwrap_err();
+        assert_eq!(err.element, Some(1));
+        assert_eq!(err.message, "negative");
+    }
+}

@@ -1,0 +1,516 @@
+//! User functions as the engine calls them: a plugin function (sandboxed
+//! wasm) or a native Rust closure (tests, embedding, and the performance
+//! baseline). Both run the same columnar loops of `sluice_sdk::run`.
+
+use crate::error::{Error, PluginFault, Result};
+use crate::plugin::Plugin;
+use crate::plugin::bindings::{CallContext, CallInput, CallOutput, WitBatch, WitColumn};
+use crate::time::BatchTime;
+use serde::{Serialize, de::DeserializeOwned};
+use sluice_sdk::{CallError, Column, Kind};
+use std::sync::Arc;
+
+type ValuesFn = dyn Fn(&Column) -> std::result::Result<Column, CallError> + Send + Sync;
+type FilterFn = dyn Fn(&Column) -> std::result::Result<Vec<u32>, CallError> + Send + Sync;
+type ReduceFn = dyn Fn(&Column, &[u32]) -> std::result::Result<Column, CallError> + Send + Sync;
+
+#[derive(Clone)]
+enum Native {
+    Values(Arc<ValuesFn>),
+    Filter(Arc<FilterFn>),
+    Reduce(Arc<ReduceFn>),
+}
+
+#[derive(Clone)]
+enum Imp {
+    Plugin { plugin: Arc<Plugin>, index: u32 },
+    Native(Native),
+}
+
+/// A user function: `plugin.function` or a native closure, with its kind.
+#[derive(Clone)]
+pub struct Func {
+    name: String,
+    kind: Kind,
+    imp: Imp,
+}
+
+impl std::fmt::Debug for Func {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.kind)
+    }
+}
+
+/// Where a call happens, for contexts and error messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallSite {
+    pub(crate) batch: BatchTime,
+    pub(crate) partition: u32,
+    pub(crate) partitions: u32,
+}
+
+impl Func {
+    /// Function `name` of a loaded plugin.
+    pub fn plugin(plugin: &Arc<Plugin>, name: &str) -> Result<Func> {
+        let (index, info) = plugin.function(name).ok_or_else(|| {
+            let names: Vec<&str> = plugin
+                .description()
+                .functions
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect();
+            Error::Plan(format!(
+                "plugin `{}` has no function `{name}` (it exports: {})",
+                plugin.name(),
+                names.join(", ")
+            ))
+        })?;
+        Ok(Func {
+            name: format!("{}.{}", plugin.name(), name),
+            kind: info.kind,
+            imp: Imp::Plugin {
+                plugin: plugin.clone(),
+                index,
+            },
+        })
+    }
+
+    /// A function of a plugin crate compiled natively (`sluice_sdk::export!`
+    /// gives `__sluice_plugin_functions()`): the same code as its wasm build.
+    pub fn from_sdk(f: &sluice_sdk::Function) -> Func {
+        let native = match f.call {
+            sluice_sdk::Call::Values(c) => Native::Values(Arc::new(c)),
+            sluice_sdk::Call::Filter(c) => Native::Filter(Arc::new(c)),
+            sluice_sdk::Call::Reduce(c) => Native::Reduce(Arc::new(c)),
+        };
+        Func {
+            name: format!("native.{}", f.name),
+            kind: f.kind,
+            imp: Imp::Native(native),
+        }
+    }
+
+    /// A native `map` over owned, typed values.
+    pub fn map<I, O, F>(name: &str, f: F) -> Func
+    where
+        I: DeserializeOwned,
+        O: Serialize,
+        F: Fn(I) -> O + Send + Sync + 'static,
+    {
+        Func::native_values(name, Kind::Map, move |c| sluice_sdk::run::map(c, &f))
+    }
+
+    /// A native `flat_map` over owned, typed values.
+    pub fn flat_map<I, O, R, F>(name: &str, f: F) -> Func
+    where
+        I: DeserializeOwned,
+        O: Serialize,
+        R: IntoIterator<Item = O>,
+        F: Fn(I) -> R + Send + Sync + 'static,
+    {
+        Func::native_values(name, Kind::FlatMap, move |c| {
+            sluice_sdk::run::flat_map(c, &f)
+        })
+    }
+
+    /// A native `filter` over owned, typed values.
+    pub fn filter<I, F>(name: &str, f: F) -> Func
+    where
+        I: DeserializeOwned,
+        F: Fn(I) -> bool + Send + Sync + 'static,
+    {
+        Func {
+            name: format!("native.{name}"),
+            kind: Kind::Filter,
+            imp: Imp::Native(Native::Filter(Arc::new(move |c: &Column| {
+                sluice_sdk::run::filter(c, &f)
+            }))),
+        }
+    }
+
+    /// A native associative `reduce`.
+    pub fn reduce<T, F>(name: &str, f: F) -> Func
+    where
+        T: DeserializeOwned + Serialize,
+        F: Fn(T, T) -> T + Send + Sync + 'static,
+    {
+        Func {
+            name: format!("native.{name}"),
+            kind: Kind::Reduce,
+            imp: Imp::Native(Native::Reduce(Arc::new(move |c: &Column, g: &[u32]| {
+                sluice_sdk::run::reduce(c, g, &f)
+            }))),
+        }
+    }
+
+    /// A native function over whole columns (`map`, `flat-map` or
+    /// `map-partitions`), e.g. to borrow `&str` inputs without copying:
+    /// `Func::native_values("split", Kind::FlatMap, |c| sluice_sdk::run::flat_map(c, |l: &str| l.split(' ')))`.
+    pub fn native_values<F>(name: &str, kind: Kind, f: F) -> Func
+    where
+        F: Fn(&Column) -> std::result::Result<Column, CallError> + Send + Sync + 'static,
+    {
+        Func {
+            name: format!("native.{name}"),
+            kind,
+            imp: Imp::Native(Native::Values(Arc::new(f))),
+        }
+    }
+
+    /// `plugin.function` or `native.name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Kind of function.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The plugin behind it, if it is a plugin function.
+    pub fn plugin_ref(&self) -> Option<&Arc<Plugin>> {
+        match &self.imp {
+            Imp::Plugin { plugin, .. } => Some(plugin),
+            Imp::Native(_) => None,
+        }
+    }
+
+    fn input_limit(&self) -> usize {
+        match &self.imp {
+            Imp::Plugin { plugin, .. } => plugin.limits().input_bytes_per_call as usize,
+            Imp::Native(_) => usize::MAX,
+        }
+    }
+
+    fn native_err(&self, site: CallSite, e: CallError) -> Error {
+        Error::Plugin {
+            plugin: "native".to_string(),
+            function: self.name.clone(),
+            batch: site.batch,
+            partition: site.partition,
+            fault: PluginFault::Refused {
+                kind: format!("{:?}", e.kind),
+                message: e.message,
+                element: e.element.map(u64::from),
+            },
+        }
+    }
+
+    fn bad_output(&self, site: CallSite, message: String) -> Error {
+        let (plugin, function) = match &self.imp {
+            Imp::Plugin { plugin, .. } => (
+                plugin.name().to_string(),
+                self.name
+                    .split_once('.')
+                    .map_or(self.name.clone(), |(_, f)| f.to_string()),
+            ),
+            Imp::Native(_) => ("native".to_string(), self.name.clone()),
+        };
+        Error::Plugin {
+            plugin,
+            function,
+            batch: site.batch,
+            partition: site.partition,
+            fault: PluginFault::BadOutput { message },
+        }
+    }
+
+    fn call_plugin(
+        plugin: &Plugin,
+        index: u32,
+        site: CallSite,
+        primary: &mut Column,
+        groups: Vec<u32>,
+    ) -> Result<(CallOutput, Vec<u32>)> {
+        let input = CallInput {
+            primary: WitBatch {
+                keys: WitColumn {
+                    bytes: Vec::new(),
+                    offsets: Vec::new(),
+                },
+                values: WitColumn {
+                    bytes: std::mem::take(&mut primary.bytes),
+                    offsets: std::mem::take(&mut primary.offsets),
+                },
+            },
+            groups,
+            secondary: WitColumn {
+                bytes: Vec::new(),
+                offsets: Vec::new(),
+            },
+        };
+        let ctx = CallContext {
+            batch_time_ms: site.batch.millis(),
+            partition: site.partition,
+            partitions: site.partitions,
+            attempt: 0,
+        };
+        let result = plugin.invoke(index, ctx, &input);
+        let CallInput {
+            primary: WitBatch { values, .. },
+            groups,
+            ..
+        } = input;
+        primary.bytes = values.bytes;
+        primary.offsets = values.offsets;
+        result.map(|out| (out, groups))
+    }
+
+    /// `map`, `flat-map` or `map-partitions` over one partition's values.
+    /// `input` is lent to the plugin and given back unchanged.
+    pub(crate) fn apply_values(&self, input: &mut Column, site: CallSite) -> Result<Column> {
+        let limit = self.input_limit();
+        if input.bytes.len() > limit && input.len() > 1 {
+            let mut out = Column::new();
+            for mut chunk in split_by_size(input, limit) {
+                let part = self.apply_values(&mut chunk, site)?;
+                out.extend_from(&part)
+                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+            }
+            return Ok(out);
+        }
+        let out = match &self.imp {
+            Imp::Native(Native::Values(f)) => f(input).map_err(|e| self.native_err(site, e))?,
+            Imp::Plugin { plugin, index } => {
+                let (out, _) = Func::call_plugin(plugin, *index, site, input, Vec::new())?;
+                let CallOutput::Batch(b) = out else {
+                    return Err(self.bad_output(site, "expected a batch".to_string()));
+                };
+                if !b.keys.offsets.is_empty() {
+                    // Keys are folded into pairs: the engine keeps one representation.
+                    let batch = sluice_sdk::Batch {
+                        keys: Column {
+                            bytes: b.keys.bytes,
+                            offsets: b.keys.offsets,
+                        },
+                        values: Column {
+                            bytes: b.values.bytes,
+                            offsets: b.values.offsets,
+                        },
+                    };
+                    batch
+                        .validate()
+                        .map_err(|e| self.bad_output(site, e.to_string()))?;
+                    batch.joined_values().into_owned()
+                } else {
+                    let c = Column {
+                        bytes: b.values.bytes,
+                        offsets: b.values.offsets,
+                    };
+                    c.validate()
+                        .map_err(|e| self.bad_output(site, e.to_string()))?;
+                    c
+                }
+            }
+            Imp::Native(_) => {
+                return Err(Error::Plan(format!(
+                    "`{}` is a {}, not a map function",
+                    self.name, self.kind
+                )));
+            }
+        };
+        if self.kind == Kind::Map && out.len() != input.len() {
+            return Err(self.bad_output(
+                site,
+                format!(
+                    "a map returned {} values for {} inputs",
+                    out.len(),
+                    input.len()
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `filter` over one partition's values: the indices kept, ascending.
+    pub(crate) fn apply_filter(&self, input: &mut Column, site: CallSite) -> Result<Vec<u32>> {
+        let limit = self.input_limit();
+        if input.bytes.len() > limit && input.len() > 1 {
+            let mut kept = Vec::new();
+            let mut base = 0u32;
+            for mut chunk in split_by_size(input, limit) {
+                let n = chunk.len() as u32;
+                kept.extend(
+                    self.apply_filter(&mut chunk, site)?
+                        .into_iter()
+                        .map(|i| i + base),
+                );
+                base += n;
+            }
+            return Ok(kept);
+        }
+        let kept = match &self.imp {
+            Imp::Native(Native::Filter(f)) => f(input).map_err(|e| self.native_err(site, e))?,
+            Imp::Plugin { plugin, index } => {
+                let (out, _) = Func::call_plugin(plugin, *index, site, input, Vec::new())?;
+                let CallOutput::Selection(s) = out else {
+                    return Err(
+                        self.bad_output(site, "a filter must return a selection".to_string())
+                    );
+                };
+                s
+            }
+            Imp::Native(_) => {
+                return Err(Error::Plan(format!(
+                    "`{}` is a {}, not a filter",
+                    self.name, self.kind
+                )));
+            }
+        };
+        let n = input.len() as u32;
+        if kept.windows(2).any(|w| w[0] >= w[1]) || kept.last().is_some_and(|&l| l >= n) {
+            return Err(self.bad_output(
+                site,
+                format!("the selection is not strictly ascending indices below {n}"),
+            ));
+        }
+        Ok(kept)
+    }
+
+    /// `reduce`: one value per group of `values` (groups as `n + 1` boundaries,
+    /// none empty).
+    pub(crate) fn apply_reduce(
+        &self,
+        values: &mut Column,
+        groups: Vec<u32>,
+        site: CallSite,
+    ) -> Result<Column> {
+        let n_groups = groups.len().saturating_sub(1);
+        if n_groups == 0 {
+            return Ok(Column::new());
+        }
+        let limit = self.input_limit();
+        if values.bytes.len() > limit {
+            return self.reduce_in_chunks(values, &groups, limit, site);
+        }
+        let out = match &self.imp {
+            Imp::Native(Native::Reduce(f)) => {
+                f(values, &groups).map_err(|e| self.native_err(site, e))?
+            }
+            Imp::Plugin { plugin, index } => {
+                let (out, _) = Func::call_plugin(plugin, *index, site, values, groups)?;
+                let CallOutput::Batch(b) = out else {
+                    return Err(self.bad_output(site, "a reduce must return a batch".to_string()));
+                };
+                let c = Column {
+                    bytes: b.values.bytes,
+                    offsets: b.values.offsets,
+                };
+                c.validate()
+                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+                if c.iter().any(<[u8]>::is_empty) {
+                    return Err(
+                        self.bad_output(site, "a reduce returned an absent value".to_string())
+                    );
+                }
+                c
+            }
+            Imp::Native(_) => {
+                return Err(Error::Plan(format!(
+                    "`{}` is a {}, not a reduce function",
+                    self.name, self.kind
+                )));
+            }
+        };
+        if out.len() != n_groups {
+            return Err(self.bad_output(
+                site,
+                format!(
+                    "a reduce returned {} values for {n_groups} groups",
+                    out.len()
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Reduces groups whose values exceed the per-call input limit: packs
+    /// whole groups into calls, and splits a group that alone is too large
+    /// into pieces whose partial results are reduced again.
+    fn reduce_in_chunks(
+        &self,
+        values: &Column,
+        groups: &[u32],
+        limit: usize,
+        site: CallSite,
+    ) -> Result<Column> {
+        let size =
+            |a: u32, b: u32| (values.offsets[b as usize] - values.offsets[a as usize]) as usize;
+        let mut out = Column::new();
+        let mut chunk = Column::new();
+        let mut chunk_groups = vec![0u32];
+        let flush =
+            |chunk: &mut Column, chunk_groups: &mut Vec<u32>, out: &mut Column| -> Result<()> {
+                if chunk_groups.len() > 1 {
+                    let mut c = std::mem::take(chunk);
+                    let part =
+                        self.apply_reduce(&mut c, std::mem::replace(chunk_groups, vec![0]), site)?;
+                    out.extend_from(&part)
+                        .map_err(|e| self.bad_output(site, e.to_string()))?;
+                }
+                Ok(())
+            };
+        for w in groups.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if size(a, b) > limit && b - a > 1 {
+                flush(&mut chunk, &mut chunk_groups, &mut out)?;
+                // Reduce the big group piecewise, then reduce the partial results.
+                let mut partials = Column::new();
+                let mut piece = Column::new();
+                for i in a..b {
+                    if !piece.is_empty() && piece.bytes.len() + values.get(i as usize).len() > limit
+                    {
+                        let n = piece.len() as u32;
+                        let r =
+                            self.apply_reduce(&mut std::mem::take(&mut piece), vec![0, n], site)?;
+                        partials
+                            .extend_from(&r)
+                            .map_err(|e| self.bad_output(site, e.to_string()))?;
+                    }
+                    piece
+                        .push_encoded(values.get(i as usize))
+                        .map_err(|e| self.bad_output(site, e.to_string()))?;
+                }
+                let n = piece.len() as u32;
+                let r = self.apply_reduce(&mut piece, vec![0, n], site)?;
+                partials
+                    .extend_from(&r)
+                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+                let n = partials.len() as u32;
+                let r = self.apply_reduce(&mut partials, vec![0, n], site)?;
+                out.extend_from(&r)
+                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+                continue;
+            }
+            if chunk.bytes.len() + size(a, b) > limit {
+                flush(&mut chunk, &mut chunk_groups, &mut out)?;
+            }
+            for i in a..b {
+                chunk
+                    .push_encoded(values.get(i as usize))
+                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+            }
+            chunk_groups.push(chunk.len() as u32);
+        }
+        flush(&mut chunk, &mut chunk_groups, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Splits a column into consecutive pieces of at most `limit` bytes each (a
+/// single larger element forms a piece of its own).
+fn split_by_size(input: &Column, limit: usize) -> Vec<Column> {
+    let mut pieces = Vec::new();
+    let mut cur = Column::new();
+    for v in input.iter() {
+        if !cur.is_empty() && cur.bytes.len() + v.len() > limit {
+            pieces.push(std::mem::take(&mut cur));
+        }
+        // Sizes come from a valid column, so they fit.
+        let _ = cur.push_encoded(v);
+    }
+    if !cur.is_empty() {
+        pieces.push(cur);
+    }
+    pieces
+}

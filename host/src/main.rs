@@ -1,0 +1,223 @@
+//! The `sluice` command: run jobs, inspect plugins, feed demo traffic.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use sluice::feed::{FeedConfig, FeedServer};
+use sluice::plugin::{CacheOutcome, Limits, Plugin, Runtime};
+use sluice::spec::{self, Overrides};
+use std::io::IsTerminal;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Micro-batch stream processing with sandboxed WebAssembly operators"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a job spec in the foreground.
+    Run {
+        /// The job spec (TOML).
+        job: PathBuf,
+        /// Stop after this many batches (default: run until the queue ends, or for ever).
+        #[arg(long)]
+        batches: Option<u64>,
+        /// Also serve demo lines on every socket source's address (no `nc` needed).
+        #[arg(long)]
+        feed: bool,
+        /// Lines per second served by --feed.
+        #[arg(long, default_value_t = 20)]
+        feed_rate: u32,
+        /// Worker threads (default: the spec's, else one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Serves text lines over TCP to whoever connects (a demo traffic source).
+    Feed {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        addr: String,
+        /// Lines per second to each client.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// Serve the lines of this file instead of the built-in corpus.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Serve the lines once instead of looping.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Loads a plugin component and lists its functions and kinds.
+    Inspect {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sluice=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() {
+    init_logging();
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run {
+            job,
+            batches,
+            feed,
+            feed_rate,
+            workers,
+        } => run(job, batches, feed, feed_rate, workers),
+        Command::Plugin {
+            command: PluginCommand::Inspect { wasm },
+        } => inspect(wasm),
+        Command::Feed {
+            addr,
+            rate,
+            file,
+            once,
+        } => {
+            let lines = match file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?
+                    .lines()
+                    .map(str::to_string)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let addr = addr
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {addr}"))?
+                .next()
+                .with_context(|| format!("{addr} resolves to nothing"))?;
+            let server = FeedServer::start(FeedConfig {
+                addr,
+                lines_per_second: rate,
+                lines,
+                repeat: !once,
+            })
+            .with_context(|| format!("listening on {addr}"))?;
+            eprintln!("serving lines on {} (Ctrl-C to stop)", server.local_addr());
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+}
+
+fn run(
+    job: PathBuf,
+    batches: Option<u64>,
+    feed: bool,
+    feed_rate: u32,
+    workers: Option<usize>,
+) -> Result<()> {
+    let started = Instant::now();
+    let job = spec::load(
+        &job,
+        &Overrides {
+            workers,
+            jsonl_dir: None,
+        },
+    )?;
+    let mut feeders = Vec::new();
+    if feed {
+        if job.socket_addrs.is_empty() {
+            bail!("--feed: the job has no socket source to feed");
+        }
+        for (host, port) in &job.socket_addrs {
+            let addr = (host.as_str(), *port)
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {host}:{port}"))?
+                .next()
+                .with_context(|| format!("{host}:{port} resolves to nothing"))?;
+            let server = FeedServer::start(FeedConfig {
+                addr,
+                lines_per_second: feed_rate,
+                lines: Vec::new(),
+                repeat: true,
+            })
+            .with_context(|| format!("--feed: listening on {addr}"))?;
+            feeders.push(server);
+        }
+    }
+    for (name, p) in &job.plugins {
+        tracing::info!(
+            plugin = %name,
+            version = %p.description().version,
+            compiled = matches!(p.cache_outcome(), CacheOutcome::Compiled),
+            "loaded plugin"
+        );
+    }
+    tracing::info!(job = %job.name, startup_ms = started.elapsed().as_millis() as u64, "job started");
+    let summary = job.context.run(batches)?;
+    tracing::info!(job = %job.name, batches = summary.batches, records = summary.input_records, "job finished");
+    for f in feeders {
+        f.stop();
+    }
+    Ok(())
+}
+
+fn inspect(wasm: PathBuf) -> Result<()> {
+    let runtime = Runtime::shared()?;
+    let name = wasm
+        .file_stem()
+        .map_or("plugin".to_string(), |s| s.to_string_lossy().into_owned());
+    let started = Instant::now();
+    let plugin = Plugin::load(&runtime, &name, &wasm, Limits::default())?;
+    let d = plugin.description();
+    println!("plugin   {} {}", d.name, d.version);
+    println!("sdk      {}", d.sdk);
+    println!(
+        "file     {} ({})",
+        wasm.display(),
+        &plugin.content_hash()[..16]
+    );
+    println!(
+        "load     {} ms ({})",
+        started.elapsed().as_millis(),
+        match plugin.cache_outcome() {
+            CacheOutcome::Hit => "cached",
+            CacheOutcome::Compiled => "compiled",
+        }
+    );
+    println!("functions:");
+    for f in &d.functions {
+        if f.doc.is_empty() {
+            println!("  {:<16} {}", f.name, f.kind);
+        } else {
+            println!("  {:<16} {:<14} {}", f.name, f.kind, f.doc);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! reduce_by_key: map-side combine in each input partition, hash shuffle into
+//! `partitions` output partitions, and a final combine per output partition.
+//! Keys are hashed and compared as canonical MessagePack bytes, never decoded.
+
+use super::BatchContext;
+use crate::error::{Error, Result};
+use crate::func::{CallSite, Func};
+use crate::rdd::Rdd;
+use hashbrown::HashMap;
+use rayon::prelude::*;
+use sluice_sdk::{Batch, Column, msgpack};
+
+/// The partition of a key: stable across runs and machines (xxh3 of its bytes).
+pub(crate) fn partition_of(key: &[u8], partitions: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(key) % partitions as u64) as usize
+}
+
+/// Splits every element into key and value columns: keyed elements as they
+/// are, others must be `[key, value]` pairs.
+fn keyed(batch: Batch, ctx: &BatchContext<'_>, op: &str) -> Result<(Column, Column)> {
+    if batch.has_keys() && batch.keys.iter().all(|k| !k.is_empty()) {
+        return Ok((batch.keys, batch.values));
+    }
+    let joined = batch.joined_values();
+    let mut keys = Column::with_capacity(joined.len(), joined.bytes.len() / 2);
+    let mut values = Column::with_capacity(joined.len(), joined.bytes.len() / 2);
+    for (i, v) in joined.iter().enumerate() {
+        let (k, val) = msgpack::split_pair(v).ok_or_else(|| Error::Element {
+            stream: ctx.stream.to_string(),
+            batch: ctx.time,
+            message: format!(
+                "{op} needs (key, value) pairs, but element {i} is {}",
+                crate::render::py_repr(&crate::render::decode(v))
+            ),
+        })?;
+        // Sizes come from a valid column, so they fit.
+        let _ = keys.push_encoded(k);
+        let _ = values.push_encoded(val);
+    }
+    Ok((keys, values))
+}
+
+/// Combines the values of equal keys with `func`: one (key, value) per key,
+/// in order of first appearance. Skips the call when every key is unique.
+fn combine(keys: Column, values: Column, func: &Func, site: CallSite) -> Result<(Column, Column)> {
+    let n = keys.len();
+    let mut index: HashMap<&[u8], u32> = HashMap::with_capacity(n / 2 + 1);
+    let mut group_of = Vec::with_capacity(n);
+    let mut firsts: Vec<u32> = Vec::new();
+    let mut counts: Vec<u32> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let g = *index.entry(k).or_insert_with(|| {
+            firsts.push(i as u32);
+            counts.push(0);
+            (firsts.len() - 1) as u32
+        });
+        counts[g as usize] += 1;
+        group_of.push(g);
+    }
+    drop(index);
+    if firsts.len() == n {
+        return Ok((keys, values));
+    }
+    // Counting sort of the values by group.
+    let mut groups = Vec::with_capacity(firsts.len() + 1);
+    let mut next = Vec::with_capacity(firsts.len());
+    let mut acc = 0u32;
+    groups.push(0);
+    for &c in &counts {
+        next.push(acc);
+        acc += c;
+        groups.push(acc);
+    }
+    let mut order = vec![0u32; n];
+    for (i, &g) in group_of.iter().enumerate() {
+        let slot = &mut next[g as usize];
+        order[*slot as usize] = i as u32;
+        *slot += 1;
+    }
+    let mut grouped = Column::with_capacity(n, values.bytes.len());
+    for &i in &order {
+        let _ = grouped.push_encoded(values.get(i as usize));
+    }
+    let reduced = func.apply_reduce(&mut grouped, groups, site)?;
+    let mut out_keys = Column::with_capacity(firsts.len(), keys.bytes.len());
+    for &i in &firsts {
+        let _ = out_keys.push_encoded(keys.get(i as usize));
+    }
+    Ok((out_keys, reduced))
+}
+
+/// `reduce_by_key(func, partitions)`.
+pub(crate) fn reduce_by_key(
+    func: &Func,
+    partitions: usize,
+    rdd: Rdd,
+    ctx: &BatchContext<'_>,
+) -> Result<Rdd> {
+    let partitions = partitions.max(1);
+    let n_in = rdd.partitions.len() as u32;
+    // Map side: combine within each input partition, then bucket by key hash.
+    let buckets: Vec<Vec<Batch>> = ctx.pool.install(|| {
+        rdd.partitions
+            .into_par_iter()
+            .enumerate()
+            .map(|(p, batch)| {
+                let mut out = vec![Batch::default(); partitions];
+                if batch.is_empty() {
+                    return Ok(out);
+                }
+                let site = CallSite {
+                    batch: ctx.time,
+                    partition: p as u32,
+                    partitions: n_in,
+                };
+                let (keys, values) = keyed(batch, ctx, "reduce_by_key")?;
+                let (keys, values) = combine(keys, values, func, site)?;
+                for i in 0..keys.len() {
+                    let k = keys.get(i);
+                    let b = &mut out[partition_of(k, partitions)];
+                    let _ = b.keys.push_encoded(k);
+                    let _ = b.values.push_encoded(values.get(i));
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    // Exchange: output partition q gathers bucket q of every input partition.
+    let mut gathered: Vec<Vec<Batch>> = (0..partitions)
+        .map(|_| Vec::with_capacity(buckets.len()))
+        .collect();
+    for row in buckets {
+        for (q, b) in row.into_iter().enumerate() {
+            if !b.is_empty() {
+                gathered[q].push(b);
+            }
+        }
+    }
+    // Reduce side: combine each output partition.
+    let out = ctx.pool.install(|| {
+        gathered
+            .into_par_iter()
+            .enumerate()
+            .map(|(q, parts)| {
+                let mut keys = Column::new();
+                let mut values = Column::new();
+                for b in &parts {
+                    keys.extend_from(&b.keys)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    values
+                        .extend_from(&b.values)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                }
+                if keys.is_empty() {
+                    return Ok(Batch::default());
+                }
+                let site = CallSite {
+                    batch: ctx.time,
+                    partition: q as u32,
+                    partitions: partitions as u32,
+                };
+                let (keys, values) = combine(keys, values, func, site)?;
+                Ok(Batch { keys, values })
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(Rdd { partitions: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::BatchTime;
+
+    fn pairs(items: &[(&str, i64)]) -> Batch {
+        let mut c = Column::new();
+        for i in items {
+            c.push(i).unwrap();
+        }
+        Batch::from_values(c)
+    }
+
+    #[test]
+    fn reduces_across_partitions_into_n_partitions() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let ctx = BatchContext {
+            time: BatchTime(1000),
+            pool: &pool,
+            stream: "counts",
+        };
+        let rdd = Rdd {
+            partitions: vec![
+                pairs(&[("a", 1), ("b", 1), ("a", 1)]),
+                pairs(&[("a", 1), ("c", 1)]),
+            ],
+        };
+        let add = Func::reduce("add", |a: i64, b: i64| a + b);
+        let out = reduce_by_key(&add, 3, rdd, &ctx).unwrap();
+        assert_eq!(out.partitions.len(), 3);
+        let mut got: Vec<(String, i64)> = out
+            .elements()
+            .map(|(k, v)| {
+                (
+                    rmp_serde::from_slice(k).unwrap(),
+                    rmp_serde::from_slice(v).unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![("a".into(), 3), ("b".into(), 1), ("c".into(), 1)]);
+        // Every key lands in the partition its hash names.
+        for (q, b) in out.partitions.iter().enumerate() {
+            for k in b.keys.iter() {
+                assert_eq!(partition_of(k, 3), q);
+            }
+        }
+    }
+
+    #[test]
+    fn non_pairs_are_a_clear_error() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let ctx = BatchContext {
+            time: BatchTime(1000),
+            pool: &pool,
+            stream: "words",
+        };
+        let mut c = Column::new();
+        c.push_str("lonely").unwrap();
+        let rdd = Rdd {
+            partitions: vec![Batch::from_values(c)],
+        };
+        let add = Func::reduce("add", |a: i64, b: i64| a + b);
+        let err = reduce_by_key(&add, 1, rdd, &ctx).unwrap_err().to_string();
+        assert!(err.contains("words") && err.contains("'lonely'"), "{err}");
+    }
+}

@@ -1,0 +1,612 @@
+//! A loaded plugin: its compiled component, `InstancePre`, description, and a
+//! pool of live instances (one `Store` each) reused across batches. A trap
+//! discards the instance; the call is retried once on a fresh one.
+
+use super::bindings::{self, CallContext, CallInput, CallOutput, LogLevel, PluginInfo, PluginPre};
+use super::cache::{CacheOutcome, content_hash};
+use super::capture::Capture;
+use super::engine::Runtime;
+use super::limits::{Limits, MemoryLimiter};
+use crate::error::{Error, PluginFault, Result};
+use crate::time::BatchTime;
+use sluice_sdk::Kind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Guest log lines of one call, capped.
+#[derive(Debug, Default)]
+struct GuestLogs {
+    lines: Vec<(LogLevel, String)>,
+    bytes: usize,
+    dropped: u64,
+    last_error: Option<String>,
+}
+
+/// Everything a plugin `Store` holds: WASI with nothing granted, the memory
+/// limiter, captured output and the current call's logs.
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    logs: GuestLogs,
+    limits: Limits,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::sluice::plugin::types::Host for StoreState {}
+
+impl bindings::sluice::plugin::host::Host for StoreState {
+    fn log(&mut self, level: LogLevel, mut message: String) {
+        let logs = &mut self.logs;
+        if level == LogLevel::Error {
+            let mut m = message.clone();
+            truncate_utf8(&mut m, 4096);
+            logs.last_error = Some(m);
+        }
+        if logs.bytes >= self.limits.log_call_bytes {
+            logs.dropped += 1;
+            return;
+        }
+        if message.len() > self.limits.log_line_bytes {
+            truncate_utf8(&mut message, self.limits.log_line_bytes);
+            message.push_str(" …[truncated]");
+        }
+        logs.bytes += message.len();
+        logs.lines.push((level, message));
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// Guest clocks read the batch time, not the host's clock.
+struct BatchClock(Arc<AtomicI64>);
+
+impl wasmtime_wasi::HostWallClock for BatchClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed).max(0) as u64)
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for BatchClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed).max(0) as u64 * 1_000_000
+    }
+}
+
+struct Instance {
+    store: Store<StoreState>,
+    plugin: bindings::Plugin,
+    clock: Arc<AtomicI64>,
+}
+
+/// One exported function, as the plugin describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInfo {
+    /// Name used in jobs.
+    pub name: String,
+    /// Kind of function.
+    pub kind: Kind,
+    /// One-line description.
+    pub doc: String,
+}
+
+/// What a plugin says about itself (`describe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// SDK that built it.
+    pub sdk: String,
+    /// Its functions, in index order.
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// Call counters of a plugin.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Calls made (attempts included).
+    pub calls: AtomicU64,
+    /// Traps (each discards an instance).
+    pub traps: AtomicU64,
+    /// Retries after a trap.
+    pub retries: AtomicU64,
+    /// Nanoseconds spent inside calls.
+    pub nanos: AtomicU64,
+    /// Instances created.
+    pub instances: AtomicU64,
+    /// Guest log lines dropped by the caps.
+    pub dropped_log_lines: AtomicU64,
+}
+
+/// A plugin loaded into the runtime, ready to be called by any worker.
+pub struct Plugin {
+    name: String,
+    path: PathBuf,
+    hash: String,
+    description: Description,
+    runtime: Arc<Runtime>,
+    pre: PluginPre<StoreState>,
+    limits: Limits,
+    pool: Mutex<Vec<Instance>>,
+    cache: CacheOutcome,
+    stats: PluginStats,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("version", &self.description.version)
+            .finish()
+    }
+}
+
+fn kind_of(k: bindings::FunctionKind) -> Kind {
+    use bindings::FunctionKind as F;
+    match k {
+        F::Map => Kind::Map,
+        F::FlatMap => Kind::FlatMap,
+        F::Filter => Kind::Filter,
+        F::MapPartitions => Kind::MapPartitions,
+        F::Reduce => Kind::Reduce,
+        F::InverseReduce => Kind::InverseReduce,
+        F::UpdateState => Kind::UpdateState,
+        F::Transform => Kind::Transform,
+        F::Sink => Kind::Sink,
+    }
+}
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+
+impl Plugin {
+    /// Loads, compiles (or fetches from the cache) and describes the component
+    /// at `path`, known in the job as `name`.
+    pub fn load(
+        runtime: &Arc<Runtime>,
+        name: &str,
+        path: &Path,
+        limits: Limits,
+    ) -> Result<Arc<Plugin>> {
+        let load_err = |message: String| Error::PluginLoad {
+            plugin: name.to_string(),
+            path: path.to_path_buf(),
+            message,
+        };
+        let meta =
+            std::fs::metadata(path).map_err(|e| load_err(format!("cannot read the file: {e}")))?;
+        if meta.len() > limits.component_bytes {
+            return Err(load_err(format!(
+                "the file is {} bytes, over the {} byte limit for components",
+                meta.len(),
+                limits.component_bytes
+            )));
+        }
+        let bytes =
+            std::fs::read(path).map_err(|e| load_err(format!("cannot read the file: {e}")))?;
+        Plugin::from_bytes(runtime, name, path, &bytes, limits)
+    }
+
+    /// Like [`Plugin::load`], from bytes already in memory (`path` is for messages).
+    pub fn from_bytes(
+        runtime: &Arc<Runtime>,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<Arc<Plugin>> {
+        let load_err = |message: String| Error::PluginLoad {
+            plugin: name.to_string(),
+            path: path.to_path_buf(),
+            message,
+        };
+        if bytes.len() as u64 > limits.component_bytes {
+            return Err(load_err(format!(
+                "the component is {} bytes, over the {} byte limit",
+                bytes.len(),
+                limits.component_bytes
+            )));
+        }
+        if limits.memory_bytes > runtime.config.max_memory_bytes {
+            return Err(load_err(format!(
+                "memory limit {} MiB is over the engine's ceiling of {} MiB",
+                limits.memory_bytes >> 20,
+                runtime.config.max_memory_bytes >> 20
+            )));
+        }
+        if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+            return Err(load_err(
+                "not a WebAssembly file (build plugins for wasm32-wasip2)".to_string(),
+            ));
+        }
+        if bytes[4..8] == CORE_MODULE_VERSION {
+            return Err(load_err(
+                "a core WebAssembly module, not a component: build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+                    .to_string(),
+            ));
+        }
+        let hash = content_hash(bytes);
+        let started = Instant::now();
+        let (component, cache) = runtime
+            .cache
+            .load(&runtime.engine, bytes, &hash)
+            .map_err(|e| load_err(format!("not a valid component: {e:#}")))?;
+        tracing::debug!(
+            plugin = name,
+            ?cache,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compiled plugin"
+        );
+        let instance_pre = runtime.linker.instantiate_pre(&component).map_err(|e| {
+            load_err(format!(
+                "does not fit the host (it must implement world sluice:plugin/plugin@0.1.0 and import only it and WASI): {e:#}"
+            ))
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            load_err(format!(
+                "does not export sluice:plugin/operator@0.1.0 as the host expects: {e:#}"
+            ))
+        })?;
+        let mut plugin = Plugin {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            hash,
+            description: Description {
+                name: String::new(),
+                version: String::new(),
+                sdk: String::new(),
+                functions: Vec::new(),
+            },
+            runtime: runtime.clone(),
+            pre,
+            limits,
+            pool: Mutex::new(Vec::new()),
+            cache,
+            stats: PluginStats::default(),
+        };
+        let mut inst = plugin
+            .instantiate()
+            .map_err(|e| load_err(format!("cannot instantiate: {e}")))?;
+        inst.store
+            .set_epoch_deadline(Runtime::deadline_ticks(limits.call_deadline));
+        let info: PluginInfo = inst
+            .plugin
+            .sluice_plugin_operator()
+            .call_describe(&mut inst.store)
+            .map_err(|e| load_err(format!("`describe` trapped: {e:#}")))?;
+        plugin.description = Description {
+            name: info.name,
+            version: info.version,
+            sdk: info.sdk,
+            functions: info
+                .functions
+                .into_iter()
+                .map(|f| FunctionInfo {
+                    name: f.name,
+                    kind: kind_of(f.kind),
+                    doc: f.doc,
+                })
+                .collect(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for f in &plugin.description.functions {
+            if !seen.insert(f.name.as_str()) {
+                return Err(load_err(format!("describes function `{}` twice", f.name)));
+            }
+        }
+        plugin.pool_mut().push(inst);
+        Ok(Arc::new(plugin))
+    }
+
+    fn pool_mut(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn instantiate(&self) -> std::result::Result<Instance, String> {
+        let stdout = Capture::new(self.limits.log_call_bytes);
+        let stderr = Capture::new(self.limits.log_call_bytes);
+        let clock = Arc::new(AtomicI64::new(0));
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(BatchClock(clock.clone()))
+            .monotonic_clock(BatchClock(clock.clone()))
+            .insecure_random_seed(0x5eed_5eed)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = StoreState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: self.limits.memory_bytes as usize,
+                hit: false,
+            },
+            logs: GuestLogs::default(),
+            limits: self.limits,
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(Runtime::deadline_ticks(self.limits.call_deadline));
+        let plugin = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("{e:#}"))?;
+        self.stats.instances.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance {
+            store,
+            plugin,
+            clock,
+        })
+    }
+
+    /// The name the job gives this plugin.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The component file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// SHA-256 of the component: this version's identity.
+    pub fn content_hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// What the plugin says about itself.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+
+    /// Whether the compiled code came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    /// The limits its instances run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Call counters.
+    pub fn stats(&self) -> &PluginStats {
+        &self.stats
+    }
+
+    /// Index and description of the function called `name`.
+    pub fn function(&self, name: &str) -> Option<(u32, &FunctionInfo)> {
+        self.description
+            .functions
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.name == name)
+            .map(|(i, f)| (i as u32, f))
+    }
+
+    fn function_name(&self, index: u32) -> String {
+        self.description
+            .functions
+            .get(index as usize)
+            .map(|f| f.name.clone())
+            .unwrap_or_else(|| format!("#{index}"))
+    }
+
+    /// Calls function `index` on one partition-batch: on a pooled instance,
+    /// retried once on a fresh instance after a trap. Typed errors are not
+    /// retried. Checks the output size (but not its shape: see the caller).
+    pub(crate) fn invoke(
+        &self,
+        index: u32,
+        mut ctx: CallContext,
+        input: &CallInput,
+    ) -> Result<CallOutput> {
+        let batch = BatchTime(ctx.batch_time_ms);
+        let fail = |fault: PluginFault| Error::Plugin {
+            plugin: self.name.clone(),
+            function: self.function_name(index),
+            batch,
+            partition: ctx.partition,
+            fault,
+        };
+        let ticks = Runtime::deadline_ticks(self.limits.call_deadline);
+        let mut last_fault = None;
+        for attempt in 0..2u32 {
+            ctx.attempt = attempt;
+            let popped = self.pool_mut().pop();
+            let mut inst = match popped {
+                Some(i) => i,
+                None => self.instantiate().map_err(|m| {
+                    fail(PluginFault::Trap {
+                        message: format!("cannot instantiate: {m}"),
+                    })
+                })?,
+            };
+            inst.clock.store(ctx.batch_time_ms, Ordering::Relaxed);
+            inst.store.data_mut().limiter.hit = false;
+            inst.store.set_epoch_deadline(ticks);
+            let started = Instant::now();
+            let result = inst.plugin.sluice_plugin_operator().call_invoke(
+                &mut inst.store,
+                index,
+                ctx,
+                input,
+            );
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let last_error = self.flush_logs(&mut inst, index, batch);
+            match result {
+                Ok(Ok(out)) => {
+                    self.pool_mut().push(inst);
+                    let bytes = output_bytes(&out);
+                    if bytes > self.limits.output_bytes {
+                        return Err(fail(PluginFault::OutputTooLarge {
+                            bytes,
+                            limit: self.limits.output_bytes,
+                        }));
+                    }
+                    return Ok(out);
+                }
+                Ok(Err(e)) => {
+                    self.pool_mut().push(inst);
+                    let kind = match e.kind {
+                        bindings::WitErrorKind::InvalidInput => "invalid-input",
+                        bindings::WitErrorKind::UnknownFunction => "unknown-function",
+                        bindings::WitErrorKind::Unsupported => "unsupported",
+                        bindings::WitErrorKind::Failed => "failed",
+                    };
+                    return Err(fail(PluginFault::Refused {
+                        kind: kind.to_string(),
+                        message: e.message,
+                        element: e.element.map(u64::from),
+                    }));
+                }
+                Err(trap) => {
+                    self.stats.traps.fetch_add(1, Ordering::Relaxed);
+                    let memory_hit = inst.store.data().limiter.hit;
+                    drop(inst);
+                    let fault = if matches!(
+                        trap.downcast_ref::<wasmtime::Trap>(),
+                        Some(wasmtime::Trap::Interrupt)
+                    ) {
+                        PluginFault::Deadline {
+                            deadline: self.limits.call_deadline,
+                        }
+                    } else if memory_hit {
+                        PluginFault::Memory {
+                            limit: self.limits.memory_bytes,
+                        }
+                    } else {
+                        let detail = format!("{trap:#}");
+                        let message = match last_error {
+                            Some(m) => format!("{m} ({})", first_line(&detail)),
+                            None => detail,
+                        };
+                        PluginFault::Trap { message }
+                    };
+                    if attempt == 0 {
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            plugin = %self.name,
+                            function = %self.function_name(index),
+                            batch = ctx.batch_time_ms,
+                            partition = ctx.partition,
+                            "instance discarded, retrying on a fresh one: {fault}"
+                        );
+                    }
+                    last_fault = Some(fault);
+                }
+            }
+        }
+        Err(fail(last_fault.unwrap_or(PluginFault::Trap {
+            message: "unknown failure".to_string(),
+        })))
+    }
+
+    /// Emits the call's guest log lines and captured output through `tracing`,
+    /// tagged with plugin, function and batch; returns the last error line.
+    fn flush_logs(&self, inst: &mut Instance, index: u32, batch: BatchTime) -> Option<String> {
+        let state = inst.store.data_mut();
+        let logs = std::mem::take(&mut state.logs);
+        let (out, out_dropped) = state.stdout.take();
+        let (err, err_dropped) = state.stderr.take();
+        let function = self.function_name(index);
+        for (level, line) in &logs.lines {
+            let (plugin, function, batch) = (&self.name, &function, batch.millis());
+            match level {
+                LogLevel::Trace => {
+                    tracing::trace!(target: "sluice::guest", plugin, function, batch, "{line}")
+                }
+                LogLevel::Debug => {
+                    tracing::debug!(target: "sluice::guest", plugin, function, batch, "{line}")
+                }
+                LogLevel::Info => {
+                    tracing::info!(target: "sluice::guest", plugin, function, batch, "{line}")
+                }
+                LogLevel::Warn => {
+                    tracing::warn!(target: "sluice::guest", plugin, function, batch, "{line}")
+                }
+                LogLevel::Error => {
+                    tracing::error!(target: "sluice::guest", plugin, function, batch, "{line}")
+                }
+            }
+        }
+        for (stream, bytes) in [("stdout", &out), ("stderr", &err)] {
+            for line in String::from_utf8_lossy(bytes)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                tracing::info!(target: "sluice::guest", plugin = %self.name, function = %function, batch = batch.millis(), stream, "{line}");
+            }
+        }
+        let dropped = logs.dropped + u64::from(out_dropped > 0) + u64::from(err_dropped > 0);
+        if dropped > 0 {
+            self.stats
+                .dropped_log_lines
+                .fetch_add(dropped, Ordering::Relaxed);
+            tracing::warn!(plugin = %self.name, function = %function, batch = batch.millis(), "guest log over its cap: {} lines and {} output bytes dropped", logs.dropped, out_dropped + err_dropped);
+        }
+        logs.last_error.or_else(|| {
+            let text = String::from_utf8_lossy(&err);
+            text.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn output_bytes(out: &CallOutput) -> u64 {
+    match out {
+        CallOutput::Batch(b) => {
+            (b.keys.bytes.len()
+                + b.values.bytes.len()
+                + 4 * (b.keys.offsets.len() + b.values.offsets.len())) as u64
+        }
+        CallOutput::Selection(s) => 4 * s.len() as u64,
+        CallOutput::None => 0,
+    }
+}

@@ -1,0 +1,148 @@
+//! `queue_stream`: batches given in advance, one per batch time — the
+//! deterministic test contract (DESIGN §6): a JSON file holding an array of
+//! batches, each an array of lines, replayed under a manual clock.
+
+use super::Source;
+use crate::error::{Error, Result};
+use crate::rdd::Rdd;
+use crate::time::BatchTime;
+use sluice_sdk::Column;
+use std::collections::VecDeque;
+use std::path::Path;
+
+/// A queue of batches of lines; batch `i` is the `i`-th item; afterwards empty batches.
+pub(crate) struct QueueSource {
+    items: VecDeque<Column>,
+    total: u64,
+    partitions: usize,
+}
+
+impl QueueSource {
+    pub(crate) fn new(batches: Vec<Vec<String>>, partitions: usize) -> Self {
+        let total = batches.len() as u64;
+        let items = batches
+            .into_iter()
+            .map(|lines| {
+                let mut c =
+                    Column::with_capacity(lines.len(), lines.iter().map(|l| l.len() + 5).sum());
+                for l in &lines {
+                    let _ = c.push_str(l);
+                }
+                c
+            })
+            .collect();
+        QueueSource {
+            items,
+            total,
+            partitions,
+        }
+    }
+}
+
+impl Source for QueueSource {
+    fn next_batch(&mut self, _time: BatchTime) -> Result<Rdd> {
+        Ok(match self.items.pop_front() {
+            Some(c) => Rdd::from_column(&c, self.partitions),
+            None => Rdd::empty(self.partitions),
+        })
+    }
+
+    fn finite_batches(&self) -> Option<u64> {
+        Some(self.total)
+    }
+}
+
+/// A queue input file: either an array of batches (`[["line", ...], ...]`) or
+/// the reference format `{"partitions": 2, "streams": {"lines": [[...], ...]}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueFile {
+    /// The batches of lines.
+    pub batches: Vec<Vec<String>>,
+    /// Partitions named by the file, if any.
+    pub partitions: Option<usize>,
+}
+
+/// Reads a queue file; `stream` picks a stream of a multi-stream file
+/// (default: `lines`, or the only one).
+pub fn read_queue_file(path: &Path, stream: Option<&str>) -> Result<QueueFile> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading queue file {}", path.display()), e))?;
+    let bad = |message: String| Error::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("line {}, column {}: {e}", e.line(), e.column())))?;
+    let (batches_json, partitions) = match &json {
+        serde_json::Value::Array(_) => (&json, None),
+        serde_json::Value::Object(o) => {
+            let streams = o
+                .get("streams")
+                .and_then(|s| s.as_object())
+                .ok_or_else(|| {
+                    bad("expected an array of batches or an object with \"streams\"".to_string())
+                })?;
+            let name = match stream {
+                Some(s) => s.to_string(),
+                None if streams.len() == 1 => streams.keys().next().cloned().unwrap_or_default(),
+                None => "lines".to_string(),
+            };
+            let b = streams.get(&name).ok_or_else(|| {
+                bad(format!(
+                    "no stream `{name}` (it has: {})",
+                    streams.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            let parts = o
+                .get("partitions")
+                .and_then(|p| p.as_u64())
+                .map(|p| p as usize);
+            (b, parts)
+        }
+        _ => return Err(bad("expected an array of batches".to_string())),
+    };
+    let arr = batches_json
+        .as_array()
+        .ok_or_else(|| bad("the batches must be an array".to_string()))?;
+    let mut batches = Vec::with_capacity(arr.len());
+    for (i, b) in arr.iter().enumerate() {
+        let lines = b
+            .as_array()
+            .ok_or_else(|| bad(format!("batch {i} is not an array of lines")))?;
+        let mut out = Vec::with_capacity(lines.len());
+        for (j, l) in lines.iter().enumerate() {
+            out.push(
+                l.as_str()
+                    .ok_or_else(|| bad(format!("batch {i}, element {j} is not a string: {l}")))?
+                    .to_string(),
+            );
+        }
+        batches.push(out);
+    }
+    Ok(QueueFile {
+        batches,
+        partitions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_formats_and_names_bad_elements() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        std::fs::write(&a, r#"[["x y"], []]"#).unwrap();
+        let q = read_queue_file(&a, None).unwrap();
+        assert_eq!(q.batches, vec![vec!["x y".to_string()], vec![]]);
+        let b = dir.path().join("b.json");
+        std::fs::write(&b, r#"{"partitions": 3, "streams": {"lines": [["a"]]}}"#).unwrap();
+        let q = read_queue_file(&b, None).unwrap();
+        assert_eq!(q.partitions, Some(3));
+        let c = dir.path().join("c.json");
+        std::fs::write(&c, r#"[["ok", 5]]"#).unwrap();
+        let err = read_queue_file(&c, None).unwrap_err().to_string();
+        assert!(err.contains("batch 0, element 1"), "{err}");
+    }
+}

@@ -1,0 +1,78 @@
+//! Output operations: what happens to a stream's batches.
+
+pub(crate) mod jsonl;
+pub(crate) mod pprint;
+
+use crate::error::Result;
+use crate::rdd::Rdd;
+use crate::time::BatchTime;
+use std::sync::{Arc, Mutex};
+
+/// An output operation, run once per batch in registration order.
+pub(crate) trait Output: Send {
+    /// Handles batch number `index` (from 0) at `time`.
+    fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()>;
+}
+
+/// One batch as an output saw it: elements rendered as JSON, in partition order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectedBatch {
+    /// Batch time.
+    pub time: BatchTime,
+    /// Batch number from 0.
+    pub index: u64,
+    /// Number of partitions.
+    pub partitions: usize,
+    /// The elements, rendered as JSON, in partition order.
+    pub records: Vec<serde_json::Value>,
+}
+
+impl CollectedBatch {
+    fn of(time: BatchTime, index: u64, rdd: &Rdd) -> Self {
+        CollectedBatch {
+            time,
+            index,
+            partitions: rdd.partitions.len(),
+            records: rdd
+                .elements()
+                .map(|(k, v)| crate::render::to_json(&crate::render::element(k, v)))
+                .collect(),
+        }
+    }
+
+    /// The records sorted by their canonical JSON text (the golden-file order).
+    pub fn sorted_records(&self) -> Vec<serde_json::Value> {
+        let mut r: Vec<(String, serde_json::Value)> = self
+            .records
+            .iter()
+            .map(|v| (crate::render::canonical_json(v), v.clone()))
+            .collect();
+        r.sort_by(|a, b| a.0.cmp(&b.0));
+        r.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+/// Keeps every batch in memory: `DStream::collect`, for tests and embedding.
+pub(crate) struct Collect(pub(crate) Arc<Mutex<Vec<CollectedBatch>>>);
+
+impl Output for Collect {
+    fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(CollectedBatch::of(time, index, rdd));
+        Ok(())
+    }
+}
+
+/// A native closure per batch (`DStream::foreach_batch`).
+pub(crate) struct ForEach<F>(pub(crate) F);
+
+impl<F> Output for ForEach<F>
+where
+    F: FnMut(&CollectedBatch) -> Result<()> + Send,
+{
+    fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()> {
+        (self.0)(&CollectedBatch::of(time, index, rdd))
+    }
+}

@@ -1,0 +1,631 @@
+//! Job specs (TOML) → a ready-to-run [`StreamingContext`]. Every error names
+//! the file, the line and the field at fault.
+//!
+//! ```toml
+//! [job]
+//! name = "wordcount"
+//! batch_interval = "1s"
+//! workers = 2                # default: one per core
+//! # clock = "manual"         # default: manual when every source is a queue
+//!
+//! [plugins.wordcount]
+//! path = "../plugins/target/wasm32-wasip2/release/wordcount.wasm"  # relative to this file
+//! memory = "128MiB"          # optional limits (DESIGN §4 defaults)
+//! deadline = "1s"
+//! max_output = "64MiB"
+//!
+//! [sources.lines]
+//! type = "socket"            # socket | queue
+//! host = "127.0.0.1"
+//! port = 9999
+//!
+//! [streams.words]
+//! from = "lines"
+//! op = "flat_map"            # map | flat_map | filter | reduce_by_key
+//! function = "wordcount.split"
+//!
+//! [[outputs]]
+//! stream = "words"
+//! type = "pprint"            # pprint | jsonl
+//! num = 10
+//! ```
+
+use crate::error::{Error, Result};
+use crate::func::Func;
+use crate::graph::{DStream, StreamingContext};
+use crate::plugin::{Limits, Plugin};
+use crate::receiver::queue::read_queue_file;
+use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
+use crate::time::{ManualClock, SystemClock, parse_duration};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    job: Spanned<JobSection>,
+    #[serde(default)]
+    plugins: BTreeMap<Spanned<String>, Spanned<PluginSection>>,
+    #[serde(default)]
+    sources: BTreeMap<Spanned<String>, Spanned<SourceSection>>,
+    #[serde(default)]
+    streams: BTreeMap<Spanned<String>, Spanned<StreamSection>>,
+    #[serde(default)]
+    outputs: Vec<Spanned<OutputSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobSection {
+    name: Option<String>,
+    batch_interval: Spanned<String>,
+    workers: Option<Spanned<usize>>,
+    clock: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginSection {
+    path: Spanned<String>,
+    memory: Option<Spanned<String>>,
+    deadline: Option<Spanned<String>>,
+    max_output: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceSection {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    max_line_bytes: Option<Spanned<String>>,
+    non_utf8: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    stream: Option<Spanned<String>>,
+    partitions: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamSection {
+    from: Spanned<String>,
+    op: Spanned<String>,
+    function: Option<Spanned<String>>,
+    partitions: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputSection {
+    stream: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    num: Option<Spanned<usize>>,
+    path: Option<Spanned<String>>,
+}
+
+/// Options given on the command line that override the spec.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Worker threads.
+    pub workers: Option<usize>,
+    /// Rewrites every `jsonl` output path (tests).
+    pub jsonl_dir: Option<PathBuf>,
+}
+
+/// A job built from a spec, ready to run.
+pub struct Job {
+    /// The job's name.
+    pub name: String,
+    /// The context holding its graph.
+    pub context: StreamingContext,
+    /// The `host:port` of every socket source (for `sluice run --feed`).
+    pub socket_addrs: Vec<(String, u16)>,
+    /// The plugins it loaded, by job name.
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: std::ops::Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> Result<T> {
+        Err(Error::Spec {
+            path: self.path.to_path_buf(),
+            line: self.line(span),
+            field: field.to_string(),
+            message: message.into(),
+        })
+    }
+}
+
+/// Parses a size such as `128MiB`, `64MB`, `1GiB`, `4096` (bytes).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. `128MiB`)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "KB" | "kB" => 1000,
+        "MiB" | "M" => 1 << 20,
+        "MB" => 1_000_000,
+        "GiB" | "G" => 1 << 30,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown unit `{u}` in `{s}` (use B, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// Reads and builds the job at `path`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Job> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading job spec {}", path.display()), e))?;
+    build(path, &text, overrides)
+}
+
+/// Builds the job from spec text (`path` locates relative files and names errors).
+pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
+    let cx = Ctx { path, text };
+    let spec: SpecFile = toml::from_str(text).map_err(|e| Error::Spec {
+        path: path.to_path_buf(),
+        line: e.span().map_or(0, |s| cx.line(s)),
+        field: "spec".to_string(),
+        message: e.message().to_string(),
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolve = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let job = spec.job.get_ref();
+    let interval = parse_duration(job.batch_interval.get_ref())
+        .or_else(|m| cx.err(job.batch_interval.span(), "job.batch_interval", m))?;
+    if interval.is_zero() {
+        return cx.err(
+            job.batch_interval.span(),
+            "job.batch_interval",
+            "must be greater than zero",
+        );
+    }
+    if spec.sources.is_empty() {
+        return cx.err(spec.job.span(), "sources", "the job has no sources");
+    }
+    if spec.outputs.is_empty() {
+        return cx.err(
+            spec.job.span(),
+            "outputs",
+            "no output operations registered, so nothing to execute (add an [[outputs]] entry)",
+        );
+    }
+    let all_queues = spec
+        .sources
+        .values()
+        .all(|s| s.get_ref().kind.get_ref() == "queue");
+    let manual = match &job.clock {
+        None => all_queues,
+        Some(c) => match c.get_ref().as_str() {
+            "manual" => true,
+            "system" => false,
+            other => {
+                return cx.err(
+                    c.span(),
+                    "job.clock",
+                    format!("unknown clock `{other}` (use system or manual)"),
+                );
+            }
+        },
+    };
+    let mut ssc = StreamingContext::new(interval);
+    if manual {
+        ssc = ssc.with_clock(Arc::new(ManualClock::new(0)));
+    } else {
+        ssc = ssc.with_clock(Arc::new(SystemClock));
+    }
+    let workers = overrides
+        .workers
+        .or(job.workers.as_ref().map(|w| *w.get_ref()));
+    if let Some(w) = workers {
+        if w == 0 {
+            return cx.err(
+                job.workers.as_ref().map_or(0..0, |w| w.span()),
+                "job.workers",
+                "must be at least 1",
+            );
+        }
+        ssc = ssc.with_workers(w);
+    }
+    let default_partitions =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+
+    // Plugins.
+    let mut plugins = BTreeMap::new();
+    for (name, p) in &spec.plugins {
+        let field = |f: &str| format!("plugins.{}.{f}", name.get_ref());
+        let sec = p.get_ref();
+        let mut limits = Limits::default();
+        if let Some(m) = &sec.memory {
+            limits.memory_bytes =
+                parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("memory"), e))?;
+        }
+        if let Some(d) = &sec.deadline {
+            limits.call_deadline =
+                parse_duration(d.get_ref()).or_else(|e| cx.err(d.span(), &field("deadline"), e))?;
+        }
+        if let Some(o) = &sec.max_output {
+            limits.output_bytes =
+                parse_size(o.get_ref()).or_else(|e| cx.err(o.span(), &field("max_output"), e))?;
+        }
+        let plugin = ssc
+            .load_plugin_with_limits(name.get_ref(), resolve(sec.path.get_ref()), limits)
+            .or_else(|e| cx.err(sec.path.span(), &field("path"), e.to_string()))?;
+        plugins.insert(name.get_ref().clone(), plugin);
+    }
+
+    // Sources.
+    let mut streams: HashMap<String, DStream> = HashMap::new();
+    let mut socket_addrs = Vec::new();
+    for (name, s) in &spec.sources {
+        let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+        let sec = s.get_ref();
+        let partitions = match &sec.partitions {
+            Some(p) if *p.get_ref() == 0 => {
+                return cx.err(p.span(), &field("partitions"), "must be at least 1");
+            }
+            Some(p) => Some(*p.get_ref()),
+            None => None,
+        };
+        let stream = match sec.kind.get_ref().as_str() {
+            "socket" => {
+                let mut config = SocketConfig::default();
+                if let Some(h) = &sec.host {
+                    config.host = h.get_ref().clone();
+                }
+                match &sec.port {
+                    Some(p) => config.port = *p.get_ref(),
+                    None => {
+                        return cx.err(s.span(), &field("port"), "a socket source needs a port");
+                    }
+                }
+                if let Some(m) = &sec.max_line_bytes {
+                    config.max_line_bytes = parse_size(m.get_ref())
+                        .or_else(|e| cx.err(m.span(), &field("max_line_bytes"), e))?
+                        as usize;
+                }
+                if let Some(p) = &sec.non_utf8 {
+                    config.non_utf8 = match p.get_ref().as_str() {
+                        "replace" => NonUtf8Policy::Replace,
+                        "skip" => NonUtf8Policy::Skip,
+                        other => {
+                            return cx.err(
+                                p.span(),
+                                &field("non_utf8"),
+                                format!("unknown policy `{other}` (use replace or skip)"),
+                            );
+                        }
+                    };
+                }
+                socket_addrs.push((config.host.clone(), config.port));
+                ssc.socket_text_stream_with(config, partitions.unwrap_or(default_partitions))
+            }
+            "queue" => {
+                let Some(p) = &sec.path else {
+                    return cx.err(
+                        s.span(),
+                        &field("path"),
+                        "a queue source needs a path to a JSON file of batches",
+                    );
+                };
+                let q = read_queue_file(
+                    &resolve(p.get_ref()),
+                    sec.stream.as_ref().map(|s| s.get_ref().as_str()),
+                )
+                .or_else(|e| cx.err(p.span(), &field("path"), e.to_string()))?;
+                let parts = partitions.or(q.partitions).unwrap_or(2);
+                ssc.queue_stream(q.batches, parts)
+            }
+            other => {
+                return cx.err(
+                    sec.kind.span(),
+                    &field("type"),
+                    format!("unknown source type `{other}` (use socket or queue)"),
+                );
+            }
+        };
+        streams.insert(name.get_ref().clone(), stream.named(name.get_ref()));
+    }
+
+    // Streams, resolved in dependency order; a cycle is an error.
+    let defs: HashMap<&str, &Spanned<StreamSection>> = spec
+        .streams
+        .iter()
+        .map(|(k, v)| (k.get_ref().as_str(), v))
+        .collect();
+    for (name, _) in &spec.streams {
+        if streams.contains_key(name.get_ref()) {
+            return cx.err(
+                name.span(),
+                &format!("streams.{}", name.get_ref()),
+                "a source already has this name",
+            );
+        }
+    }
+    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for (name, _) in &spec.streams {
+        let mut chain: Vec<&str> = Vec::new();
+        resolve_stream(
+            name.get_ref(),
+            &defs,
+            &mut streams,
+            &plugins,
+            &cx,
+            &mut chain,
+            &mut used,
+        )?;
+    }
+
+    // Outputs.
+    for (i, o) in spec.outputs.iter().enumerate() {
+        let field = |f: &str| format!("outputs[{i}].{f}");
+        let sec = o.get_ref();
+        let Some(stream) = streams.get(sec.stream.get_ref()) else {
+            return cx.err(
+                sec.stream.span(),
+                &field("stream"),
+                unknown_stream(sec.stream.get_ref(), &streams),
+            );
+        };
+        used.insert(sec.stream.get_ref().clone());
+        match sec.kind.get_ref().as_str() {
+            "pprint" => stream.pprint(sec.num.as_ref().map_or(10, |n| *n.get_ref())),
+            "jsonl" => {
+                let Some(p) = &sec.path else {
+                    return cx.err(o.span(), &field("path"), "a jsonl output needs a path");
+                };
+                let target = match &overrides.jsonl_dir {
+                    Some(dir) => dir.join(Path::new(p.get_ref()).file_name().unwrap_or_default()),
+                    None => resolve(p.get_ref()),
+                };
+                stream.save_jsonl(target);
+            }
+            other => {
+                return cx.err(
+                    sec.kind.span(),
+                    &field("type"),
+                    format!("unknown output type `{other}` (use pprint or jsonl)"),
+                );
+            }
+        }
+    }
+    for (name, s) in spec
+        .sources
+        .iter()
+        .map(|(n, s)| (n, s.span()))
+        .chain(spec.streams.iter().map(|(n, s)| (n, s.span())))
+    {
+        if !used.contains(name.get_ref()) {
+            return cx.err(
+                s,
+                name.get_ref(),
+                "this stream is not used by any stream or output",
+            );
+        }
+    }
+    Ok(Job {
+        name: job.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map_or("job".to_string(), |s| s.to_string_lossy().into_owned())
+        }),
+        context: ssc,
+        socket_addrs,
+        plugins,
+    })
+}
+
+fn unknown_stream(name: &str, streams: &HashMap<String, DStream>) -> String {
+    let mut known: Vec<&str> = streams.keys().map(String::as_str).collect();
+    known.sort_unstable();
+    format!(
+        "unknown stream `{name}` (defined so far: {})",
+        known.join(", ")
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_stream<'a>(
+    name: &'a str,
+    defs: &HashMap<&'a str, &'a Spanned<StreamSection>>,
+    streams: &mut HashMap<String, DStream>,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    cx: &Ctx<'_>,
+    chain: &mut Vec<&'a str>,
+    used: &mut std::collections::HashSet<String>,
+) -> Result<DStream> {
+    if let Some(s) = streams.get(name) {
+        return Ok(s.clone());
+    }
+    let Some(def) = defs.get(name) else {
+        return Err(Error::Internal(format!("stream `{name}` is not defined")));
+    };
+    let field = |f: &str| format!("streams.{name}.{f}");
+    if chain.contains(&name) {
+        chain.push(name);
+        return cx.err(
+            def.span(),
+            &field("from"),
+            format!("streams form a cycle: {}", chain.join(" -> ")),
+        );
+    }
+    chain.push(name);
+    let sec = def.get_ref();
+    let from = sec.from.get_ref().as_str();
+    if !defs.contains_key(from) && !streams.contains_key(from) {
+        return cx.err(
+            sec.from.span(),
+            &field("from"),
+            unknown_stream(from, streams),
+        );
+    }
+    let parent = resolve_stream(from, defs, streams, plugins, cx, chain, used)?;
+    used.insert(from.to_string());
+    chain.pop();
+    let func = |want: sluice_sdk::Kind| -> Result<Func> {
+        let Some(f) = &sec.function else {
+            return cx.err(
+                def.span(),
+                &field("function"),
+                format!(
+                    "`{}` needs a function (`plugin.function`)",
+                    sec.op.get_ref()
+                ),
+            );
+        };
+        let Some((plugin, fname)) = f.get_ref().split_once('.') else {
+            return cx.err(
+                f.span(),
+                &field("function"),
+                format!("`{}` is not of the form plugin.function", f.get_ref()),
+            );
+        };
+        let Some(p) = plugins.get(plugin) else {
+            let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+            return cx.err(
+                f.span(),
+                &field("function"),
+                format!("unknown plugin `{plugin}` (declared: {})", known.join(", ")),
+            );
+        };
+        let func = Func::plugin(p, fname)
+            .or_else(|e| cx.err(f.span(), &field("function"), e.to_string()))?;
+        let ok = func.kind() == want
+            || (want == sluice_sdk::Kind::FlatMap && func.kind() == sluice_sdk::Kind::Map);
+        if !ok {
+            return cx.err(
+                f.span(),
+                &field("function"),
+                format!(
+                    "`{}` is a {} function, but `{}` needs a {} function",
+                    f.get_ref(),
+                    func.kind(),
+                    sec.op.get_ref(),
+                    want
+                ),
+            );
+        }
+        Ok(func)
+    };
+    use sluice_sdk::Kind;
+    let stream = match sec.op.get_ref().as_str() {
+        "map" => parent.map(func(Kind::Map)?),
+        "flat_map" => parent.flat_map(func(Kind::FlatMap)?),
+        "filter" => parent.filter(func(Kind::Filter)?),
+        "reduce_by_key" => {
+            let partitions = match &sec.partitions {
+                Some(p) if *p.get_ref() == 0 => {
+                    return cx.err(p.span(), &field("partitions"), "must be at least 1");
+                }
+                Some(p) => *p.get_ref(),
+                None => 2,
+            };
+            parent.reduce_by_key(func(Kind::Reduce)?, partitions)
+        }
+        other => {
+            return cx.err(
+                sec.op.span(),
+                &field("op"),
+                format!("unknown operation `{other}` (use map, flat_map, filter or reduce_by_key)"),
+            );
+        }
+    };
+    let stream = stream.named(name);
+    streams.insert(name.to_string(), stream.clone());
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(text: &str) -> String {
+        match build(Path::new("job.toml"), text, &Overrides::default()) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_size("10"), Ok(10));
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = err_of("[job]\nbatch_interval = \"1s\"\nbogus = 1\n");
+        assert!(e.starts_with("job.toml:3: spec:"), "{e}");
+        let e = err_of("[job]\nbatch_interval = \"fast\"\n[sources.a]\ntype = \"queue\"\n");
+        assert!(e.starts_with("job.toml:2: job.batch_interval:"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("q.json");
+        std::fs::write(&q, "[[\"a\"]]").unwrap();
+        let head = format!(
+            "[job]\nbatch_interval = \"1s\"\n[sources.lines]\ntype = \"queue\"\npath = \"{}\"\n",
+            q.display()
+        );
+        let e = err_of(&format!(
+            "{head}[streams.w]\nfrom = \"nope\"\nop = \"map\"\nfunction = \"p.f\"\n[[outputs]]\nstream = \"w\"\ntype = \"pprint\"\n"
+        ));
+        assert!(
+            e.starts_with("job.toml:7: streams.w.from: unknown stream `nope`"),
+            "{e}"
+        );
+        let e = err_of(&format!(
+            "{head}[streams.a]\nfrom = \"b\"\nop = \"map\"\n[streams.b]\nfrom = \"a\"\nop = \"map\"\n[[outputs]]\nstream = \"a\"\ntype = \"pprint\"\n"
+        ));
+        assert!(e.contains("cycle"), "{e}");
+        let e = err_of(&format!(
+            "{head}[streams.w]\nfrom = \"lines\"\nop = \"map\"\nfunction = \"p.f\"\n[[outputs]]\nstream = \"w\"\ntype = \"pprint\"\n"
+        ));
+        assert!(
+            e.contains("job.toml:9: streams.w.function: unknown plugin `p`"),
+            "{e}"
+        );
+        let e = err_of(&format!(
+            "{head}[[outputs]]\nstream = \"lines\"\ntype = \"teleport\"\n"
+        ));
+        assert!(
+            e.contains("job.toml:8: outputs[0].type: unknown output type `teleport`"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! Text functions used by the reference jobs (`../shared/reference/jobs`):
+//! Unicode upper-casing, a length filter, word lengths and their sum.
+
+use sluice_sdk as sluice;
+
+/// Upper-cases a line with Unicode rules (`Straße` → `STRASSE`).
+#[sluice::map]
+fn upper(line: &str) -> String {
+    line.to_uppercase()
+}
+
+/// Keeps words of at least four code points.
+#[sluice::filter]
+fn long(word: &str) -> bool {
+    word.chars().count() >= 4
+}
+
+/// The length of a word in code points.
+#[sluice::map]
+fn length(word: &str) -> i64 {
+    word.chars().count() as i64
+}
+
+/// Adds two integers.
+#[sluice::reduce]
+fn sum(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// Splits a line into words on single spaces.
+#[sluice::flat_map]
+fn words(line: &str) -> impl Iterator<Item = &str> {
+    line.split(' ')
+}
+
+/// Parses an integer, refusing anything else (exercises typed errors).
+#[sluice::map]
+fn parse_int(s: &str) -> Result<i64, String> {
+    s.trim().parse::<i64>().map_err(|e| format!("`{s}` is not an integer: {e}"))
+}
+
+sluice::export!(upper, long, length, sum, words, parse_int);
