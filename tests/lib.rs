@@ -1,1 +1,142 @@
-//! wip
+//! Helpers shared by the end-to-end tests and benches: where the built plugins
+//! are, one shared wasm runtime (one engine, one compile cache), the `sluice`
+//! binary, the Spark reference outputs, and golden comparisons that print a
+//! readable expected/got diff.
+
+use serde_json::Value;
+use sluice::{Runtime, RuntimeConfig};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// A built plugin component, e.g. `plugin("wordcount")`.
+pub fn plugin(name: &str) -> PathBuf {
+    Path::new(env!("SLUICE_PLUGIN_DIR")).join(format!("{name}.wasm"))
+}
+
+/// The compile cache shared by every test (and the CLI runs they start).
+pub fn cache_dir() -> PathBuf {
+    root().join("target").join("sluice-cache")
+}
+
+/// One runtime for the whole test process: one engine, compiled components shared.
+pub fn runtime() -> Arc<Runtime> {
+    static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(cache_dir()),
+            ..RuntimeConfig::default()
+        })
+        .expect("creating the wasm runtime")
+    })
+    .clone()
+}
+
+/// The Spark reference folder (`../shared/reference`, or `$SLUICE_REFERENCE`).
+pub fn reference() -> PathBuf {
+    let dir = std::env::var_os("SLUICE_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("..").join("shared").join("reference"));
+    assert!(
+        dir.join("golden").is_dir(),
+        "the Spark reference outputs are missing at {} (set SLUICE_REFERENCE)",
+        dir.display()
+    );
+    dir
+}
+
+/// The `sluice` binary built beside this test (by `cargo test --workspace`).
+pub fn sluice_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let bin = dir.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --release --workspace`, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// Parses a JSON-lines file.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn canonical(v: &Value) -> String {
+    v.to_string()
+}
+
+fn sorted(records: &Value) -> Vec<String> {
+    let mut r: Vec<String> = records
+        .as_array()
+        .map(|a| a.iter().map(canonical).collect())
+        .unwrap_or_default();
+    r.sort();
+    r
+}
+
+/// Compares per-batch outputs with a golden file: the same batches, and per
+/// batch the same records as multisets (and `partitions` where the golden
+/// file records it). Panics with a readable expected/got diff.
+pub fn assert_matches_golden(got: &[Value], golden: &[Value], what: &str) {
+    let mut problems = Vec::new();
+    let index = |v: &Value| v["batch"].as_u64().unwrap_or(u64::MAX);
+    let got_batches: Vec<u64> = got.iter().map(index).collect();
+    let want_batches: Vec<u64> = golden.iter().map(index).collect();
+    if got_batches != want_batches {
+        problems.push(format!(
+            "batches: expected {want_batches:?}\n         got      {got_batches:?}"
+        ));
+    }
+    for want in golden {
+        let b = index(want);
+        let Some(have) = got.iter().find(|g| index(g) == b) else {
+            continue;
+        };
+        let (w, h) = (sorted(&want["records"]), sorted(&have["records"]));
+        if w != h {
+            let missing: Vec<&String> = w.iter().filter(|x| !h.contains(x)).collect();
+            let extra: Vec<&String> = h.iter().filter(|x| !w.contains(x)).collect();
+            problems.push(format!(
+                "batch {b}:\n  expected {}\n  got      {}\n  missing  {missing:?}\n  extra    {extra:?}",
+                w.join(" "),
+                h.join(" ")
+            ));
+        }
+        if let Some(p) = want.get("partitions")
+            && have.get("partitions") != Some(p)
+        {
+            problems.push(format!(
+                "batch {b}: expected {p} partitions, got {:?}",
+                have.get("partitions")
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{what} differs from the golden output:\n{}",
+        problems.join("\n")
+    );
+}

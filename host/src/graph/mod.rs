@@ -520,7 +520,16 @@ impl DStream {
         store
     }
 
-    /// Calls `f` with every batch (Spark's `foreachRDD`, natively).
+    /// Calls `f` with every batch's raw partitions (Spark's `foreachRDD`, natively,
+    /// without rendering: for embedding and benchmarks).
+    pub fn foreach_rdd<F>(&self, f: F)
+    where
+        F: FnMut(BatchTime, &Rdd) -> Result<()> + Send + 'static,
+    {
+        self.add_output(Box::new(crate::sink::ForEachRdd(f)));
+    }
+
+    /// Calls `f` with every batch, rendered as JSON records.
     pub fn foreach_batch<F>(&self, f: F)
     where
         F: FnMut(&CollectedBatch) -> Result<()> + Send + 'static,

@@ -592,8 +592,9 @@ impl LineSplitter {
         }
         match std::str::from_utf8(line) {
             Ok(s) => {
-                sink.push_line(s);
+                // Count first: whoever sees the line must also see it counted.
                 bump(&self.stats.lines, 1);
+                sink.push_line(s);
             }
             Err(_) => {
                 bump(&self.stats.non_utf8_lines, 1);
@@ -611,8 +612,8 @@ impl LineSplitter {
                     );
                 }
                 if !skip {
-                    sink.push_line(&String::from_utf8_lossy(line));
                     bump(&self.stats.lines, 1);
+                    sink.push_line(&String::from_utf8_lossy(line));
                 }
             }
         }

@@ -76,3 +76,15 @@ where
         (self.0)(&CollectedBatch::of(time, index, rdd))
     }
 }
+
+/// A native closure per batch over the raw partitions (`DStream::foreach_rdd`).
+pub(crate) struct ForEachRdd<F>(pub(crate) F);
+
+impl<F> Output for ForEachRdd<F>
+where
+    F: FnMut(BatchTime, &Rdd) -> Result<()> + Send,
+{
+    fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
+        (self.0)(time, rdd)
+    }
+}

@@ -524,8 +524,14 @@ fn resolve_stream<'a>(
                 format!("unknown plugin `{plugin}` (declared: {})", known.join(", ")),
             );
         };
-        let func = Func::plugin(p, fname)
-            .or_else(|e| cx.err(f.span(), &field("function"), e.to_string()))?;
+        let func = Func::plugin(p, fname).or_else(|e| {
+            // The spec error already says where; keep only what is wrong.
+            let message = match e {
+                Error::Plan(m) => m,
+                other => other.to_string(),
+            };
+            cx.err(f.span(), &field("function"), message)
+        })?;
         let ok = func.kind() == want
             || (want == sluice_sdk::Kind::FlatMap && func.kind() == sluice_sdk::Kind::Map);
         if !ok {

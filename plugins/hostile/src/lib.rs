@@ -49,12 +49,12 @@ fn bomb(s: &str) -> String {
     s.to_string()
 }
 
-/// Emits 100 MiB of output on `"flood"`: the output cap must stop it.
+/// Emits 20 MiB of output on `"flood"`: the output cap must stop it.
 #[sluice::flat_map]
 fn flood(s: &str) -> Vec<String> {
     if s == "flood" {
         let chunk = "x".repeat(1 << 20);
-        return (0..100).map(|_| chunk.clone()).collect();
+        return (0..20).map(|_| chunk.clone()).collect();
     }
     vec![s.to_string()]
 }
@@ -72,4 +72,34 @@ fn chatty(s: &str) -> String {
     s.to_string()
 }
 
-sluice::export!(trap, flaky, spin, bomb, flood, chatty);
+/// Tries to read the file named by the element: no directory is granted, so it must fail.
+#[sluice::map]
+fn snoop(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+/// Tries to connect to the `host:port` in the element: no network is granted, so it must fail.
+#[sluice::map]
+fn dial(addr: &str) -> Result<String, String> {
+    std::net::TcpStream::connect(addr)
+        .map(|_| format!("connected to {addr}"))
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// Counts the environment variables and arguments it can see (none are granted).
+#[sluice::map]
+fn environment(_s: &str) -> i64 {
+    (std::env::vars().count() + std::env::args().count()) as i64
+}
+
+sluice::export!(
+    trap,
+    flaky,
+    spin,
+    bomb,
+    flood,
+    chatty,
+    snoop,
+    dial,
+    environment
+);

@@ -36,7 +36,9 @@ fn words(line: &str) -> impl Iterator<Item = &str> {
 /// Parses an integer, refusing anything else (exercises typed errors).
 #[sluice::map]
 fn parse_int(s: &str) -> Result<i64, String> {
-    s.trim().parse::<i64>().map_err(|e| format!("`{s}` is not an integer: {e}"))
+    s.trim()
+        .parse::<i64>()
+        .map_err(|e| format!("`{s}` is not an integer: {e}"))
 }
 
 sluice::export!(upper, long, length, sum, words, parse_int);

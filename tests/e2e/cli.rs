@@ -1,0 +1,131 @@
+//! The `sluice` command as a user runs it.
+
+use sluice_tests::{plugin, root, sluice_bin};
+use std::process::Command;
+
+fn sluice() -> Command {
+    let mut c = Command::new(sluice_bin());
+    c.env("SLUICE_CACHE_DIR", sluice_tests::cache_dir());
+    c
+}
+
+#[test]
+fn plugin_inspect_lists_functions_and_kinds() {
+    let out = sluice()
+        .args(["plugin", "inspect"])
+        .arg(plugin("wordcount"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expect in [
+        "plugin   wordcount 0.1.0",
+        "split            flat-map",
+        "pair             map",
+        "add              reduce",
+    ] {
+        assert!(text.contains(expect), "missing `{expect}` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_bad_spec_names_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("temp");
+    let input = dir.path().join("in.json");
+    std::fs::write(&input, r#"[["a b"]]"#).expect("write");
+    let job = dir.path().join("job.toml");
+    let text = format!(
+        "[job]\nbatch_interval = \"1s\"\n\n[plugins.wordcount]\npath = \"{}\"\n\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"wordcount.splitt\"\n\n[[outputs]]\nstream = \"words\"\ntype = \"pprint\"\n",
+        plugin("wordcount").display()
+    );
+    std::fs::write(&job, text).expect("write");
+    let out = sluice().arg("run").arg(&job).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "{}:14: streams.words.function: plugin `wordcount` has no function `splitt`",
+        job.display()
+    );
+    assert!(err.contains(&want), "expected `{want}` in:\n{err}");
+}
+
+#[test]
+fn pprint_prints_spark_format() {
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(
+        dir.path().join("in.json"),
+        r#"[["b a b", "c d e f g h i j k l m"], []]"#,
+    )
+    .expect("write");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nbatch_interval = \"1s\"\nworkers = 1\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\npartitions = 1\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n[[outputs]]\nstream = \"words\"\ntype = \"pprint\"\n",
+            plugin("wordcount").display()
+        ),
+    )
+    .expect("write");
+    let out = sluice()
+        .arg("run")
+        .arg(&job)
+        .env("TZ", "UTC")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dashes = "-".repeat(43);
+    let want = format!(
+        "{dashes}\nTime: 1970-01-01 00:00:01\n{dashes}\n'b'\n'a'\n'b'\n'c'\n'd'\n'e'\n'f'\n'g'\n'h'\n'i'\n...\n\n{dashes}\nTime: 1970-01-01 00:00:02\n{dashes}\n\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+/// The README's demo: the example word count, fed by `--feed`, for a few batches.
+#[test]
+fn the_wordcount_example_runs_with_its_own_feeder() {
+    let example = std::fs::read_to_string(root().join("examples/wordcount.toml")).expect("example");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = example
+        .replace("port = 9999", &format!("port = {port}"))
+        .replace(
+            "../target/plugins/wasm32-wasip2/release/wordcount.wasm",
+            &plugin("wordcount").display().to_string(),
+        );
+    assert!(
+        text.contains(&format!("port = {port}")),
+        "the example uses port 9999"
+    );
+    let dir = tempfile::tempdir().expect("temp");
+    let job = dir.path().join("wordcount.toml");
+    std::fs::write(&job, text).expect("write");
+    let out = sluice()
+        .arg("run")
+        .arg(&job)
+        .args(["--feed", "--feed-rate", "200", "--batches", "4"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("Time: ").count(), 4, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("('") && l.ends_with(')')),
+        "no counts printed:\n{stdout}"
+    );
+}

@@ -1,0 +1,168 @@
+//! Golden tests: each case under `tests/cases/NAME/` runs on the Spark
+//! reference input `inputs/NAME.json` through the CLI, and its per-batch output
+//! must equal `golden/NAME.jsonl`; the same jobs through the library with other
+//! partition counts must give the same records.
+
+use sluice::{Func, ManualClock, StreamingContext};
+use sluice_tests::{assert_matches_golden, plugin, read_jsonl, reference, runtime, sluice_bin};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Writes the case's job spec into `dir` with its placeholders filled in.
+fn job_in(case: &str, dir: &Path) -> std::path::PathBuf {
+    let template = std::fs::read_to_string(
+        sluice_tests::root()
+            .join("tests/cases")
+            .join(case)
+            .join("job.toml"),
+    )
+    .expect("reading the case's job.toml");
+    let plugins = plugin("wordcount")
+        .parent()
+        .expect("plugin dir")
+        .display()
+        .to_string();
+    let text = template
+        .replace("${PLUGINS}", &plugins)
+        .replace("${REFERENCE}", &reference().display().to_string());
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).expect("writing job.toml");
+    path
+}
+
+fn run_case_through_cli(case: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = job_in(case, dir.path());
+    let out = Command::new(sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .output()
+        .expect("running sluice");
+    assert!(
+        out.status.success(),
+        "sluice run {case} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = read_jsonl(&dir.path().join("out.jsonl"));
+    let golden = read_jsonl(&reference().join("golden").join(format!("{case}.jsonl")));
+    assert_matches_golden(&got, &golden, case);
+    // Batch times are on the interval grid, one interval apart.
+    let times: Vec<i64> = got
+        .iter()
+        .map(|g| g["time"].as_i64().expect("time"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[1] - w[0] == 1000), "{times:?}");
+}
+
+#[test]
+fn flat_map_matches_spark() {
+    run_case_through_cli("flatMap");
+}
+
+#[test]
+fn map_matches_spark() {
+    run_case_through_cli("map");
+}
+
+#[test]
+fn filter_matches_spark() {
+    run_case_through_cli("filter");
+}
+
+#[test]
+fn reduce_by_key_matches_spark() {
+    run_case_through_cli("reduceByKey");
+}
+
+fn queue(case: &str) -> Vec<Vec<String>> {
+    sluice::receiver::queue::read_queue_file(
+        &reference().join("inputs").join(format!("{case}.json")),
+        None,
+    )
+    .expect("reading the reference input")
+    .batches
+}
+
+/// The word count through the library, with other input and output partition
+/// counts and worker counts than the CLI case: the records must not change.
+#[test]
+fn reduce_by_key_through_the_library_is_partition_independent() {
+    let golden = read_jsonl(&reference().join("golden/reduceByKey.jsonl"));
+    for (input_parts, output_parts, workers) in [(1, 1, 1), (3, 5, 2), (7, 3, 2)] {
+        let ssc = StreamingContext::new(Duration::from_secs(1))
+            .with_clock(Arc::new(ManualClock::new(0)))
+            .with_workers(workers)
+            .with_runtime(runtime());
+        let wc = ssc
+            .load_plugin("wordcount", plugin("wordcount"))
+            .expect("loading wordcount");
+        let counts = ssc
+            .queue_stream(queue("reduceByKey"), input_parts)
+            .flat_map(wc.func("split").expect("split"))
+            .map(wc.func("pair").expect("pair"))
+            .reduce_by_key(wc.func("add").expect("add"), output_parts);
+        let out = counts.collect();
+        let summary = ssc.run(None).expect("running");
+        assert_eq!(summary.batches, golden.len() as u64);
+        let got: Vec<serde_json::Value> = out
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| {
+                assert_eq!(b.partitions, output_parts);
+                serde_json::json!({"batch": b.index, "records": b.sorted_records()})
+            })
+            .collect();
+        let golden_records: Vec<serde_json::Value> = golden
+            .iter()
+            .map(|g| serde_json::json!({"batch": g["batch"], "records": g["records"]}))
+            .collect();
+        assert_matches_golden(
+            &got,
+            &golden_records,
+            &format!("reduceByKey with {input_parts}/{output_parts} partitions"),
+        );
+    }
+}
+
+/// Plugin functions and native closures give the same output.
+#[test]
+fn native_operators_match_plugin_operators() {
+    let run = |native: bool| {
+        let ssc = StreamingContext::new(Duration::from_secs(1))
+            .with_clock(Arc::new(ManualClock::new(0)))
+            .with_runtime(runtime());
+        let lines = ssc.queue_stream(queue("filter"), 2);
+        let long = if native {
+            lines
+                .flat_map(Func::native_values(
+                    "split",
+                    sluice_sdk_kind_flat_map(),
+                    |c| sluice_sdk::run::flat_map(c, |l: &str| l.split(' ')),
+                ))
+                .filter(Func::filter("long", |w: String| w.chars().count() >= 4))
+        } else {
+            let text = ssc
+                .load_plugin("text", plugin("text"))
+                .expect("loading text");
+            lines
+                .flat_map(text.func("words").expect("words"))
+                .filter(text.func("long").expect("long"))
+        };
+        let out = long.collect();
+        ssc.run(None).expect("running");
+        let batches = out.lock().expect("lock");
+        batches
+            .iter()
+            .map(|b| b.sorted_records())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(true), run(false));
+}
+
+fn sluice_sdk_kind_flat_map() -> sluice_sdk::Kind {
+    sluice_sdk::Kind::FlatMap
+}

@@ -1,0 +1,113 @@
+//! A real job on a real TCP server: word count over the socket receiver,
+//! through a disconnect and reconnect, with a non-UTF-8 line, on the system clock.
+
+use sluice::{Func, StreamingContext};
+use sluice_tests::{plugin, runtime};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[test]
+fn word_count_over_a_socket_survives_a_reconnect() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        // First connection: lines, a non-UTF-8 line, a partial last line, then close.
+        let (mut c, _) = listener.accept().expect("accept 1");
+        c.write_all(b"hello world hello\r\nthe quick brown fox\n\xff\xfe bad\npartial")
+            .expect("write");
+        drop(c);
+        // The receiver reconnects with a new connection.
+        let (mut c, _) = listener.accept().expect("accept 2");
+        c.write_all("after reconnect über\n".as_bytes())
+            .expect("write");
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let ssc = StreamingContext::new(Duration::from_millis(200))
+        .with_workers(2)
+        .with_runtime(runtime());
+    let wc = ssc
+        .load_plugin("wordcount", plugin("wordcount"))
+        .expect("wordcount");
+    let counts = ssc
+        .socket_text_stream("127.0.0.1", port)
+        .flat_map(wc.func("split").expect("split"))
+        .map(wc.func("pair").expect("pair"))
+        .reduce_by_key(wc.func("add").expect("add"), 2);
+    let totals: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let t = totals.clone();
+    counts.foreach_batch(move |b| {
+        let mut t = t.lock().expect("lock");
+        for r in &b.records {
+            *t.entry(r[0].as_str().expect("word").to_string())
+                .or_default() += r[1].as_i64().expect("count");
+        }
+        Ok(())
+    });
+    let stop = ssc.stop_handle();
+    let runner = std::thread::spawn(move || ssc.run(None));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !totals.lock().expect("lock").contains_key("über") {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.stop();
+    runner.join().expect("join").expect("the job ran");
+    drop(server);
+    let t = totals.lock().expect("lock").clone();
+    assert_eq!(t.get("hello"), Some(&2), "{t:?}");
+    assert_eq!(t.get("fox"), Some(&1), "{t:?}");
+    assert_eq!(
+        t.get("partial"),
+        Some(&1),
+        "the partial line at disconnect is delivered: {t:?}"
+    );
+    assert_eq!(
+        t.get("\u{fffd}\u{fffd}"),
+        Some(&1),
+        "non-UTF-8 bytes are replaced: {t:?}"
+    );
+    assert_eq!(t.get("reconnect"), Some(&1), "{t:?}");
+    assert_eq!(t.get("über"), Some(&1), "{t:?}");
+}
+
+#[test]
+fn native_word_count_over_a_socket() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        for _ in 0..100 {
+            c.write_all(b"a b a\n").expect("write");
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let ssc = StreamingContext::new(Duration::from_millis(100)).with_workers(2);
+    let counts = ssc
+        .socket_text_stream("127.0.0.1", port)
+        .flat_map(Func::flat_map("split", |l: String| {
+            l.split(' ').map(str::to_string).collect::<Vec<_>>()
+        }))
+        .map(Func::map("pair", |w: String| (w, 1i64)))
+        .reduce_by_key(Func::reduce("add", |a: i64, b: i64| a + b), 2);
+    let total = Arc::new(Mutex::new(0i64));
+    let t = total.clone();
+    counts.foreach_batch(move |b| {
+        *t.lock().expect("lock") += b
+            .records
+            .iter()
+            .map(|r| r[1].as_i64().unwrap_or(0))
+            .sum::<i64>();
+        Ok(())
+    });
+    let stop = ssc.stop_handle();
+    let runner = std::thread::spawn(move || ssc.run(None));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && *total.lock().expect("lock") < 300 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.stop();
+    runner.join().expect("join").expect("ran");
+    assert_eq!(*total.lock().expect("lock"), 300);
+}
