@@ -178,9 +178,10 @@ impl Column {
             if value.is_empty() {
                 continue;
             }
-            match crate::msgpack::value_len(value) {
-                Ok(n) if n == value.len() => {}
-                Ok(n) => {
+            match crate::msgpack::is_single_value(value) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let n = crate::msgpack::value_len(value).unwrap_or(0);
                     return Err(ValidationError::Element {
                         index: i,
                         message: format!(

@@ -33,6 +33,45 @@ fn be(bytes: &[u8], at: usize, n: usize) -> Result<usize, MsgpackError> {
     Ok(s.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize))
 }
 
+#[inline]
+fn check_utf8(s: &[u8]) -> Result<(), MsgpackError> {
+    // Most text is ASCII: a word-at-a-time scan, then the full check only if needed.
+    if s.is_ascii() || std::str::from_utf8(s).is_ok() {
+        Ok(())
+    } else {
+        Err(MsgpackError::BadUtf8)
+    }
+}
+
+/// Whether `value` is exactly one well-formed MessagePack value (strings UTF-8).
+///
+/// Fast paths for the shapes streams are made of — a small integer, a short
+/// string, a pair of them — fall back to the general scan for anything else.
+#[inline]
+pub fn is_single_value(value: &[u8]) -> Result<bool, MsgpackError> {
+    #[inline]
+    fn simple_len(b: &[u8]) -> Option<usize> {
+        match *b.first()? {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some(1),
+            m @ 0xa0..=0xbf => {
+                let n = 1 + (m & 0x1f) as usize;
+                (b.len() >= n && b[1..n].is_ascii()).then_some(n)
+            }
+            _ => None,
+        }
+    }
+    if let Some(n) = simple_len(value) {
+        return Ok(n == value.len());
+    }
+    if value.first() == Some(&0x92)
+        && let Some(k) = simple_len(&value[1..])
+        && let Some(v) = simple_len(&value[1 + k..])
+    {
+        return Ok(1 + k + v == value.len());
+    }
+    value_len(value).map(|n| n == value.len())
+}
+
 /// Length in bytes of the first MessagePack value in `bytes`, checking its
 /// structure and that its strings are UTF-8. Iterative: nesting depth cannot
 /// overflow the stack.
@@ -91,8 +130,8 @@ pub fn value_len(bytes: &[u8]) -> Result<usize, MsgpackError> {
         if end > bytes.len() {
             return Err(MsgpackError::Truncated);
         }
-        if is_str && std::str::from_utf8(&bytes[pos..end]).is_err() {
-            return Err(MsgpackError::BadUtf8);
+        if is_str {
+            check_utf8(&bytes[pos..end])?;
         }
         pos = end;
         pending = pending
@@ -153,6 +192,29 @@ mod tests {
         let mut v = vec![0x91u8; 1_000_000];
         v.push(0x01);
         assert_eq!(value_len(&v), Ok(v.len()));
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_general_scan() {
+        let cases: Vec<Vec<u8>> = vec![
+            enc(&1),
+            enc(&-3),
+            enc(&"word"),
+            enc(&"naïve"),
+            enc(&("the", 2)),
+            enc(&("日本", 300)),
+            enc(&(1, 2)),
+            enc(&vec![1, 2, 3]),
+            vec![0xa3, b'a', b'b'],
+            vec![0xa2, 0xff, 0xfe],
+            vec![0x92, 0xa1, b'a'],
+            vec![0x01, 0x02],
+            vec![0x92, 0x01, 0x02, 0x03],
+        ];
+        for c in cases {
+            let general = value_len(&c).map(|n| n == c.len());
+            assert_eq!(is_single_value(&c), general, "{c:02x?}");
+        }
     }
 
     #[test]

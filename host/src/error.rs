@@ -122,8 +122,8 @@ pub enum Error {
         batch: BatchTime,
         /// Partition being processed.
         partition: u32,
-        /// What happened.
-        fault: PluginFault,
+        /// What happened (boxed: keeps `Error` small on the happy path).
+        fault: Box<PluginFault>,
     },
     /// A job spec is invalid.
     #[error("{path}:{line}: {field}: {message}")]

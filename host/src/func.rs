@@ -188,11 +188,11 @@ impl Func {
             function: self.name.clone(),
             batch: site.batch,
             partition: site.partition,
-            fault: PluginFault::Refused {
+            fault: Box::new(PluginFault::Refused {
                 kind: format!("{:?}", e.kind),
                 message: e.message,
                 element: e.element.map(u64::from),
-            },
+            }),
         }
     }
 
@@ -211,7 +211,7 @@ impl Func {
             function,
             batch: site.batch,
             partition: site.partition,
-            fault: PluginFault::BadOutput { message },
+            fault: Box::new(PluginFault::BadOutput { message }),
         }
     }
 

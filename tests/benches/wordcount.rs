@@ -7,7 +7,7 @@
 use sluice::{Func, ManualClock, StreamingContext};
 use sluice_tests::{plugin, runtime};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -78,8 +78,7 @@ fn run(batches: &[Vec<String>], workers: usize, native: bool) -> Vec<Duration> {
     }));
     ssc.run(None).expect("running the word count");
     assert!(*keys.lock().expect("lock") > 0);
-    let v = times.lock().expect("lock").clone();
-    v
+    times.lock().expect("lock").clone()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

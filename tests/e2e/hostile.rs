@@ -77,7 +77,7 @@ fn fault_of(err: &Error, function: &str) -> PluginFault {
                 BatchTime(2000),
                 "the error names the poisoned batch"
             );
-            fault.clone()
+            (**fault).clone()
         }
         other => panic!("expected a plugin error, got: {other}"),
     }
@@ -207,17 +207,16 @@ fn files_network_and_environment_are_not_granted() {
             .collect();
         let err = ssc.run(None).expect_err("the sandbox must refuse");
         match err {
-            Error::Plugin {
-                fault:
-                    PluginFault::Refused {
-                        message, element, ..
-                    },
-                ..
-            } => {
-                assert!(message.contains(expect), "{message}");
-                assert_eq!(element, Some(0));
-            }
-            other => panic!("{function}({input}): expected a refusal, got {other}"),
+            Error::Plugin { fault, .. } => match *fault {
+                PluginFault::Refused {
+                    message, element, ..
+                } => {
+                    assert!(message.contains(expect), "{message}");
+                    assert_eq!(element, Some(0));
+                }
+                other => panic!("{function}({input}): expected a refusal, got {other}"),
+            },
+            other => panic!("{function}({input}): expected a plugin error, got {other}"),
         }
     }
     let ssc = ctx();

@@ -51,11 +51,14 @@ impl CompileCache {
     ) -> Result<(Component, CacheOutcome), wasmtime::Error> {
         if let Some(dir) = &self.dir {
             let path = self.path_for(dir, hash);
-            if path.exists() {
-                // SAFETY: the file was written by `store` below from this engine's own
-                // `precompile_component` output, under a name that includes the
-                // engine's compatibility hash; wasmtime also checks its header.
-                match unsafe { Component::deserialize_file(engine, &path) } {
+            // Read, not mmap: a file truncated or rewritten in place under a
+            // live mapping would kill the process with SIGBUS.
+            if let Ok(artifact) = std::fs::read(&path) {
+                // SAFETY: the file was written by `store_atomically` below from this
+                // engine's own `precompile_component` output, under a name that
+                // includes the engine's compatibility hash, in a directory only the
+                // host writes; wasmtime also checks its header and version.
+                match unsafe { Component::deserialize(engine, &artifact) } {
                     Ok(c) => return Ok((c, CacheOutcome::Hit)),
                     Err(e) => tracing::warn!(
                         "discarding unusable compiled plugin {}: {e:#}",

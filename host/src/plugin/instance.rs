@@ -444,7 +444,7 @@ impl Plugin {
             function: self.function_name(index),
             batch,
             partition: ctx.partition,
-            fault,
+            fault: Box::new(fault),
         };
         let ticks = Runtime::deadline_ticks(self.limits.call_deadline);
         let mut last_fault = None;

@@ -370,7 +370,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         .iter()
         .map(|(k, v)| (k.get_ref().as_str(), v))
         .collect();
-    for (name, _) in &spec.streams {
+    for name in spec.streams.keys() {
         if streams.contains_key(name.get_ref()) {
             return cx.err(
                 name.span(),
@@ -380,7 +380,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         }
     }
     let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for (name, _) in &spec.streams {
+    for name in spec.streams.keys() {
         let mut chain: Vec<&str> = Vec::new();
         resolve_stream(
             name.get_ref(),
