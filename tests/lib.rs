@@ -140,3 +140,18 @@ pub fn assert_matches_golden(got: &[Value], golden: &[Value], what: &str) {
         problems.join("\n")
     );
 }
+
+/// Runs a command that must succeed; panics with its stderr otherwise, and
+/// returns its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

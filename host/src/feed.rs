@@ -22,9 +22,10 @@
 //!
 //! This is a demo traffic generator, not part of the engine's data path.
 
+use crate::stop::StopSignal;
 use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -161,8 +162,7 @@ impl std::fmt::Debug for Client {
 /// Stop flag with interruptible waits, plus the live clients.
 #[derive(Debug, Default)]
 struct Shared {
-    stopped: Mutex<bool>,
-    cv: Condvar,
+    stop: StopSignal,
     clients: Mutex<Vec<Client>>,
 }
 
@@ -172,28 +172,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     fn trigger(&self) {
-        *lock(&self.stopped) = true;
-        self.cv.notify_all();
+        self.stop.trigger();
     }
 
     fn is_stopped(&self) -> bool {
-        *lock(&self.stopped)
+        self.stop.is_stopped()
     }
 
     /// Sleeps until `deadline`; returns true if stopped.
     fn wait_until(&self, deadline: Instant) -> bool {
-        let mut stopped = lock(&self.stopped);
-        while !*stopped {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            stopped = match self.cv.wait_timeout(stopped, deadline - now) {
-                Ok((guard, _)) => guard,
-                Err(e) => e.into_inner().0,
-            };
-        }
-        true
+        self.stop.wait_until(deadline)
     }
 }
 

@@ -36,6 +36,7 @@ pub mod receiver;
 pub mod render;
 pub mod sink;
 pub mod spec;
+mod stop;
 pub mod time;
 
 pub use error::{Domain, Error, PluginFault, Result};

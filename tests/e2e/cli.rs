@@ -1,6 +1,6 @@
 //! The `sluice` command as a user runs it.
 
-use sluice_tests::{plugin, root, sluice_bin};
+use sluice_tests::{plugin, root, run_ok, sluice_bin};
 use std::process::Command;
 
 fn sluice() -> Command {
@@ -11,17 +11,11 @@ fn sluice() -> Command {
 
 #[test]
 fn plugin_inspect_lists_functions_and_kinds() {
-    let out = sluice()
-        .args(["plugin", "inspect"])
-        .arg(plugin("wordcount"))
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = run_ok(
+        sluice()
+            .args(["plugin", "inspect"])
+            .arg(plugin("wordcount")),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     for expect in [
         "plugin   wordcount 0.1.0",
         "split            flat-map",
@@ -70,22 +64,12 @@ fn pprint_prints_spark_format() {
         ),
     )
     .expect("write");
-    let out = sluice()
-        .arg("run")
-        .arg(&job)
-        .env("TZ", "UTC")
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_ok(sluice().arg("run").arg(&job).env("TZ", "UTC"));
     let dashes = "-".repeat(43);
     let want = format!(
         "{dashes}\nTime: 1970-01-01 00:00:01\n{dashes}\n'b'\n'a'\n'b'\n'c'\n'd'\n'e'\n'f'\n'g'\n'h'\n'i'\n...\n\n{dashes}\nTime: 1970-01-01 00:00:02\n{dashes}\n\n"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    assert_eq!(stdout, want);
 }
 
 /// The README's demo: the example word count, fed by `--feed`, for a few batches.
@@ -109,18 +93,13 @@ fn the_wordcount_example_runs_with_its_own_feeder() {
     let dir = tempfile::tempdir().expect("temp");
     let job = dir.path().join("wordcount.toml");
     std::fs::write(&job, text).expect("write");
-    let out = sluice()
-        .arg("run")
-        .arg(&job)
-        .args(["--feed", "--feed-rate", "200", "--batches", "4"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_ok(sluice().arg("run").arg(&job).args([
+        "--feed",
+        "--feed-rate",
+        "200",
+        "--batches",
+        "4",
+    ]));
     assert_eq!(stdout.matches("Time: ").count(), 4, "{stdout}");
     assert!(
         stdout

@@ -4,7 +4,9 @@
 //! partition counts must give the same records.
 
 use sluice::{Func, ManualClock, StreamingContext};
-use sluice_tests::{assert_matches_golden, plugin, read_jsonl, reference, runtime, sluice_bin};
+use sluice_tests::{
+    assert_matches_golden, plugin, read_jsonl, reference, run_ok, runtime, sluice_bin,
+};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -35,16 +37,11 @@ fn job_in(case: &str, dir: &Path) -> std::path::PathBuf {
 fn run_case_through_cli(case: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let job = job_in(case, dir.path());
-    let out = Command::new(sluice_bin())
-        .arg("run")
-        .arg(&job)
-        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
-        .output()
-        .expect("running sluice");
-    assert!(
-        out.status.success(),
-        "sluice run {case} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
     );
     let got = read_jsonl(&dir.path().join("out.jsonl"));
     let golden = read_jsonl(&reference().join("golden").join(format!("{case}.jsonl")));

@@ -112,6 +112,7 @@ pub struct RunSummary {
 /// assert!(batches[1].records.is_empty());
 /// ```
 pub struct StreamingContext {
+    name: String,
     graph: Arc<Mutex<Graph>>,
     interval: Duration,
     clock: Arc<dyn Clock>,
@@ -137,6 +138,7 @@ impl StreamingContext {
     /// A context with `batch_interval`, the system clock and one worker per core.
     pub fn new(batch_interval: Duration) -> Self {
         StreamingContext {
+            name: "job".to_string(),
             graph: Arc::new(Mutex::new(Graph::default())),
             interval: batch_interval,
             clock: Arc::new(SystemClock),
@@ -146,6 +148,17 @@ impl StreamingContext {
             listeners: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
         }
+    }
+
+    /// Names the job (tags its plugins' logs; default `job`).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Uses `clock` instead of the system clock (e.g. a [`crate::ManualClock`]:
@@ -191,7 +204,7 @@ impl StreamingContext {
         path: impl AsRef<Path>,
         limits: Limits,
     ) -> Result<Arc<Plugin>> {
-        Plugin::load(&self.runtime()?, name, path.as_ref(), limits)
+        Plugin::load_for_job(&self.runtime()?, &self.name, name, path.as_ref(), limits)
     }
 
     fn add_source(&self, name: String, source: Box<dyn Source>) -> DStream {

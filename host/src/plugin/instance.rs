@@ -151,6 +151,7 @@ pub struct PluginStats {
 
 /// A plugin loaded into the runtime, ready to be called by any worker.
 pub struct Plugin {
+    job: String,
     name: String,
     path: PathBuf,
     hash: String,
@@ -189,56 +190,70 @@ fn kind_of(k: bindings::FunctionKind) -> Kind {
 }
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+fn load_error(name: &str, path: &Path, message: String) -> Error {
+    Error::PluginLoad {
+        plugin: name.to_string(),
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn check_size(name: &str, path: &Path, bytes: u64, limits: &Limits) -> Result<()> {
+    if bytes > limits.component_bytes {
+        return Err(load_error(
+            name,
+            path,
+            format!(
+                "the component is {bytes} bytes, over the {} byte limit",
+                limits.component_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 
 impl Plugin {
     /// Loads, compiles (or fetches from the cache) and describes the component
-    /// at `path`, known in the job as `name`.
+    /// at `path`, known as `name` (outside any job; see [`Plugin::load_for_job`]).
     pub fn load(
         runtime: &Arc<Runtime>,
         name: &str,
         path: &Path,
         limits: Limits,
     ) -> Result<Arc<Plugin>> {
-        let load_err = |message: String| Error::PluginLoad {
-            plugin: name.to_string(),
-            path: path.to_path_buf(),
-            message,
-        };
-        let meta =
-            std::fs::metadata(path).map_err(|e| load_err(format!("cannot read the file: {e}")))?;
-        if meta.len() > limits.component_bytes {
-            return Err(load_err(format!(
-                "the file is {} bytes, over the {} byte limit for components",
-                meta.len(),
-                limits.component_bytes
-            )));
-        }
-        let bytes =
-            std::fs::read(path).map_err(|e| load_err(format!("cannot read the file: {e}")))?;
-        Plugin::from_bytes(runtime, name, path, &bytes, limits)
+        Plugin::load_for_job(runtime, "", name, path, limits)
     }
 
-    /// Like [`Plugin::load`], from bytes already in memory (`path` is for messages).
+    /// Like [`Plugin::load`], for job `job`: its guest logs are tagged with it.
+    pub fn load_for_job(
+        runtime: &Arc<Runtime>,
+        job: &str,
+        name: &str,
+        path: &Path,
+        limits: Limits,
+    ) -> Result<Arc<Plugin>> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| load_error(name, path, format!("cannot read the file: {e}")))?;
+        // Refuse an oversized file before reading it.
+        check_size(name, path, meta.len(), &limits)?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| load_error(name, path, format!("cannot read the file: {e}")))?;
+        Plugin::from_bytes(runtime, job, name, path, &bytes, limits)
+    }
+
+    /// Like [`Plugin::load_for_job`], from bytes already in memory (`path` is for messages).
     pub fn from_bytes(
         runtime: &Arc<Runtime>,
+        job: &str,
         name: &str,
         path: &Path,
         bytes: &[u8],
         limits: Limits,
     ) -> Result<Arc<Plugin>> {
-        let load_err = |message: String| Error::PluginLoad {
-            plugin: name.to_string(),
-            path: path.to_path_buf(),
-            message,
-        };
-        if bytes.len() as u64 > limits.component_bytes {
-            return Err(load_err(format!(
-                "the component is {} bytes, over the {} byte limit",
-                bytes.len(),
-                limits.component_bytes
-            )));
-        }
+        let load_err = |message: String| load_error(name, path, message);
+        check_size(name, path, bytes.len() as u64, &limits)?;
         if limits.memory_bytes > runtime.config.max_memory_bytes {
             return Err(load_err(format!(
                 "memory limit {} MiB is over the engine's ceiling of {} MiB",
@@ -280,6 +295,7 @@ impl Plugin {
             ))
         })?;
         let mut plugin = Plugin {
+            job: job.to_string(),
             name: name.to_string(),
             path: path.to_path_buf(),
             hash,
@@ -374,6 +390,11 @@ impl Plugin {
             plugin,
             clock,
         })
+    }
+
+    /// The job it was loaded for (empty outside a job).
+    pub fn job(&self) -> &str {
+        &self.job
     }
 
     /// The name the job gives this plugin.
@@ -526,6 +547,7 @@ impl Plugin {
                     if attempt == 0 {
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
+                            job = %self.job,
                             plugin = %self.name,
                             function = %self.function_name(index),
                             batch = ctx.batch_time_ms,
@@ -551,22 +573,22 @@ impl Plugin {
         let (err, err_dropped) = state.stderr.take();
         let function = self.function_name(index);
         for (level, line) in &logs.lines {
-            let (plugin, function, batch) = (&self.name, &function, batch.millis());
+            let (job, plugin, function, batch) = (&self.job, &self.name, &function, batch.millis());
             match level {
                 LogLevel::Trace => {
-                    tracing::trace!(target: "sluice::guest", plugin, function, batch, "{line}")
+                    tracing::trace!(target: "sluice::guest", job, plugin, function, batch, "{line}")
                 }
                 LogLevel::Debug => {
-                    tracing::debug!(target: "sluice::guest", plugin, function, batch, "{line}")
+                    tracing::debug!(target: "sluice::guest", job, plugin, function, batch, "{line}")
                 }
                 LogLevel::Info => {
-                    tracing::info!(target: "sluice::guest", plugin, function, batch, "{line}")
+                    tracing::info!(target: "sluice::guest", job, plugin, function, batch, "{line}")
                 }
                 LogLevel::Warn => {
-                    tracing::warn!(target: "sluice::guest", plugin, function, batch, "{line}")
+                    tracing::warn!(target: "sluice::guest", job, plugin, function, batch, "{line}")
                 }
                 LogLevel::Error => {
-                    tracing::error!(target: "sluice::guest", plugin, function, batch, "{line}")
+                    tracing::error!(target: "sluice::guest", job, plugin, function, batch, "{line}")
                 }
             }
         }
@@ -575,7 +597,7 @@ impl Plugin {
                 .lines()
                 .filter(|l| !l.is_empty())
             {
-                tracing::info!(target: "sluice::guest", plugin = %self.name, function = %function, batch = batch.millis(), stream, "{line}");
+                tracing::info!(target: "sluice::guest", job = %self.job, plugin = %self.name, function = %function, batch = batch.millis(), stream, "{line}");
             }
         }
         let dropped = logs.dropped + u64::from(out_dropped > 0) + u64::from(err_dropped > 0);
@@ -583,7 +605,7 @@ impl Plugin {
             self.stats
                 .dropped_log_lines
                 .fetch_add(dropped, Ordering::Relaxed);
-            tracing::warn!(plugin = %self.name, function = %function, batch = batch.millis(), "guest log over its cap: {} lines and {} output bytes dropped", logs.dropped, out_dropped + err_dropped);
+            tracing::warn!(job = %self.job, plugin = %self.name, function = %function, batch = batch.millis(), "guest log over its cap: {} lines and {} output bytes dropped", logs.dropped, out_dropped + err_dropped);
         }
         logs.last_error.or_else(|| {
             let text = String::from_utf8_lossy(&err);

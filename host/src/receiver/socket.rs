@@ -89,11 +89,12 @@
 //! `connect_failures` and `disconnects` (connections that ended other than by
 //! `stop`).
 
+use crate::stop::StopSignal;
 use std::io::{self, ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -264,41 +265,6 @@ impl SocketReceiver {
 impl Drop for SocketReceiver {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// A stop flag whose waits can be interrupted.
-#[derive(Debug, Default)]
-struct StopSignal {
-    stopped: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl StopSignal {
-    fn trigger(&self) {
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.cv.notify_all();
-    }
-
-    fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits up to `dur`; returns true if stopped.
-    fn wait(&self, dur: Duration) -> bool {
-        let deadline = Instant::now() + dur;
-        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
-        while !*stopped {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            stopped = match self.cv.wait_timeout(stopped, deadline - now) {
-                Ok((guard, _)) => guard,
-                Err(e) => e.into_inner().0,
-            };
-        }
-        true
     }
 }
 
@@ -638,6 +604,7 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
+    use std::sync::{Condvar, Mutex};
 
     const WAIT: Duration = Duration::from_secs(10);
 

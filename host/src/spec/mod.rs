@@ -245,7 +245,11 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
             }
         },
     };
-    let mut ssc = StreamingContext::new(interval);
+    let job_name = job.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map_or("job".to_string(), |s| s.to_string_lossy().into_owned())
+    });
+    let mut ssc = StreamingContext::new(interval).with_name(&job_name);
     if manual {
         ssc = ssc.with_clock(Arc::new(ManualClock::new(0)));
     } else {
@@ -441,10 +445,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         }
     }
     Ok(Job {
-        name: job.name.clone().unwrap_or_else(|| {
-            path.file_stem()
-                .map_or("job".to_string(), |s| s.to_string_lossy().into_owned())
-        }),
+        name: job_name,
         context: ssc,
         socket_addrs,
         plugins,
