@@ -33,6 +33,8 @@ pub struct Func {
     name: String,
     kind: Kind,
     imp: Imp,
+    /// Input bytes per call; `None`: the plugin's limit (natives: unlimited).
+    limit: Option<usize>,
 }
 
 impl std::fmt::Debug for Func {
@@ -66,6 +68,7 @@ impl Func {
             ))
         })?;
         Ok(Func {
+            limit: None,
             name: format!("{}.{}", plugin.name(), name),
             kind: info.kind,
             imp: Imp::Plugin {
@@ -84,6 +87,7 @@ impl Func {
             sluice_sdk::Call::Reduce(c) => Native::Reduce(Arc::new(c)),
         };
         Func {
+            limit: None,
             name: format!("native.{}", f.name),
             kind: f.kind,
             imp: Imp::Native(native),
@@ -120,6 +124,7 @@ impl Func {
         F: Fn(I) -> bool + Send + Sync + 'static,
     {
         Func {
+            limit: None,
             name: format!("native.{name}"),
             kind: Kind::Filter,
             imp: Imp::Native(Native::Filter(Arc::new(move |c: &Column| {
@@ -135,6 +140,7 @@ impl Func {
         F: Fn(T, T) -> T + Send + Sync + 'static,
     {
         Func {
+            limit: None,
             name: format!("native.{name}"),
             kind: Kind::Reduce,
             imp: Imp::Native(Native::Reduce(Arc::new(move |c: &Column, g: &[u32]| {
@@ -151,10 +157,18 @@ impl Func {
         F: Fn(&Column) -> std::result::Result<Column, CallError> + Send + Sync + 'static,
     {
         Func {
+            limit: None,
             name: format!("native.{name}"),
             kind,
             imp: Imp::Native(Native::Values(Arc::new(f))),
         }
+    }
+
+    /// Splits calls so that each gets at most `bytes` of input (default: the
+    /// plugin's `input_bytes_per_call`; unlimited for native functions).
+    pub fn with_input_limit(mut self, bytes: usize) -> Func {
+        self.limit = Some(bytes.max(1));
+        self
     }
 
     /// `plugin.function` or `native.name`.
@@ -176,6 +190,9 @@ impl Func {
     }
 
     fn input_limit(&self) -> usize {
+        if let Some(l) = self.limit {
+            return l;
+        }
         match &self.imp {
             Imp::Plugin { plugin, .. } => plugin.limits().input_bytes_per_call as usize,
             Imp::Native(_) => usize::MAX,
@@ -380,7 +397,8 @@ impl Func {
             return Ok(Column::new());
         }
         let limit = self.input_limit();
-        if values.bytes.len() > limit {
+        // Two values must meet in one call however large they are.
+        if values.bytes.len() > limit && values.len() > 2 {
             return self.reduce_in_chunks(values, &groups, limit, site);
         }
         let out = match &self.imp {
@@ -425,8 +443,9 @@ impl Func {
     }
 
     /// Reduces groups whose values exceed the per-call input limit: packs
-    /// whole groups into calls, and splits a group that alone is too large
-    /// into pieces whose partial results are reduced again.
+    /// whole groups into calls of at most `limit` bytes; a group that alone is
+    /// larger is cut into pieces of at least two values (so each round at least
+    /// halves the number of values), whose partial results are reduced again.
     fn reduce_in_chunks(
         &self,
         values: &Column,
@@ -434,6 +453,7 @@ impl Func {
         limit: usize,
         site: CallSite,
     ) -> Result<Column> {
+        let encode = |e: sluice_sdk::EncodeError| self.bad_output(site, e.to_string());
         let size =
             |a: u32, b: u32| (values.offsets[b as usize] - values.offsets[a as usize]) as usize;
         let mut out = Column::new();
@@ -442,53 +462,41 @@ impl Func {
         let flush =
             |chunk: &mut Column, chunk_groups: &mut Vec<u32>, out: &mut Column| -> Result<()> {
                 if chunk_groups.len() > 1 {
-                    let mut c = std::mem::take(chunk);
-                    let part =
-                        self.apply_reduce(&mut c, std::mem::replace(chunk_groups, vec![0]), site)?;
-                    out.extend_from(&part)
-                        .map_err(|e| self.bad_output(site, e.to_string()))?;
+                    let groups = std::mem::replace(chunk_groups, vec![0]);
+                    let part = self.apply_reduce(&mut std::mem::take(chunk), groups, site)?;
+                    out.extend_from(&part).map_err(encode)?;
                 }
                 Ok(())
             };
         for w in groups.windows(2) {
             let (a, b) = (w[0], w[1]);
-            if size(a, b) > limit && b - a > 1 {
+            if size(a, b) > limit && b - a > 2 {
                 flush(&mut chunk, &mut chunk_groups, &mut out)?;
-                // Reduce the big group piecewise, then reduce the partial results.
                 let mut partials = Column::new();
                 let mut piece = Column::new();
                 for i in a..b {
-                    if !piece.is_empty() && piece.bytes.len() + values.get(i as usize).len() > limit
-                    {
+                    let v = values.get(i as usize);
+                    if piece.len() >= 2 && piece.bytes.len() + v.len() > limit {
                         let n = piece.len() as u32;
                         let r =
                             self.apply_reduce(&mut std::mem::take(&mut piece), vec![0, n], site)?;
-                        partials
-                            .extend_from(&r)
-                            .map_err(|e| self.bad_output(site, e.to_string()))?;
+                        partials.extend_from(&r).map_err(encode)?;
                     }
-                    piece
-                        .push_encoded(values.get(i as usize))
-                        .map_err(|e| self.bad_output(site, e.to_string()))?;
+                    piece.push_encoded(v).map_err(encode)?;
                 }
                 let n = piece.len() as u32;
                 let r = self.apply_reduce(&mut piece, vec![0, n], site)?;
-                partials
-                    .extend_from(&r)
-                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+                partials.extend_from(&r).map_err(encode)?;
                 let n = partials.len() as u32;
                 let r = self.apply_reduce(&mut partials, vec![0, n], site)?;
-                out.extend_from(&r)
-                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+                out.extend_from(&r).map_err(encode)?;
                 continue;
             }
             if chunk.bytes.len() + size(a, b) > limit {
                 flush(&mut chunk, &mut chunk_groups, &mut out)?;
             }
             for i in a..b {
-                chunk
-                    .push_encoded(values.get(i as usize))
-                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+                chunk.push_encoded(values.get(i as usize)).map_err(encode)?;
             }
             chunk_groups.push(chunk.len() as u32);
         }
@@ -513,4 +521,75 @@ fn split_by_size(input: &Column, limit: usize) -> Vec<Column> {
         pieces.push(cur);
     }
     pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(items: &[i64]) -> Column {
+        let mut c = Column::new();
+        for i in items {
+            c.push(i).unwrap();
+        }
+        c
+    }
+
+    fn site() -> CallSite {
+        CallSite {
+            batch: BatchTime(1000),
+            partition: 0,
+            partitions: 1,
+        }
+    }
+
+    /// A native function with a tiny per-call limit, counting its calls.
+    fn counting_sum(limit: usize, calls: Arc<std::sync::atomic::AtomicUsize>) -> Func {
+        let mut f = Func::reduce("sum", |a: i64, b: i64| a + b);
+        let Imp::Native(Native::Reduce(inner)) = f.imp.clone() else {
+            unreachable!()
+        };
+        f.imp = Imp::Native(Native::Reduce(Arc::new(move |c: &Column, g: &[u32]| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                c.bytes.len() <= limit || c.len() <= 2,
+                "a call of {} bytes and {} values over the {limit} byte limit",
+                c.bytes.len(),
+                c.len()
+            );
+            inner(c, g)
+        })));
+        f.with_input_limit(limit)
+    }
+
+    #[test]
+    fn reductions_over_the_input_limit_are_split_and_still_exact() {
+        // Groups: 1 value, 100 values (a big group), 2 values, 3 values.
+        let mut values: Vec<i64> = vec![7];
+        values.extend(1..=100);
+        values.extend([1000, 2000, 5, 6, 300]);
+        let groups = vec![0, 1, 101, 103, 106];
+        for limit in [1, 2, 3, 7, 64, 1 << 20] {
+            let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let f = counting_sum(limit, calls.clone());
+            let out = f
+                .apply_reduce(&mut col(&values), groups.clone(), site())
+                .unwrap();
+            assert_eq!(out, col(&[7, 5050, 3000, 311]), "limit {limit}");
+            if limit == 1 << 20 {
+                assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn maps_and_filters_over_the_input_limit_are_split_in_order() {
+        let input = col(&(0..50).collect::<Vec<_>>());
+        let f = Func::map("double", |x: i64| x * 2).with_input_limit(5);
+        let out = f.apply_values(&mut input.clone(), site()).unwrap();
+        assert_eq!(out, col(&(0..50).map(|x| x * 2).collect::<Vec<_>>()));
+        let f = Func::filter("odd", |x: i64| x % 2 == 1).with_input_limit(3);
+        let kept = f.apply_filter(&mut input.clone(), site()).unwrap();
+        assert_eq!(kept, (0..50).filter(|x| x % 2 == 1).collect::<Vec<u32>>());
+    }
 }

@@ -163,3 +163,45 @@ fn native_operators_match_plugin_operators() {
 fn sluice_sdk_kind_flat_map() -> sluice_sdk::Kind {
     sluice_sdk::Kind::FlatMap
 }
+
+/// With a per-call input limit far below the batch size, every partition is
+/// split across many plugin calls (and big key groups are reduced piecewise):
+/// the result must not change.
+#[test]
+fn word_count_with_tiny_calls_matches_spark() {
+    let golden = read_jsonl(&reference().join("golden/reduceByKey.jsonl"));
+    let mut calls_by_limit = Vec::new();
+    for limit in [sluice::Limits::default().input_bytes_per_call, 16, 1] {
+        let ssc = StreamingContext::new(Duration::from_secs(1))
+            .with_clock(Arc::new(ManualClock::new(0)))
+            .with_runtime(runtime());
+        let limits = sluice::Limits {
+            input_bytes_per_call: limit,
+            ..sluice::Limits::default()
+        };
+        let wc = ssc
+            .load_plugin_with_limits("wordcount", plugin("wordcount"), limits)
+            .expect("loading wordcount");
+        let calls_before = wc.stats().calls.load(std::sync::atomic::Ordering::Relaxed);
+        let counts = ssc
+            .queue_stream(queue("reduceByKey"), 2)
+            .flat_map(wc.func("split").expect("split"))
+            .map(wc.func("pair").expect("pair"))
+            .reduce_by_key(wc.func("add").expect("add"), 3);
+        let out = counts.collect();
+        ssc.run(None).expect("running");
+        let calls = wc.stats().calls.load(std::sync::atomic::Ordering::Relaxed) - calls_before;
+        calls_by_limit.push(calls);
+        let got: Vec<serde_json::Value> = out
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| serde_json::json!({"batch": b.index, "records": b.sorted_records(), "partitions": b.partitions}))
+            .collect();
+        assert_matches_golden(
+            &got,
+            &golden,
+            &format!("reduceByKey with {limit}-byte calls"),
+        );
+    }
+}
