@@ -205,3 +205,23 @@ fn word_count_with_tiny_calls_matches_spark() {
         );
     }
 }
+
+#[test]
+fn count_matches_spark() {
+    run_case_through_cli("count");
+}
+
+#[test]
+fn reduce_matches_spark() {
+    run_case_through_cli("reduce");
+}
+
+#[test]
+fn count_by_value_matches_spark() {
+    run_case_through_cli("countByValue");
+}
+
+#[test]
+fn union_matches_spark() {
+    run_case_through_cli("union");
+}

@@ -5,7 +5,8 @@
 use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::ops::BatchContext;
-use crate::ops::keyed::reduce_by_key;
+use crate::ops::aggregate;
+use crate::ops::keyed::{count_by_value, reduce_by_key};
 use crate::ops::narrow::{self, Narrow};
 use crate::plugin::{Limits, Plugin, Runtime};
 use crate::rdd::Rdd;
@@ -24,6 +25,10 @@ enum Op {
     Source(usize),
     Narrow(Narrow, Func),
     ReduceByKey { func: Func, partitions: usize },
+    Count,
+    Reduce(Func),
+    CountByValue { partitions: usize },
+    Union,
 }
 
 struct Node {
@@ -274,7 +279,8 @@ impl StreamingContext {
                 Op::Narrow(Narrow::Map, f) => (f, &[Kind::Map]),
                 Op::Narrow(Narrow::FlatMap, f) => (f, &[Kind::FlatMap, Kind::Map]),
                 Op::Narrow(Narrow::Filter, f) => (f, &[Kind::Filter]),
-                Op::ReduceByKey { func, .. } => (func, &[Kind::Reduce]),
+                Op::ReduceByKey { func, .. } | Op::Reduce(func) => (func, &[Kind::Reduce]),
+                Op::Count | Op::CountByValue { .. } | Op::Union => continue,
             };
             if !want.contains(&func.kind()) {
                 return Err(Error::Plan(format!(
@@ -437,6 +443,22 @@ impl StreamingContext {
                     let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
                     reduce_by_key(func, *partitions, input, &ctx)?
                 }
+                Op::Count => aggregate::count(&*take(&mut values, node.parents[0])?),
+                Op::Reduce(func) => {
+                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
+                    aggregate::reduce(func, input, &ctx)?
+                }
+                Op::CountByValue { partitions } => {
+                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
+                    count_by_value(*partitions, input, &ctx)?
+                }
+                Op::Union => {
+                    let mut partitions = Vec::new();
+                    for &p in &node.parents {
+                        partitions.extend(Arc::unwrap_or_clone(take(&mut values, p)?).partitions);
+                    }
+                    Rdd { partitions }
+                }
             };
             values[id] = Some(Arc::new(rdd));
         }
@@ -451,14 +473,14 @@ impl StreamingContext {
 
 impl DStream {
     fn derive(&self, name: &str, op: Op) -> DStream {
+        self.derive_from(name, op, vec![self.id])
+    }
+
+    fn derive_from(&self, name: &str, op: Op, parents: Vec<usize>) -> DStream {
         let mut g = lock(&self.graph);
         let id = g.nodes.len();
         let name = format!("{name}#{id}");
-        g.nodes.push(Node {
-            name,
-            op,
-            parents: vec![self.id],
-        });
+        g.nodes.push(Node { name, op, parents });
         DStream {
             graph: self.graph.clone(),
             id,
@@ -502,6 +524,46 @@ impl DStream {
                 partitions: partitions.max(1),
             },
         )
+    }
+
+    /// `count()`: the number of elements of each batch, as one element
+    /// (`0` for an empty batch).
+    pub fn count(&self) -> DStream {
+        self.derive("count", Op::Count)
+    }
+
+    /// `reduce(f)`: all elements of each batch combined with the associative
+    /// `f`, as one element (none for an empty batch).
+    pub fn reduce(&self, f: Func) -> DStream {
+        self.derive("reduce", Op::Reduce(f))
+    }
+
+    /// `count_by_value()`: each distinct element with its number of
+    /// occurrences, as `(element, count)` pairs in `partitions` partitions.
+    pub fn count_by_value(&self, partitions: usize) -> DStream {
+        self.derive(
+            "count_by_value",
+            Op::CountByValue {
+                partitions: partitions.max(1),
+            },
+        )
+    }
+
+    /// `union(others)`: the elements of this stream and of every stream in
+    /// `others`, batch by batch (their partitions side by side).
+    ///
+    /// # Panics
+    /// When a stream comes from another [`StreamingContext`].
+    pub fn union(&self, others: &[DStream]) -> DStream {
+        let mut parents = vec![self.id];
+        for o in others {
+            assert!(
+                Arc::ptr_eq(&self.graph, &o.graph),
+                "union of streams from different StreamingContexts"
+            );
+            parents.push(o.id);
+        }
+        self.derive_from("union", Op::Union, parents)
     }
 
     fn add_output(&self, out: Box<dyn Output>) {

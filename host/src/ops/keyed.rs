@@ -167,6 +167,28 @@ pub(crate) fn reduce_by_key(
     Ok(Rdd { partitions: out })
 }
 
+/// `count_by_value(partitions)`: each distinct element with its number of
+/// occurrences, as `(element, count)` pairs in `partitions` partitions.
+pub(crate) fn count_by_value(partitions: usize, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let ones: Vec<Batch> = rdd
+        .partitions
+        .into_iter()
+        .map(|b| {
+            let values = b.joined_values().into_owned();
+            let mut counts = Column::with_capacity(values.len(), values.len());
+            for _ in 0..values.len() {
+                let _ = counts.push_encoded(&[1]);
+            }
+            Batch {
+                keys: values,
+                values: counts,
+            }
+        })
+        .collect();
+    let add = Func::reduce("count", |a: i64, b: i64| a + b);
+    reduce_by_key(&add, partitions, Rdd { partitions: ones }, ctx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! Operators: how each DStream transformation computes one batch.
 
+pub(crate) mod aggregate;
 pub(crate) mod keyed;
 pub(crate) mod narrow;
 

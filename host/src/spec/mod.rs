@@ -21,7 +21,7 @@
 //!
 //! [streams.words]
 //! from = "lines"
-//! op = "flat_map"            # map | flat_map | filter | reduce_by_key
+//! op = "flat_map"            # map | flat_map | filter | reduce_by_key | reduce | count | count_by_value | union
 //! function = "wordcount.split"
 //!
 //! [[outputs]]
@@ -92,7 +92,8 @@ struct SourceSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StreamSection {
-    from: Spanned<String>,
+    /// A stream name, or a list of them (`union`).
+    from: Spanned<toml::Value>,
     op: Spanned<String>,
     function: Option<Spanned<String>>,
     partitions: Option<Spanned<usize>>,
@@ -488,17 +489,60 @@ fn resolve_stream<'a>(
     }
     chain.push(name);
     let sec = def.get_ref();
-    let from = sec.from.get_ref().as_str();
-    if !defs.contains_key(from) && !streams.contains_key(from) {
+    let from: Vec<&str> = match sec.from.get_ref() {
+        toml::Value::String(s) => vec![s.as_str()],
+        toml::Value::Array(a) if !a.is_empty() => {
+            let names: Option<Vec<&str>> = a.iter().map(toml::Value::as_str).collect();
+            match names {
+                Some(n) => n,
+                None => {
+                    return cx.err(
+                        sec.from.span(),
+                        &field("from"),
+                        "must be a stream name or a list of them",
+                    );
+                }
+            }
+        }
+        _ => {
+            return cx.err(
+                sec.from.span(),
+                &field("from"),
+                "must be a stream name or a list of them",
+            );
+        }
+    };
+    let mut parents = Vec::with_capacity(from.len());
+    for f in &from {
+        if !defs.contains_key(f) && !streams.contains_key(*f) {
+            return cx.err(sec.from.span(), &field("from"), unknown_stream(f, streams));
+        }
+        parents.push(resolve_stream(f, defs, streams, plugins, cx, chain, used)?);
+        used.insert(f.to_string());
+    }
+    chain.pop();
+    let op = sec.op.get_ref().as_str();
+    if (op == "union") != (parents.len() > 1) {
         return cx.err(
             sec.from.span(),
             &field("from"),
-            unknown_stream(from, streams),
+            if op == "union" {
+                "a union needs a list of at least two streams".to_string()
+            } else {
+                format!("`{op}` takes one stream; only `union` takes a list")
+            },
         );
     }
-    let parent = resolve_stream(from, defs, streams, plugins, cx, chain, used)?;
-    used.insert(from.to_string());
-    chain.pop();
+    let parent = parents[0].clone();
+    let partitions = |default: usize| -> Result<usize> {
+        match &sec.partitions {
+            Some(p) if *p.get_ref() == 0 => {
+                cx.err(p.span(), &field("partitions"), "must be at least 1")
+            }
+            Some(p) => Ok(*p.get_ref()),
+            None => Ok(default),
+        }
+    };
     let func = |want: sluice_sdk::Kind| -> Result<Func> {
         let Some(f) = &sec.function else {
             return cx.err(
@@ -551,25 +595,22 @@ fn resolve_stream<'a>(
         Ok(func)
     };
     use sluice_sdk::Kind;
-    let stream = match sec.op.get_ref().as_str() {
+    let stream = match op {
         "map" => parent.map(func(Kind::Map)?),
         "flat_map" => parent.flat_map(func(Kind::FlatMap)?),
         "filter" => parent.filter(func(Kind::Filter)?),
-        "reduce_by_key" => {
-            let partitions = match &sec.partitions {
-                Some(p) if *p.get_ref() == 0 => {
-                    return cx.err(p.span(), &field("partitions"), "must be at least 1");
-                }
-                Some(p) => *p.get_ref(),
-                None => 2,
-            };
-            parent.reduce_by_key(func(Kind::Reduce)?, partitions)
-        }
+        "reduce_by_key" => parent.reduce_by_key(func(Kind::Reduce)?, partitions(2)?),
+        "reduce" => parent.reduce(func(Kind::Reduce)?),
+        "count" => parent.count(),
+        "count_by_value" => parent.count_by_value(partitions(2)?),
+        "union" => parent.union(&parents[1..]),
         other => {
             return cx.err(
                 sec.op.span(),
                 &field("op"),
-                format!("unknown operation `{other}` (use map, flat_map, filter or reduce_by_key)"),
+                format!(
+                    "unknown operation `{other}` (use map, flat_map, filter, reduce_by_key, reduce, count, count_by_value or union)"
+                ),
             );
         }
     };

@@ -1,0 +1,105 @@
+//! Whole-batch aggregates: `count` and `reduce`, each giving at most one
+//! element in a single partition (Spark: `count` of an empty batch is `[0]`,
+//! `reduce` of an empty batch is no element).
+
+use super::BatchContext;
+use crate::error::{Error, Result};
+use crate::func::{CallSite, Func};
+use crate::rdd::Rdd;
+use rayon::prelude::*;
+use sluice_sdk::{Batch, Column};
+
+/// `count()`: the number of elements, as one element.
+pub(crate) fn count(rdd: &Rdd) -> Rdd {
+    let mut c = Column::new();
+    // Writing one integer cannot fail.
+    let _ = c.push(&(rdd.count() as i64));
+    Rdd {
+        partitions: vec![Batch::from_values(c)],
+    }
+}
+
+/// `reduce(f)`: all elements combined with the associative `f`: each
+/// partition reduced in parallel, then the partial results together.
+pub(crate) fn reduce(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let n = rdd.partitions.len() as u32;
+    let partials: Vec<Column> = ctx.pool.install(|| {
+        rdd.partitions
+            .into_par_iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(p, batch)| {
+                let mut values = if batch.has_keys() {
+                    batch.joined_values().into_owned()
+                } else {
+                    batch.values
+                };
+                let len = values.len() as u32;
+                let site = CallSite {
+                    batch: ctx.time,
+                    partition: p as u32,
+                    partitions: n,
+                };
+                func.apply_reduce(&mut values, vec![0, len], site)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut all = Column::new();
+    for p in &partials {
+        all.extend_from(p)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    let out = if all.len() > 1 {
+        let len = all.len() as u32;
+        let site = CallSite {
+            batch: ctx.time,
+            partition: 0,
+            partitions: 1,
+        };
+        func.apply_reduce(&mut all, vec![0, len], site)?
+    } else {
+        all
+    };
+    Ok(Rdd {
+        partitions: vec![Batch::from_values(out)],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::BatchTime;
+
+    fn ints(v: &[i64]) -> Batch {
+        let mut c = Column::new();
+        for i in v {
+            c.push(i).unwrap();
+        }
+        Batch::from_values(c)
+    }
+
+    #[test]
+    fn count_and_reduce_follow_spark_on_empty_batches() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let ctx = BatchContext {
+            time: BatchTime(1000),
+            pool: &pool,
+            stream: "s",
+        };
+        let empty = Rdd::empty(2);
+        assert_eq!(count(&empty).partitions[0].values.get(0), &[0]);
+        let sum = Func::reduce("sum", |a: i64, b: i64| a + b);
+        assert!(reduce(&sum, empty, &ctx).unwrap().partitions[0].is_empty());
+        let rdd = Rdd {
+            partitions: vec![ints(&[1, 2]), ints(&[]), ints(&[3]), ints(&[4, 5])],
+        };
+        assert_eq!(count(&rdd).partitions[0].values.get(0), &[5]);
+        assert_eq!(
+            reduce(&sum, rdd, &ctx).unwrap().partitions[0].values,
+            ints(&[15]).values
+        );
+    }
+}
