@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::ops::BatchContext;
 use crate::ops::aggregate;
+use crate::ops::join::{JoinKind, join};
 use crate::ops::keyed::{count_by_value, reduce_by_key};
 use crate::ops::narrow::{self, Narrow};
 use crate::plugin::{Limits, Plugin, Runtime};
@@ -29,6 +30,7 @@ enum Op {
     Reduce(Func),
     CountByValue { partitions: usize },
     Union,
+    Join { kind: JoinKind, partitions: usize },
 }
 
 struct Node {
@@ -280,7 +282,7 @@ impl StreamingContext {
                 Op::Narrow(Narrow::FlatMap, f) => (f, &[Kind::FlatMap, Kind::Map]),
                 Op::Narrow(Narrow::Filter, f) => (f, &[Kind::Filter]),
                 Op::ReduceByKey { func, .. } | Op::Reduce(func) => (func, &[Kind::Reduce]),
-                Op::Count | Op::CountByValue { .. } | Op::Union => continue,
+                Op::Count | Op::CountByValue { .. } | Op::Union | Op::Join { .. } => continue,
             };
             if !want.contains(&func.kind()) {
                 return Err(Error::Plan(format!(
@@ -452,6 +454,11 @@ impl StreamingContext {
                     let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
                     count_by_value(*partitions, input, &ctx)?
                 }
+                Op::Join { kind, partitions } => {
+                    let left = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
+                    let right = Arc::unwrap_or_clone(take(&mut values, node.parents[1])?);
+                    join(*kind, *partitions, left, right, &ctx)?
+                }
                 Op::Union => {
                     let mut partitions = Vec::new();
                     for &p in &node.parents {
@@ -564,6 +571,56 @@ impl DStream {
             parents.push(o.id);
         }
         self.derive_from("union", Op::Union, parents)
+    }
+
+    fn join_with(&self, other: &DStream, kind: JoinKind, partitions: usize) -> DStream {
+        assert!(
+            Arc::ptr_eq(&self.graph, &other.graph),
+            "{} of streams from different StreamingContexts",
+            kind.name()
+        );
+        self.derive_from(
+            kind.name(),
+            Op::Join {
+                kind,
+                partitions: partitions.max(1),
+            },
+            vec![self.id, other.id],
+        )
+    }
+
+    /// `join(other, partitions)`: per batch and key, every `(k, (v, w))` with
+    /// `(k, v)` here and `(k, w)` in `other` (duplicates kept). Both streams
+    /// must hold `(key, value)` pairs.
+    ///
+    /// # Panics
+    /// When `other` comes from another [`StreamingContext`] (likewise for the
+    /// other joins).
+    pub fn join(&self, other: &DStream, partitions: usize) -> DStream {
+        self.join_with(other, JoinKind::Inner, partitions)
+    }
+
+    /// `left_outer_join`: like [`DStream::join`], plus `(k, (v, null))` for
+    /// keys missing from `other`.
+    pub fn left_outer_join(&self, other: &DStream, partitions: usize) -> DStream {
+        self.join_with(other, JoinKind::LeftOuter, partitions)
+    }
+
+    /// `right_outer_join`: like [`DStream::join`], plus `(k, (null, w))` for
+    /// keys missing here.
+    pub fn right_outer_join(&self, other: &DStream, partitions: usize) -> DStream {
+        self.join_with(other, JoinKind::RightOuter, partitions)
+    }
+
+    /// `full_outer_join`: both outer joins at once.
+    pub fn full_outer_join(&self, other: &DStream, partitions: usize) -> DStream {
+        self.join_with(other, JoinKind::FullOuter, partitions)
+    }
+
+    /// `cogroup(other, partitions)`: for every key on either side,
+    /// `(k, ([values here], [values in other]))`, values in arrival order.
+    pub fn cogroup(&self, other: &DStream, partitions: usize) -> DStream {
+        self.join_with(other, JoinKind::Cogroup, partitions)
     }
 
     fn add_output(&self, out: Box<dyn Output>) {

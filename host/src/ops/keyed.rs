@@ -17,7 +17,7 @@ pub(crate) fn partition_of(key: &[u8], partitions: usize) -> usize {
 
 /// Splits every element into key and value columns: keyed elements as they
 /// are, others must be `[key, value]` pairs.
-fn keyed(batch: Batch, ctx: &BatchContext<'_>, op: &str) -> Result<(Column, Column)> {
+pub(crate) fn keyed(batch: Batch, ctx: &BatchContext<'_>, op: &str) -> Result<(Column, Column)> {
     if batch.has_keys() && batch.keys.iter().all(|k| !k.is_empty()) {
         return Ok((batch.keys, batch.values));
     }

@@ -1,6 +1,7 @@
 //! Operators: how each DStream transformation computes one batch.
 
 pub(crate) mod aggregate;
+pub(crate) mod join;
 pub(crate) mod keyed;
 pub(crate) mod narrow;
 

@@ -21,7 +21,8 @@
 //!
 //! [streams.words]
 //! from = "lines"
-//! op = "flat_map"            # map | flat_map | filter | reduce_by_key | reduce | count | count_by_value | union
+//! op = "flat_map"            # map | flat_map | filter | reduce_by_key | reduce | count | count_by_value
+//!                            # | union | join | left_outer_join | right_outer_join | full_outer_join | cogroup
 //! function = "wordcount.split"
 //!
 //! [[outputs]]
@@ -522,16 +523,28 @@ fn resolve_stream<'a>(
     }
     chain.pop();
     let op = sec.op.get_ref().as_str();
-    if (op == "union") != (parents.len() > 1) {
-        return cx.err(
-            sec.from.span(),
-            &field("from"),
-            if op == "union" {
-                "a union needs a list of at least two streams".to_string()
-            } else {
-                format!("`{op}` takes one stream; only `union` takes a list")
-            },
-        );
+    let joins = [
+        "join",
+        "left_outer_join",
+        "right_outer_join",
+        "full_outer_join",
+        "cogroup",
+    ];
+    let arity_error = if op == "union" && parents.len() < 2 {
+        Some("a union needs a list of at least two streams".to_string())
+    } else if joins.contains(&op) && parents.len() != 2 {
+        Some(format!(
+            "`{op}` needs a list of exactly two streams: [left, right]"
+        ))
+    } else if op != "union" && !joins.contains(&op) && parents.len() > 1 {
+        Some(format!(
+            "`{op}` takes one stream; only union and the joins take a list"
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = arity_error {
+        return cx.err(sec.from.span(), &field("from"), message);
     }
     let parent = parents[0].clone();
     let partitions = |default: usize| -> Result<usize> {
@@ -604,12 +617,17 @@ fn resolve_stream<'a>(
         "count" => parent.count(),
         "count_by_value" => parent.count_by_value(partitions(2)?),
         "union" => parent.union(&parents[1..]),
+        "join" => parent.join(&parents[1], partitions(2)?),
+        "left_outer_join" => parent.left_outer_join(&parents[1], partitions(2)?),
+        "right_outer_join" => parent.right_outer_join(&parents[1], partitions(2)?),
+        "full_outer_join" => parent.full_outer_join(&parents[1], partitions(2)?),
+        "cogroup" => parent.cogroup(&parents[1], partitions(2)?),
         other => {
             return cx.err(
                 sec.op.span(),
                 &field("op"),
                 format!(
-                    "unknown operation `{other}` (use map, flat_map, filter, reduce_by_key, reduce, count, count_by_value or union)"
+                    "unknown operation `{other}` (use map, flat_map, filter, reduce_by_key, reduce, count, count_by_value, union, join, left_outer_join, right_outer_join, full_outer_join or cogroup)"
                 ),
             );
         }

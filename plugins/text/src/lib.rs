@@ -41,4 +41,18 @@ fn parse_int(s: &str) -> Result<i64, String> {
         .map_err(|e| format!("`{s}` is not an integer: {e}"))
 }
 
-sluice::export!(upper, long, length, sum, words, parse_int);
+/// Tags each word of a line with the line: `(word, "L:" + line)` (the left side of the reference joins).
+#[sluice::flat_map]
+fn tag_left(line: &str) -> Vec<(&str, String)> {
+    line.split(' ').map(|w| (w, format!("L:{line}"))).collect()
+}
+
+/// Tags each word of a line with the line: `(word, "R:" + line)` (the right side of the reference joins).
+#[sluice::flat_map]
+fn tag_right(line: &str) -> Vec<(&str, String)> {
+    line.split(' ').map(|w| (w, format!("R:{line}"))).collect()
+}
+
+sluice::export!(
+    upper, long, length, sum, words, parse_int, tag_left, tag_right
+);
