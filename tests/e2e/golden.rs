@@ -254,3 +254,53 @@ fn cogroup_matches_spark() {
         }
     });
 }
+
+fn collected(out: &std::sync::Mutex<Vec<sluice::CollectedBatch>>) -> Vec<serde_json::Value> {
+    out.lock()
+        .expect("lock")
+        .iter()
+        .map(|b| serde_json::json!({"batch": b.index, "records": b.sorted_records(), "partitions": b.partitions}))
+        .collect()
+}
+
+/// `repartition(4)` keeps every element and always gives 4 partitions.
+#[test]
+fn repartition_keeps_the_elements_in_exactly_n_partitions() {
+    let ssc = StreamingContext::new(Duration::from_secs(1))
+        .with_clock(Arc::new(ManualClock::new(0)))
+        .with_runtime(runtime());
+    let wc = ssc
+        .load_plugin("wordcount", plugin("wordcount"))
+        .expect("wordcount");
+    let out = ssc
+        .queue_stream(queue("flatMap"), 2)
+        .flat_map(wc.func("split").expect("split"))
+        .repartition(4)
+        .collect();
+    ssc.run(None).expect("run");
+    let got = collected(&out);
+    assert!(got.iter().all(|b| b["partitions"] == 4), "{got:?}");
+    let golden = read_jsonl(&reference().join("golden/flatMap.jsonl"));
+    assert_matches_golden(&got, &golden, "flatMap then repartition(4)");
+}
+
+/// `group_by_key` then the size of each group equals Spark's word counts.
+#[test]
+fn group_by_key_then_counting_groups_matches_reduce_by_key() {
+    let ssc = StreamingContext::new(Duration::from_secs(1))
+        .with_clock(Arc::new(ManualClock::new(0)))
+        .with_runtime(runtime());
+    let wc = ssc
+        .load_plugin("wordcount", plugin("wordcount"))
+        .expect("wordcount");
+    let out = ssc
+        .queue_stream(queue("reduceByKey"), 2)
+        .flat_map(wc.func("split").expect("split"))
+        .map(wc.func("pair").expect("pair"))
+        .group_by_key(3)
+        .map_values(Func::map("size", |ones: Vec<i64>| ones.len() as i64))
+        .collect();
+    ssc.run(None).expect("run");
+    let golden = read_jsonl(&reference().join("golden/reduceByKey.jsonl"));
+    assert_matches_golden(&collected(&out), &golden, "group_by_key + map_values(len)");
+}

@@ -7,7 +7,7 @@ use crate::func::Func;
 use crate::ops::BatchContext;
 use crate::ops::aggregate;
 use crate::ops::join::{JoinKind, join};
-use crate::ops::keyed::{count_by_value, reduce_by_key};
+use crate::ops::keyed::{count_by_value, group_by_key, map_values, reduce_by_key};
 use crate::ops::narrow::{self, Narrow};
 use crate::plugin::{Limits, Plugin, Runtime};
 use crate::rdd::Rdd;
@@ -31,6 +31,10 @@ enum Op {
     CountByValue { partitions: usize },
     Union,
     Join { kind: JoinKind, partitions: usize },
+    GroupByKey { partitions: usize },
+    MapValues(Func),
+    Glom,
+    Repartition(usize),
 }
 
 struct Node {
@@ -282,7 +286,14 @@ impl StreamingContext {
                 Op::Narrow(Narrow::FlatMap, f) => (f, &[Kind::FlatMap, Kind::Map]),
                 Op::Narrow(Narrow::Filter, f) => (f, &[Kind::Filter]),
                 Op::ReduceByKey { func, .. } | Op::Reduce(func) => (func, &[Kind::Reduce]),
-                Op::Count | Op::CountByValue { .. } | Op::Union | Op::Join { .. } => continue,
+                Op::MapValues(f) => (f, &[Kind::Map]),
+                Op::Count
+                | Op::CountByValue { .. }
+                | Op::Union
+                | Op::Join { .. }
+                | Op::GroupByKey { .. }
+                | Op::Glom
+                | Op::Repartition(_) => continue,
             };
             if !want.contains(&func.kind()) {
                 return Err(Error::Plan(format!(
@@ -454,6 +465,19 @@ impl StreamingContext {
                     let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
                     count_by_value(*partitions, input, &ctx)?
                 }
+                Op::GroupByKey { partitions } => {
+                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
+                    group_by_key(*partitions, input, &ctx)?
+                }
+                Op::MapValues(func) => {
+                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
+                    map_values(func, input, &ctx)?
+                }
+                Op::Glom => narrow::glom(Arc::unwrap_or_clone(take(&mut values, node.parents[0])?)),
+                Op::Repartition(n) => narrow::repartition(
+                    *n,
+                    Arc::unwrap_or_clone(take(&mut values, node.parents[0])?),
+                ),
                 Op::Join { kind, partitions } => {
                     let left = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
                     let right = Arc::unwrap_or_clone(take(&mut values, node.parents[1])?);
@@ -531,6 +555,32 @@ impl DStream {
                 partitions: partitions.max(1),
             },
         )
+    }
+
+    /// `group_by_key(partitions)`: per key, `(k, [values])`, values in arrival
+    /// order, in `partitions` partitions. Elements must be `(key, value)` pairs.
+    pub fn group_by_key(&self, partitions: usize) -> DStream {
+        self.derive(
+            "group_by_key",
+            Op::GroupByKey {
+                partitions: partitions.max(1),
+            },
+        )
+    }
+
+    /// `map_values(f)`: `(k, f(v))` for every pair, keys and partitions kept.
+    pub fn map_values(&self, f: Func) -> DStream {
+        self.derive("map_values", Op::MapValues(f))
+    }
+
+    /// `glom()`: each partition as one element, the array of its elements.
+    pub fn glom(&self) -> DStream {
+        self.derive("glom", Op::Glom)
+    }
+
+    /// `repartition(n)`: the same elements spread evenly over exactly `n` partitions.
+    pub fn repartition(&self, n: usize) -> DStream {
+        self.derive("repartition", Op::Repartition(n.max(1)))
     }
 
     /// `count()`: the number of elements of each batch, as one element

@@ -40,7 +40,7 @@ impl JoinKind {
 const NIL: &[u8] = &[0xc0];
 
 /// Appends a MessagePack array header for `n` elements.
-fn array_header(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn array_header(out: &mut Vec<u8>, n: usize) {
     if n < 16 {
         out.push(0x90 | n as u8);
     } else if let Ok(n) = u16::try_from(n) {
@@ -53,7 +53,7 @@ fn array_header(out: &mut Vec<u8>, n: usize) {
 }
 
 /// Hash-partitions one side into `partitions` keyed buckets per input partition.
-fn bucket(
+pub(crate) fn bucket(
     rdd: Rdd,
     partitions: usize,
     ctx: &BatchContext<'_>,
@@ -80,7 +80,7 @@ fn bucket(
     })
 }
 
-fn gather(buckets: Vec<Vec<Batch>>, partitions: usize) -> Vec<Vec<Batch>> {
+pub(crate) fn gather(buckets: Vec<Vec<Batch>>, partitions: usize) -> Vec<Vec<Batch>> {
     let mut gathered: Vec<Vec<Batch>> = (0..partitions).map(|_| Vec::new()).collect();
     for row in buckets {
         for (q, b) in row.into_iter().enumerate() {

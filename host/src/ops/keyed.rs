@@ -189,6 +189,73 @@ pub(crate) fn count_by_value(partitions: usize, rdd: Rdd, ctx: &BatchContext<'_>
     reduce_by_key(&add, partitions, Rdd { partitions: ones }, ctx)
 }
 
+/// `group_by_key(partitions)`: per key, `(k, [values])` with the values in
+/// arrival order, in `partitions` partitions (hash of the key).
+pub(crate) fn group_by_key(partitions: usize, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    use super::join::{array_header, bucket, gather};
+    let partitions = partitions.max(1);
+    let gathered = gather(bucket(rdd, partitions, ctx, "group_by_key")?, partitions);
+    let out = ctx.pool.install(|| {
+        gathered
+            .into_par_iter()
+            .map(|parts| {
+                let mut index: HashMap<&[u8], usize> = HashMap::new();
+                let mut groups: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+                for b in &parts {
+                    for i in 0..b.len() {
+                        let k = b.keys.get(i);
+                        let g = *index.entry(k).or_insert_with(|| {
+                            groups.push((k, Vec::new()));
+                            groups.len() - 1
+                        });
+                        groups[g].1.push(b.values.get(i));
+                    }
+                }
+                let mut out = Batch::default();
+                let mut value = Vec::new();
+                for (k, vs) in groups {
+                    value.clear();
+                    array_header(&mut value, vs.len());
+                    vs.iter().for_each(|v| value.extend_from_slice(v));
+                    out.keys
+                        .push_encoded(k)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    out.values
+                        .push_encoded(&value)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(Rdd { partitions: out })
+}
+
+/// `map_values(f)`: `(k, f(v))` for every `(k, v)`; keys and partitioning kept.
+pub(crate) fn map_values(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let n = rdd.partitions.len() as u32;
+    let partitions = ctx.pool.install(|| {
+        rdd.partitions
+            .into_par_iter()
+            .enumerate()
+            .map(|(p, batch)| {
+                if batch.is_empty() {
+                    return Ok(Batch::default());
+                }
+                let (keys, mut values) = keyed(batch, ctx, "map_values")?;
+                let site = CallSite {
+                    batch: ctx.time,
+                    partition: p as u32,
+                    partitions: n,
+                };
+                let values = func.apply_values(&mut values, site)?;
+                Ok(Batch { keys, values })
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(Rdd { partitions })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +306,39 @@ mod tests {
                 assert_eq!(partition_of(k, 3), q);
             }
         }
+    }
+
+    #[test]
+    fn groups_and_maps_values_by_key() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let ctx = BatchContext {
+            time: BatchTime(1000),
+            pool: &pool,
+            stream: "g",
+        };
+        let rdd = || Rdd {
+            partitions: vec![pairs(&[("a", 1), ("b", 2)]), pairs(&[("a", 3)])],
+        };
+        let render = |r: &Rdd| {
+            let mut v: Vec<String> = r
+                .elements()
+                .map(|(k, v)| crate::render::to_json(&crate::render::element(k, v)).to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        let grouped = group_by_key(4, rdd(), &ctx).unwrap();
+        assert_eq!(grouped.partitions.len(), 4);
+        assert_eq!(render(&grouped), vec![r#"["a",[1,3]]"#, r#"["b",[2]]"#]);
+        let doubled = map_values(&Func::map("double", |v: i64| v * 2), rdd(), &ctx).unwrap();
+        assert_eq!(doubled.partitions.len(), 2, "partitioning is kept");
+        assert_eq!(
+            render(&doubled),
+            vec![r#"["a",2]"#, r#"["a",6]"#, r#"["b",4]"#]
+        );
     }
 
     #[test]

@@ -65,3 +65,61 @@ fn select(values: &Column, kept: &[u32]) -> Column {
     }
     out
 }
+
+/// `glom()`: each partition as one element, the array of its elements.
+pub(crate) fn glom(rdd: Rdd) -> Rdd {
+    let partitions = rdd
+        .partitions
+        .into_iter()
+        .map(|b| {
+            let values = b.joined_values();
+            let mut value = Vec::with_capacity(values.bytes.len() + 5);
+            super::join::array_header(&mut value, values.len());
+            value.extend_from_slice(&values.bytes);
+            let mut c = Column::new();
+            // A partition's bytes already fit in a column.
+            let _ = c.push_encoded(&value);
+            Batch::from_values(c)
+        })
+        .collect();
+    Rdd { partitions }
+}
+
+/// `repartition(n)`: the same elements spread evenly over `n` partitions.
+pub(crate) fn repartition(n: usize, rdd: Rdd) -> Rdd {
+    let mut all = Column::new();
+    for b in &rdd.partitions {
+        // A batch's elements already fit in a column.
+        let _ = all.extend_from(&b.joined_values());
+    }
+    Rdd::from_column(&all, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(v: &[i64]) -> Batch {
+        let mut c = Column::new();
+        for i in v {
+            c.push(i).unwrap();
+        }
+        Batch::from_values(c)
+    }
+
+    #[test]
+    fn glom_and_repartition() {
+        let rdd = Rdd {
+            partitions: vec![ints(&[1, 2]), ints(&[]), ints(&[3])],
+        };
+        let g = glom(rdd.clone());
+        let shown: Vec<String> = g
+            .elements()
+            .map(|(k, v)| crate::render::to_json(&crate::render::element(k, v)).to_string())
+            .collect();
+        assert_eq!(shown, vec!["[1,2]", "[]", "[3]"]);
+        let r = repartition(4, rdd);
+        assert_eq!(r.partitions.len(), 4);
+        assert_eq!(r.count(), 3);
+    }
+}

@@ -21,7 +21,8 @@
 //!
 //! [streams.words]
 //! from = "lines"
-//! op = "flat_map"            # map | flat_map | filter | reduce_by_key | reduce | count | count_by_value
+//! op = "flat_map"            # map | flat_map | filter | map_values | reduce_by_key | group_by_key
+//!                            # | reduce | count | count_by_value | glom | repartition
 //!                            # | union | join | left_outer_join | right_outer_join | full_outer_join | cogroup
 //! function = "wordcount.split"
 //!
@@ -615,6 +616,19 @@ fn resolve_stream<'a>(
         "reduce_by_key" => parent.reduce_by_key(func(Kind::Reduce)?, partitions(2)?),
         "reduce" => parent.reduce(func(Kind::Reduce)?),
         "count" => parent.count(),
+        "group_by_key" => parent.group_by_key(partitions(2)?),
+        "map_values" => parent.map_values(func(Kind::Map)?),
+        "glom" => parent.glom(),
+        "repartition" => match &sec.partitions {
+            Some(_) => parent.repartition(partitions(1)?),
+            None => {
+                return cx.err(
+                    def.span(),
+                    &field("partitions"),
+                    "repartition needs `partitions = N`",
+                );
+            }
+        },
         "count_by_value" => parent.count_by_value(partitions(2)?),
         "union" => parent.union(&parents[1..]),
         "join" => parent.join(&parents[1], partitions(2)?),
@@ -627,7 +641,7 @@ fn resolve_stream<'a>(
                 sec.op.span(),
                 &field("op"),
                 format!(
-                    "unknown operation `{other}` (use map, flat_map, filter, reduce_by_key, reduce, count, count_by_value, union, join, left_outer_join, right_outer_join, full_outer_join or cogroup)"
+                    "unknown operation `{other}` (use map, flat_map, filter, map_values, reduce_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join or cogroup)"
                 ),
             );
         }
