@@ -147,7 +147,7 @@ fn run(
         &job,
         &Overrides {
             workers,
-            jsonl_dir: None,
+            output_dir: None,
         },
     )?;
     let mut feeders = Vec::new();

@@ -73,6 +73,18 @@ pub fn py_repr(v: &Value) -> String {
     s
 }
 
+/// Python's `str` of the value, as `saveAsTextFiles` writes it: a string is
+/// its text, anything else its `repr` (so `('the', 2)` for a pair).
+pub fn py_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => match s.as_str() {
+            Some(s) => s.to_string(),
+            None => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        },
+        other => py_repr(other),
+    }
+}
+
 fn write_repr(v: &Value, out: &mut String) {
     use std::fmt::Write;
     match v {

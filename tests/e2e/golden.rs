@@ -304,3 +304,81 @@ fn group_by_key_then_counting_groups_matches_reduce_by_key() {
     let golden = read_jsonl(&reference().join("golden/reduceByKey.jsonl"));
     assert_matches_golden(&collected(&out), &golden, "group_by_key + map_values(len)");
 }
+
+/// `save_as_text_files`: per batch and output, the directory name, the files
+/// (Hadoop's `.crc` files aside) and the lines written (which part file holds
+/// which line depends on partitioning, so lines are compared as a multiset).
+#[test]
+fn save_as_text_files_matches_spark() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = job_in("saveAsTextFiles", dir.path());
+    run_ok(
+        Command::new(sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
+    );
+    let out = dir.path().join("out");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("output dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "temporary directories left: {names:?}"
+    );
+    let first_ms: i64 = names
+        .iter()
+        .filter_map(|n| n.strip_prefix("words-"))
+        .filter_map(|ms| ms.parse().ok())
+        .min()
+        .expect("a words directory");
+    let golden = read_jsonl(&reference().join("golden/saveAsTextFiles.jsonl"));
+    assert_eq!(
+        names.len(),
+        golden.len(),
+        "one directory per batch and output: {names:?}"
+    );
+    for g in &golden {
+        let ms = first_ms + 1000 * g["batch"].as_i64().expect("batch");
+        let name = g["dir"]
+            .as_str()
+            .expect("dir")
+            .replace("<batch_time_ms>", &ms.to_string());
+        let d = out.join(&name);
+        let mut files: Vec<String> = std::fs::read_dir(&d)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let want_files: Vec<&str> = g["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter_map(|f| f.as_str())
+            .filter(|f| !f.starts_with('.'))
+            .collect();
+        assert_eq!(files, want_files, "{name}");
+        let mut lines: Vec<String> = Vec::new();
+        for f in files.iter().filter(|f| f.starts_with("part-")) {
+            let text = std::fs::read_to_string(d.join(f)).expect("part file");
+            lines.extend(text.lines().map(str::to_string));
+        }
+        let mut want: Vec<String> = g["part_contents"]
+            .as_object()
+            .expect("part_contents")
+            .values()
+            .flat_map(|t| {
+                t.as_str()
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        lines.sort();
+        want.sort();
+        assert_eq!(lines, want, "{name}");
+    }
+}

@@ -695,6 +695,16 @@ impl DStream {
         }));
     }
 
+    /// `save_as_text_files(prefix, suffix)`: per batch a directory
+    /// `prefix-<batch ms>[.suffix]` of `part-0000N` files (one element per
+    /// line, as Python's `str` of it) and `_SUCCESS`, committed atomically.
+    pub fn save_as_text_files(&self, prefix: impl AsRef<Path>, suffix: Option<&str>) {
+        self.add_output(Box::new(crate::sink::text::TextFiles {
+            prefix: prefix.as_ref().to_path_buf(),
+            suffix: suffix.map(str::to_string),
+        }));
+    }
+
     /// Keeps every batch in memory; read the returned list after (or during) a run.
     pub fn collect(&self) -> Arc<Mutex<Vec<CollectedBatch>>> {
         let store = Arc::new(Mutex::new(Vec::new()));

@@ -2,6 +2,7 @@
 
 pub(crate) mod jsonl;
 pub(crate) mod pprint;
+pub(crate) mod text;
 
 use crate::error::Result;
 use crate::rdd::Rdd;

@@ -28,7 +28,7 @@
 //!
 //! [[outputs]]
 //! stream = "words"
-//! type = "pprint"            # pprint | jsonl
+//! type = "pprint"            # pprint (num) | jsonl (path) | text_files (prefix, suffix)
 //! num = 10
 //! ```
 
@@ -109,6 +109,8 @@ struct OutputSection {
     kind: Spanned<String>,
     num: Option<Spanned<usize>>,
     path: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    suffix: Option<Spanned<String>>,
 }
 
 /// Options given on the command line that override the spec.
@@ -116,8 +118,8 @@ struct OutputSection {
 pub struct Overrides {
     /// Worker threads.
     pub workers: Option<usize>,
-    /// Rewrites every `jsonl` output path (tests).
-    pub jsonl_dir: Option<PathBuf>,
+    /// Puts every file output (jsonl, text files) in this directory instead.
+    pub output_dir: Option<PathBuf>,
 }
 
 /// A job built from a spec, ready to run.
@@ -418,17 +420,32 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                 let Some(p) = &sec.path else {
                     return cx.err(o.span(), &field("path"), "a jsonl output needs a path");
                 };
-                let target = match &overrides.jsonl_dir {
+                let target = match &overrides.output_dir {
                     Some(dir) => dir.join(Path::new(p.get_ref()).file_name().unwrap_or_default()),
                     None => resolve(p.get_ref()),
                 };
                 stream.save_jsonl(target);
             }
+            "text_files" => {
+                let Some(p) = &sec.prefix else {
+                    return cx.err(
+                        o.span(),
+                        &field("prefix"),
+                        "a text_files output needs a prefix",
+                    );
+                };
+                let prefix = match &overrides.output_dir {
+                    Some(dir) => dir.join(Path::new(p.get_ref()).file_name().unwrap_or_default()),
+                    None => resolve(p.get_ref()),
+                };
+                stream
+                    .save_as_text_files(prefix, sec.suffix.as_ref().map(|s| s.get_ref().as_str()));
+            }
             other => {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
-                    format!("unknown output type `{other}` (use pprint or jsonl)"),
+                    format!("unknown output type `{other}` (use pprint, jsonl or text_files)"),
                 );
             }
         }

@@ -1,0 +1,133 @@
+//! `save_as_text_files(prefix, suffix)` in Spark's layout: per batch a
+//! directory `prefix-<batch ms>[.suffix]` holding `part-00000` …
+//! `part-0000(N-1)` (one per partition, empty for empty partitions; each
+//! element as Python's `str` of it plus `\n`, UTF-8) and an empty `_SUCCESS`.
+//! (Hadoop's `.crc` side files are not written.)
+//!
+//! A batch is committed atomically: written into a hidden temporary directory,
+//! files synced, then renamed into place, so a half-written batch is never
+//! visible; a batch written again (a re-run) replaces the earlier copy.
+
+use super::Output;
+use crate::error::{Error, Result};
+use crate::rdd::Rdd;
+use crate::render::{element, py_str};
+use crate::time::BatchTime;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub(crate) struct TextFiles {
+    pub(crate) prefix: PathBuf,
+    pub(crate) suffix: Option<String>,
+}
+
+/// The directory of one batch: `prefix-<ms>[.suffix]`.
+pub(crate) fn batch_dir(prefix: &Path, suffix: Option<&str>, time: BatchTime) -> PathBuf {
+    let mut name = prefix
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.push_str(&format!("-{}", time.millis()));
+    if let Some(s) = suffix.filter(|s| !s.is_empty()) {
+        name.push('.');
+        name.push_str(s);
+    }
+    prefix.with_file_name(name)
+}
+
+fn write_batch(dir: &Path, rdd: &Rdd) -> std::io::Result<()> {
+    for (i, b) in rdd.partitions.iter().enumerate() {
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(dir.join(format!("part-{i:05}")))?);
+        let empty: &[u8] = &[];
+        for j in 0..b.len() {
+            let k = if b.has_keys() { b.keys.get(j) } else { empty };
+            f.write_all(py_str(&element(k, b.values.get(j))).as_bytes())?;
+            f.write_all(b"\n")?;
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    std::fs::File::create(dir.join("_SUCCESS"))?.sync_all()
+}
+
+impl Output for TextFiles {
+    fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
+        let target = batch_dir(&self.prefix, self.suffix.as_deref(), time);
+        let what = |doing: &str| format!("{doing} {} for batch {time}", target.display());
+        let parent = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(what("creating the parent of"), e))?;
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}",
+            target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .map_err(|e| Error::io(what("clearing a stale temporary copy of"), e))?;
+        }
+        std::fs::create_dir(&tmp)
+            .map_err(|e| Error::io(what("creating a temporary copy of"), e))?;
+        if let Err(e) = write_batch(&tmp, rdd) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::io(what("writing"), e));
+        }
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(|e| Error::io(what("replacing"), e))?;
+        }
+        std::fs::rename(&tmp, &target).map_err(|e| Error::io(what("committing"), e))?;
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::{Batch, Column};
+
+    #[test]
+    fn writes_spark_layout_and_replaces_a_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("out").join("counts");
+        let mut c = Column::new();
+        c.push(&("the", 2i64)).unwrap();
+        c.push(&("naïve", 1i64)).unwrap();
+        let rdd = Rdd {
+            partitions: vec![Batch::from_values(c), Batch::default()],
+        };
+        let mut out = TextFiles {
+            prefix: prefix.clone(),
+            suffix: Some("txt".into()),
+        };
+        out.emit(BatchTime(5000), 0, &rdd).unwrap();
+        out.emit(BatchTime(5000), 0, &rdd).unwrap();
+        let d = dir.path().join("out").join("counts-5000.txt");
+        let mut files: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["_SUCCESS", "part-00000", "part-00001"]);
+        assert_eq!(
+            std::fs::read_to_string(d.join("part-00000")).unwrap(),
+            "('the', 2)\n('naïve', 1)\n"
+        );
+        assert_eq!(std::fs::read_to_string(d.join("part-00001")).unwrap(), "");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary directories left behind");
+        assert_eq!(
+            batch_dir(Path::new("w"), None, BatchTime(7)),
+            PathBuf::from("w-7")
+        );
+    }
+}
