@@ -56,6 +56,8 @@
 //! | `#[sluice::flat_map]` | `fn(A) -> impl IntoIterator<Item = B>` (or a `Result` of one) | zero or more outputs |
 //! | `#[sluice::filter]` | `fn(A) -> bool` | kept when `true` |
 //! | `#[sluice::reduce]` | `fn(A, A) -> A`, associative | combines a key's values |
+//! | `#[sluice::map_partitions]` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | a whole partition at once |
+//! | `#[sluice::transform]` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | a whole batch at once (e.g. a top 3) |
 //!
 //! An `Err(e)` from a function fails the call with an `invalid-input` error
 //! naming the element; a panic traps, and the host retries the partition-batch
@@ -79,7 +81,7 @@ pub use guest::bindings;
 
 pub use columnar::{Batch, Column, EncodeError, ValidationError};
 pub use run::{CallError, ErrorKind};
-pub use sluice_sdk_macros::{filter, flat_map, map, reduce};
+pub use sluice_sdk_macros::{filter, flat_map, map, map_partitions, reduce, transform};
 
 use std::cell::Cell;
 
@@ -302,5 +304,7 @@ macro_rules! __export_guest {
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
     pub use crate::guest::{describe, invoke};
-    pub use crate::run::{filter, flat_map, map, reduce, try_flat_map, try_map};
+    pub use crate::run::{
+        filter, flat_map, map, map_partitions, reduce, try_flat_map, try_map, try_map_partitions,
+    };
 }

@@ -137,6 +137,49 @@ where
     Ok(out)
 }
 
+/// `map_partitions` and `transform`: `f` sees every value of the call at
+/// once and returns any number of values.
+pub fn map_partitions<'a, I, O, R, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    F: FnMut(Vec<I>) -> R,
+{
+    let items = (0..input.len())
+        .map(|i| decode(input, i))
+        .collect::<Result<Vec<I>, _>>()?;
+    let mut out = Column::with_capacity(input.len(), input.bytes.len());
+    for (i, v) in f(items).into_iter().enumerate() {
+        out.push(&v).map_err(|e| encode_err(i, e))?;
+    }
+    Ok(out)
+}
+
+/// `map_partitions`/`transform` whose function may fail with `Err` (a
+/// `failed` error: no single element is at fault).
+pub fn try_map_partitions<'a, I, O, R, E, F>(
+    input: &'a Column,
+    mut f: F,
+) -> Result<Column, CallError>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    E: std::fmt::Display,
+    F: FnMut(Vec<I>) -> Result<R, E>,
+{
+    let items = (0..input.len())
+        .map(|i| decode(input, i))
+        .collect::<Result<Vec<I>, _>>()?;
+    let results = f(items).map_err(|e| CallError::failed(e.to_string()))?;
+    let mut out = Column::with_capacity(input.len(), input.bytes.len());
+    for (i, v) in results.into_iter().enumerate() {
+        out.push(&v).map_err(|e| encode_err(i, e))?;
+    }
+    Ok(out)
+}
+
 /// `filter`: the indices of the inputs for which `f` holds.
 pub fn filter<'a, I, F>(input: &'a Column, mut f: F) -> Result<Vec<u32>, CallError>
 where
@@ -215,6 +258,19 @@ mod tests {
         let err = map(&input, |w: &str| w.len() as i64).unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidInput);
         assert_eq!(err.element, Some(1));
+    }
+
+    #[test]
+    fn map_partitions_sees_all_values() {
+        let input = col(&[3i64, 1, 2]);
+        let out = map_partitions(&input, |mut v: Vec<i64>| {
+            v.sort();
+            v.into_iter().rev().take(2)
+        })
+        .unwrap();
+        assert_eq!(out, col(&[3i64, 2]));
+        let err = try_map_partitions(&input, |_: Vec<i64>| Err::<Vec<i64>, _>("no")).unwrap_err();
+        assert_eq!((err.kind, err.message.as_str()), (ErrorKind::Failed, "no"));
     }
 
     #[test]

@@ -277,7 +277,10 @@ impl Func {
     /// `input` is lent to the plugin and given back unchanged.
     pub(crate) fn apply_values(&self, input: &mut Column, site: CallSite) -> Result<Column> {
         let limit = self.input_limit();
-        if input.bytes.len() > limit && input.len() > 1 {
+        // Map and flat-map see one element at a time, so a partition can be
+        // cut into calls; map-partitions and transform must see it whole.
+        let splittable = matches!(self.kind, Kind::Map | Kind::FlatMap);
+        if splittable && input.bytes.len() > limit && input.len() > 1 {
             let mut out = Column::new();
             for mut chunk in split_by_size(input, limit) {
                 let part = self.apply_values(&mut chunk, site)?;

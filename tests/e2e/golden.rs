@@ -382,3 +382,66 @@ fn save_as_text_files_matches_spark() {
         assert_eq!(lines, want, "{name}");
     }
 }
+
+/// `transform` sees the whole batch: the top 3 words of each batch, derived
+/// from Spark's word counts, in one partition.
+#[test]
+fn transform_keeps_the_top_three_of_each_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = job_in("transform", dir.path());
+    run_ok(
+        Command::new(sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
+    );
+    let got = read_jsonl(&dir.path().join("out.jsonl"));
+    let expected: Vec<serde_json::Value> =
+        read_jsonl(&reference().join("golden/reduceByKey.jsonl"))
+            .iter()
+            .map(|g| {
+                let mut counts: Vec<(String, i64)> = g["records"]
+                    .as_array()
+                    .expect("records")
+                    .iter()
+                    .map(|r| {
+                        (
+                            r[0].as_str().expect("word").to_string(),
+                            r[1].as_i64().expect("count"),
+                        )
+                    })
+                    .collect();
+                counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                counts.truncate(3);
+                serde_json::json!({"batch": g["batch"], "records": counts, "partitions": 1})
+            })
+            .collect();
+    assert_matches_golden(&got, &expected, "transform(top3)");
+}
+
+/// `map_partitions` runs once per partition, empty partitions included.
+#[test]
+fn map_partitions_sees_every_partition_once() {
+    let ssc = StreamingContext::new(Duration::from_secs(1))
+        .with_clock(Arc::new(ManualClock::new(0)))
+        .with_runtime(runtime());
+    let text = ssc.load_plugin("text", plugin("text")).expect("text");
+    let batches = queue("flatMap");
+    let out = ssc
+        .queue_stream(batches.clone(), 3)
+        .map_partitions(text.func("partition_size").expect("partition_size"))
+        .collect();
+    ssc.run(None).expect("run");
+    let got = out.lock().expect("lock");
+    assert_eq!(got.len(), batches.len());
+    for (b, lines) in got.iter().zip(&batches) {
+        assert_eq!(
+            b.records.len(),
+            3,
+            "one size per partition: {:?}",
+            b.records
+        );
+        let total: i64 = b.records.iter().map(|r| r.as_i64().expect("size")).sum();
+        assert_eq!(total, lines.len() as i64);
+    }
+}

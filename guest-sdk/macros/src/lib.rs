@@ -16,6 +16,8 @@ enum Kind {
     FlatMap,
     Filter,
     Reduce,
+    MapPartitions,
+    Transform,
 }
 
 fn returns_result(sig: &syn::Signature) -> bool {
@@ -105,6 +107,27 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
                 },
             )
         }
+        Kind::MapPartitions | Kind::Transform => {
+            let run = if fallible {
+                quote!(try_map_partitions)
+            } else {
+                quote!(map_partitions)
+            };
+            let kind = if matches!(kind, Kind::Transform) {
+                quote!(Transform)
+            } else {
+                quote!(MapPartitions)
+            };
+            (
+                kind,
+                quote! {
+                    fn #adapter(input: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                        ::sluice_sdk::__private::#run(input, super::#name)
+                    }
+                    ::sluice_sdk::Call::Values(#adapter)
+                },
+            )
+        }
         Kind::Filter => (
             quote!(Filter),
             quote! {
@@ -166,4 +189,18 @@ pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Reduce, attr, item)
+}
+
+/// Marks `fn(Vec<A>) -> impl IntoIterator<Item = B>` (or a `Result` of one)
+/// as a `map-partitions` function: it sees one partition of a batch at once.
+#[proc_macro_attribute]
+pub fn map_partitions(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::MapPartitions, attr, item)
+}
+
+/// Marks `fn(Vec<A>) -> impl IntoIterator<Item = B>` (or a `Result` of one)
+/// as a `transform` function: it sees a whole batch (all partitions) at once.
+#[proc_macro_attribute]
+pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Transform, attr, item)
 }

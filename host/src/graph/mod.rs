@@ -35,6 +35,7 @@ enum Op {
     MapValues(Func),
     Glom,
     Repartition(usize),
+    Transform(Func),
 }
 
 struct Node {
@@ -285,6 +286,8 @@ impl StreamingContext {
                 Op::Narrow(Narrow::Map, f) => (f, &[Kind::Map]),
                 Op::Narrow(Narrow::FlatMap, f) => (f, &[Kind::FlatMap, Kind::Map]),
                 Op::Narrow(Narrow::Filter, f) => (f, &[Kind::Filter]),
+                Op::Narrow(Narrow::MapPartitions, f) => (f, &[Kind::MapPartitions]),
+                Op::Transform(f) => (f, &[Kind::Transform]),
                 Op::ReduceByKey { func, .. } | Op::Reduce(func) => (func, &[Kind::Reduce]),
                 Op::MapValues(f) => (f, &[Kind::Map]),
                 Op::Count
@@ -473,6 +476,11 @@ impl StreamingContext {
                     let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
                     map_values(func, input, &ctx)?
                 }
+                Op::Transform(func) => narrow::transform(
+                    func,
+                    Arc::unwrap_or_clone(take(&mut values, node.parents[0])?),
+                    &ctx,
+                )?,
                 Op::Glom => narrow::glom(Arc::unwrap_or_clone(take(&mut values, node.parents[0])?)),
                 Op::Repartition(n) => narrow::repartition(
                     *n,
@@ -571,6 +579,18 @@ impl DStream {
     /// `map_values(f)`: `(k, f(v))` for every pair, keys and partitions kept.
     pub fn map_values(&self, f: Func) -> DStream {
         self.derive("map_values", Op::MapValues(f))
+    }
+
+    /// `map_partitions(f)`: `f` sees each partition's elements at once (empty
+    /// partitions too) and returns any number of elements.
+    pub fn map_partitions(&self, f: Func) -> DStream {
+        self.derive("map_partitions", Op::Narrow(Narrow::MapPartitions, f))
+    }
+
+    /// `transform(f)`: `f` sees each whole batch (all partitions, in order) in
+    /// one call and returns the new batch (one partition), e.g. a top 3.
+    pub fn transform(&self, f: Func) -> DStream {
+        self.derive("transform", Op::Transform(f))
     }
 
     /// `glom()`: each partition as one element, the array of its elements.

@@ -14,6 +14,7 @@ pub(crate) enum Narrow {
     Map,
     FlatMap,
     Filter,
+    MapPartitions,
 }
 
 /// Applies `func` to every partition of `rdd`.
@@ -35,11 +36,12 @@ pub(crate) fn apply(kind: Narrow, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>)
                 } else {
                     batch.values
                 };
-                if values.is_empty() {
+                // Spark runs mapPartitions on empty partitions too.
+                if values.is_empty() && kind != Narrow::MapPartitions {
                     return Ok(Batch::default());
                 }
                 match kind {
-                    Narrow::Map | Narrow::FlatMap => {
+                    Narrow::Map | Narrow::FlatMap | Narrow::MapPartitions => {
                         Ok(Batch::from_values(func.apply_values(&mut values, site)?))
                     }
                     Narrow::Filter => {
@@ -64,6 +66,25 @@ fn select(values: &Column, kept: &[u32]) -> Column {
         let _ = out.push_encoded(values.get(i as usize));
     }
     out
+}
+
+/// `transform(f)`: `f` sees the whole batch (every partition, in order) in
+/// one call and returns the new batch, as one partition.
+pub(crate) fn transform(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let mut all = Column::new();
+    for b in &rdd.partitions {
+        all.extend_from(&b.joined_values())
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+    }
+    let site = CallSite {
+        batch: ctx.time,
+        partition: 0,
+        partitions: 1,
+    };
+    let out = func.apply_values(&mut all, site)?;
+    Ok(Rdd {
+        partitions: vec![Batch::from_values(out)],
+    })
 }
 
 /// `glom()`: each partition as one element, the array of its elements.

@@ -22,7 +22,7 @@
 //! [streams.words]
 //! from = "lines"
 //! op = "flat_map"            # map | flat_map | filter | map_values | reduce_by_key | group_by_key
-//!                            # | reduce | count | count_by_value | glom | repartition
+//!                            # | map_partitions | transform | reduce | count | count_by_value | glom | repartition
 //!                            # | union | join | left_outer_join | right_outer_join | full_outer_join | cogroup
 //! function = "wordcount.split"
 //!
@@ -636,6 +636,8 @@ fn resolve_stream<'a>(
         "group_by_key" => parent.group_by_key(partitions(2)?),
         "map_values" => parent.map_values(func(Kind::Map)?),
         "glom" => parent.glom(),
+        "map_partitions" => parent.map_partitions(func(Kind::MapPartitions)?),
+        "transform" => parent.transform(func(Kind::Transform)?),
         "repartition" => match &sec.partitions {
             Some(_) => parent.repartition(partitions(1)?),
             None => {
@@ -658,7 +660,7 @@ fn resolve_stream<'a>(
                 sec.op.span(),
                 &field("op"),
                 format!(
-                    "unknown operation `{other}` (use map, flat_map, filter, map_values, reduce_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join or cogroup)"
+                    "unknown operation `{other}` (use map, flat_map, filter, map_values, map_partitions, transform, reduce_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join or cogroup)"
                 ),
             );
         }

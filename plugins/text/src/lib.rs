@@ -53,6 +53,30 @@ fn tag_right(line: &str) -> Vec<(&str, String)> {
     line.split(' ').map(|w| (w, format!("R:{line}"))).collect()
 }
 
+/// The three most frequent words of a batch of `(word, count)` pairs, most frequent first
+/// (ties by word): Spark's `transform(lambda rdd: rdd.sortBy(lambda kv: -kv[1]).take(3))`.
+#[sluice::transform]
+fn top3(mut counts: Vec<(String, i64)>) -> Vec<(String, i64)> {
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts.truncate(3);
+    counts
+}
+
+/// The number of values in each partition: one value per partition, empty ones included.
+#[sluice::map_partitions]
+fn partition_size(values: Vec<&str>) -> [i64; 1] {
+    [values.len() as i64]
+}
+
 sluice::export!(
-    upper, long, length, sum, words, parse_int, tag_left, tag_right
+    upper,
+    long,
+    length,
+    sum,
+    words,
+    parse_int,
+    tag_left,
+    tag_right,
+    top3,
+    partition_size
 );
