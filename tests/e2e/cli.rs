@@ -108,3 +108,19 @@ fn the_wordcount_example_runs_with_its_own_feeder() {
         "no counts printed:\n{stdout}"
     );
 }
+
+/// A generator source gives `rate × interval` lines per batch, reproducibly.
+#[test]
+fn a_generator_job_counts_its_rate() {
+    let dir = tempfile::tempdir().expect("temp");
+    let job = dir.path().join("gen.toml");
+    std::fs::write(
+        &job,
+        "[job]\nbatch_interval = \"500ms\"\nclock = \"manual\"\n\n[sources.lines]\ntype = \"generator\"\nrate = 100\nwords_per_line = 4\nseed = 9\n\n[streams.n]\nfrom = \"lines\"\nop = \"count\"\n\n[[outputs]]\nstream = \"n\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+    )
+    .expect("write");
+    run_ok(sluice().arg("run").arg(&job).args(["--batches", "3"]));
+    let out = sluice_tests::read_jsonl(&dir.path().join("out.jsonl"));
+    let counts: Vec<&serde_json::Value> = out.iter().map(|b| &b["records"][0]).collect();
+    assert_eq!(counts, vec![&serde_json::json!(50); 3]);
+}

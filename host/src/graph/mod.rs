@@ -261,6 +261,21 @@ impl StreamingContext {
         )
     }
 
+    /// Synthetic lines at a given rate (demos, benchmarks): see
+    /// [`crate::receiver::generator::GeneratorConfig`].
+    pub fn generator_stream(
+        &self,
+        config: crate::receiver::generator::GeneratorConfig,
+        partitions: usize,
+    ) -> DStream {
+        let source = crate::receiver::generator::GeneratorSource::new(
+            config,
+            self.interval,
+            partitions.max(1),
+        );
+        self.add_source("generator".to_string(), Box::new(source))
+    }
+
     /// Adds a listener called after every batch.
     pub fn add_listener(&self, listener: Listener) {
         self.listeners

@@ -15,7 +15,7 @@
 //! max_output = "64MiB"
 //!
 //! [sources.lines]
-//! type = "socket"            # socket | queue
+//! type = "socket"            # socket | queue (path, stream) | generator (rate, words_per_line, vocabulary, seed)
 //! host = "127.0.0.1"
 //! port = 9999
 //!
@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::graph::{DStream, StreamingContext};
 use crate::plugin::{Limits, Plugin};
+use crate::receiver::generator::GeneratorConfig;
 use crate::receiver::queue::read_queue_file;
 use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
 use crate::time::{ManualClock, SystemClock, parse_duration};
@@ -89,6 +90,10 @@ struct SourceSection {
     path: Option<Spanned<String>>,
     stream: Option<Spanned<String>>,
     partitions: Option<Spanned<usize>>,
+    rate: Option<Spanned<u64>>,
+    words_per_line: Option<Spanned<usize>>,
+    vocabulary: Option<Spanned<Vec<String>>>,
+    seed: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,11 +367,37 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                 let parts = partitions.or(q.partitions).unwrap_or(2);
                 ssc.queue_stream(q.batches, parts)
             }
+            "generator" => {
+                let mut config = GeneratorConfig::default();
+                if let Some(r) = &sec.rate {
+                    config.lines_per_second = *r.get_ref();
+                }
+                if let Some(w) = &sec.words_per_line {
+                    if *w.get_ref() == 0 {
+                        return cx.err(w.span(), &field("words_per_line"), "must be at least 1");
+                    }
+                    config.words_per_line = *w.get_ref();
+                }
+                if let Some(v) = &sec.vocabulary {
+                    if v.get_ref().is_empty() {
+                        return cx.err(
+                            v.span(),
+                            &field("vocabulary"),
+                            "must list at least one word",
+                        );
+                    }
+                    config.vocabulary = v.get_ref().clone();
+                }
+                if let Some(s) = &sec.seed {
+                    config.seed = *s.get_ref();
+                }
+                ssc.generator_stream(config, partitions.unwrap_or(default_partitions))
+            }
             other => {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
-                    format!("unknown source type `{other}` (use socket or queue)"),
+                    format!("unknown source type `{other}` (use socket, queue or generator)"),
                 );
             }
         };
