@@ -124,3 +124,73 @@ fn a_generator_job_counts_its_rate() {
     let counts: Vec<&serde_json::Value> = out.iter().map(|b| &b["records"][0]).collect();
     assert_eq!(counts, vec![&serde_json::json!(50); 3]);
 }
+
+/// `text_files` source through the CLI on the system clock: files moved in
+/// while the job runs are each read once; a file present at start, a nested
+/// folder and a hidden temporary file are not.
+#[test]
+fn a_watched_directory_reads_each_new_file_once() {
+    let dir = tempfile::tempdir().expect("temp");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).expect("inbox");
+    std::fs::write(inbox.join("old.txt"), "old old old\n").expect("old file");
+    let job = dir.path().join("files.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nbatch_interval = \"200ms\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.files]\ntype = \"text_files\"\npath = \"inbox\"\n[streams.words]\nfrom = \"files\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n[streams.counts]\nfrom = \"words\"\nop = \"count_by_value\"\n[[outputs]]\nstream = \"counts\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+            plugin("wordcount").display()
+        ),
+    )
+    .expect("write");
+    let out = dir.path().join("out.jsonl");
+    let mut child = sluice()
+        .arg("run")
+        .arg(&job)
+        .args(["--batches", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait for the first batch, so the job has taken its snapshot of the inbox.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !out.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(out.exists(), "the job produced no batch");
+    for (name, text) in [
+        ("a.txt", "apple banana\napple\n"),
+        ("b.txt", "banana cherry\n"),
+    ] {
+        let tmp = inbox.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, inbox.join(name)).expect("rename");
+    }
+    std::fs::create_dir(inbox.join("nested")).expect("nested");
+    std::fs::write(inbox.join("nested").join("c.txt"), "nested\n").expect("nested file");
+    std::fs::write(inbox.join(".partial"), "hidden\n").expect("hidden file");
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(status.success(), "{stderr}");
+    let mut totals = std::collections::BTreeMap::new();
+    for batch in sluice_tests::read_jsonl(&out) {
+        for r in batch["records"].as_array().expect("records") {
+            *totals
+                .entry(r[0].as_str().expect("word").to_string())
+                .or_insert(0) += r[1].as_i64().expect("count");
+        }
+    }
+    let want: std::collections::BTreeMap<String, i64> =
+        [("apple", 2), ("banana", 2), ("cherry", 1)]
+            .into_iter()
+            .map(|(w, n)| (w.to_string(), n))
+            .collect();
+    assert_eq!(totals, want);
+}

@@ -261,6 +261,30 @@ impl StreamingContext {
         )
     }
 
+    /// Lines of the files that appear in `dir` (Spark's `textFileStream`): each
+    /// new file read once into the batch in which it appeared; files present
+    /// at start only with `include_existing`. See [`crate::receiver`]'s file
+    /// policy for the details.
+    pub fn text_file_stream(&self, dir: impl AsRef<Path>, include_existing: bool) -> DStream {
+        self.text_file_stream_with(dir, include_existing, self.workers)
+    }
+
+    /// [`StreamingContext::text_file_stream`] sliced into `partitions`.
+    pub fn text_file_stream_with(
+        &self,
+        dir: impl AsRef<Path>,
+        include_existing: bool,
+        partitions: usize,
+    ) -> DStream {
+        let dir = dir.as_ref().to_path_buf();
+        let source = crate::receiver::file::FileSource::new(
+            dir.clone(),
+            include_existing,
+            partitions.max(1),
+        );
+        self.add_source(format!("files {}", dir.display()), Box::new(source))
+    }
+
     /// Synthetic lines at a given rate (demos, benchmarks): see
     /// [`crate::receiver::generator::GeneratorConfig`].
     pub fn generator_stream(

@@ -2,6 +2,7 @@
 //! [`BlockBuffer`]; at each batch time the engine seals what arrived into the
 //! batch's partitions. Replayable sources (queue) produce their batch directly.
 
+pub(crate) mod file;
 pub mod generator;
 pub mod queue;
 pub mod socket;

@@ -15,7 +15,8 @@
 //! max_output = "64MiB"
 //!
 //! [sources.lines]
-//! type = "socket"            # socket | queue (path, stream) | generator (rate, words_per_line, vocabulary, seed)
+//! type = "socket"            # socket | queue (path, stream) | text_files (path = dir, include_existing)
+//!                            # | generator (rate, words_per_line, vocabulary, seed)
 //! host = "127.0.0.1"
 //! port = 9999
 //!
@@ -94,6 +95,7 @@ struct SourceSection {
     words_per_line: Option<Spanned<usize>>,
     vocabulary: Option<Spanned<Vec<String>>>,
     seed: Option<Spanned<u64>>,
+    include_existing: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,6 +369,25 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                 let parts = partitions.or(q.partitions).unwrap_or(2);
                 ssc.queue_stream(q.batches, parts)
             }
+            "text_files" => {
+                let Some(p) = &sec.path else {
+                    return cx.err(
+                        s.span(),
+                        &field("path"),
+                        "a text_files source needs the path of a directory to watch",
+                    );
+                };
+                let dir = resolve(p.get_ref());
+                if !dir.is_dir() {
+                    return cx.err(
+                        p.span(),
+                        &field("path"),
+                        format!("{} is not a directory", dir.display()),
+                    );
+                }
+                let include = sec.include_existing.as_ref().is_some_and(|b| *b.get_ref());
+                ssc.text_file_stream_with(&dir, include, partitions.unwrap_or(default_partitions))
+            }
             "generator" => {
                 let mut config = GeneratorConfig::default();
                 if let Some(r) = &sec.rate {
@@ -397,7 +418,9 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
-                    format!("unknown source type `{other}` (use socket, queue or generator)"),
+                    format!(
+                        "unknown source type `{other}` (use socket, queue, text_files or generator)"
+                    ),
                 );
             }
         };

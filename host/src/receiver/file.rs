@@ -1,0 +1,191 @@
+//! `text_file_stream(dir)`: new files in a directory, one batch of lines per
+//! batch interval, each file read once.
+//!
+//! Policy:
+//! - The directory is listed at every batch; files that appeared since the
+//!   last listing are read whole into that batch, in order of modification
+//!   time then name. Write files elsewhere and move them in with an atomic
+//!   rename, so a half-written file is never read.
+//! - Files present when the stream starts are ignored unless
+//!   `include_existing` is set (Spark's `newFilesOnly`).
+//! - A file is new by its *name*, not its modification time: unlike Spark, a
+//!   file moved in with an old mtime is still read.
+//! - Nested directories are not watched; names starting with `.` or `_`
+//!   (temporary files, `_SUCCESS` markers) are skipped.
+//! - Lines end at `\n` (a trailing `\r` is dropped); non-UTF-8 bytes are
+//!   replaced with U+FFFD and reported.
+//! - A file that vanishes before it is read, or cannot be read, is reported
+//!   and skipped (never retried); the batch goes on.
+//! - Memory stays bounded by the directory: names no longer listed are
+//!   forgotten, so a file removed and later re-added under the same name is
+//!   read again.
+//! - The set of files read lives in memory; surviving a restart with
+//!   exactly-once reads needs the checkpoint (not yet built).
+
+use super::Source;
+use crate::error::{Error, Result};
+use crate::rdd::Rdd;
+use crate::time::BatchTime;
+use sluice_sdk::Column;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+pub(crate) struct FileSource {
+    dir: PathBuf,
+    include_existing: bool,
+    partitions: usize,
+    seen: HashSet<OsString>,
+    /// Files read so far (for stats and tests).
+    pub(crate) files_read: u64,
+}
+
+impl FileSource {
+    pub(crate) fn new(dir: PathBuf, include_existing: bool, partitions: usize) -> Self {
+        FileSource {
+            dir,
+            include_existing,
+            partitions,
+            seen: HashSet::new(),
+            files_read: 0,
+        }
+    }
+
+    /// Candidate files: regular files, not hidden, not markers.
+    fn list(&self) -> Result<Vec<(std::time::SystemTime, OsString)>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            Error::io(
+                format!("listing the watched directory {}", self.dir.display()),
+                e,
+            )
+        })?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            let text = name.to_string_lossy();
+            if text.starts_with('.') || text.starts_with('_') {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            files.push((mtime, name));
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+impl Source for FileSource {
+    fn start(&mut self) -> Result<()> {
+        let files = self.list()?;
+        if !self.include_existing {
+            self.seen = files.into_iter().map(|(_, n)| n).collect();
+        }
+        Ok(())
+    }
+
+    fn next_batch(&mut self, time: BatchTime) -> Result<Rdd> {
+        let files = self.list()?;
+        let listed: HashSet<OsString> = files.iter().map(|(_, n)| n.clone()).collect();
+        // Forget names that are gone: memory stays bounded by the directory.
+        self.seen.retain(|n| listed.contains(n));
+        let mut lines = Column::new();
+        for (_, name) in files {
+            if !self.seen.insert(name.clone()) {
+                continue;
+            }
+            let path = self.dir.join(&name);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), batch = time.millis(), "skipping a file that cannot be read: {e}");
+                    continue;
+                }
+            };
+            self.files_read += 1;
+            let text = match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "file is not valid UTF-8: invalid bytes replaced with U+FFFD");
+                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                }
+            };
+            for line in text.lines() {
+                lines.push_str(line).map_err(|e| Error::Input {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        Ok(Rdd::from_column(&lines, self.partitions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(rdd: &Rdd) -> Vec<String> {
+        let mut v: Vec<String> = rdd
+            .elements()
+            .map(|(_, v)| rmp_serde::from_slice(v).unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn reads_new_files_once_and_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("old.txt"), "before start\n").unwrap();
+        let mut s = FileSource::new(d.to_path_buf(), false, 2);
+        s.start().unwrap();
+        assert!(
+            lines_of(&s.next_batch(BatchTime(1)).unwrap()).is_empty(),
+            "files present at start are ignored"
+        );
+
+        std::fs::write(d.join(".a.tmp"), "a1\r\na2\n").unwrap();
+        std::fs::rename(d.join(".a.tmp"), d.join("a.txt")).unwrap();
+        std::fs::create_dir(d.join("nested")).unwrap();
+        std::fs::write(d.join("nested").join("x.txt"), "nested\n").unwrap();
+        std::fs::write(d.join("_SUCCESS"), "").unwrap();
+        std::fs::write(d.join("bad.txt"), b"ok \xff\n").unwrap();
+        assert_eq!(
+            lines_of(&s.next_batch(BatchTime(2)).unwrap()),
+            ["a1", "a2", "ok \u{fffd}"]
+        );
+        assert!(
+            lines_of(&s.next_batch(BatchTime(3)).unwrap()).is_empty(),
+            "each file is read once"
+        );
+
+        // Removed and re-added: a new file.
+        std::fs::remove_file(d.join("a.txt")).unwrap();
+        assert!(lines_of(&s.next_batch(BatchTime(4)).unwrap()).is_empty());
+        std::fs::write(d.join("a.txt"), "again\n").unwrap();
+        assert_eq!(lines_of(&s.next_batch(BatchTime(5)).unwrap()), ["again"]);
+        assert_eq!(s.files_read, 3);
+    }
+
+    #[test]
+    fn include_existing_reads_files_present_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old.txt"), "x\ny\n").unwrap();
+        let mut s = FileSource::new(dir.path().to_path_buf(), true, 1);
+        s.start().unwrap();
+        assert_eq!(lines_of(&s.next_batch(BatchTime(1)).unwrap()), ["x", "y"]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_clear_error() {
+        let mut s = FileSource::new(PathBuf::from("/nonexistent/inbox"), false, 1);
+        let e = s.start().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/inbox"), "{e}");
+    }
+}
