@@ -155,3 +155,21 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A context for library tests: 1 s batches on a manual clock (batches run
+/// back to back), the shared runtime.
+pub fn test_context() -> sluice::StreamingContext {
+    sluice::StreamingContext::new(std::time::Duration::from_secs(1))
+        .with_clock(Arc::new(sluice::ManualClock::new(0)))
+        .with_runtime(runtime())
+}
+
+/// `sluice run JOB` with the shared compile cache; returns its stdout.
+pub fn run_job(job: &Path) -> String {
+    run_ok(
+        std::process::Command::new(sluice_bin())
+            .arg("run")
+            .arg(job)
+            .env("SLUICE_CACHE_DIR", cache_dir()),
+    )
+}

@@ -4,11 +4,8 @@
 //! partition counts must give the same records.
 
 use sluice::{Func, ManualClock, StreamingContext};
-use sluice_tests::{
-    assert_matches_golden, plugin, read_jsonl, reference, run_ok, runtime, sluice_bin,
-};
+use sluice_tests::{assert_matches_golden, plugin, read_jsonl, reference, runtime};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,12 +40,7 @@ fn run_case_through_cli(case: &str) {
 fn run_case_through_cli_with(case: &str, canon: impl Fn(&mut serde_json::Value)) {
     let dir = tempfile::tempdir().expect("temp dir");
     let job = job_in(case, dir.path());
-    run_ok(
-        Command::new(sluice_bin())
-            .arg("run")
-            .arg(&job)
-            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
-    );
+    sluice_tests::run_job(&job);
     let mut got = read_jsonl(&dir.path().join("out.jsonl"));
     for batch in &mut got {
         if let Some(records) = batch["records"].as_array_mut() {
@@ -140,9 +132,7 @@ fn reduce_by_key_through_the_library_is_partition_independent() {
 #[test]
 fn native_operators_match_plugin_operators() {
     let run = |native: bool| {
-        let ssc = StreamingContext::new(Duration::from_secs(1))
-            .with_clock(Arc::new(ManualClock::new(0)))
-            .with_runtime(runtime());
+        let ssc = sluice_tests::test_context();
         let lines = ssc.queue_stream(queue("filter"), 2);
         let long = if native {
             lines
@@ -183,9 +173,7 @@ fn word_count_with_tiny_calls_matches_spark() {
     let golden = read_jsonl(&reference().join("golden/reduceByKey.jsonl"));
     let mut calls_by_limit = Vec::new();
     for limit in [sluice::Limits::default().input_bytes_per_call, 16, 1] {
-        let ssc = StreamingContext::new(Duration::from_secs(1))
-            .with_clock(Arc::new(ManualClock::new(0)))
-            .with_runtime(runtime());
+        let ssc = sluice_tests::test_context();
         let limits = sluice::Limits {
             input_bytes_per_call: limit,
             ..sluice::Limits::default()
@@ -266,9 +254,7 @@ fn collected(out: &std::sync::Mutex<Vec<sluice::CollectedBatch>>) -> Vec<serde_j
 /// `repartition(4)` keeps every element and always gives 4 partitions.
 #[test]
 fn repartition_keeps_the_elements_in_exactly_n_partitions() {
-    let ssc = StreamingContext::new(Duration::from_secs(1))
-        .with_clock(Arc::new(ManualClock::new(0)))
-        .with_runtime(runtime());
+    let ssc = sluice_tests::test_context();
     let wc = ssc
         .load_plugin("wordcount", plugin("wordcount"))
         .expect("wordcount");
@@ -287,9 +273,7 @@ fn repartition_keeps_the_elements_in_exactly_n_partitions() {
 /// `group_by_key` then the size of each group equals Spark's word counts.
 #[test]
 fn group_by_key_then_counting_groups_matches_reduce_by_key() {
-    let ssc = StreamingContext::new(Duration::from_secs(1))
-        .with_clock(Arc::new(ManualClock::new(0)))
-        .with_runtime(runtime());
+    let ssc = sluice_tests::test_context();
     let wc = ssc
         .load_plugin("wordcount", plugin("wordcount"))
         .expect("wordcount");
@@ -312,12 +296,7 @@ fn group_by_key_then_counting_groups_matches_reduce_by_key() {
 fn save_as_text_files_matches_spark() {
     let dir = tempfile::tempdir().expect("temp dir");
     let job = job_in("saveAsTextFiles", dir.path());
-    run_ok(
-        Command::new(sluice_bin())
-            .arg("run")
-            .arg(&job)
-            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
-    );
+    sluice_tests::run_job(&job);
     let out = dir.path().join("out");
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .expect("output dir")
@@ -389,12 +368,7 @@ fn save_as_text_files_matches_spark() {
 fn transform_keeps_the_top_three_of_each_batch() {
     let dir = tempfile::tempdir().expect("temp dir");
     let job = job_in("transform", dir.path());
-    run_ok(
-        Command::new(sluice_bin())
-            .arg("run")
-            .arg(&job)
-            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
-    );
+    sluice_tests::run_job(&job);
     let got = read_jsonl(&dir.path().join("out.jsonl"));
     let expected: Vec<serde_json::Value> =
         read_jsonl(&reference().join("golden/reduceByKey.jsonl"))
@@ -422,9 +396,7 @@ fn transform_keeps_the_top_three_of_each_batch() {
 /// `map_partitions` runs once per partition, empty partitions included.
 #[test]
 fn map_partitions_sees_every_partition_once() {
-    let ssc = StreamingContext::new(Duration::from_secs(1))
-        .with_clock(Arc::new(ManualClock::new(0)))
-        .with_runtime(runtime());
+    let ssc = sluice_tests::test_context();
     let text = ssc.load_plugin("text", plugin("text")).expect("text");
     let batches = queue("flatMap");
     let out = ssc

@@ -3,7 +3,7 @@
 //! the host must go on serving the next batch with the same plugin.
 
 use sluice::error::PluginFault;
-use sluice::{BatchTime, Error, Limits, ManualClock, Plugin, StreamingContext};
+use sluice::{BatchTime, Error, Limits, Plugin, StreamingContext};
 use sluice_tests::{plugin, runtime};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,10 +15,7 @@ fn hostile(limits: Limits) -> Arc<Plugin> {
 }
 
 fn ctx() -> StreamingContext {
-    StreamingContext::new(Duration::from_secs(1))
-        .with_clock(Arc::new(ManualClock::new(0)))
-        .with_workers(2)
-        .with_runtime(runtime())
+    sluice_tests::test_context().with_workers(2)
 }
 
 fn batches(items: &[&[&str]]) -> Vec<Vec<String>> {

@@ -68,38 +68,28 @@ pub(crate) fn reduce(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rd
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::BatchTime;
-
-    fn ints(v: &[i64]) -> Batch {
-        let mut c = Column::new();
-        for i in v {
-            c.push(i).unwrap();
-        }
-        Batch::from_values(c)
-    }
+    use crate::ops::testing::{batch_of, with_ctx};
 
     #[test]
     fn count_and_reduce_follow_spark_on_empty_batches() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let ctx = BatchContext {
-            time: BatchTime(1000),
-            pool: &pool,
-            stream: "s",
-        };
-        let empty = Rdd::empty(2);
-        assert_eq!(count(&empty).partitions[0].values.get(0), &[0]);
-        let sum = Func::reduce("sum", |a: i64, b: i64| a + b);
-        assert!(reduce(&sum, empty, &ctx).unwrap().partitions[0].is_empty());
-        let rdd = Rdd {
-            partitions: vec![ints(&[1, 2]), ints(&[]), ints(&[3]), ints(&[4, 5])],
-        };
-        assert_eq!(count(&rdd).partitions[0].values.get(0), &[5]);
-        assert_eq!(
-            reduce(&sum, rdd, &ctx).unwrap().partitions[0].values,
-            ints(&[15]).values
-        );
+        with_ctx(|ctx| {
+            let empty = Rdd::empty(2);
+            assert_eq!(count(&empty).partitions[0].values.get(0), &[0]);
+            let sum = Func::reduce("sum", |a: i64, b: i64| a + b);
+            assert!(reduce(&sum, empty, ctx).unwrap().partitions[0].is_empty());
+            let rdd = Rdd {
+                partitions: vec![
+                    batch_of(&[1i64, 2]),
+                    batch_of::<i64>(&[]),
+                    batch_of(&[3i64]),
+                    batch_of(&[4i64, 5]),
+                ],
+            };
+            assert_eq!(count(&rdd).partitions[0].values.get(0), &[5]);
+            assert_eq!(
+                reduce(&sum, rdd, ctx).unwrap().partitions[0].values,
+                batch_of(&[15i64]).values
+            );
+        });
     }
 }

@@ -184,40 +184,21 @@ fn join_partition(kind: JoinKind, left: &[Batch], right: &[Batch]) -> Result<Bat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::BatchTime;
+    use crate::ops::testing::{batch_of, rendered, with_ctx};
     use serde_json::json;
-    use sluice_sdk::Column;
-
-    fn pairs(items: &[(&str, i64)]) -> Rdd {
-        let mut c = Column::new();
-        for i in items {
-            c.push(i).unwrap();
-        }
-        Rdd {
-            partitions: vec![Batch::from_values(c)],
-        }
-    }
 
     fn run(kind: JoinKind) -> Vec<String> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let ctx = BatchContext {
-            time: BatchTime(1000),
-            pool: &pool,
-            stream: "j",
-        };
-        let left = pairs(&[("a", 1), ("b", 2), ("a", 5)]);
-        let right = pairs(&[("a", 3), ("c", 4)]);
-        let out = join(kind, 3, left, right, &ctx).unwrap();
-        assert_eq!(out.partitions.len(), 3);
-        let mut got: Vec<String> = out
-            .elements()
-            .map(|(k, v)| crate::render::to_json(&crate::render::element(k, v)).to_string())
-            .collect();
-        got.sort();
-        got
+        with_ctx(|ctx| {
+            let left = Rdd {
+                partitions: vec![batch_of(&[("a", 1), ("b", 2), ("a", 5)])],
+            };
+            let right = Rdd {
+                partitions: vec![batch_of(&[("a", 3), ("c", 4)])],
+            };
+            let out = join(kind, 3, left, right, ctx).unwrap();
+            assert_eq!(out.partitions.len(), 3);
+            rendered(&out)
+        })
     }
 
     fn texts(v: &[serde_json::Value]) -> Vec<String> {

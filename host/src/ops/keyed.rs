@@ -259,106 +259,60 @@ pub(crate) fn map_values(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::BatchTime;
-
-    fn pairs(items: &[(&str, i64)]) -> Batch {
-        let mut c = Column::new();
-        for i in items {
-            c.push(i).unwrap();
-        }
-        Batch::from_values(c)
-    }
+    use crate::ops::testing::{batch_of, rendered, with_ctx};
 
     #[test]
     fn reduces_across_partitions_into_n_partitions() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let ctx = BatchContext {
-            time: BatchTime(1000),
-            pool: &pool,
-            stream: "counts",
-        };
-        let rdd = Rdd {
-            partitions: vec![
-                pairs(&[("a", 1), ("b", 1), ("a", 1)]),
-                pairs(&[("a", 1), ("c", 1)]),
-            ],
-        };
-        let add = Func::reduce("add", |a: i64, b: i64| a + b);
-        let out = reduce_by_key(&add, 3, rdd, &ctx).unwrap();
-        assert_eq!(out.partitions.len(), 3);
-        let mut got: Vec<(String, i64)> = out
-            .elements()
-            .map(|(k, v)| {
-                (
-                    rmp_serde::from_slice(k).unwrap(),
-                    rmp_serde::from_slice(v).unwrap(),
-                )
-            })
-            .collect();
-        got.sort();
-        assert_eq!(got, vec![("a".into(), 3), ("b".into(), 1), ("c".into(), 1)]);
-        // Every key lands in the partition its hash names.
-        for (q, b) in out.partitions.iter().enumerate() {
-            for k in b.keys.iter() {
-                assert_eq!(partition_of(k, 3), q);
+        with_ctx(|ctx| {
+            let rdd = Rdd {
+                partitions: vec![
+                    batch_of(&[("a", 1), ("b", 1), ("a", 1)]),
+                    batch_of(&[("a", 1), ("c", 1)]),
+                ],
+            };
+            let add = Func::reduce("add", |a: i64, b: i64| a + b);
+            let out = reduce_by_key(&add, 3, rdd, ctx).unwrap();
+            assert_eq!(out.partitions.len(), 3);
+            assert_eq!(rendered(&out), [r#"["a",3]"#, r#"["b",1]"#, r#"["c",1]"#]);
+            // Every key lands in the partition its hash names.
+            for (q, b) in out.partitions.iter().enumerate() {
+                for k in b.keys.iter() {
+                    assert_eq!(partition_of(k, 3), q);
+                }
             }
-        }
+        });
     }
 
     #[test]
     fn groups_and_maps_values_by_key() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let ctx = BatchContext {
-            time: BatchTime(1000),
-            pool: &pool,
-            stream: "g",
-        };
-        let rdd = || Rdd {
-            partitions: vec![pairs(&[("a", 1), ("b", 2)]), pairs(&[("a", 3)])],
-        };
-        let render = |r: &Rdd| {
-            let mut v: Vec<String> = r
-                .elements()
-                .map(|(k, v)| crate::render::to_json(&crate::render::element(k, v)).to_string())
-                .collect();
-            v.sort();
-            v
-        };
-        let grouped = group_by_key(4, rdd(), &ctx).unwrap();
-        assert_eq!(grouped.partitions.len(), 4);
-        assert_eq!(render(&grouped), vec![r#"["a",[1,3]]"#, r#"["b",[2]]"#]);
-        let doubled = map_values(&Func::map("double", |v: i64| v * 2), rdd(), &ctx).unwrap();
-        assert_eq!(doubled.partitions.len(), 2, "partitioning is kept");
-        assert_eq!(
-            render(&doubled),
-            vec![r#"["a",2]"#, r#"["a",6]"#, r#"["b",4]"#]
-        );
+        with_ctx(|ctx| {
+            let rdd = || Rdd {
+                partitions: vec![batch_of(&[("a", 1), ("b", 2)]), batch_of(&[("a", 3)])],
+            };
+            let grouped = group_by_key(4, rdd(), ctx).unwrap();
+            assert_eq!(grouped.partitions.len(), 4);
+            assert_eq!(rendered(&grouped), [r#"["a",[1,3]]"#, r#"["b",[2]]"#]);
+            let doubled = map_values(&Func::map("double", |v: i64| v * 2), rdd(), ctx).unwrap();
+            assert_eq!(doubled.partitions.len(), 2, "partitioning is kept");
+            assert_eq!(
+                rendered(&doubled),
+                [r#"["a",2]"#, r#"["a",6]"#, r#"["b",4]"#]
+            );
+        });
     }
 
     #[test]
     fn non_pairs_are_a_clear_error() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let ctx = BatchContext {
-            time: BatchTime(1000),
-            pool: &pool,
-            stream: "words",
-        };
-        let mut c = Column::new();
-        c.push_str("lonely").unwrap();
-        let rdd = Rdd {
-            partitions: vec![Batch::from_values(c)],
-        };
-        let add = Func::reduce("add", |a: i64, b: i64| a + b);
-        let err = reduce_by_key(&add, 1, rdd, &ctx).unwrap_err().to_string();
-        assert!(err.contains("words") && err.contains("'lonely'"), "{err}");
+        with_ctx(|ctx| {
+            let rdd = Rdd {
+                partitions: vec![batch_of(&["lonely"])],
+            };
+            let add = Func::reduce("add", |a: i64, b: i64| a + b);
+            let err = reduce_by_key(&add, 1, rdd, ctx).unwrap_err().to_string();
+            assert!(
+                err.contains("stream `test`") && err.contains("'lonely'"),
+                "{err}"
+            );
+        });
     }
 }

@@ -119,28 +119,20 @@ pub(crate) fn repartition(n: usize, rdd: Rdd) -> Rdd {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ints(v: &[i64]) -> Batch {
-        let mut c = Column::new();
-        for i in v {
-            c.push(i).unwrap();
-        }
-        Batch::from_values(c)
-    }
+    use crate::ops::testing::{batch_of, rendered};
 
     #[test]
     fn glom_and_repartition() {
         let rdd = Rdd {
-            partitions: vec![ints(&[1, 2]), ints(&[]), ints(&[3])],
+            partitions: vec![
+                batch_of(&[1i64, 2]),
+                batch_of::<i64>(&[]),
+                batch_of(&[3i64]),
+            ],
         };
-        let g = glom(rdd.clone());
-        let shown: Vec<String> = g
-            .elements()
-            .map(|(k, v)| crate::render::to_json(&crate::render::element(k, v)).to_string())
-            .collect();
-        assert_eq!(shown, vec!["[1,2]", "[]", "[3]"]);
+        assert_eq!(rendered(&glom(rdd.clone())), ["[1,2]", "[3]", "[]"]);
         let r = repartition(4, rdd);
         assert_eq!(r.partitions.len(), 4);
-        assert_eq!(r.count(), 3);
+        assert_eq!(rendered(&r), ["1", "2", "3"]);
     }
 }
