@@ -49,6 +49,17 @@ struct Graph {
     nodes: Vec<Node>,
     sources: Vec<Box<dyn Source>>,
     outputs: Vec<(usize, Box<dyn Output>)>,
+    /// Set by `run`, which takes the streams out; the names stay for `DStream::name`.
+    started: Option<Vec<String>>,
+}
+
+const ADDED_AFTER_START: &str = "adding new inputs, transformations, and output operations after starting a context is not supported";
+
+impl Graph {
+    /// Panics when the context has started (Spark's `IllegalStateException`).
+    fn check_open(&self) {
+        assert!(self.started.is_none(), "{ADDED_AFTER_START}");
+    }
 }
 
 /// What happened in one batch, as told to listeners.
@@ -136,6 +147,11 @@ pub struct StreamingContext {
 }
 
 /// A stream of batches (Spark's DStream): a handle into its context's graph.
+///
+/// The graph is fixed once [`StreamingContext::run`] starts: adding a stream,
+/// transformation or output after that panics, as Spark throws
+/// `IllegalStateException` ("adding new inputs, transformations, and output
+/// operations after starting a context is not supported").
 #[derive(Clone)]
 pub struct DStream {
     graph: Arc<Mutex<Graph>>,
@@ -221,6 +237,7 @@ impl StreamingContext {
 
     fn add_source(&self, name: String, source: Box<dyn Source>) -> DStream {
         let mut g = lock(&self.graph);
+        g.check_open();
         let index = g.sources.len();
         g.sources.push(source);
         let id = g.nodes.len();
@@ -353,6 +370,9 @@ impl StreamingContext {
     /// Runs the job: one batch every interval until `batches` batches are done
     /// (when given), every finite source is exhausted (when all are finite and
     /// `batches` is not given), or [`StopHandle::stop`] is called.
+    ///
+    /// A context runs once: a second call is an error, as is a graph without
+    /// outputs.
     pub fn run(&self, batches: Option<u64>) -> Result<RunSummary> {
         if self.started.swap(true, Ordering::SeqCst) {
             return Err(Error::Plan(
@@ -364,8 +384,16 @@ impl StreamingContext {
             .thread_name(|i| format!("sluice-worker-{i}"))
             .build()
             .map_err(|e| Error::Internal(format!("starting worker threads: {e}")))?;
-        let mut g = lock(&self.graph);
-        self.validate(&g)?;
+        // Take the streams out: the run does not hold the lock, and anything
+        // added from now on is refused instead of silently never running.
+        let mut g = {
+            let mut shared = lock(&self.graph);
+            self.validate(&shared)?;
+            let names = shared.nodes.iter().map(|n| n.name.clone()).collect();
+            let taken = std::mem::take(&mut *shared);
+            shared.started = Some(names);
+            taken
+        };
         let limit = batches.or_else(|| {
             let finite: Option<Vec<u64>> = g.sources.iter().map(|s| s.finite_batches()).collect();
             finite.and_then(|f| f.into_iter().max())
@@ -556,6 +584,7 @@ impl DStream {
 
     fn derive_from(&self, name: &str, op: Op, parents: Vec<usize>) -> DStream {
         let mut g = lock(&self.graph);
+        g.check_open();
         let id = g.nodes.len();
         let name = format!("{name}#{id}");
         g.nodes.push(Node { name, op, parents });
@@ -567,13 +596,20 @@ impl DStream {
 
     /// Names this stream (used in error messages; the job spec names every stream).
     pub fn named(self, name: &str) -> DStream {
-        lock(&self.graph).nodes[self.id].name = name.to_string();
+        let mut g = lock(&self.graph);
+        g.check_open();
+        g.nodes[self.id].name = name.to_string();
+        drop(g);
         self
     }
 
     /// The stream's name.
     pub fn name(&self) -> String {
-        lock(&self.graph).nodes[self.id].name.clone()
+        let g = lock(&self.graph);
+        match &g.started {
+            Some(names) => names[self.id].clone(),
+            None => g.nodes[self.id].name.clone(),
+        }
     }
 
     /// `map(f)`: one output per element.
@@ -733,7 +769,9 @@ impl DStream {
     }
 
     fn add_output(&self, out: Box<dyn Output>) {
-        lock(&self.graph).outputs.push((self.id, out));
+        let mut g = lock(&self.graph);
+        g.check_open();
+        g.outputs.push((self.id, out));
     }
 
     /// `pprint(num)`: prints the first `num` elements of every batch to stdout.
@@ -786,5 +824,39 @@ impl DStream {
         F: FnMut(&CollectedBatch) -> Result<()> + Send + 'static,
     {
         self.add_output(Box::new(ForEach(f)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::ManualClock;
+
+    fn ctx() -> StreamingContext {
+        StreamingContext::new(Duration::from_secs(1)).with_clock(Arc::new(ManualClock::new(0)))
+    }
+
+    #[test]
+    fn a_context_without_outputs_or_run_twice_is_refused() {
+        let ssc = ctx();
+        ssc.queue_stream(vec![vec!["a".into()]], 1);
+        let e = ssc.run(None).unwrap_err().to_string();
+        assert!(e.contains("no output operations registered"), "{e}");
+        let ssc = ctx();
+        ssc.queue_stream(vec![vec!["a".into()]], 1).collect();
+        assert_eq!(ssc.run(None).unwrap().batches, 1);
+        let e = ssc.run(None).unwrap_err().to_string();
+        assert!(e.contains("already been started"), "{e}");
+    }
+
+    #[test]
+    #[should_panic(expected = "after starting a context is not supported")]
+    fn adding_after_start_panics_like_spark() {
+        let ssc = ctx();
+        let lines = ssc.queue_stream(vec![vec!["a".into()]], 1);
+        lines.collect();
+        ssc.run(None).unwrap();
+        assert!(lines.name().starts_with("queue"), "names survive the start");
+        lines.count();
     }
 }
