@@ -135,6 +135,7 @@ pub fn invoke(
             })
         }),
         Call::Filter(call) => call(&values).map(wit::CallOutput::Selection),
+        Call::Sink(call) => call(&values).map(|()| wit::CallOutput::None),
         Call::Reduce(call) => call(&primary.values, &input.groups).map(|out| {
             wit::CallOutput::Batch(wit::Batch {
                 keys: to_wit(Column::new()),

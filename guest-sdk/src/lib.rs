@@ -58,6 +58,7 @@
 //! | `#[sluice::reduce]` | `fn(A, A) -> A`, associative | combines a key's values |
 //! | `#[sluice::map_partitions]` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | a whole partition at once |
 //! | `#[sluice::transform]` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | a whole batch at once (e.g. a top 3) |
+//! | `#[sluice::sink]` | `fn(Vec<A>)` or `fn(Vec<A>) -> Result<(), E>` | consumes a partition-batch (`foreach_rdd`) |
 //!
 //! An `Err(e)` from a function fails the call with an `invalid-input` error
 //! naming the element; a panic traps, and the host retries the partition-batch
@@ -81,7 +82,7 @@ pub use guest::bindings;
 
 pub use columnar::{Batch, Column, EncodeError, ValidationError};
 pub use run::{CallError, ErrorKind};
-pub use sluice_sdk_macros::{filter, flat_map, map, map_partitions, reduce, transform};
+pub use sluice_sdk_macros::{filter, flat_map, map, map_partitions, reduce, sink, transform};
 
 use std::cell::Cell;
 
@@ -140,6 +141,8 @@ pub enum Call {
     Filter(fn(&Column) -> Result<Vec<u32>, CallError>),
     /// Values grouped by `groups` in, one value per group out (reduce).
     Reduce(fn(&Column, &[u32]) -> Result<Column, CallError>),
+    /// Values in, nothing out (sink).
+    Sink(fn(&Column) -> Result<(), CallError>),
 }
 
 /// One exported function: what the attribute macros produce.
@@ -305,6 +308,7 @@ pub mod __private {
     #[cfg(target_arch = "wasm32")]
     pub use crate::guest::{describe, invoke};
     pub use crate::run::{
-        filter, flat_map, map, map_partitions, reduce, try_flat_map, try_map, try_map_partitions,
+        filter, flat_map, map, map_partitions, reduce, sink, try_flat_map, try_map,
+        try_map_partitions, try_sink,
     };
 }

@@ -180,6 +180,32 @@ where
     Ok(out)
 }
 
+/// `sink`: `f` consumes every value of the call at once.
+pub fn sink<'a, I, F>(input: &'a Column, mut f: F) -> Result<(), CallError>
+where
+    I: Deserialize<'a>,
+    F: FnMut(Vec<I>),
+{
+    let items = (0..input.len())
+        .map(|i| decode(input, i))
+        .collect::<Result<Vec<I>, _>>()?;
+    f(items);
+    Ok(())
+}
+
+/// `sink` whose function may fail (a `failed` error: the host retries it).
+pub fn try_sink<'a, I, E, F>(input: &'a Column, mut f: F) -> Result<(), CallError>
+where
+    I: Deserialize<'a>,
+    E: std::fmt::Display,
+    F: FnMut(Vec<I>) -> Result<(), E>,
+{
+    let items = (0..input.len())
+        .map(|i| decode(input, i))
+        .collect::<Result<Vec<I>, _>>()?;
+    f(items).map_err(|e| CallError::failed(e.to_string()))
+}
+
 /// `filter`: the indices of the inputs for which `f` holds.
 pub fn filter<'a, I, F>(input: &'a Column, mut f: F) -> Result<Vec<u32>, CallError>
 where

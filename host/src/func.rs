@@ -13,12 +13,14 @@ use std::sync::Arc;
 type ValuesFn = dyn Fn(&Column) -> std::result::Result<Column, CallError> + Send + Sync;
 type FilterFn = dyn Fn(&Column) -> std::result::Result<Vec<u32>, CallError> + Send + Sync;
 type ReduceFn = dyn Fn(&Column, &[u32]) -> std::result::Result<Column, CallError> + Send + Sync;
+type SinkFn = dyn Fn(&Column) -> std::result::Result<(), CallError> + Send + Sync;
 
 #[derive(Clone)]
 enum Native {
     Values(Arc<ValuesFn>),
     Filter(Arc<FilterFn>),
     Reduce(Arc<ReduceFn>),
+    Sink(Arc<SinkFn>),
 }
 
 #[derive(Clone)]
@@ -85,6 +87,7 @@ impl Func {
             sluice_sdk::Call::Values(c) => Native::Values(Arc::new(c)),
             sluice_sdk::Call::Filter(c) => Native::Filter(Arc::new(c)),
             sluice_sdk::Call::Reduce(c) => Native::Reduce(Arc::new(c)),
+            sluice_sdk::Call::Sink(c) => Native::Sink(Arc::new(c)),
         };
         Func {
             limit: None,
@@ -340,6 +343,25 @@ impl Func {
             ));
         }
         Ok(out)
+    }
+
+    /// `sink` over one partition's values (never split: a sink sees its
+    /// partition whole).
+    pub(crate) fn apply_sink(&self, input: &mut Column, site: CallSite) -> Result<()> {
+        match &self.imp {
+            Imp::Native(Native::Sink(f)) => f(input).map_err(|e| self.native_err(site, e)),
+            Imp::Plugin { plugin, index } => {
+                let (out, _) = Func::call_plugin(plugin, *index, site, input, Vec::new())?;
+                match out {
+                    CallOutput::None => Ok(()),
+                    _ => Err(self.bad_output(site, "a sink must return nothing".to_string())),
+                }
+            }
+            Imp::Native(_) => Err(Error::Plan(format!(
+                "`{}` is a {}, not a sink",
+                self.name, self.kind
+            ))),
+        }
     }
 
     /// `filter` over one partition's values: the indices kept, ascending.

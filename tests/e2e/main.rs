@@ -5,4 +5,5 @@ mod cli;
 mod golden;
 mod hostile;
 mod runtime;
+mod sink;
 mod socket;

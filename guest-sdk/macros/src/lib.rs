@@ -18,6 +18,7 @@ enum Kind {
     Reduce,
     MapPartitions,
     Transform,
+    Sink,
 }
 
 fn returns_result(sig: &syn::Signature) -> bool {
@@ -128,6 +129,22 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
                 },
             )
         }
+        Kind::Sink => {
+            let run = if fallible {
+                quote!(try_sink)
+            } else {
+                quote!(sink)
+            };
+            (
+                quote!(Sink),
+                quote! {
+                    fn #adapter(input: &::sluice_sdk::Column) -> ::std::result::Result<(), ::sluice_sdk::CallError> {
+                        ::sluice_sdk::__private::#run(input, super::#name)
+                    }
+                    ::sluice_sdk::Call::Sink(#adapter)
+                },
+            )
+        }
         Kind::Filter => (
             quote!(Filter),
             quote! {
@@ -203,4 +220,12 @@ pub fn map_partitions(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Transform, attr, item)
+}
+
+/// Marks `fn(Vec<A>)` or `fn(Vec<A>) -> Result<(), E>` as a `sink`: it
+/// consumes one partition-batch (`foreach_rdd`); `sluice::context()` gives the
+/// batch time, so writes can be idempotent. An `Err` is retried by the host.
+#[proc_macro_attribute]
+pub fn sink(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Sink, attr, item)
 }

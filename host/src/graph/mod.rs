@@ -818,6 +818,24 @@ impl DStream {
         self.add_output(Box::new(crate::sink::ForEachRdd(f)));
     }
 
+    /// `foreach_partition(sink)`: calls the plugin (or native) `sink` function
+    /// on every partition of every batch, with the batch time in its context;
+    /// a failing sink is retried, then fails the job (see
+    /// `sink::plugin`).
+    ///
+    /// # Panics
+    /// When `sink` is not a sink function.
+    pub fn foreach_partition(&self, sink: Func) {
+        assert_eq!(
+            sink.kind(),
+            Kind::Sink,
+            "`{}` is a {}, not a sink function",
+            sink.name(),
+            sink.kind()
+        );
+        self.add_output(Box::new(crate::sink::plugin::PluginSink { func: sink }));
+    }
+
     /// Calls `f` with every batch, rendered as JSON records.
     pub fn foreach_batch<F>(&self, f: F)
     where

@@ -118,6 +118,7 @@ struct OutputSection {
     path: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
     suffix: Option<Spanned<String>>,
+    function: Option<Spanned<String>>,
 }
 
 /// Options given on the command line that override the spec.
@@ -495,11 +496,35 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                 stream
                     .save_as_text_files(prefix, sec.suffix.as_ref().map(|s| s.get_ref().as_str()));
             }
+            "sink" => {
+                let Some(f) = &sec.function else {
+                    return cx.err(
+                        o.span(),
+                        &field("function"),
+                        "a sink output needs a function (`plugin.function`)",
+                    );
+                };
+                let func = plugin_function(f, &plugins, &cx, &field("function"))?;
+                if func.kind() != sluice_sdk::Kind::Sink {
+                    return cx.err(
+                        f.span(),
+                        &field("function"),
+                        format!(
+                            "`{}` is a {} function, but a sink output needs a sink function",
+                            f.get_ref(),
+                            func.kind()
+                        ),
+                    );
+                }
+                stream.foreach_partition(func);
+            }
             other => {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
-                    format!("unknown output type `{other}` (use pprint, jsonl or text_files)"),
+                    format!(
+                        "unknown output type `{other}` (use pprint, jsonl, text_files or sink)"
+                    ),
                 );
             }
         }
@@ -523,6 +548,38 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         context: ssc,
         socket_addrs,
         plugins,
+    })
+}
+
+/// Resolves `plugin.function` against the job's plugins.
+fn plugin_function(
+    f: &Spanned<String>,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    cx: &Ctx<'_>,
+    field: &str,
+) -> Result<Func> {
+    let Some((plugin, fname)) = f.get_ref().split_once('.') else {
+        return cx.err(
+            f.span(),
+            field,
+            format!("`{}` is not of the form plugin.function", f.get_ref()),
+        );
+    };
+    let Some(p) = plugins.get(plugin) else {
+        let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
+        return cx.err(
+            f.span(),
+            field,
+            format!("unknown plugin `{plugin}` (declared: {})", known.join(", ")),
+        );
+    };
+    Func::plugin(p, fname).or_else(|e| {
+        // The spec error already says where; keep only what is wrong.
+        let message = match e {
+            Error::Plan(m) => m,
+            other => other.to_string(),
+        };
+        cx.err(f.span(), field, message)
     })
 }
 
@@ -639,29 +696,7 @@ fn resolve_stream<'a>(
                 ),
             );
         };
-        let Some((plugin, fname)) = f.get_ref().split_once('.') else {
-            return cx.err(
-                f.span(),
-                &field("function"),
-                format!("`{}` is not of the form plugin.function", f.get_ref()),
-            );
-        };
-        let Some(p) = plugins.get(plugin) else {
-            let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
-            return cx.err(
-                f.span(),
-                &field("function"),
-                format!("unknown plugin `{plugin}` (declared: {})", known.join(", ")),
-            );
-        };
-        let func = Func::plugin(p, fname).or_else(|e| {
-            // The spec error already says where; keep only what is wrong.
-            let message = match e {
-                Error::Plan(m) => m,
-                other => other.to_string(),
-            };
-            cx.err(f.span(), &field("function"), message)
-        })?;
+        let func = plugin_function(f, plugins, cx, &field("function"))?;
         let ok = func.kind() == want
             || (want == sluice_sdk::Kind::FlatMap && func.kind() == sluice_sdk::Kind::Map);
         if !ok {

@@ -68,7 +68,21 @@ fn partition_size(values: Vec<&str>) -> [i64; 1] {
     [values.len() as i64]
 }
 
+/// Audits a partition-batch: fails on a `poison` line, naming the batch time it saw.
+#[sluice::sink]
+fn audit(lines: Vec<&str>) -> Result<(), String> {
+    sluice::info!("audited {} lines", lines.len());
+    if lines.contains(&"poison") {
+        return Err(format!(
+            "poison at batch {}",
+            sluice::context().batch_time_ms
+        ));
+    }
+    Ok(())
+}
+
 sluice::export!(
+    audit,
     upper,
     long,
     length,
