@@ -45,6 +45,12 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Prints object files (`save_as_object_files`) as JSON, one element per line.
+    Cat {
+        /// Batch directories (`prefix-<ms>`) or single part files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Serves text lines over TCP to whoever connects (a demo traffic source).
     Feed {
         /// Address to listen on.
@@ -101,6 +107,7 @@ fn real_main() -> Result<()> {
         Command::Plugin {
             command: PluginCommand::Inspect { wasm },
         } => inspect(wasm),
+        Command::Cat { paths } => cat(&paths),
         Command::Feed {
             addr,
             rate,
@@ -185,6 +192,25 @@ fn run(
     for f in feeders {
         f.stop();
     }
+    Ok(())
+}
+
+fn cat(paths: &[PathBuf]) -> Result<()> {
+    use sluice::render::{element, to_json};
+    use sluice::sink::objects::{read_object_dir, read_object_file};
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for path in paths {
+        let elements = if path.is_dir() {
+            read_object_dir(path)?
+        } else {
+            read_object_file(path)?
+        };
+        for (k, v) in elements {
+            writeln!(out, "{}", to_json(&element(&k, &v)))?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

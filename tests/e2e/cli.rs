@@ -194,3 +194,51 @@ fn a_watched_directory_reads_each_new_file_once() {
             .collect();
     assert_eq!(totals, want);
 }
+
+/// `object_files` output and `sluice cat`: the word counts come back typed.
+#[test]
+fn object_files_read_back_with_cat() {
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(dir.path().join("in.json"), r#"[["b a b"], []]"#).expect("write");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nbatch_interval = \"1s\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"wordcount.pair\"\n[streams.counts]\nfrom = \"pairs\"\nop = \"reduce_by_key\"\nfunction = \"wordcount.add\"\n[[outputs]]\nstream = \"counts\"\ntype = \"object_files\"\nprefix = \"out/counts\"\n",
+            plugin("wordcount").display()
+        ),
+    )
+    .expect("write");
+    sluice_tests::run_job(&job);
+    let first = dir.path().join("out").join("counts-1000");
+    let text = run_ok(sluice().arg("cat").arg(&first));
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, [r#"["a",1]"#, r#"["b",2]"#]);
+    let empty = run_ok(
+        sluice()
+            .arg("cat")
+            .arg(dir.path().join("out").join("counts-2000")),
+    );
+    assert!(
+        empty.is_empty(),
+        "the empty batch has a committed, empty directory"
+    );
+    // A damaged file is named, not misread.
+    let part = std::fs::read_dir(&first)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+                && std::fs::metadata(p).map(|m| m.len() > 29).unwrap_or(false)
+        })
+        .expect("a non-empty part");
+    let mut bytes = std::fs::read(&part).expect("read");
+    bytes[10] ^= 0xff;
+    std::fs::write(&part, bytes).expect("write");
+    let out = sluice().arg("cat").arg(&first).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&part.display().to_string()), "{err}");
+}

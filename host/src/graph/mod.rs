@@ -802,6 +802,16 @@ impl DStream {
         }));
     }
 
+    /// `save_as_object_files(prefix)`: per batch a directory `prefix-<batch ms>`
+    /// of typed elements in Sluice's binary object format (see
+    /// [`crate::sink::objects`]; read back with `sluice cat DIR`), committed
+    /// atomically.
+    pub fn save_as_object_files(&self, prefix: impl AsRef<Path>) {
+        self.add_output(Box::new(crate::sink::objects::ObjectFiles {
+            prefix: prefix.as_ref().to_path_buf(),
+        }));
+    }
+
     /// Keeps every batch in memory; read the returned list after (or during) a run.
     pub fn collect(&self) -> Arc<Mutex<Vec<CollectedBatch>>> {
         let store = Arc::new(Mutex::new(Vec::new()));

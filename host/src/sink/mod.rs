@@ -1,6 +1,7 @@
 //! Output operations: what happens to a stream's batches.
 
 pub(crate) mod jsonl;
+pub mod objects;
 pub(crate) mod plugin;
 pub(crate) mod pprint;
 pub(crate) mod text;

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::rdd::Rdd;
 use crate::render::{element, py_str};
 use crate::time::BatchTime;
+use sluice_sdk::Batch;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -35,58 +36,73 @@ pub(crate) fn batch_dir(prefix: &Path, suffix: Option<&str>, time: BatchTime) ->
     prefix.with_file_name(name)
 }
 
-fn write_batch(dir: &Path, rdd: &Rdd) -> std::io::Result<()> {
-    for (i, b) in rdd.partitions.iter().enumerate() {
-        let mut f =
-            std::io::BufWriter::new(std::fs::File::create(dir.join(format!("part-{i:05}")))?);
-        let empty: &[u8] = &[];
-        for j in 0..b.len() {
-            let k = if b.has_keys() { b.keys.get(j) } else { empty };
-            f.write_all(py_str(&element(k, b.values.get(j))).as_bytes())?;
-            f.write_all(b"\n")?;
-        }
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+/// Writes one line per element: Python's `str` of it.
+fn write_text_part(f: &mut dyn Write, b: &Batch) -> std::io::Result<()> {
+    let empty: &[u8] = &[];
+    for j in 0..b.len() {
+        let k = if b.has_keys() { b.keys.get(j) } else { empty };
+        f.write_all(py_str(&element(k, b.values.get(j))).as_bytes())?;
+        f.write_all(b"\n")?;
     }
-    std::fs::File::create(dir.join("_SUCCESS"))?.sync_all()
+    Ok(())
+}
+
+/// Writes `part-0000N` per partition (with `write_part`) and `_SUCCESS` into a
+/// hidden temporary directory, syncs them, and renames it to `target`,
+/// replacing an earlier copy: the batch appears whole or not at all.
+pub(crate) fn commit_batch_dir(
+    target: &Path,
+    time: BatchTime,
+    rdd: &Rdd,
+    write_part: fn(&mut dyn Write, &Batch) -> std::io::Result<()>,
+) -> Result<()> {
+    let what = |doing: &str| format!("{doing} {} for batch {time}", target.display());
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(what("creating the parent of"), e))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .map_err(|e| Error::io(what("clearing a stale temporary copy of"), e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(what("creating a temporary copy of"), e))?;
+    let written = (|| -> std::io::Result<()> {
+        for (i, b) in rdd.partitions.iter().enumerate() {
+            let mut f =
+                std::io::BufWriter::new(std::fs::File::create(tmp.join(format!("part-{i:05}")))?);
+            write_part(&mut f, b)?;
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        std::fs::File::create(tmp.join("_SUCCESS"))?.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::io(what("writing"), e));
+    }
+    if target.exists() {
+        std::fs::remove_dir_all(target).map_err(|e| Error::io(what("replacing"), e))?;
+    }
+    std::fs::rename(&tmp, target).map_err(|e| Error::io(what("committing"), e))?;
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(parent) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 impl Output for TextFiles {
     fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
         let target = batch_dir(&self.prefix, self.suffix.as_deref(), time);
-        let what = |doing: &str| format!("{doing} {} for batch {time}", target.display());
-        let parent = target
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::io(what("creating the parent of"), e))?;
-        let tmp = parent.join(format!(
-            ".{}.tmp-{}",
-            target
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)
-                .map_err(|e| Error::io(what("clearing a stale temporary copy of"), e))?;
-        }
-        std::fs::create_dir(&tmp)
-            .map_err(|e| Error::io(what("creating a temporary copy of"), e))?;
-        if let Err(e) = write_batch(&tmp, rdd) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(Error::io(what("writing"), e));
-        }
-        if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(|e| Error::io(what("replacing"), e))?;
-        }
-        std::fs::rename(&tmp, &target).map_err(|e| Error::io(what("committing"), e))?;
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        commit_batch_dir(&target, time, rdd, write_text_part)
     }
 }
 

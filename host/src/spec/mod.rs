@@ -496,6 +496,20 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                 stream
                     .save_as_text_files(prefix, sec.suffix.as_ref().map(|s| s.get_ref().as_str()));
             }
+            "object_files" => {
+                let Some(p) = &sec.prefix else {
+                    return cx.err(
+                        o.span(),
+                        &field("prefix"),
+                        "an object_files output needs a prefix",
+                    );
+                };
+                let prefix = match &overrides.output_dir {
+                    Some(dir) => dir.join(Path::new(p.get_ref()).file_name().unwrap_or_default()),
+                    None => resolve(p.get_ref()),
+                };
+                stream.save_as_object_files(prefix);
+            }
             "sink" => {
                 let Some(f) = &sec.function else {
                     return cx.err(
@@ -523,7 +537,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                     sec.kind.span(),
                     &field("type"),
                     format!(
-                        "unknown output type `{other}` (use pprint, jsonl, text_files or sink)"
+                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files or sink)"
                     ),
                 );
             }
