@@ -77,12 +77,7 @@ where
     O: Serialize,
     F: FnMut(I) -> O,
 {
-    let mut out = Column::with_capacity(input.len(), input.bytes.len());
-    for i in 0..input.len() {
-        out.push(&f(decode(input, i)?))
-            .map_err(|e| encode_err(i, e))?;
-    }
-    Ok(out)
+    try_map(input, |x: I| Ok::<O, std::convert::Infallible>(f(x)))
 }
 
 /// `map` whose function may refuse an element with `Err`.
@@ -109,13 +104,7 @@ where
     R: IntoIterator<Item = O>,
     F: FnMut(I) -> R,
 {
-    let mut out = Column::with_capacity(input.len() * 4, input.bytes.len() + input.len() * 4);
-    for i in 0..input.len() {
-        for v in f(decode(input, i)?) {
-            out.push(&v).map_err(|e| encode_err(i, e))?;
-        }
-    }
-    Ok(out)
+    try_flat_map(input, |x: I| Ok::<R, std::convert::Infallible>(f(x)))
 }
 
 /// `flat_map` whose function may refuse an element with `Err`.
@@ -146,14 +135,7 @@ where
     R: IntoIterator<Item = O>,
     F: FnMut(Vec<I>) -> R,
 {
-    let items = (0..input.len())
-        .map(|i| decode(input, i))
-        .collect::<Result<Vec<I>, _>>()?;
-    let mut out = Column::with_capacity(input.len(), input.bytes.len());
-    for (i, v) in f(items).into_iter().enumerate() {
-        out.push(&v).map_err(|e| encode_err(i, e))?;
-    }
-    Ok(out)
+    try_map_partitions(input, |x: Vec<I>| Ok::<R, std::convert::Infallible>(f(x)))
 }
 
 /// `map_partitions`/`transform` whose function may fail with `Err` (a
@@ -186,11 +168,10 @@ where
     I: Deserialize<'a>,
     F: FnMut(Vec<I>),
 {
-    let items = (0..input.len())
-        .map(|i| decode(input, i))
-        .collect::<Result<Vec<I>, _>>()?;
-    f(items);
-    Ok(())
+    try_sink(input, |x: Vec<I>| {
+        f(x);
+        Ok::<(), std::convert::Infallible>(())
+    })
 }
 
 /// `sink` whose function may fail (a `failed` error: the host retries it).

@@ -457,7 +457,11 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         )?;
     }
 
-    // Outputs.
+    // Outputs; file outputs go to `overrides.output_dir` when it is given.
+    let output_path = |p: &str| match &overrides.output_dir {
+        Some(dir) => dir.join(Path::new(p).file_name().unwrap_or_default()),
+        None => resolve(p),
+    };
     for (i, o) in spec.outputs.iter().enumerate() {
         let field = |f: &str| format!("outputs[{i}].{f}");
         let sec = o.get_ref();
@@ -475,11 +479,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                 let Some(p) = &sec.path else {
                     return cx.err(o.span(), &field("path"), "a jsonl output needs a path");
                 };
-                let target = match &overrides.output_dir {
-                    Some(dir) => dir.join(Path::new(p.get_ref()).file_name().unwrap_or_default()),
-                    None => resolve(p.get_ref()),
-                };
-                stream.save_jsonl(target);
+                stream.save_jsonl(output_path(p.get_ref()));
             }
             "text_files" => {
                 let Some(p) = &sec.prefix else {
@@ -489,10 +489,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                         "a text_files output needs a prefix",
                     );
                 };
-                let prefix = match &overrides.output_dir {
-                    Some(dir) => dir.join(Path::new(p.get_ref()).file_name().unwrap_or_default()),
-                    None => resolve(p.get_ref()),
-                };
+                let prefix = output_path(p.get_ref());
                 stream
                     .save_as_text_files(prefix, sec.suffix.as_ref().map(|s| s.get_ref().as_str()));
             }
@@ -504,10 +501,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                         "an object_files output needs a prefix",
                     );
                 };
-                let prefix = match &overrides.output_dir {
-                    Some(dir) => dir.join(Path::new(p.get_ref()).file_name().unwrap_or_default()),
-                    None => resolve(p.get_ref()),
-                };
+                let prefix = output_path(p.get_ref());
                 stream.save_as_object_files(prefix);
             }
             "sink" => {
