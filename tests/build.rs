@@ -17,6 +17,7 @@ fn main() {
         "plugins/wordcount",
         "plugins/text",
         "plugins/hostile",
+        "plugins/iot",
         "guest-sdk/src",
         "guest-sdk/macros/src",
         "guest-sdk/Cargo.toml",

@@ -173,3 +173,24 @@ pub fn run_job(job: &Path) -> String {
             .env("SLUICE_CACHE_DIR", cache_dir()),
     )
 }
+
+/// Writes `tests/cases/CASE/job.toml` into `dir` with its placeholders
+/// filled in (`${PLUGINS}`: the built plugins, `${REFERENCE}`: the Spark
+/// reference, `${CASE}`: the case's own directory); returns its path.
+pub fn case_job(case: &str, dir: &Path) -> PathBuf {
+    let case_dir = root().join("tests/cases").join(case);
+    let template = std::fs::read_to_string(case_dir.join("job.toml"))
+        .unwrap_or_else(|e| panic!("reading the job.toml of case {case}: {e}"));
+    let plugins = plugin("wordcount")
+        .parent()
+        .expect("plugin dir")
+        .display()
+        .to_string();
+    let text = template
+        .replace("${PLUGINS}", &plugins)
+        .replace("${REFERENCE}", &reference().display().to_string())
+        .replace("${CASE}", &case_dir.display().to_string());
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).expect("writing job.toml");
+    path
+}

@@ -126,22 +126,36 @@ pub fn invoke(
         keys: column(input.primary.keys),
         values: column(input.primary.values),
     };
+    let batch = |out: Column| {
+        wit::CallOutput::Batch(wit::Batch {
+            keys: to_wit(Column::new()),
+            values: to_wit(out),
+        })
+    };
+    // map_values / flat_map_values: the function sees values, outputs keep keys.
+    if let Call::Values(call) = f.call
+        && matches!(f.kind, Kind::Map | Kind::FlatMap)
+        && primary.has_keys()
+    {
+        return crate::run::keyed(&primary.keys, &primary.values, call)
+            .map(|out| {
+                wit::CallOutput::Batch(wit::Batch {
+                    keys: to_wit(out.keys),
+                    values: to_wit(out.values),
+                })
+            })
+            .map_err(error);
+    }
     let values = primary.joined_values();
     let result = match f.call {
-        Call::Values(call) => call(&values).map(|out| {
-            wit::CallOutput::Batch(wit::Batch {
-                keys: to_wit(Column::new()),
-                values: to_wit(out),
-            })
-        }),
+        Call::Values(call) => call(&values).map(batch),
         Call::Filter(call) => call(&values).map(wit::CallOutput::Selection),
         Call::Sink(call) => call(&values).map(|()| wit::CallOutput::None),
-        Call::Reduce(call) => call(&primary.values, &input.groups).map(|out| {
-            wit::CallOutput::Batch(wit::Batch {
-                keys: to_wit(Column::new()),
-                values: to_wit(out),
-            })
-        }),
+        Call::Reduce(call) => call(&primary.values, &input.groups).map(batch),
+        Call::Pair(call) => call(&values, &column(input.secondary)).map(batch),
+        Call::UpdateState(call) => {
+            call(&primary.values, &input.groups, &column(input.secondary)).map(batch)
+        }
     };
     result.map_err(error)
 }

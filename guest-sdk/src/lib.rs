@@ -82,7 +82,10 @@ pub use guest::bindings;
 
 pub use columnar::{Batch, Column, EncodeError, ValidationError};
 pub use run::{CallError, ErrorKind};
-pub use sluice_sdk_macros::{filter, flat_map, map, map_partitions, reduce, sink, transform};
+pub use sluice_sdk_macros::{
+    filter, flat_map, fold, inverse_reduce, map, map_partitions, reduce, sink, transform,
+    transform_with, update_state,
+};
 
 use std::cell::Cell;
 
@@ -143,6 +146,12 @@ pub enum Call {
     Reduce(fn(&Column, &[u32]) -> Result<Column, CallError>),
     /// Values in, nothing out (sink).
     Sink(fn(&Column) -> Result<(), CallError>),
+    /// Two value columns in, values out: `transform` of two streams
+    /// (`transform_with`), `inverse-reduce` (accumulated, removed).
+    Pair(fn(&Column, &Column) -> Result<Column, CallError>),
+    /// New values grouped by key and one previous state per group (absent:
+    /// none) in, one new state per group out (absent: remove) (update-state).
+    UpdateState(fn(&Column, &[u32], &Column) -> Result<Column, CallError>),
 }
 
 /// One exported function: what the attribute macros produce.
@@ -308,7 +317,7 @@ pub mod __private {
     #[cfg(target_arch = "wasm32")]
     pub use crate::guest::{describe, invoke};
     pub use crate::run::{
-        filter, flat_map, map, map_partitions, reduce, sink, try_flat_map, try_map,
-        try_map_partitions, try_sink,
+        filter, flat_map, fold, inverse_reduce, map, map_partitions, reduce, sink, transform_with,
+        try_flat_map, try_map, try_map_partitions, try_sink, try_transform_with, update_state,
     };
 }

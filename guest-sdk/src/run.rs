@@ -2,7 +2,7 @@
 //! call the typed function, encode its results. Shared by wasm guests and by
 //! the host's native operators, so both run the same code.
 
-use crate::columnar::{Column, EncodeError};
+use crate::columnar::{Batch, Column, EncodeError};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Category of a failed call; mirrors the WIT `error-kind`.
@@ -204,27 +204,211 @@ where
 
 /// `reduce`: folds each group `values[groups[g]..groups[g + 1]]` into one value.
 /// Groups must not be empty.
-pub fn reduce<T, F>(values: &Column, groups: &[u32], mut f: F) -> Result<Column, CallError>
+pub fn reduce<T, F>(values: &Column, groups: &[u32], f: F) -> Result<Column, CallError>
 where
     T: DeserializeOwned + Serialize,
     F: FnMut(T, T) -> T,
 {
-    let n = groups.len().saturating_sub(1);
-    let mut out = Column::with_capacity(n, values.bytes.len() / 2 + n);
+    fold(values, groups, f)
+}
+
+/// Checks that `groups` are `n + 1` ascending boundaries within `len` values
+/// (`allow_empty`: whether a group may have no value).
+fn check_groups(groups: &[u32], len: usize, allow_empty: bool) -> Result<(), CallError> {
     for (g, w) in groups.windows(2).enumerate() {
         let (start, end) = (w[0] as usize, w[1] as usize);
-        if start >= end || end > values.len() {
+        if start > end || end > len || (!allow_empty && start == end) {
             return Err(CallError {
                 kind: ErrorKind::Unsupported,
                 message: format!("group {g} is empty or out of range ({start}..{end})"),
                 element: None,
             });
         }
-        let mut acc: T = decode(values, start)?;
+    }
+    Ok(())
+}
+
+/// `fold` (a `reduce` function of another shape, combine_by_key's
+/// `merge_value`): in each group the first value is an accumulator `C` and
+/// every next value a `V` folded into it.
+pub fn fold<C, V, F>(values: &Column, groups: &[u32], mut f: F) -> Result<Column, CallError>
+where
+    C: DeserializeOwned + Serialize,
+    V: DeserializeOwned,
+    F: FnMut(C, V) -> C,
+{
+    check_groups(groups, values.len(), false)?;
+    let n = groups.len().saturating_sub(1);
+    let mut out = Column::with_capacity(n, values.bytes.len() / 2 + n);
+    for w in groups.windows(2) {
+        let (start, end) = (w[0] as usize, w[1] as usize);
+        let mut acc: C = decode(values, start)?;
         for i in start + 1..end {
             acc = f(acc, decode(values, i)?);
         }
         out.push(&acc).map_err(|e| encode_err(start, e))?;
+    }
+    Ok(out)
+}
+
+/// `inverse-reduce`: per element `f(accumulated[i], removed[i])`, the value
+/// `removed[i]` taken out of `accumulated[i]` (the inverse of a `reduce`).
+pub fn inverse_reduce<T, F>(
+    accumulated: &Column,
+    removed: &Column,
+    mut f: F,
+) -> Result<Column, CallError>
+where
+    T: DeserializeOwned + Serialize,
+    F: FnMut(T, T) -> T,
+{
+    if accumulated.len() != removed.len() {
+        return Err(CallError {
+            kind: ErrorKind::Unsupported,
+            message: format!(
+                "{} accumulated values but {} values to remove",
+                accumulated.len(),
+                removed.len()
+            ),
+            element: None,
+        });
+    }
+    let mut out = Column::with_capacity(accumulated.len(), accumulated.bytes.len());
+    for i in 0..accumulated.len() {
+        let v = f(decode(accumulated, i)?, decode(removed, i)?);
+        out.push(&v).map_err(|e| encode_err(i, e))?;
+    }
+    Ok(out)
+}
+
+/// `update-state`: per group `g`, `f(new values of g, previous state of g)`;
+/// `None` (written as an absent element) removes the key's state.
+pub fn update_state<V, S, F>(
+    values: &Column,
+    groups: &[u32],
+    states: &Column,
+    mut f: F,
+) -> Result<Column, CallError>
+where
+    V: DeserializeOwned,
+    S: DeserializeOwned + Serialize,
+    F: FnMut(Vec<V>, Option<S>) -> Option<S>,
+{
+    check_groups(groups, values.len(), true)?;
+    let n = groups.len().saturating_sub(1);
+    if states.len() != n {
+        return Err(CallError {
+            kind: ErrorKind::Unsupported,
+            message: format!("{n} groups but {} previous states", states.len()),
+            element: None,
+        });
+    }
+    let mut out = Column::with_capacity(n, states.bytes.len() + values.bytes.len() / 2);
+    for (g, w) in groups.windows(2).enumerate() {
+        let (start, end) = (w[0] as usize, w[1] as usize);
+        let new = (start..end)
+            .map(|i| decode(values, i))
+            .collect::<Result<Vec<V>, _>>()?;
+        let state = if states.get(g).is_empty() {
+            None
+        } else {
+            Some(
+                rmp_serde::from_slice(states.get(g))
+                    .map_err(|e| CallError::invalid_input(g, format!("state: {e}")))?,
+            )
+        };
+        match f(new, state) {
+            Some(s) => out.push(&s).map_err(|e| encode_err(g, e))?,
+            None => out.push_absent().map_err(|e| encode_err(g, e))?,
+        }
+    }
+    Ok(out)
+}
+
+/// `transform_with`: `f` sees both streams' values of the batch at once.
+pub fn transform_with<'a, A, B, O, R, F>(
+    left: &'a Column,
+    right: &'a Column,
+    mut f: F,
+) -> Result<Column, CallError>
+where
+    A: Deserialize<'a>,
+    B: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    F: FnMut(Vec<A>, Vec<B>) -> R,
+{
+    try_transform_with(left, right, |a: Vec<A>, b: Vec<B>| {
+        Ok::<R, std::convert::Infallible>(f(a, b))
+    })
+}
+
+/// `transform_with` whose function may fail with `Err`.
+pub fn try_transform_with<'a, A, B, O, R, E, F>(
+    left: &'a Column,
+    right: &'a Column,
+    mut f: F,
+) -> Result<Column, CallError>
+where
+    A: Deserialize<'a>,
+    B: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    E: std::fmt::Display,
+    F: FnMut(Vec<A>, Vec<B>) -> Result<R, E>,
+{
+    let a = (0..left.len())
+        .map(|i| decode(left, i))
+        .collect::<Result<Vec<A>, _>>()?;
+    let b = (0..right.len())
+        .map(|i| {
+            rmp_serde::from_slice(right.get(i))
+                .map_err(|e| CallError::invalid_input(i, format!("second stream: {e}")))
+        })
+        .collect::<Result<Vec<B>, _>>()?;
+    let results = f(a, b).map_err(|e| CallError::failed(e.to_string()))?;
+    let mut out = Column::with_capacity(left.len() + right.len(), left.bytes.len());
+    for (i, v) in results.into_iter().enumerate() {
+        out.push(&v).map_err(|e| encode_err(i, e))?;
+    }
+    Ok(out)
+}
+
+/// Runs a per-element `call` (map or flat-map) on each value of a keyed batch
+/// separately and gives every output the key of the input it came from: how
+/// `map_values` and `flat_map_values` see only values yet keep their keys.
+pub fn keyed<F>(keys: &Column, values: &Column, mut call: F) -> Result<Batch, CallError>
+where
+    F: FnMut(&Column) -> Result<Column, CallError>,
+{
+    if keys.len() != values.len() {
+        return Err(CallError {
+            kind: ErrorKind::Unsupported,
+            message: format!("{} keys for {} values", keys.len(), values.len()),
+            element: None,
+        });
+    }
+    let mut out = Batch {
+        keys: Column::with_capacity(values.len(), keys.bytes.len()),
+        values: Column::with_capacity(values.len(), values.bytes.len()),
+    };
+    let mut one = Column::new();
+    for i in 0..values.len() {
+        one.clear();
+        one.push_encoded(values.get(i))
+            .map_err(|e| encode_err(i, e))?;
+        let produced = call(&one).map_err(|mut e| {
+            if e.element.is_some() {
+                e.element = u32::try_from(i).ok();
+            }
+            e
+        })?;
+        for v in produced.iter() {
+            out.keys
+                .push_encoded(keys.get(i))
+                .map_err(|e| encode_err(i, e))?;
+            out.values.push_encoded(v).map_err(|e| encode_err(i, e))?;
+        }
     }
     Ok(out)
 }

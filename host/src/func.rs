@@ -7,13 +7,16 @@ use crate::plugin::Plugin;
 use crate::plugin::bindings::{CallContext, CallInput, CallOutput, WitBatch, WitColumn};
 use crate::time::BatchTime;
 use serde::{Serialize, de::DeserializeOwned};
-use sluice_sdk::{CallError, Column, Kind};
+use sluice_sdk::{Batch, CallError, Column, Kind};
 use std::sync::Arc;
 
 type ValuesFn = dyn Fn(&Column) -> std::result::Result<Column, CallError> + Send + Sync;
 type FilterFn = dyn Fn(&Column) -> std::result::Result<Vec<u32>, CallError> + Send + Sync;
 type ReduceFn = dyn Fn(&Column, &[u32]) -> std::result::Result<Column, CallError> + Send + Sync;
 type SinkFn = dyn Fn(&Column) -> std::result::Result<(), CallError> + Send + Sync;
+type PairFn = dyn Fn(&Column, &Column) -> std::result::Result<Column, CallError> + Send + Sync;
+type UpdateFn =
+    dyn Fn(&Column, &[u32], &Column) -> std::result::Result<Column, CallError> + Send + Sync;
 
 #[derive(Clone)]
 enum Native {
@@ -21,6 +24,8 @@ enum Native {
     Filter(Arc<FilterFn>),
     Reduce(Arc<ReduceFn>),
     Sink(Arc<SinkFn>),
+    Pair(Arc<PairFn>),
+    UpdateState(Arc<UpdateFn>),
 }
 
 #[derive(Clone)]
@@ -88,6 +93,8 @@ impl Func {
             sluice_sdk::Call::Filter(c) => Native::Filter(Arc::new(c)),
             sluice_sdk::Call::Reduce(c) => Native::Reduce(Arc::new(c)),
             sluice_sdk::Call::Sink(c) => Native::Sink(Arc::new(c)),
+            sluice_sdk::Call::Pair(c) => Native::Pair(Arc::new(c)),
+            sluice_sdk::Call::UpdateState(c) => Native::UpdateState(Arc::new(c)),
         };
         Func {
             limit: None,
@@ -150,6 +157,62 @@ impl Func {
                 sluice_sdk::run::reduce(c, g, &f)
             }))),
         }
+    }
+
+    fn native(name: &str, kind: Kind, native: Native) -> Func {
+        Func {
+            limit: None,
+            name: format!("native.{name}"),
+            kind,
+            imp: Imp::Native(native),
+        }
+    }
+
+    /// A native fold `(C, V) -> C` (a `reduce`-kind function, e.g.
+    /// `combine_by_key`'s `merge_value`).
+    pub fn fold<C, V, F>(name: &str, f: F) -> Func
+    where
+        C: DeserializeOwned + Serialize,
+        V: DeserializeOwned,
+        F: Fn(C, V) -> C + Send + Sync + 'static,
+    {
+        let call = move |c: &Column, g: &[u32]| sluice_sdk::run::fold(c, g, &f);
+        Func::native(name, Kind::Reduce, Native::Reduce(Arc::new(call)))
+    }
+
+    /// A native `inverse-reduce`: `f(acc, old)` takes `old` out of `acc`.
+    pub fn inverse_reduce<T, F>(name: &str, f: F) -> Func
+    where
+        T: DeserializeOwned + Serialize,
+        F: Fn(T, T) -> T + Send + Sync + 'static,
+    {
+        let call = move |a: &Column, r: &Column| sluice_sdk::run::inverse_reduce(a, r, &f);
+        Func::native(name, Kind::InverseReduce, Native::Pair(Arc::new(call)))
+    }
+
+    /// A native `update-state`: `f(new values, previous state)`, `None` removes.
+    pub fn update_state<V, S, F>(name: &str, f: F) -> Func
+    where
+        V: DeserializeOwned,
+        S: DeserializeOwned + Serialize,
+        F: Fn(Vec<V>, Option<S>) -> Option<S> + Send + Sync + 'static,
+    {
+        let call =
+            move |v: &Column, g: &[u32], s: &Column| sluice_sdk::run::update_state(v, g, s, &f);
+        Func::native(name, Kind::UpdateState, Native::UpdateState(Arc::new(call)))
+    }
+
+    /// A native `transform` of two streams (`transform_with`).
+    pub fn transform_with<A, B, O, R, F>(name: &str, f: F) -> Func
+    where
+        A: DeserializeOwned,
+        B: DeserializeOwned,
+        O: Serialize,
+        R: IntoIterator<Item = O>,
+        F: Fn(Vec<A>, Vec<B>) -> R + Send + Sync + 'static,
+    {
+        let call = move |a: &Column, b: &Column| sluice_sdk::run::transform_with(a, b, &f);
+        Func::native(name, Kind::Transform, Native::Pair(Arc::new(call)))
     }
 
     /// A native function over whole columns (`map`, `flat-map` or
@@ -235,29 +298,34 @@ impl Func {
         }
     }
 
+    /// Calls a plugin function with `primary` (keys may be empty), `groups`
+    /// and `secondary`, lent to it and given back unchanged.
     fn call_plugin(
         plugin: &Plugin,
         index: u32,
         site: CallSite,
-        primary: &mut Column,
+        primary: (&mut Column, &mut Column),
         groups: Vec<u32>,
-    ) -> Result<(CallOutput, Vec<u32>)> {
+        secondary: &mut Column,
+    ) -> Result<CallOutput> {
+        fn lend(c: &mut Column) -> WitColumn {
+            WitColumn {
+                bytes: std::mem::take(&mut c.bytes),
+                offsets: std::mem::take(&mut c.offsets),
+            }
+        }
+        fn give_back(w: WitColumn, c: &mut Column) {
+            c.bytes = w.bytes;
+            c.offsets = w.offsets;
+        }
+        let (keys, values) = primary;
         let input = CallInput {
             primary: WitBatch {
-                keys: WitColumn {
-                    bytes: Vec::new(),
-                    offsets: Vec::new(),
-                },
-                values: WitColumn {
-                    bytes: std::mem::take(&mut primary.bytes),
-                    offsets: std::mem::take(&mut primary.offsets),
-                },
+                keys: lend(keys),
+                values: lend(values),
             },
             groups,
-            secondary: WitColumn {
-                bytes: Vec::new(),
-                offsets: Vec::new(),
-            },
+            secondary: lend(secondary),
         };
         let ctx = CallContext {
             batch_time_ms: site.batch.millis(),
@@ -266,14 +334,45 @@ impl Func {
             attempt: 0,
         };
         let result = plugin.invoke(index, ctx, &input);
-        let CallInput {
-            primary: WitBatch { values, .. },
+        give_back(input.primary.keys, keys);
+        give_back(input.primary.values, values);
+        give_back(input.secondary, secondary);
+        result
+    }
+
+    /// A plugin call on values alone.
+    fn call_values(
+        plugin: &Plugin,
+        index: u32,
+        site: CallSite,
+        values: &mut Column,
+        groups: Vec<u32>,
+    ) -> Result<CallOutput> {
+        Func::call_plugin(
+            plugin,
+            index,
+            site,
+            (&mut Column::new(), values),
             groups,
-            ..
-        } = input;
-        primary.bytes = values.bytes;
-        primary.offsets = values.offsets;
-        result.map(|out| (out, groups))
+            &mut Column::new(),
+        )
+    }
+
+    /// The value column of a plugin's batch output, validated.
+    fn output_column(&self, site: CallSite, out: CallOutput, what: &str) -> Result<Column> {
+        let CallOutput::Batch(b) = out else {
+            return Err(self.bad_output(site, format!("{what} must return a batch")));
+        };
+        if !b.keys.offsets.is_empty() {
+            return Err(self.bad_output(site, format!("{what} must return values without keys")));
+        }
+        let c = Column {
+            bytes: b.values.bytes,
+            offsets: b.values.offsets,
+        };
+        c.validate()
+            .map_err(|e| self.bad_output(site, e.to_string()))?;
+        Ok(c)
     }
 
     /// `map`, `flat-map` or `map-partitions` over one partition's values.
@@ -295,7 +394,7 @@ impl Func {
         let out = match &self.imp {
             Imp::Native(Native::Values(f)) => f(input).map_err(|e| self.native_err(site, e))?,
             Imp::Plugin { plugin, index } => {
-                let (out, _) = Func::call_plugin(plugin, *index, site, input, Vec::new())?;
+                let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
                 let CallOutput::Batch(b) = out else {
                     return Err(self.bad_output(site, "expected a batch".to_string()));
                 };
@@ -345,13 +444,237 @@ impl Func {
         Ok(out)
     }
 
+    /// `map` or `flat-map` of the values of keyed elements, each output
+    /// keeping the key of its input (`map_values`, `flat_map_values`).
+    /// `keys` and `values` are lent to the plugin and given back unchanged.
+    pub(crate) fn apply_keyed(
+        &self,
+        keys: &mut Column,
+        values: &mut Column,
+        site: CallSite,
+    ) -> Result<Batch> {
+        if !matches!(self.kind, Kind::Map | Kind::FlatMap) {
+            return Err(Error::Plan(format!(
+                "`{}` is a {}, not a map or flat-map function",
+                self.name, self.kind
+            )));
+        }
+        let limit = self.input_limit();
+        if keys.bytes.len() + values.bytes.len() > limit && values.len() > 1 {
+            let mut out = Batch::default();
+            let encode = |e: sluice_sdk::EncodeError| self.bad_output(site, e.to_string());
+            let mut start = 0;
+            while start < values.len() {
+                let mut end = start + 1;
+                let mut size = keys.get(start).len() + values.get(start).len();
+                while end < values.len()
+                    && size + keys.get(end).len() + values.get(end).len() <= limit
+                {
+                    size += keys.get(end).len() + values.get(end).len();
+                    end += 1;
+                }
+                let (mut k, mut v) = (Column::new(), Column::new());
+                for i in start..end {
+                    k.push_encoded(keys.get(i)).map_err(encode)?;
+                    v.push_encoded(values.get(i)).map_err(encode)?;
+                }
+                let part = self.apply_keyed(&mut k, &mut v, site)?;
+                out.keys.extend_from(&part.keys).map_err(encode)?;
+                out.values.extend_from(&part.values).map_err(encode)?;
+                start = end;
+            }
+            return Ok(out);
+        }
+        let out = match &self.imp {
+            Imp::Native(Native::Values(f)) => sluice_sdk::run::keyed(keys, values, |c| f(c))
+                .map_err(|e| self.native_err(site, e))?,
+            Imp::Plugin { plugin, index } => {
+                let out = Func::call_plugin(
+                    plugin,
+                    *index,
+                    site,
+                    (keys, values),
+                    Vec::new(),
+                    &mut Column::new(),
+                )?;
+                let CallOutput::Batch(b) = out else {
+                    return Err(self.bad_output(site, "expected a batch".to_string()));
+                };
+                let batch = Batch {
+                    keys: Column {
+                        bytes: b.keys.bytes,
+                        offsets: b.keys.offsets,
+                    },
+                    values: Column {
+                        bytes: b.values.bytes,
+                        offsets: b.values.offsets,
+                    },
+                };
+                if !batch.is_empty() && !batch.has_keys() {
+                    return Err(self.bad_output(
+                        site,
+                        "keyed input, but the output has no keys (the plugin's SDK predates map_values/flat_map_values)".to_string(),
+                    ));
+                }
+                batch
+                    .validate()
+                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+                if batch.keys.iter().any(<[u8]>::is_empty) {
+                    return Err(self.bad_output(site, "an output without its key".to_string()));
+                }
+                batch
+            }
+            Imp::Native(_) => return unreachable_kind(self),
+        };
+        if self.kind == Kind::Map && out.len() != values.len() {
+            return Err(self.bad_output(
+                site,
+                format!(
+                    "a map returned {} values for {} inputs",
+                    out.len(),
+                    values.len()
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A function of two columns: `transform` of two streams (`primary` this
+    /// stream's batch, `secondary` the other's) or `inverse-reduce`
+    /// (`primary` accumulated values, `secondary` the values to take out,
+    /// one output per element).
+    pub(crate) fn apply_pair(
+        &self,
+        primary: &mut Column,
+        secondary: &mut Column,
+        site: CallSite,
+    ) -> Result<Column> {
+        let out = match &self.imp {
+            Imp::Native(Native::Pair(f)) => {
+                f(primary, secondary).map_err(|e| self.native_err(site, e))?
+            }
+            Imp::Native(Native::Values(f)) if self.kind == Kind::Transform => {
+                // A one-stream transform used with two streams sees the first.
+                f(primary).map_err(|e| self.native_err(site, e))?
+            }
+            Imp::Plugin { plugin, index } => {
+                let out = Func::call_plugin(
+                    plugin,
+                    *index,
+                    site,
+                    (&mut Column::new(), primary),
+                    Vec::new(),
+                    secondary,
+                )?;
+                self.output_column(site, out, &format!("a {}", self.kind))?
+            }
+            Imp::Native(_) => return unreachable_kind(self),
+        };
+        if self.kind == Kind::InverseReduce {
+            if out.len() != primary.len() {
+                return Err(self.bad_output(
+                    site,
+                    format!(
+                        "an inverse-reduce returned {} values for {} inputs",
+                        out.len(),
+                        primary.len()
+                    ),
+                ));
+            }
+            if out.iter().any(<[u8]>::is_empty) {
+                return Err(self.bad_output(
+                    site,
+                    "an inverse-reduce returned an absent value".to_string(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `update-state`: per group of new `values` (groups as `n + 1`
+    /// boundaries, possibly empty) and previous state (`states`, absent for
+    /// none), the new state (absent: remove the key).
+    pub(crate) fn apply_update_state(
+        &self,
+        values: &mut Column,
+        groups: Vec<u32>,
+        states: &mut Column,
+        site: CallSite,
+    ) -> Result<Column> {
+        let n = groups.len().saturating_sub(1);
+        if n == 0 {
+            return Ok(Column::new());
+        }
+        let limit = self.input_limit();
+        if values.bytes.len() + states.bytes.len() > limit && n > 1 {
+            // Whole groups per call (a group alone may exceed the limit).
+            let size = |g: usize| {
+                (values
+                    .offsets
+                    .get(groups[g + 1] as usize)
+                    .copied()
+                    .unwrap_or(0)
+                    - values.offsets.get(groups[g] as usize).copied().unwrap_or(0))
+                    as usize
+                    + states.get(g).len()
+            };
+            let encode = |e: sluice_sdk::EncodeError| self.bad_output(site, e.to_string());
+            let mut out = Column::new();
+            let mut g0 = 0;
+            while g0 < n {
+                let (mut g1, mut bytes) = (g0 + 1, size(g0));
+                while g1 < n && bytes + size(g1) <= limit {
+                    bytes += size(g1);
+                    g1 += 1;
+                }
+                let (mut v, mut s) = (Column::new(), Column::new());
+                let mut sub_groups = vec![0u32];
+                for g in g0..g1 {
+                    for i in groups[g]..groups[g + 1] {
+                        v.push_encoded(values.get(i as usize)).map_err(encode)?;
+                    }
+                    sub_groups.push(v.len() as u32);
+                    s.push_encoded(states.get(g)).map_err(encode)?;
+                }
+                let part = self.apply_update_state(&mut v, sub_groups, &mut s, site)?;
+                out.extend_from(&part).map_err(encode)?;
+                g0 = g1;
+            }
+            return Ok(out);
+        }
+        let out = match &self.imp {
+            Imp::Native(Native::UpdateState(f)) => {
+                f(values, &groups, states).map_err(|e| self.native_err(site, e))?
+            }
+            Imp::Plugin { plugin, index } => {
+                let out = Func::call_plugin(
+                    plugin,
+                    *index,
+                    site,
+                    (&mut Column::new(), values),
+                    groups,
+                    states,
+                )?;
+                self.output_column(site, out, "an update-state")?
+            }
+            Imp::Native(_) => return unreachable_kind(self),
+        };
+        if out.len() != n {
+            return Err(self.bad_output(
+                site,
+                format!("an update-state returned {} states for {n} keys", out.len()),
+            ));
+        }
+        Ok(out)
+    }
+
     /// `sink` over one partition's values (never split: a sink sees its
     /// partition whole).
     pub(crate) fn apply_sink(&self, input: &mut Column, site: CallSite) -> Result<()> {
         match &self.imp {
             Imp::Native(Native::Sink(f)) => f(input).map_err(|e| self.native_err(site, e)),
             Imp::Plugin { plugin, index } => {
-                let (out, _) = Func::call_plugin(plugin, *index, site, input, Vec::new())?;
+                let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
                 match out {
                     CallOutput::None => Ok(()),
                     _ => Err(self.bad_output(site, "a sink must return nothing".to_string())),
@@ -384,7 +707,7 @@ impl Func {
         let kept = match &self.imp {
             Imp::Native(Native::Filter(f)) => f(input).map_err(|e| self.native_err(site, e))?,
             Imp::Plugin { plugin, index } => {
-                let (out, _) = Func::call_plugin(plugin, *index, site, input, Vec::new())?;
+                let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
                 let CallOutput::Selection(s) = out else {
                     return Err(
                         self.bad_output(site, "a filter must return a selection".to_string())
@@ -431,16 +754,8 @@ impl Func {
                 f(values, &groups).map_err(|e| self.native_err(site, e))?
             }
             Imp::Plugin { plugin, index } => {
-                let (out, _) = Func::call_plugin(plugin, *index, site, values, groups)?;
-                let CallOutput::Batch(b) = out else {
-                    return Err(self.bad_output(site, "a reduce must return a batch".to_string()));
-                };
-                let c = Column {
-                    bytes: b.values.bytes,
-                    offsets: b.values.offsets,
-                };
-                c.validate()
-                    .map_err(|e| self.bad_output(site, e.to_string()))?;
+                let out = Func::call_values(plugin, *index, site, values, groups)?;
+                let c = self.output_column(site, out, "a reduce")?;
                 if c.iter().any(<[u8]>::is_empty) {
                     return Err(
                         self.bad_output(site, "a reduce returned an absent value".to_string())
@@ -469,8 +784,8 @@ impl Func {
 
     /// Reduces groups whose values exceed the per-call input limit: packs
     /// whole groups into calls of at most `limit` bytes; a group that alone is
-    /// larger is cut into pieces of at least two values (so each round at least
-    /// halves the number of values), whose partial results are reduced again.
+    /// larger is folded piece by piece, each piece (of at least two values)
+    /// starting with the result of the previous one.
     fn reduce_in_chunks(
         &self,
         values: &Column,
@@ -497,7 +812,8 @@ impl Func {
             let (a, b) = (w[0], w[1]);
             if size(a, b) > limit && b - a > 2 {
                 flush(&mut chunk, &mut chunk_groups, &mut out)?;
-                let mut partials = Column::new();
+                // Left to right: each piece starts with the result so far, so
+                // this is exact for folds `(C, V) -> C` as well as reductions.
                 let mut piece = Column::new();
                 for i in a..b {
                     let v = values.get(i as usize);
@@ -505,15 +821,12 @@ impl Func {
                         let n = piece.len() as u32;
                         let r =
                             self.apply_reduce(&mut std::mem::take(&mut piece), vec![0, n], site)?;
-                        partials.extend_from(&r).map_err(encode)?;
+                        piece.push_encoded(r.get(0)).map_err(encode)?;
                     }
                     piece.push_encoded(v).map_err(encode)?;
                 }
                 let n = piece.len() as u32;
                 let r = self.apply_reduce(&mut piece, vec![0, n], site)?;
-                partials.extend_from(&r).map_err(encode)?;
-                let n = partials.len() as u32;
-                let r = self.apply_reduce(&mut partials, vec![0, n], site)?;
                 out.extend_from(&r).map_err(encode)?;
                 continue;
             }
@@ -528,6 +841,15 @@ impl Func {
         flush(&mut chunk, &mut chunk_groups, &mut out)?;
         Ok(out)
     }
+}
+
+/// A native function called through an operator of another kind: a bug in
+/// the caller, which checks kinds when the graph is built.
+fn unreachable_kind<T>(f: &Func) -> Result<T> {
+    Err(Error::Plan(format!(
+        "`{}` is a {}, which this operator cannot call",
+        f.name, f.kind
+    )))
 }
 
 /// Splits a column into consecutive pieces of at most `limit` bytes each (a
@@ -604,6 +926,26 @@ mod tests {
             if limit == 1 << 20 {
                 assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
             }
+        }
+    }
+
+    #[test]
+    fn folds_over_the_input_limit_are_chained_left_to_right() {
+        // One group: a (sum, count) combiner, then 60 plain values.
+        let mut values = Column::new();
+        values.push(&(0i64, 0i64)).unwrap();
+        for v in 1..=60i64 {
+            values.push(&v).unwrap();
+        }
+        for limit in [1, 5, 20, 1 << 20] {
+            let f = Func::fold("avg", |c: (i64, i64), v: i64| (c.0 + v, c.1 + 1))
+                .with_input_limit(limit);
+            let out = f
+                .apply_reduce(&mut values.clone(), vec![0, 61], site())
+                .unwrap();
+            let mut want = Column::new();
+            want.push(&(1830i64, 60i64)).unwrap();
+            assert_eq!(out, want, "limit {limit}");
         }
     }
 

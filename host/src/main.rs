@@ -115,11 +115,7 @@ fn real_main() -> Result<()> {
             once,
         } => {
             let lines = match file {
-                Some(f) => std::fs::read_to_string(&f)
-                    .with_context(|| format!("reading {}", f.display()))?
-                    .lines()
-                    .map(str::to_string)
-                    .collect(),
+                Some(f) => read_lines(&f)?,
                 None => Vec::new(),
             };
             let addr = addr
@@ -162,8 +158,13 @@ fn run(
         if job.socket_addrs.is_empty() {
             bail!("--feed: the job has no socket source to feed");
         }
-        for (host, port) in &job.socket_addrs {
-            let addr = (host.as_str(), *port)
+        for source in &job.socket_addrs {
+            let (host, port) = (&source.host, source.port);
+            let lines = match &source.demo_lines {
+                Some(path) => read_lines(path)?,
+                None => Vec::new(),
+            };
+            let addr = (host.as_str(), port)
                 .to_socket_addrs()
                 .with_context(|| format!("resolving {host}:{port}"))?
                 .next()
@@ -171,7 +172,7 @@ fn run(
             let server = FeedServer::start(FeedConfig {
                 addr,
                 lines_per_second: feed_rate,
-                lines: Vec::new(),
+                lines,
                 repeat: true,
             })
             .with_context(|| format!("--feed: listening on {addr}"))?;
@@ -193,6 +194,17 @@ fn run(
         f.stop();
     }
     Ok(())
+}
+
+/// The lines of a demo feed file.
+fn read_lines(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading feed lines from {}", path.display()))?;
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if lines.is_empty() {
+        bail!("{}: no lines to feed", path.display());
+    }
+    Ok(lines)
 }
 
 fn cat(paths: &[PathBuf]) -> Result<()> {

@@ -47,6 +47,37 @@ fn a_bad_spec_names_file_line_and_field() {
     assert!(err.contains(&want), "expected `{want}` in:\n{err}");
 }
 
+/// combine_by_key's three functions are each checked, by field and line.
+#[test]
+fn combine_by_key_functions_are_checked_by_field_and_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(dir.path().join("in.json"), r#"[["a 1"]]"#).expect("write");
+    let head = format!(
+        "[job]\nbatch_interval = \"1s\"\n[plugins.text]\npath = \"{}\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.avg]\nfrom = \"lines\"\nop = \"combine_by_key\"\ncreate = \"text.start_average\"\n",
+        plugin("text").display()
+    );
+    let tail = "[[outputs]]\nstream = \"avg\"\ntype = \"pprint\"\n";
+    let cases = [
+        (
+            "merge_value = \"text.upper\"\nmerge_combiners = \"text.merge_averages\"\n",
+            ":12: streams.avg.merge_value: `text.upper` is a map function, but `combine_by_key` needs a reduce function",
+        ),
+        (
+            "merge_value = \"text.add_to_average\"\n",
+            ":8: streams.avg.merge_combiners: `combine_by_key` needs `merge_combiners = \"plugin.function\"`",
+        ),
+    ];
+    for (fields, want) in cases {
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, format!("{head}{fields}{tail}")).expect("write");
+        let out = sluice().arg("run").arg(&job).output().expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}{want}", job.display());
+        assert!(err.contains(&want), "expected `{want}` in:\n{err}");
+    }
+}
+
 #[test]
 fn pprint_prints_spark_format() {
     let dir = tempfile::tempdir().expect("temp");

@@ -4,6 +4,7 @@
 mod cli;
 mod golden;
 mod hostile;
+mod keyed;
 mod runtime;
 mod sink;
 mod socket;

@@ -1,5 +1,5 @@
 //! Attribute macros of the Sluice guest SDK: `#[sluice::map]`, `#[sluice::flat_map]`,
-//! `#[sluice::filter]`, `#[sluice::reduce]`. Use them through `sluice-sdk`.
+//! `#[sluice::filter]`, `#[sluice::reduce]` and the rest. Use them through `sluice-sdk`.
 //!
 //! Each attribute keeps the function as written and adds, beside it, a module of
 //! the same name holding `FUNCTION: sluice_sdk::Function`, the columnar adapter
@@ -19,6 +19,10 @@ enum Kind {
     MapPartitions,
     Transform,
     Sink,
+    Fold,
+    TransformWith,
+    InverseReduce,
+    UpdateState,
 }
 
 fn returns_result(sig: &syn::Signature) -> bool {
@@ -62,7 +66,14 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
     let name = &f.sig.ident;
     let vis = &f.vis;
     let arity = f.sig.inputs.len();
-    let want = if matches!(kind, Kind::Reduce) { 2 } else { 1 };
+    let want = match kind {
+        Kind::Reduce
+        | Kind::Fold
+        | Kind::TransformWith
+        | Kind::InverseReduce
+        | Kind::UpdateState => 2,
+        _ => 1,
+    };
     if arity != want {
         return syn::Error::new_spanned(
             &f.sig,
@@ -163,6 +174,49 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
                 ::sluice_sdk::Call::Reduce(#adapter)
             },
         ),
+        Kind::Fold => (
+            quote!(Reduce),
+            quote! {
+                fn #adapter(values: &::sluice_sdk::Column, groups: &[u32]) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                    ::sluice_sdk::__private::fold(values, groups, super::#name)
+                }
+                ::sluice_sdk::Call::Reduce(#adapter)
+            },
+        ),
+        Kind::TransformWith => {
+            let run = if fallible {
+                quote!(try_transform_with)
+            } else {
+                quote!(transform_with)
+            };
+            (
+                quote!(Transform),
+                quote! {
+                    fn #adapter(left: &::sluice_sdk::Column, right: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                        ::sluice_sdk::__private::#run(left, right, super::#name)
+                    }
+                    ::sluice_sdk::Call::Pair(#adapter)
+                },
+            )
+        }
+        Kind::InverseReduce => (
+            quote!(InverseReduce),
+            quote! {
+                fn #adapter(accumulated: &::sluice_sdk::Column, removed: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                    ::sluice_sdk::__private::inverse_reduce(accumulated, removed, super::#name)
+                }
+                ::sluice_sdk::Call::Pair(#adapter)
+            },
+        ),
+        Kind::UpdateState => (
+            quote!(UpdateState),
+            quote! {
+                fn #adapter(values: &::sluice_sdk::Column, groups: &[u32], states: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                    ::sluice_sdk::__private::update_state(values, groups, states, super::#name)
+                }
+                ::sluice_sdk::Call::UpdateState(#adapter)
+            },
+        ),
     };
     quote! {
         #f
@@ -228,4 +282,35 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn sink(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Sink, attr, item)
+}
+
+/// Marks `fn(C, V) -> C` as a `reduce`-kind fold: in each group the first
+/// value is an accumulator, every next value is folded into it
+/// (`combine_by_key`'s `merge_value`).
+#[proc_macro_attribute]
+pub fn fold(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Fold, attr, item)
+}
+
+/// Marks `fn(Vec<A>, Vec<B>) -> impl IntoIterator<Item = C>` (or a `Result`
+/// of one) as a `transform` of two streams (`transform_with`): it sees both
+/// whole batches.
+#[proc_macro_attribute]
+pub fn transform_with(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::TransformWith, attr, item)
+}
+
+/// Marks `fn(A, A) -> A` as an `inverse-reduce` function: `f(acc, old)` takes
+/// `old` back out of `acc` (the inverse of a `reduce`, for incremental windows).
+#[proc_macro_attribute]
+pub fn inverse_reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::InverseReduce, attr, item)
+}
+
+/// Marks `fn(Vec<V>, Option<S>) -> Option<S>` as an `update-state` function
+/// (`update_state_by_key`): a key's new values and previous state give its new
+/// state; `None` removes the key.
+#[proc_macro_attribute]
+pub fn update_state(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::UpdateState, attr, item)
 }

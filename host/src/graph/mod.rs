@@ -7,8 +7,9 @@ use crate::func::Func;
 use crate::ops::BatchContext;
 use crate::ops::aggregate;
 use crate::ops::join::{JoinKind, join};
-use crate::ops::keyed::{count_by_value, group_by_key, map_values, reduce_by_key};
+use crate::ops::keyed::{self, count_by_value, group_by_key, map_values, reduce_by_key};
 use crate::ops::narrow::{self, Narrow};
+use crate::ops::window::{StateByKey, WindowBuffer, WindowFuncs, WindowedReduce};
 use crate::plugin::{Limits, Plugin, Runtime};
 use crate::rdd::Rdd;
 use crate::receiver::queue::QueueSource;
@@ -16,7 +17,7 @@ use crate::receiver::socket::SocketConfig;
 use crate::receiver::{SocketSource, Source};
 use crate::sink::{Collect, CollectedBatch, ForEach, Output};
 use crate::time::{BatchTime, Clock, SystemClock};
-use sluice_sdk::Kind;
+use sluice_sdk::{Batch, Column, Kind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,23 +26,176 @@ use std::time::{Duration, Instant};
 enum Op {
     Source(usize),
     Narrow(Narrow, Func),
-    ReduceByKey { func: Func, partitions: usize },
+    ReduceByKey {
+        func: Func,
+        partitions: usize,
+    },
     Count,
     Reduce(Func),
-    CountByValue { partitions: usize },
+    CountByValue {
+        partitions: usize,
+    },
     Union,
-    Join { kind: JoinKind, partitions: usize },
-    GroupByKey { partitions: usize },
+    Join {
+        kind: JoinKind,
+        partitions: usize,
+    },
+    GroupByKey {
+        partitions: usize,
+    },
     MapValues(Func),
+    FlatMapValues(Func),
+    CombineByKey {
+        create: Func,
+        merge_value: Func,
+        merge_combiners: Func,
+        partitions: usize,
+    },
+    TransformWith(Func),
+    /// `window(length, slide)`: the parent batches of the last `length`.
+    Window {
+        length: i64,
+        buffer: WindowBuffer,
+    },
+    /// `reduce_by_key_and_window` (and the windowed counts built on it).
+    WindowedReduce {
+        reduce: Func,
+        inverse: Option<Func>,
+        filter: Option<Func>,
+        length: i64,
+        state: WindowedReduce,
+    },
+    /// `update_state_by_key`: `initial` seeds the state at the first batch.
+    UpdateState {
+        func: Func,
+        initial: Option<Rdd>,
+        state: StateByKey,
+    },
+    /// Internal: re-keys elements for the windowed counts.
+    Rekey(Rekey),
     Glom,
     Repartition(usize),
     Transform(Func),
+}
+
+impl Op {
+    /// The user functions of this operator, each with the kinds it accepts
+    /// (the first one named in errors).
+    fn functions(&self) -> Vec<(&Func, &'static [Kind])> {
+        match self {
+            Op::Narrow(Narrow::Map, f) | Op::MapValues(f) => vec![(f, &[Kind::Map])],
+            Op::Narrow(Narrow::FlatMap, f) | Op::FlatMapValues(f) => {
+                vec![(f, &[Kind::FlatMap, Kind::Map])]
+            }
+            Op::Narrow(Narrow::Filter, f) => vec![(f, &[Kind::Filter])],
+            Op::Narrow(Narrow::MapPartitions, f) => vec![(f, &[Kind::MapPartitions])],
+            Op::Transform(f) | Op::TransformWith(f) => vec![(f, &[Kind::Transform])],
+            Op::WindowedReduce {
+                reduce,
+                inverse,
+                filter,
+                ..
+            } => {
+                let mut v: Vec<(&Func, &'static [Kind])> = vec![(reduce, &[Kind::Reduce])];
+                if let Some(i) = inverse {
+                    v.push((i, &[Kind::InverseReduce]));
+                }
+                if let Some(f) = filter {
+                    v.push((f, &[Kind::Filter]));
+                }
+                v
+            }
+            Op::UpdateState { func, .. } => vec![(func, &[Kind::UpdateState])],
+            Op::ReduceByKey { func, .. } | Op::Reduce(func) => vec![(func, &[Kind::Reduce])],
+            Op::CombineByKey {
+                create,
+                merge_value,
+                merge_combiners,
+                ..
+            } => vec![
+                (create, &[Kind::Map]),
+                (merge_value, &[Kind::Reduce]),
+                (merge_combiners, &[Kind::Reduce]),
+            ],
+            Op::Source(_)
+            | Op::Count
+            | Op::CountByValue { .. }
+            | Op::Union
+            | Op::Join { .. }
+            | Op::GroupByKey { .. }
+            | Op::Glom
+            | Op::Repartition(_)
+            | Op::Window { .. }
+            | Op::Rekey(_) => Vec::new(),
+        }
+    }
+
+    /// Whether this operator takes its parent's batches at the parent's
+    /// times but produces its own only at its own (slower) slide.
+    fn is_window(&self) -> bool {
+        matches!(self, Op::Window { .. } | Op::WindowedReduce { .. })
+    }
+}
+
+fn count_add() -> Func {
+    Func::reduce("count", |a: i64, b: i64| a + b)
+}
+
+fn count_subtract() -> Func {
+    Func::inverse_reduce("uncount", |a: i64, b: i64| a - b)
+}
+
+/// How [`Op::Rekey`] re-keys each element `e`.
+#[derive(Debug, Clone, Copy)]
+enum Rekey {
+    /// `(nil, e)`: one key for everything (`reduce_by_window`).
+    Constant,
+    /// `(e, 1)`: counting elements by value.
+    ByValueOne,
+    /// `1`: counting elements.
+    One,
+    /// The value of a `(k, v)` element.
+    Values,
+}
+
+fn rekey(how: Rekey, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let partitions = rdd
+        .partitions
+        .into_iter()
+        .map(|b| {
+            let n = b.len();
+            let mut ones = Column::with_capacity(n, n);
+            let mut nils = Column::with_capacity(n, n);
+            for _ in 0..n {
+                let _ = ones.push_encoded(&[1]);
+                let _ = nils.push_encoded(&[0xc0]);
+            }
+            Ok(match how {
+                Rekey::Constant => Batch {
+                    keys: nils,
+                    values: b.joined_values().into_owned(),
+                },
+                Rekey::ByValueOne => Batch {
+                    keys: b.joined_values().into_owned(),
+                    values: ones,
+                },
+                Rekey::One => Batch::from_values(ones),
+                Rekey::Values => {
+                    let (_, values) = crate::ops::keyed::keyed(b, ctx, "values")?;
+                    Batch::from_values(values)
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Rdd { partitions })
 }
 
 struct Node {
     name: String,
     op: Op,
     parents: Vec<usize>,
+    /// Produces a batch at `T` iff `T - zero time` is a multiple of this (ms).
+    slide: i64,
 }
 
 #[derive(Default)]
@@ -50,7 +204,11 @@ struct Graph {
     sources: Vec<Box<dyn Source>>,
     outputs: Vec<(usize, Box<dyn Output>)>,
     /// Set by `run`, which takes the streams out; the names stay for `DStream::name`.
-    started: Option<Vec<String>>,
+    started: Option<Vec<(String, i64)>>,
+    /// The batch interval (ms): the slide of every input stream.
+    interval: i64,
+    /// Misuses found while building (stream id, message), reported by `run`.
+    errors: Vec<(usize, String)>,
 }
 
 const ADDED_AFTER_START: &str = "adding new inputs, transformations, and output operations after starting a context is not supported";
@@ -167,7 +325,10 @@ impl StreamingContext {
     pub fn new(batch_interval: Duration) -> Self {
         StreamingContext {
             name: "job".to_string(),
-            graph: Arc::new(Mutex::new(Graph::default())),
+            graph: Arc::new(Mutex::new(Graph {
+                interval: batch_interval.as_millis() as i64,
+                ..Graph::default()
+            })),
             interval: batch_interval,
             clock: Arc::new(SystemClock),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -241,10 +402,12 @@ impl StreamingContext {
         let index = g.sources.len();
         g.sources.push(source);
         let id = g.nodes.len();
+        let slide = g.interval;
         g.nodes.push(Node {
             name,
             op: Op::Source(index),
             parents: Vec::new(),
+            slide,
         });
         DStream {
             graph: self.graph.clone(),
@@ -331,37 +494,34 @@ impl StreamingContext {
     }
 
     fn validate(&self, g: &Graph) -> Result<()> {
+        if let Some((id, message)) = g.errors.first() {
+            return Err(Error::Plan(format!(
+                "stream `{}`: {message}",
+                g.nodes[*id].name
+            )));
+        }
+        if self.interval.is_zero() || !self.interval.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(Error::Plan(format!(
+                "the batch interval must be a positive whole number of milliseconds, not {:?}",
+                self.interval
+            )));
+        }
         if g.outputs.is_empty() {
             return Err(Error::Plan(
                 "no output operations registered, so nothing to execute".to_string(),
             ));
         }
         for node in &g.nodes {
-            let (func, want): (&Func, &[Kind]) = match &node.op {
-                Op::Source(_) => continue,
-                Op::Narrow(Narrow::Map, f) => (f, &[Kind::Map]),
-                Op::Narrow(Narrow::FlatMap, f) => (f, &[Kind::FlatMap, Kind::Map]),
-                Op::Narrow(Narrow::Filter, f) => (f, &[Kind::Filter]),
-                Op::Narrow(Narrow::MapPartitions, f) => (f, &[Kind::MapPartitions]),
-                Op::Transform(f) => (f, &[Kind::Transform]),
-                Op::ReduceByKey { func, .. } | Op::Reduce(func) => (func, &[Kind::Reduce]),
-                Op::MapValues(f) => (f, &[Kind::Map]),
-                Op::Count
-                | Op::CountByValue { .. }
-                | Op::Union
-                | Op::Join { .. }
-                | Op::GroupByKey { .. }
-                | Op::Glom
-                | Op::Repartition(_) => continue,
-            };
-            if !want.contains(&func.kind()) {
-                return Err(Error::Plan(format!(
-                    "stream `{}` needs a {} function, but `{}` is a {}",
-                    node.name,
-                    want[0],
-                    func.name(),
-                    func.kind()
-                )));
+            for (func, want) in node.op.functions() {
+                if !want.contains(&func.kind()) {
+                    return Err(Error::Plan(format!(
+                        "stream `{}` needs a {} function, but `{}` is a {}",
+                        node.name,
+                        want[0],
+                        func.name(),
+                        func.kind()
+                    )));
+                }
             }
         }
         Ok(())
@@ -389,7 +549,11 @@ impl StreamingContext {
         let mut g = {
             let mut shared = lock(&self.graph);
             self.validate(&shared)?;
-            let names = shared.nodes.iter().map(|n| n.name.clone()).collect();
+            let names = shared
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.slide))
+                .collect();
             let taken = std::mem::take(&mut *shared);
             shared.started = Some(names);
             taken
@@ -420,7 +584,7 @@ impl StreamingContext {
                 let started = Instant::now();
                 let scheduling_delay =
                     Duration::from_millis((self.clock.now_ms() - time.millis()).max(0) as u64);
-                let input_records = self.run_batch(&mut g, &pool, time, index)?;
+                let input_records = self.run_batch(&mut g, &pool, time, index, first)?;
                 summary.batches += 1;
                 summary.input_records += input_records;
                 let info = BatchInfo {
@@ -451,17 +615,27 @@ impl StreamingContext {
         result.map(|()| summary)
     }
 
-    /// Computes one batch: every stream an output needs, then the outputs in
-    /// registration order. Returns the number of input elements.
+    /// Computes one batch: every stream an output needs that is due at
+    /// `time` (its slide divides the time since the zero time, one interval
+    /// before `first`), then the outputs of the due streams in registration
+    /// order. Windows take their parent's batches whenever those are due.
+    /// Returns the number of input elements.
     fn run_batch(
         &self,
         g: &mut Graph,
         pool: &rayon::ThreadPool,
         time: BatchTime,
         index: u64,
+        first: BatchTime,
     ) -> Result<u64> {
         let n = g.nodes.len();
-        // Streams needed by some output, and how many consumers each has.
+        let zero = first.millis() - g.interval;
+        let due: Vec<bool> = g
+            .nodes
+            .iter()
+            .map(|node| (time.millis() - zero) % node.slide == 0)
+            .collect();
+        // Streams needed by some output, and how many take each one now.
         let mut needed = vec![false; n];
         for (id, _) in &g.outputs {
             needed[*id] = true;
@@ -475,17 +649,18 @@ impl StreamingContext {
         }
         let mut consumers = vec![0usize; n];
         for (id, _) in &g.outputs {
-            consumers[*id] += 1;
+            if due[*id] {
+                consumers[*id] += 1;
+            }
         }
-        for node in g
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| needed[*i])
-            .map(|(_, n)| n)
-        {
+        for (id, node) in g.nodes.iter().enumerate() {
+            if !needed[id] {
+                continue;
+            }
             for &p in &node.parents {
-                consumers[p] += 1;
+                if due[p] && (due[id] || node.op.is_window()) {
+                    consumers[p] += 1;
+                }
             }
         }
         // Every source yields its batch, needed or not, so queues stay aligned.
@@ -507,69 +682,120 @@ impl StreamingContext {
             v.ok_or_else(|| Error::Internal(format!("stream {id} was not computed")))
         };
         for id in 0..n {
-            if !needed[id] {
+            let Node {
+                name,
+                op,
+                parents,
+                slide,
+            } = &mut g.nodes[id];
+            if !needed[id] || !(due[id] || (op.is_window() && due[parents[0]])) {
                 continue;
             }
-            let node = &g.nodes[id];
             let ctx = BatchContext {
                 time,
                 pool,
-                stream: &node.name,
+                stream: name,
             };
-            let rdd = match &node.op {
+            let mut input = |i: usize| -> Result<Rdd> {
+                Ok(Arc::unwrap_or_clone(take(&mut values, parents[i])?))
+            };
+            let rdd = match op {
                 Op::Source(s) => source_rdds[*s].take().unwrap_or_default(),
-                Op::Narrow(kind, func) => {
-                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
-                    narrow::apply(*kind, func, input, &ctx)?
-                }
+                Op::Narrow(kind, func) => narrow::apply(*kind, func, input(0)?, &ctx)?,
                 Op::ReduceByKey { func, partitions } => {
-                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
-                    reduce_by_key(func, *partitions, input, &ctx)?
+                    reduce_by_key(func, *partitions, input(0)?, &ctx)?
                 }
-                Op::Count => aggregate::count(&*take(&mut values, node.parents[0])?),
-                Op::Reduce(func) => {
-                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
-                    aggregate::reduce(func, input, &ctx)?
+                Op::Count => aggregate::count(&input(0)?),
+                Op::Reduce(func) => aggregate::reduce(func, input(0)?, &ctx)?,
+                Op::CountByValue { partitions } => count_by_value(*partitions, input(0)?, &ctx)?,
+                Op::GroupByKey { partitions } => group_by_key(*partitions, input(0)?, &ctx)?,
+                Op::MapValues(func) => map_values(func, input(0)?, &ctx)?,
+                Op::FlatMapValues(func) => keyed::flat_map_values(func, input(0)?, &ctx)?,
+                Op::CombineByKey {
+                    create,
+                    merge_value,
+                    merge_combiners,
+                    partitions,
+                } => {
+                    let combiner = keyed::Combiner {
+                        create: Some(create),
+                        merge_value,
+                        merge_combiners,
+                    };
+                    keyed::combine_by_key(
+                        &combiner,
+                        *partitions,
+                        input(0)?,
+                        &ctx,
+                        "combine_by_key",
+                    )?
                 }
-                Op::CountByValue { partitions } => {
-                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
-                    count_by_value(*partitions, input, &ctx)?
+                Op::TransformWith(func) => {
+                    let left = input(0)?;
+                    narrow::transform_with(func, left, input(1)?, &ctx)?
                 }
-                Op::GroupByKey { partitions } => {
-                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
-                    group_by_key(*partitions, input, &ctx)?
-                }
-                Op::MapValues(func) => {
-                    let input = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
-                    map_values(func, input, &ctx)?
-                }
-                Op::Transform(func) => narrow::transform(
-                    func,
-                    Arc::unwrap_or_clone(take(&mut values, node.parents[0])?),
-                    &ctx,
-                )?,
-                Op::Glom => narrow::glom(Arc::unwrap_or_clone(take(&mut values, node.parents[0])?)),
-                Op::Repartition(n) => narrow::repartition(
-                    *n,
-                    Arc::unwrap_or_clone(take(&mut values, node.parents[0])?),
-                ),
+                Op::Transform(func) => narrow::transform(func, input(0)?, &ctx)?,
+                Op::Glom => narrow::glom(input(0)?),
+                Op::Repartition(n) => narrow::repartition(*n, input(0)?),
                 Op::Join { kind, partitions } => {
-                    let left = Arc::unwrap_or_clone(take(&mut values, node.parents[0])?);
-                    let right = Arc::unwrap_or_clone(take(&mut values, node.parents[1])?);
-                    join(*kind, *partitions, left, right, &ctx)?
+                    let left = input(0)?;
+                    join(*kind, *partitions, left, input(1)?, &ctx)?
                 }
                 Op::Union => {
                     let mut partitions = Vec::new();
-                    for &p in &node.parents {
-                        partitions.extend(Arc::unwrap_or_clone(take(&mut values, p)?).partitions);
+                    for i in 0..parents.len() {
+                        partitions.extend(input(i)?.partitions);
                     }
                     Rdd { partitions }
                 }
+                Op::Window { length, buffer } => {
+                    if due[parents[0]] {
+                        buffer.push(time, take(&mut values, parents[0])?);
+                    }
+                    if !due[id] {
+                        continue;
+                    }
+                    buffer.window(time, *length)
+                }
+                Op::WindowedReduce {
+                    reduce,
+                    inverse,
+                    filter,
+                    length,
+                    state,
+                } => {
+                    if due[parents[0]] {
+                        state.push(input(0)?, reduce, &ctx)?;
+                    }
+                    if !due[id] {
+                        continue;
+                    }
+                    let funcs = WindowFuncs {
+                        reduce,
+                        inverse: inverse.as_ref(),
+                        filter: filter.as_ref(),
+                    };
+                    state.window(*length, *slide, &funcs, &ctx)?
+                }
+                Op::UpdateState {
+                    func,
+                    initial,
+                    state,
+                } => {
+                    if let Some(seed) = initial.take() {
+                        state.seed(seed, &ctx)?;
+                    }
+                    state.update(func, input(0)?, &ctx)?
+                }
+                Op::Rekey(how) => rekey(*how, input(0)?, &ctx)?,
             };
             values[id] = Some(Arc::new(rdd));
         }
         for i in 0..g.outputs.len() {
             let id = g.outputs[i].0;
+            if !due[id] {
+                continue;
+            }
             let rdd = take(&mut values, id)?;
             g.outputs[i].1.emit(time, index, &rdd)?;
         }
@@ -583,15 +809,92 @@ impl DStream {
     }
 
     fn derive_from(&self, name: &str, op: Op, parents: Vec<usize>) -> DStream {
+        self.derive_with_slide(name, op, parents, None)
+    }
+
+    /// Adds a stream; its slide is `slide` (windows) or its parents', which
+    /// must all be equal.
+    fn derive_with_slide(
+        &self,
+        name: &str,
+        op: Op,
+        parents: Vec<usize>,
+        slide: Option<i64>,
+    ) -> DStream {
         let mut g = lock(&self.graph);
         g.check_open();
         let id = g.nodes.len();
         let name = format!("{name}#{id}");
-        g.nodes.push(Node { name, op, parents });
+        let parent_slide = g.nodes[parents[0]].slide;
+        if parents.iter().any(|&p| g.nodes[p].slide != parent_slide) {
+            let slides: Vec<String> = parents
+                .iter()
+                .map(|&p| format!("`{}` every {} ms", g.nodes[p].name, g.nodes[p].slide))
+                .collect();
+            g.errors.push((
+                id,
+                format!(
+                    "some of the streams have different slide durations: {}",
+                    slides.join(", ")
+                ),
+            ));
+        }
+        g.nodes.push(Node {
+            name,
+            op,
+            parents,
+            slide: slide.unwrap_or(parent_slide),
+        });
         DStream {
             graph: self.graph.clone(),
             id,
         }
+    }
+
+    /// How often this stream produces a batch: the batch interval for input
+    /// streams, the slide for windows, else its parent's.
+    pub fn slide(&self) -> Duration {
+        let g = lock(&self.graph);
+        let slide = match &g.started {
+            Some(names) => names[self.id].1,
+            None => g.nodes[self.id].slide,
+        };
+        Duration::from_millis(slide as u64)
+    }
+
+    /// Checks a window's durations against this (the parent) stream's slide;
+    /// an error names both, as Spark's does.
+    fn window_durations(&self, length: Duration, slide: Duration) -> (i64, i64, Option<String>) {
+        let parent = {
+            let g = lock(&self.graph);
+            g.check_open();
+            g.nodes[self.id].slide
+        };
+        let (l, s) = (length.as_millis() as i64, slide.as_millis() as i64);
+        let exact = |d: Duration| d.subsec_nanos().is_multiple_of(1_000_000);
+        let error = if l <= 0 || !exact(length) || l % parent != 0 {
+            Some(format!(
+                "the window duration ({} ms) must be a multiple of the slide duration of the parent stream ({parent} ms)",
+                length.as_secs_f64() * 1000.0
+            ))
+        } else if s <= 0 || !exact(slide) || s % parent != 0 {
+            Some(format!(
+                "the slide duration ({} ms) must be a multiple of the slide duration of the parent stream ({parent} ms)",
+                slide.as_secs_f64() * 1000.0
+            ))
+        } else {
+            None
+        };
+        (l, s.max(1), error)
+    }
+
+    fn derive_window(&self, name: &str, op: Op, length: Duration, slide: Duration) -> DStream {
+        let (_, s, error) = self.window_durations(length, slide);
+        let stream = self.derive_with_slide(name, op, vec![self.id], Some(s));
+        if let Some(e) = error {
+            lock(&self.graph).errors.push((stream.id, e));
+        }
+        stream
     }
 
     /// Names this stream (used in error messages; the job spec names every stream).
@@ -607,7 +910,7 @@ impl DStream {
     pub fn name(&self) -> String {
         let g = lock(&self.graph);
         match &g.started {
-            Some(names) => names[self.id].clone(),
+            Some(names) => names[self.id].0.clone(),
             None => g.nodes[self.id].name.clone(),
         }
     }
@@ -654,6 +957,206 @@ impl DStream {
     /// `map_values(f)`: `(k, f(v))` for every pair, keys and partitions kept.
     pub fn map_values(&self, f: Func) -> DStream {
         self.derive("map_values", Op::MapValues(f))
+    }
+
+    /// `flat_map_values(f)`: `(k, w)` for every `w` in `f(v)`, for every
+    /// `(k, v)`; keys and partitions kept. `f` is a flat-map (or map) function
+    /// of the values alone.
+    pub fn flat_map_values(&self, f: Func) -> DStream {
+        self.derive("flat_map_values", Op::FlatMapValues(f))
+    }
+
+    /// `combine_by_key(create, merge_value, merge_combiners, partitions)`: per
+    /// key one combiner, built in each partition from the key's first value
+    /// by `create` (a map), with the next values folded in by `merge_value`
+    /// (a fold `(C, V) -> C`, e.g. `#[sluice::fold]`), then merged across
+    /// partitions by `merge_combiners` (a reduce `(C, C) -> C`), in exactly
+    /// `partitions` partitions. Elements must be `(key, value)` pairs.
+    pub fn combine_by_key(
+        &self,
+        create: Func,
+        merge_value: Func,
+        merge_combiners: Func,
+        partitions: usize,
+    ) -> DStream {
+        self.derive(
+            "combine_by_key",
+            Op::CombineByKey {
+                create,
+                merge_value,
+                merge_combiners,
+                partitions: partitions.max(1),
+            },
+        )
+    }
+
+    /// `transform_with(other, f)`: `f` sees this stream's and `other`'s whole
+    /// batches in one call and returns the new batch (one partition).
+    ///
+    /// # Panics
+    /// When `other` comes from another [`StreamingContext`].
+    pub fn transform_with(&self, other: &DStream, f: Func) -> DStream {
+        assert!(
+            Arc::ptr_eq(&self.graph, &other.graph),
+            "transform_with of streams from different StreamingContexts"
+        );
+        self.derive_from(
+            "transform_with",
+            Op::TransformWith(f),
+            vec![self.id, other.id],
+        )
+    }
+
+    /// `window(length, slide)`: every `slide`, the elements of the last
+    /// `length` (the parent batches with times in `(T - length, T]`; the
+    /// first windows are partial). Both must be multiples of this stream's
+    /// slide, else `run` fails naming the stream and the durations.
+    pub fn window(&self, length: Duration, slide: Duration) -> DStream {
+        self.derive_window(
+            "window",
+            Op::Window {
+                length: length.as_millis() as i64,
+                buffer: WindowBuffer::default(),
+            },
+            length,
+            slide,
+        )
+    }
+
+    /// `reduce_by_key_and_window(f, inverse, length, slide, partitions,
+    /// filter)`: per key, the values of the last `length` combined with `f`,
+    /// every `slide`, in `partitions` partitions.
+    ///
+    /// Without `inverse` each window is reduced anew (an empty window gives
+    /// no element). With `inverse` (a `(acc, old) -> acc` function undoing
+    /// `f`) the window is kept and updated incrementally: each slide costs
+    /// calls for the batches that enter and leave, not for the whole window,
+    /// and a key whose value falls back to the identity stays unless
+    /// `filter` (a filter of `(key, value)` pairs) drops it, as in Spark's
+    /// Scala API.
+    pub fn reduce_by_key_and_window(
+        &self,
+        f: Func,
+        inverse: Option<Func>,
+        length: Duration,
+        slide: Duration,
+        partitions: usize,
+        filter: Option<Func>,
+    ) -> DStream {
+        self.derive_window(
+            "reduce_by_key_and_window",
+            Op::WindowedReduce {
+                reduce: f,
+                inverse,
+                filter,
+                length: length.as_millis() as i64,
+                state: WindowedReduce::new(partitions.max(1)),
+            },
+            length,
+            slide,
+        )
+    }
+
+    /// `reduce_by_window(f, inverse, length, slide)`: all elements of the
+    /// last `length` combined with `f`, as one element, every `slide`.
+    /// Without `inverse` an empty window gives no element; with it, the
+    /// running value is kept (so an emptied window gives the identity).
+    pub fn reduce_by_window(
+        &self,
+        f: Func,
+        inverse: Option<Func>,
+        length: Duration,
+        slide: Duration,
+    ) -> DStream {
+        match inverse {
+            None => self
+                .reduce(f.clone())
+                .window(length, slide)
+                .reduce(f)
+                .renamed("reduce_by_window"),
+            Some(inv) => self
+                .derive("key", Op::Rekey(Rekey::Constant))
+                .reduce_by_key_and_window(f, Some(inv), length, slide, 1, None)
+                .derive("reduce_by_window", Op::Rekey(Rekey::Values)),
+        }
+    }
+
+    /// `count_by_window(length, slide)`: the number of elements of the last
+    /// `length`, every `slide` (incremental; `0` for an emptied window).
+    pub fn count_by_window(&self, length: Duration, slide: Duration) -> DStream {
+        self.derive("one", Op::Rekey(Rekey::One))
+            .reduce_by_window(count_add(), Some(count_subtract()), length, slide)
+            .renamed("count_by_window")
+    }
+
+    /// `count_by_value_and_window(length, slide, partitions)`: each distinct
+    /// element of the last `length` with its number of occurrences, every
+    /// `slide` (incremental; elements whose count falls to 0 are dropped).
+    pub fn count_by_value_and_window(
+        &self,
+        length: Duration,
+        slide: Duration,
+        partitions: usize,
+    ) -> DStream {
+        let nonzero = Func::filter("nonzero", |kv: (serde::de::IgnoredAny, i64)| kv.1 != 0);
+        self.derive("by_value", Op::Rekey(Rekey::ByValueOne))
+            .reduce_by_key_and_window(
+                count_add(),
+                Some(count_subtract()),
+                length,
+                slide,
+                partitions,
+                Some(nonzero),
+            )
+            .renamed("count_by_value_and_window")
+    }
+
+    /// `update_state_by_key(f, partitions)`: the host keeps a state per key;
+    /// every batch `f(new values, previous state)` runs for every key that
+    /// has state or new values, and returns the new state or none (the key
+    /// is removed; if it comes back it starts again). The stream is the
+    /// whole state, every batch. Elements must be `(key, value)` pairs.
+    pub fn update_state_by_key(&self, f: Func, partitions: usize) -> DStream {
+        self.derive(
+            "update_state_by_key",
+            Op::UpdateState {
+                func: f,
+                initial: None,
+                state: StateByKey::new(partitions.max(1)),
+            },
+        )
+    }
+
+    /// [`DStream::update_state_by_key`] starting from `initial` `(key, state)` pairs.
+    ///
+    /// # Panics
+    /// When a key or state cannot be encoded.
+    pub fn update_state_by_key_with_initial<K: serde::Serialize, S: serde::Serialize>(
+        &self,
+        f: Func,
+        partitions: usize,
+        initial: &[(K, S)],
+    ) -> DStream {
+        let mut seed = Batch::default();
+        for (k, s) in initial {
+            seed.keys.push(k).expect("an initial key that encodes");
+            seed.values.push(s).expect("an initial state that encodes");
+        }
+        self.derive(
+            "update_state_by_key",
+            Op::UpdateState {
+                func: f,
+                initial: Some(Rdd {
+                    partitions: vec![seed],
+                }),
+                state: StateByKey::new(partitions.max(1)),
+            },
+        )
+    }
+
+    fn renamed(self, name: &str) -> DStream {
+        let id = self.id;
+        self.named(&format!("{name}#{id}"))
     }
 
     /// `map_partitions(f)`: `f` sees each partition's elements at once (empty

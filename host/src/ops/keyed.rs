@@ -1,4 +1,4 @@
-//! reduce_by_key: map-side combine in each input partition, hash shuffle into
+//! reduce_by_key and combine_by_key: map-side combine in each input partition, hash shuffle into
 //! `partitions` output partitions, and a final combine per output partition.
 //! Keys are hashed and compared as canonical MessagePack bytes, never decoded.
 
@@ -40,9 +40,28 @@ pub(crate) fn keyed(batch: Batch, ctx: &BatchContext<'_>, op: &str) -> Result<(C
     Ok((keys, values))
 }
 
-/// Combines the values of equal keys with `func`: one (key, value) per key,
-/// in order of first appearance. Skips the call when every key is unique.
-fn combine(keys: Column, values: Column, func: &Func, site: CallSite) -> Result<(Column, Column)> {
+/// How `combine_by_key` builds one value per key (`reduce_by_key`: no
+/// `create`, `merge_value` and `merge_combiners` the same reduce).
+pub(crate) struct Combiner<'a> {
+    /// `map` from a key's first value to a combiner; `None`: the value is one.
+    pub(crate) create: Option<&'a Func>,
+    /// Folds a value into a combiner (`reduce` kind, `(C, V) -> C`).
+    pub(crate) merge_value: &'a Func,
+    /// Merges two combiners (`reduce` kind, `(C, C) -> C`).
+    pub(crate) merge_combiners: &'a Func,
+}
+
+/// Combines the values of equal keys: one (key, value) per key, in order of
+/// first appearance. With `create`, each key's first value is turned into a
+/// combiner that `func` folds the next values into; without, `func`
+/// reduces the values. Skips the fold when every key is unique.
+pub(crate) fn combine(
+    keys: Column,
+    values: Column,
+    create: Option<&Func>,
+    func: &Func,
+    site: CallSite,
+) -> Result<(Column, Column)> {
     let n = keys.len();
     let mut index: HashMap<&[u8], u32> = HashMap::with_capacity(n / 2 + 1);
     let mut group_of = Vec::with_capacity(n);
@@ -58,8 +77,18 @@ fn combine(keys: Column, values: Column, func: &Func, site: CallSite) -> Result<
         group_of.push(g);
     }
     drop(index);
+    let created = match create {
+        Some(create) => {
+            let mut first_values = Column::with_capacity(firsts.len(), values.bytes.len());
+            for &i in &firsts {
+                let _ = first_values.push_encoded(values.get(i as usize));
+            }
+            Some(create.apply_values(&mut first_values, site)?)
+        }
+        None => None,
+    };
     if firsts.len() == n {
-        return Ok((keys, values));
+        return Ok((keys, created.unwrap_or(values)));
     }
     // Counting sort of the values by group.
     let mut groups = Vec::with_capacity(firsts.len() + 1);
@@ -78,8 +107,17 @@ fn combine(keys: Column, values: Column, func: &Func, site: CallSite) -> Result<
         *slot += 1;
     }
     let mut grouped = Column::with_capacity(n, values.bytes.len());
-    for &i in &order {
-        let _ = grouped.push_encoded(values.get(i as usize));
+    let mut g = 0usize;
+    for (slot, &i) in order.iter().enumerate() {
+        while groups[g + 1] as usize <= slot {
+            g += 1;
+        }
+        let v = match &created {
+            // The first value of a group is replaced by its combiner.
+            Some(c) if groups[g] as usize == slot => c.get(g),
+            _ => values.get(i as usize),
+        };
+        let _ = grouped.push_encoded(v);
     }
     let reduced = func.apply_reduce(&mut grouped, groups, site)?;
     let mut out_keys = Column::with_capacity(firsts.len(), keys.bytes.len());
@@ -95,6 +133,24 @@ pub(crate) fn reduce_by_key(
     partitions: usize,
     rdd: Rdd,
     ctx: &BatchContext<'_>,
+) -> Result<Rdd> {
+    let combiner = Combiner {
+        create: None,
+        merge_value: func,
+        merge_combiners: func,
+    };
+    combine_by_key(&combiner, partitions, rdd, ctx, "reduce_by_key")
+}
+
+/// `combine_by_key(create, merge_value, merge_combiners, partitions)`: per
+/// input partition each key's values folded into a combiner, then the
+/// combiners of each key merged after the hash shuffle.
+pub(crate) fn combine_by_key(
+    combiner: &Combiner<'_>,
+    partitions: usize,
+    rdd: Rdd,
+    ctx: &BatchContext<'_>,
+    op: &str,
 ) -> Result<Rdd> {
     let partitions = partitions.max(1);
     let n_in = rdd.partitions.len() as u32;
@@ -113,8 +169,9 @@ pub(crate) fn reduce_by_key(
                     partition: p as u32,
                     partitions: n_in,
                 };
-                let (keys, values) = keyed(batch, ctx, "reduce_by_key")?;
-                let (keys, values) = combine(keys, values, func, site)?;
+                let (keys, values) = keyed(batch, ctx, op)?;
+                let (keys, values) =
+                    combine(keys, values, combiner.create, combiner.merge_value, site)?;
                 for i in 0..keys.len() {
                     let k = keys.get(i);
                     let b = &mut out[partition_of(k, partitions)];
@@ -159,7 +216,7 @@ pub(crate) fn reduce_by_key(
                     partition: q as u32,
                     partitions: partitions as u32,
                 };
-                let (keys, values) = combine(keys, values, func, site)?;
+                let (keys, values) = combine(keys, values, None, combiner.merge_combiners, site)?;
                 Ok(Batch { keys, values })
             })
             .collect::<Result<Vec<_>>>()
@@ -256,6 +313,31 @@ pub(crate) fn map_values(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Resul
     Ok(Rdd { partitions })
 }
 
+/// `flat_map_values(f)`: `(k, w)` for every `w` in `f(v)`, for every
+/// `(k, v)`; keys and partitioning kept.
+pub(crate) fn flat_map_values(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let n = rdd.partitions.len() as u32;
+    let partitions = ctx.pool.install(|| {
+        rdd.partitions
+            .into_par_iter()
+            .enumerate()
+            .map(|(p, batch)| {
+                if batch.is_empty() {
+                    return Ok(Batch::default());
+                }
+                let (mut keys, mut values) = keyed(batch, ctx, "flat_map_values")?;
+                let site = CallSite {
+                    batch: ctx.time,
+                    partition: p as u32,
+                    partitions: n,
+                };
+                func.apply_keyed(&mut keys, &mut values, site)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(Rdd { partitions })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +379,63 @@ mod tests {
             assert_eq!(
                 rendered(&doubled),
                 [r#"["a",2]"#, r#"["a",6]"#, r#"["b",4]"#]
+            );
+        });
+    }
+
+    #[test]
+    fn combine_by_key_folds_then_merges_like_spark_average() {
+        with_ctx(|ctx| {
+            let rdd = Rdd {
+                partitions: vec![
+                    batch_of(&[("a", 1), ("b", 10), ("a", 3)]),
+                    batch_of(&[("a", 5), ("c", 7)]),
+                ],
+            };
+            // (sum, count): create (v, 1), merge_value adds a value, merge_combiners adds pairs.
+            let create = Func::map("create", |v: i64| (v, 1i64));
+            let merge_value = Func::fold("merge_value", |c: (i64, i64), v: i64| (c.0 + v, c.1 + 1));
+            let merge = Func::reduce("merge", |a: (i64, i64), b: (i64, i64)| {
+                (a.0 + b.0, a.1 + b.1)
+            });
+            let combiner = Combiner {
+                create: Some(&create),
+                merge_value: &merge_value,
+                merge_combiners: &merge,
+            };
+            let out = combine_by_key(&combiner, 3, rdd, ctx, "combine_by_key").unwrap();
+            assert_eq!(out.partitions.len(), 3);
+            assert_eq!(
+                rendered(&out),
+                [r#"["a",[9,3]]"#, r#"["b",[10,1]]"#, r#"["c",[7,1]]"#]
+            );
+        });
+    }
+
+    #[test]
+    fn flat_map_values_keeps_each_outputs_key() {
+        with_ctx(|ctx| {
+            let rdd = Rdd {
+                partitions: vec![batch_of(&[("a", 2), ("b", 0)]), batch_of(&[("c", 3)])],
+            };
+            let f = Func::flat_map("upto", |n: i64| 0..n);
+            let out = flat_map_values(&f, rdd.clone(), ctx).unwrap();
+            assert_eq!(out.partitions.len(), 2, "partitioning is kept");
+            assert_eq!(
+                rendered(&out),
+                [
+                    r#"["a",0]"#,
+                    r#"["a",1]"#,
+                    r#"["c",0]"#,
+                    r#"["c",1]"#,
+                    r#"["c",2]"#
+                ]
+            );
+            // Split into calls of one element each, the result is the same.
+            let small = Func::flat_map("upto", |n: i64| 0..n).with_input_limit(1);
+            assert_eq!(
+                rendered(&flat_map_values(&small, rdd, ctx).unwrap()),
+                rendered(&out)
             );
         });
     }

@@ -4,6 +4,7 @@ pub(crate) mod aggregate;
 pub(crate) mod join;
 pub(crate) mod keyed;
 pub(crate) mod narrow;
+pub(crate) mod window;
 
 use crate::time::BatchTime;
 

@@ -71,11 +71,7 @@ fn select(values: &Column, kept: &[u32]) -> Column {
 /// `transform(f)`: `f` sees the whole batch (every partition, in order) in
 /// one call and returns the new batch, as one partition.
 pub(crate) fn transform(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
-    let mut all = Column::new();
-    for b in &rdd.partitions {
-        all.extend_from(&b.joined_values())
-            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-    }
+    let mut all = concat(&rdd)?;
     let site = CallSite {
         batch: ctx.time,
         partition: 0,
@@ -85,6 +81,35 @@ pub(crate) fn transform(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result
     Ok(Rdd {
         partitions: vec![Batch::from_values(out)],
     })
+}
+
+/// `transform_with(other, func)`: `func` sees both whole batches in one
+/// call and returns the new batch (one partition).
+pub(crate) fn transform_with(
+    func: &Func,
+    left: Rdd,
+    right: Rdd,
+    ctx: &BatchContext<'_>,
+) -> Result<Rdd> {
+    let site = CallSite {
+        batch: ctx.time,
+        partition: 0,
+        partitions: 1,
+    };
+    let out = func.apply_pair(&mut concat(&left)?, &mut concat(&right)?, site)?;
+    Ok(Rdd {
+        partitions: vec![Batch::from_values(out)],
+    })
+}
+
+/// Every element of `rdd` in one column, keyed elements as pairs.
+fn concat(rdd: &Rdd) -> Result<Column> {
+    let mut all = Column::new();
+    for b in &rdd.partitions {
+        all.extend_from(&b.joined_values())
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+    }
+    Ok(all)
 }
 
 /// `glom()`: each partition as one element, the array of its elements.

@@ -15,16 +15,23 @@
 //! max_output = "64MiB"
 //!
 //! [sources.lines]
-//! type = "socket"            # socket | queue (path, stream) | text_files (path = dir, include_existing)
+//! type = "socket"            # socket (host, port, demo_lines = file served by --feed)
+//!                            # | queue (path, stream) | text_files (path = dir, include_existing)
 //!                            # | generator (rate, words_per_line, vocabulary, seed)
 //! host = "127.0.0.1"
 //! port = 9999
 //!
 //! [streams.words]
 //! from = "lines"
-//! op = "flat_map"            # map | flat_map | filter | map_values | reduce_by_key | group_by_key
+//! op = "flat_map"            # map | flat_map | filter | map_values | flat_map_values | reduce_by_key
+//!                            # | combine_by_key (create, merge_value, merge_combiners) | group_by_key
 //!                            # | map_partitions | transform | reduce | count | count_by_value | glom | repartition
 //!                            # | union | join | left_outer_join | right_outer_join | full_outer_join | cogroup
+//!                            # | transform_with (from = [left, right])
+//!                            # | window | reduce_by_key_and_window | reduce_by_window | count_by_window
+//!                            #   | count_by_value_and_window (window = "30s", slide = "10s",
+//!                            #   inverse = "plugin.fn", filter = "plugin.fn", partitions)
+//!                            # | update_state_by_key (function, partitions, initial_state = "file.json")
 //! function = "wordcount.split"
 //!
 //! [[outputs]]
@@ -96,6 +103,8 @@ struct SourceSection {
     vocabulary: Option<Spanned<Vec<String>>>,
     seed: Option<Spanned<u64>>,
     include_existing: Option<Spanned<bool>>,
+    /// Socket sources: a file of lines that `sluice run --feed` serves.
+    demo_lines: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +115,18 @@ struct StreamSection {
     op: Spanned<String>,
     function: Option<Spanned<String>>,
     partitions: Option<Spanned<usize>>,
+    /// combine_by_key's three functions.
+    create: Option<Spanned<String>>,
+    merge_value: Option<Spanned<String>>,
+    merge_combiners: Option<Spanned<String>>,
+    /// Windows: length and slide (default: the parent's slide).
+    window: Option<Spanned<String>>,
+    slide: Option<Spanned<String>>,
+    /// Windowed reductions: the inverse function and the filter.
+    inverse: Option<Spanned<String>>,
+    filter: Option<Spanned<String>>,
+    /// update_state_by_key: a JSON file of `[key, state]` pairs.
+    initial_state: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,15 +157,43 @@ pub struct Job {
     pub name: String,
     /// The context holding its graph.
     pub context: StreamingContext,
-    /// The `host:port` of every socket source (for `sluice run --feed`).
-    pub socket_addrs: Vec<(String, u16)>,
+    /// Every socket source (for `sluice run --feed`).
+    pub socket_addrs: Vec<SocketFeed>,
     /// The plugins it loaded, by job name.
     pub plugins: BTreeMap<String, Arc<Plugin>>,
+}
+
+/// A socket source as `sluice run --feed` serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketFeed {
+    /// Host the source connects to.
+    pub host: String,
+    /// Port the source connects to.
+    pub port: u16,
+    /// The source's `demo_lines` file: what `--feed` serves (default: the
+    /// built-in corpus).
+    pub demo_lines: Option<PathBuf>,
 }
 
 struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
+}
+
+impl Ctx<'_> {
+    /// A path from the spec: relative paths are relative to the spec's folder.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+                .join(p)
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -210,15 +259,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         field: "spec".to_string(),
         message: e.message().to_string(),
     })?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let resolve = |p: &str| -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let resolve = |p: &str| cx.resolve(p);
 
     let job = spec.job.get_ref();
     let interval = parse_duration(job.batch_interval.get_ref())
@@ -351,7 +392,11 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                         }
                     };
                 }
-                socket_addrs.push((config.host.clone(), config.port));
+                socket_addrs.push(SocketFeed {
+                    host: config.host.clone(),
+                    port: config.port,
+                    demo_lines: sec.demo_lines.as_ref().map(|d| resolve(d.get_ref())),
+                });
                 ssc.socket_text_stream_with(config, partitions.unwrap_or(default_partitions))
             }
             "queue" => {
@@ -666,6 +711,7 @@ fn resolve_stream<'a>(
         "right_outer_join",
         "full_outer_join",
         "cogroup",
+        "transform_with",
     ];
     let arity_error = if op == "union" && parents.len() < 2 {
         Some("a union needs a list of at least two streams".to_string())
@@ -675,7 +721,7 @@ fn resolve_stream<'a>(
         ))
     } else if op != "union" && !joins.contains(&op) && parents.len() > 1 {
         Some(format!(
-            "`{op}` takes one stream; only union and the joins take a list"
+            "`{op}` takes one stream; only union, the joins and transform_with take a list"
         ))
     } else {
         None
@@ -693,34 +739,93 @@ fn resolve_stream<'a>(
             None => Ok(default),
         }
     };
-    let func = |want: sluice_sdk::Kind| -> Result<Func> {
-        let Some(f) = &sec.function else {
+    let named_func =
+        |key: &str, f: &Option<Spanned<String>>, want: sluice_sdk::Kind| -> Result<Func> {
+            let Some(f) = f else {
+                return cx.err(
+                    def.span(),
+                    &field(key),
+                    format!("`{}` needs `{key} = \"plugin.function\"`", sec.op.get_ref()),
+                );
+            };
+            let func = plugin_function(f, plugins, cx, &field(key))?;
+            let ok = func.kind() == want
+                || (want == sluice_sdk::Kind::FlatMap && func.kind() == sluice_sdk::Kind::Map);
+            if !ok {
+                return cx.err(
+                    f.span(),
+                    &field(key),
+                    format!(
+                        "`{}` is a {} function, but `{}` needs a {} function",
+                        f.get_ref(),
+                        func.kind(),
+                        sec.op.get_ref(),
+                        want
+                    ),
+                );
+            }
+            Ok(func)
+        };
+    let func = |want: sluice_sdk::Kind| named_func("function", &sec.function, want);
+    let optional_func = |key: &str, f: &Option<Spanned<String>>, want: sluice_sdk::Kind| {
+        f.as_ref().map(|_| named_func(key, f, want)).transpose()
+    };
+    // Window and slide: durations that are multiples of the parent's slide.
+    let windowing = || -> Result<(std::time::Duration, std::time::Duration)> {
+        let parent_slide = parent.slide();
+        let Some(w) = &sec.window else {
             return cx.err(
                 def.span(),
-                &field("function"),
-                format!(
-                    "`{}` needs a function (`plugin.function`)",
-                    sec.op.get_ref()
-                ),
+                &field("window"),
+                format!("`{op}` needs `window = \"DURATION\"` (e.g. \"30s\")"),
             );
         };
-        let func = plugin_function(f, plugins, cx, &field("function"))?;
-        let ok = func.kind() == want
-            || (want == sluice_sdk::Kind::FlatMap && func.kind() == sluice_sdk::Kind::Map);
-        if !ok {
-            return cx.err(
-                f.span(),
-                &field("function"),
+        let duration = |d: &Spanned<String>, key: &str| -> Result<std::time::Duration> {
+            let v = parse_duration(d.get_ref()).or_else(|m| cx.err(d.span(), &field(key), m))?;
+            let ms = v.as_millis();
+            let p = parent_slide.as_millis().max(1);
+            if v.is_zero() || v.subsec_nanos() % 1_000_000 != 0 || ms % p != 0 {
+                return cx.err(
+                    d.span(),
+                    &field(key),
+                    format!(
+                        "{} must be a multiple of the slide duration of the parent stream ({p} ms), not {}",
+                        if key == "window" { "the window duration" } else { "the slide duration" },
+                        d.get_ref()
+                    ),
+                );
+            }
+            Ok(v)
+        };
+        let length = duration(w, "window")?;
+        let slide = match &sec.slide {
+            Some(s) => duration(s, "slide")?,
+            None => parent_slide,
+        };
+        Ok((length, slide))
+    };
+    let initial_state = || -> Result<Vec<(serde_json::Value, serde_json::Value)>> {
+        let Some(p) = &sec.initial_state else {
+            return Ok(Vec::new());
+        };
+        let path = cx.resolve(p.get_ref());
+        let text = std::fs::read_to_string(&path).or_else(|e| {
+            cx.err(
+                p.span(),
+                &field("initial_state"),
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        serde_json::from_str(&text).or_else(|e| {
+            cx.err(
+                p.span(),
+                &field("initial_state"),
                 format!(
-                    "`{}` is a {} function, but `{}` needs a {} function",
-                    f.get_ref(),
-                    func.kind(),
-                    sec.op.get_ref(),
-                    want
+                    "{}: must be a JSON array of [key, state] pairs: {e}",
+                    path.display()
                 ),
-            );
-        }
-        Ok(func)
+            )
+        })
     };
     use sluice_sdk::Kind;
     let stream = match op {
@@ -732,6 +837,58 @@ fn resolve_stream<'a>(
         "count" => parent.count(),
         "group_by_key" => parent.group_by_key(partitions(2)?),
         "map_values" => parent.map_values(func(Kind::Map)?),
+        "flat_map_values" => parent.flat_map_values(func(Kind::FlatMap)?),
+        "combine_by_key" => parent.combine_by_key(
+            named_func("create", &sec.create, Kind::Map)?,
+            named_func("merge_value", &sec.merge_value, Kind::Reduce)?,
+            named_func("merge_combiners", &sec.merge_combiners, Kind::Reduce)?,
+            partitions(2)?,
+        ),
+        "transform_with" => parent.transform_with(&parents[1], func(Kind::Transform)?),
+        "window" => {
+            let (length, slide) = windowing()?;
+            parent.window(length, slide)
+        }
+        "reduce_by_key_and_window" => {
+            let (length, slide) = windowing()?;
+            parent.reduce_by_key_and_window(
+                func(Kind::Reduce)?,
+                optional_func("inverse", &sec.inverse, Kind::InverseReduce)?,
+                length,
+                slide,
+                partitions(2)?,
+                optional_func("filter", &sec.filter, Kind::Filter)?,
+            )
+        }
+        "reduce_by_window" => {
+            let (length, slide) = windowing()?;
+            parent.reduce_by_window(
+                func(Kind::Reduce)?,
+                optional_func("inverse", &sec.inverse, Kind::InverseReduce)?,
+                length,
+                slide,
+            )
+        }
+        "count_by_window" => {
+            let (length, slide) = windowing()?;
+            parent.count_by_window(length, slide)
+        }
+        "count_by_value_and_window" => {
+            let (length, slide) = windowing()?;
+            parent.count_by_value_and_window(length, slide, partitions(2)?)
+        }
+        "update_state_by_key" => {
+            let initial = initial_state()?;
+            if initial.is_empty() {
+                parent.update_state_by_key(func(Kind::UpdateState)?, partitions(2)?)
+            } else {
+                parent.update_state_by_key_with_initial(
+                    func(Kind::UpdateState)?,
+                    partitions(2)?,
+                    &initial,
+                )
+            }
+        }
         "glom" => parent.glom(),
         "map_partitions" => parent.map_partitions(func(Kind::MapPartitions)?),
         "transform" => parent.transform(func(Kind::Transform)?),
@@ -757,7 +914,7 @@ fn resolve_stream<'a>(
                 sec.op.span(),
                 &field("op"),
                 format!(
-                    "unknown operation `{other}` (use map, flat_map, filter, map_values, map_partitions, transform, reduce_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join or cogroup)"
+                    "unknown operation `{other}` (use map, flat_map, filter, map_values, flat_map_values, map_partitions, transform, transform_with, reduce_by_key, combine_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, window, reduce_by_key_and_window, reduce_by_window, count_by_window, count_by_value_and_window or update_state_by_key)"
                 ),
             );
         }

@@ -68,6 +68,37 @@ fn partition_size(values: Vec<&str>) -> [i64; 1] {
     [values.len() as i64]
 }
 
+/// Starts a `(sum, count)` combiner from a first value (`combine_by_key`'s `create`).
+#[sluice::map]
+fn start_average(v: i64) -> (i64, i64) {
+    (v, 1)
+}
+
+/// Folds one more value into a `(sum, count)` combiner (`combine_by_key`'s `merge_value`).
+#[sluice::fold]
+fn add_to_average(acc: (i64, i64), v: i64) -> (i64, i64) {
+    (acc.0 + v, acc.1 + 1)
+}
+
+/// Merges two `(sum, count)` combiners (`combine_by_key`'s `merge_combiners`).
+#[sluice::reduce]
+fn merge_averages(a: (i64, i64), b: (i64, i64)) -> (i64, i64) {
+    (a.0 + b.0, a.1 + b.1)
+}
+
+/// The `(word, count)` pairs of the first stream whose word is not in the
+/// second (Spark's `subtractByKey`, as a `transform_with`), in order.
+#[sluice::transform_with]
+fn subtract_by_key<'a>(
+    left: Vec<(&'a str, i64)>,
+    right: Vec<(&'a str, i64)>,
+) -> Vec<(&'a str, i64)> {
+    let drop: std::collections::HashSet<&str> = right.iter().map(|(k, _)| *k).collect();
+    left.into_iter()
+        .filter(|(k, _)| !drop.contains(k))
+        .collect()
+}
+
 /// Audits a partition-batch: fails on a `poison` line, naming the batch time it saw.
 #[sluice::sink]
 fn audit(lines: Vec<&str>) -> Result<(), String> {
@@ -92,5 +123,9 @@ sluice::export!(
     tag_left,
     tag_right,
     top3,
-    partition_size
+    partition_size,
+    start_average,
+    add_to_average,
+    merge_averages,
+    subtract_by_key
 );

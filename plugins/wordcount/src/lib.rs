@@ -1,7 +1,8 @@
 //! The word count of Spark Streaming's socket example: split lines into words,
 //! pair each word with 1, add the counts.
 //!
-//! Job functions: `wordcount.split`, `wordcount.pair`, `wordcount.add`.
+//! Job functions: `wordcount.split`, `wordcount.pair`, `wordcount.add`; for windows
+//! and state `wordcount.subtract`, `wordcount.positive`, `wordcount.running_total`.
 
 use sluice_sdk as sluice;
 
@@ -23,4 +24,22 @@ fn add(a: i64, b: i64) -> i64 {
     a + b
 }
 
-sluice::export!(split, pair, add);
+/// Takes a count back out of a total (the inverse of `add`, for incremental windows).
+#[sluice::inverse_reduce]
+fn subtract(total: i64, gone: i64) -> i64 {
+    total - gone
+}
+
+/// Keeps counts above zero (drops keys whose windowed count fell to 0).
+#[sluice::filter]
+fn positive(pair: (&str, i64)) -> bool {
+    pair.1 > 0
+}
+
+/// A running count: the new counts of the batch added to the total so far.
+#[sluice::update_state]
+fn running_total(new: Vec<i64>, total: Option<i64>) -> Option<i64> {
+    Some(new.iter().sum::<i64>() + total.unwrap_or(0))
+}
+
+sluice::export!(split, pair, add, subtract, positive, running_total);

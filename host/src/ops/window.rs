@@ -1,0 +1,606 @@
+//! Windows and keyed state: the operators that remember earlier batches.
+//!
+//! All of it is host data (typed values as MessagePack bytes), never guest
+//! memory, so retries, checkpoints and plugin swaps cannot lose it.
+//!
+//! * [`WindowBuffer`]: the parent batches of the last window length
+//!   (`window`), released as soon as no future window needs them.
+//! * [`WindowedReduce`]: `reduce_by_key_and_window`. Each parent batch is
+//!   reduced by key once, when it arrives, into `partitions` hash partitions.
+//!   Without an inverse function every slide re-reduces the window's
+//!   per-batch results. With one, the previous window's value per key is kept
+//!   ([`KeyedState`]) and each slide takes the batches that left out with the
+//!   inverse function and adds the ones that entered (Spark's Scala
+//!   `ReducedWindowedDStream`): the function calls are proportional to the
+//!   keys of those batches, not to the window length. A key whose value
+//!   returns to the identity stays unless the filter function drops it.
+//! * [`StateByKey`]: `update_state_by_key`, the state per key.
+
+use super::BatchContext;
+use super::join::{bucket, gather};
+use super::keyed::{combine, reduce_by_key};
+use crate::error::{Error, Result};
+use crate::func::{CallSite, Func};
+use crate::rdd::Rdd;
+use crate::time::BatchTime;
+use indexmap::IndexMap;
+use rayon::prelude::*;
+use sluice_sdk::{Batch, Column};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
+}
+
+/// The value per key of one hash partition, in order of first arrival.
+pub(crate) type PartitionState = IndexMap<Box<[u8]>, Box<[u8]>>;
+
+/// Keyed state in `n` hash partitions (the partition of a key is
+/// [`super::keyed::partition_of`] of its bytes).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyedState {
+    pub(crate) partitions: Vec<PartitionState>,
+}
+
+impl KeyedState {
+    pub(crate) fn new(n: usize) -> Self {
+        KeyedState {
+            partitions: (0..n.max(1)).map(|_| IndexMap::new()).collect(),
+        }
+    }
+
+    /// Every `(key, value)`, one RDD partition per state partition.
+    pub(crate) fn to_rdd(&self) -> Result<Rdd> {
+        let partitions = self
+            .partitions
+            .iter()
+            .map(|p| {
+                let bytes: usize = p.iter().map(|(k, v)| k.len() + v.len()).sum();
+                let mut b = Batch {
+                    keys: Column::with_capacity(p.len(), bytes / 2),
+                    values: Column::with_capacity(p.len(), bytes / 2),
+                };
+                for (k, v) in p {
+                    b.keys.push_encoded(k).map_err(internal)?;
+                    b.values.push_encoded(v).map_err(internal)?;
+                }
+                Ok(b)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Rdd { partitions })
+    }
+
+    /// Number of keys.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.partitions.iter().map(IndexMap::len).sum()
+    }
+}
+
+/// The parent batches a window still needs, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct WindowBuffer {
+    batches: VecDeque<(BatchTime, Arc<Rdd>)>,
+}
+
+impl WindowBuffer {
+    /// Remembers the parent's batch at `time`.
+    pub(crate) fn push(&mut self, time: BatchTime, rdd: Arc<Rdd>) {
+        self.batches.push_back((time, rdd));
+    }
+
+    /// The union of the parent batches in `(time - length, time]` (their
+    /// partitions side by side), then forgets those no later window needs.
+    pub(crate) fn window(&mut self, time: BatchTime, length: i64) -> Rdd {
+        let from = time.millis() - length;
+        let mut partitions = Vec::new();
+        for (t, rdd) in &self.batches {
+            if t.millis() > from && *t <= time {
+                partitions.extend(rdd.partitions.iter().cloned());
+            }
+        }
+        self.evict(from);
+        if partitions.is_empty() {
+            partitions.push(Batch::default());
+        }
+        Rdd { partitions }
+    }
+
+    /// Forgets the batches at or before `time`.
+    fn evict(&mut self, time: i64) {
+        while self
+            .batches
+            .front()
+            .is_some_and(|(t, _)| t.millis() <= time)
+        {
+            self.batches.pop_front();
+        }
+    }
+
+    /// Batches held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.batches.len()
+    }
+}
+
+/// The functions of a windowed reduction.
+pub(crate) struct WindowFuncs<'a> {
+    pub(crate) reduce: &'a Func,
+    pub(crate) inverse: Option<&'a Func>,
+    pub(crate) filter: Option<&'a Func>,
+}
+
+/// `reduce_by_key_and_window`: per-batch reductions and, with an inverse
+/// function, the previous window's value per key.
+#[derive(Debug)]
+pub(crate) struct WindowedReduce {
+    partitions: usize,
+    /// Each parent batch reduced by key, in `partitions` hash partitions.
+    reduced: VecDeque<(BatchTime, Rdd)>,
+    /// The previous window (with an inverse function only).
+    state: KeyedState,
+}
+
+impl WindowedReduce {
+    pub(crate) fn new(partitions: usize) -> Self {
+        WindowedReduce {
+            partitions: partitions.max(1),
+            reduced: VecDeque::new(),
+            state: KeyedState::new(partitions),
+        }
+    }
+
+    /// Takes in the parent's batch at `ctx.time`, reduced by key at once.
+    pub(crate) fn push(&mut self, rdd: Rdd, reduce: &Func, ctx: &BatchContext<'_>) -> Result<()> {
+        let reduced = reduce_by_key(reduce, self.partitions, rdd, ctx)?;
+        self.reduced.push_back((ctx.time, reduced));
+        Ok(())
+    }
+
+    /// Per-batch partitions `q` of the batches with times in `(from, to]`, as
+    /// one key column and one value column.
+    fn gather(&self, q: usize, from: i64, to: i64) -> Result<(Column, Column)> {
+        let (mut keys, mut values) = (Column::new(), Column::new());
+        for (t, rdd) in &self.reduced {
+            if t.millis() > from && t.millis() <= to {
+                let b = &rdd.partitions[q];
+                keys.extend_from(&b.keys).map_err(internal)?;
+                values.extend_from(&b.values).map_err(internal)?;
+            }
+        }
+        Ok((keys, values))
+    }
+
+    /// The window ending at `ctx.time`, `length` long, `slide` after the
+    /// previous one.
+    pub(crate) fn window(
+        &mut self,
+        length: i64,
+        slide: i64,
+        funcs: &WindowFuncs<'_>,
+        ctx: &BatchContext<'_>,
+    ) -> Result<Rdd> {
+        let t = ctx.time.millis();
+        let n = self.partitions;
+        let site = |q: usize| CallSite {
+            batch: ctx.time,
+            partition: q as u32,
+            partitions: n as u32,
+        };
+        let out = match funcs.inverse {
+            None => {
+                let parts = (0..n)
+                    .map(|q| self.gather(q, t - length, t))
+                    .collect::<Result<Vec<_>>>()?;
+                let partitions = ctx.pool.install(|| {
+                    parts
+                        .into_par_iter()
+                        .enumerate()
+                        .map(|(q, (keys, values))| {
+                            if keys.is_empty() {
+                                return Ok(Batch::default());
+                            }
+                            let (keys, values) =
+                                combine(keys, values, None, funcs.reduce, site(q))?;
+                            let mut b = Batch { keys, values };
+                            if let Some(filter) = funcs.filter {
+                                b = filter_pairs(b, filter, site(q))?;
+                            }
+                            Ok(b)
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })?;
+                Rdd { partitions }
+            }
+            Some(inverse) => {
+                let olds = (0..n)
+                    .map(|q| self.gather(q, t - slide - length, t - length))
+                    .collect::<Result<Vec<_>>>()?;
+                let news = (0..n)
+                    .map(|q| self.gather(q, t - slide, t))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut state = std::mem::take(&mut self.state.partitions);
+                ctx.pool.install(|| {
+                    state
+                        .par_iter_mut()
+                        .zip(olds.into_par_iter().zip(news.into_par_iter()))
+                        .enumerate()
+                        .map(|(q, (part, (old, new)))| {
+                            slide_partition(part, old, new, funcs, inverse, site(q))
+                        })
+                        .collect::<Result<Vec<()>>>()
+                })?;
+                self.state.partitions = state;
+                self.state.to_rdd()?
+            }
+        };
+        // No later window reaches back to `t - length` or before.
+        while self
+            .reduced
+            .front()
+            .is_some_and(|(bt, _)| bt.millis() <= t - length)
+        {
+            self.reduced.pop_front();
+        }
+        Ok(out)
+    }
+
+    /// Per-batch reductions held.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.reduced.len()
+    }
+}
+
+/// One partition of an incremental window step: `old` (the batches that
+/// left) taken out with `inverse`, `new` (the batches that entered) added
+/// with `reduce`, then `filter` over every key.
+fn slide_partition(
+    part: &mut PartitionState,
+    old: (Column, Column),
+    new: (Column, Column),
+    funcs: &WindowFuncs<'_>,
+    inverse: &Func,
+    site: CallSite,
+) -> Result<()> {
+    // One value per key for each side.
+    let (ok, ov) = if old.0.is_empty() {
+        old
+    } else {
+        combine(old.0, old.1, None, funcs.reduce, site)?
+    };
+    let (nk, nv) = if new.0.is_empty() {
+        new
+    } else {
+        combine(new.0, new.1, None, funcs.reduce, site)?
+    };
+    // Out: inverse(previous, left) for keys the window holds.
+    let mut touched = Vec::new();
+    let (mut prev, mut gone) = (Column::new(), Column::new());
+    for i in 0..ok.len() {
+        if let Some((idx, _, v)) = part.get_full(ok.get(i)) {
+            touched.push(idx);
+            prev.push_encoded(v).map_err(internal)?;
+            gone.push_encoded(ov.get(i)).map_err(internal)?;
+        }
+    }
+    if !touched.is_empty() {
+        let updated = inverse.apply_pair(&mut prev, &mut gone, site)?;
+        for (j, &idx) in touched.iter().enumerate() {
+            if let Some((_, v)) = part.get_index_mut(idx) {
+                *v = updated.get(j).into();
+            }
+        }
+    }
+    // In: reduce(previous, entered), or the entered value for a new key.
+    let mut touched = Vec::new();
+    let mut pairs = Column::new();
+    let mut groups = vec![0u32];
+    for i in 0..nk.len() {
+        let k = nk.get(i);
+        match part.get_full(k) {
+            Some((idx, _, v)) => {
+                touched.push(idx);
+                pairs.push_encoded(v).map_err(internal)?;
+                pairs.push_encoded(nv.get(i)).map_err(internal)?;
+                groups.push(pairs.len() as u32);
+            }
+            None => {
+                part.insert(k.into(), nv.get(i).into());
+            }
+        }
+    }
+    if !touched.is_empty() {
+        let sums = funcs.reduce.apply_reduce(&mut pairs, groups, site)?;
+        for (j, &idx) in touched.iter().enumerate() {
+            if let Some((_, v)) = part.get_index_mut(idx) {
+                *v = sums.get(j).into();
+            }
+        }
+    }
+    if let Some(filter) = funcs.filter
+        && !part.is_empty()
+    {
+        let mut all = Batch::default();
+        for (k, v) in part.iter() {
+            all.keys.push_encoded(k).map_err(internal)?;
+            all.values.push_encoded(v).map_err(internal)?;
+        }
+        let mut pairs = all.joined_values().into_owned();
+        let kept = filter.apply_filter(&mut pairs, site)?;
+        let mut next = 0usize;
+        let mut i = 0u32;
+        part.retain(|_, _| {
+            let keep = kept.get(next) == Some(&i);
+            if keep {
+                next += 1;
+            }
+            i += 1;
+            keep
+        });
+    }
+    Ok(())
+}
+
+/// The `(key, value)` elements of `b` for which `filter` holds.
+fn filter_pairs(b: Batch, filter: &Func, site: CallSite) -> Result<Batch> {
+    let mut pairs = b.joined_values().into_owned();
+    let kept = filter.apply_filter(&mut pairs, site)?;
+    let mut out = Batch::default();
+    for i in kept {
+        out.keys
+            .push_encoded(b.keys.get(i as usize))
+            .map_err(internal)?;
+        out.values
+            .push_encoded(b.values.get(i as usize))
+            .map_err(internal)?;
+    }
+    Ok(out)
+}
+
+/// `update_state_by_key`: the state per key, in `partitions` hash partitions.
+#[derive(Debug)]
+pub(crate) struct StateByKey {
+    state: KeyedState,
+}
+
+impl StateByKey {
+    pub(crate) fn new(partitions: usize) -> Self {
+        StateByKey {
+            state: KeyedState::new(partitions),
+        }
+    }
+
+    /// Adds `initial` `(key, state)` elements to the state.
+    pub(crate) fn seed(&mut self, initial: Rdd, ctx: &BatchContext<'_>) -> Result<()> {
+        let n = self.state.partitions.len();
+        for (q, parts) in gather(bucket(initial, n, ctx, "initial state")?, n)
+            .into_iter()
+            .enumerate()
+        {
+            for b in parts {
+                for i in 0..b.len() {
+                    self.state.partitions[q].insert(b.keys.get(i).into(), b.values.get(i).into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch: `update` runs for every key with state or new values (in
+    /// `rdd`); the new state of every key is the result.
+    pub(crate) fn update(
+        &mut self,
+        update: &Func,
+        rdd: Rdd,
+        ctx: &BatchContext<'_>,
+    ) -> Result<Rdd> {
+        let n = self.state.partitions.len();
+        let gathered = gather(bucket(rdd, n, ctx, "update_state_by_key")?, n);
+        let mut state = std::mem::take(&mut self.state.partitions);
+        let result = ctx.pool.install(|| {
+            state
+                .par_iter_mut()
+                .zip(gathered.into_par_iter())
+                .enumerate()
+                .map(|(q, (part, batches))| {
+                    let site = CallSite {
+                        batch: ctx.time,
+                        partition: q as u32,
+                        partitions: n as u32,
+                    };
+                    update_partition(part, &batches, update, site)
+                })
+                .collect::<Result<Vec<()>>>()
+        });
+        self.state.partitions = state;
+        result?;
+        self.state.to_rdd()
+    }
+
+    /// Keys held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.state.len()
+    }
+}
+
+fn update_partition(
+    part: &mut PartitionState,
+    batches: &[Batch],
+    update: &Func,
+    site: CallSite,
+) -> Result<()> {
+    // New values per key: keys with state first (in state order), then new keys.
+    let mut new_keys: IndexMap<&[u8], Vec<&[u8]>> = IndexMap::new();
+    let mut old_values: Vec<Vec<&[u8]>> = vec![Vec::new(); part.len()];
+    for b in batches {
+        for i in 0..b.len() {
+            let k = b.keys.get(i);
+            match part.get_index_of(k) {
+                Some(idx) => old_values[idx].push(b.values.get(i)),
+                None => new_keys.entry(k).or_default().push(b.values.get(i)),
+            }
+        }
+    }
+    if part.is_empty() && new_keys.is_empty() {
+        return Ok(());
+    }
+    let mut values = Column::new();
+    let mut groups = vec![0u32];
+    let mut states = Column::new();
+    for (idx, vs) in old_values.iter().enumerate() {
+        for v in vs {
+            values.push_encoded(v).map_err(internal)?;
+        }
+        groups.push(values.len() as u32);
+        let (_, s) = part.get_index(idx).ok_or_else(|| internal("state index"))?;
+        states.push_encoded(s).map_err(internal)?;
+    }
+    for vs in new_keys.values() {
+        for v in vs {
+            values.push_encoded(v).map_err(internal)?;
+        }
+        groups.push(values.len() as u32);
+        states.push_absent().map_err(internal)?;
+    }
+    let new_states = update.apply_update_state(&mut values, groups, &mut states, site)?;
+    let old_len = part.len();
+    let new_list: Vec<Box<[u8]>> = new_keys.keys().map(|k| (*k).into()).collect();
+    for (j, k) in new_list.into_iter().enumerate() {
+        let s = new_states.get(old_len + j);
+        if !s.is_empty() {
+            part.insert(k, s.into());
+        }
+    }
+    // Existing keys: write the new state or remove the key (keeping order).
+    let mut i = 0usize;
+    part.retain(|_, v| {
+        let keep = if i < old_len {
+            let s = new_states.get(i);
+            if s.is_empty() {
+                false
+            } else {
+                *v = s.into();
+                true
+            }
+        } else {
+            true
+        };
+        i += 1;
+        keep
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{batch_of, rendered, with_ctx};
+
+    fn at(pool: &rayon::ThreadPool, ms: i64) -> BatchContext<'_> {
+        BatchContext {
+            time: BatchTime(ms),
+            pool,
+            stream: "test",
+        }
+    }
+
+    fn pairs(items: &[(&str, i64)]) -> Rdd {
+        Rdd {
+            partitions: vec![batch_of(items)],
+        }
+    }
+
+    #[test]
+    fn window_buffer_keeps_only_what_windows_need() {
+        let mut w = WindowBuffer::default();
+        for t in 1..=5 {
+            w.push(BatchTime(t * 1000), Arc::new(pairs(&[("x", t)])));
+            let out = w.window(BatchTime(t * 1000), 3000);
+            assert_eq!(out.count() as i64, t.min(3));
+            assert!(w.len() <= 3, "at most the window's batches are held");
+        }
+    }
+
+    #[test]
+    fn incremental_window_keeps_zero_keys_unless_filtered() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        {
+            let add = Func::reduce("add", |a: i64, b: i64| a + b);
+            let sub = Func::inverse_reduce("sub", |a: i64, b: i64| a - b);
+            let positive = Func::filter("positive", |kv: (String, i64)| kv.1 > 0);
+            let batches = [vec![("a", 1), ("b", 1)], vec![("a", 1)], vec![], vec![]];
+            for (filter, want_last) in [
+                (None, vec![r#"["a",0]"#, r#"["b",0]"#]),
+                (Some(&positive), vec![]),
+            ] {
+                let funcs = WindowFuncs {
+                    reduce: &add,
+                    inverse: Some(&sub),
+                    filter,
+                };
+                let mut w = WindowedReduce::new(2);
+                let mut last = Vec::new();
+                for (i, b) in batches.iter().enumerate() {
+                    let ctx = at(&pool, (i as i64 + 1) * 1000);
+                    w.push(pairs(b), &add, &ctx).unwrap();
+                    let out = w.window(2000, 1000, &funcs, &ctx).unwrap();
+                    assert_eq!(out.partitions.len(), 2);
+                    if i == 1 {
+                        assert_eq!(rendered(&out), [r#"["a",2]"#, r#"["b",1]"#]);
+                    }
+                    if i == 2 {
+                        let want: Vec<&str> = if filter.is_some() {
+                            vec![r#"["a",1]"#]
+                        } else {
+                            vec![r#"["a",1]"#, r#"["b",0]"#]
+                        };
+                        assert_eq!(rendered(&out), want);
+                    }
+                    last = rendered(&out);
+                    assert!(w.buffered() <= 2);
+                }
+                assert_eq!(last, want_last);
+            }
+        }
+    }
+
+    #[test]
+    fn state_updates_every_key_and_removes_on_none() {
+        with_ctx(|ctx| {
+            // Running sum; a key is dropped when its new values sum to 0 and it had state.
+            let f = Func::update_state("sum", |vs: Vec<i64>, s: Option<i64>| {
+                let n: i64 = vs.iter().sum();
+                match s {
+                    Some(_) if n == 0 => None,
+                    _ => Some(n + s.unwrap_or(0)),
+                }
+            });
+            let mut s = StateByKey::new(3);
+            let out = s
+                .update(&f, pairs(&[("a", 1), ("b", 2), ("a", 3)]), ctx)
+                .unwrap();
+            assert_eq!(out.partitions.len(), 3);
+            assert_eq!(rendered(&out), [r#"["a",4]"#, r#"["b",2]"#]);
+            let out = s.update(&f, pairs(&[("b", 1), ("c", 5)]), ctx).unwrap();
+            assert_eq!(
+                rendered(&out),
+                [r#"["b",3]"#, r#"["c",5]"#],
+                "a had no values: removed"
+            );
+            let out = s.update(&f, pairs(&[("a", 7)]), ctx).unwrap();
+            assert_eq!(
+                rendered(&out),
+                [r#"["a",7]"#],
+                "a starts again; b and c are removed"
+            );
+            assert_eq!(s.len(), 1);
+        });
+    }
+}
