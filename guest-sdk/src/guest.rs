@@ -37,6 +37,7 @@ fn kind(k: Kind) -> wit::FunctionKind {
         Kind::Reduce => wit::FunctionKind::Reduce,
         Kind::InverseReduce => wit::FunctionKind::InverseReduce,
         Kind::UpdateState => wit::FunctionKind::UpdateState,
+        Kind::MapState => wit::FunctionKind::MapState,
         Kind::Transform => wit::FunctionKind::Transform,
         Kind::Sink => wit::FunctionKind::Sink,
     }
@@ -153,6 +154,7 @@ pub fn invoke(
         Call::Sink(call) => call(&values).map(|()| wit::CallOutput::None),
         Call::Reduce(call) => call(&primary.values, &input.groups).map(batch),
         Call::Pair(call) => call(&values, &column(input.secondary)).map(batch),
+        Call::MapState(call) => call(&primary, &input.groups, &column(input.secondary)).map(batch),
         Call::UpdateState(call) => {
             call(&primary.values, &input.groups, &column(input.secondary)).map(batch)
         }

@@ -81,10 +81,10 @@ mod guest;
 pub use guest::bindings;
 
 pub use columnar::{Batch, Column, EncodeError, ValidationError};
-pub use run::{CallError, ErrorKind};
+pub use run::{CallError, ErrorKind, State};
 pub use sluice_sdk_macros::{
-    filter, flat_map, fold, inverse_reduce, map, map_partitions, reduce, sink, transform,
-    transform_with, update_state,
+    filter, flat_map, fold, inverse_reduce, map, map_partitions, map_state, reduce, sink,
+    transform, transform_with, update_state,
 };
 
 use std::cell::Cell;
@@ -106,6 +106,8 @@ pub enum Kind {
     InverseReduce,
     /// Per-key state update.
     UpdateState,
+    /// Per-record mapping with per-key state (`map_with_state`).
+    MapState,
     /// Sees a whole batch.
     Transform,
     /// Consumes a partition-batch.
@@ -123,6 +125,7 @@ impl Kind {
             Kind::Reduce => "reduce",
             Kind::InverseReduce => "inverse-reduce",
             Kind::UpdateState => "update-state",
+            Kind::MapState => "map-state",
             Kind::Transform => "transform",
             Kind::Sink => "sink",
         }
@@ -152,6 +155,10 @@ pub enum Call {
     /// New values grouped by key and one previous state per group (absent:
     /// none) in, one new state per group out (absent: remove) (update-state).
     UpdateState(fn(&Column, &[u32], &Column) -> Result<Column, CallError>),
+    /// Keyed values grouped by key and one previous state per group in; one
+    /// mapped element per value (absent: none), then one state per group
+    /// (absent: remove) out (map-state).
+    MapState(fn(&Batch, &[u32], &Column) -> Result<Column, CallError>),
 }
 
 /// One exported function: what the attribute macros produce.
@@ -317,7 +324,8 @@ pub mod __private {
     #[cfg(target_arch = "wasm32")]
     pub use crate::guest::{describe, invoke};
     pub use crate::run::{
-        filter, flat_map, fold, inverse_reduce, map, map_partitions, reduce, sink, transform_with,
-        try_flat_map, try_map, try_map_partitions, try_sink, try_transform_with, update_state,
+        filter, flat_map, fold, inverse_reduce, map, map_partitions, map_state, reduce, sink,
+        transform_with, try_flat_map, try_map, try_map_partitions, try_sink, try_transform_with,
+        update_state,
     };
 }

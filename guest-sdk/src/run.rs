@@ -325,6 +325,112 @@ where
     Ok(out)
 }
 
+/// The state of one key as a `map-state` function (`map_with_state`) sees
+/// and changes it.
+#[derive(Debug)]
+pub struct State<S> {
+    value: Option<S>,
+    timing_out: bool,
+}
+
+impl<S> State<S> {
+    /// The state, if the key has one.
+    pub fn get(&self) -> Option<&S> {
+        self.value.as_ref()
+    }
+
+    /// Whether the key has a state.
+    pub fn exists(&self) -> bool {
+        self.value.is_some()
+    }
+
+    /// Sets the key's state. (A key that is timing out is removed anyway.)
+    pub fn update(&mut self, state: S) {
+        self.value = Some(state);
+    }
+
+    /// Removes the key's state; if the key comes back it starts again.
+    pub fn remove(&mut self) {
+        self.value = None;
+    }
+
+    /// Whether this call is the key's timeout (no new value: the key had no
+    /// values for the timeout and is removed after this call).
+    pub fn is_timing_out(&self) -> bool {
+        self.timing_out
+    }
+}
+
+/// `map-state`: per group `g` (one key), `f(key, value, state)` for each of
+/// its values in order, the state carried from call to call; an absent value
+/// is the key's timeout call (`None`). The output has one element per value
+/// (absent when `f` returns `None`), then the final state of each group
+/// (absent: removed).
+pub fn map_state<'a, K, V, S, O, F>(
+    input: &'a Batch,
+    groups: &[u32],
+    states: &Column,
+    mut f: F,
+) -> Result<Column, CallError>
+where
+    K: Deserialize<'a>,
+    V: Deserialize<'a>,
+    S: DeserializeOwned + Serialize,
+    O: Serialize,
+    F: FnMut(K, Option<V>, &mut State<S>) -> Option<O>,
+{
+    check_groups(groups, input.len(), false)?;
+    let n = groups.len().saturating_sub(1);
+    if states.len() != n || input.keys.len() != input.len() {
+        return Err(CallError {
+            kind: ErrorKind::Unsupported,
+            message: format!(
+                "{n} groups, {} states, {} keys, {} values",
+                states.len(),
+                input.keys.len(),
+                input.len()
+            ),
+            element: None,
+        });
+    }
+    let mut out = Column::with_capacity(input.len() + n, input.values.bytes.len());
+    let mut finals = Vec::with_capacity(n);
+    for (g, w) in groups.windows(2).enumerate() {
+        let mut state = State {
+            value: if states.get(g).is_empty() {
+                None
+            } else {
+                Some(
+                    rmp_serde::from_slice(states.get(g))
+                        .map_err(|e| CallError::invalid_input(g, format!("state: {e}")))?,
+                )
+            },
+            timing_out: false,
+        };
+        for i in w[0] as usize..w[1] as usize {
+            let key: K = decode(&input.keys, i)?;
+            let value: Option<V> = if input.values.get(i).is_empty() {
+                state.timing_out = true;
+                None
+            } else {
+                Some(decode(&input.values, i)?)
+            };
+            match f(key, value, &mut state) {
+                Some(o) => out.push(&o).map_err(|e| encode_err(i, e))?,
+                None => out.push_absent().map_err(|e| encode_err(i, e))?,
+            }
+        }
+        finals.push(if state.timing_out { None } else { state.value });
+    }
+    for (g, s) in finals.into_iter().enumerate() {
+        match s {
+            Some(s) => out.push(&s).map_err(|e| encode_err(g, e))?,
+            None => out.push_absent().map_err(|e| encode_err(g, e))?,
+        }
+    }
+    Ok(out)
+}
+
 /// `transform_with`: `f` sees both streams' values of the batch at once.
 pub fn transform_with<'a, A, B, O, R, F>(
     left: &'a Column,

@@ -17,6 +17,8 @@ type SinkFn = dyn Fn(&Column) -> std::result::Result<(), CallError> + Send + Syn
 type PairFn = dyn Fn(&Column, &Column) -> std::result::Result<Column, CallError> + Send + Sync;
 type UpdateFn =
     dyn Fn(&Column, &[u32], &Column) -> std::result::Result<Column, CallError> + Send + Sync;
+type MapStateFn =
+    dyn Fn(&Batch, &[u32], &Column) -> std::result::Result<Column, CallError> + Send + Sync;
 
 #[derive(Clone)]
 enum Native {
@@ -26,6 +28,7 @@ enum Native {
     Sink(Arc<SinkFn>),
     Pair(Arc<PairFn>),
     UpdateState(Arc<UpdateFn>),
+    MapState(Arc<MapStateFn>),
 }
 
 #[derive(Clone)]
@@ -95,6 +98,7 @@ impl Func {
             sluice_sdk::Call::Sink(c) => Native::Sink(Arc::new(c)),
             sluice_sdk::Call::Pair(c) => Native::Pair(Arc::new(c)),
             sluice_sdk::Call::UpdateState(c) => Native::UpdateState(Arc::new(c)),
+            sluice_sdk::Call::MapState(c) => Native::MapState(Arc::new(c)),
         };
         Func {
             limit: None,
@@ -200,6 +204,20 @@ impl Func {
         let call =
             move |v: &Column, g: &[u32], s: &Column| sluice_sdk::run::update_state(v, g, s, &f);
         Func::native(name, Kind::UpdateState, Native::UpdateState(Arc::new(call)))
+    }
+
+    /// A native `map-state` (`map_with_state`): `f(key, value, state)` per
+    /// new value of a key (`None` when the key times out).
+    pub fn map_state<K, V, S, O, F>(name: &str, f: F) -> Func
+    where
+        K: DeserializeOwned,
+        V: DeserializeOwned,
+        S: DeserializeOwned + Serialize,
+        O: Serialize,
+        F: Fn(K, Option<V>, &mut sluice_sdk::State<S>) -> Option<O> + Send + Sync + 'static,
+    {
+        let call = move |b: &Batch, g: &[u32], s: &Column| sluice_sdk::run::map_state(b, g, s, &f);
+        Func::native(name, Kind::MapState, Native::MapState(Arc::new(call)))
     }
 
     /// A native `transform` of two streams (`transform_with`).
@@ -607,38 +625,16 @@ impl Func {
         }
         let limit = self.input_limit();
         if values.bytes.len() + states.bytes.len() > limit && n > 1 {
-            // Whole groups per call (a group alone may exceed the limit).
-            let size = |g: usize| {
-                (values
-                    .offsets
-                    .get(groups[g + 1] as usize)
-                    .copied()
-                    .unwrap_or(0)
-                    - values.offsets.get(groups[g] as usize).copied().unwrap_or(0))
-                    as usize
-                    + states.get(g).len()
-            };
             let encode = |e: sluice_sdk::EncodeError| self.bad_output(site, e.to_string());
             let mut out = Column::new();
-            let mut g0 = 0;
-            while g0 < n {
-                let (mut g1, mut bytes) = (g0 + 1, size(g0));
-                while g1 < n && bytes + size(g1) <= limit {
-                    bytes += size(g1);
-                    g1 += 1;
-                }
-                let (mut v, mut s) = (Column::new(), Column::new());
-                let mut sub_groups = vec![0u32];
-                for g in g0..g1 {
-                    for i in groups[g]..groups[g + 1] {
-                        v.push_encoded(values.get(i as usize)).map_err(encode)?;
-                    }
-                    sub_groups.push(v.len() as u32);
-                    s.push_encoded(states.get(g)).map_err(encode)?;
-                }
-                let part = self.apply_update_state(&mut v, sub_groups, &mut s, site)?;
+            for mut piece in pack_groups(None, values, &groups, states, limit).map_err(encode)? {
+                let part = self.apply_update_state(
+                    &mut piece.values,
+                    piece.groups,
+                    &mut piece.states,
+                    site,
+                )?;
                 out.extend_from(&part).map_err(encode)?;
-                g0 = g1;
             }
             return Ok(out);
         }
@@ -666,6 +662,77 @@ impl Func {
             ));
         }
         Ok(out)
+    }
+
+    /// `map-state`: per group (one key) of keyed `values` (absent: the key
+    /// timed out) and previous state, one mapped element per value (absent:
+    /// none) and the new state per group (absent: remove).
+    pub(crate) fn apply_map_state(
+        &self,
+        input: &mut Batch,
+        groups: Vec<u32>,
+        states: &mut Column,
+        site: CallSite,
+    ) -> Result<(Column, Column)> {
+        let n = groups.len().saturating_sub(1);
+        if n == 0 {
+            return Ok((Column::new(), Column::new()));
+        }
+        let limit = self.input_limit();
+        let encode = |e: sluice_sdk::EncodeError| self.bad_output(site, e.to_string());
+        let size = input.keys.bytes.len() + input.values.bytes.len() + states.bytes.len();
+        if size > limit && n > 1 {
+            let (mut mapped, mut new_states) = (Column::new(), Column::new());
+            let pieces = pack_groups(Some(&input.keys), &input.values, &groups, states, limit)
+                .map_err(encode)?;
+            for mut piece in pieces {
+                let mut batch = Batch {
+                    keys: piece.keys,
+                    values: piece.values,
+                };
+                let (m, st) =
+                    self.apply_map_state(&mut batch, piece.groups, &mut piece.states, site)?;
+                mapped.extend_from(&m).map_err(encode)?;
+                new_states.extend_from(&st).map_err(encode)?;
+            }
+            return Ok((mapped, new_states));
+        }
+        let out = match &self.imp {
+            Imp::Native(Native::MapState(f)) => {
+                f(input, &groups, states).map_err(|e| self.native_err(site, e))?
+            }
+            Imp::Plugin { plugin, index } => {
+                let out = Func::call_plugin(
+                    plugin,
+                    *index,
+                    site,
+                    (&mut input.keys, &mut input.values),
+                    groups,
+                    states,
+                )?;
+                self.output_column(site, out, "a map-state")?
+            }
+            Imp::Native(_) => return unreachable_kind(self),
+        };
+        let records = input.len();
+        if out.len() != records + n {
+            return Err(self.bad_output(
+                site,
+                format!(
+                    "a map-state returned {} elements for {records} values and {n} keys",
+                    out.len()
+                ),
+            ));
+        }
+        let (mut mapped, mut new_states) = (Column::new(), Column::new());
+        for (i, v) in out.iter().enumerate() {
+            if i < records {
+                mapped.push_encoded(v).map_err(encode)?;
+            } else {
+                new_states.push_encoded(v).map_err(encode)?;
+            }
+        }
+        Ok((mapped, new_states))
     }
 
     /// `sink` over one partition's values (never split: a sink sees its
@@ -841,6 +908,59 @@ impl Func {
         flush(&mut chunk, &mut chunk_groups, &mut out)?;
         Ok(out)
     }
+}
+
+/// A run of whole groups, cut out of a grouped call input.
+struct GroupPiece {
+    keys: Column,
+    values: Column,
+    groups: Vec<u32>,
+    states: Column,
+}
+
+/// Packs whole groups of `values` (and `keys`, when given) with their
+/// `states` into pieces of at most `limit` bytes; a group that alone is
+/// larger forms a piece of its own.
+fn pack_groups(
+    keys: Option<&Column>,
+    values: &Column,
+    groups: &[u32],
+    states: &Column,
+    limit: usize,
+) -> std::result::Result<Vec<GroupPiece>, sluice_sdk::EncodeError> {
+    let n = groups.len().saturating_sub(1);
+    let element =
+        |i: u32| values.get(i as usize).len() + keys.map_or(0, |k| k.get(i as usize).len());
+    let size =
+        |g: usize| (groups[g]..groups[g + 1]).map(element).sum::<usize>() + states.get(g).len();
+    let mut pieces = Vec::new();
+    let mut g0 = 0;
+    while g0 < n {
+        let (mut g1, mut bytes) = (g0 + 1, size(g0));
+        while g1 < n && bytes + size(g1) <= limit {
+            bytes += size(g1);
+            g1 += 1;
+        }
+        let mut piece = GroupPiece {
+            keys: Column::new(),
+            values: Column::new(),
+            groups: vec![0],
+            states: Column::new(),
+        };
+        for g in g0..g1 {
+            for i in groups[g]..groups[g + 1] {
+                piece.values.push_encoded(values.get(i as usize))?;
+                if let Some(k) = keys {
+                    piece.keys.push_encoded(k.get(i as usize))?;
+                }
+            }
+            piece.groups.push(piece.values.len() as u32);
+            piece.states.push_encoded(states.get(g))?;
+        }
+        pieces.push(piece);
+        g0 = g1;
+    }
+    Ok(pieces)
 }
 
 /// A native function called through an operator of another kind: a bug in

@@ -137,12 +137,19 @@ fn iot_actions_are_counted_per_device() {
     assert_matches_golden(&read_jsonl(&dir.path().join("out.jsonl")), &expected, "iot");
 }
 
-/// `examples/iot.toml` as the README runs it: `--feed` serves the example's
-/// own device log on the socket, and device counts come out every second.
+/// `examples/iot.toml` and `iot_window.toml` as the README runs them: `--feed`
+/// serves the example's own device log on the socket, and device counts come
+/// out every second.
 #[test]
-fn the_iot_example_runs_with_its_own_feeder() {
+fn the_iot_examples_run_with_their_own_feeder() {
+    for example in ["iot.toml", "iot_window.toml"] {
+        run_iot_example(example);
+    }
+}
+
+fn run_iot_example(name: &str) {
     let root = sluice_tests::root();
-    let example = std::fs::read_to_string(root.join("examples/iot.toml")).expect("example");
+    let example = std::fs::read_to_string(root.join("examples").join(name)).expect("example");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -177,6 +184,6 @@ fn the_iot_example_runs_with_its_own_feeder() {
         stdout
             .lines()
             .any(|l| devices.iter().any(|d| l.starts_with(&format!("('{d}', ")))),
-        "no device counts printed:\n{stdout}"
+        "{name}: no device counts printed:\n{stdout}"
     );
 }

@@ -8,3 +8,4 @@ mod keyed;
 mod runtime;
 mod sink;
 mod socket;
+mod window;

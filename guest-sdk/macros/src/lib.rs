@@ -23,6 +23,7 @@ enum Kind {
     TransformWith,
     InverseReduce,
     UpdateState,
+    MapState,
 }
 
 fn returns_result(sig: &syn::Signature) -> bool {
@@ -67,6 +68,7 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
     let vis = &f.vis;
     let arity = f.sig.inputs.len();
     let want = match kind {
+        Kind::MapState => 3,
         Kind::Reduce
         | Kind::Fold
         | Kind::TransformWith
@@ -217,6 +219,15 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
                 ::sluice_sdk::Call::UpdateState(#adapter)
             },
         ),
+        Kind::MapState => (
+            quote!(MapState),
+            quote! {
+                fn #adapter(input: &::sluice_sdk::Batch, groups: &[u32], states: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
+                    ::sluice_sdk::__private::map_state(input, groups, states, super::#name)
+                }
+                ::sluice_sdk::Call::MapState(#adapter)
+            },
+        ),
     };
     quote! {
         #f
@@ -313,4 +324,13 @@ pub fn inverse_reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn update_state(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::UpdateState, attr, item)
+}
+
+/// Marks `fn(K, Option<V>, &mut sluice_sdk::State<S>) -> Option<O>` as a
+/// `map-state` function (`map_with_state`): called for each new value of a
+/// key in order with the key's running state (and once with `None` when the
+/// key times out); returns a mapped element or none.
+#[proc_macro_attribute]
+pub fn map_state(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::MapState, attr, item)
 }

@@ -9,7 +9,7 @@ use crate::ops::aggregate;
 use crate::ops::join::{JoinKind, join};
 use crate::ops::keyed::{self, count_by_value, group_by_key, map_values, reduce_by_key};
 use crate::ops::narrow::{self, Narrow};
-use crate::ops::window::{StateByKey, WindowBuffer, WindowFuncs, WindowedReduce};
+use crate::ops::window::{MapWithState, StateByKey, WindowBuffer, WindowFuncs, WindowedReduce};
 use crate::plugin::{Limits, Plugin, Runtime};
 use crate::rdd::Rdd;
 use crate::receiver::queue::QueueSource;
@@ -71,6 +71,11 @@ enum Op {
         initial: Option<Rdd>,
         state: StateByKey,
     },
+    /// `map_with_state`.
+    MapWithState {
+        func: Func,
+        state: MapWithState,
+    },
     /// Internal: re-keys elements for the windowed counts.
     Rekey(Rekey),
     Glom,
@@ -106,6 +111,7 @@ impl Op {
                 v
             }
             Op::UpdateState { func, .. } => vec![(func, &[Kind::UpdateState])],
+            Op::MapWithState { func, .. } => vec![(func, &[Kind::MapState])],
             Op::ReduceByKey { func, .. } | Op::Reduce(func) => vec![(func, &[Kind::Reduce])],
             Op::CombineByKey {
                 create,
@@ -787,6 +793,7 @@ impl StreamingContext {
                     }
                     state.update(func, input(0)?, &ctx)?
                 }
+                Op::MapWithState { func, state } => state.update(func, input(0)?, &ctx)?,
                 Op::Rekey(how) => rekey(*how, input(0)?, &ctx)?,
             };
             values[id] = Some(Arc::new(rdd));
@@ -1150,6 +1157,24 @@ impl DStream {
                     partitions: vec![seed],
                 }),
                 state: StateByKey::new(partitions.max(1)),
+            },
+        )
+    }
+
+    /// `map_with_state(f, partitions, timeout)`: per-record mapping with a
+    /// state per key, kept by the host. For each new value of a key, in
+    /// order, `f(key, Some(value), state)` may read, update or remove the
+    /// key's state and returns a mapped element or none; the stream is the
+    /// mapped elements. Only keys with new values are processed. With a
+    /// `timeout` of N batches, a key without values for N batches gets one
+    /// last call `f(key, None, state)` (`state.is_timing_out()`) and is
+    /// removed. Elements must be `(key, value)` pairs.
+    pub fn map_with_state(&self, f: Func, partitions: usize, timeout: Option<u64>) -> DStream {
+        self.derive(
+            "map_with_state",
+            Op::MapWithState {
+                func: f,
+                state: MapWithState::new(partitions.max(1), timeout),
             },
         )
     }

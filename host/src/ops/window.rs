@@ -15,6 +15,8 @@
 //!   keys of those batches, not to the window length. A key whose value
 //!   returns to the identity stays unless the filter function drops it.
 //! * [`StateByKey`]: `update_state_by_key`, the state per key.
+//! * [`MapWithState`]: `map_with_state`, per-record mapping with a state per
+//!   key and an optional timeout; only keys with news are touched.
 
 use super::BatchContext;
 use super::join::{bucket, gather};
@@ -495,6 +497,128 @@ fn update_partition(
     Ok(())
 }
 
+/// Per key of one partition: its state and the update that last gave it a value.
+type TimedState = IndexMap<Box<[u8]>, (Box<[u8]>, u64)>;
+
+/// `map_with_state`: per key its state and the update at which it last had
+/// a value, in hash partitions; only keys with new values or timing out are
+/// processed.
+#[derive(Debug)]
+pub(crate) struct MapWithState {
+    partitions: Vec<TimedState>,
+    /// Updates without a value after which a key times out.
+    timeout: Option<u64>,
+    /// Updates so far.
+    tick: u64,
+}
+
+impl MapWithState {
+    pub(crate) fn new(partitions: usize, timeout: Option<u64>) -> Self {
+        MapWithState {
+            partitions: (0..partitions.max(1)).map(|_| IndexMap::new()).collect(),
+            timeout: timeout.filter(|&t| t > 0),
+            tick: 0,
+        }
+    }
+
+    /// One batch: `func` for each new value of each key (and once for each
+    /// key that times out); the mapped elements are the result.
+    pub(crate) fn update(&mut self, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+        self.tick += 1;
+        let (tick, timeout) = (self.tick, self.timeout);
+        let n = self.partitions.len();
+        let gathered = gather(bucket(rdd, n, ctx, "map_with_state")?, n);
+        let mut parts = std::mem::take(&mut self.partitions);
+        let result = ctx.pool.install(|| {
+            parts
+                .par_iter_mut()
+                .zip(gathered.into_par_iter())
+                .enumerate()
+                .map(|(q, (part, batches))| {
+                    let site = CallSite {
+                        batch: ctx.time,
+                        partition: q as u32,
+                        partitions: n as u32,
+                    };
+                    map_partition(part, &batches, func, tick, timeout, site)
+                })
+                .collect::<Result<Vec<Batch>>>()
+        });
+        self.partitions = parts;
+        Ok(Rdd {
+            partitions: result?,
+        })
+    }
+}
+
+fn map_partition(
+    part: &mut TimedState,
+    batches: &[Batch],
+    func: &Func,
+    tick: u64,
+    timeout: Option<u64>,
+    site: CallSite,
+) -> Result<Batch> {
+    let mut by_key: IndexMap<&[u8], Vec<&[u8]>> = IndexMap::new();
+    for b in batches {
+        for i in 0..b.len() {
+            by_key
+                .entry(b.keys.get(i))
+                .or_default()
+                .push(b.values.get(i));
+        }
+    }
+    let timed_out: Vec<Box<[u8]>> = match timeout {
+        Some(t) => part
+            .iter()
+            .filter(|(k, (_, last))| tick - last >= t && !by_key.contains_key(&k[..]))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    if by_key.is_empty() && timed_out.is_empty() {
+        return Ok(Batch::default());
+    }
+    let mut input = Batch::default();
+    let mut groups = vec![0u32];
+    let mut states = Column::new();
+    let mut group_keys: Vec<&[u8]> = Vec::with_capacity(by_key.len() + timed_out.len());
+    for (k, vs) in &by_key {
+        for v in vs {
+            input.keys.push_encoded(k).map_err(internal)?;
+            input.values.push_encoded(v).map_err(internal)?;
+        }
+        groups.push(input.len() as u32);
+        match part.get(*k) {
+            Some((s, _)) => states.push_encoded(s).map_err(internal)?,
+            None => states.push_absent().map_err(internal)?,
+        }
+        group_keys.push(k);
+    }
+    for k in &timed_out {
+        input.keys.push_encoded(k).map_err(internal)?;
+        input.values.push_absent().map_err(internal)?;
+        groups.push(input.len() as u32);
+        let (s, _) = part.get(k).ok_or_else(|| internal("timed-out key"))?;
+        states.push_encoded(s).map_err(internal)?;
+        group_keys.push(k);
+    }
+    let (mapped, new_states) = func.apply_map_state(&mut input, groups, &mut states, site)?;
+    for (g, k) in group_keys.into_iter().enumerate() {
+        let s = new_states.get(g);
+        if s.is_empty() {
+            part.swap_remove(k);
+        } else {
+            part.insert(k.into(), (s.into(), tick));
+        }
+    }
+    let mut out = Column::with_capacity(mapped.len(), mapped.bytes.len());
+    for v in mapped.iter().filter(|v| !v.is_empty()) {
+        out.push_encoded(v).map_err(internal)?;
+    }
+    Ok(Batch::from_values(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,6 +693,37 @@ mod tests {
                 assert_eq!(last, want_last);
             }
         }
+    }
+
+    #[test]
+    fn map_with_state_is_the_same_in_tiny_calls() {
+        with_ctx(|ctx| {
+            let count = |limit: usize| {
+                Func::map_state(
+                    "count",
+                    |k: String, v: Option<i64>, s: &mut sluice_sdk::State<i64>| {
+                        let n = s.get().copied().unwrap_or(0) + v.unwrap_or(0);
+                        s.update(n);
+                        Some((k, n))
+                    },
+                )
+                .with_input_limit(limit)
+            };
+            let input = || pairs(&[("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)]);
+            let mut whole = MapWithState::new(2, None);
+            let mut tiny = MapWithState::new(2, None);
+            for _ in 0..2 {
+                let a = whole.update(&count(1 << 20), input(), ctx).unwrap();
+                let b = tiny.update(&count(4), input(), ctx).unwrap();
+                assert_eq!(rendered(&a), rendered(&b));
+            }
+            let a = whole.update(&count(1 << 20), input(), ctx).unwrap();
+            assert!(
+                rendered(&a).contains(&r#"["a",12]"#.to_string()),
+                "{:?}",
+                rendered(&a)
+            );
+        });
     }
 
     #[test]

@@ -184,6 +184,7 @@ fn kind_of(k: bindings::FunctionKind) -> Kind {
         F::Reduce => Kind::Reduce,
         F::InverseReduce => Kind::InverseReduce,
         F::UpdateState => Kind::UpdateState,
+        F::MapState => Kind::MapState,
         F::Transform => Kind::Transform,
         F::Sink => Kind::Sink,
     }

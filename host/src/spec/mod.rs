@@ -32,6 +32,7 @@
 //!                            #   | count_by_value_and_window (window = "30s", slide = "10s",
 //!                            #   inverse = "plugin.fn", filter = "plugin.fn", partitions)
 //!                            # | update_state_by_key (function, partitions, initial_state = "file.json")
+//!                            # | map_with_state (function, partitions, timeout = N batches)
 //! function = "wordcount.split"
 //!
 //! [[outputs]]
@@ -127,6 +128,8 @@ struct StreamSection {
     filter: Option<Spanned<String>>,
     /// update_state_by_key: a JSON file of `[key, state]` pairs.
     initial_state: Option<Spanned<String>>,
+    /// map_with_state: batches without values after which a key times out.
+    timeout: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -877,6 +880,11 @@ fn resolve_stream<'a>(
             let (length, slide) = windowing()?;
             parent.count_by_value_and_window(length, slide, partitions(2)?)
         }
+        "map_with_state" => parent.map_with_state(
+            func(Kind::MapState)?,
+            partitions(2)?,
+            sec.timeout.as_ref().map(|t| *t.get_ref()),
+        ),
         "update_state_by_key" => {
             let initial = initial_state()?;
             if initial.is_empty() {
@@ -914,7 +922,7 @@ fn resolve_stream<'a>(
                 sec.op.span(),
                 &field("op"),
                 format!(
-                    "unknown operation `{other}` (use map, flat_map, filter, map_values, flat_map_values, map_partitions, transform, transform_with, reduce_by_key, combine_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, window, reduce_by_key_and_window, reduce_by_window, count_by_window, count_by_value_and_window or update_state_by_key)"
+                    "unknown operation `{other}` (use map, flat_map, filter, map_values, flat_map_values, map_partitions, transform, transform_with, reduce_by_key, combine_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, window, reduce_by_key_and_window, reduce_by_window, count_by_window, count_by_value_and_window, update_state_by_key or map_with_state)"
                 ),
             );
         }

@@ -49,4 +49,10 @@ fn subtract(a: i64, b: i64) -> i64 {
     a - b
 }
 
-sluice::export!(parse, actions, add, subtract);
+/// Keeps devices with at least one action (drops those whose windowed count fell to 0).
+#[sluice::filter]
+fn active(pair: (&str, i64)) -> bool {
+    pair.1 > 0
+}
+
+sluice::export!(parse, actions, add, subtract, active);

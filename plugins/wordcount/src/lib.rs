@@ -2,7 +2,8 @@
 //! pair each word with 1, add the counts.
 //!
 //! Job functions: `wordcount.split`, `wordcount.pair`, `wordcount.add`; for windows
-//! and state `wordcount.subtract`, `wordcount.positive`, `wordcount.running_total`.
+//! and state `wordcount.subtract`, `wordcount.positive`, `wordcount.running_total`,
+//! `wordcount.running_count`.
 
 use sluice_sdk as sluice;
 
@@ -42,4 +43,30 @@ fn running_total(new: Vec<i64>, total: Option<i64>) -> Option<i64> {
     Some(new.iter().sum::<i64>() + total.unwrap_or(0))
 }
 
-sluice::export!(split, pair, add, subtract, positive, running_total);
+/// Per word occurrence, the word's running count: `(word, count, false)`; when the
+/// word times out, `(word, count, true)` and its count is dropped.
+#[sluice::map_state]
+fn running_count(
+    word: &str,
+    one: Option<i64>,
+    count: &mut sluice::State<i64>,
+) -> Option<(String, i64, bool)> {
+    let total = count.get().copied().unwrap_or(0);
+    match one {
+        Some(n) => {
+            count.update(total + n);
+            Some((word.to_string(), total + n, false))
+        }
+        None => Some((word.to_string(), total, true)),
+    }
+}
+
+sluice::export!(
+    split,
+    pair,
+    add,
+    subtract,
+    positive,
+    running_total,
+    running_count
+);

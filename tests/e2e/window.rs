@@ -1,0 +1,195 @@
+//! Windows and state through the library: slides longer than the batch,
+//! the cost of an incremental slide, duration errors, and the windowed IoT
+//! example.
+
+use serde_json::{Value, json};
+use sluice::Func;
+use sluice_tests::{case_job, read_jsonl, test_context};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Batch `i` holds the single element `i`.
+fn numbered(n: usize) -> Vec<Vec<String>> {
+    (0..n).map(|i| vec![i.to_string()]).collect()
+}
+
+/// window(4, 2): output at batches 1, 3, 5 only, with the batches
+/// `(T - 4 s, T]` (the first one partial): Spark's window_4_2.
+#[test]
+fn a_slide_of_two_batches_outputs_every_other_batch() {
+    let ssc = test_context();
+    let out = ssc
+        .queue_stream(numbered(6), 1)
+        .window(secs(4), secs(2))
+        .collect();
+    ssc.run(None).expect("run");
+    let got: Vec<(u64, Vec<Value>)> = out
+        .lock()
+        .expect("collected")
+        .iter()
+        .map(|b| (b.index, b.sorted_records()))
+        .collect();
+    let strs = |v: &[&str]| v.iter().map(|s| json!(s)).collect::<Vec<_>>();
+    assert_eq!(
+        got,
+        vec![
+            (1, strs(&["0", "1"])),
+            (3, strs(&["0", "1", "2", "3"])),
+            (5, strs(&["2", "3", "4", "5"])),
+        ]
+    );
+}
+
+/// A window that is not a multiple of the batch interval is refused before
+/// the first batch, naming the stream and both durations.
+#[test]
+fn window_durations_must_be_multiples_of_the_parent_slide() {
+    for (length, slide, want) in [
+        (
+            Duration::from_millis(3500),
+            secs(1),
+            "the window duration (3500 ms)",
+        ),
+        (
+            secs(3),
+            Duration::from_millis(1500),
+            "the slide duration (1500 ms)",
+        ),
+    ] {
+        let ssc = test_context();
+        ssc.queue_stream(numbered(2), 1)
+            .window(length, slide)
+            .named("recent")
+            .collect();
+        let err = ssc.run(None).expect_err("refused").to_string();
+        assert!(
+            err.contains("stream `recent`")
+                && err.contains(want)
+                && err.contains("parent stream (1000 ms)"),
+            "{err}"
+        );
+    }
+    // Windows of different slides cannot be joined.
+    let ssc = test_context();
+    let pairs = ssc
+        .queue_stream(numbered(2), 1)
+        .map(Func::map("pair", |s: String| (s, 1i64)));
+    pairs
+        .window(secs(2), secs(2))
+        .join(&pairs, 1)
+        .named("mixed")
+        .collect();
+    let err = ssc.run(None).expect_err("refused").to_string();
+    assert!(
+        err.contains("stream `mixed`") && err.contains("different slide durations"),
+        "{err}"
+    );
+}
+
+/// With an inverse function a slide costs calls for the batches that enter
+/// and leave the window, not for the window: the same per slide for a
+/// window of 5 batches and of 50.
+#[test]
+fn an_incremental_slide_costs_the_same_for_any_window_length() {
+    let per_slide = |window: u64| -> (usize, usize) {
+        let reduced = Arc::new(AtomicUsize::new(0));
+        let inverted = Arc::new(AtomicUsize::new(0));
+        let (r, i) = (reduced.clone(), inverted.clone());
+        let add = Func::reduce("add", move |a: i64, b: i64| {
+            r.fetch_add(1, Ordering::Relaxed);
+            a + b
+        });
+        let sub = Func::inverse_reduce("sub", move |a: i64, b: i64| {
+            i.fetch_add(1, Ordering::Relaxed);
+            a - b
+        });
+        // 120 batches of the same 20 keys, twice each.
+        let batches: Vec<Vec<String>> = (0..120)
+            .map(|_| (0..40).map(|k| format!("k{}", k % 20)).collect())
+            .collect();
+        let ssc = test_context();
+        let counts: Arc<std::sync::Mutex<Vec<(usize, usize)>>> = Arc::default();
+        let seen = counts.clone();
+        let (r, i) = (reduced.clone(), inverted.clone());
+        ssc.queue_stream(batches, 2)
+            .map(Func::map("pair", |w: String| (w, 1i64)))
+            .reduce_by_key_and_window(add, Some(sub), secs(window), secs(1), 2, None)
+            .foreach_batch(move |b| {
+                assert!(b.records.len() <= 20);
+                seen.lock()
+                    .expect("counts")
+                    .push((r.swap(0, Ordering::Relaxed), i.swap(0, Ordering::Relaxed)));
+                Ok(())
+            });
+        ssc.run(None).expect("run");
+        let counts = counts.lock().expect("counts");
+        // A slide well after the window filled up.
+        counts[110]
+    };
+    let (small, large) = (per_slide(5), per_slide(50));
+    assert_eq!(small, large, "(reduce, inverse) calls per slide");
+    assert!(small.1 > 0 && small.1 <= 20, "{small:?}");
+}
+
+/// The IoT example windowed: actions per device over the last 3 s, every
+/// 1 s, incrementally, devices without actions in the window dropped.
+#[test]
+fn iot_actions_per_device_over_the_last_three_seconds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = case_job("iot_window", dir.path());
+    sluice_tests::run_job(&job);
+    let got = read_jsonl(&dir.path().join("out.jsonl"));
+    let expected = read_jsonl(&sluice_tests::root().join("tests/cases/iot_window/expected.jsonl"));
+    sluice_tests::assert_matches_golden(&got, &expected, "iot over 3 s");
+}
+
+/// map_with_state: each value is mapped with its key's running state; a key
+/// idle for the timeout (2 batches) gets one last call and is dropped, and
+/// comes back from nothing.
+#[test]
+fn map_with_state_maps_each_value_and_times_keys_out() {
+    let ssc = test_context();
+    let wc = ssc
+        .load_plugin("wordcount", sluice_tests::plugin("wordcount"))
+        .expect("plugin");
+    let f = |n: &str| wc.func(n).expect("function");
+    let batches = vec![
+        vec!["a b a".to_string()],
+        vec!["a".to_string()],
+        vec![],
+        vec![],
+        vec!["b".to_string()],
+    ];
+    let out = ssc
+        .queue_stream(batches, 2)
+        .flat_map(f("split"))
+        .map(f("pair"))
+        .map_with_state(f("running_count"), 3, Some(2))
+        .collect();
+    ssc.run(None).expect("run");
+    let got: Vec<Vec<Value>> = out
+        .lock()
+        .expect("collected")
+        .iter()
+        .map(|b| b.sorted_records())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            vec![
+                json!(["a", 1, false]),
+                json!(["a", 2, false]),
+                json!(["b", 1, false])
+            ],
+            vec![json!(["a", 3, false])],
+            vec![json!(["b", 1, true])],
+            vec![json!(["a", 3, true])],
+            vec![json!(["b", 1, false])],
+        ]
+    );
+}
