@@ -193,3 +193,29 @@ fn map_with_state_maps_each_value_and_times_keys_out() {
         ]
     );
 }
+
+/// slice(from, to) after a run with `remember`: both ends included, bounds
+/// floored onto the grid, nothing at or before the zero time, `from > to`
+/// empty (Spark's observed slice).
+#[test]
+fn slice_returns_the_remembered_batches_between_two_times() {
+    let ssc = test_context();
+    ssc.remember(secs(60));
+    let lines = ssc.queue_stream(numbered(6), 1);
+    let windowed = lines.window(secs(2), secs(2));
+    lines.collect();
+    windowed.collect();
+    ssc.run(None).expect("run");
+    // The manual clock starts at 0: batch i is at (i + 1) s, the zero time is 0.
+    let at = |ms: i64| sluice::BatchTime(1000 + ms);
+    let batches = |from: i64, to: i64, s: &sluice::DStream| -> Vec<u64> {
+        s.slice(at(from), at(to)).iter().map(|b| b.index).collect()
+    };
+    assert_eq!(batches(2500, 5500, &lines), [2, 3, 4, 5]);
+    assert_eq!(batches(-3000, 1000, &lines), [0, 1]);
+    assert_eq!(batches(4000, 2000, &lines), Vec::<u64>::new());
+    // A window of slide 2 exists at batches 1, 3, 5 only.
+    assert_eq!(batches(0, 5000, &windowed), [1, 3, 5]);
+    let third = lines.slice(at(3000), at(3000));
+    assert_eq!(third[0].records, [json!("3")]);
+}

@@ -215,6 +215,20 @@ struct Graph {
     interval: i64,
     /// Misuses found while building (stream id, message), reported by `run`.
     errors: Vec<(usize, String)>,
+    /// What `remember` keeps for `slice`; shared with the started graph.
+    history: Arc<Mutex<History>>,
+}
+
+/// The batches each stream produced within the remember duration.
+#[derive(Default)]
+struct History {
+    /// How long to keep batches (ms); 0: nothing is kept.
+    remember: i64,
+    /// One interval before the first batch time, once running.
+    zero: Option<i64>,
+    /// Per stream id, its batches, oldest first.
+    batches:
+        std::collections::HashMap<usize, std::collections::VecDeque<(BatchTime, u64, Arc<Rdd>)>>,
 }
 
 const ADDED_AFTER_START: &str = "adding new inputs, transformations, and output operations after starting a context is not supported";
@@ -486,6 +500,15 @@ impl StreamingContext {
         self.add_source("generator".to_string(), Box::new(source))
     }
 
+    /// Keeps every stream's batches for at least `duration`, so that
+    /// [`DStream::slice`] can return them (Spark's `remember`). Without it no
+    /// batch is kept.
+    pub fn remember(&self, duration: Duration) {
+        let g = lock(&self.graph);
+        g.check_open();
+        g.history.lock().unwrap_or_else(|e| e.into_inner()).remember = duration.as_millis() as i64;
+    }
+
     /// Adds a listener called after every batch.
     pub fn add_listener(&self, listener: Listener) {
         self.listeners
@@ -562,6 +585,7 @@ impl StreamingContext {
                 .collect();
             let taken = std::mem::take(&mut *shared);
             shared.started = Some(names);
+            shared.history = taken.history.clone();
             taken
         };
         let limit = batches.or_else(|| {
@@ -572,6 +596,8 @@ impl StreamingContext {
             s.start()?;
         }
         let first = BatchTime::next_after(self.clock.now_ms(), self.interval);
+        g.history.lock().unwrap_or_else(|e| e.into_inner()).zero =
+            Some(first.millis() - g.interval);
         let mut summary = RunSummary {
             batches: 0,
             input_records: 0,
@@ -677,6 +703,7 @@ impl StreamingContext {
             input_records += rdd.count() as u64;
             source_rdds.push(Some(rdd));
         }
+        let remember = g.history.lock().unwrap_or_else(|e| e.into_inner()).remember;
         let mut values: Vec<Option<Arc<Rdd>>> = vec![None; n];
         let mut take = |values: &mut Vec<Option<Arc<Rdd>>>, id: usize| -> Result<Arc<Rdd>> {
             consumers[id] -= 1;
@@ -796,7 +823,19 @@ impl StreamingContext {
                 Op::MapWithState { func, state } => state.update(func, input(0)?, &ctx)?,
                 Op::Rekey(how) => rekey(*how, input(0)?, &ctx)?,
             };
-            values[id] = Some(Arc::new(rdd));
+            let rdd = Arc::new(rdd);
+            if remember > 0 {
+                let mut h = g.history.lock().unwrap_or_else(|e| e.into_inner());
+                let kept = h.batches.entry(id).or_default();
+                kept.push_back((time, index, rdd.clone()));
+                while kept
+                    .front()
+                    .is_some_and(|(t, _, _)| t.millis() <= time.millis() - remember)
+                {
+                    kept.pop_front();
+                }
+            }
+            values[id] = Some(rdd);
         }
         for i in 0..g.outputs.len() {
             let id = g.outputs[i].0;
@@ -1159,6 +1198,35 @@ impl DStream {
                 state: StateByKey::new(partitions.max(1)),
             },
         )
+    }
+
+    /// `slice(from, to)`: the remembered batches of this stream with times in
+    /// `[from, to]`, both included, oldest first. Bounds off the stream's
+    /// slide grid are floored onto it; times at or before the zero time (one
+    /// interval before the first batch) are skipped; `from > to` gives none.
+    /// Only batches kept by [`StreamingContext::remember`] are returned.
+    pub fn slice(&self, from: BatchTime, to: BatchTime) -> Vec<CollectedBatch> {
+        let g = lock(&self.graph);
+        let slide = match &g.started {
+            Some(names) => names[self.id].1,
+            None => g.nodes[self.id].slide,
+        };
+        let history = g.history.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(zero) = history.zero else {
+            return Vec::new();
+        };
+        let floor = |t: i64| zero + (t - zero).div_euclid(slide) * slide;
+        let (from, to) = (floor(from.millis()).max(zero + 1), floor(to.millis()));
+        history
+            .batches
+            .get(&self.id)
+            .map(|kept| {
+                kept.iter()
+                    .filter(|(t, _, _)| t.millis() >= from && t.millis() <= to)
+                    .map(|(t, index, rdd)| CollectedBatch::of(*t, *index, rdd))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `map_with_state(f, partitions, timeout)`: per-record mapping with a

@@ -31,7 +31,7 @@ pub struct CollectedBatch {
 }
 
 impl CollectedBatch {
-    fn of(time: BatchTime, index: u64, rdd: &Rdd) -> Self {
+    pub(crate) fn of(time: BatchTime, index: u64, rdd: &Rdd) -> Self {
         CollectedBatch {
             time,
             index,
