@@ -78,6 +78,34 @@ fn combine_by_key_functions_are_checked_by_field_and_line() {
     }
 }
 
+/// A window that is not a multiple of the batch interval is refused before
+/// the first batch, at its spec line.
+#[test]
+fn window_durations_are_checked_at_their_spec_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(dir.path().join("in.json"), r#"[["a"]]"#).expect("write");
+    let head = "[job]\nbatch_interval = \"1s\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.recent]\nfrom = \"lines\"\nop = \"window\"\n";
+    let tail = "[[outputs]]\nstream = \"recent\"\ntype = \"pprint\"\n";
+    for (fields, want) in [
+        (
+            "window = \"3500ms\"\n",
+            ":9: streams.recent.window: the window duration must be a multiple of the slide duration of the parent stream (1000 ms), not 3500ms",
+        ),
+        (
+            "window = \"3s\"\nslide = \"1.5s\"\n",
+            ":10: streams.recent.slide: the slide duration must be a multiple of the slide duration of the parent stream (1000 ms), not 1.5s",
+        ),
+    ] {
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, format!("{head}{fields}{tail}")).expect("write");
+        let out = sluice().arg("run").arg(&job).output().expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}{want}", job.display());
+        assert!(err.contains(&want), "expected `{want}` in:\n{err}");
+    }
+}
+
 #[test]
 fn pprint_prints_spark_format() {
     let dir = tempfile::tempdir().expect("temp");

@@ -219,3 +219,69 @@ fn slice_returns_the_remembered_batches_between_two_times() {
     let third = lines.slice(at(3000), at(3000));
     assert_eq!(third[0].records, [json!("3")]);
 }
+
+/// count_by_value_and_window, reduce_by_window and map_with_state from a job
+/// spec, checked against expectations computed here from the input.
+#[test]
+fn window_and_state_operators_from_a_job_spec() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = case_job("windowOps", dir.path());
+    sluice_tests::run_job(&job);
+    let text = std::fs::read_to_string(sluice_tests::reference().join("inputs/window_3_1.json"))
+        .expect("input");
+    let input: Value = serde_json::from_str(&text).expect("json");
+    let batches: Vec<Vec<String>> =
+        serde_json::from_value(input["streams"]["lines"].clone()).expect("lines");
+    let words: Vec<Vec<String>> = batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .flat_map(|l| l.split(' ').map(str::to_string))
+                .collect()
+        })
+        .collect();
+    let window = |i: usize| words[i.saturating_sub(2)..=i].concat();
+    let mut by_value = Vec::new();
+    let mut total_length = Vec::new();
+    let mut running = Vec::new();
+    let mut state: std::collections::BTreeMap<String, (i64, usize)> = Default::default();
+    for i in 0..words.len() {
+        let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
+        let w = window(i);
+        for x in &w {
+            *counts.entry(x).or_default() += 1;
+        }
+        let records: Vec<Value> = counts.iter().map(|(k, n)| json!([k, n])).collect();
+        by_value.push(json!({"batch": i, "records": records, "partitions": 3}));
+        let lengths: Vec<i64> = w.iter().map(|x| x.chars().count() as i64).collect();
+        let records: Vec<Value> = if lengths.is_empty() {
+            vec![]
+        } else {
+            vec![json!(lengths.iter().sum::<i64>())]
+        };
+        total_length.push(json!({"batch": i, "records": records}));
+        // map_with_state: updates are numbered from 1; idle for 2 updates -> timeout.
+        let tick = i + 1;
+        let mut records = Vec::new();
+        for x in &words[i] {
+            let e = state.entry(x.clone()).or_insert((0, tick));
+            e.0 += 1;
+            e.1 = tick;
+            records.push(json!([x, e.0, false]));
+        }
+        let idle: Vec<String> = state
+            .iter()
+            .filter(|(k, (_, last))| tick - last >= 2 && !words[i].contains(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in idle {
+            let (n, _) = state.remove(&k).expect("idle key");
+            records.push(json!([k, n, true]));
+        }
+        running.push(json!({"batch": i, "records": records}));
+    }
+    let got = |f: &str| read_jsonl(&dir.path().join(f));
+    sluice_tests::assert_matches_golden(&got("by_value.jsonl"), &by_value, "count_by_value_and_window");
+    sluice_tests::assert_matches_golden(&got("total_length.jsonl"), &total_length, "reduce_by_window");
+    sluice_tests::assert_matches_golden(&got("running.jsonl"), &running, "map_with_state");
+}
