@@ -188,7 +188,7 @@ fn a_generator_job_counts_its_rate() {
 /// while the job runs are each read once; a file present at start, a nested
 /// folder and a hidden temporary file are not.
 #[test]
-fn a_watched_directory_reads_each_new_file_once() {
+fn a_watched_directory_reads_each_new_file_once_across_restarts() {
     let dir = tempfile::tempdir().expect("temp");
     let inbox = dir.path().join("inbox");
     std::fs::create_dir(&inbox).expect("inbox");
@@ -252,6 +252,24 @@ fn a_watched_directory_reads_each_new_file_once() {
             .map(|(w, n)| (w.to_string(), n))
             .collect();
     assert_eq!(totals, want);
+
+    // Restart: a file that arrived while the job was down is read; nothing
+    // read (or ignored) before is read again (the ledger in the inbox).
+    std::fs::write(inbox.join("d.txt"), "date date\n").expect("d.txt");
+    run_ok(sluice().arg("run").arg(&job).args(["--batches", "3"]));
+    let mut totals = std::collections::BTreeMap::new();
+    for batch in sluice_tests::read_jsonl(&out) {
+        for r in batch["records"].as_array().expect("records") {
+            *totals
+                .entry(r[0].as_str().expect("word").to_string())
+                .or_insert(0) += r[1].as_i64().expect("count");
+        }
+    }
+    assert_eq!(totals, [("date".to_string(), 2)].into_iter().collect());
+    assert!(
+        inbox.join(".sluice-files-files.read").exists(),
+        "the ledger, named after the job (the spec file) and the source"
+    );
 }
 
 /// `object_files` output and `sluice cat`: the word counts come back typed.

@@ -281,7 +281,15 @@ fn window_and_state_operators_from_a_job_spec() {
         running.push(json!({"batch": i, "records": records}));
     }
     let got = |f: &str| read_jsonl(&dir.path().join(f));
-    sluice_tests::assert_matches_golden(&got("by_value.jsonl"), &by_value, "count_by_value_and_window");
-    sluice_tests::assert_matches_golden(&got("total_length.jsonl"), &total_length, "reduce_by_window");
+    sluice_tests::assert_matches_golden(
+        &got("by_value.jsonl"),
+        &by_value,
+        "count_by_value_and_window",
+    );
+    sluice_tests::assert_matches_golden(
+        &got("total_length.jsonl"),
+        &total_length,
+        "reduce_by_window",
+    );
     sluice_tests::assert_matches_golden(&got("running.jsonl"), &running, "map_with_state");
 }

@@ -485,6 +485,27 @@ impl StreamingContext {
         self.add_source(format!("files {}", dir.display()), Box::new(source))
     }
 
+    /// [`StreamingContext::text_file_stream_with`] remembering the names of
+    /// the files read in `ledger`, so that a restart reads no file twice and
+    /// reads the files that arrived while the job was down (see
+    /// [`crate::receiver`]'s file policy).
+    pub fn text_file_stream_remembered(
+        &self,
+        dir: impl AsRef<Path>,
+        include_existing: bool,
+        partitions: usize,
+        ledger: impl AsRef<Path>,
+    ) -> DStream {
+        let dir = dir.as_ref().to_path_buf();
+        let source = crate::receiver::file::FileSource::new(
+            dir.clone(),
+            include_existing,
+            partitions.max(1),
+        )
+        .with_ledger(ledger.as_ref().to_path_buf());
+        self.add_source(format!("files {}", dir.display()), Box::new(source))
+    }
+
     /// Synthetic lines at a given rate (demos, benchmarks): see
     /// [`crate::receiver::generator::GeneratorConfig`].
     pub fn generator_stream(

@@ -16,7 +16,8 @@
 //!
 //! [sources.lines]
 //! type = "socket"            # socket (host, port, demo_lines = file served by --feed)
-//!                            # | queue (path, stream) | text_files (path = dir, include_existing)
+//!                            # | queue (path, stream) | text_files (path = dir, include_existing,
+//!                            #   ledger = file remembering the names read; default `.sluice-JOB-SOURCE.read` in dir)
 //!                            # | generator (rate, words_per_line, vocabulary, seed)
 //! host = "127.0.0.1"
 //! port = 9999
@@ -104,6 +105,9 @@ struct SourceSection {
     vocabulary: Option<Spanned<Vec<String>>>,
     seed: Option<Spanned<u64>>,
     include_existing: Option<Spanned<bool>>,
+    /// text_files sources: where the names read are remembered across
+    /// restarts (default: hidden in the directory; "" for memory only).
+    ledger: Option<Spanned<String>>,
     /// Socket sources: a file of lines that `sluice run --feed` serves.
     demo_lines: Option<Spanned<String>>,
 }
@@ -435,7 +439,16 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                     );
                 }
                 let include = sec.include_existing.as_ref().is_some_and(|b| *b.get_ref());
-                ssc.text_file_stream_with(&dir, include, partitions.unwrap_or(default_partitions))
+                let ledger = match &sec.ledger {
+                    Some(l) if l.get_ref().is_empty() => None,
+                    Some(l) => Some(resolve(l.get_ref())),
+                    None => Some(dir.join(format!(".sluice-{}-{}.read", job_name, name.get_ref()))),
+                };
+                let parts = partitions.unwrap_or(default_partitions);
+                match ledger {
+                    Some(l) => ssc.text_file_stream_remembered(&dir, include, parts, l),
+                    None => ssc.text_file_stream_with(&dir, include, parts),
+                }
             }
             "generator" => {
                 let mut config = GeneratorConfig::default();
