@@ -245,7 +245,7 @@ fn window_and_state_operators_from_a_job_spec() {
     let mut total_length = Vec::new();
     let mut running = Vec::new();
     let mut state: std::collections::BTreeMap<String, (i64, usize)> = Default::default();
-    for i in 0..words.len() {
+    for (i, news) in words.iter().enumerate() {
         let mut counts: std::collections::BTreeMap<&str, i64> = Default::default();
         let w = window(i);
         for x in &w {
@@ -263,7 +263,7 @@ fn window_and_state_operators_from_a_job_spec() {
         // map_with_state: updates are numbered from 1; idle for 2 updates -> timeout.
         let tick = i + 1;
         let mut records = Vec::new();
-        for x in &words[i] {
+        for x in news {
             let e = state.entry(x.clone()).or_insert((0, tick));
             e.0 += 1;
             e.1 = tick;
@@ -271,7 +271,7 @@ fn window_and_state_operators_from_a_job_spec() {
         }
         let idle: Vec<String> = state
             .iter()
-            .filter(|(k, (_, last))| tick - last >= 2 && !words[i].contains(k))
+            .filter(|(k, (_, last))| tick - last >= 2 && !news.contains(k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in idle {
