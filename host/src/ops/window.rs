@@ -362,6 +362,42 @@ fn filter_pairs(b: Batch, filter: &Func, site: CallSite) -> Result<Batch> {
     Ok(out)
 }
 
+/// Hash-shuffles `rdd` into as many partitions as `state` has and runs `f`
+/// on each state partition with its new elements, partitions in parallel.
+fn shuffled_into<P, R, F>(
+    state: &mut Vec<P>,
+    rdd: Rdd,
+    ctx: &BatchContext<'_>,
+    op: &str,
+    f: F,
+) -> Result<Vec<R>>
+where
+    P: Send + Default,
+    R: Send,
+    F: Fn(&mut P, &[Batch], CallSite) -> Result<R> + Sync,
+{
+    let n = state.len();
+    let gathered = gather(bucket(rdd, n, ctx, op)?, n);
+    let mut parts = std::mem::take(state);
+    let result = ctx.pool.install(|| {
+        parts
+            .par_iter_mut()
+            .zip(gathered.into_par_iter())
+            .enumerate()
+            .map(|(q, (part, batches))| {
+                let site = CallSite {
+                    batch: ctx.time,
+                    partition: q as u32,
+                    partitions: n as u32,
+                };
+                f(part, &batches, site)
+            })
+            .collect::<Result<Vec<R>>>()
+    });
+    *state = parts;
+    result
+}
+
 /// `update_state_by_key`: the state per key, in `partitions` hash partitions.
 #[derive(Debug)]
 pub(crate) struct StateByKey {
@@ -399,26 +435,13 @@ impl StateByKey {
         rdd: Rdd,
         ctx: &BatchContext<'_>,
     ) -> Result<Rdd> {
-        let n = self.state.partitions.len();
-        let gathered = gather(bucket(rdd, n, ctx, "update_state_by_key")?, n);
-        let mut state = std::mem::take(&mut self.state.partitions);
-        let result = ctx.pool.install(|| {
-            state
-                .par_iter_mut()
-                .zip(gathered.into_par_iter())
-                .enumerate()
-                .map(|(q, (part, batches))| {
-                    let site = CallSite {
-                        batch: ctx.time,
-                        partition: q as u32,
-                        partitions: n as u32,
-                    };
-                    update_partition(part, &batches, update, site)
-                })
-                .collect::<Result<Vec<()>>>()
-        });
-        self.state.partitions = state;
-        result?;
+        shuffled_into(
+            &mut self.state.partitions,
+            rdd,
+            ctx,
+            "update_state_by_key",
+            |part, batches, site| update_partition(part, batches, update, site),
+        )?;
         self.state.to_rdd()
     }
 
@@ -526,28 +549,14 @@ impl MapWithState {
     pub(crate) fn update(&mut self, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
         self.tick += 1;
         let (tick, timeout) = (self.tick, self.timeout);
-        let n = self.partitions.len();
-        let gathered = gather(bucket(rdd, n, ctx, "map_with_state")?, n);
-        let mut parts = std::mem::take(&mut self.partitions);
-        let result = ctx.pool.install(|| {
-            parts
-                .par_iter_mut()
-                .zip(gathered.into_par_iter())
-                .enumerate()
-                .map(|(q, (part, batches))| {
-                    let site = CallSite {
-                        batch: ctx.time,
-                        partition: q as u32,
-                        partitions: n as u32,
-                    };
-                    map_partition(part, &batches, func, tick, timeout, site)
-                })
-                .collect::<Result<Vec<Batch>>>()
-        });
-        self.partitions = parts;
-        Ok(Rdd {
-            partitions: result?,
-        })
+        let partitions = shuffled_into(
+            &mut self.partitions,
+            rdd,
+            ctx,
+            "map_with_state",
+            |part, batches, site| map_partition(part, batches, func, tick, timeout, site),
+        )?;
+        Ok(Rdd { partitions })
     }
 }
 
