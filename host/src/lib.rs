@@ -25,8 +25,10 @@
 //! Tests and replay use a [`ManualClock`] and [`StreamingContext::queue_stream`];
 //! native closures ([`Func::map`], …) run the same columnar code as plugins.
 
+pub mod checkpoint;
 pub mod error;
 pub mod feed;
+mod fsutil;
 pub mod func;
 pub mod graph;
 mod ops;

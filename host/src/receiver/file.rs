@@ -104,7 +104,7 @@ impl FileSource {
             text.push_str(&serde_json::Value::from(n).to_string());
             text.push('\n');
         }
-        if let Err(e) = write_atomically(path, text.as_bytes()) {
+        if let Err(e) = crate::fsutil::write_atomically(path, text.as_bytes()) {
             tracing::warn!(ledger = %path.display(), "cannot write the file ledger (files read are remembered in memory only): {e}");
         }
     }
@@ -135,18 +135,6 @@ impl FileSource {
         files.sort();
         Ok(files)
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file, fsynced, then renamed.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 impl Source for FileSource {
