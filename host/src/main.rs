@@ -39,6 +39,17 @@ enum Command {
         /// Worker threads (default: the spec's, else one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Checkpoint into DIR and resume from its newest valid checkpoint.
+        #[arg(long, value_name = "DIR")]
+        checkpoint: Option<PathBuf>,
+        /// With a checkpoint directory: remove its checkpoints and start over.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Checkpoint tools.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
     },
     /// Plugin tools.
     Plugin {
@@ -65,6 +76,16 @@ enum Command {
         /// Serve the lines once instead of looping.
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Lists a checkpoint directory's files (valid or why not) and shows the
+    /// newest valid checkpoint.
+    Inspect {
+        /// The checkpoint directory.
+        dir: PathBuf,
     },
 }
 
@@ -103,7 +124,22 @@ fn real_main() -> Result<()> {
             feed,
             feed_rate,
             workers,
-        } => run(job, batches, feed, feed_rate, workers),
+            checkpoint,
+            fresh,
+        } => run(
+            job,
+            batches,
+            (feed, feed_rate),
+            Overrides {
+                workers,
+                output_dir: None,
+                checkpoint,
+                fresh,
+            },
+        ),
+        Command::Checkpoint {
+            command: CheckpointCommand::Inspect { dir },
+        } => inspect_checkpoint(&dir),
         Command::Plugin {
             command: PluginCommand::Inspect { wasm },
         } => inspect(wasm),
@@ -141,18 +177,11 @@ fn real_main() -> Result<()> {
 fn run(
     job: PathBuf,
     batches: Option<u64>,
-    feed: bool,
-    feed_rate: u32,
-    workers: Option<usize>,
+    (feed, feed_rate): (bool, u32),
+    overrides: Overrides,
 ) -> Result<()> {
     let started = Instant::now();
-    let job = spec::load(
-        &job,
-        &Overrides {
-            workers,
-            output_dir: None,
-        },
-    )?;
+    let job = spec::load(&job, &overrides)?;
     let mut feeders = Vec::new();
     if feed {
         if job.socket_addrs.is_empty() {
@@ -224,6 +253,57 @@ fn cat(paths: &[PathBuf]) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+fn inspect_checkpoint(dir: &std::path::Path) -> Result<()> {
+    use sluice::checkpoint::{CheckpointStore, read};
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let store = CheckpointStore::open(dir)?;
+    let files = store.list()?;
+    if files.is_empty() {
+        println!("no checkpoints in {}", dir.display());
+        return Ok(());
+    }
+    for (_, path) in &files {
+        match read(path) {
+            Ok(cp) => println!(
+                "{}: valid, batch {} (#{})",
+                path.display(),
+                cp.batch_time,
+                cp.batch_index
+            ),
+            Err(why) => println!("{}: unusable: {why}", path.display()),
+        }
+    }
+    match store.latest() {
+        Ok(Some((cp, _))) => {
+            let state: serde_json::Map<String, serde_json::Value> = cp
+                .state
+                .iter()
+                .map(|(id, b)| {
+                    (
+                        format!("stream {id}"),
+                        serde_json::json!(format!("{} bytes", b.len())),
+                    )
+                })
+                .collect();
+            let summary = serde_json::json!({
+                "batch_time": cp.batch_time,
+                "batch_index": cp.batch_index,
+                "first_batch_time": cp.first_batch_time,
+                "plugins": cp.plugins.iter().map(|(n, p)| (n.clone(), serde_json::json!({"version": p.version, "functions": p.functions}))).collect::<serde_json::Map<_, _>>(),
+                "sources": cp.sources.iter().map(|s| format!("{} bytes", s.len())).collect::<Vec<_>>(),
+                "state": state,
+                "graph": cp.graph.lines().collect::<Vec<_>>(),
+            });
+            println!("newest valid:\n{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn inspect(wasm: PathBuf) -> Result<()> {

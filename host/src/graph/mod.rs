@@ -2,6 +2,7 @@
 //! creates input streams, [`DStream`] methods add transformations and outputs,
 //! [`StreamingContext::run`] generates a batch every interval and computes it.
 
+use crate::checkpoint::{Checkpoint, CheckpointStore, PluginVersion, StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::ops::BatchContext;
@@ -136,11 +137,172 @@ impl Op {
         }
     }
 
+    /// What this operator is, for the graph fingerprint of checkpoints:
+    /// kind, functions (name and kind) and parameters.
+    fn describe(&self) -> String {
+        let f = |f: &Func| format!("{} ({})", f.name(), f.kind());
+        let opt = |o: &Option<Func>| o.as_ref().map_or("-".to_string(), f);
+        match self {
+            Op::Source(i) => format!("source {i}"),
+            Op::Narrow(kind, func) => format!("{kind:?} {}", f(func)),
+            Op::ReduceByKey { func, partitions } => {
+                format!("reduce_by_key {} into {partitions}", f(func))
+            }
+            Op::Count => "count".to_string(),
+            Op::Reduce(func) => format!("reduce {}", f(func)),
+            Op::CountByValue { partitions } => format!("count_by_value into {partitions}"),
+            Op::Union => "union".to_string(),
+            Op::Join { kind, partitions } => format!("{} into {partitions}", kind.name()),
+            Op::GroupByKey { partitions } => format!("group_by_key into {partitions}"),
+            Op::MapValues(func) => format!("map_values {}", f(func)),
+            Op::FlatMapValues(func) => format!("flat_map_values {}", f(func)),
+            Op::CombineByKey {
+                create,
+                merge_value,
+                merge_combiners,
+                partitions,
+            } => format!(
+                "combine_by_key {} {} {} into {partitions}",
+                f(create),
+                f(merge_value),
+                f(merge_combiners)
+            ),
+            Op::TransformWith(func) => format!("transform_with {}", f(func)),
+            Op::Window { length, .. } => format!("window {length} ms"),
+            Op::WindowedReduce {
+                reduce,
+                inverse,
+                filter,
+                length,
+                state,
+            } => format!(
+                "reduce_by_key_and_window {} inverse {} filter {} over {length} ms into {}",
+                f(reduce),
+                opt(inverse),
+                opt(filter),
+                state.partitions()
+            ),
+            Op::UpdateState { func, state, .. } => {
+                format!(
+                    "update_state_by_key {} into {}",
+                    f(func),
+                    state.partitions()
+                )
+            }
+            Op::MapWithState { func, state } => {
+                format!("map_with_state {} into {}", f(func), state.partitions())
+            }
+            Op::Rekey(how) => format!("rekey {how:?}"),
+            Op::Glom => "glom".to_string(),
+            Op::Repartition(n) => format!("repartition into {n}"),
+            Op::Transform(func) => format!("transform {}", f(func)),
+        }
+    }
+
+    /// The operator's state for a checkpoint (`None`: it has none).
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        let mut w = StateWriter::new();
+        match self {
+            Op::Window { buffer, .. } => buffer.snapshot(&mut w),
+            Op::WindowedReduce { state, .. } => state.snapshot(&mut w),
+            Op::UpdateState { state, .. } => state.snapshot(&mut w),
+            Op::MapWithState { state, .. } => state.snapshot(&mut w),
+            _ => return None,
+        }
+        Some(w.into_bytes())
+    }
+
+    /// Restores the state [`Op::snapshot`] took.
+    fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut r = StateReader::new(bytes);
+        match self {
+            Op::Window { buffer, .. } => buffer.restore(&mut r)?,
+            Op::WindowedReduce { state, .. } => state.restore(&mut r)?,
+            Op::UpdateState { state, initial, .. } => {
+                // The initial state is in the checkpoint already.
+                *initial = None;
+                state.restore(&mut r)?;
+            }
+            Op::MapWithState { state, .. } => state.restore(&mut r)?,
+            _ => {
+                return Err(Error::Plan(
+                    "the checkpoint has state for a stream that keeps none".to_string(),
+                ));
+            }
+        }
+        if !r.is_empty() {
+            return Err(Error::Internal(
+                "checkpoint state has trailing bytes".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether this operator takes its parent's batches at the parent's
     /// times but produces its own only at its own (slower) slide.
     fn is_window(&self) -> bool {
         matches!(self, Op::Window { .. } | Op::WindowedReduce { .. })
     }
+}
+
+/// The job graph as checkpoints record it: one line per stream (name,
+/// parents, slide, operator). A checkpoint of another graph is refused.
+fn describe_graph(g: &Graph) -> String {
+    let mut out = String::new();
+    for (id, node) in g.nodes.iter().enumerate() {
+        out.push_str(&format!(
+            "{id} `{}` from {:?} every {} ms: {}\n",
+            node.name,
+            node.parents,
+            node.slide,
+            node.op.describe()
+        ));
+    }
+    for (id, _) in &g.outputs {
+        out.push_str(&format!("output of {id}\n"));
+    }
+    out
+}
+
+/// The first line where two graph descriptions differ.
+fn graph_difference(checkpoint: &str, job: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (checkpoint.lines().collect(), job.lines().collect());
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i), b.get(i));
+        if x != y {
+            return format!(
+                "the checkpoint has {} where the job has {}",
+                x.map_or("nothing".to_string(), |l| format!("`{l}`")),
+                y.map_or("nothing".to_string(), |l| format!("`{l}`"))
+            );
+        }
+    }
+    "no difference".to_string()
+}
+
+/// The plugins the graph's functions come from, with their versions.
+fn plugin_versions(g: &Graph) -> std::collections::BTreeMap<String, PluginVersion> {
+    let mut out: std::collections::BTreeMap<String, PluginVersion> = Default::default();
+    for node in &g.nodes {
+        for (func, _) in node.op.functions() {
+            if let Some(p) = func.plugin_ref() {
+                let entry = out
+                    .entry(p.name().to_string())
+                    .or_insert_with(|| PluginVersion {
+                        version: p.description().version.clone(),
+                        functions: Vec::new(),
+                    });
+                let f = format!("{}:{}", func.name(), func.kind());
+                if !entry.functions.contains(&f) {
+                    entry.functions.push(f);
+                }
+            }
+        }
+    }
+    for v in out.values_mut() {
+        v.functions.sort();
+    }
+    out
 }
 
 fn count_add() -> Func {
@@ -322,6 +484,8 @@ pub struct StreamingContext {
     stop: StopHandle,
     listeners: Mutex<Vec<Listener>>,
     started: AtomicBool,
+    checkpoint: Option<std::path::PathBuf>,
+    fresh: bool,
 }
 
 /// A stream of batches (Spark's DStream): a handle into its context's graph.
@@ -356,7 +520,27 @@ impl StreamingContext {
             stop: StopHandle::default(),
             listeners: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
+            checkpoint: None,
+            fresh: false,
         }
+    }
+
+    /// Checkpoints into `dir` after every batch and, when it holds a valid
+    /// checkpoint of this same job graph, resumes from it (Spark's
+    /// `getOrCreate`): operator state, source positions and the batch
+    /// clock. A damaged newest checkpoint falls back to an older one with a
+    /// warning; a directory with checkpoints but none valid, or one of
+    /// another graph, is an error.
+    pub fn with_checkpoint(mut self, dir: impl AsRef<Path>) -> Self {
+        self.checkpoint = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Ignores (and removes) the checkpoints of [`Self::with_checkpoint`]'s
+    /// directory and starts over.
+    pub fn with_fresh_start(mut self, fresh: bool) -> Self {
+        self.fresh = fresh;
+        self
     }
 
     /// Names the job (tags its plugins' logs; default `job`).
@@ -609,14 +793,33 @@ impl StreamingContext {
             shared.history = taken.history.clone();
             taken
         };
-        let limit = batches.or_else(|| {
+        let graph = describe_graph(&g);
+        let store = self
+            .checkpoint
+            .as_ref()
+            .map(CheckpointStore::open)
+            .transpose()?;
+        let mut first = BatchTime::next_after(self.clock.now_ms(), self.interval);
+        let mut start = 0u64;
+        if let Some(store) = &store {
+            if self.fresh {
+                store.clear()?;
+            } else if let Some((cp, skipped)) = store.latest()? {
+                for s in &skipped {
+                    tracing::warn!(checkpoint = %s.path.display(), "skipping an unusable checkpoint: {}", s.reason);
+                }
+                self.resume(&mut g, &cp, &graph, store)?;
+                first = BatchTime(cp.first_batch_time);
+                start = cp.batch_index + 1;
+            }
+        }
+        let limit = batches.map(|b| start + b).or_else(|| {
             let finite: Option<Vec<u64>> = g.sources.iter().map(|s| s.finite_batches()).collect();
             finite.and_then(|f| f.into_iter().max())
         });
         for s in g.sources.iter_mut() {
             s.start()?;
         }
-        let first = BatchTime::next_after(self.clock.now_ms(), self.interval);
         g.history.lock().unwrap_or_else(|e| e.into_inner()).zero =
             Some(first.millis() - g.interval);
         let mut summary = RunSummary {
@@ -624,7 +827,7 @@ impl StreamingContext {
             input_records: 0,
         };
         let result = (|| -> Result<()> {
-            for index in 0.. {
+            for index in start.. {
                 if limit.is_some_and(|l| index >= l) || self.stop.is_stopped() {
                     break;
                 }
@@ -638,6 +841,27 @@ impl StreamingContext {
                 let scheduling_delay =
                     Duration::from_millis((self.clock.now_ms() - time.millis()).max(0) as u64);
                 let input_records = self.run_batch(&mut g, &pool, time, index, first)?;
+                if let Some(store) = &store {
+                    let cp = Checkpoint {
+                        graph: graph.clone(),
+                        batch_time: time.millis(),
+                        batch_index: index,
+                        first_batch_time: first.millis(),
+                        plugins: plugin_versions(&g),
+                        sources: g
+                            .sources
+                            .iter()
+                            .map(|s| s.position().unwrap_or_default())
+                            .collect(),
+                        state: g
+                            .nodes
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(id, n)| n.op.snapshot().map(|b| (id as u64, b)))
+                            .collect(),
+                    };
+                    store.write(&cp)?;
+                }
                 summary.batches += 1;
                 summary.input_records += input_records;
                 let info = BatchInfo {
@@ -666,6 +890,67 @@ impl StreamingContext {
             s.stop();
         }
         result.map(|()| summary)
+    }
+
+    /// Restores `g` from checkpoint `cp`, refusing one of another graph.
+    fn resume(
+        &self,
+        g: &mut Graph,
+        cp: &Checkpoint,
+        graph: &str,
+        store: &CheckpointStore,
+    ) -> Result<()> {
+        let at = store.dir().join(format!("checkpoint-{}", cp.batch_time));
+        if cp.graph != graph {
+            return Err(Error::Plan(format!(
+                "checkpoint {} is of another job graph: {} (start over with --fresh, or use another directory)",
+                at.display(),
+                graph_difference(&cp.graph, graph)
+            )));
+        }
+        for (name, was) in &cp.plugins {
+            if let Some(now) = plugin_versions(g).get(name)
+                && now.version != was.version
+            {
+                tracing::warn!(plugin = %name, checkpoint = %was.version, now = %now.version, "resuming with another plugin version (same functions and kinds)");
+            }
+        }
+        if cp.sources.len() != g.sources.len() {
+            return Err(Error::Plan(format!(
+                "checkpoint {} has {} sources, the job {}",
+                at.display(),
+                cp.sources.len(),
+                g.sources.len()
+            )));
+        }
+        for (source, pos) in g.sources.iter_mut().zip(&cp.sources) {
+            if !pos.is_empty() {
+                source.restore(pos)?;
+            }
+        }
+        for (&id, bytes) in &cp.state {
+            let node = g.nodes.get_mut(id as usize).ok_or_else(|| {
+                Error::Plan(format!(
+                    "checkpoint {} has state for stream {id}, which the job lacks",
+                    at.display()
+                ))
+            })?;
+            node.op.restore(bytes).map_err(|e| {
+                Error::Plan(format!(
+                    "checkpoint {}: the state of stream `{}` cannot be restored: {e}",
+                    at.display(),
+                    node.name
+                ))
+            })?;
+        }
+        let due = (self.clock.now_ms() - cp.batch_time) / g.interval.max(1);
+        tracing::info!(
+            checkpoint = %at.display(),
+            batch = cp.batch_time,
+            down_time_batches = due.max(0),
+            "resuming from a checkpoint"
+        );
+        Ok(())
     }
 
     /// Computes one batch: every stream an output needs that is due at

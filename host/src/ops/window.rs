@@ -21,6 +21,7 @@
 use super::BatchContext;
 use super::join::{bucket, gather};
 use super::keyed::{combine, reduce_by_key};
+use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::func::{CallSite, Func};
 use crate::rdd::Rdd;
@@ -52,6 +53,26 @@ impl KeyedState {
         }
     }
 
+    /// Writes every partition's keys and values.
+    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+        w.u64(self.partitions.len() as u64);
+        for p in &self.partitions {
+            w.u64(p.len() as u64);
+            for (k, v) in p {
+                w.bytes(k);
+                w.bytes(v);
+            }
+        }
+    }
+
+    /// Replaces the state with a snapshot of the same number of partitions.
+    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        self.partitions = restore_partitions(r, self.partitions.len(), |r| {
+            Ok((r.bytes()?.into(), r.bytes()?.into()))
+        })?;
+        Ok(())
+    }
+
     /// Every `(key, value)`, one RDD partition per state partition.
     pub(crate) fn to_rdd(&self) -> Result<Rdd> {
         let partitions = self
@@ -78,6 +99,31 @@ impl KeyedState {
     pub(crate) fn len(&self) -> usize {
         self.partitions.iter().map(IndexMap::len).sum()
     }
+}
+
+/// Reads `expected` partitions of entries written as a count then entries.
+fn restore_partitions<V>(
+    r: &mut StateReader<'_>,
+    expected: usize,
+    mut entry: impl FnMut(&mut StateReader<'_>) -> Result<(Box<[u8]>, V)>,
+) -> Result<Vec<IndexMap<Box<[u8]>, V>>> {
+    let n = r.u64()? as usize;
+    if n != expected {
+        return Err(Error::Plan(format!(
+            "the checkpoint has state in {n} partitions, the job has {expected}"
+        )));
+    }
+    (0..n)
+        .map(|_| {
+            let len = r.u64()?;
+            let mut p = IndexMap::new();
+            for _ in 0..len {
+                let (k, v) = entry(r)?;
+                p.insert(k, v);
+            }
+            Ok(p)
+        })
+        .collect()
 }
 
 /// The parent batches a window still needs, oldest first.
@@ -125,6 +171,24 @@ impl WindowBuffer {
     pub(crate) fn len(&self) -> usize {
         self.batches.len()
     }
+
+    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+        w.u64(self.batches.len() as u64);
+        for (t, rdd) in &self.batches {
+            w.i64(t.millis());
+            w.rdd(rdd);
+        }
+    }
+
+    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        let n = r.u64()?;
+        self.batches.clear();
+        for _ in 0..n {
+            let t = BatchTime(r.i64()?);
+            self.batches.push_back((t, Arc::new(r.rdd()?)));
+        }
+        Ok(())
+    }
 }
 
 /// The functions of a windowed reduction.
@@ -152,6 +216,11 @@ impl WindowedReduce {
             reduced: VecDeque::new(),
             state: KeyedState::new(partitions),
         }
+    }
+
+    /// Number of hash partitions.
+    pub(crate) fn partitions(&self) -> usize {
+        self.partitions
     }
 
     /// Takes in the parent's batch at `ctx.time`, reduced by key at once.
@@ -253,6 +322,33 @@ impl WindowedReduce {
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.reduced.len()
+    }
+
+    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+        w.u64(self.reduced.len() as u64);
+        for (t, rdd) in &self.reduced {
+            w.i64(t.millis());
+            w.rdd(rdd);
+        }
+        self.state.snapshot(w);
+    }
+
+    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        let n = r.u64()?;
+        self.reduced.clear();
+        for _ in 0..n {
+            let t = BatchTime(r.i64()?);
+            let rdd = r.rdd()?;
+            if rdd.partitions.len() != self.partitions {
+                return Err(Error::Plan(format!(
+                    "the checkpoint has a window in {} partitions, the job has {}",
+                    rdd.partitions.len(),
+                    self.partitions
+                )));
+            }
+            self.reduced.push_back((t, rdd));
+        }
+        self.state.restore(r)
     }
 }
 
@@ -411,6 +507,11 @@ impl StateByKey {
         }
     }
 
+    /// Number of hash partitions.
+    pub(crate) fn partitions(&self) -> usize {
+        self.state.partitions.len()
+    }
+
     /// Adds `initial` `(key, state)` elements to the state.
     pub(crate) fn seed(&mut self, initial: Rdd, ctx: &BatchContext<'_>) -> Result<()> {
         let n = self.state.partitions.len();
@@ -449,6 +550,14 @@ impl StateByKey {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.state.len()
+    }
+
+    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+        self.state.snapshot(w);
+    }
+
+    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        self.state.restore(r)
     }
 }
 
@@ -542,6 +651,32 @@ impl MapWithState {
             timeout: timeout.filter(|&t| t > 0),
             tick: 0,
         }
+    }
+
+    /// Number of hash partitions.
+    pub(crate) fn partitions(&self) -> usize {
+        self.partitions.len()
+    }
+
+    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+        w.u64(self.tick);
+        w.u64(self.partitions.len() as u64);
+        for p in &self.partitions {
+            w.u64(p.len() as u64);
+            for (k, (s, last)) in p {
+                w.bytes(k);
+                w.bytes(s);
+                w.u64(*last);
+            }
+        }
+    }
+
+    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        self.tick = r.u64()?;
+        self.partitions = restore_partitions(r, self.partitions.len(), |r| {
+            Ok((r.bytes()?.into(), (r.bytes()?.into(), r.u64()?)))
+        })?;
+        Ok(())
     }
 
     /// One batch: `func` for each new value of each key (and once for each
@@ -731,6 +866,95 @@ mod tests {
                 rendered(&a).contains(&r#"["a",12]"#.to_string()),
                 "{:?}",
                 rendered(&a)
+            );
+        });
+    }
+
+    #[test]
+    fn operator_state_survives_a_snapshot() {
+        with_ctx(|ctx| {
+            let add = Func::reduce("add", |a: i64, b: i64| a + b);
+            let sub = Func::inverse_reduce("sub", |a: i64, b: i64| a - b);
+            let funcs = WindowFuncs {
+                reduce: &add,
+                inverse: Some(&sub),
+                filter: None,
+            };
+            let sum = Func::update_state("sum", |vs: Vec<i64>, s: Option<i64>| {
+                Some(vs.iter().sum::<i64>() + s.unwrap_or(0))
+            });
+            // Two copies of each operator: one runs on, one is restored midway.
+            let mut w1 = WindowedReduce::new(2);
+            let mut s1 = StateByKey::new(2);
+            let mut b1 = WindowBuffer::default();
+            let batches = [
+                vec![("a", 1), ("b", 1)],
+                vec![("a", 2)],
+                vec![("c", 1)],
+                vec![],
+            ];
+            let mut restored = None;
+            for (i, b) in batches.iter().enumerate() {
+                let t = BatchContext {
+                    time: BatchTime((i as i64 + 1) * 1000),
+                    pool: ctx.pool,
+                    stream: "test",
+                };
+                if i == 2 {
+                    let mut w = StateWriter::new();
+                    w1.snapshot(&mut w);
+                    s1.snapshot(&mut w);
+                    b1.snapshot(&mut w);
+                    let bytes = w.into_bytes();
+                    let mut r = StateReader::new(&bytes);
+                    let (mut w2, mut s2, mut b2) = (
+                        WindowedReduce::new(2),
+                        StateByKey::new(2),
+                        WindowBuffer::default(),
+                    );
+                    w2.restore(&mut r).unwrap();
+                    s2.restore(&mut r).unwrap();
+                    b2.restore(&mut r).unwrap();
+                    assert!(r.is_empty());
+                    // A job with other partition counts refuses the state.
+                    let mut r = StateReader::new(&bytes);
+                    assert!(WindowedReduce::new(3).restore(&mut r).is_err());
+                    restored = Some((w2, s2, b2));
+                }
+                let step = |w: &mut WindowedReduce, s: &mut StateByKey, buf: &mut WindowBuffer| {
+                    w.push(pairs(b), &add, &t).unwrap();
+                    buf.push(t.time, Arc::new(pairs(b)));
+                    (
+                        rendered(&w.window(2000, 1000, &funcs, &t).unwrap()),
+                        rendered(&s.update(&sum, pairs(b), &t).unwrap()),
+                        rendered(&buf.window(t.time, 2000)),
+                    )
+                };
+                let one = step(&mut w1, &mut s1, &mut b1);
+                if let Some((w2, s2, b2)) = restored.as_mut() {
+                    assert_eq!(step(w2, s2, b2), one, "batch {i}");
+                }
+            }
+            // map_with_state: tick and last-seen survive too.
+            let f = Func::map_state(
+                "count",
+                |k: String, v: Option<i64>, s: &mut sluice_sdk::State<i64>| {
+                    let n = s.get().copied().unwrap_or(0) + v.unwrap_or(0);
+                    s.update(n);
+                    Some((k, n))
+                },
+            );
+            let mut m1 = MapWithState::new(2, Some(1));
+            m1.update(&f, pairs(&[("a", 1)]), ctx).unwrap();
+            let mut w = StateWriter::new();
+            m1.snapshot(&mut w);
+            let bytes = w.into_bytes();
+            let mut m2 = MapWithState::new(2, Some(1));
+            m2.restore(&mut StateReader::new(&bytes)).unwrap();
+            let next = || pairs(&[("b", 1)]);
+            assert_eq!(
+                rendered(&m1.update(&f, next(), ctx).unwrap()),
+                rendered(&m2.update(&f, next(), ctx).unwrap())
             );
         });
     }

@@ -27,6 +27,15 @@ pub(crate) trait Source: Send {
     fn finite_batches(&self) -> Option<u64> {
         None
     }
+    /// Where the source stands after its last batch, for checkpoints
+    /// (`None`: it cannot resume from a position).
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Resumes at a position [`Source::position`] returned (before `start`).
+    fn restore(&mut self, _position: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Lines received but not yet sealed into a batch, already encoded.

@@ -50,6 +50,25 @@ impl Source for QueueSource {
     fn finite_batches(&self) -> Option<u64> {
         Some(self.total)
     }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(
+            (self.total - self.items.len() as u64)
+                .to_le_bytes()
+                .to_vec(),
+        )
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let taken = <[u8; 8]>::try_from(position)
+            .map(u64::from_le_bytes)
+            .map_err(|_| Error::Internal("a queue position is 8 bytes".to_string()))?;
+        let remaining = self.total.saturating_sub(taken) as usize;
+        while self.items.len() > remaining {
+            self.items.pop_front();
+        }
+        Ok(())
+    }
 }
 
 /// A queue input file: either an array of batches (`[["line", ...], ...]`) or

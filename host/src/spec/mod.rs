@@ -7,6 +7,7 @@
 //! batch_interval = "1s"
 //! workers = 2                # default: one per core
 //! # clock = "manual"         # default: manual when every source is a queue
+//! # checkpoint = "ckpt"      # resume from / checkpoint into this directory (or --checkpoint)
 //!
 //! [plugins.wordcount]
 //! path = "../plugins/target/wasm32-wasip2/release/wordcount.wasm"  # relative to this file
@@ -77,6 +78,8 @@ struct JobSection {
     batch_interval: Spanned<String>,
     workers: Option<Spanned<usize>>,
     clock: Option<Spanned<String>>,
+    /// Checkpoint directory, relative to the spec.
+    checkpoint: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +159,10 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// Puts every file output (jsonl, text files) in this directory instead.
     pub output_dir: Option<PathBuf>,
+    /// Checkpoint directory (overrides `job.checkpoint`).
+    pub checkpoint: Option<PathBuf>,
+    /// Start over: remove the checkpoints instead of resuming.
+    pub fresh: bool,
 }
 
 /// A job built from a spec, ready to run.
@@ -328,6 +335,13 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
             );
         }
         ssc = ssc.with_workers(w);
+    }
+    let checkpoint = overrides
+        .checkpoint
+        .clone()
+        .or_else(|| job.checkpoint.as_ref().map(|c| resolve(c.get_ref())));
+    if let Some(dir) = checkpoint {
+        ssc = ssc.with_checkpoint(dir).with_fresh_start(overrides.fresh);
     }
     let default_partitions =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
