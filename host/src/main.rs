@@ -217,6 +217,15 @@ fn run(
         );
     }
     tracing::info!(job = %job.name, startup_ms = started.elapsed().as_millis() as u64, "job started");
+    // SIGINT/SIGTERM: finish with a last batch and checkpoint; a second
+    // signal exits at once.
+    let stop = job.context.stop_handle().flag();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .context("installing the signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handlers")?;
+    }
     let summary = job.context.run(batches)?;
     tracing::info!(job = %job.name, batches = summary.batches, records = summary.input_records, "job finished");
     for f in feeders {

@@ -344,3 +344,91 @@ path = "recent.jsonl"
     assert_eq!(got, want, "seed {seed}, {kills} kills: the last window");
     eprintln!("{kills} kills survived (seed {seed})");
 }
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// SIGTERM: the job runs one last batch with what it received, checkpoints
+/// it, and exits 0 within a few batch intervals.
+#[test]
+fn sigterm_stops_after_a_last_checkpointed_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nbatch_interval = \"200ms\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"socket\"\nport = {port}\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"wordcount.pair\"\n[streams.totals]\nfrom = \"pairs\"\nop = \"update_state_by_key\"\nfunction = \"wordcount.running_total\"\n[[outputs]]\nstream = \"totals\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+            sluice_tests::plugin("wordcount").display()
+        ),
+    )
+    .expect("job");
+    let ck = dir.path().join("ck");
+    let child = sluice(&job)
+        .arg("--checkpoint")
+        .arg(&ck)
+        .args(["--feed", "--feed-rate", "100"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    signal(&child, "TERM");
+    let asked = std::time::Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(2),
+        "stopped within 10 batch intervals"
+    );
+    assert!(stderr.contains("stopping: a last batch"), "{stderr}");
+    let batches = read_jsonl(&dir.path().join("out.jsonl"));
+    let last = batches.last().expect("batches ran");
+    let shown = run_ok(
+        Command::new(sluice_bin())
+            .args(["checkpoint", "inspect"])
+            .arg(&ck),
+    );
+    assert!(
+        shown.contains(&format!("\"batch_index\": {}", last["batch"])),
+        "the last batch is checkpointed:\n{shown}"
+    );
+}
+
+/// A second signal while the last batch is still running exits at once.
+#[test]
+fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("in.json"), r#"[["spin"]]"#).expect("input");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nbatch_interval = \"200ms\"\nclock = \"system\"\n[plugins.hostile]\npath = \"{}\"\ndeadline = \"30s\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.spun]\nfrom = \"lines\"\nop = \"map\"\nfunction = \"hostile.spin\"\n[[outputs]]\nstream = \"spun\"\ntype = \"pprint\"\n",
+            sluice_tests::plugin("hostile").display()
+        ),
+    )
+    .expect("job");
+    let child = sluice(&job)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    signal(&child, "INT");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    signal(&child, "INT");
+    let asked = std::time::Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(asked.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -432,7 +432,9 @@ pub type Listener = Box<dyn FnMut(&BatchInfo) + Send>;
 pub struct StopHandle(Arc<AtomicBool>);
 
 impl StopHandle {
-    /// Asks the run loop to stop after the batch in progress.
+    /// Asks the run loop to stop: after the batch in progress it runs one
+    /// last batch at once with what was received (checkpointed like any
+    /// other), then returns. (Replayed, manual-clock runs just stop.)
     pub fn stop(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
@@ -440,6 +442,11 @@ impl StopHandle {
     /// Whether a stop was requested.
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// The flag behind the handle, for signal handlers (setting it stops the run).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
     }
 }
 
@@ -827,15 +834,27 @@ impl StreamingContext {
             input_records: 0,
         };
         let result = (|| -> Result<()> {
+            let mut stopping = false;
             for index in start.. {
-                if limit.is_some_and(|l| index >= l) || self.stop.is_stopped() {
+                if limit.is_some_and(|l| index >= l) || stopping {
                     break;
                 }
                 let time = first.plus(self.interval * index as u32);
                 if self.clock.is_manual() {
+                    if self.stop.is_stopped() {
+                        break;
+                    }
                     self.clock.advance_to(time.millis());
-                } else if !self.clock.wait_until(time.millis(), &self.stop.0) {
-                    break;
+                } else if self.stop.is_stopped()
+                    || !self.clock.wait_until(time.millis(), &self.stop.0)
+                {
+                    // Stop: one last batch, now, with what was received
+                    // (and its checkpoint), then end.
+                    tracing::info!(
+                        batch = time.millis(),
+                        "stopping: a last batch with what was received"
+                    );
+                    stopping = true;
                 }
                 let started = Instant::now();
                 let scheduling_delay =

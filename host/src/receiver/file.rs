@@ -27,8 +27,10 @@
 //!   down are read in its first batch; files ignored at the very first start
 //!   are recorded too and stay ignored. A ledger that cannot be written is
 //!   warned about and the names stay in memory. Names that are not UTF-8 are
-//!   remembered in memory only. (A crash between reading a file and
-//!   finishing its batch loses that batch; the checkpoint issue closes that.)
+//!   remembered in memory only. Without a checkpoint a crash between reading
+//!   a file and finishing its batch loses that file; with one, the names read
+//!   are part of each checkpoint and a resumed job reads again the files of a
+//!   batch cut short.
 
 use super::Source;
 use crate::error::{Error, Result};
@@ -46,6 +48,8 @@ pub(crate) struct FileSource {
     seen: HashSet<OsString>,
     /// Where the names read are remembered across restarts.
     ledger: Option<PathBuf>,
+    /// The names read, from a checkpoint (wins over the ledger).
+    restored: Option<HashSet<OsString>>,
     /// Files read so far (for stats and tests).
     pub(crate) files_read: u64,
 }
@@ -58,6 +62,7 @@ impl FileSource {
             partitions,
             seen: HashSet::new(),
             ledger: None,
+            restored: None,
             files_read: 0,
         }
     }
@@ -140,6 +145,16 @@ impl FileSource {
 impl Source for FileSource {
     fn start(&mut self) -> Result<()> {
         let files = self.list()?;
+        if let Some(read) = self.restored.take() {
+            // Resumed from a checkpoint: exactly the names it had read.
+            self.seen = files
+                .into_iter()
+                .map(|(_, n)| n)
+                .filter(|n| read.contains(n))
+                .collect();
+            self.save_ledger();
+            return Ok(());
+        }
         match self.load_ledger()? {
             // A restart: everything not read before is new.
             Some(read) => {
@@ -199,6 +214,22 @@ impl Source for FileSource {
             self.save_ledger();
         }
         Ok(Rdd::from_column(&lines, self.partitions))
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        let mut names: Vec<&str> = self.seen.iter().filter_map(|n| n.to_str()).collect();
+        names.sort_unstable();
+        serde_json::to_vec(&names).ok()
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let names: Vec<String> = serde_json::from_slice(position).map_err(|e| {
+            Error::Internal(format!(
+                "a file source position is a JSON list of names: {e}"
+            ))
+        })?;
+        self.restored = Some(names.into_iter().map(OsString::from).collect());
+        Ok(())
     }
 }
 
@@ -289,6 +320,26 @@ mod tests {
         let mut s = FileSource::new(d.to_path_buf(), false, 1).with_ledger(ledger.clone());
         let e = s.start().unwrap_err().to_string();
         assert!(e.contains(".ledger") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_checkpointed_position_wins_over_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ledger = d.join(".ledger");
+        let mut s = FileSource::new(d.to_path_buf(), false, 1).with_ledger(ledger.clone());
+        s.start().unwrap();
+        std::fs::write(d.join("a.txt"), "a\n").unwrap();
+        assert_eq!(lines_of(&s.next_batch(BatchTime(1)).unwrap()), ["a"]);
+        let checkpointed = s.position().unwrap();
+        std::fs::write(d.join("b.txt"), "b\n").unwrap();
+        assert_eq!(lines_of(&s.next_batch(BatchTime(2)).unwrap()), ["b"]);
+        // Crash before batch 2 was checkpointed: b.txt is in the ledger, not
+        // in the checkpoint, and is read again.
+        let mut s = FileSource::new(d.to_path_buf(), false, 1).with_ledger(ledger);
+        s.restore(&checkpointed).unwrap();
+        s.start().unwrap();
+        assert_eq!(lines_of(&s.next_batch(BatchTime(2)).unwrap()), ["b"]);
     }
 
     #[test]
