@@ -432,3 +432,56 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(out.status.code(), Some(130));
     assert!(asked.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// A checkpoint that cannot be written (here: its name is taken by a
+/// directory, as a full disk would fail it) is retried before the next
+/// batch runs; once writable, the job goes on and nothing is lost.
+#[test]
+fn a_failing_checkpoint_write_is_retried_before_the_next_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ck = dir.path().join("ck");
+    // Batch 2 is at 3 s on the manual clock starting at 0; its checkpoint's
+    // name is taken (after batch 0) by a directory, removed 600 ms later.
+    let obstacle = ck.join("checkpoint-3000");
+    let ssc = sluice_tests::test_context().with_checkpoint(&ck);
+    let (block, unblock) = (obstacle.clone(), obstacle.clone());
+    let remover = std::sync::Mutex::new(None);
+    ssc.add_listener(Box::new(move |info| {
+        if info.index == 0 {
+            std::fs::create_dir_all(block.join("blocker")).expect("obstacle");
+            let unblock = unblock.clone();
+            *remover.lock().expect("remover") = Some(std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(600));
+                std::fs::remove_dir_all(&unblock).expect("remove the obstacle");
+            }));
+        }
+    }));
+    let pairs = ssc
+        .queue_stream((0..5).map(|i| vec![format!("w{}", i % 2)]).collect(), 1)
+        .map(sluice::Func::map("pair", |w: String| (w, 1i64)));
+    let totals = pairs
+        .update_state_by_key(
+            sluice::Func::update_state("sum", |v: Vec<i64>, s: Option<i64>| {
+                Some(v.iter().sum::<i64>() + s.unwrap_or(0))
+            }),
+            1,
+        )
+        .collect();
+    let started = std::time::Instant::now();
+    ssc.run(None)
+        .expect("the run goes on once the checkpoint can be written");
+    assert!(!obstacle.join("blocker").exists());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "it waited"
+    );
+    let batches = totals.lock().expect("collected");
+    assert_eq!(batches.len(), 5, "every batch once");
+    assert_eq!(
+        batches[4].sorted_records(),
+        vec![serde_json::json!(["w0", 3]), serde_json::json!(["w1", 2])]
+    );
+    let store = sluice::checkpoint::CheckpointStore::open(&ck).expect("store");
+    let (latest, _) = store.latest().expect("valid").expect("a checkpoint");
+    assert_eq!(latest.batch_index, 4);
+}

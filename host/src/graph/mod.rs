@@ -879,7 +879,7 @@ impl StreamingContext {
                             .filter_map(|(id, n)| n.op.snapshot().map(|b| (id as u64, b)))
                             .collect(),
                     };
-                    store.write(&cp)?;
+                    self.commit(store, &cp)?;
                 }
                 summary.batches += 1;
                 summary.input_records += input_records;
@@ -909,6 +909,28 @@ impl StreamingContext {
             s.stop();
         }
         result.map(|()| summary)
+    }
+
+    /// Writes the batch's checkpoint. An I/O error (disk full, …) leaves
+    /// the previous checkpoint valid and is reported and retried (100 ms
+    /// doubling to 5 s) before the next batch runs; the job only gives up
+    /// when asked to stop.
+    fn commit(&self, store: &CheckpointStore, cp: &Checkpoint) -> Result<()> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match store.write(cp) {
+                Ok(_) => return Ok(()),
+                Err(e) if self.stop.is_stopped() => return Err(e),
+                Err(e) => {
+                    tracing::error!(
+                        batch = cp.batch_time,
+                        "checkpoint not written, retrying in {delay:?}: {e}"
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Restores `g` from checkpoint `cp`, refusing one of another graph.
