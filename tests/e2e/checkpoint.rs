@@ -286,30 +286,12 @@ path = "recent.jsonl"
         .pop()
         .expect("a batch");
     assert_eq!(last["batch"], 59, "seed {seed}: the last batch is the 60th");
-    let mut got: Vec<(String, i64)> = last["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            (
-                r[0].as_str().expect("key").to_string(),
-                r[1].as_i64().expect("n"),
-            )
-        })
-        .collect();
-    got.sort();
     // Uninterrupted: every key k0..k6 and every sequence word once.
-    let mut want: Vec<(String, i64)> = (0..7)
-        .map(|k| {
-            (
-                format!("k{k}"),
-                (0..1200).filter(|s| s % 7 == k).count() as i64,
-            )
-        })
-        .chain((0..1200).map(|s| (format!("s{s}"), 1)))
-        .collect();
-    want.sort();
-    assert_eq!(got, want, "seed {seed}, {kills} kills");
+    assert_eq!(
+        counts(&last),
+        expected_counts(0..1200),
+        "seed {seed}, {kills} kills"
+    );
     // The incremental window (4 batches, every 2) at the end: the last 4
     // batches' counts (keys that left stay at 0: no filter).
     let recent = read_jsonl(&dir.path().join("recent.jsonl"));
@@ -318,7 +300,17 @@ path = "recent.jsonl"
         .rev()
         .find(|b| b["batch"] == 59)
         .expect("the window at the last batch");
-    let mut got: Vec<(String, i64)> = last["records"]
+    assert_eq!(
+        counts(last),
+        expected_counts(1120..1200),
+        "seed {seed}, {kills} kills: the last window"
+    );
+    eprintln!("{kills} kills survived (seed {seed})");
+}
+
+/// The non-zero `(word, count)` records of a batch, sorted.
+fn counts(batch: &serde_json::Value) -> Vec<(String, i64)> {
+    let mut got: Vec<(String, i64)> = batch["records"]
         .as_array()
         .expect("records")
         .iter()
@@ -331,18 +323,22 @@ path = "recent.jsonl"
         .filter(|(_, n)| *n != 0)
         .collect();
     got.sort();
+    got
+}
+
+/// The counts of the sequence-numbered lines `seqs`: `k<seq % 7>` and `s<seq>`.
+fn expected_counts(seqs: std::ops::Range<i64>) -> Vec<(String, i64)> {
     let mut want: Vec<(String, i64)> = (0..7)
         .map(|k| {
             (
                 format!("k{k}"),
-                (1120..1200).filter(|s| s % 7 == k).count() as i64,
+                seqs.clone().filter(|s| s % 7 == k).count() as i64,
             )
         })
-        .chain((1120..1200).map(|s| (format!("s{s}"), 1)))
+        .chain(seqs.clone().map(|s| (format!("s{s}"), 1)))
         .collect();
     want.sort();
-    assert_eq!(got, want, "seed {seed}, {kills} kills: the last window");
-    eprintln!("{kills} kills survived (seed {seed})");
+    want
 }
 
 fn signal(child: &std::process::Child, name: &str) {
