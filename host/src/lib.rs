@@ -24,6 +24,10 @@
 //!
 //! Tests and replay use a [`ManualClock`] and [`StreamingContext::queue_stream`];
 //! native closures ([`Func::map`], …) run the same columnar code as plugins.
+//! Windows and keyed state ([`DStream::window`],
+//! [`DStream::reduce_by_key_and_window`], [`DStream::update_state_by_key`],
+//! [`DStream::map_with_state`]) are host data, saved by
+//! [`StreamingContext::with_checkpoint`] after every batch (see [`checkpoint`]).
 
 pub mod checkpoint;
 pub mod error;
