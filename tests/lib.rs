@@ -194,3 +194,11 @@ pub fn case_job(case: &str, dir: &Path) -> PathBuf {
     std::fs::write(&path, text).expect("writing job.toml");
     path
 }
+
+/// A number from the environment variable `name` (benchmarks' knobs), else `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

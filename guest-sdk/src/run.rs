@@ -281,6 +281,17 @@ where
     Ok(out)
 }
 
+/// The previous state of group `g`: `None` when absent.
+fn decode_state<S: DeserializeOwned>(states: &Column, g: usize) -> Result<Option<S>, CallError> {
+    let bytes = states.get(g);
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    rmp_serde::from_slice(bytes)
+        .map(Some)
+        .map_err(|e| CallError::invalid_input(g, format!("state: {e}")))
+}
+
 /// `update-state`: per group `g`, `f(new values of g, previous state of g)`;
 /// `None` (written as an absent element) removes the key's state.
 pub fn update_state<V, S, F>(
@@ -309,15 +320,7 @@ where
         let new = (start..end)
             .map(|i| decode(values, i))
             .collect::<Result<Vec<V>, _>>()?;
-        let state = if states.get(g).is_empty() {
-            None
-        } else {
-            Some(
-                rmp_serde::from_slice(states.get(g))
-                    .map_err(|e| CallError::invalid_input(g, format!("state: {e}")))?,
-            )
-        };
-        match f(new, state) {
+        match f(new, decode_state(states, g)?) {
             Some(s) => out.push(&s).map_err(|e| encode_err(g, e))?,
             None => out.push_absent().map_err(|e| encode_err(g, e))?,
         }
@@ -397,14 +400,7 @@ where
     let mut finals = Vec::with_capacity(n);
     for (g, w) in groups.windows(2).enumerate() {
         let mut state = State {
-            value: if states.get(g).is_empty() {
-                None
-            } else {
-                Some(
-                    rmp_serde::from_slice(states.get(g))
-                        .map_err(|e| CallError::invalid_input(g, format!("state: {e}")))?,
-                )
-            },
+            value: decode_state(states, g)?,
             timing_out: false,
         };
         for i in w[0] as usize..w[1] as usize {

@@ -137,14 +137,8 @@ impl Func {
         I: DeserializeOwned,
         F: Fn(I) -> bool + Send + Sync + 'static,
     {
-        Func {
-            limit: None,
-            name: format!("native.{name}"),
-            kind: Kind::Filter,
-            imp: Imp::Native(Native::Filter(Arc::new(move |c: &Column| {
-                sluice_sdk::run::filter(c, &f)
-            }))),
-        }
+        let call = move |c: &Column| sluice_sdk::run::filter(c, &f);
+        Func::native(name, Kind::Filter, Native::Filter(Arc::new(call)))
     }
 
     /// A native associative `reduce`.
@@ -153,14 +147,8 @@ impl Func {
         T: DeserializeOwned + Serialize,
         F: Fn(T, T) -> T + Send + Sync + 'static,
     {
-        Func {
-            limit: None,
-            name: format!("native.{name}"),
-            kind: Kind::Reduce,
-            imp: Imp::Native(Native::Reduce(Arc::new(move |c: &Column, g: &[u32]| {
-                sluice_sdk::run::reduce(c, g, &f)
-            }))),
-        }
+        let call = move |c: &Column, g: &[u32]| sluice_sdk::run::reduce(c, g, &f);
+        Func::native(name, Kind::Reduce, Native::Reduce(Arc::new(call)))
     }
 
     fn native(name: &str, kind: Kind, native: Native) -> Func {
@@ -240,12 +228,7 @@ impl Func {
     where
         F: Fn(&Column) -> std::result::Result<Column, CallError> + Send + Sync + 'static,
     {
-        Func {
-            limit: None,
-            name: format!("native.{name}"),
-            kind,
-            imp: Imp::Native(Native::Values(Arc::new(f))),
-        }
+        Func::native(name, kind, Native::Values(Arc::new(f)))
     }
 
     /// Splits calls so that each gets at most `bytes` of input (default: the

@@ -6,16 +6,9 @@
 //! time per slide of each variant and the ratios, all from one run.
 
 use sluice::{ManualClock, StreamingContext};
-use sluice_tests::{plugin, runtime};
+use sluice_tests::{env_or, plugin, runtime};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One batch of `lines` lines of 10 words from a 2000-word vocabulary.
 fn batch(lines: usize, seed: u64) -> Vec<String> {

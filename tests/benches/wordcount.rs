@@ -5,16 +5,9 @@
 //! `BENCH_BATCHES`, `BENCH_ROUNDS`). Prints words/s for each and the ratio.
 
 use sluice::{Func, ManualClock, StreamingContext};
-use sluice_tests::{plugin, runtime};
+use sluice_tests::{env_or, plugin, runtime};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `lines` lines of 10 words drawn from a 1000-word vocabulary (deterministic).
 fn make_lines(lines: usize, seed: u64) -> Vec<String> {

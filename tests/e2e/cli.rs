@@ -47,6 +47,18 @@ fn a_bad_spec_names_file_line_and_field() {
     assert!(err.contains(&want), "expected `{want}` in:\n{err}");
 }
 
+/// Runs the spec `text` (as `dir/job.toml`), which must be refused with
+/// exit code 1 and `job.toml` + `want` (`:line: field: message`) on stderr.
+fn assert_refused(dir: &std::path::Path, text: &str, want: &str) {
+    let job = dir.join("job.toml");
+    std::fs::write(&job, text).expect("write");
+    let out = sluice().arg("run").arg(&job).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("{}{want}", job.display());
+    assert!(err.contains(&want), "expected `{want}` in:\n{err}");
+}
+
 /// combine_by_key's three functions are each checked, by field and line.
 #[test]
 fn combine_by_key_functions_are_checked_by_field_and_line() {
@@ -68,13 +80,7 @@ fn combine_by_key_functions_are_checked_by_field_and_line() {
         ),
     ];
     for (fields, want) in cases {
-        let job = dir.path().join("job.toml");
-        std::fs::write(&job, format!("{head}{fields}{tail}")).expect("write");
-        let out = sluice().arg("run").arg(&job).output().expect("run");
-        assert_eq!(out.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&out.stderr);
-        let want = format!("{}{want}", job.display());
-        assert!(err.contains(&want), "expected `{want}` in:\n{err}");
+        assert_refused(dir.path(), &format!("{head}{fields}{tail}"), want);
     }
 }
 
@@ -96,13 +102,7 @@ fn window_durations_are_checked_at_their_spec_line() {
             ":10: streams.recent.slide: the slide duration must be a multiple of the slide duration of the parent stream (1000 ms), not 1.5s",
         ),
     ] {
-        let job = dir.path().join("job.toml");
-        std::fs::write(&job, format!("{head}{fields}{tail}")).expect("write");
-        let out = sluice().arg("run").arg(&job).output().expect("run");
-        assert_eq!(out.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&out.stderr);
-        let want = format!("{}{want}", job.display());
-        assert!(err.contains(&want), "expected `{want}` in:\n{err}");
+        assert_refused(dir.path(), &format!("{head}{fields}{tail}"), want);
     }
 }
 

@@ -305,6 +305,13 @@ fn plugin_versions(g: &Graph) -> std::collections::BTreeMap<String, PluginVersio
     out
 }
 
+/// Whether `d` is a positive whole number of milliseconds and a multiple of
+/// a parent's slide of `parent_ms` (the rule for window and slide durations).
+pub(crate) fn fits_slide(d: Duration, parent_ms: i64) -> bool {
+    let ms = d.as_millis() as i64;
+    ms > 0 && d.subsec_nanos().is_multiple_of(1_000_000) && ms % parent_ms.max(1) == 0
+}
+
 fn count_add() -> Func {
     Func::reduce("count", |a: i64, b: i64| a + b)
 }
@@ -331,23 +338,24 @@ fn rekey(how: Rekey, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
         .partitions
         .into_iter()
         .map(|b| {
-            let n = b.len();
-            let mut ones = Column::with_capacity(n, n);
-            let mut nils = Column::with_capacity(n, n);
-            for _ in 0..n {
-                let _ = ones.push_encoded(&[1]);
-                let _ = nils.push_encoded(&[0xc0]);
-            }
+            // A column of `n` copies of one encoded value.
+            let repeat = |encoded: u8| {
+                let mut c = Column::with_capacity(b.len(), b.len());
+                for _ in 0..b.len() {
+                    let _ = c.push_encoded(&[encoded]);
+                }
+                c
+            };
             Ok(match how {
                 Rekey::Constant => Batch {
-                    keys: nils,
+                    keys: repeat(0xc0),
                     values: b.joined_values().into_owned(),
                 },
                 Rekey::ByValueOne => Batch {
                     keys: b.joined_values().into_owned(),
-                    values: ones,
+                    values: repeat(1),
                 },
-                Rekey::One => Batch::from_values(ones),
+                Rekey::One => Batch::from_values(repeat(1)),
                 Rekey::Values => {
                     let (_, values) = crate::ops::keyed::keyed(b, ctx, "values")?;
                     Batch::from_values(values)
@@ -801,6 +809,7 @@ impl StreamingContext {
             taken
         };
         let graph = describe_graph(&g);
+        let plugins = plugin_versions(&g);
         let store = self
             .checkpoint
             .as_ref()
@@ -815,7 +824,7 @@ impl StreamingContext {
                 for s in &skipped {
                     tracing::warn!(checkpoint = %s.path.display(), "skipping an unusable checkpoint: {}", s.reason);
                 }
-                self.resume(&mut g, &cp, &graph, store)?;
+                self.resume(&mut g, &cp, &graph, &plugins, store)?;
                 first = BatchTime(cp.first_batch_time);
                 start = cp.batch_index + 1;
             }
@@ -866,7 +875,7 @@ impl StreamingContext {
                         batch_time: time.millis(),
                         batch_index: index,
                         first_batch_time: first.millis(),
-                        plugins: plugin_versions(&g),
+                        plugins: plugins.clone(),
                         sources: g
                             .sources
                             .iter()
@@ -939,6 +948,7 @@ impl StreamingContext {
         g: &mut Graph,
         cp: &Checkpoint,
         graph: &str,
+        plugins: &std::collections::BTreeMap<String, PluginVersion>,
         store: &CheckpointStore,
     ) -> Result<()> {
         let at = store.dir().join(format!("checkpoint-{}", cp.batch_time));
@@ -950,7 +960,7 @@ impl StreamingContext {
             )));
         }
         for (name, was) in &cp.plugins {
-            if let Some(now) = plugin_versions(g).get(name)
+            if let Some(now) = plugins.get(name)
                 && now.version != was.version
             {
                 tracing::warn!(plugin = %name, checkpoint = %was.version, now = %now.version, "resuming with another plugin version (same functions and kinds)");
@@ -1257,32 +1267,30 @@ impl DStream {
 
     /// Checks a window's durations against this (the parent) stream's slide;
     /// an error names both, as Spark's does.
-    fn window_durations(&self, length: Duration, slide: Duration) -> (i64, i64, Option<String>) {
+    fn window_durations(&self, length: Duration, slide: Duration) -> Option<String> {
         let parent = {
             let g = lock(&self.graph);
             g.check_open();
             g.nodes[self.id].slide
         };
-        let (l, s) = (length.as_millis() as i64, slide.as_millis() as i64);
-        let exact = |d: Duration| d.subsec_nanos().is_multiple_of(1_000_000);
-        let error = if l <= 0 || !exact(length) || l % parent != 0 {
+        if !fits_slide(length, parent) {
             Some(format!(
                 "the window duration ({} ms) must be a multiple of the slide duration of the parent stream ({parent} ms)",
                 length.as_secs_f64() * 1000.0
             ))
-        } else if s <= 0 || !exact(slide) || s % parent != 0 {
+        } else if !fits_slide(slide, parent) {
             Some(format!(
                 "the slide duration ({} ms) must be a multiple of the slide duration of the parent stream ({parent} ms)",
                 slide.as_secs_f64() * 1000.0
             ))
         } else {
             None
-        };
-        (l, s.max(1), error)
+        }
     }
 
     fn derive_window(&self, name: &str, op: Op, length: Duration, slide: Duration) -> DStream {
-        let (_, s, error) = self.window_durations(length, slide);
+        let error = self.window_durations(length, slide);
+        let s = (slide.as_millis() as i64).max(1);
         let stream = self.derive_with_slide(name, op, vec![self.id], Some(s));
         if let Some(e) = error {
             lock(&self.graph).errors.push((stream.id, e));

@@ -632,12 +632,42 @@ fn update_partition(
 /// Per key of one partition: its state and the update that last gave it a value.
 type TimedState = IndexMap<Box<[u8]>, (Box<[u8]>, u64)>;
 
+/// One partition of `map_with_state`: the keys' state, and (with a timeout)
+/// `(update, key)` for every update that gave a key a value, oldest first, so
+/// finding the keys that time out costs the updates that expire, not a scan
+/// of every key. An entry whose key has had a later value is stale.
+#[derive(Debug, Default)]
+struct TimedPartition {
+    state: TimedState,
+    expiry: VecDeque<(u64, Box<[u8]>)>,
+}
+
+impl TimedPartition {
+    /// The keys whose last value came `timeout` updates before `tick` or
+    /// earlier; their expiry entries are consumed.
+    fn expired(&mut self, tick: u64, timeout: u64) -> Vec<Box<[u8]>> {
+        let mut out = Vec::new();
+        while self
+            .expiry
+            .front()
+            .is_some_and(|(t, _)| t + timeout <= tick)
+        {
+            if let Some((t, key)) = self.expiry.pop_front()
+                && self.state.get(&key).is_some_and(|(_, last)| *last == t)
+            {
+                out.push(key);
+            }
+        }
+        out
+    }
+}
+
 /// `map_with_state`: per key its state and the update at which it last had
 /// a value, in hash partitions; only keys with new values or timing out are
 /// processed.
 #[derive(Debug)]
 pub(crate) struct MapWithState {
-    partitions: Vec<TimedState>,
+    partitions: Vec<TimedPartition>,
     /// Updates without a value after which a key times out.
     timeout: Option<u64>,
     /// Updates so far.
@@ -647,7 +677,9 @@ pub(crate) struct MapWithState {
 impl MapWithState {
     pub(crate) fn new(partitions: usize, timeout: Option<u64>) -> Self {
         MapWithState {
-            partitions: (0..partitions.max(1)).map(|_| IndexMap::new()).collect(),
+            partitions: (0..partitions.max(1))
+                .map(|_| TimedPartition::default())
+                .collect(),
             timeout: timeout.filter(|&t| t > 0),
             tick: 0,
         }
@@ -662,8 +694,8 @@ impl MapWithState {
         w.u64(self.tick);
         w.u64(self.partitions.len() as u64);
         for p in &self.partitions {
-            w.u64(p.len() as u64);
-            for (k, (s, last)) in p {
+            w.u64(p.state.len() as u64);
+            for (k, (s, last)) in &p.state {
                 w.bytes(k);
                 w.bytes(s);
                 w.u64(*last);
@@ -673,9 +705,23 @@ impl MapWithState {
 
     pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
         self.tick = r.u64()?;
-        self.partitions = restore_partitions(r, self.partitions.len(), |r| {
+        let states = restore_partitions(r, self.partitions.len(), |r| {
             Ok((r.bytes()?.into(), (r.bytes()?.into(), r.u64()?)))
         })?;
+        self.partitions = states
+            .into_iter()
+            .map(|state| {
+                let mut expiry: Vec<(u64, Box<[u8]>)> = state
+                    .iter()
+                    .map(|(k, (_, last))| (*last, k.clone()))
+                    .collect();
+                expiry.sort_by_key(|(t, _)| *t);
+                TimedPartition {
+                    state,
+                    expiry: expiry.into(),
+                }
+            })
+            .collect();
         Ok(())
     }
 
@@ -696,7 +742,7 @@ impl MapWithState {
 }
 
 fn map_partition(
-    part: &mut TimedState,
+    part: &mut TimedPartition,
     batches: &[Batch],
     func: &Func,
     tick: u64,
@@ -714,12 +760,16 @@ fn map_partition(
     }
     let timed_out: Vec<Box<[u8]>> = match timeout {
         Some(t) => part
-            .iter()
-            .filter(|(k, (_, last))| tick - last >= t && !by_key.contains_key(&k[..]))
-            .map(|(k, _)| k.clone())
+            .expired(tick, t)
+            .into_iter()
+            .filter(|k| !by_key.contains_key(&k[..]))
             .collect(),
         None => Vec::new(),
     };
+    let TimedPartition {
+        state: part,
+        expiry,
+    } = part;
     if by_key.is_empty() && timed_out.is_empty() {
         return Ok(Batch::default());
     }
@@ -754,6 +804,9 @@ fn map_partition(
             part.swap_remove(k);
         } else {
             part.insert(k.into(), (s.into(), tick));
+            if timeout.is_some() {
+                expiry.push_back((tick, k.into()));
+            }
         }
     }
     let mut out = Column::with_capacity(mapped.len(), mapped.bytes.len());

@@ -812,9 +812,8 @@ fn resolve_stream<'a>(
         };
         let duration = |d: &Spanned<String>, key: &str| -> Result<std::time::Duration> {
             let v = parse_duration(d.get_ref()).or_else(|m| cx.err(d.span(), &field(key), m))?;
-            let ms = v.as_millis();
             let p = parent_slide.as_millis().max(1);
-            if v.is_zero() || v.subsec_nanos() % 1_000_000 != 0 || ms % p != 0 {
+            if !crate::graph::fits_slide(v, p as i64) {
                 return cx.err(
                     d.span(),
                     &field(key),
