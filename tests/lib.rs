@@ -202,3 +202,22 @@ pub fn env_or(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// `lines` lines of 10 words `w<n>` drawn from `vocab` words by a seeded
+/// xorshift (deterministic): the benches' input.
+pub fn random_lines(lines: usize, vocab: u64, seed: u64) -> Vec<String> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..lines)
+        .map(|_| {
+            (0..10)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("w{}", x % vocab)
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}

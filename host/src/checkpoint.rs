@@ -11,9 +11,19 @@
 //! checksum  u64      xxh3-64 of the payload
 //! ```
 //!
+//! A checkpoint file holds everything (graph, sources' positions, operator
+//! state) and is written every *checkpoint interval*; in between, each
+//! completed batch appends a [`BatchRecord`] (its time and what each source
+//! took) to the *batch log* `batches-<ms of the checkpoint it follows>`, a
+//! [`crate::framelog`] synced per batch. Recovery restores the newest valid
+//! checkpoint and re-runs the batches the logs record after it, each with
+//! exactly the input it had, so the state comes out the same and outputs
+//! keyed by batch time are rewritten identically.
+//!
 //! Files are written to a hidden temporary name, fsynced, renamed, and the
 //! directory fsynced, so a crash leaves either the old set or the new file
-//! complete; only the newest [`KEEP`] are kept. [`CheckpointStore::latest`]
+//! complete; only the newest [`KEEP`] are kept, with the batch logs that
+//! follow them. [`CheckpointStore::latest`]
 //! tries the files newest first: a damaged, truncated or foreign one is
 //! skipped with a warning naming the file and what is wrong, and when files
 //! exist but none is valid the result is an error, never an empty start.
@@ -57,6 +67,41 @@ pub struct Checkpoint {
     pub sources: Vec<Vec<u8>>,
     /// Per stateful stream (by graph position), its opaque state.
     pub state: BTreeMap<u64, Vec<u8>>,
+}
+
+/// One completed batch, as the batch log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// The batch's time (ms since the epoch).
+    pub batch_time: i64,
+    /// Its index, from 0.
+    pub batch_index: u64,
+    /// Per source, what it took ([`crate::receiver`]'s `batch_record`).
+    pub sources: Vec<Vec<u8>>,
+}
+
+/// The batch log after one checkpoint, open for appending.
+#[derive(Debug)]
+pub struct BatchLog {
+    log: crate::framelog::FrameLog,
+}
+
+const BATCH: u8 = 1;
+const LOG_PREFIX: &str = "batches-";
+
+impl BatchLog {
+    /// Appends `r` durably (written and synced, or an error and no record).
+    pub fn append(&mut self, r: &BatchRecord) -> Result<()> {
+        let payload = rmp_serde::to_vec(r)
+            .map_err(|e| Error::Internal(format!("encoding a batch record: {e}")))?;
+        let written = self.log.append(BATCH, &payload);
+        written.and_then(|_| self.log.sync()).map_err(|e| {
+            Error::io(
+                format!("writing the batch log {}", self.log.path().display()),
+                e,
+            )
+        })
+    }
 }
 
 /// A checkpoint file that could not be used, and why.
@@ -114,13 +159,119 @@ impl CheckpointStore {
         Ok(path)
     }
 
-    /// Removes every checkpoint (`--fresh`).
+    /// Removes every checkpoint, batch log and write-ahead log (`--fresh`).
     pub fn clear(&self) -> Result<()> {
-        for (_, path) in self.list()? {
+        for path in self
+            .list()?
+            .into_iter()
+            .chain(self.batch_logs()?)
+            .map(|(_, p)| p)
+        {
             std::fs::remove_file(&path)
-                .map_err(|e| Error::io(format!("removing checkpoint {}", path.display()), e))?;
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+        }
+        let wal = self.wal_dir();
+        if wal.exists() {
+            std::fs::remove_dir_all(&wal)
+                .map_err(|e| Error::io(format!("removing {}", wal.display()), e))?;
         }
         Ok(())
+    }
+
+    /// Where sources that cannot replay keep their write-ahead logs.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.dir.join("wal")
+    }
+
+    fn batch_log_path(&self, after: i64) -> PathBuf {
+        self.dir.join(format!("{LOG_PREFIX}{after}"))
+    }
+
+    /// Batch logs by the checkpoint time they follow, oldest first.
+    pub fn batch_logs(&self) -> Result<Vec<(i64, PathBuf)>> {
+        let mut logs: Vec<(i64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?
+            .flatten()
+            .filter_map(|e| {
+                let ms = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix(LOG_PREFIX)?
+                    .parse::<i64>()
+                    .ok()?;
+                Some((ms, e.path()))
+            })
+            .collect();
+        logs.sort();
+        Ok(logs)
+    }
+
+    /// Starts the (empty) batch log that follows the checkpoint at `after`.
+    pub fn start_batch_log(&self, after: i64) -> Result<BatchLog> {
+        let path = self.batch_log_path(after);
+        crate::framelog::FrameLog::create(&path)
+            .map(|log| BatchLog { log })
+            .map_err(|e| Error::io(format!("creating the batch log {}", path.display()), e))
+    }
+
+    /// The batches recorded after the checkpoint at `after` (from its log
+    /// and any later one), in time order, each once; and what was wrong
+    /// with the logs, if anything (reading stops at damage, so the batches
+    /// after it are re-run from their sources as new).
+    pub fn batches_after(&self, after: i64) -> Result<(Vec<BatchRecord>, Vec<String>)> {
+        let mut records = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (_, path) in self.batch_logs()?.into_iter().filter(|(t, _)| *t >= after) {
+            let contents = match crate::framelog::read(&path, 0) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            for frame in contents.frames.iter().filter(|f| f.kind == BATCH) {
+                match rmp_serde::from_slice::<BatchRecord>(&frame.payload) {
+                    Ok(r) if r.batch_time > after => {
+                        records.insert(r.batch_time, r);
+                    }
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!(
+                        "{}: an undecodable batch record: {e}",
+                        path.display()
+                    )),
+                }
+            }
+            problems.extend(contents.damage);
+        }
+        Ok((records.into_values().collect(), problems))
+    }
+
+    /// Rewrites the batch log after `after` to hold exactly `records` (the
+    /// batches being re-run on recovery) and removes later logs, so that
+    /// appending goes on from one clean log.
+    pub fn restart_batch_log(&self, after: i64, records: &[BatchRecord]) -> Result<BatchLog> {
+        for (t, path) in self.batch_logs()? {
+            if t > after {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            }
+        }
+        let path = self.batch_log_path(after);
+        let tmp = self.dir.join(format!(".{LOG_PREFIX}{after}.tmp"));
+        let what = || format!("rewriting the batch log {}", path.display());
+        let mut log = crate::framelog::FrameLog::create(&tmp).map_err(|e| Error::io(what(), e))?;
+        for r in records {
+            let payload = rmp_serde::to_vec(r)
+                .map_err(|e| Error::Internal(format!("encoding a batch record: {e}")))?;
+            log.append(BATCH, &payload)
+                .map_err(|e| Error::io(what(), e))?;
+        }
+        log.sync().map_err(|e| Error::io(what(), e))?;
+        drop(log);
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(what(), e))?;
+        let (log, _) =
+            crate::framelog::FrameLog::open_append(&path).map_err(|e| Error::io(what(), e))?;
+        Ok(BatchLog { log })
     }
 
     /// Checkpoint files by batch time, newest first.
@@ -147,12 +298,31 @@ impl CheckpointStore {
         Ok(files)
     }
 
-    fn prune(&self) -> Result<()> {
-        for (_, path) in self.list()?.into_iter().skip(KEEP) {
-            std::fs::remove_file(&path)
+    /// Removes all but the newest [`KEEP`] checkpoints and the batch logs
+    /// that follow removed ones; returns the oldest checkpoint kept.
+    fn prune(&self) -> Result<Option<i64>> {
+        let files = self.list()?;
+        for (_, path) in files.iter().skip(KEEP) {
+            std::fs::remove_file(path)
                 .map_err(|e| Error::io(format!("removing old checkpoint {}", path.display()), e))?;
         }
-        Ok(())
+        let oldest = files
+            .get(files.len().min(KEEP).wrapping_sub(1))
+            .map(|f| f.0);
+        if let Some(oldest) = oldest {
+            for (t, path) in self.batch_logs()? {
+                if t < oldest {
+                    std::fs::remove_file(&path)
+                        .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+                }
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// The time of the oldest checkpoint kept (what write-ahead logs must cover).
+    pub fn oldest(&self) -> Result<Option<i64>> {
+        Ok(self.list()?.last().map(|f| f.0))
     }
 
     /// The newest valid checkpoint and the newer files skipped on the way.

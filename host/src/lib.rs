@@ -27,11 +27,13 @@
 //! Windows and keyed state ([`DStream::window`],
 //! [`DStream::reduce_by_key_and_window`], [`DStream::update_state_by_key`],
 //! [`DStream::map_with_state`]) are host data, saved by
-//! [`StreamingContext::with_checkpoint`] after every batch (see [`checkpoint`]).
+//! [`StreamingContext::with_checkpoint`]: a full checkpoint every checkpoint
+//! interval and a batch-log record per batch in between (see [`checkpoint`]).
 
 pub mod checkpoint;
 pub mod error;
 pub mod feed;
+pub mod framelog;
 mod fsutil;
 pub mod func;
 pub mod graph;

@@ -307,6 +307,23 @@ fn inspect_checkpoint(dir: &std::path::Path) -> Result<()> {
                 "state": state,
                 "graph": cp.graph.lines().collect::<Vec<_>>(),
             });
+            let (logged, problems) = store.batches_after(cp.batch_time)?;
+            let wal: Vec<String> = std::fs::read_dir(store.wal_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| {
+                    let segments = std::fs::read_dir(e.path()).map_or(0, |d| d.count());
+                    format!("{}: {segments} segment(s)", e.path().display())
+                })
+                .collect();
+            let mut summary = summary;
+            summary["batches_logged_after"] = serde_json::json!(logged
+                .iter()
+                .map(|r| serde_json::json!({"batch_time": r.batch_time, "batch_index": r.batch_index}))
+                .collect::<Vec<_>>());
+            summary["batch_log_problems"] = serde_json::json!(problems);
+            summary["write_ahead_logs"] = serde_json::json!(wal);
             println!("newest valid:\n{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }

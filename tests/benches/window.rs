@@ -6,32 +6,16 @@
 //! time per slide of each variant and the ratios, all from one run.
 
 use sluice::{ManualClock, StreamingContext};
-use sluice_tests::{env_or, plugin, runtime};
+use sluice_tests::{env_or, plugin, random_lines, runtime};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One batch of `lines` lines of 10 words from a 2000-word vocabulary.
-fn batch(lines: usize, seed: u64) -> Vec<String> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..lines)
-        .map(|_| {
-            (0..10)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("w{}", x % 2000)
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
-}
 
 /// Mean time per slide once the window is full.
 fn run(window: u64, inverse: bool, lines: usize, slides: usize) -> Duration {
     let total = window as usize + slides;
-    let batches: Vec<Vec<String>> = (0..total).map(|i| batch(lines, i as u64)).collect();
+    let batches: Vec<Vec<String>> = (0..total)
+        .map(|i| random_lines(lines, 2000, i as u64))
+        .collect();
     let ssc = StreamingContext::new(Duration::from_secs(1))
         .with_clock(Arc::new(ManualClock::new(0)))
         .with_workers(2)

@@ -2,7 +2,9 @@
 //! creates input streams, [`DStream`] methods add transformations and outputs,
 //! [`StreamingContext::run`] generates a batch every interval and computes it.
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, PluginVersion, StateReader, StateWriter};
+use crate::checkpoint::{
+    BatchLog, BatchRecord, Checkpoint, CheckpointStore, PluginVersion, StateReader, StateWriter,
+};
 use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::ops::BatchContext;
@@ -307,6 +309,20 @@ fn plugin_versions(g: &Graph) -> std::collections::BTreeMap<String, PluginVersio
 
 /// Whether `d` is a positive whole number of milliseconds and a multiple of
 /// a parent's slide of `parent_ms` (the rule for window and slide durations).
+/// The default interval of full checkpoints: max(10 s, 5 × the longest
+/// slide), a multiple of that slide (DESIGN §5).
+fn default_checkpoint_interval(g: &Graph) -> i64 {
+    let slide = g
+        .nodes
+        .iter()
+        .map(|n| n.slide)
+        .max()
+        .unwrap_or(g.interval)
+        .max(1);
+    let want = (10_000i64).max(5 * slide);
+    (want + slide - 1) / slide * slide
+}
+
 pub(crate) fn fits_slide(d: Duration, parent_ms: i64) -> bool {
     let ms = d.as_millis() as i64;
     ms > 0 && d.subsec_nanos().is_multiple_of(1_000_000) && ms % parent_ms.max(1) == 0
@@ -500,6 +516,7 @@ pub struct StreamingContext {
     listeners: Mutex<Vec<Listener>>,
     started: AtomicBool,
     checkpoint: Option<std::path::PathBuf>,
+    checkpoint_interval: Option<Duration>,
     fresh: bool,
 }
 
@@ -536,18 +553,31 @@ impl StreamingContext {
             listeners: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
             checkpoint: None,
+            checkpoint_interval: None,
             fresh: false,
         }
     }
 
-    /// Checkpoints into `dir` after every batch and, when it holds a valid
-    /// checkpoint of this same job graph, resumes from it (Spark's
+    /// Checkpoints into `dir` (a full checkpoint every
+    /// [`Self::with_checkpoint_interval`], a batch-log record per batch in
+    /// between, a write-ahead log for socket sources) and, when it holds a
+    /// valid checkpoint of this same job graph, resumes from it (Spark's
     /// `getOrCreate`): operator state, source positions and the batch
-    /// clock. A damaged newest checkpoint falls back to an older one with a
-    /// warning; a directory with checkpoints but none valid, or one of
-    /// another graph, is an error.
+    /// clock, then the logged batches re-run with their input. A damaged
+    /// newest checkpoint falls back to an older one with a warning; a
+    /// directory with checkpoints but none valid, or one of another graph,
+    /// is an error.
     pub fn with_checkpoint(mut self, dir: impl AsRef<Path>) -> Self {
         self.checkpoint = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// How often a full checkpoint (state and positions) is written; in
+    /// between each batch only appends a record to the batch log, and
+    /// recovery re-runs the batches since the last full checkpoint. Default
+    /// max(10 s, 5 × the longest slide).
+    pub fn with_checkpoint_interval(mut self, every: Duration) -> Self {
+        self.checkpoint_interval = Some(every);
         self
     }
 
@@ -817,7 +847,19 @@ impl StreamingContext {
             .transpose()?;
         let mut first = BatchTime::next_after(self.clock.now_ms(), self.interval);
         let mut start = 0u64;
+        let every = self
+            .checkpoint_interval
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_else(|| default_checkpoint_interval(&g));
+        // Batches the batch log recorded after the checkpoint resumed from,
+        // by index: re-run with the same input before anything new.
+        let mut replay: std::collections::BTreeMap<u64, BatchRecord> = Default::default();
+        let mut batch_log: Option<BatchLog> = None;
+        let mut last_data: Option<i64> = None;
         if let Some(store) = &store {
+            for (i, s) in g.sources.iter_mut().enumerate() {
+                s.attach_log(&store.wal_dir().join(format!("source-{i}")));
+            }
             if self.fresh {
                 store.clear()?;
             } else if let Some((cp, skipped)) = store.latest()? {
@@ -827,6 +869,29 @@ impl StreamingContext {
                 self.resume(&mut g, &cp, &graph, &plugins, store)?;
                 first = BatchTime(cp.first_batch_time);
                 start = cp.batch_index + 1;
+                let (records, problems) = store.batches_after(cp.batch_time)?;
+                for p in problems {
+                    tracing::warn!("batch log: {p}; later batches run again from their sources");
+                }
+                let records: Vec<BatchRecord> = records
+                    .into_iter()
+                    .zip(start..)
+                    .take_while(|(r, i)| r.batch_index == *i && r.sources.len() == g.sources.len())
+                    .map(|(r, _)| r)
+                    .collect();
+                batch_log = Some(store.restart_batch_log(cp.batch_time, &records)?);
+                if !records.is_empty() {
+                    tracing::info!(
+                        batches = records.len(),
+                        "re-running the batches completed after the checkpoint, with the same input"
+                    );
+                }
+                replay = records.into_iter().map(|r| (r.batch_index, r)).collect();
+                last_data = Some(cp.batch_time);
+                let now = BatchTime(self.clock.now_ms());
+                for s in g.sources.iter_mut() {
+                    s.catch_up(now);
+                }
             }
         }
         let limit = batches.map(|b| start + b).or_else(|| {
@@ -868,27 +933,54 @@ impl StreamingContext {
                 let started = Instant::now();
                 let scheduling_delay =
                     Duration::from_millis((self.clock.now_ms() - time.millis()).max(0) as u64);
-                let input_records = self.run_batch(&mut g, &pool, time, index, first)?;
+                let record = replay.remove(&index);
+                let input_records =
+                    self.run_batch(&mut g, &pool, time, index, first, record.as_ref())?;
                 if let Some(store) = &store {
-                    let cp = Checkpoint {
-                        graph: graph.clone(),
-                        batch_time: time.millis(),
-                        batch_index: index,
-                        first_batch_time: first.millis(),
-                        plugins: plugins.clone(),
-                        sources: g
-                            .sources
-                            .iter()
-                            .map(|s| s.position().unwrap_or_default())
-                            .collect(),
-                        state: g
-                            .nodes
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(id, n)| n.op.snapshot().map(|b| (id as u64, b)))
-                            .collect(),
-                    };
-                    self.commit(store, &cp)?;
+                    let last = stopping || limit.is_some_and(|l| index + 1 >= l);
+                    let due = last_data.is_none_or(|d| time.millis() - d >= every);
+                    if last || (record.is_none() && due) {
+                        // A full checkpoint, then a new batch log after it
+                        // (holding any batches still to be re-run).
+                        let cp = Checkpoint {
+                            graph: graph.clone(),
+                            batch_time: time.millis(),
+                            batch_index: index,
+                            first_batch_time: first.millis(),
+                            plugins: plugins.clone(),
+                            sources: g
+                                .sources
+                                .iter()
+                                .map(|s| s.position().unwrap_or_default())
+                                .collect(),
+                            state: g
+                                .nodes
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(id, n)| n.op.snapshot().map(|b| (id as u64, b)))
+                                .collect(),
+                        };
+                        self.retrying("checkpoint", time, || store.write(&cp))?;
+                        let pending: Vec<BatchRecord> = replay.values().cloned().collect();
+                        batch_log = Some(self.retrying("batch log", time, || {
+                            store.restart_batch_log(time.millis(), &pending)
+                        })?);
+                        last_data = Some(time.millis());
+                        if let Some(oldest) = store.oldest()? {
+                            for s in g.sources.iter_mut() {
+                                s.truncate_log(BatchTime(oldest));
+                            }
+                        }
+                    } else if record.is_none()
+                        && let Some(log) = batch_log.as_mut()
+                    {
+                        let r = BatchRecord {
+                            batch_time: time.millis(),
+                            batch_index: index,
+                            sources: g.sources.iter().map(|s| s.batch_record()).collect(),
+                        };
+                        self.retrying("batch log", time, || log.append(&r))?;
+                    }
                 }
                 summary.batches += 1;
                 summary.input_records += input_records;
@@ -920,20 +1012,25 @@ impl StreamingContext {
         result.map(|()| summary)
     }
 
-    /// Writes the batch's checkpoint. An I/O error (disk full, …) leaves
-    /// the previous checkpoint valid and is reported and retried (100 ms
-    /// doubling to 5 s) before the next batch runs; the job only gives up
-    /// when asked to stop.
-    fn commit(&self, store: &CheckpointStore, cp: &Checkpoint) -> Result<()> {
+    /// Writes a batch's checkpoint or batch record. An I/O error (disk
+    /// full, …) leaves the previous checkpoint valid and is reported and
+    /// retried (100 ms doubling to 5 s) before the next batch runs; the job
+    /// only gives up when asked to stop.
+    fn retrying<T>(
+        &self,
+        what: &str,
+        batch: BatchTime,
+        mut write: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
         let mut delay = Duration::from_millis(100);
         loop {
-            match store.write(cp) {
-                Ok(_) => return Ok(()),
+            match write() {
+                Ok(v) => return Ok(v),
                 Err(e) if self.stop.is_stopped() => return Err(e),
                 Err(e) => {
                     tracing::error!(
-                        batch = cp.batch_time,
-                        "checkpoint not written, retrying in {delay:?}: {e}"
+                        batch = batch.millis(),
+                        "{what} not written, retrying in {delay:?}: {e}"
                     );
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -1016,6 +1113,7 @@ impl StreamingContext {
         time: BatchTime,
         index: u64,
         first: BatchTime,
+        replay: Option<&BatchRecord>,
     ) -> Result<u64> {
         let n = g.nodes.len();
         let zero = first.millis() - g.interval;
@@ -1055,8 +1153,11 @@ impl StreamingContext {
         // Every source yields its batch, needed or not, so queues stay aligned.
         let mut source_rdds: Vec<Option<Rdd>> = Vec::with_capacity(g.sources.len());
         let mut input_records = 0u64;
-        for s in g.sources.iter_mut() {
-            let rdd = s.next_batch(time)?;
+        for (i, s) in g.sources.iter_mut().enumerate() {
+            let rdd = match replay {
+                Some(r) => s.replay_batch(time, r.sources.get(i).map_or(&[][..], |v| v))?,
+                None => s.next_batch(time)?,
+            };
             input_records += rdd.count() as u64;
             source_rdds.push(Some(rdd));
         }

@@ -31,6 +31,11 @@
 //!   a file and finishing its batch loses that file; with one, the names read
 //!   are part of each checkpoint and a resumed job reads again the files of a
 //!   batch cut short.
+//! - With a checkpoint, each batch's file names go into the batch log, and a
+//!   batch re-run on recovery reads exactly its files again. Batches that
+//!   were due while the job was down (Spark's down-time batches) each take
+//!   the files modified by their own time (a file is in the first down-time
+//!   batch at or after its modification time), not all in the first.
 
 use super::Source;
 use crate::error::{Error, Result};
@@ -52,6 +57,11 @@ pub(crate) struct FileSource {
     restored: Option<HashSet<OsString>>,
     /// Files read so far (for stats and tests).
     pub(crate) files_read: u64,
+    /// The names the last batch read, in order (its batch-log record).
+    last_batch: Vec<String>,
+    /// Resumed after a stop at this time: batches before it are down-time
+    /// batches, each taking the files modified by its own time.
+    catch_up_until: Option<i64>,
 }
 
 impl FileSource {
@@ -64,6 +74,8 @@ impl FileSource {
             ledger: None,
             restored: None,
             files_read: 0,
+            last_batch: Vec::new(),
+            catch_up_until: None,
         }
     }
 
@@ -180,13 +192,75 @@ impl Source for FileSource {
         // Forget names that are gone: memory stays bounded by the directory.
         let before = self.seen.len();
         self.seen.retain(|n| listed.contains(n));
-        let mut changed = self.seen.len() != before;
+        let changed = self.seen.len() != before;
+        // A down-time batch takes only what was modified by its own time.
+        let cutoff = self
+            .catch_up_until
+            .filter(|&until| time.millis() < until)
+            .map(|_| {
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(time.millis().max(0) as u64)
+            });
+        let names: Vec<OsString> = files
+            .into_iter()
+            .filter(|(mtime, name)| !self.seen.contains(name) && cutoff.is_none_or(|c| *mtime <= c))
+            .map(|(_, n)| n)
+            .collect();
+        self.read_files(time, names, changed)
+    }
+
+    fn batch_record(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.last_batch).unwrap_or_default()
+    }
+
+    fn replay_batch(&mut self, time: BatchTime, record: &[u8]) -> Result<Rdd> {
+        let names: Vec<String> = serde_json::from_slice(record).map_err(|e| {
+            Error::Internal(format!(
+                "a file source batch record is a JSON list of names: {e}"
+            ))
+        })?;
+        let names = names.into_iter().map(OsString::from).collect();
+        self.read_files(time, names, false)
+    }
+
+    fn catch_up(&mut self, now: BatchTime) {
+        self.catch_up_until = Some(now.millis());
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        let mut names: Vec<&str> = self.seen.iter().filter_map(|n| n.to_str()).collect();
+        names.sort_unstable();
+        serde_json::to_vec(&names).ok()
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let names: Vec<String> = serde_json::from_slice(position).map_err(|e| {
+            Error::Internal(format!(
+                "a file source position is a JSON list of names: {e}"
+            ))
+        })?;
+        self.restored = Some(names.into_iter().map(OsString::from).collect());
+        Ok(())
+    }
+}
+
+impl FileSource {
+    /// Reads the files `names` (in order) into the batch at `time` and
+    /// remembers them as read.
+    fn read_files(
+        &mut self,
+        time: BatchTime,
+        names: Vec<OsString>,
+        mut changed: bool,
+    ) -> Result<Rdd> {
+        self.last_batch.clear();
         let mut lines = Column::new();
-        for (_, name) in files {
-            if !self.seen.insert(name.clone()) {
-                continue;
-            }
+        for name in names {
+            self.seen.insert(name.clone());
             changed = true;
+            if let Some(n) = name.to_str() {
+                self.last_batch.push(n.to_string());
+            }
             let path = self.dir.join(&name);
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
@@ -214,22 +288,6 @@ impl Source for FileSource {
             self.save_ledger();
         }
         Ok(Rdd::from_column(&lines, self.partitions))
-    }
-
-    fn position(&self) -> Option<Vec<u8>> {
-        let mut names: Vec<&str> = self.seen.iter().filter_map(|n| n.to_str()).collect();
-        names.sort_unstable();
-        serde_json::to_vec(&names).ok()
-    }
-
-    fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let names: Vec<String> = serde_json::from_slice(position).map_err(|e| {
-            Error::Internal(format!(
-                "a file source position is a JSON list of names: {e}"
-            ))
-        })?;
-        self.restored = Some(names.into_iter().map(OsString::from).collect());
-        Ok(())
     }
 }
 
@@ -279,6 +337,42 @@ mod tests {
         std::fs::write(d.join("a.txt"), "again\n").unwrap();
         assert_eq!(lines_of(&s.next_batch(BatchTime(5)).unwrap()), ["again"]);
         assert_eq!(s.files_read, 3);
+    }
+
+    #[test]
+    fn down_time_batches_take_the_files_of_their_own_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut s = FileSource::new(d.to_path_buf(), false, 1);
+        s.start().unwrap();
+        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        for (name, mtime) in [("a", 1_000_500), ("b", 1_002_500), ("c", 1_010_000)] {
+            let f = std::fs::File::create(d.join(name)).unwrap();
+            std::io::Write::write_all(&mut &f, format!("{name}\n").as_bytes()).unwrap();
+            f.set_modified(at(mtime)).unwrap();
+        }
+        // Resumed at 1005 s: batches before it are down-time batches.
+        s.catch_up(BatchTime(1_005_000));
+        let batch = |s: &mut FileSource, ms| lines_of(&s.next_batch(BatchTime(ms)).unwrap());
+        assert_eq!(batch(&mut s, 1_001_000), ["a"]);
+        assert!(batch(&mut s, 1_002_000).is_empty());
+        assert_eq!(batch(&mut s, 1_003_000), ["b"]);
+        assert_eq!(s.batch_record(), br#"["b"]"#);
+        assert!(batch(&mut s, 1_004_000).is_empty());
+        // Live again: everything new, whatever its time.
+        assert_eq!(batch(&mut s, 1_005_000), ["c"]);
+        // A batch re-run after a crash reads exactly its recorded files.
+        let mut again = FileSource::new(d.to_path_buf(), false, 1);
+        again.restore(br#"["a"]"#).unwrap();
+        again.start().unwrap();
+        let rdd = again
+            .replay_batch(BatchTime(1_003_000), br#"["b"]"#)
+            .unwrap();
+        assert_eq!(lines_of(&rdd), ["b"]);
+        assert_eq!(
+            lines_of(&again.next_batch(BatchTime(1_004_000)).unwrap()),
+            ["c"]
+        );
     }
 
     #[test]

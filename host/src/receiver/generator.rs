@@ -38,6 +38,8 @@ pub(crate) struct GeneratorSource {
     lines_per_batch: usize,
     words_per_line: usize,
     state: u64,
+    /// The state the last batch started from.
+    batch_start: u64,
     partitions: usize,
 }
 
@@ -55,6 +57,7 @@ impl GeneratorSource {
             lines_per_batch,
             words_per_line: config.words_per_line.max(1),
             state: config.seed | 1,
+            batch_start: config.seed | 1,
             partitions,
         }
     }
@@ -70,6 +73,7 @@ impl GeneratorSource {
 
 impl Source for GeneratorSource {
     fn next_batch(&mut self, _time: BatchTime) -> Result<Rdd> {
+        self.batch_start = self.state;
         let mut lines = Column::with_capacity(
             self.lines_per_batch,
             self.lines_per_batch * self.words_per_line * 6,
@@ -87,6 +91,32 @@ impl Source for GeneratorSource {
             let _ = lines.push_str(&line);
         }
         Ok(Rdd::from_column(&lines, self.partitions))
+    }
+
+    /// The generator's state: a resumed job goes on with the same sequence.
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.state.to_le_bytes().to_vec())
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        self.state = <[u8; 8]>::try_from(position)
+            .map(u64::from_le_bytes)
+            .map_err(|_| {
+                crate::error::Error::Internal("a generator position is 8 bytes".to_string())
+            })?;
+        Ok(())
+    }
+
+    /// A batch re-run after a crash starts from the state it started from.
+    fn batch_record(&self) -> Vec<u8> {
+        self.batch_start.to_le_bytes().to_vec()
+    }
+
+    fn replay_batch(&mut self, time: BatchTime, record: &[u8]) -> Result<Rdd> {
+        if let Ok(b) = <[u8; 8]>::try_from(record) {
+            self.state = u64::from_le_bytes(b);
+        }
+        self.next_batch(time)
     }
 }
 

@@ -6,11 +6,14 @@ pub(crate) mod file;
 pub mod generator;
 pub mod queue;
 pub mod socket;
+pub(crate) mod wal;
 
 use crate::error::Result;
 use crate::rdd::Rdd;
 use crate::time::BatchTime;
 use sluice_sdk::Column;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// A source of batches for one input stream.
@@ -36,37 +39,131 @@ pub(crate) trait Source: Send {
     fn restore(&mut self, _position: &[u8]) -> Result<()> {
         Ok(())
     }
+    /// The job checkpoints: a source that cannot replay keeps a write-ahead
+    /// log in `dir` (called before `restore` and `start`).
+    fn attach_log(&mut self, _dir: &Path) {}
+    /// The oldest retained checkpoint is of batch `oldest`: log data only
+    /// it could need may go.
+    fn truncate_log(&mut self, _oldest: BatchTime) {}
+    /// Resumed after a stop: batches before `now` are down-time batches,
+    /// each of which should get the data of its own interval if the source
+    /// can tell (the file source, by modification time).
+    fn catch_up(&mut self, _now: BatchTime) {}
+    /// What the last batch took, for the batch log: enough for
+    /// [`Source::replay_batch`] to take the same again (empty when the
+    /// source's own position decides).
+    fn batch_record(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// The batch at `time` again, after a crash, as [`Source::batch_record`]
+    /// described it.
+    fn replay_batch(&mut self, time: BatchTime, _record: &[u8]) -> Result<Rdd> {
+        self.next_batch(time)
+    }
 }
 
-/// Lines received but not yet sealed into a batch, already encoded.
+/// Lines received but not yet sealed into a batch, already encoded; with a
+/// write-ahead log, only lines already logged (see [`wal`]).
 #[derive(Debug, Clone, Default)]
 pub struct BlockBuffer {
-    inner: Arc<Mutex<Column>>,
+    inner: Arc<Mutex<Blocks>>,
+}
+
+#[derive(Debug, Default)]
+struct Blocks {
+    /// Lines ready for the next batch.
+    ready: Column,
+    /// With a log: lines received, `\n`-terminated, not yet logged.
+    pending: Vec<u8>,
+    wal: Option<wal::Wal>,
+    /// The log is failing (reported once until it works again).
+    failing: bool,
+}
+
+impl Blocks {
+    /// Logs the pending lines, then makes them ready. `false` on a log error
+    /// (reported; the lines stay pending).
+    fn flush(&mut self) -> bool {
+        let Some(log) = self.wal.as_mut() else {
+            return true;
+        };
+        if self.pending.is_empty() {
+            return true;
+        }
+        if let Err(e) = log.append_lines(&self.pending) {
+            if !std::mem::replace(&mut self.failing, true) {
+                tracing::error!(
+                    "write-ahead log: cannot log received lines, not reading until it works: {e}"
+                );
+            }
+            return false;
+        }
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("write-ahead log: writing again");
+        }
+        let text = String::from_utf8_lossy(&self.pending);
+        for line in text.split_terminator('\n') {
+            let _ = self.ready.push_str(line);
+        }
+        self.pending.clear();
+        true
+    }
 }
 
 impl BlockBuffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes everything received so far, leaving the buffer empty.
     pub fn seal(&self) -> Column {
-        std::mem::take(&mut *self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut self.lock().ready)
+    }
+
+    /// With a log: logs the seal of batch `time` durably, then takes the
+    /// lines logged before it. On error nothing is taken.
+    fn seal_logged(&self, time: BatchTime) -> std::io::Result<(Column, Option<wal::LogPosition>)> {
+        let mut b = self.lock();
+        b.flush();
+        let position = match b.wal.as_mut() {
+            Some(log) => Some(log.seal(time.millis())?),
+            None => None,
+        };
+        Ok((std::mem::take(&mut b.ready), position))
     }
 }
 
 impl socket::LineSink for BlockBuffer {
     fn push_line(&self, line: &str) {
-        let _ = self
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_str(line);
+        let mut b = self.lock();
+        if b.wal.is_some() {
+            b.pending.extend_from_slice(line.as_bytes());
+            b.pending.push(b'\n');
+        } else {
+            let _ = b.ready.push_str(line);
+        }
+    }
+
+    fn flush(&self) -> bool {
+        self.lock().flush()
     }
 }
 
-/// `socket_text_stream`: a TCP client receiving lines (see [`socket`]).
+/// `socket_text_stream`: a TCP client receiving lines (see [`socket`]);
+/// with checkpointing, every line is logged before it enters a batch.
 pub(crate) struct SocketSource {
     config: Option<socket::SocketConfig>,
     receiver: Option<socket::SocketReceiver>,
     buffer: BlockBuffer,
     partitions: usize,
+    /// The write-ahead log's directory, when the job checkpoints.
+    log_dir: Option<PathBuf>,
+    /// Where to read the log from on start (the checkpoint's position).
+    from: wal::LogPosition,
+    /// Batches read back from the log, to be re-run first.
+    recovered: VecDeque<wal::Group>,
+    /// The log position after the last batch.
+    position: wal::LogPosition,
 }
 
 impl SocketSource {
@@ -76,12 +173,60 @@ impl SocketSource {
             receiver: None,
             buffer: BlockBuffer::default(),
             partitions,
+            log_dir: None,
+            from: (0, 0),
+            recovered: VecDeque::new(),
+            position: (0, 0),
+        }
+    }
+
+    /// Retries `f` on I/O errors (100 ms doubling to 5 s), reporting each:
+    /// a batch is not formed from an unlogged seal.
+    fn retrying<T>(what: &str, mut f: impl FnMut() -> std::io::Result<T>) -> T {
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match f() {
+                Ok(v) => return v,
+                Err(e) => {
+                    tracing::error!("write-ahead log: {what} failed, retrying in {delay:?}: {e}");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
         }
     }
 }
 
 impl Source for SocketSource {
+    fn attach_log(&mut self, dir: &Path) {
+        self.log_dir = Some(dir.to_path_buf());
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        self.from = wal::decode_position(position).ok_or_else(|| {
+            crate::error::Error::Internal("a socket position is 16 bytes".to_string())
+        })?;
+        self.position = self.from;
+        Ok(())
+    }
+
     fn start(&mut self) -> Result<()> {
+        if let Some(dir) = &self.log_dir {
+            let (log, recovered) = wal::Wal::open(dir, self.from).map_err(|e| {
+                crate::error::Error::io(format!("opening the write-ahead log {}", dir.display()), e)
+            })?;
+            if !recovered.is_empty() {
+                let lines: usize = recovered.iter().map(|g| g.lines.len()).sum();
+                tracing::info!(
+                    log = %dir.display(),
+                    lines,
+                    batches = recovered.iter().filter(|g| g.time.is_some()).count(),
+                    "write-ahead log: replaying lines received before the stop"
+                );
+            }
+            self.recovered = recovered;
+            self.buffer.lock().wal = Some(log);
+        }
         if let Some(config) = self.config.take() {
             let what = format!(
                 "starting the socket receiver for {}:{}",
@@ -94,8 +239,48 @@ impl Source for SocketSource {
         Ok(())
     }
 
-    fn next_batch(&mut self, _time: BatchTime) -> Result<Rdd> {
-        Ok(Rdd::from_column(&self.buffer.seal(), self.partitions))
+    fn next_batch(&mut self, time: BatchTime) -> Result<Rdd> {
+        // Batches sealed before a crash come back with exactly their lines
+        // (older ones, from before a restart at new times, merge in).
+        let mut lines = Column::new();
+        let mut replayed = false;
+        while let Some(g) = self
+            .recovered
+            .front()
+            .filter(|g| g.time.is_some_and(|t| t <= time.millis()))
+        {
+            let _ = lines.extend_from(&g.lines);
+            self.position = g.end;
+            replayed = true;
+            self.recovered.pop_front();
+        }
+        if replayed || self.recovered.front().is_some_and(|g| g.time.is_some()) {
+            return Ok(Rdd::from_column(&lines, self.partitions));
+        }
+        // Received and logged but never batched, then what is new.
+        if let Some(tail) = self.recovered.pop_front() {
+            lines = tail.lines;
+        }
+        let (live, position) = Self::retrying("sealing a batch", || self.buffer.seal_logged(time));
+        let _ = lines.extend_from(&live);
+        if let Some(p) = position {
+            self.position = p;
+        }
+        Ok(Rdd::from_column(&lines, self.partitions))
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        self.log_dir
+            .as_ref()
+            .map(|_| wal::encode_position(self.position))
+    }
+
+    fn truncate_log(&mut self, oldest: BatchTime) {
+        if let Some(log) = self.buffer.lock().wal.as_mut()
+            && let Err(e) = log.truncate(oldest.millis())
+        {
+            tracing::warn!("write-ahead log: cannot remove old segments: {e}");
+        }
     }
 
     fn stop(&mut self) {

@@ -102,6 +102,12 @@ use std::time::{Duration, Instant};
 pub trait LineSink: Send + Sync + 'static {
     /// Called once per received line, without its terminator, in arrival order.
     fn push_line(&self, line: &str);
+    /// Called after the lines of each read: makes them durable where the
+    /// sink logs (the write-ahead log). `false`: not done (the error is the
+    /// sink's to report); the receiver stops reading and calls again later.
+    fn flush(&self) -> bool {
+        true
+    }
 }
 
 /// What to do with a line that is not valid UTF-8.
@@ -385,6 +391,9 @@ impl Worker {
                 Ok(n) => {
                     bump(&self.stats.bytes, n as u64);
                     splitter.feed(&buf[..n], sink);
+                    if !self.flush(sink) {
+                        break ConnEnd::Stopped;
+                    }
                 }
                 Err(e)
                     if matches!(
@@ -396,9 +405,28 @@ impl Worker {
         };
         match end {
             ConnEnd::Stopped => splitter.reset(),
-            _ => splitter.finish(sink),
+            _ => {
+                splitter.finish(sink);
+                if !self.flush(sink) {
+                    return ConnEnd::Stopped;
+                }
+            }
         }
         end
+    }
+
+    /// Flushes the sink, retrying (100 ms doubling to 2 s) while it fails:
+    /// meanwhile nothing is read, so TCP holds the sender back. `false`:
+    /// stopped while still failing.
+    fn flush(&self, sink: &dyn LineSink) -> bool {
+        let mut delay = Duration::from_millis(100);
+        while !sink.flush() {
+            if self.stop.wait(delay) {
+                return false;
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        true
     }
 }
 

@@ -1,6 +1,10 @@
 //! The `jsonl` output of the test contract (DESIGN §6): one line per batch,
 //! `{"batch": i, "time": ms, "partitions": n, "records": [...]}`, records
 //! rendered as JSON and sorted by their canonical JSON text.
+//!
+//! A fresh run starts the file over; a run resumed from a checkpoint keeps
+//! the lines of the batches before its first and replaces the rest, so a
+//! batch re-run after a crash appears once.
 
 use super::{CollectedBatch, Output};
 use crate::error::{Error, Result};
@@ -14,6 +18,33 @@ pub(crate) struct Jsonl {
     pub(crate) file: Option<std::io::BufWriter<std::fs::File>>,
 }
 
+impl Jsonl {
+    /// A job resumed at batch `index`: keeps the lines of the batches before
+    /// it and drops the rest (batches about to run again, a line cut short),
+    /// so every batch appears exactly once. The file is rewritten atomically.
+    fn keep_before(&self, index: u64) -> std::io::Result<()> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut kept = String::new();
+        for line in text.lines() {
+            let batch = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["batch"].as_u64());
+            if batch.is_some_and(|b| b < index) {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        if kept.len() != text.len() {
+            crate::fsutil::write_atomically(&self.path, kept.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
 impl Output for Jsonl {
     fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()> {
         let what = || format!("writing {}", self.path.display());
@@ -21,7 +52,16 @@ impl Output for Jsonl {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(what(), e))?;
             }
-            let f = std::fs::File::create(&self.path).map_err(|e| Error::io(what(), e))?;
+            let f = if index == 0 {
+                std::fs::File::create(&self.path)
+            } else {
+                self.keep_before(index).map_err(|e| Error::io(what(), e))?;
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&self.path)
+            };
+            let f = f.map_err(|e| Error::io(what(), e))?;
             self.file = Some(std::io::BufWriter::new(f));
         }
         let b = CollectedBatch::of(time, index, rdd);

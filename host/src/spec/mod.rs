@@ -8,6 +8,7 @@
 //! workers = 2                # default: one per core
 //! # clock = "manual"         # default: manual when every source is a queue
 //! # checkpoint = "ckpt"      # resume from / checkpoint into this directory (or --checkpoint)
+//! # checkpoint_interval = "10s"  # full checkpoints; default max(10s, 5 × the longest slide)
 //!
 //! [plugins.wordcount]
 //! path = "../plugins/target/wasm32-wasip2/release/wordcount.wasm"  # relative to this file
@@ -80,6 +81,7 @@ struct JobSection {
     clock: Option<Spanned<String>>,
     /// Checkpoint directory, relative to the spec.
     checkpoint: Option<Spanned<String>>,
+    checkpoint_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,6 +344,14 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         .or_else(|| job.checkpoint.as_ref().map(|c| resolve(c.get_ref())));
     if let Some(dir) = checkpoint {
         ssc = ssc.with_checkpoint(dir).with_fresh_start(overrides.fresh);
+    }
+    if let Some(every) = &job.checkpoint_interval {
+        let d = parse_duration(every.get_ref())
+            .or_else(|m| cx.err(every.span(), "job.checkpoint_interval", m))?;
+        if d.is_zero() {
+            return cx.err(every.span(), "job.checkpoint_interval", "must be positive");
+        }
+        ssc = ssc.with_checkpoint_interval(d);
     }
     let default_partitions =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
