@@ -221,3 +221,44 @@ pub fn random_lines(lines: usize, vocab: u64, seed: u64) -> Vec<String> {
         })
         .collect()
 }
+
+/// `examples/NAME` copied into `dir` as the tests run it: its socket on a
+/// free port (so tests run in parallel), its plugins and demo files by
+/// absolute path.
+pub fn example_job(name: &str, dir: &Path) -> PathBuf {
+    let examples = root().join("examples");
+    let text = std::fs::read_to_string(examples.join(name)).expect("example");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut out = String::new();
+    let mut ported = false;
+    for line in text.lines() {
+        let line = if line.starts_with("port = ") {
+            ported = true;
+            format!("port = {port}")
+        } else if let Some(rest) = line
+            .strip_prefix("path = \"../target/plugins/wasm32-wasip2/release/")
+            .and_then(|r| r.strip_suffix(".wasm\""))
+        {
+            format!("path = {:?}", plugin(rest).display().to_string())
+        } else if let Some(file) = line
+            .strip_prefix("demo_lines = \"")
+            .and_then(|r| r.strip_suffix('"'))
+        {
+            format!(
+                "demo_lines = {:?}",
+                examples.join(file).display().to_string()
+            )
+        } else {
+            line.to_string()
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert!(ported, "{name} has a socket port");
+    let job = dir.join(name);
+    std::fs::write(&job, out).expect("write the example");
+    job
+}

@@ -45,6 +45,10 @@ enum Command {
         /// With a checkpoint directory: remove its checkpoints and start over.
         #[arg(long)]
         fresh: bool,
+        /// Serve the streaming web UI and Prometheus `/metrics` on ADDR
+        /// (e.g. 127.0.0.1:4040; port 0 picks a free one).
+        #[arg(long, value_name = "ADDR")]
+        ui: Option<String>,
     },
     /// Checkpoint tools.
     Checkpoint {
@@ -126,10 +130,12 @@ fn real_main() -> Result<()> {
             workers,
             checkpoint,
             fresh,
+            ui,
         } => run(
             job,
             batches,
             (feed, feed_rate),
+            ui,
             Overrides {
                 workers,
                 output_dir: None,
@@ -178,6 +184,7 @@ fn run(
     job: PathBuf,
     batches: Option<u64>,
     (feed, feed_rate): (bool, u32),
+    ui: Option<String>,
     overrides: Overrides,
 ) -> Result<()> {
     let started = Instant::now();
@@ -215,6 +222,38 @@ fn run(
             compiled = matches!(p.cache_outcome(), CacheOutcome::Compiled),
             "loaded plugin"
         );
+    }
+    let metrics =
+        sluice::metrics::Metrics::new(&job.name, job.context.batch_interval().as_millis() as i64);
+    job.context.add_listener(metrics.listener());
+    let _ui = match ui {
+        Some(addr) => {
+            let at = addr
+                .to_socket_addrs()
+                .with_context(|| format!("--ui: resolving {addr}"))?
+                .next()
+                .with_context(|| format!("--ui: {addr} resolves to nothing"))?;
+            let server = sluice::web::UiServer::start(at, metrics.clone())
+                .with_context(|| format!("--ui: serving on {at}"))?;
+            tracing::info!(url = %format!("http://{}/", server.local_addr()), "web UI and /metrics");
+            Some(server)
+        }
+        None => None,
+    };
+    if std::io::stderr().is_terminal() {
+        // Live progress: one line per batch on a terminal, nothing otherwise.
+        job.context.add_listener(Box::new(|b| {
+            eprintln!(
+                "batch {} #{:<5} {:>8} records  processing {:>8.1} ms  delay {:>8.1} ms",
+                chrono::DateTime::from_timestamp_millis(b.time.millis())
+                    .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                    .unwrap_or_default(),
+                b.index,
+                b.input_records,
+                b.processing_time.as_secs_f64() * 1e3,
+                b.total_delay().as_secs_f64() * 1e3,
+            );
+        }));
     }
     tracing::info!(job = %job.name, startup_ms = started.elapsed().as_millis() as u64, "job started");
     // SIGINT/SIGTERM: finish with a last batch and checkpoint; a second

@@ -1,6 +1,6 @@
 //! The `sluice` command as a user runs it.
 
-use sluice_tests::{plugin, root, run_ok, sluice_bin};
+use sluice_tests::{plugin, run_ok, sluice_bin};
 use std::process::Command;
 
 fn sluice() -> Command {
@@ -134,24 +134,8 @@ fn pprint_prints_spark_format() {
 /// The README's demo: the example word count, fed by `--feed`, for a few batches.
 #[test]
 fn the_wordcount_example_runs_with_its_own_feeder() {
-    let example = std::fs::read_to_string(root().join("examples/wordcount.toml")).expect("example");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let text = example
-        .replace("port = 9999", &format!("port = {port}"))
-        .replace(
-            "../target/plugins/wasm32-wasip2/release/wordcount.wasm",
-            &plugin("wordcount").display().to_string(),
-        );
-    assert!(
-        text.contains(&format!("port = {port}")),
-        "the example uses port 9999"
-    );
     let dir = tempfile::tempdir().expect("temp");
-    let job = dir.path().join("wordcount.toml");
-    std::fs::write(&job, text).expect("write");
+    let job = sluice_tests::example_job("wordcount.toml", dir.path());
     let stdout = run_ok(sluice().arg("run").arg(&job).args([
         "--feed",
         "--feed-rate",

@@ -148,29 +148,8 @@ fn the_iot_examples_run_with_their_own_feeder() {
 }
 
 fn run_iot_example(name: &str) {
-    let root = sluice_tests::root();
-    let example = std::fs::read_to_string(root.join("examples").join(name)).expect("example");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let text = example
-        .replace("port = 9998", &format!("port = {port}"))
-        .replace(
-            "../target/plugins/wasm32-wasip2/release/iot.wasm",
-            &plugin("iot").display().to_string(),
-        )
-        .replace(
-            "\"iot-events.txt\"",
-            &format!("{:?}", root.join("examples/iot-events.txt")),
-        );
-    assert!(
-        text.contains(&format!("port = {port}")),
-        "the example uses port 9998"
-    );
     let dir = tempfile::tempdir().expect("temp");
-    let job = dir.path().join("iot.toml");
-    std::fs::write(&job, text).expect("write");
+    let job = sluice_tests::example_job(name, dir.path());
     let stdout = run_ok(
         std::process::Command::new(sluice_tests::sluice_bin())
             .arg("run")

@@ -9,4 +9,5 @@ mod keyed;
 mod runtime;
 mod sink;
 mod socket;
+mod ui;
 mod window;

@@ -439,6 +439,21 @@ pub struct BatchInfo {
     pub scheduling_delay: Duration,
     /// Time spent computing the batch and running its outputs.
     pub processing_time: Duration,
+    /// Each stream computed and each output run, in order, with its time.
+    pub operators: Vec<OperatorInfo>,
+}
+
+/// The time and output of one operator (or output) in one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorInfo {
+    /// The stream's name (`output N` for outputs).
+    pub stream: String,
+    /// What the operator is (`FlatMap wordcount.split (flat-map)`).
+    pub op: String,
+    /// Time spent computing it, plugin calls included.
+    pub time: Duration,
+    /// Elements it produced.
+    pub records_out: u64,
 }
 
 impl BatchInfo {
@@ -934,7 +949,7 @@ impl StreamingContext {
                 let scheduling_delay =
                     Duration::from_millis((self.clock.now_ms() - time.millis()).max(0) as u64);
                 let record = replay.remove(&index);
-                let input_records =
+                let (input_records, operators) =
                     self.run_batch(&mut g, &pool, time, index, first, record.as_ref())?;
                 if let Some(store) = &store {
                     let last = stopping || limit.is_some_and(|l| index + 1 >= l);
@@ -994,6 +1009,7 @@ impl StreamingContext {
                         scheduling_delay
                     },
                     processing_time: started.elapsed(),
+                    operators,
                 };
                 for l in self
                     .listeners
@@ -1114,7 +1130,8 @@ impl StreamingContext {
         index: u64,
         first: BatchTime,
         replay: Option<&BatchRecord>,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Vec<OperatorInfo>)> {
+        let mut operators = Vec::new();
         let n = g.nodes.len();
         let zero = first.millis() - g.interval;
         let due: Vec<bool> = g
@@ -1190,6 +1207,8 @@ impl StreamingContext {
             let mut input = |i: usize| -> Result<Rdd> {
                 Ok(Arc::unwrap_or_clone(take(&mut values, parents[i])?))
             };
+            let started = Instant::now();
+            let label = op.describe();
             let rdd = match op {
                 Op::Source(s) => source_rdds[*s].take().unwrap_or_default(),
                 Op::Narrow(kind, func) => narrow::apply(*kind, func, input(0)?, &ctx)?,
@@ -1281,6 +1300,12 @@ impl StreamingContext {
                 Op::MapWithState { func, state } => state.update(func, input(0)?, &ctx)?,
                 Op::Rekey(how) => rekey(*how, input(0)?, &ctx)?,
             };
+            operators.push(OperatorInfo {
+                stream: name.clone(),
+                op: label,
+                time: started.elapsed(),
+                records_out: rdd.count() as u64,
+            });
             let rdd = Arc::new(rdd);
             if remember > 0 {
                 let mut h = g.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -1301,9 +1326,16 @@ impl StreamingContext {
                 continue;
             }
             let rdd = take(&mut values, id)?;
+            let started = Instant::now();
             g.outputs[i].1.emit(time, index, &rdd)?;
+            operators.push(OperatorInfo {
+                stream: format!("output {i}"),
+                op: format!("output of `{}`", g.nodes[id].name),
+                time: started.elapsed(),
+                records_out: 0,
+            });
         }
-        Ok(input_records)
+        Ok((input_records, operators))
     }
 }
 

@@ -1,0 +1,336 @@
+//! Metrics of a running job: what Spark's Streaming tab shows (input rate,
+//! scheduling delay, processing time, total delay per batch) plus the time
+//! and records of every operator, kept for the recent batches and as
+//! running totals. [`Metrics::listener`] fills it from the engine's batch
+//! listener; the web UI and the Prometheus endpoint ([`crate::web`]) read it.
+
+use crate::graph::{BatchInfo, Listener};
+use indexmap::IndexMap;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+/// How many recent batches are kept.
+pub const RECENT: usize = 1000;
+
+/// Upper bounds (seconds) of the Prometheus histogram buckets of batch times.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One batch as the UI shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchRow {
+    /// Batch time (ms since the epoch).
+    pub time: i64,
+    /// Batch number.
+    pub index: u64,
+    /// Input records from all sources.
+    pub records: u64,
+    /// Records per second of batch interval.
+    pub rate: f64,
+    /// Milliseconds.
+    pub scheduling_delay_ms: f64,
+    /// Milliseconds.
+    pub processing_ms: f64,
+    /// Milliseconds.
+    pub total_delay_ms: f64,
+    /// Per operator: (stream, milliseconds, records out).
+    pub operators: Vec<(String, f64, u64)>,
+}
+
+/// Running totals of one operator.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OperatorTotals {
+    /// The stream (or `output N`).
+    pub stream: String,
+    /// What it is (`flat_map wordcount.split`).
+    pub op: String,
+    /// Batches it ran in.
+    pub batches: u64,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Records it produced.
+    pub records_out: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    recent: VecDeque<BatchRow>,
+    batches: u64,
+    input_records: u64,
+    processing: Histogram,
+    scheduling: Histogram,
+    total_delay: Histogram,
+    /// By stream, in the order the graph computes them.
+    operators: IndexMap<String, OperatorTotals>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{le}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// The metrics of one job.
+#[derive(Debug)]
+pub struct Metrics {
+    job: String,
+    interval_ms: i64,
+    inner: Mutex<Inner>,
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Empty metrics for job `job` with batches every `interval_ms`.
+    pub fn new(job: &str, interval_ms: i64) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            job: job.to_string(),
+            interval_ms: interval_ms.max(1),
+            inner: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a completed batch.
+    pub fn record(&self, b: &BatchInfo) {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let row = BatchRow {
+            time: b.time.millis(),
+            index: b.index,
+            records: b.input_records,
+            rate: b.input_records as f64 * 1000.0 / self.interval_ms as f64,
+            scheduling_delay_ms: ms(b.scheduling_delay),
+            processing_ms: ms(b.processing_time),
+            total_delay_ms: ms(b.total_delay()),
+            operators: b
+                .operators
+                .iter()
+                .map(|o| (o.stream.clone(), ms(o.time), o.records_out))
+                .collect(),
+        };
+        let mut m = self.lock();
+        m.batches += 1;
+        m.input_records += b.input_records;
+        m.processing.observe(b.processing_time.as_secs_f64());
+        m.scheduling.observe(b.scheduling_delay.as_secs_f64());
+        m.total_delay.observe(b.total_delay().as_secs_f64());
+        for o in &b.operators {
+            let t = m.operators.entry(o.stream.clone()).or_default();
+            t.stream.clone_from(&o.stream);
+            t.op.clone_from(&o.op);
+            t.batches += 1;
+            t.seconds += o.time.as_secs_f64();
+            t.records_out += o.records_out;
+        }
+        m.recent.push_back(row);
+        while m.recent.len() > RECENT {
+            m.recent.pop_front();
+        }
+    }
+
+    /// A listener that records every batch here.
+    pub fn listener(self: &Arc<Self>) -> Listener {
+        let me = Arc::clone(self);
+        Box::new(move |b| me.record(b))
+    }
+
+    /// The recent batches (oldest first) and operator totals, as JSON for the UI.
+    pub fn status(&self) -> serde_json::Value {
+        let m = self.lock();
+        serde_json::json!({
+            "job": self.job,
+            "batch_interval_ms": self.interval_ms,
+            "batches": m.batches,
+            "input_records": m.input_records,
+            "recent": m.recent,
+            "operators": m.operators.values().collect::<Vec<_>>(),
+        })
+    }
+
+    /// The figures in Prometheus' text exposition format.
+    pub fn prometheus(&self) -> String {
+        let m = self.lock();
+        let job = format!("job=\"{}\"", label(&self.job));
+        let mut out = String::new();
+        for (name, help, value) in [
+            ("sluice_batches_total", "Batches completed.", m.batches),
+            (
+                "sluice_input_records_total",
+                "Records received from all sources.",
+                m.input_records,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{{job}}} {value}");
+        }
+        let last = m.recent.back();
+        for (name, help, value) in [
+            (
+                "sluice_last_batch_input_rate",
+                "Input records per second in the last batch.",
+                last.map_or(0.0, |b| b.rate),
+            ),
+            (
+                "sluice_last_batch_scheduling_delay_seconds",
+                "Scheduling delay of the last batch.",
+                last.map_or(0.0, |b| b.scheduling_delay_ms / 1e3),
+            ),
+            (
+                "sluice_last_batch_processing_seconds",
+                "Processing time of the last batch.",
+                last.map_or(0.0, |b| b.processing_ms / 1e3),
+            ),
+            (
+                "sluice_last_batch_total_delay_seconds",
+                "Total delay of the last batch.",
+                last.map_or(0.0, |b| b.total_delay_ms / 1e3),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            let _ = writeln!(out, "{name}{{{job}}} {value}");
+        }
+        for (name, help, h) in [
+            (
+                "sluice_batch_processing_seconds",
+                "Processing time per batch.",
+                &m.processing,
+            ),
+            (
+                "sluice_batch_scheduling_delay_seconds",
+                "Scheduling delay per batch.",
+                &m.scheduling,
+            ),
+            (
+                "sluice_batch_total_delay_seconds",
+                "Total delay per batch.",
+                &m.total_delay,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            h.render(&mut out, name, &job);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_operator_seconds_total Time spent in each operator (plugin calls included).\n# TYPE sluice_operator_seconds_total counter"
+        );
+        for (stream, t) in &m.operators {
+            let _ = writeln!(
+                out,
+                "sluice_operator_seconds_total{{{job},stream=\"{}\",op=\"{}\"}} {}",
+                label(stream),
+                label(&t.op),
+                t.seconds
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sluice_operator_records_out_total Records each operator produced.\n# TYPE sluice_operator_records_out_total counter"
+        );
+        for (stream, t) in &m.operators {
+            let _ = writeln!(
+                out,
+                "sluice_operator_records_out_total{{{job},stream=\"{}\",op=\"{}\"}} {}",
+                label(stream),
+                label(&t.op),
+                t.records_out
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::OperatorInfo;
+    use crate::time::BatchTime;
+    use std::time::Duration;
+
+    fn batch(index: u64, records: u64, ms: u64) -> BatchInfo {
+        BatchInfo {
+            time: BatchTime(1000 * (index as i64 + 1)),
+            index,
+            input_records: records,
+            scheduling_delay: Duration::from_millis(1),
+            processing_time: Duration::from_millis(ms),
+            operators: vec![OperatorInfo {
+                stream: "wo\"rds".to_string(),
+                op: "FlatMap p.split (flat-map)".to_string(),
+                time: Duration::from_millis(ms),
+                records_out: records * 2,
+            }],
+        }
+    }
+
+    #[test]
+    fn totals_histograms_and_prometheus_text() {
+        let m = Metrics::new("wc", 500);
+        m.record(&batch(0, 10, 3));
+        m.record(&batch(1, 30, 300));
+        let text = m.prometheus();
+        assert!(
+            text.contains("sluice_batches_total{job=\"wc\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_input_records_total{job=\"wc\"} 40\n"));
+        // The last batch: 30 records in a 500 ms interval.
+        assert!(text.contains("sluice_last_batch_input_rate{job=\"wc\"} 60\n"));
+        // Buckets are cumulative: 3 ms in le=0.005 and up, 300 ms in le=0.5 and up.
+        assert!(
+            text.contains("sluice_batch_processing_seconds_bucket{job=\"wc\",le=\"0.005\"} 1\n")
+        );
+        assert!(text.contains("sluice_batch_processing_seconds_bucket{job=\"wc\",le=\"0.5\"} 2\n"));
+        assert!(
+            text.contains("sluice_batch_processing_seconds_bucket{job=\"wc\",le=\"+Inf\"} 2\n")
+        );
+        assert!(text.contains("sluice_batch_processing_seconds_count{job=\"wc\"} 2\n"));
+        // Label values are escaped.
+        assert!(text.contains(
+            "sluice_operator_records_out_total{job=\"wc\",stream=\"wo\\\"rds\",op=\"FlatMap p.split (flat-map)\"} 80\n"
+        ), "{text}");
+        let status = m.status();
+        assert_eq!(status["recent"].as_array().unwrap().len(), 2);
+        assert_eq!(status["operators"][0]["batches"], 2);
+        for i in 2..(RECENT as u64 + 10) {
+            m.record(&batch(i, 1, 1));
+        }
+        assert_eq!(m.status()["recent"].as_array().unwrap().len(), RECENT);
+    }
+}

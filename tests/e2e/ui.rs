@@ -1,0 +1,154 @@
+//! The web UI and `/metrics` of `sluice run --ui`: a real job (the word
+//! count fed by `--feed`), the Prometheus text read over HTTP, and the page
+//! rendered in headless Chromium (its DOM shows batches; a screenshot is
+//! taken).
+
+use sluice_tests::{root, sluice_bin};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
+
+/// A GET over plain HTTP/1.1; returns the body.
+fn get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the UI");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_string()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in:\n{text}"))
+}
+
+#[test]
+fn the_ui_and_metrics_show_live_batches() {
+    let dir = tempfile::tempdir().expect("temp");
+    let job = sluice_tests::example_job("wordcount.toml", dir.path());
+    let mut child = std::process::Command::new(sluice_bin())
+        .args(["run", "--feed", "--feed-rate", "200", "--ui", "127.0.0.1:0"])
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .env("SLUICE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut lines = stderr.lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the job ended before serving its UI")
+            .expect("stderr");
+        if let Some(at) = line.split("url=http://").nth(1) {
+            break at.trim_end_matches('/').to_string();
+        }
+    };
+    // Drain stderr so the job never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    let page = get(&addr, "/");
+    assert!(page.contains("Sluice streaming"), "{page}");
+    // Wait for a few batches (1 s each).
+    let started = Instant::now();
+    let metrics = loop {
+        let m = get(&addr, "/metrics");
+        if metric(&m, "sluice_batches_total{") >= 3.0 {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no batches:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(metric(&metrics, "sluice_input_records_total{job=\"wordcount\"}") > 0.0);
+    assert!(metrics.contains("# TYPE sluice_batch_processing_seconds histogram"));
+    assert!(metrics.contains("sluice_batch_total_delay_seconds_count{job=\"wordcount\"}"));
+    assert!(
+        metrics.contains("sluice_operator_seconds_total{job=\"wordcount\",stream=\"words\",op=\"FlatMap wordcount.split (flat-map)\"}"),
+        "{metrics}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&addr, "/api/status")).expect("status JSON");
+    assert!(status["recent"].as_array().expect("recent").len() >= 3);
+    let streams: Vec<&str> = status["operators"]
+        .as_array()
+        .expect("operators")
+        .iter()
+        .map(|o| o["stream"].as_str().expect("stream"))
+        .collect();
+    assert_eq!(
+        streams,
+        ["lines", "words", "pairs", "counts", "output 0"],
+        "in graph order"
+    );
+    assert!(
+        status["operators"][3]["records_out"]
+            .as_u64()
+            .expect("counts")
+            > 0
+    );
+
+    // The page in headless Chromium: the script fetched the status and drew
+    // the batches; a screenshot for people.
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Chromium is needed for this test (apt-get install chromium; .ci/run installs it)");
+    let profile = tempfile::tempdir().expect("profile dir");
+    let shot = root().join("target").join("ui-screenshot.png");
+    let _ = std::fs::remove_file(&shot);
+    let flags = |extra: &[String]| {
+        let mut c = std::process::Command::new(chromium);
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--window-size=1200,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(format!("http://{addr}/"));
+        c.output().expect("chromium")
+    };
+    let dom = flags(&["--dump-dom".to_string()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("class=\"batch\""),
+        "no batch rows rendered:\n{dom}"
+    );
+    assert!(
+        dom.contains(">live<"),
+        "the page did not reach the status API:\n{dom}"
+    );
+    assert!(dom.contains("<polyline"), "no timeline drawn:\n{dom}");
+    let out = flags(&[format!("--screenshot={}", shot.display())]);
+    assert!(
+        shot.metadata().is_ok_and(|m| m.len() > 1000),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+}
