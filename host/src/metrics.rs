@@ -36,6 +36,8 @@ pub struct BatchRow {
     pub processing_ms: f64,
     /// Milliseconds.
     pub total_delay_ms: f64,
+    /// The receiving rate limit in force (records/s), if any.
+    pub rate_limit: Option<f64>,
     /// Per operator: (stream, milliseconds, records out).
     pub operators: Vec<(String, f64, u64)>,
 }
@@ -139,6 +141,7 @@ impl Metrics {
             scheduling_delay_ms: ms(b.scheduling_delay),
             processing_ms: ms(b.processing_time),
             total_delay_ms: ms(b.total_delay()),
+            rate_limit: b.rate_limit,
             operators: b
                 .operators
                 .iter()
@@ -226,6 +229,14 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             let _ = writeln!(out, "{name}{{{job}}} {value}");
         }
+        if let Some(limit) = last.and_then(|b| b.rate_limit) {
+            let name = "sluice_receiver_rate_limit";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Records per second receivers may take in (backpressure or maximum).\n# TYPE {name} gauge"
+            );
+            let _ = writeln!(out, "{name}{{{job}}} {limit}");
+        }
         for (name, help, h) in [
             (
                 "sluice_batch_processing_seconds",
@@ -296,6 +307,7 @@ mod tests {
                 time: Duration::from_millis(ms),
                 records_out: records * 2,
             }],
+            rate_limit: Some(250.0),
         }
     }
 
@@ -310,6 +322,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sluice_input_records_total{job=\"wc\"} 40\n"));
+        assert!(text.contains("sluice_receiver_rate_limit{job=\"wc\"} 250\n"));
         // The last batch: 30 records in a 500 ms interval.
         assert!(text.contains("sluice_last_batch_input_rate{job=\"wc\"} 60\n"));
         // Buckets are cumulative: 3 ms in le=0.005 and up, 300 ms in le=0.5 and up.

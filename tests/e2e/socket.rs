@@ -111,3 +111,96 @@ fn native_word_count_over_a_socket() {
     runner.join().expect("join").expect("ran");
     assert_eq!(*total.lock().expect("lock"), 300);
 }
+
+/// Per batch: total delay and the rate limit in force.
+type Delays = Vec<(Duration, Option<f64>)>;
+
+/// A deliberately slow operator (1 ms a line) behind a socket fed at
+/// 2000 lines/s in 100 ms batches: without backpressure each batch holds
+/// twice the work of the one before and the delay grows batch after batch;
+/// with it, the PID controller lowers the receiving rate (TCP holds the
+/// sender back) and the delay levels off. Runs `batches` batches; returns
+/// the total delays and rate limits.
+fn slow_job(backpressure: bool, batches: u64) -> Delays {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        let mut i = 0u64;
+        while !d.load(std::sync::atomic::Ordering::SeqCst) {
+            // 20 lines every 10 ms; blocks when the receiver stops reading.
+            let chunk: String = (0..20).map(|k| format!("line {}\n", i + k)).collect();
+            i += 20;
+            if c.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut ssc = StreamingContext::new(Duration::from_millis(100)).with_workers(1);
+    if backpressure {
+        ssc = ssc.with_backpressure(None);
+    }
+    ssc.socket_text_stream("127.0.0.1", port)
+        .map(Func::map("slow", |l: String| {
+            std::thread::sleep(Duration::from_millis(1));
+            l.len() as i64
+        }))
+        .count()
+        .foreach_batch(|_| Ok(()));
+    let infos: Arc<Mutex<Delays>> = Arc::default();
+    let seen = infos.clone();
+    ssc.add_listener(Box::new(move |b| {
+        seen.lock()
+            .expect("infos")
+            .push((b.total_delay(), b.rate_limit));
+    }));
+    ssc.run(Some(batches)).expect("the job ran");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(server);
+    infos.lock().expect("infos").clone()
+}
+
+#[test]
+fn backpressure_keeps_the_delay_from_growing() {
+    let free = slow_job(false, 4);
+    let held = slow_job(true, 20);
+    let last = |v: &[(Duration, Option<f64>)]| v[v.len() - 1].0;
+    assert!(
+        free.iter().all(|(_, r)| r.is_none()),
+        "no limit without backpressure"
+    );
+    let limit = held
+        .last()
+        .and_then(|(_, r)| *r)
+        .expect("the controller set a rate");
+    assert!(
+        limit < 1000.0,
+        "lowered below the 2000 lines/s offered: {limit}"
+    );
+    // Without the controller the delay grows with every batch (already
+    // after 4 batches beyond where it stays with the controller after 20).
+    assert!(
+        free.windows(2).all(|w| w[1].0 > w[0].0),
+        "without backpressure the delay grows: {free:?}"
+    );
+    assert!(
+        last(&free) > last(&held),
+        "delay with backpressure {:?}, without {:?}",
+        last(&held),
+        last(&free)
+    );
+    // And it levels off: the last 5 batches are no later than the 5 before.
+    let mean = |s: &[(Duration, Option<f64>)]| s.iter().map(|x| x.0).sum::<Duration>() / 5;
+    assert!(
+        mean(&held[15..20]) <= mean(&held[10..15]) + Duration::from_millis(300),
+        "the delay keeps growing: {held:?}"
+    );
+    eprintln!(
+        "delay after 20 batches: {:?} without, {:?} with backpressure (rate {limit:.0}/s)",
+        last(&free),
+        last(&held)
+    );
+}

@@ -441,6 +441,9 @@ pub struct BatchInfo {
     pub processing_time: Duration,
     /// Each stream computed and each output run, in order, with its time.
     pub operators: Vec<OperatorInfo>,
+    /// The receiving rate in force after this batch (records/s), when a
+    /// receiver is limited (backpressure or its maximum rate).
+    pub rate_limit: Option<f64>,
 }
 
 /// The time and output of one operator (or output) in one batch.
@@ -532,6 +535,8 @@ pub struct StreamingContext {
     started: AtomicBool,
     checkpoint: Option<std::path::PathBuf>,
     checkpoint_interval: Option<Duration>,
+    backpressure: bool,
+    initial_rate: Option<f64>,
     fresh: bool,
 }
 
@@ -569,6 +574,8 @@ impl StreamingContext {
             started: AtomicBool::new(false),
             checkpoint: None,
             checkpoint_interval: None,
+            backpressure: false,
+            initial_rate: None,
             fresh: false,
         }
     }
@@ -593,6 +600,17 @@ impl StreamingContext {
     /// max(10 s, 5 × the longest slide).
     pub fn with_checkpoint_interval(mut self, every: Duration) -> Self {
         self.checkpoint_interval = Some(every);
+        self
+    }
+
+    /// Backpressure (Spark's `spark.streaming.backpressure.enabled`): after
+    /// each batch a PID controller (see [`crate::receiver::rate`]) sets the
+    /// rate receivers may take in, so that processing keeps up and the
+    /// scheduling delay levels off; `initial_rate` (records/s) holds them
+    /// until the first estimate.
+    pub fn with_backpressure(mut self, initial_rate: Option<f64>) -> Self {
+        self.backpressure = true;
+        self.initial_rate = initial_rate;
         self
     }
 
@@ -915,7 +933,11 @@ impl StreamingContext {
         });
         for s in g.sources.iter_mut() {
             s.start()?;
+            if self.backpressure {
+                s.set_rate(self.initial_rate);
+            }
         }
+        let mut estimator = crate::receiver::rate::PidRateEstimator::new(self.interval);
         g.history.lock().unwrap_or_else(|e| e.into_inner()).zero =
             Some(first.millis() - g.interval);
         let mut summary = RunSummary {
@@ -999,7 +1021,7 @@ impl StreamingContext {
                 }
                 summary.batches += 1;
                 summary.input_records += input_records;
-                let info = BatchInfo {
+                let mut info = BatchInfo {
                     time,
                     index,
                     input_records,
@@ -1010,7 +1032,26 @@ impl StreamingContext {
                     },
                     processing_time: started.elapsed(),
                     operators,
+                    rate_limit: None,
                 };
+                if self.backpressure
+                    && record.is_none()
+                    && let Some(rate) = estimator.compute(
+                        time.millis(),
+                        input_records,
+                        info.processing_time,
+                        info.scheduling_delay,
+                    )
+                {
+                    for s in g.sources.iter_mut() {
+                        s.set_rate(Some(rate));
+                    }
+                }
+                info.rate_limit = g
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.rate_limit())
+                    .reduce(f64::min);
                 for l in self
                     .listeners
                     .lock()

@@ -5,6 +5,7 @@
 pub(crate) mod file;
 pub mod generator;
 pub mod queue;
+pub mod rate;
 pub mod socket;
 pub(crate) mod wal;
 
@@ -60,13 +61,33 @@ pub(crate) trait Source: Send {
     fn replay_batch(&mut self, time: BatchTime, _record: &[u8]) -> Result<Rdd> {
         self.next_batch(time)
     }
+    /// Backpressure: the rate (records/s) the job can take now (`None`:
+    /// unlimited); receivers that can slow down hold to it.
+    fn set_rate(&mut self, _rate: Option<f64>) {}
+    /// The receiving rate in force, if the source is limited.
+    fn rate_limit(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Lines received but not yet sealed into a batch, already encoded; with a
 /// write-ahead log, only lines already logged (see [`wal`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BlockBuffer {
     inner: Arc<Mutex<Blocks>>,
+    throttle: Arc<rate::Throttle>,
+    /// Set when the source stops: a receiver waiting for room gives up.
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Received-but-unbatched bytes beyond which the receiver stops reading
+/// until a batch takes them (TCP then holds the sender back).
+pub const MAX_BUFFERED_BYTES: usize = 64 << 20;
+
+impl Default for BlockBuffer {
+    fn default() -> Self {
+        BlockBuffer::with_max_rate(None)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +132,15 @@ impl Blocks {
 }
 
 impl BlockBuffer {
+    /// A buffer whose receiver takes at most `max_rate` lines per second.
+    pub fn with_max_rate(max_rate: Option<f64>) -> Self {
+        BlockBuffer {
+            inner: Arc::default(),
+            throttle: Arc::new(rate::Throttle::new(max_rate)),
+            closed: Arc::default(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Blocks> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -135,7 +165,15 @@ impl BlockBuffer {
 
 impl socket::LineSink for BlockBuffer {
     fn push_line(&self, line: &str) {
+        self.throttle.acquire();
         let mut b = self.lock();
+        while b.ready.bytes.len() + b.pending.len() > MAX_BUFFERED_BYTES
+            && !self.closed.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            drop(b);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            b = self.lock();
+        }
         if b.wal.is_some() {
             b.pending.extend_from_slice(line.as_bytes());
             b.pending.push(b'\n');
@@ -169,9 +207,9 @@ pub(crate) struct SocketSource {
 impl SocketSource {
     pub(crate) fn new(config: socket::SocketConfig, partitions: usize) -> Self {
         SocketSource {
+            buffer: BlockBuffer::with_max_rate(config.max_rate.map(|r| r as f64)),
             config: Some(config),
             receiver: None,
-            buffer: BlockBuffer::default(),
             partitions,
             log_dir: None,
             from: (0, 0),
@@ -283,7 +321,18 @@ impl Source for SocketSource {
         }
     }
 
+    fn set_rate(&mut self, rate: Option<f64>) {
+        self.buffer.throttle.set(rate);
+    }
+
+    fn rate_limit(&self) -> Option<f64> {
+        self.buffer.throttle.limit()
+    }
+
     fn stop(&mut self) {
+        self.buffer
+            .closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(r) = self.receiver.take() {
             r.stop();
         }

@@ -138,6 +138,9 @@ pub struct SocketConfig {
     /// Largest reconnect delay (default 2 s, Spark's retry interval).
     /// Must be at least `reconnect_initial`.
     pub reconnect_max: Duration,
+    /// At most this many lines per second (Spark's
+    /// `spark.streaming.receiver.maxRate`); `None`: no limit of its own.
+    pub max_rate: Option<u64>,
 }
 
 impl Default for SocketConfig {
@@ -149,6 +152,7 @@ impl Default for SocketConfig {
             non_utf8: NonUtf8Policy::Replace,
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
+            max_rate: None,
         }
     }
 }

@@ -9,6 +9,8 @@
 //! # clock = "manual"         # default: manual when every source is a queue
 //! # checkpoint = "ckpt"      # resume from / checkpoint into this directory (or --checkpoint)
 //! # checkpoint_interval = "10s"  # full checkpoints; default max(10s, 5 × the longest slide)
+//! # backpressure = true     # a PID controller limits receivers to what the job keeps up with
+//! # initial_rate = 1000     # records/s until its first estimate
 //!
 //! [plugins.wordcount]
 //! path = "../plugins/target/wasm32-wasip2/release/wordcount.wasm"  # relative to this file
@@ -23,6 +25,7 @@
 //!                            # | generator (rate, words_per_line, vocabulary, seed)
 //! host = "127.0.0.1"
 //! port = 9999
+//! # max_rate = 5000         # socket: lines/s at most (also non_utf8, max_line_bytes)
 //!
 //! [streams.words]
 //! from = "lines"
@@ -82,6 +85,10 @@ struct JobSection {
     /// Checkpoint directory, relative to the spec.
     checkpoint: Option<Spanned<String>>,
     checkpoint_interval: Option<Spanned<String>>,
+    /// Spark's backpressure: a PID controller sets the receiving rate.
+    backpressure: Option<bool>,
+    /// Records/s receivers take until the controller's first estimate.
+    initial_rate: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +108,8 @@ struct SourceSection {
     host: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
     max_line_bytes: Option<Spanned<String>>,
+    /// Socket: at most this many lines per second.
+    max_rate: Option<Spanned<u64>>,
     non_utf8: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     stream: Option<Spanned<String>>,
@@ -353,6 +362,11 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         }
         ssc = ssc.with_checkpoint_interval(d);
     }
+    if job.backpressure == Some(true) {
+        ssc = ssc.with_backpressure(job.initial_rate.as_ref().map(|r| *r.get_ref() as f64));
+    } else if let Some(r) = &job.initial_rate {
+        return cx.err(r.span(), "job.initial_rate", "needs backpressure = true");
+    }
     let default_partitions =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
 
@@ -404,6 +418,12 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                     None => {
                         return cx.err(s.span(), &field("port"), "a socket source needs a port");
                     }
+                }
+                if let Some(r) = &sec.max_rate {
+                    if *r.get_ref() == 0 {
+                        return cx.err(r.span(), &field("max_rate"), "must be at least 1 line/s");
+                    }
+                    config.max_rate = Some(*r.get_ref());
                 }
                 if let Some(m) = &sec.max_line_bytes {
                     config.max_line_bytes = parse_size(m.get_ref())
