@@ -188,7 +188,10 @@ fn run(
     overrides: Overrides,
 ) -> Result<()> {
     let started = Instant::now();
-    let job = spec::load(&job, &overrides)?;
+    let job = {
+        let _progress = Progress::start("loading the job and compiling its plugins");
+        spec::load(&job, &overrides)?
+    };
     let mut feeders = Vec::new();
     if feed {
         if job.socket_addrs.is_empty() {
@@ -226,6 +229,9 @@ fn run(
     let metrics =
         sluice::metrics::Metrics::new(&job.name, job.context.batch_interval().as_millis() as i64);
     job.context.add_listener(metrics.listener());
+    for plugin in job.plugins.values() {
+        metrics.watch_plugin(plugin.clone());
+    }
     let _ui = match ui {
         Some(addr) => {
             let at = addr
@@ -271,6 +277,64 @@ fn run(
         f.stop();
     }
     Ok(())
+}
+
+/// A progress indicator on a terminal for slow steps (compiling a 15 MB
+/// Python or JavaScript plugin takes seconds): after a second it shows the
+/// step and the time so far, cleared when done. Silent when stderr is not
+/// a terminal.
+struct Progress {
+    done: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(what: &'static str) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress {
+                done: None,
+                thread: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            if !matches!(
+                rx.recv_timeout(Duration::from_secs(1)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            ) {
+                return;
+            }
+            let frames = ['|', '/', '-', '\\'];
+            for i in 0.. {
+                eprint!(
+                    "\r{} {what}… {:.0} s",
+                    frames[i % frames.len()],
+                    started.elapsed().as_secs_f64()
+                );
+                if !matches!(
+                    rx.recv_timeout(Duration::from_millis(250)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    break;
+                }
+            }
+            eprint!("\r\x1b[K");
+        });
+        Progress {
+            done: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The lines of a demo feed file.

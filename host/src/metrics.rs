@@ -107,6 +107,8 @@ pub struct Metrics {
     job: String,
     interval_ms: i64,
     inner: Mutex<Inner>,
+    /// Plugins whose call counters and guest logs are shown.
+    plugins: Mutex<Vec<Arc<crate::plugin::Plugin>>>,
 }
 
 /// Escapes a Prometheus label value.
@@ -123,7 +125,55 @@ impl Metrics {
             job: job.to_string(),
             interval_ms: interval_ms.max(1),
             inner: Mutex::default(),
+            plugins: Mutex::default(),
         })
+    }
+
+    /// Shows `plugin`'s per-function time, calls, traps and retries, and
+    /// its recent guest logs.
+    pub fn watch_plugin(&self, plugin: Arc<crate::plugin::Plugin>) {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(plugin);
+    }
+
+    fn watched(&self) -> Vec<Arc<crate::plugin::Plugin>> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Per plugin function: (plugin, function, kind, calls, seconds, traps).
+    fn functions(&self) -> Vec<serde_json::Value> {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = Vec::new();
+        for p in self.watched() {
+            for (f, stats) in p.description().functions.iter().zip(&p.stats().functions) {
+                out.push(serde_json::json!({
+                    "plugin": p.name(),
+                    "function": f.name,
+                    "kind": f.kind.to_string(),
+                    "calls": load(&stats.calls),
+                    "seconds": load(&stats.nanos) as f64 / 1e9,
+                    "traps": load(&stats.traps),
+                }));
+            }
+        }
+        out
+    }
+
+    /// The most recent guest log lines of the watched plugins, oldest first.
+    fn logs(&self, n: usize) -> Vec<crate::plugin::GuestLogLine> {
+        let mut all: Vec<_> = self
+            .watched()
+            .iter()
+            .flat_map(|p| p.recent_logs())
+            .collect();
+        all.sort_by_key(|l| l.batch);
+        let skip = all.len().saturating_sub(n);
+        all.split_off(skip)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -184,6 +234,21 @@ impl Metrics {
             "input_records": m.input_records,
             "recent": m.recent,
             "operators": m.operators.values().collect::<Vec<_>>(),
+            "functions": self.functions(),
+            "plugins": self.watched().iter().map(|p| {
+                let s = p.stats();
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                serde_json::json!({
+                    "name": p.name(),
+                    "version": p.description().version,
+                    "calls": load(&s.calls),
+                    "traps": load(&s.traps),
+                    "retries": load(&s.retries),
+                    "instances": load(&s.instances),
+                    "dropped_log_lines": load(&s.dropped_log_lines),
+                })
+            }).collect::<Vec<_>>(),
+            "logs": self.logs(50),
         })
     }
 
@@ -282,6 +347,65 @@ impl Metrics {
                 label(&t.op),
                 t.records_out
             );
+        }
+        drop(m);
+        let functions = self.functions();
+        for (name, help, field, scale) in [
+            (
+                "sluice_plugin_function_calls_total",
+                "Calls of each plugin function (retries included).",
+                "calls",
+                false,
+            ),
+            (
+                "sluice_plugin_function_seconds_total",
+                "Time inside each plugin function.",
+                "seconds",
+                true,
+            ),
+            (
+                "sluice_plugin_function_traps_total",
+                "Traps in each plugin function.",
+                "traps",
+                false,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for f in &functions {
+                let v = if scale {
+                    f[field].as_f64().unwrap_or(0.0).to_string()
+                } else {
+                    f[field].as_u64().unwrap_or(0).to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{{job},plugin=\"{}\",function=\"{}\"}} {v}",
+                    label(f["plugin"].as_str().unwrap_or("")),
+                    label(f["function"].as_str().unwrap_or(""))
+                );
+            }
+        }
+        let watched = self.watched();
+        for (name, help, pick) in [
+            (
+                "sluice_plugin_retries_total",
+                "Partition-batches retried on a fresh instance after a trap.",
+                0usize,
+            ),
+            ("sluice_plugin_instances_total", "Instances created.", 1),
+            (
+                "sluice_guest_log_lines_dropped_total",
+                "Guest log lines dropped by the caps.",
+                2,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for p in &watched {
+                let s = p.stats();
+                let v = [&s.retries, &s.instances, &s.dropped_log_lines][pick]
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{{job},plugin=\"{}\"}} {v}", label(p.name()));
+            }
         }
         out
     }

@@ -188,6 +188,22 @@ fn a_log_flood_is_capped_and_the_batch_succeeds() {
         p.stats().dropped_log_lines.load(Ordering::Relaxed) > 0,
         "lines past the cap are dropped and counted"
     );
+    // The UI's recent guest logs: bounded, each tagged with its function and batch.
+    let logs = p.recent_logs();
+    assert!(!logs.is_empty() && logs.len() <= sluice::plugin::RECENT_LOG_LINES);
+    assert!(
+        logs.iter()
+            .all(|l| l.function == "chatty" && l.batch == 1000 && !l.line.is_empty()),
+        "{:?}",
+        &logs[..1]
+    );
+    let f = p
+        .description()
+        .functions
+        .iter()
+        .position(|f| f.name == "chatty")
+        .expect("chatty");
+    assert_eq!(p.stats().functions[f].calls.load(Ordering::Relaxed), 1);
 }
 
 #[test]

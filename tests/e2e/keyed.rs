@@ -133,6 +133,17 @@ fn iot_actions_are_counted_per_device() {
         stderr.contains("not a device action") && stderr.contains("fan-2 power dim"),
         "malformed lines are logged:\n{stderr}"
     );
+    let logged = stderr
+        .lines()
+        .find(|l| l.contains("fan-2 power dim"))
+        .expect("the log line");
+    assert!(
+        logged.contains("job=")
+            && logged.contains("plugin=\"iot\"")
+            && logged.contains("function=")
+            && logged.contains("batch="),
+        "guest logs are tagged with job, plugin, function and batch: {logged}"
+    );
     let expected = read_jsonl(&sluice_tests::root().join("tests/cases/iot/expected.jsonl"));
     assert_matches_golden(&read_jsonl(&dir.path().join("out.jsonl")), &expected, "iot");
 }

@@ -78,6 +78,16 @@ fn the_ui_and_metrics_show_live_batches() {
         metrics.contains("sluice_operator_seconds_total{job=\"wordcount\",stream=\"words\",op=\"FlatMap wordcount.split (flat-map)\"}"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("sluice_plugin_function_seconds_total{job=\"wordcount\",plugin=\"wordcount\",function=\"split\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "sluice_plugin_function_calls_total{job=\"wordcount\",plugin=\"wordcount\",function=\"pair\"}"
+        ) > 0.0
+    );
     let status: serde_json::Value =
         serde_json::from_str(&get(&addr, "/api/status")).expect("status JSON");
     assert!(status["recent"].as_array().expect("recent").len() >= 3);

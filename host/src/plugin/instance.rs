@@ -147,7 +147,38 @@ pub struct PluginStats {
     pub instances: AtomicU64,
     /// Guest log lines dropped by the caps.
     pub dropped_log_lines: AtomicU64,
+    /// Per function, in description order.
+    pub functions: Vec<FunctionStats>,
 }
+
+/// Call counters of one plugin function.
+#[derive(Debug, Default)]
+pub struct FunctionStats {
+    /// Calls made (attempts included).
+    pub calls: AtomicU64,
+    /// Nanoseconds spent inside them.
+    pub nanos: AtomicU64,
+    /// Traps.
+    pub traps: AtomicU64,
+}
+
+/// One guest log line, as the UI lists them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GuestLogLine {
+    /// The plugin (by job name).
+    pub plugin: String,
+    /// The function that logged it.
+    pub function: String,
+    /// The batch it was logged in (ms).
+    pub batch: i64,
+    /// trace, debug, info, warn, error; or stdout / stderr.
+    pub level: String,
+    /// The line.
+    pub line: String,
+}
+
+/// How many recent guest log lines a plugin keeps for the UI.
+pub const RECENT_LOG_LINES: usize = 200;
 
 /// A plugin loaded into the runtime, ready to be called by any worker.
 pub struct Plugin {
@@ -162,6 +193,7 @@ pub struct Plugin {
     pool: Mutex<Vec<Instance>>,
     cache: CacheOutcome,
     stats: PluginStats,
+    recent_logs: Mutex<std::collections::VecDeque<GuestLogLine>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -312,6 +344,7 @@ impl Plugin {
             pool: Mutex::new(Vec::new()),
             cache,
             stats: PluginStats::default(),
+            recent_logs: Mutex::default(),
         };
         let mut inst = plugin
             .instantiate()
@@ -337,6 +370,12 @@ impl Plugin {
                 })
                 .collect(),
         };
+        plugin.stats.functions = plugin
+            .description
+            .functions
+            .iter()
+            .map(|_| FunctionStats::default())
+            .collect();
         let mut seen = std::collections::HashSet::new();
         for f in &plugin.description.functions {
             if !seen.insert(f.name.as_str()) {
@@ -433,6 +472,16 @@ impl Plugin {
         &self.stats
     }
 
+    /// The most recent guest log lines (up to [`RECENT_LOG_LINES`]), oldest first.
+    pub fn recent_logs(&self) -> Vec<GuestLogLine> {
+        self.recent_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Index and description of the function called `name`.
     pub fn function(&self, name: &str) -> Option<(u32, &FunctionInfo)> {
         self.description
@@ -491,10 +540,16 @@ impl Plugin {
                 ctx,
                 input,
             );
+            let nanos = started.elapsed().as_nanos() as u64;
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .nanos
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
+            if let Some(f) = self.stats.functions.get(index as usize) {
+                f.calls.fetch_add(1, Ordering::Relaxed);
+                f.nanos.fetch_add(nanos, Ordering::Relaxed);
+                if result.is_err() {
+                    f.traps.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             let last_error = self.flush_logs(&mut inst, index, batch);
             match result {
                 Ok(Ok(out)) => {
@@ -599,6 +654,41 @@ impl Plugin {
                 .filter(|l| !l.is_empty())
             {
                 tracing::info!(target: "sluice::guest", job = %self.job, plugin = %self.name, function = %function, batch = batch.millis(), stream, "{line}");
+            }
+        }
+        {
+            let mut recent = self.recent_logs.lock().unwrap_or_else(|e| e.into_inner());
+            let levels = logs.lines.iter().map(|(level, line)| {
+                let level = match level {
+                    LogLevel::Trace => "trace",
+                    LogLevel::Debug => "debug",
+                    LogLevel::Info => "info",
+                    LogLevel::Warn => "warn",
+                    LogLevel::Error => "error",
+                };
+                (level.to_string(), line.clone())
+            });
+            let output =
+                [("stdout", &out), ("stderr", &err)]
+                    .into_iter()
+                    .flat_map(|(stream, bytes)| {
+                        String::from_utf8_lossy(bytes)
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .map(|l| (stream.to_string(), l.to_string()))
+                            .collect::<Vec<_>>()
+                    });
+            for (level, line) in levels.chain(output) {
+                recent.push_back(GuestLogLine {
+                    plugin: self.name.clone(),
+                    function: function.clone(),
+                    batch: batch.millis(),
+                    level,
+                    line,
+                });
+                if recent.len() > RECENT_LOG_LINES {
+                    recent.pop_front();
+                }
             }
         }
         let dropped = logs.dropped + u64::from(out_dropped > 0) + u64::from(err_dropped > 0);

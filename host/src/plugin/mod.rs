@@ -10,5 +10,8 @@ mod limits;
 
 pub use cache::{CacheOutcome, content_hash};
 pub use engine::{EPOCH_TICK, Runtime, RuntimeConfig, default_cache_dir};
-pub use instance::{Description, FunctionInfo, Plugin, PluginStats, StoreState};
+pub use instance::{
+    Description, FunctionInfo, FunctionStats, GuestLogLine, Plugin, PluginStats, RECENT_LOG_LINES,
+    StoreState,
+};
 pub use limits::Limits;
