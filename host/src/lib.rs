@@ -51,7 +51,9 @@ pub mod web;
 
 pub use error::{Domain, Error, PluginFault, Result};
 pub use func::Func;
-pub use graph::{BatchInfo, DStream, OperatorInfo, RunSummary, StopHandle, StreamingContext};
+pub use graph::{
+    BatchInfo, DStream, OperatorInfo, RunSummary, StopHandle, StreamingContext, StreamingListener,
+};
 pub use plugin::{Limits, Plugin, Runtime, RuntimeConfig};
 pub use sink::CollectedBatch;
 pub use time::{BatchTime, Clock, ManualClock, SystemClock};

@@ -228,7 +228,7 @@ fn run(
     }
     let metrics =
         sluice::metrics::Metrics::new(&job.name, job.context.batch_interval().as_millis() as i64);
-    job.context.add_listener(metrics.listener());
+    job.context.add_streaming_listener(metrics.listener());
     for plugin in job.plugins.values() {
         metrics.watch_plugin(plugin.clone());
     }

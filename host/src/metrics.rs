@@ -4,7 +4,8 @@
 //! running totals. [`Metrics::listener`] fills it from the engine's batch
 //! listener; the web UI and the Prometheus endpoint ([`crate::web`]) read it.
 
-use crate::graph::{BatchInfo, Listener};
+use crate::graph::{BatchInfo, StreamingListener};
+use crate::time::BatchTime;
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -67,6 +68,11 @@ struct Inner {
     total_delay: Histogram,
     /// By stream, in the order the graph computes them.
     operators: IndexMap<String, OperatorTotals>,
+    receiver_errors: u64,
+    /// The latest receiver errors: (batch time, source, message).
+    recent_errors: VecDeque<(i64, String, String)>,
+    /// The batch being processed now.
+    current: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -109,6 +115,23 @@ pub struct Metrics {
     inner: Mutex<Inner>,
     /// Plugins whose call counters and guest logs are shown.
     plugins: Mutex<Vec<Arc<crate::plugin::Plugin>>>,
+}
+
+/// The listener [`Metrics::listener`] returns.
+struct Recorder(Arc<Metrics>);
+
+impl StreamingListener for Recorder {
+    fn on_batch_started(&mut self, time: BatchTime, _index: u64) {
+        self.0.lock().current = Some(time.millis());
+    }
+
+    fn on_batch_completed(&mut self, info: &BatchInfo) {
+        self.0.record(info);
+    }
+
+    fn on_receiver_error(&mut self, source: &str, message: &str) {
+        self.0.receiver_error(source, message);
+    }
 }
 
 /// Escapes a Prometheus label value.
@@ -218,10 +241,21 @@ impl Metrics {
         }
     }
 
-    /// A listener that records every batch here.
-    pub fn listener(self: &Arc<Self>) -> Listener {
-        let me = Arc::clone(self);
-        Box::new(move |b| me.record(b))
+    /// Records a receiver error.
+    pub fn receiver_error(&self, source: &str, message: &str) {
+        let mut m = self.lock();
+        m.receiver_errors += 1;
+        let at = m.current.unwrap_or(0);
+        m.recent_errors
+            .push_back((at, source.to_string(), message.to_string()));
+        while m.recent_errors.len() > 50 {
+            m.recent_errors.pop_front();
+        }
+    }
+
+    /// A listener that records every batch and receiver error here.
+    pub fn listener(self: &Arc<Self>) -> Box<dyn StreamingListener> {
+        Box::new(Recorder(Arc::clone(self)))
     }
 
     /// The recent batches (oldest first) and operator totals, as JSON for the UI.
@@ -249,6 +283,8 @@ impl Metrics {
                 })
             }).collect::<Vec<_>>(),
             "logs": self.logs(50),
+            "receiver_errors": m.receiver_errors,
+            "recent_receiver_errors": m.recent_errors.iter().map(|(t, s, e)| serde_json::json!({"batch": t, "source": s, "message": e})).collect::<Vec<_>>(),
         })
     }
 
@@ -259,6 +295,11 @@ impl Metrics {
         let mut out = String::new();
         for (name, help, value) in [
             ("sluice_batches_total", "Batches completed.", m.batches),
+            (
+                "sluice_receiver_errors_total",
+                "Receiver errors (refused or dropped connections, unreadable files).",
+                m.receiver_errors,
+            ),
             (
                 "sluice_input_records_total",
                 "Records received from all sources.",

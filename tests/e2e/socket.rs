@@ -204,3 +204,63 @@ fn backpressure_keeps_the_delay_from_growing() {
         last(&held)
     );
 }
+
+/// Spark's StreamingListener: every batch is submitted, started and
+/// completed in that order, and a socket nobody serves is reported as
+/// receiver errors naming the source stream.
+#[test]
+fn listeners_hear_batch_events_and_receiver_errors() {
+    #[derive(Default)]
+    struct Events(Arc<Mutex<Vec<String>>>);
+    impl sluice::StreamingListener for Events {
+        fn on_batch_submitted(&mut self, time: sluice::BatchTime) {
+            self.0
+                .lock()
+                .expect("events")
+                .push(format!("submitted {}", time.millis() % 100_000));
+        }
+        fn on_batch_started(&mut self, time: sluice::BatchTime, index: u64) {
+            self.0
+                .lock()
+                .expect("events")
+                .push(format!("started {} #{index}", time.millis() % 100_000));
+        }
+        fn on_batch_completed(&mut self, info: &sluice::BatchInfo) {
+            self.0
+                .lock()
+                .expect("events")
+                .push(format!("completed {}", info.time.millis() % 100_000));
+        }
+        fn on_receiver_error(&mut self, source: &str, message: &str) {
+            self.0
+                .lock()
+                .expect("events")
+                .push(format!("error {source}: {message}"));
+        }
+    }
+    // A port with nothing listening.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let ssc = StreamingContext::new(Duration::from_millis(200));
+    let lines = ssc.socket_text_stream("127.0.0.1", port).named("lines");
+    lines.count().foreach_batch(|_| Ok(()));
+    let events: Arc<Mutex<Vec<String>>> = Arc::default();
+    ssc.add_streaming_listener(Box::new(Events(events.clone())));
+    ssc.run(Some(4)).expect("the job runs without its server");
+    let events = events.lock().expect("events").clone();
+    let batches: Vec<&String> = events.iter().filter(|e| !e.starts_with("error")).collect();
+    assert_eq!(batches.len(), 12, "{events:?}");
+    for b in batches.chunks(3) {
+        let t = b[0].strip_prefix("submitted ").expect("submitted first");
+        assert!(b[1].starts_with(&format!("started {t} #")), "{events:?}");
+        assert_eq!(b[2], &format!("completed {t}"), "{events:?}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("error lines: Error connecting to 127.0.0.1")),
+        "the refused connection is reported: {events:?}"
+    );
+}

@@ -469,6 +469,30 @@ impl BatchInfo {
 /// Called after each batch completes (Spark's `StreamingListener.onBatchCompleted`).
 pub type Listener = Box<dyn FnMut(&BatchInfo) + Send>;
 
+/// Spark's `StreamingListener`: told when a batch is due, when it starts,
+/// when it completes, and of receiver errors (a refused connection, a
+/// dropped one, an unreadable file). Every method has a default that does
+/// nothing; all run on the job's thread, between batches.
+pub trait StreamingListener: Send {
+    /// The batch at `time` is due (its interval has passed).
+    fn on_batch_submitted(&mut self, _time: BatchTime) {}
+    /// Batch `index` at `time` starts processing.
+    fn on_batch_started(&mut self, _time: BatchTime, _index: u64) {}
+    /// A batch completed.
+    fn on_batch_completed(&mut self, _info: &BatchInfo) {}
+    /// A receiver of source stream `source` reported an error.
+    fn on_receiver_error(&mut self, _source: &str, _message: &str) {}
+}
+
+/// A plain [`Listener`] as a [`StreamingListener`] of completed batches.
+struct Completed(Listener);
+
+impl StreamingListener for Completed {
+    fn on_batch_completed(&mut self, info: &BatchInfo) {
+        (self.0)(info)
+    }
+}
+
 /// Stops a running context from another thread (or a signal handler).
 #[derive(Debug, Clone, Default)]
 pub struct StopHandle(Arc<AtomicBool>);
@@ -531,7 +555,7 @@ pub struct StreamingContext {
     workers: usize,
     runtime: Option<Arc<Runtime>>,
     stop: StopHandle,
-    listeners: Mutex<Vec<Listener>>,
+    listeners: Mutex<Vec<Box<dyn StreamingListener>>>,
     started: AtomicBool,
     checkpoint: Option<std::path::PathBuf>,
     checkpoint_interval: Option<Duration>,
@@ -794,10 +818,26 @@ impl StreamingContext {
 
     /// Adds a listener called after every batch.
     pub fn add_listener(&self, listener: Listener) {
+        self.add_streaming_listener(Box::new(Completed(listener)));
+    }
+
+    /// Adds a listener of every batch event and receiver error.
+    pub fn add_streaming_listener(&self, listener: Box<dyn StreamingListener>) {
         self.listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(listener);
+    }
+
+    fn tell(&self, event: impl Fn(&mut dyn StreamingListener)) {
+        for l in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+        {
+            event(l.as_mut());
+        }
     }
 
     /// A handle that stops [`StreamingContext::run`] from elsewhere.
@@ -938,6 +978,15 @@ impl StreamingContext {
             }
         }
         let mut estimator = crate::receiver::rate::PidRateEstimator::new(self.interval);
+        // Source streams' names, by source index (for listeners).
+        let mut source_names = vec![String::new(); g.sources.len()];
+        for n in &g.nodes {
+            if let Op::Source(i) = n.op
+                && let Some(slot) = source_names.get_mut(i)
+            {
+                slot.clone_from(&n.name);
+            }
+        }
         g.history.lock().unwrap_or_else(|e| e.into_inner()).zero =
             Some(first.millis() - g.interval);
         let mut summary = RunSummary {
@@ -967,6 +1016,14 @@ impl StreamingContext {
                     );
                     stopping = true;
                 }
+                self.tell(|l| l.on_batch_submitted(time));
+                for (i, s) in g.sources.iter_mut().enumerate() {
+                    for e in s.take_errors() {
+                        let name = &source_names[i];
+                        self.tell(|l| l.on_receiver_error(name, &e));
+                    }
+                }
+                self.tell(|l| l.on_batch_started(time, index));
                 let started = Instant::now();
                 let scheduling_delay =
                     Duration::from_millis((self.clock.now_ms() - time.millis()).max(0) as u64);
@@ -1052,14 +1109,7 @@ impl StreamingContext {
                     .iter()
                     .filter_map(|s| s.rate_limit())
                     .reduce(f64::min);
-                for l in self
-                    .listeners
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter_mut()
-                {
-                    l(&info);
-                }
+                self.tell(|l| l.on_batch_completed(&info));
             }
             Ok(())
         })();

@@ -59,6 +59,8 @@ pub(crate) struct FileSource {
     pub(crate) files_read: u64,
     /// The names the last batch read, in order (its batch-log record).
     last_batch: Vec<String>,
+    /// Files that could not be read, for listeners.
+    errors: Vec<String>,
     /// Resumed after a stop at this time: batches before it are down-time
     /// batches, each taking the files modified by its own time.
     catch_up_until: Option<i64>,
@@ -75,6 +77,7 @@ impl FileSource {
             restored: None,
             files_read: 0,
             last_batch: Vec::new(),
+            errors: Vec::new(),
             catch_up_until: None,
         }
     }
@@ -223,6 +226,10 @@ impl Source for FileSource {
         self.read_files(time, names, false)
     }
 
+    fn take_errors(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.errors)
+    }
+
     fn catch_up(&mut self, now: BatchTime) {
         self.catch_up_until = Some(now.millis());
     }
@@ -266,6 +273,8 @@ impl FileSource {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(file = %path.display(), batch = time.millis(), "skipping a file that cannot be read: {e}");
+                    self.errors
+                        .push(format!("{}: cannot be read, skipped: {e}", path.display()));
                     continue;
                 }
             };

@@ -68,6 +68,11 @@ pub(crate) trait Source: Send {
     fn rate_limit(&self) -> Option<f64> {
         None
     }
+    /// Errors of the receiver since the last call (connection failures,
+    /// unreadable files), for listeners.
+    fn take_errors(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Lines received but not yet sealed into a batch, already encoded; with a
@@ -327,6 +332,13 @@ impl Source for SocketSource {
 
     fn rate_limit(&self) -> Option<f64> {
         self.buffer.throttle.limit()
+    }
+
+    fn take_errors(&mut self) -> Vec<String> {
+        self.receiver
+            .as_ref()
+            .map(|r| r.stats().take_errors())
+            .unwrap_or_default()
     }
 
     fn stop(&mut self) {

@@ -160,6 +160,8 @@ impl Default for SocketConfig {
 /// Counters of a running [`SocketReceiver`], readable at any time.
 #[derive(Debug, Default)]
 pub struct SocketStats {
+    /// Errors not yet taken by the engine (for listeners), at most 100.
+    errors: std::sync::Mutex<std::collections::VecDeque<String>>,
     lines: AtomicU64,
     bytes: AtomicU64,
     non_utf8_lines: AtomicU64,
@@ -170,6 +172,15 @@ pub struct SocketStats {
 }
 
 impl SocketStats {
+    /// Takes the connection errors recorded since the last call.
+    pub fn take_errors(&self) -> Vec<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+
     /// Lines delivered to the sink (lossily decoded ones included).
     pub fn lines(&self) -> u64 {
         self.lines.load(Ordering::Relaxed)
@@ -339,6 +350,12 @@ impl Worker {
                 "Restarting receiver with delay {} ms: {reason}",
                 delay.as_millis()
             );
+            {
+                let mut errors = self.stats.errors.lock().unwrap_or_else(|e| e.into_inner());
+                if errors.len() < 100 {
+                    errors.push_back(reason);
+                }
+            }
             if self.stop.wait(delay) {
                 break;
             }
