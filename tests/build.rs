@@ -15,6 +15,7 @@ fn main() {
     for p in [
         "plugins/Cargo.toml",
         "plugins/wordcount",
+        "plugins/wordcount_v2",
         "plugins/text",
         "plugins/hostile",
         "plugins/iot",

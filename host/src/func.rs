@@ -33,7 +33,11 @@ enum Native {
 
 #[derive(Clone)]
 enum Imp {
-    Plugin { plugin: Arc<Plugin>, index: u32 },
+    Plugin {
+        plugin: Arc<Plugin>,
+        index: u32,
+        function: String,
+    },
     Native(Native),
 }
 
@@ -84,6 +88,7 @@ impl Func {
             imp: Imp::Plugin {
                 plugin: plugin.clone(),
                 index,
+                function: name.to_string(),
             },
         })
     }
@@ -256,6 +261,33 @@ impl Func {
         }
     }
 
+    /// The plugin version in force and the function's index in it (a hot
+    /// swap may have replaced the plugin the function was made from).
+    fn live_plugin(&self) -> Result<(Arc<Plugin>, u32)> {
+        let Imp::Plugin {
+            plugin,
+            index,
+            function,
+        } = &self.imp
+        else {
+            return Err(Error::Internal(format!(
+                "{} is not a plugin function",
+                self.name
+            )));
+        };
+        let live = plugin.live();
+        if Arc::ptr_eq(&live, plugin) {
+            return Ok((live, *index));
+        }
+        let index = live.function(function).map(|(i, _)| i).ok_or_else(|| {
+            Error::Internal(format!(
+                "the swapped-in version of `{}` lacks `{function}`",
+                plugin.name()
+            ))
+        })?;
+        Ok((live, index))
+    }
+
     fn input_limit(&self) -> usize {
         if let Some(l) = self.limit {
             return l;
@@ -394,7 +426,9 @@ impl Func {
         }
         let out = match &self.imp {
             Imp::Native(Native::Values(f)) => f(input).map_err(|e| self.native_err(site, e))?,
-            Imp::Plugin { plugin, index } => {
+            Imp::Plugin { .. } => {
+                let (plugin, index) = self.live_plugin()?;
+                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
                 let CallOutput::Batch(b) = out else {
                     return Err(self.bad_output(site, "expected a batch".to_string()));
@@ -489,7 +523,9 @@ impl Func {
         let out = match &self.imp {
             Imp::Native(Native::Values(f)) => sluice_sdk::run::keyed(keys, values, |c| f(c))
                 .map_err(|e| self.native_err(site, e))?,
-            Imp::Plugin { plugin, index } => {
+            Imp::Plugin { .. } => {
+                let (plugin, index) = self.live_plugin()?;
+                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_plugin(
                     plugin,
                     *index,
@@ -558,7 +594,9 @@ impl Func {
                 // A one-stream transform used with two streams sees the first.
                 f(primary).map_err(|e| self.native_err(site, e))?
             }
-            Imp::Plugin { plugin, index } => {
+            Imp::Plugin { .. } => {
+                let (plugin, index) = self.live_plugin()?;
+                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_plugin(
                     plugin,
                     *index,
@@ -625,7 +663,9 @@ impl Func {
             Imp::Native(Native::UpdateState(f)) => {
                 f(values, &groups, states).map_err(|e| self.native_err(site, e))?
             }
-            Imp::Plugin { plugin, index } => {
+            Imp::Plugin { .. } => {
+                let (plugin, index) = self.live_plugin()?;
+                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_plugin(
                     plugin,
                     *index,
@@ -684,7 +724,9 @@ impl Func {
             Imp::Native(Native::MapState(f)) => {
                 f(input, &groups, states).map_err(|e| self.native_err(site, e))?
             }
-            Imp::Plugin { plugin, index } => {
+            Imp::Plugin { .. } => {
+                let (plugin, index) = self.live_plugin()?;
+                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_plugin(
                     plugin,
                     *index,
@@ -723,7 +765,9 @@ impl Func {
     pub(crate) fn apply_sink(&self, input: &mut Column, site: CallSite) -> Result<()> {
         match &self.imp {
             Imp::Native(Native::Sink(f)) => f(input).map_err(|e| self.native_err(site, e)),
-            Imp::Plugin { plugin, index } => {
+            Imp::Plugin { .. } => {
+                let (plugin, index) = self.live_plugin()?;
+                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
                 match out {
                     CallOutput::None => Ok(()),
@@ -756,7 +800,9 @@ impl Func {
         }
         let kept = match &self.imp {
             Imp::Native(Native::Filter(f)) => f(input).map_err(|e| self.native_err(site, e))?,
-            Imp::Plugin { plugin, index } => {
+            Imp::Plugin { .. } => {
+                let (plugin, index) = self.live_plugin()?;
+                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
                 let CallOutput::Selection(s) = out else {
                     return Err(
@@ -803,7 +849,9 @@ impl Func {
             Imp::Native(Native::Reduce(f)) => {
                 f(values, &groups).map_err(|e| self.native_err(site, e))?
             }
-            Imp::Plugin { plugin, index } => {
+            Imp::Plugin { .. } => {
+                let (plugin, index) = self.live_plugin()?;
+                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_values(plugin, *index, site, values, groups)?;
                 let c = self.output_column(site, out, "a reduce")?;
                 if c.iter().any(<[u8]>::is_empty) {

@@ -53,6 +53,7 @@ pub use error::{Domain, Error, PluginFault, Result};
 pub use func::Func;
 pub use graph::{
     BatchInfo, DStream, OperatorInfo, RunSummary, StopHandle, StreamingContext, StreamingListener,
+    SwapHandle,
 };
 pub use plugin::{Limits, Plugin, Runtime, RuntimeConfig};
 pub use sink::CollectedBatch;

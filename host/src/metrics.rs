@@ -365,6 +365,22 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP sluice_source_records_total Records received per source stream.\n# TYPE sluice_source_records_total counter"
+        );
+        for (stream, t) in m
+            .operators
+            .iter()
+            .filter(|(_, t)| t.op.starts_with("source "))
+        {
+            let _ = writeln!(
+                out,
+                "sluice_source_records_total{{{job},source=\"{}\"}} {}",
+                label(stream),
+                t.records_out
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP sluice_operator_seconds_total Time spent in each operator (plugin calls included).\n# TYPE sluice_operator_seconds_total counter"
         );
         for (stream, t) in &m.operators {

@@ -9,5 +9,6 @@ mod keyed;
 mod runtime;
 mod sink;
 mod socket;
+mod swap;
 mod ui;
 mod window;

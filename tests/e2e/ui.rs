@@ -73,6 +73,14 @@ fn the_ui_and_metrics_show_live_batches() {
     };
     assert!(metric(&metrics, "sluice_input_records_total{job=\"wordcount\"}") > 0.0);
     assert!(metrics.contains("# TYPE sluice_batch_processing_seconds histogram"));
+    assert_eq!(
+        metric(
+            &metrics,
+            "sluice_source_records_total{job=\"wordcount\",source=\"lines\"}"
+        ),
+        metric(&metrics, "sluice_input_records_total{job=\"wordcount\"}"),
+        "one source: its records are the input"
+    );
     assert!(metrics.contains("sluice_batch_total_delay_seconds_count{job=\"wordcount\"}"));
     assert!(
         metrics.contains("sluice_operator_seconds_total{job=\"wordcount\",stream=\"words\",op=\"FlatMap wordcount.split (flat-map)\"}"),

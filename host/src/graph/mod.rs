@@ -288,10 +288,11 @@ fn plugin_versions(g: &Graph) -> std::collections::BTreeMap<String, PluginVersio
     for node in &g.nodes {
         for (func, _) in node.op.functions() {
             if let Some(p) = func.plugin_ref() {
+                let live = p.live();
                 let entry = out
                     .entry(p.name().to_string())
                     .or_insert_with(|| PluginVersion {
-                        version: p.description().version.clone(),
+                        version: live.description().version.clone(),
                         functions: Vec::new(),
                     });
                 let f = format!("{}:{}", func.name(), func.kind());
@@ -303,6 +304,26 @@ fn plugin_versions(g: &Graph) -> std::collections::BTreeMap<String, PluginVersio
     }
     for v in out.values_mut() {
         v.functions.sort();
+    }
+    out
+}
+
+/// The plugin functions of the graph: (plugin made from, function, kind).
+fn plugin_uses(g: &Graph) -> Vec<(Arc<Plugin>, String, Kind)> {
+    let mut out: Vec<(Arc<Plugin>, String, Kind)> = Vec::new();
+    for node in &g.nodes {
+        for (func, _) in node.op.functions() {
+            if let Some(p) = func.plugin_ref() {
+                let name = func
+                    .name()
+                    .strip_prefix(&format!("{}.", p.name()))
+                    .unwrap_or(func.name())
+                    .to_string();
+                if !out.iter().any(|(q, n, _)| Arc::ptr_eq(q, p) && *n == name) {
+                    out.push((p.clone(), name, func.kind()));
+                }
+            }
+        }
     }
     out
 }
@@ -484,6 +505,47 @@ pub trait StreamingListener: Send {
     fn on_receiver_error(&mut self, _source: &str, _message: &str) {}
 }
 
+/// A hot swap waiting for (or in) its first batch.
+struct StagedSwap {
+    root: Arc<Plugin>,
+    new: Arc<Plugin>,
+    handle: Arc<SwapHandle>,
+}
+
+/// What became of a hot swap ([`StreamingContext::swap_plugin`]).
+#[derive(Debug, Default)]
+pub struct SwapHandle {
+    outcome: Mutex<Option<std::result::Result<u64, String>>>,
+    settled: std::sync::Condvar,
+}
+
+impl SwapHandle {
+    fn settle(&self, outcome: std::result::Result<u64, String>) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        self.settled.notify_all();
+    }
+
+    /// `None` while the new version has not finished its first batch; then
+    /// `Ok(index of that batch)`, or `Err(why)` when it failed and was
+    /// rolled back (that batch ran again on the previous version).
+    pub fn outcome(&self) -> Option<std::result::Result<u64, String>> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits up to `timeout` for the outcome.
+    pub fn wait(&self, timeout: Duration) -> Option<std::result::Result<u64, String>> {
+        let guard = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .settled
+            .wait_timeout_while(guard, timeout, |o| o.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        guard.clone()
+    }
+}
+
 /// A plain [`Listener`] as a [`StreamingListener`] of completed batches.
 struct Completed(Listener);
 
@@ -561,6 +623,10 @@ pub struct StreamingContext {
     checkpoint_interval: Option<Duration>,
     backpressure: bool,
     initial_rate: Option<f64>,
+    /// Hot swaps waiting for the next batch boundary.
+    swaps: Mutex<Vec<StagedSwap>>,
+    /// The plugin functions the job uses: (plugin it was made from, function, kind).
+    uses: Mutex<Vec<(Arc<Plugin>, String, Kind)>>,
     fresh: bool,
 }
 
@@ -600,6 +666,8 @@ impl StreamingContext {
             checkpoint_interval: None,
             backpressure: false,
             initial_rate: None,
+            swaps: Mutex::default(),
+            uses: Mutex::default(),
             fresh: false,
         }
     }
@@ -816,6 +884,68 @@ impl StreamingContext {
         g.history.lock().unwrap_or_else(|e| e.into_inner()).remember = duration.as_millis() as i64;
     }
 
+    /// Hot swap (DESIGN §4): replaces `plugin` (as loaded for this job) by
+    /// `new` — loaded and compiled by the caller, off the batch path — at
+    /// the next batch boundary, so every batch runs wholly on one version.
+    /// Host-owned state (windows, `update_state_by_key`) carries over. The
+    /// new version must export every function the job uses from `plugin`
+    /// with the same kind, or the swap is refused here. If it fails its
+    /// first batch (trap, deadline, memory, refusal), it is rolled back and
+    /// that batch runs again on the previous version; the handle tells.
+    /// Callable before or while the job runs (from another thread).
+    pub fn swap_plugin(&self, plugin: &Arc<Plugin>, new: Arc<Plugin>) -> Result<Arc<SwapHandle>> {
+        let uses = {
+            let recorded = self.uses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if recorded.is_empty() {
+                plugin_uses(&lock(&self.graph))
+            } else {
+                recorded
+            }
+        };
+        let mine: Vec<&(Arc<Plugin>, String, Kind)> = uses
+            .iter()
+            .filter(|(p, _, _)| Arc::ptr_eq(p, plugin))
+            .collect();
+        if mine.is_empty() {
+            return Err(Error::Plan(format!(
+                "plugin `{}` is not used by this job (swap the plugin the job's functions were made from)",
+                plugin.name()
+            )));
+        }
+        for (_, function, kind) in mine {
+            match new.function(function) {
+                Some((_, f)) if f.kind == *kind => {}
+                Some((_, f)) => {
+                    return Err(Error::Plan(format!(
+                        "cannot swap `{}` to {} {}: `{function}` is a {} function there, the job uses it as {kind}",
+                        plugin.name(),
+                        new.description().name,
+                        new.description().version,
+                        f.kind
+                    )));
+                }
+                None => {
+                    return Err(Error::Plan(format!(
+                        "cannot swap `{}` to {} {}: it lacks `{function}`, which the job uses",
+                        plugin.name(),
+                        new.description().name,
+                        new.description().version
+                    )));
+                }
+            }
+        }
+        let handle = Arc::new(SwapHandle::default());
+        self.swaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(StagedSwap {
+                root: plugin.clone(),
+                new,
+                handle: handle.clone(),
+            });
+        Ok(handle)
+    }
+
     /// Adds a listener called after every batch.
     pub fn add_listener(&self, listener: Listener) {
         self.add_streaming_listener(Box::new(Completed(listener)));
@@ -913,6 +1043,7 @@ impl StreamingContext {
         };
         let graph = describe_graph(&g);
         let plugins = plugin_versions(&g);
+        *self.uses.lock().unwrap_or_else(|e| e.into_inner()) = plugin_uses(&g);
         let store = self
             .checkpoint
             .as_ref()
@@ -1028,8 +1159,10 @@ impl StreamingContext {
                 let scheduling_delay =
                     Duration::from_millis((self.clock.now_ms() - time.millis()).max(0) as u64);
                 let record = replay.remove(&index);
+                let swaps = self.begin_swaps();
+                let inputs = Self::fetch_inputs(&mut g, time, record.as_ref())?;
                 let (input_records, operators) =
-                    self.run_batch(&mut g, &pool, time, index, first, record.as_ref())?;
+                    self.run_batch_swapping(&mut g, &pool, (time, index, first), inputs, swaps)?;
                 if let Some(store) = &store {
                     let last = stopping || limit.is_some_and(|l| index + 1 >= l);
                     let due = last_data.is_none_or(|d| time.millis() - d >= every);
@@ -1041,7 +1174,7 @@ impl StreamingContext {
                             batch_time: time.millis(),
                             batch_index: index,
                             first_batch_time: first.millis(),
-                            plugins: plugins.clone(),
+                            plugins: plugin_versions(&g),
                             sources: g
                                 .sources
                                 .iter()
@@ -1208,6 +1341,95 @@ impl StreamingContext {
         Ok(())
     }
 
+    /// Every source's batch at `time` (needed or not, so queues stay
+    /// aligned), or, for a batch re-run from the batch log, its record's.
+    fn fetch_inputs(
+        g: &mut Graph,
+        time: BatchTime,
+        replay: Option<&BatchRecord>,
+    ) -> Result<Vec<Rdd>> {
+        let mut inputs = Vec::with_capacity(g.sources.len());
+        for (i, s) in g.sources.iter_mut().enumerate() {
+            inputs.push(match replay {
+                Some(r) => s.replay_batch(time, r.sources.get(i).map_or(&[][..], |v| v))?,
+                None => s.next_batch(time)?,
+            });
+        }
+        Ok(inputs)
+    }
+
+    /// Puts the hot swaps staged since the last batch in force; returns
+    /// them with the version each replaced, for a rollback.
+    fn begin_swaps(&self) -> Vec<(StagedSwap, Arc<Plugin>)> {
+        let staged = std::mem::take(&mut *self.swaps.lock().unwrap_or_else(|e| e.into_inner()));
+        staged
+            .into_iter()
+            .map(|sw| {
+                let previous = sw.root.live();
+                tracing::info!(
+                    plugin = %sw.root.name(),
+                    from = %previous.description().version,
+                    to = %sw.new.description().version,
+                    "hot swap: the new version takes over at this batch"
+                );
+                sw.root.set_live(Some(sw.new.clone()));
+                (sw, previous)
+            })
+            .collect()
+    }
+
+    /// Runs a batch; when plugins were just swapped, a plugin failure of a
+    /// new version rolls it back (state restored to before the batch) and
+    /// the batch runs again, wholly on the previous version.
+    fn run_batch_swapping(
+        &self,
+        g: &mut Graph,
+        pool: &rayon::ThreadPool,
+        (time, index, first): (BatchTime, u64, BatchTime),
+        inputs: Vec<Rdd>,
+        swaps: Vec<(StagedSwap, Arc<Plugin>)>,
+    ) -> Result<(u64, Vec<OperatorInfo>)> {
+        if swaps.is_empty() {
+            return self.run_batch(g, pool, time, index, first, inputs);
+        }
+        let kept = inputs.clone();
+        let before: Vec<(usize, Vec<u8>)> = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| n.op.snapshot().map(|b| (id, b)))
+            .collect();
+        let result = self.run_batch(g, pool, time, index, first, inputs);
+        let failed = match &result {
+            Err(Error::Plugin { plugin, .. }) => swaps
+                .iter()
+                .any(|(sw, _)| sw.root.name() == plugin.as_str()),
+            _ => false,
+        };
+        if !failed {
+            for (sw, _) in &swaps {
+                sw.handle.settle(Ok(index));
+            }
+            return result;
+        }
+        let why = result.err().map(|e| e.to_string()).unwrap_or_default();
+        for (sw, previous) in &swaps {
+            let back = (!Arc::ptr_eq(previous, &sw.root)).then(|| previous.clone());
+            sw.root.set_live(back);
+            tracing::error!(
+                plugin = %sw.root.name(),
+                version = %sw.new.description().version,
+                batch = time.millis(),
+                "hot swap rolled back: the new version failed its first batch: {why}"
+            );
+            sw.handle.settle(Err(why.clone()));
+        }
+        for (id, bytes) in before {
+            g.nodes[id].op.restore(&bytes)?;
+        }
+        self.run_batch(g, pool, time, index, first, kept)
+    }
+
     /// Computes one batch: every stream an output needs that is due at
     /// `time` (its slide divides the time since the zero time, one interval
     /// before `first`), then the outputs of the due streams in registration
@@ -1220,7 +1442,7 @@ impl StreamingContext {
         time: BatchTime,
         index: u64,
         first: BatchTime,
-        replay: Option<&BatchRecord>,
+        inputs: Vec<Rdd>,
     ) -> Result<(u64, Vec<OperatorInfo>)> {
         let mut operators = Vec::new();
         let n = g.nodes.len();
@@ -1258,17 +1480,8 @@ impl StreamingContext {
                 }
             }
         }
-        // Every source yields its batch, needed or not, so queues stay aligned.
-        let mut source_rdds: Vec<Option<Rdd>> = Vec::with_capacity(g.sources.len());
-        let mut input_records = 0u64;
-        for (i, s) in g.sources.iter_mut().enumerate() {
-            let rdd = match replay {
-                Some(r) => s.replay_batch(time, r.sources.get(i).map_or(&[][..], |v| v))?,
-                None => s.next_batch(time)?,
-            };
-            input_records += rdd.count() as u64;
-            source_rdds.push(Some(rdd));
-        }
+        let input_records = inputs.iter().map(|r| r.count() as u64).sum();
+        let mut source_rdds: Vec<Option<Rdd>> = inputs.into_iter().map(Some).collect();
         let remember = g.history.lock().unwrap_or_else(|e| e.into_inner()).remember;
         let mut values: Vec<Option<Arc<Rdd>>> = vec![None; n];
         let mut take = |values: &mut Vec<Option<Arc<Rdd>>>, id: usize| -> Result<Arc<Rdd>> {

@@ -194,6 +194,8 @@ pub struct Plugin {
     cache: CacheOutcome,
     stats: PluginStats,
     recent_logs: Mutex<std::collections::VecDeque<GuestLogLine>>,
+    /// The version hot-swapped in for the functions made from this plugin.
+    live: std::sync::RwLock<Option<Arc<Plugin>>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -345,6 +347,7 @@ impl Plugin {
             cache,
             stats: PluginStats::default(),
             recent_logs: Mutex::default(),
+            live: std::sync::RwLock::default(),
         };
         let mut inst = plugin
             .instantiate()
@@ -480,6 +483,21 @@ impl Plugin {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// The version in force for the functions made from this plugin: itself,
+    /// or the version a hot swap put in its place.
+    pub fn live(self: &Arc<Self>) -> Arc<Plugin> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| Arc::clone(self))
+    }
+
+    /// Puts `version` in force for this plugin's functions (`None`: itself).
+    pub(crate) fn set_live(&self, version: Option<Arc<Plugin>>) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = version;
     }
 
     /// Index and description of the function called `name`.
