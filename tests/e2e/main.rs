@@ -10,5 +10,6 @@ mod runtime;
 mod sink;
 mod socket;
 mod swap;
+mod tenants;
 mod ui;
 mod window;
