@@ -232,6 +232,7 @@ fn run(
     for plugin in job.plugins.values() {
         metrics.watch_plugin(plugin.clone());
     }
+    metrics.set_graph(&job.context.describe_graph());
     let _ui = match ui {
         Some(addr) => {
             let at = addr

@@ -115,6 +115,8 @@ pub struct Metrics {
     inner: Mutex<Inner>,
     /// Plugins whose call counters and guest logs are shown.
     plugins: Mutex<Vec<Arc<crate::plugin::Plugin>>>,
+    /// The job graph, one line per stream.
+    graph: Mutex<Vec<String>>,
 }
 
 /// The listener [`Metrics::listener`] returns.
@@ -149,7 +151,14 @@ impl Metrics {
             interval_ms: interval_ms.max(1),
             inner: Mutex::default(),
             plugins: Mutex::default(),
+            graph: Mutex::default(),
         })
+    }
+
+    /// Shows the job graph ([`crate::StreamingContext::describe_graph`]).
+    pub fn set_graph(&self, description: &str) {
+        *self.graph.lock().unwrap_or_else(|e| e.into_inner()) =
+            description.lines().map(str::to_string).collect();
     }
 
     /// Shows `plugin`'s per-function time, calls, traps and retries, and
@@ -268,6 +277,7 @@ impl Metrics {
             "input_records": m.input_records,
             "recent": m.recent,
             "operators": m.operators.values().collect::<Vec<_>>(),
+            "graph": *self.graph.lock().unwrap_or_else(|e| e.into_inner()),
             "functions": self.functions(),
             "plugins": self.watched().iter().map(|p| {
                 let s = p.stats();

@@ -99,6 +99,16 @@ fn the_ui_and_metrics_show_live_batches() {
     let status: serde_json::Value =
         serde_json::from_str(&get(&addr, "/api/status")).expect("status JSON");
     assert!(status["recent"].as_array().expect("recent").len() >= 3);
+    let graph: Vec<&str> = status["graph"]
+        .as_array()
+        .expect("graph")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(
+        graph.iter().any(|l| l.contains("`words` from [0]")),
+        "{graph:?}"
+    );
     let streams: Vec<&str> = status["operators"]
         .as_array()
         .expect("operators")
@@ -161,6 +171,7 @@ fn the_ui_and_metrics_show_live_batches() {
         "the page did not reach the status API:\n{dom}"
     );
     assert!(dom.contains("<polyline"), "no timeline drawn:\n{dom}");
+    assert!(dom.contains("`counts` from [2]"), "no job graph:\n{dom}");
     let out = flags(&[format!("--screenshot={}", shot.display())]);
     assert!(
         shot.metadata().is_ok_and(|m| m.len() > 1000),

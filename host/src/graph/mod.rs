@@ -946,6 +946,12 @@ impl StreamingContext {
         Ok(handle)
     }
 
+    /// The job graph as checkpoints fingerprint it: one line per stream
+    /// (index, name, parents, slide, operator), then the outputs.
+    pub fn describe_graph(&self) -> String {
+        describe_graph(&lock(&self.graph))
+    }
+
     /// Adds a listener called after every batch.
     pub fn add_listener(&self, listener: Listener) {
         self.add_streaming_listener(Box::new(Completed(listener)));
