@@ -100,6 +100,29 @@ enum PluginCommand {
         /// The component (`.wasm`).
         wasm: PathBuf,
     },
+    /// Validates a component against the plugin contract (it loads in the
+    /// sandbox, describes itself, every function is named uniquely with a
+    /// known kind) and prints its functions; exits non-zero saying what is
+    /// wrong otherwise.
+    Check {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+    },
+    /// Runs one function of a plugin on sample input and prints what it
+    /// returns, one JSON value per line (map, flat_map, filter, transform,
+    /// map_partitions: each input element; reduce: all inputs folded).
+    Test {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+        /// The function to run.
+        function: String,
+        /// Input elements (text lines; JSON values with --json). Default:
+        /// the lines of standard input.
+        input: Vec<String>,
+        /// Read each input as a JSON value instead of a string.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging() {
@@ -149,6 +172,18 @@ fn real_main() -> Result<()> {
         Command::Plugin {
             command: PluginCommand::Inspect { wasm },
         } => inspect(wasm),
+        Command::Plugin {
+            command: PluginCommand::Check { wasm },
+        } => check_plugin(&wasm),
+        Command::Plugin {
+            command:
+                PluginCommand::Test {
+                    wasm,
+                    function,
+                    input,
+                    json,
+                },
+        } => test_plugin(&wasm, &function, input, json),
         Command::Cat { paths } => cat(&paths),
         Command::Feed {
             addr,
@@ -434,6 +469,106 @@ fn inspect_checkpoint(dir: &std::path::Path) -> Result<()> {
         Ok(None) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+fn plugin_name(wasm: &std::path::Path) -> String {
+    wasm.file_stem()
+        .map_or("plugin".to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+fn check_plugin(wasm: &std::path::Path) -> Result<()> {
+    let runtime = Runtime::shared()?;
+    let plugin = Plugin::load(&runtime, &plugin_name(wasm), wasm, Limits::default())?;
+    let d = plugin.description();
+    let mut problems = Vec::new();
+    if d.functions.is_empty() {
+        problems.push("it exports no functions".to_string());
+    }
+    if d.version.trim().is_empty() {
+        problems.push("it describes no version".to_string());
+    }
+    for f in &d.functions {
+        let ok = !f.name.is_empty()
+            && f.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            problems.push(format!(
+                "function name `{}` is not an identifier (letters, digits, `_`, `-`)",
+                f.name
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}: {}", wasm.display(), problems.join("; "));
+    }
+    println!(
+        "{}: ok — {} {} ({}), {} functions",
+        wasm.display(),
+        d.name,
+        d.version,
+        d.sdk,
+        d.functions.len()
+    );
+    for f in &d.functions {
+        println!("  {:<16} {}", f.name, f.kind);
+    }
+    Ok(())
+}
+
+fn test_plugin(
+    wasm: &std::path::Path,
+    function: &str,
+    input: Vec<String>,
+    json: bool,
+) -> Result<()> {
+    use sluice::Func;
+    use sluice_sdk::Kind;
+    let input = if input.is_empty() {
+        let mut lines = Vec::new();
+        for line in std::io::stdin().lines() {
+            lines.push(line.context("reading input from standard input")?);
+        }
+        lines
+    } else {
+        input
+    };
+    let ssc = sluice::StreamingContext::new(Duration::from_secs(1))
+        .with_clock(std::sync::Arc::new(sluice::ManualClock::new(0)))
+        .with_runtime(Runtime::shared()?)
+        .with_workers(1);
+    let plugin = ssc.load_plugin(&plugin_name(wasm), wasm)?;
+    let f = plugin.func(function)?;
+    let ssc_inputs = input.clone();
+    let mut values = ssc.queue_stream(vec![input], 1);
+    if json {
+        for s in ssc_inputs.iter() {
+            serde_json::from_str::<serde_json::Value>(s)
+                .with_context(|| format!("input `{s}` is not JSON"))?;
+        }
+        values = values.map(Func::map("json", |s: String| {
+            serde_json::from_str::<serde_json::Value>(&s).unwrap_or(serde_json::Value::Null)
+        }));
+    }
+    let out = match f.kind() {
+        Kind::Map => values.map(f),
+        Kind::FlatMap => values.flat_map(f),
+        Kind::Filter => values.filter(f),
+        Kind::Transform => values.transform(f),
+        Kind::MapPartitions => values.map_partitions(f),
+        Kind::Reduce => values.reduce(f),
+        other => bail!(
+            "`{function}` is a {other} function: `plugin test` runs map, flat-map, filter, transform, map-partitions and reduce functions"
+        ),
+    }
+    .collect();
+    ssc.run(Some(1))?;
+    for batch in out.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for r in &batch.records {
+            println!("{r}");
+        }
+    }
+    Ok(())
 }
 
 fn inspect(wasm: PathBuf) -> Result<()> {

@@ -303,3 +303,54 @@ fn object_files_read_back_with_cat() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&part.display().to_string()), "{err}");
 }
+
+/// `sluice plugin check` validates a component and lists its functions;
+/// `sluice plugin test` runs one function on sample input.
+#[test]
+fn plugin_check_and_test() {
+    let wc = plugin("wordcount");
+    let checked = run_ok(sluice().args(["plugin", "check"]).arg(&wc));
+    assert!(checked.contains("ok — wordcount 0.1.0"), "{checked}");
+    assert!(
+        checked.contains("split") && checked.contains("flat-map"),
+        "{checked}"
+    );
+    let dir = tempfile::tempdir().expect("temp");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, "not wasm").expect("write");
+    let out = sluice()
+        .args(["plugin", "check"])
+        .arg(&junk)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("junk.wasm") && stderr.contains("not a WebAssembly file"),
+        "{stderr}"
+    );
+
+    let split =
+        run_ok(
+            sluice()
+                .args(["plugin", "test"])
+                .arg(&wc)
+                .args(["split", "the quick fox", "a  b"]),
+        );
+    assert_eq!(split, "\"the\"\n\"quick\"\n\"fox\"\n\"a\"\n\"\"\n\"b\"\n");
+    let sum = run_ok(
+        sluice()
+            .args(["plugin", "test", "--json"])
+            .arg(&wc)
+            .args(["add", "1", "2", "39"]),
+    );
+    assert_eq!(sum, "42\n");
+    let out = sluice()
+        .args(["plugin", "test"])
+        .arg(&wc)
+        .args(["running_total", "x"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("update-state function"));
+}
