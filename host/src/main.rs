@@ -100,6 +100,26 @@ enum PluginCommand {
         /// The component (`.wasm`).
         wasm: PathBuf,
     },
+    /// Creates a plugin project that builds and passes its own test out of
+    /// the box: `src/lib.rs` with an example function and its unit test.
+    New {
+        /// The project's (and plugin's) name; a directory of that name is created.
+        name: String,
+        /// The guest language (rust; python, js and c are coming, issue 7).
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// Where the guest SDK is (default: the one this sluice was built from,
+        /// or $SLUICE_SDK_PATH).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Builds a plugin project into a component (`cargo build --release
+    /// --target wasm32-wasip2`), checks it, and prints its path.
+    Build {
+        /// The project directory (default: the current one).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Validates a component against the plugin contract (it loads in the
     /// sandbox, describes itself, every function is named uniquely with a
     /// known kind) and prints its functions; exits non-zero saying what is
@@ -175,6 +195,12 @@ fn real_main() -> Result<()> {
         Command::Plugin {
             command: PluginCommand::Check { wasm },
         } => check_plugin(&wasm),
+        Command::Plugin {
+            command: PluginCommand::New { name, lang, sdk },
+        } => new_plugin(&name, &lang, sdk),
+        Command::Plugin {
+            command: PluginCommand::Build { dir },
+        } => build_plugin(&dir),
         Command::Plugin {
             command:
                 PluginCommand::Test {
@@ -469,6 +495,165 @@ fn inspect_checkpoint(dir: &std::path::Path) -> Result<()> {
         Ok(None) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The guest SDK to point new plugin projects at.
+fn sdk_path(given: Option<PathBuf>) -> Result<PathBuf> {
+    let path = given
+        .or_else(|| std::env::var_os("SLUICE_SDK_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("guest-sdk")
+        });
+    if !path.join("Cargo.toml").is_file() {
+        bail!(
+            "no guest SDK at {} (give its directory with --sdk or SLUICE_SDK_PATH)",
+            path.display()
+        );
+    }
+    path.canonicalize()
+        .with_context(|| format!("resolving {}", path.display()))
+}
+
+fn new_plugin(name: &str, lang: &str, sdk: Option<PathBuf>) -> Result<()> {
+    if lang != "rust" {
+        bail!(
+            "--lang {lang}: only rust plugins can be scaffolded so far (python, js and c SDKs are issue 7)"
+        );
+    }
+    let valid = !name.is_empty()
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        bail!("plugin name `{name}`: use letters, digits, `_` and `-`, starting with a letter");
+    }
+    let dir = PathBuf::from(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    let sdk = sdk_path(sdk)?;
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let manifest = format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+sluice-sdk = {{ path = {sdk:?} }}
+
+# A workspace of its own.
+[workspace]
+
+[profile.release]
+opt-level = 3
+lto = true
+codegen-units = 1
+panic = "unwind"
+strip = "debuginfo"
+"#,
+        sdk = sdk.display().to_string()
+    );
+    let lib = r#"//! A Sluice plugin. Build it with `sluice plugin build`, try a function
+//! with `sluice plugin test target/wasm32-wasip2/release/NAME.wasm split "a b"`,
+//! and use it in a job spec as `NAME.split`.
+
+use sluice_sdk as sluice;
+
+/// Splits a line into words.
+#[sluice::flat_map]
+fn split(line: &str) -> impl Iterator<Item = &str> {
+    line.split_whitespace()
+}
+
+/// Pairs a word with the count 1.
+#[sluice::map]
+fn pair(word: &str) -> (&str, i64) {
+    (word, 1)
+}
+
+/// Adds two counts.
+#[sluice::reduce]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+sluice::export!(split, pair, add);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pairs_and_adds() {
+        assert_eq!(split(" a b  c").collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(pair("a"), ("a", 1));
+        assert_eq!(add(2, 3), 5);
+    }
+}
+"#
+    .replace("NAME", name);
+    std::fs::write(dir.join("Cargo.toml"), manifest).context("writing Cargo.toml")?;
+    std::fs::write(dir.join("src").join("lib.rs"), lib).context("writing src/lib.rs")?;
+    std::fs::write(
+        dir.join(".gitignore"),
+        "/target
+",
+    )
+    .context("writing .gitignore")?;
+    println!(
+        "created {name}/ (rust, SDK {}): `cd {name} && cargo test`, then `sluice plugin build`",
+        sdk.display()
+    );
+    Ok(())
+}
+
+fn build_plugin(dir: &std::path::Path) -> Result<()> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("{} is not a plugin project", dir.display()))?;
+    let name = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name = \""))
+        .and_then(|r| r.strip_suffix('"'))
+        .with_context(|| format!("{}: no package name", manifest.display()))?
+        .replace('-', "_");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!(
+            "building {} failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)",
+            dir.display()
+        );
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("target"));
+    let wasm = target
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{name}.wasm"));
+    check_plugin(&wasm)?;
+    println!("{}", wasm.display());
+    Ok(())
 }
 
 fn plugin_name(wasm: &std::path::Path) -> String {

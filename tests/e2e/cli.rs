@@ -354,3 +354,59 @@ fn plugin_check_and_test() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("update-state function"));
 }
+
+/// A new user's path: `sluice plugin new` scaffolds a Rust plugin whose own
+/// test passes, `sluice plugin build` makes and checks the component, and
+/// a job spec uses its functions.
+#[test]
+fn a_scaffolded_plugin_builds_tests_and_runs_in_a_job() {
+    let dir = tempfile::tempdir().expect("temp");
+    let target = sluice_tests::root().join("target").join("scaffold");
+    let made = run_ok(
+        sluice()
+            .current_dir(dir.path())
+            .args(["plugin", "new", "myop"]),
+    );
+    assert!(made.contains("created myop/"), "{made}");
+    let project = dir.path().join("myop");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    run_ok(
+        Command::new(&cargo)
+            .args(["test", "--quiet"])
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", &target),
+    );
+    let built = run_ok(
+        sluice()
+            .args(["plugin", "build"])
+            .arg(&project)
+            .env("CARGO_TARGET_DIR", &target),
+    );
+    let wasm = built
+        .lines()
+        .last()
+        .expect("the component's path")
+        .to_string();
+    assert!(wasm.ends_with("myop.wasm"), "{built}");
+    assert!(built.contains("3 functions"), "{built}");
+    let words = run_ok(sluice().args(["plugin", "test", &wasm, "split", " a b"]));
+    assert_eq!(words, "\"a\"\n\"b\"\n");
+    std::fs::write(dir.path().join("in.json"), r#"[["a b a"], ["b"]]"#).expect("input");
+    std::fs::write(
+        dir.path().join("job.toml"),
+        format!(
+            "[job]\nbatch_interval = \"1s\"\n[plugins.myop]\npath = {wasm:?}\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"myop.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"myop.pair\"\n[streams.counts]\nfrom = \"pairs\"\nop = \"reduce_by_key\"\nfunction = \"myop.add\"\n[[outputs]]\nstream = \"counts\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n"
+        ),
+    )
+    .expect("job");
+    run_ok(sluice().arg("run").arg(dir.path().join("job.toml")));
+    let out = sluice_tests::read_jsonl(&dir.path().join("out.jsonl"));
+    assert_eq!(out[0]["records"], serde_json::json!([["a", 2], ["b", 1]]));
+    assert_eq!(out[1]["records"], serde_json::json!([["b", 1]]));
+    let e = sluice()
+        .current_dir(dir.path())
+        .args(["plugin", "new", "--lang", "cobol", "x"])
+        .output()
+        .expect("run");
+    assert!(!e.status.success());
+}
