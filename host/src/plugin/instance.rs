@@ -674,7 +674,7 @@ impl Plugin {
                 tracing::info!(target: "sluice::guest", job = %self.job, plugin = %self.name, function = %function, batch = batch.millis(), stream, "{line}");
             }
         }
-        {
+        if !logs.lines.is_empty() || !out.is_empty() || !err.is_empty() {
             let mut recent = self.recent_logs.lock().unwrap_or_else(|e| e.into_inner());
             let levels = logs.lines.iter().map(|(level, line)| {
                 let level = match level {
