@@ -49,6 +49,13 @@ enum Command {
         /// (e.g. 127.0.0.1:4040; port 0 picks a free one).
         #[arg(long, value_name = "ADDR")]
         ui: Option<String>,
+        /// Treat the spec as untrusted: every file it names must stay inside
+        /// its directory, and socket sources need --grant-socket.
+        #[arg(long)]
+        confine: bool,
+        /// With --confine: a `host:port` socket sources may connect to.
+        #[arg(long, value_name = "HOST:PORT")]
+        grant_socket: Vec<String>,
     },
     /// Checkpoint tools.
     Checkpoint {
@@ -174,6 +181,8 @@ fn real_main() -> Result<()> {
             checkpoint,
             fresh,
             ui,
+            confine,
+            grant_socket,
         } => run(
             job,
             batches,
@@ -184,6 +193,9 @@ fn real_main() -> Result<()> {
                 output_dir: None,
                 checkpoint,
                 fresh,
+                confine: confine.then_some(spec::Grants {
+                    sockets: grant_socket,
+                }),
             },
         ),
         Command::Checkpoint {

@@ -410,3 +410,92 @@ fn a_scaffolded_plugin_builds_tests_and_runs_in_a_job() {
         .expect("run");
     assert!(!e.status.success());
 }
+
+/// `--confine` treats a spec as untrusted (a tenant's): every path it names
+/// must stay in its directory — `..`, absolute paths and symlinks out are
+/// refused naming the line and field — and sockets need a grant.
+#[test]
+fn a_confined_spec_cannot_reach_outside_its_directory() {
+    let dir = tempfile::tempdir().expect("temp");
+    let job_dir = dir.path().join("tenant");
+    std::fs::create_dir_all(&job_dir).expect("job dir");
+    std::fs::copy(plugin("wordcount"), job_dir.join("wordcount.wasm")).expect("plugin");
+    std::fs::write(job_dir.join("in.json"), r#"[["a b a"]]"#).expect("input");
+    std::fs::write(dir.path().join("secret.json"), r#"[["secret"]]"#).expect("secret");
+    std::os::unix::fs::symlink(dir.path(), job_dir.join("escape")).expect("symlink");
+    let spec = |source: &str, output: &str| {
+        format!(
+            "[job]\nbatch_interval = \"1s\"\n[plugins.wordcount]\npath = \"wordcount.wasm\"\n[sources.lines]\n{source}\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n[[outputs]]\nstream = \"words\"\ntype = \"jsonl\"\npath = \"{output}\"\n"
+        )
+    };
+    let run = |text: String| {
+        let job = job_dir.join("job.toml");
+        std::fs::write(&job, text).expect("spec");
+        sluice()
+            .args(["run", "--confine", "--grant-socket", "127.0.0.1:1"])
+            .arg(&job)
+            .output()
+            .expect("run")
+    };
+    // Inside: runs.
+    let ok = run(spec(
+        "type = \"queue\"\npath = \"in.json\"",
+        "out/words.jsonl",
+    ));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(job_dir.join("out/words.jsonl").exists());
+    for (source, output, field, why) in [
+        (
+            "type = \"queue\"\npath = \"../secret.json\"",
+            "o.jsonl",
+            "sources.lines.path",
+            "`..`",
+        ),
+        (
+            &format!(
+                "type = \"queue\"\npath = {:?}",
+                dir.path().join("secret.json").display().to_string()
+            ),
+            "o.jsonl",
+            "sources.lines.path",
+            "absolute",
+        ),
+        (
+            "type = \"queue\"\npath = \"escape/secret.json\"",
+            "o.jsonl",
+            "sources.lines.path",
+            "leads out",
+        ),
+        (
+            "type = \"queue\"\npath = \"in.json\"",
+            "../stolen.jsonl",
+            "outputs[0].path",
+            "`..`",
+        ),
+        (
+            "type = \"queue\"\npath = \"in.json\"",
+            "escape/stolen.jsonl",
+            "outputs[0].path",
+            "leads out",
+        ),
+        (
+            "type = \"socket\"\nport = 22",
+            "o.jsonl",
+            "sources.lines.port",
+            "127.0.0.1:22 is not granted",
+        ),
+    ] {
+        let out = run(spec(source, output));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{source} / {output} must be refused");
+        assert!(
+            stderr.contains("job.toml:") && stderr.contains(field) && stderr.contains(why),
+            "{source} / {output}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("stolen.jsonl").exists());
+}

@@ -174,6 +174,19 @@ pub struct Overrides {
     pub checkpoint: Option<PathBuf>,
     /// Start over: remove the checkpoints instead of resuming.
     pub fresh: bool,
+    /// Confine the spec to the directory it is in (a tenant's job on a
+    /// server): every file it names — plugins, inputs, ledgers, initial
+    /// state, outputs, checkpoints — must be a relative path that stays
+    /// inside (no `..`, no absolute path, no symlink out), and socket
+    /// sources may connect only to the `host:port` pairs granted here.
+    pub confine: Option<Grants>,
+}
+
+/// What a confined spec may reach beyond its own directory.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// `host:port` pairs socket sources may connect to.
+    pub sockets: Vec<String>,
 }
 
 /// A job built from a spec, ready to run.
@@ -203,6 +216,110 @@ pub struct SocketFeed {
 struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
+}
+
+/// Why `p` (relative to the spec's folder `root`) may not be used by a
+/// confined spec, if it may not.
+fn escapes(root: &Path, p: &str) -> Option<String> {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return Some(format!(
+            "`{p}`: absolute paths are not allowed (use a path inside the job's directory)"
+        ));
+    }
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(_) | std::path::Component::CurDir => {}
+            _ => return Some(format!("`{p}`: `..` would leave the job's directory")),
+        }
+    }
+    // A symlink on the way must not lead out: resolve what exists of it.
+    let Ok(root) = root.canonicalize() else {
+        return Some(format!(
+            "the job's directory {} cannot be resolved",
+            root.display()
+        ));
+    };
+    let mut existing = root.join(path);
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) => existing = parent.to_path_buf(),
+            None => break,
+        }
+    }
+    match existing.canonicalize() {
+        Ok(real) if real.starts_with(&root) => None,
+        Ok(real) => Some(format!(
+            "`{p}` leads out of the job's directory (to {})",
+            real.display()
+        )),
+        Err(e) => Some(format!("`{p}`: {e}")),
+    }
+}
+
+/// The checks of a confined spec ([`Overrides::confine`]).
+fn check_confined(cx: &Ctx, spec: &SpecFile, grants: &Grants) -> Result<()> {
+    let root = cx
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut paths: Vec<(&Spanned<String>, String)> = Vec::new();
+    if let Some(c) = &spec.job.get_ref().checkpoint {
+        paths.push((c, "job.checkpoint".to_string()));
+    }
+    for (name, p) in &spec.plugins {
+        paths.push((
+            &p.get_ref().path,
+            format!("plugins.{}.path", name.get_ref()),
+        ));
+    }
+    for (name, src) in &spec.sources {
+        let sec = src.get_ref();
+        for (value, field) in [
+            (&sec.path, "path"),
+            (&sec.ledger, "ledger"),
+            (&sec.demo_lines, "demo_lines"),
+        ] {
+            if let Some(v) = value.as_ref().filter(|v| !v.get_ref().is_empty()) {
+                paths.push((v, format!("sources.{}.{field}", name.get_ref())));
+            }
+        }
+        if sec.kind.get_ref() == "socket" {
+            let host = sec
+                .host
+                .as_ref()
+                .map_or("127.0.0.1", |h| h.get_ref().as_str());
+            let port = sec.port.as_ref().map_or(0, |p| *p.get_ref());
+            let endpoint = format!("{host}:{port}");
+            if !grants.sockets.contains(&endpoint) {
+                return cx.err(
+                    sec.port.as_ref().map_or(src.span(), |p| p.span()),
+                    &format!("sources.{}.port", name.get_ref()),
+                    format!("connecting to {endpoint} is not granted to this job"),
+                );
+            }
+        }
+    }
+    for (name, st) in &spec.streams {
+        if let Some(v) = &st.get_ref().initial_state {
+            paths.push((v, format!("streams.{}.initial_state", name.get_ref())));
+        }
+    }
+    for (i, o) in spec.outputs.iter().enumerate() {
+        let sec = o.get_ref();
+        for (value, field) in [(&sec.path, "path"), (&sec.prefix, "prefix")] {
+            if let Some(v) = value {
+                paths.push((v, format!("outputs[{i}].{field}")));
+            }
+        }
+    }
+    for (value, field) in paths {
+        if let Some(why) = escapes(root, value.get_ref()) {
+            return cx.err(value.span(), &field, why);
+        }
+    }
+    Ok(())
 }
 
 impl Ctx<'_> {
@@ -285,6 +402,9 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         message: e.message().to_string(),
     })?;
     let resolve = |p: &str| cx.resolve(p);
+    if let Some(grants) = &overrides.confine {
+        check_confined(&cx, &spec, grants)?;
+    }
 
     let job = spec.job.get_ref();
     let interval = parse_duration(job.batch_interval.get_ref())
