@@ -428,8 +428,7 @@ impl Func {
             Imp::Native(Native::Values(f)) => f(input).map_err(|e| self.native_err(site, e))?,
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let (plugin, index) = (&plugin, &index);
-                let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
+                let out = Func::call_values(&plugin, index, site, input, Vec::new())?;
                 let CallOutput::Batch(b) = out else {
                     return Err(self.bad_output(site, "expected a batch".to_string()));
                 };
@@ -525,10 +524,9 @@ impl Func {
                 .map_err(|e| self.native_err(site, e))?,
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_plugin(
-                    plugin,
-                    *index,
+                    &plugin,
+                    index,
                     site,
                     (keys, values),
                     Vec::new(),
@@ -596,10 +594,9 @@ impl Func {
             }
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_plugin(
-                    plugin,
-                    *index,
+                    &plugin,
+                    index,
                     site,
                     (&mut Column::new(), primary),
                     Vec::new(),
@@ -665,10 +662,9 @@ impl Func {
             }
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_plugin(
-                    plugin,
-                    *index,
+                    &plugin,
+                    index,
                     site,
                     (&mut Column::new(), values),
                     groups,
@@ -726,10 +722,9 @@ impl Func {
             }
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let (plugin, index) = (&plugin, &index);
                 let out = Func::call_plugin(
-                    plugin,
-                    *index,
+                    &plugin,
+                    index,
                     site,
                     (&mut input.keys, &mut input.values),
                     groups,
@@ -767,8 +762,7 @@ impl Func {
             Imp::Native(Native::Sink(f)) => f(input).map_err(|e| self.native_err(site, e)),
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let (plugin, index) = (&plugin, &index);
-                let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
+                let out = Func::call_values(&plugin, index, site, input, Vec::new())?;
                 match out {
                     CallOutput::None => Ok(()),
                     _ => Err(self.bad_output(site, "a sink must return nothing".to_string())),
@@ -802,8 +796,7 @@ impl Func {
             Imp::Native(Native::Filter(f)) => f(input).map_err(|e| self.native_err(site, e))?,
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let (plugin, index) = (&plugin, &index);
-                let out = Func::call_values(plugin, *index, site, input, Vec::new())?;
+                let out = Func::call_values(&plugin, index, site, input, Vec::new())?;
                 let CallOutput::Selection(s) = out else {
                     return Err(
                         self.bad_output(site, "a filter must return a selection".to_string())
@@ -851,8 +844,7 @@ impl Func {
             }
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let (plugin, index) = (&plugin, &index);
-                let out = Func::call_values(plugin, *index, site, values, groups)?;
+                let out = Func::call_values(&plugin, index, site, values, groups)?;
                 let c = self.output_column(site, out, "a reduce")?;
                 if c.iter().any(<[u8]>::is_empty) {
                     return Err(

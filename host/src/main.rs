@@ -736,13 +736,14 @@ fn test_plugin(
         .with_workers(1);
     let plugin = ssc.load_plugin(&plugin_name(wasm), wasm)?;
     let f = plugin.func(function)?;
-    let ssc_inputs = input.clone();
-    let mut values = ssc.queue_stream(vec![input], 1);
     if json {
-        for s in ssc_inputs.iter() {
+        for s in &input {
             serde_json::from_str::<serde_json::Value>(s)
                 .with_context(|| format!("input `{s}` is not JSON"))?;
         }
+    }
+    let mut values = ssc.queue_stream(vec![input], 1);
+    if json {
         values = values.map(Func::map("json", |s: String| {
             serde_json::from_str::<serde_json::Value>(&s).unwrap_or(serde_json::Value::Null)
         }));

@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 /// How many recent batches are kept.
@@ -119,6 +120,26 @@ pub struct Metrics {
     graph: Mutex<Vec<String>>,
 }
 
+/// One plugin function's counters, as the page and `/metrics` show them.
+#[derive(Debug, Clone, Serialize)]
+struct FunctionRow {
+    plugin: String,
+    function: String,
+    kind: String,
+    calls: u64,
+    seconds: f64,
+    traps: u64,
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Writes a metric family's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// The listener [`Metrics::listener`] returns.
 struct Recorder(Arc<Metrics>);
 
@@ -177,20 +198,19 @@ impl Metrics {
             .clone()
     }
 
-    /// Per plugin function: (plugin, function, kind, calls, seconds, traps).
-    fn functions(&self) -> Vec<serde_json::Value> {
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    /// The counters of every function of the watched plugins.
+    fn functions(&self) -> Vec<FunctionRow> {
         let mut out = Vec::new();
         for p in self.watched() {
             for (f, stats) in p.description().functions.iter().zip(&p.stats().functions) {
-                out.push(serde_json::json!({
-                    "plugin": p.name(),
-                    "function": f.name,
-                    "kind": f.kind.to_string(),
-                    "calls": load(&stats.calls),
-                    "seconds": load(&stats.nanos) as f64 / 1e9,
-                    "traps": load(&stats.traps),
-                }));
+                out.push(FunctionRow {
+                    plugin: p.name().to_string(),
+                    function: f.name.clone(),
+                    kind: f.kind.to_string(),
+                    calls: load(&stats.calls),
+                    seconds: load(&stats.nanos) as f64 / 1e9,
+                    traps: load(&stats.traps),
+                });
             }
         }
         out
@@ -281,7 +301,6 @@ impl Metrics {
             "functions": self.functions(),
             "plugins": self.watched().iter().map(|p| {
                 let s = p.stats();
-                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
                 serde_json::json!({
                     "name": p.name(),
                     "version": p.description().version,
@@ -316,7 +335,7 @@ impl Metrics {
                 m.input_records,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            header(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name}{{{job}}} {value}");
         }
         let last = m.recent.back();
@@ -342,14 +361,16 @@ impl Metrics {
                 last.map_or(0.0, |b| b.total_delay_ms / 1e3),
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name}{{{job}}} {value}");
         }
         if let Some(limit) = last.and_then(|b| b.rate_limit) {
             let name = "sluice_receiver_rate_limit";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Records per second receivers may take in (backpressure or maximum).\n# TYPE {name} gauge"
+            header(
+                &mut out,
+                name,
+                "gauge",
+                "Records per second receivers may take in (backpressure or maximum).",
             );
             let _ = writeln!(out, "{name}{{{job}}} {limit}");
         }
@@ -370,12 +391,14 @@ impl Metrics {
                 &m.total_delay,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            header(&mut out, name, "histogram", help);
             h.render(&mut out, name, &job);
         }
-        let _ = writeln!(
-            out,
-            "# HELP sluice_source_records_total Records received per source stream.\n# TYPE sluice_source_records_total counter"
+        header(
+            &mut out,
+            "sluice_source_records_total",
+            "counter",
+            "Records received per source stream.",
         );
         for (stream, t) in m
             .operators
@@ -389,9 +412,11 @@ impl Metrics {
                 t.records_out
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP sluice_operator_seconds_total Time spent in each operator (plugin calls included).\n# TYPE sluice_operator_seconds_total counter"
+        header(
+            &mut out,
+            "sluice_operator_seconds_total",
+            "counter",
+            "Time spent in each operator (plugin calls included).",
         );
         for (stream, t) in &m.operators {
             let _ = writeln!(
@@ -402,9 +427,11 @@ impl Metrics {
                 t.seconds
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP sluice_operator_records_out_total Records each operator produced.\n# TYPE sluice_operator_records_out_total counter"
+        header(
+            &mut out,
+            "sluice_operator_records_out_total",
+            "counter",
+            "Records each operator produced.",
         );
         for (stream, t) in &m.operators {
             let _ = writeln!(
@@ -417,60 +444,57 @@ impl Metrics {
         }
         drop(m);
         let functions = self.functions();
-        for (name, help, field, scale) in [
+        type Value = fn(&FunctionRow) -> String;
+        let per_function: [(&str, &str, Value); 3] = [
             (
                 "sluice_plugin_function_calls_total",
                 "Calls of each plugin function (retries included).",
-                "calls",
-                false,
+                |f| f.calls.to_string(),
             ),
             (
                 "sluice_plugin_function_seconds_total",
                 "Time inside each plugin function.",
-                "seconds",
-                true,
+                |f| f.seconds.to_string(),
             ),
             (
                 "sluice_plugin_function_traps_total",
                 "Traps in each plugin function.",
-                "traps",
-                false,
+                |f| f.traps.to_string(),
             ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        ];
+        for (name, help, value) in per_function {
+            header(&mut out, name, "counter", help);
             for f in &functions {
-                let v = if scale {
-                    f[field].as_f64().unwrap_or(0.0).to_string()
-                } else {
-                    f[field].as_u64().unwrap_or(0).to_string()
-                };
                 let _ = writeln!(
                     out,
-                    "{name}{{{job},plugin=\"{}\",function=\"{}\"}} {v}",
-                    label(f["plugin"].as_str().unwrap_or("")),
-                    label(f["function"].as_str().unwrap_or(""))
+                    "{name}{{{job},plugin=\"{}\",function=\"{}\"}} {}",
+                    label(&f.plugin),
+                    label(&f.function),
+                    value(f)
                 );
             }
         }
         let watched = self.watched();
-        for (name, help, pick) in [
+        type Counter = fn(&crate::plugin::PluginStats) -> &AtomicU64;
+        let per_plugin: [(&str, &str, Counter); 3] = [
             (
                 "sluice_plugin_retries_total",
                 "Partition-batches retried on a fresh instance after a trap.",
-                0usize,
+                |s| &s.retries,
             ),
-            ("sluice_plugin_instances_total", "Instances created.", 1),
+            ("sluice_plugin_instances_total", "Instances created.", |s| {
+                &s.instances
+            }),
             (
                 "sluice_guest_log_lines_dropped_total",
                 "Guest log lines dropped by the caps.",
-                2,
+                |s| &s.dropped_log_lines,
             ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        ];
+        for (name, help, counter) in per_plugin {
+            header(&mut out, name, "counter", help);
             for p in &watched {
-                let s = p.stats();
-                let v = [&s.retries, &s.instances, &s.dropped_log_lines][pick]
-                    .load(std::sync::atomic::Ordering::Relaxed);
+                let v = load(counter(p.stats()));
                 let _ = writeln!(out, "{name}{{{job},plugin=\"{}\"}} {v}", label(p.name()));
             }
         }
