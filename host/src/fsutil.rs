@@ -27,6 +27,32 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     })
 }
 
+/// Runs `write` until it succeeds: each failure (disk full, I/O error) is
+/// reported and retried after 100 ms, doubling to 5 s, so nothing goes on
+/// as if it had been written. Gives the error back once `give_up()` holds.
+pub(crate) fn retry_write<T, E: std::fmt::Display>(
+    what: &str,
+    batch_ms: i64,
+    give_up: impl Fn() -> bool,
+    mut write: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match write() {
+            Ok(v) => return Ok(v),
+            Err(e) if give_up() => return Err(e),
+            Err(e) => {
+                tracing::error!(
+                    batch = batch_ms,
+                    "{what} not written, retrying in {delay:?}: {e}"
+                );
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1258,31 +1258,16 @@ impl StreamingContext {
         result.map(|()| summary)
     }
 
-    /// Writes a batch's checkpoint or batch record. An I/O error (disk
-    /// full, …) leaves the previous checkpoint valid and is reported and
-    /// retried (100 ms doubling to 5 s) before the next batch runs; the job
-    /// only gives up when asked to stop.
+    /// Writes a batch's checkpoint or batch record, retrying I/O errors
+    /// before the next batch runs (the previous checkpoint stays valid);
+    /// the job only gives up when asked to stop.
     fn retrying<T>(
         &self,
         what: &str,
         batch: BatchTime,
-        mut write: impl FnMut() -> Result<T>,
+        write: impl FnMut() -> Result<T>,
     ) -> Result<T> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match write() {
-                Ok(v) => return Ok(v),
-                Err(e) if self.stop.is_stopped() => return Err(e),
-                Err(e) => {
-                    tracing::error!(
-                        batch = batch.millis(),
-                        "{what} not written, retrying in {delay:?}: {e}"
-                    );
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        crate::fsutil::retry_write(what, batch.millis(), || self.stop.is_stopped(), write)
     }
 
     /// Restores `g` from checkpoint `cp`, refusing one of another graph.
@@ -1405,6 +1390,20 @@ impl StreamingContext {
             .enumerate()
             .filter_map(|(id, n)| n.op.snapshot().map(|b| (id, b)))
             .collect();
+        // A seed of update_state_by_key not yet applied is applied by this
+        // batch: a rollback puts it back.
+        let seeds: Vec<(usize, Rdd)> = g
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(id, n)| match &n.op {
+                Op::UpdateState {
+                    initial: Some(seed),
+                    ..
+                } => Some((id, seed.clone())),
+                _ => None,
+            })
+            .collect();
         let result = self.run_batch(g, pool, time, index, first, inputs);
         let failed = match &result {
             Err(Error::Plugin { plugin, .. }) => swaps
@@ -1432,6 +1431,11 @@ impl StreamingContext {
         }
         for (id, bytes) in before {
             g.nodes[id].op.restore(&bytes)?;
+        }
+        for (id, seed) in seeds {
+            if let Op::UpdateState { initial, .. } = &mut g.nodes[id].op {
+                *initial = Some(seed);
+            }
         }
         self.run_batch(g, pool, time, index, first, kept)
     }

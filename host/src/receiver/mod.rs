@@ -222,22 +222,6 @@ impl SocketSource {
             position: (0, 0),
         }
     }
-
-    /// Retries `f` on I/O errors (100 ms doubling to 5 s), reporting each:
-    /// a batch is not formed from an unlogged seal.
-    fn retrying<T>(what: &str, mut f: impl FnMut() -> std::io::Result<T>) -> T {
-        let mut delay = std::time::Duration::from_millis(100);
-        loop {
-            match f() {
-                Ok(v) => return v,
-                Err(e) => {
-                    tracing::error!("write-ahead log: {what} failed, retrying in {delay:?}: {e}");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                }
-            }
-        }
-    }
 }
 
 impl Source for SocketSource {
@@ -304,7 +288,14 @@ impl Source for SocketSource {
         if let Some(tail) = self.recovered.pop_front() {
             lines = tail.lines;
         }
-        let (live, position) = Self::retrying("sealing a batch", || self.buffer.seal_logged(time));
+        // A batch is not formed from an unlogged seal.
+        let (live, position) = crate::fsutil::retry_write(
+            "the write-ahead log's seal",
+            time.millis(),
+            || false,
+            || self.buffer.seal_logged(time),
+        )
+        .map_err(|e| crate::error::Error::io("sealing a batch in the write-ahead log", e))?;
         let _ = lines.extend_from(&live);
         if let Some(p) = position {
             self.position = p;
