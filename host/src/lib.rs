@@ -43,6 +43,8 @@ pub mod plugin;
 pub mod rdd;
 pub mod receiver;
 pub mod render;
+pub mod server;
+pub mod share;
 pub mod sink;
 pub mod spec;
 mod stop;

@@ -1,5 +1,7 @@
 //! The `sluice` command: run jobs, inspect plugins, feed demo traffic.
 
+mod client;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use sluice::feed::{FeedConfig, FeedServer};
@@ -8,6 +10,7 @@ use sluice::spec::{self, Overrides};
 use std::io::IsTerminal;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -57,6 +60,53 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         grant_socket: Vec<String>,
     },
+    /// Runs the multi-tenant job server: an HTTP API (tenants, plugin
+    /// uploads, jobs, hot swap), each job's web UI and Prometheus metrics.
+    /// Jobs that were running are resumed from their checkpoints.
+    Serve {
+        /// Where tenants, plugins, jobs and checkpoints are kept.
+        #[arg(long, default_value = "sluice-data")]
+        data: PathBuf,
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        addr: String,
+        /// Memory the server may promise to jobs' plugins (default: half
+        /// the machine's); a job that does not fit is refused.
+        #[arg(long, value_name = "SIZE")]
+        memory: Option<String>,
+        /// Read the admin token from FILE (default: $SLUICE_ADMIN_TOKEN,
+        /// else DATA/admin.token, created on first start).
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
+        /// Default limits of new tenants, as JSON (see `TenantLimits`).
+        #[arg(long, value_name = "JSON")]
+        tenant_defaults: Option<String>,
+    },
+    /// Submits a job spec to a running `sluice serve`, as spark-submit
+    /// does: uploads its plugins and the files it reads, then starts it.
+    Submit {
+        /// The job spec (TOML); `[job] name` names the job.
+        spec: PathBuf,
+        /// Use FILE for the spec's plugin NAME instead of its `path`.
+        #[arg(long, value_name = "NAME=FILE")]
+        plugin: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Jobs on a running `sluice serve` (a tenant's token).
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Tenants of a running `sluice serve` (the admin token).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Checkpoint tools.
     Checkpoint {
         #[command(subcommand)]
@@ -87,6 +137,99 @@ enum Command {
         /// Serve the lines once instead of looping.
         #[arg(long)]
         once: bool,
+    },
+}
+
+/// Where `sluice serve` is and the token to use.
+#[derive(clap::Args)]
+struct Remote {
+    /// The server's URL.
+    #[arg(
+        long,
+        env = "SLUICE_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    server: String,
+    /// A tenant's token (the admin token for `sluice tenant`).
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Lists the tenant's jobs.
+    List,
+    /// Shows one job: state, plugin versions, batches.
+    Show {
+        /// The job.
+        job: String,
+    },
+    /// Stops a job (a last batch and checkpoint); it stays stopped.
+    Stop {
+        /// The job.
+        job: String,
+    },
+    /// Starts a stopped job from its checkpoint.
+    Start {
+        /// The job.
+        job: String,
+    },
+    /// Stops and removes a job with its outputs and checkpoints.
+    Delete {
+        /// The job.
+        job: String,
+    },
+    /// Hot swaps one of a job's plugins at a batch boundary (rolled back
+    /// if the new version fails its first batch).
+    Swap {
+        /// The job.
+        job: String,
+        /// The plugin's name in the job's spec.
+        plugin: String,
+        /// A `.wasm` file (uploaded first) or an uploaded version
+        /// (`name@sha256`, `name@version`).
+        to: String,
+    },
+    /// Prints a job's recent pprint outputs.
+    Outputs {
+        /// The job.
+        job: String,
+        /// How many batches.
+        #[arg(short, default_value_t = 5)]
+        n: usize,
+    },
+    /// Prints a job's events and recent guest logs.
+    Logs {
+        /// The job.
+        job: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Creates a tenant and prints its token.
+    Create {
+        /// The tenant's name.
+        name: String,
+        /// Its limits as JSON (`TenantLimits`; missing fields: defaults).
+        #[arg(long, value_name = "JSON")]
+        limits: Option<String>,
+        /// A `host:port` its socket sources may connect to.
+        #[arg(long, value_name = "HOST:PORT")]
+        grant_socket: Vec<String>,
+    },
+    /// Lists tenants with their limits and usage.
+    List,
+    /// Prints another token for a tenant.
+    Token {
+        /// The tenant.
+        name: String,
+    },
+    /// Removes a tenant with all its jobs and plugins.
+    Delete {
+        /// The tenant.
+        name: String,
     },
 }
 
@@ -195,9 +338,35 @@ fn real_main() -> Result<()> {
                 fresh,
                 confine: confine.then_some(spec::Grants {
                     sockets: grant_socket,
+                    uploaded_plugins_only: false,
                 }),
+                ..Overrides::default()
             },
         ),
+        Command::Serve {
+            data,
+            addr,
+            memory,
+            admin_token_file,
+            tenant_defaults,
+        } => serve(data, &addr, memory, admin_token_file, tenant_defaults),
+        Command::Submit {
+            spec,
+            plugin,
+            remote,
+        } => {
+            let client = client::Client::new(&remote.server, remote.token);
+            let job = client::submit(&client, &spec, &plugin)?;
+            let name = job["name"].as_str().unwrap_or("?");
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            eprintln!(
+                "job `{name}` submitted; web UI: {}/jobs/{name}/?token=…",
+                client.base()
+            );
+            Ok(())
+        }
+        Command::Job { command, remote } => job_command(command, remote),
+        Command::Tenant { command, remote } => tenant_command(command, remote),
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },
         } => inspect_checkpoint(&dir),
@@ -253,6 +422,196 @@ fn real_main() -> Result<()> {
     }
 }
 
+fn job_command(command: JobCommand, remote: Remote) -> Result<()> {
+    use client::Body;
+    let client = client::Client::new(&remote.server, remote.token);
+    let print = |v: &serde_json::Value| -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
+    match command {
+        JobCommand::List => print(&client.call("GET", "/api/jobs", Body::None)?.1),
+        JobCommand::Show { job } => print(
+            &client
+                .call("GET", &format!("/api/jobs/{job}"), Body::None)?
+                .1,
+        ),
+        JobCommand::Stop { job } => print(
+            &client
+                .call("POST", &format!("/api/jobs/{job}/stop"), Body::None)?
+                .1,
+        ),
+        JobCommand::Start { job } => print(
+            &client
+                .call("POST", &format!("/api/jobs/{job}/start"), Body::None)?
+                .1,
+        ),
+        JobCommand::Delete { job } => {
+            client.call("DELETE", &format!("/api/jobs/{job}"), Body::None)?;
+            eprintln!("job `{job}` deleted");
+            Ok(())
+        }
+        JobCommand::Swap { job, plugin, to } => {
+            let v = client::swap(&client, &job, &plugin, &to)?;
+            print(&v)?;
+            match v["outcome"].as_str() {
+                Some("applied") | Some("pending") => Ok(()),
+                _ => bail!(
+                    "the swap was rolled back: {}",
+                    v["error"].as_str().unwrap_or("?")
+                ),
+            }
+        }
+        JobCommand::Outputs { job, n } => {
+            let (_, v) =
+                client.call("GET", &format!("/api/jobs/{job}/outputs?n={n}"), Body::None)?;
+            for block in v["pprint"].as_array().into_iter().flatten() {
+                print!("{}", block.as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        JobCommand::Logs { job } => print(
+            &client
+                .call("GET", &format!("/api/jobs/{job}/logs"), Body::None)?
+                .1,
+        ),
+    }
+}
+
+fn tenant_command(command: TenantCommand, remote: Remote) -> Result<()> {
+    use client::Body;
+    let client = client::Client::new(&remote.server, remote.token);
+    match command {
+        TenantCommand::Create {
+            name,
+            limits,
+            grant_socket,
+        } => {
+            let mut limits: serde_json::Value = match limits {
+                Some(l) => serde_json::from_str(&l).context("--limits: not JSON")?,
+                None => serde_json::json!({}),
+            };
+            if !grant_socket.is_empty() {
+                limits["sockets"] = serde_json::json!(grant_socket);
+            }
+            let body = serde_json::json!({"name": name, "limits": limits});
+            let (_, v) = client.call("POST", "/api/tenants", client::Body::Json(&body))?;
+            eprintln!("tenant `{name}` created; its token:");
+            println!("{}", v["token"].as_str().unwrap_or_default());
+        }
+        TenantCommand::List => {
+            let (_, v) = client.call("GET", "/api/tenants", Body::None)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        TenantCommand::Token { name } => {
+            let (_, v) = client.call("POST", &format!("/api/tenants/{name}/tokens"), Body::None)?;
+            println!("{}", v["token"].as_str().unwrap_or_default());
+        }
+        TenantCommand::Delete { name } => {
+            client.call("DELETE", &format!("/api/tenants/{name}"), Body::None)?;
+            eprintln!("tenant `{name}` deleted");
+        }
+    }
+    Ok(())
+}
+
+/// `sluice serve`.
+fn serve(
+    data: PathBuf,
+    addr: &str,
+    memory: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    tenant_defaults: Option<String>,
+) -> Result<()> {
+    use sluice::server::{Server, ServerConfig};
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let token_path = data.join("admin.token");
+    let admin_token = if let Some(f) = &admin_token_file {
+        std::fs::read_to_string(f)
+            .with_context(|| format!("reading the admin token from {}", f.display()))?
+    } else if let Ok(t) = std::env::var("SLUICE_ADMIN_TOKEN") {
+        t
+    } else if token_path.exists() {
+        std::fs::read_to_string(&token_path)
+            .with_context(|| format!("reading {}", token_path.display()))?
+    } else {
+        let t = sluice::server::new_token().map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_path)
+            .with_context(|| format!("creating {}", token_path.display()))?;
+        writeln!(f, "{t}")?;
+        t
+    };
+    let admin_token = admin_token.trim().to_string();
+    if admin_token.len() < 16 {
+        bail!("the admin token must be at least 16 characters");
+    }
+    let mut config = ServerConfig::new(data.clone(), admin_token);
+    if let Some(m) = memory {
+        config.memory_reservation =
+            spec::parse_size(&m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;
+    }
+    if let Some(d) = tenant_defaults {
+        config.default_limits = serde_json::from_str(&d).context("--tenant-defaults")?;
+    }
+    let at = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))?;
+    let server = Server::open(config)?;
+    let failed = server.resume_jobs();
+    for (tenant, job, e) in &failed {
+        eprintln!(
+            "warning: job `{job}` of tenant `{tenant}` was not resumed: {}",
+            e.message
+        );
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .context("installing the signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handlers")?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the server's runtime")?;
+    runtime.block_on(async {
+        let listener = sluice::server::api::bind(at)
+            .await
+            .with_context(|| format!("listening on {at}"))?;
+        let local = listener.local_addr()?;
+        eprintln!(
+            "sluice serve: http://{local}/ (data in {}; admin token in {})",
+            data.display(),
+            if admin_token_file.is_some() {
+                "the given file".to_string()
+            } else {
+                token_path.display().to_string()
+            }
+        );
+        let shutdown = async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        sluice::server::api::serve(server.clone(), listener, shutdown)
+            .await
+            .context("serving the API")
+    })?;
+    eprintln!("sluice serve: stopping every job (a last batch and checkpoint each)");
+    server.shutdown();
+    Ok(())
+}
+
 fn run(
     job: PathBuf,
     batches: Option<u64>,
@@ -299,13 +658,7 @@ fn run(
             "loaded plugin"
         );
     }
-    let metrics =
-        sluice::metrics::Metrics::new(&job.name, job.context.batch_interval().as_millis() as i64);
-    job.context.add_streaming_listener(metrics.listener());
-    for plugin in job.plugins.values() {
-        metrics.watch_plugin(plugin.clone());
-    }
-    metrics.set_graph(&job.context.describe_graph());
+    let metrics = sluice::metrics::Metrics::attach(&job);
     let _ui = match ui {
         Some(addr) => {
             let at = addr

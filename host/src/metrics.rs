@@ -216,8 +216,20 @@ impl Metrics {
         out
     }
 
+    /// Metrics for a job built from a spec, attached to it: its batches,
+    /// graph, plugins (what `sluice run --ui` and `sluice serve` show).
+    pub fn attach(job: &crate::spec::Job) -> Arc<Metrics> {
+        let metrics = Metrics::new(&job.name, job.context.batch_interval().as_millis() as i64);
+        job.context.add_streaming_listener(metrics.listener());
+        for plugin in job.plugins.values() {
+            metrics.watch_plugin(plugin.clone());
+        }
+        metrics.set_graph(&job.context.describe_graph());
+        metrics
+    }
+
     /// The most recent guest log lines of the watched plugins, oldest first.
-    fn logs(&self, n: usize) -> Vec<crate::plugin::GuestLogLine> {
+    pub fn recent_logs(&self, n: usize) -> Vec<crate::plugin::GuestLogLine> {
         let mut all: Vec<_> = self
             .watched()
             .iter()
@@ -303,7 +315,7 @@ impl Metrics {
                 let s = p.stats();
                 serde_json::json!({
                     "name": p.name(),
-                    "version": p.description().version,
+                    "version": p.live().description().version,
                     "calls": load(&s.calls),
                     "traps": load(&s.traps),
                     "retries": load(&s.retries),
@@ -311,7 +323,7 @@ impl Metrics {
                     "dropped_log_lines": load(&s.dropped_log_lines),
                 })
             }).collect::<Vec<_>>(),
-            "logs": self.logs(50),
+            "logs": self.recent_logs(50),
             "receiver_errors": m.receiver_errors,
             "recent_receiver_errors": m.recent_errors.iter().map(|(t, s, e)| serde_json::json!({"batch": t, "source": s, "message": e})).collect::<Vec<_>>(),
         })

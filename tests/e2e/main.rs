@@ -7,6 +7,7 @@ mod golden;
 mod hostile;
 mod keyed;
 mod runtime;
+mod serve;
 mod sink;
 mod socket;
 mod swap;

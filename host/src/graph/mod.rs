@@ -18,6 +18,7 @@ use crate::rdd::Rdd;
 use crate::receiver::queue::QueueSource;
 use crate::receiver::socket::SocketConfig;
 use crate::receiver::{SocketSource, Source};
+use crate::share::{CpuShare, ThreadGroup};
 use crate::sink::{Collect, CollectedBatch, ForEach, Output};
 use crate::time::{BatchTime, Clock, SystemClock};
 use sluice_sdk::{Batch, Column, Kind};
@@ -628,6 +629,7 @@ pub struct StreamingContext {
     /// The plugin functions the job uses: (plugin it was made from, function, kind).
     uses: Mutex<Vec<(Arc<Plugin>, String, Kind)>>,
     fresh: bool,
+    cpu_share: Option<Arc<CpuShare>>,
 }
 
 /// A stream of batches (Spark's DStream): a handle into its context's graph.
@@ -669,7 +671,17 @@ impl StreamingContext {
             swaps: Mutex::default(),
             uses: Mutex::default(),
             fresh: false,
+            cpu_share: None,
         }
+    }
+
+    /// Charges the CPU time this job's threads use to `share` after every
+    /// batch, and waits before a batch while the share is in debt: a group
+    /// of jobs (a tenant) that uses more than its share falls behind alone
+    /// (see [`crate::share`]).
+    pub fn with_cpu_share(mut self, share: Arc<CpuShare>) -> Self {
+        self.cpu_share = Some(share);
+        self
     }
 
     /// Checkpoints into `dir` (a full checkpoint every
@@ -741,6 +753,11 @@ impl StreamingContext {
     pub fn with_runtime(mut self, runtime: Arc<Runtime>) -> Self {
         self.runtime = Some(runtime);
         self
+    }
+
+    /// Worker threads that run partitions in parallel.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// The batch interval.
@@ -1027,9 +1044,19 @@ impl StreamingContext {
                 "this StreamingContext has already been started".to_string(),
             ));
         }
+        let threads = Arc::new(ThreadGroup::default());
+        if self.cpu_share.is_some() {
+            threads.join_current();
+        }
+        let joining = self.cpu_share.is_some().then(|| threads.clone());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.workers)
             .thread_name(|i| format!("sluice-worker-{i}"))
+            .start_handler(move |_| {
+                if let Some(t) = &joining {
+                    t.join_current();
+                }
+            })
             .build()
             .map_err(|e| Error::Internal(format!("starting worker threads: {e}")))?;
         // Take the streams out: the run does not hold the lock, and anything
@@ -1153,6 +1180,13 @@ impl StreamingContext {
                     );
                     stopping = true;
                 }
+                if let Some(share) = &self.cpu_share {
+                    let waited = share.wait(&self.stop.0);
+                    if !waited.is_zero() {
+                        tracing::debug!(job = %self.name, batch = time.millis(), waited_ms = waited.as_millis() as u64, "waited for the CPU share");
+                    }
+                }
+                let cpu_before = self.cpu_share.as_ref().map(|_| threads.cpu_time());
                 self.tell(|l| l.on_batch_submitted(time));
                 for (i, s) in g.sources.iter_mut().enumerate() {
                     for e in s.take_errors() {
@@ -1214,6 +1248,9 @@ impl StreamingContext {
                         };
                         self.retrying("batch log", time, || log.append(&r))?;
                     }
+                }
+                if let (Some(share), Some(before)) = (&self.cpu_share, cpu_before) {
+                    share.charge(threads.cpu_time().saturating_sub(before));
                 }
                 summary.batches += 1;
                 summary.input_records += input_records;

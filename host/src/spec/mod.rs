@@ -180,6 +180,32 @@ pub struct Overrides {
     /// inside (no `..`, no absolute path, no symlink out), and socket
     /// sources may connect only to the `host:port` pairs granted here.
     pub confine: Option<Grants>,
+    /// Plugin files chosen by whoever runs the spec (a server's uploaded
+    /// plugins), by the spec's plugin name: used instead of its `path`.
+    pub plugin_paths: BTreeMap<String, PathBuf>,
+    /// The most one plugin instance may use (a tenant's limits): the
+    /// limits of plugins that set none, and a ceiling the spec's `memory`,
+    /// `deadline` and `max_output` may lower but not raise.
+    pub limits: Option<Limits>,
+    /// The most worker threads the job may have (the spec's `workers` and
+    /// the default are capped to it).
+    pub max_workers: Option<usize>,
+    /// Where `pprint` outputs print (default: standard output).
+    pub pprint: Option<PprintTarget>,
+    /// The wasm runtime to load plugins into (default: the process's).
+    pub runtime: Option<Arc<crate::plugin::Runtime>>,
+    /// The CPU share the job's batches are charged to (a tenant's).
+    pub cpu_share: Option<Arc<crate::share::CpuShare>>,
+}
+
+/// Makes the writer each `pprint` output prints to.
+#[derive(Clone)]
+pub struct PprintTarget(pub Arc<dyn Fn() -> Box<dyn std::io::Write + Send> + Send + Sync>);
+
+impl std::fmt::Debug for PprintTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PprintTarget")
+    }
 }
 
 /// What a confined spec may reach beyond its own directory.
@@ -187,6 +213,9 @@ pub struct Overrides {
 pub struct Grants {
     /// `host:port` pairs socket sources may connect to.
     pub sockets: Vec<String>,
+    /// Every plugin must come from [`Overrides::plugin_paths`] (a server's
+    /// uploads, validated on upload), not from a file beside the spec.
+    pub uploaded_plugins_only: bool,
 }
 
 /// A job built from a spec, ready to run.
@@ -258,7 +287,7 @@ fn escapes(root: &Path, p: &str) -> Option<String> {
 }
 
 /// The checks of a confined spec ([`Overrides::confine`]).
-fn check_confined(cx: &Ctx, spec: &SpecFile, grants: &Grants) -> Result<()> {
+fn check_confined(cx: &Ctx, spec: &SpecFile, grants: &Grants, overrides: &Overrides) -> Result<()> {
     let root = cx
         .path
         .parent()
@@ -269,10 +298,21 @@ fn check_confined(cx: &Ctx, spec: &SpecFile, grants: &Grants) -> Result<()> {
         paths.push((c, "job.checkpoint".to_string()));
     }
     for (name, p) in &spec.plugins {
-        paths.push((
-            &p.get_ref().path,
-            format!("plugins.{}.path", name.get_ref()),
-        ));
+        if overrides.plugin_paths.contains_key(name.get_ref()) {
+            continue;
+        }
+        let field = format!("plugins.{}.path", name.get_ref());
+        if grants.uploaded_plugins_only {
+            return cx.err(
+                p.get_ref().path.span(),
+                &field,
+                format!(
+                    "plugin `{}` must be an uploaded plugin: upload it and name it in the submission's `plugins`",
+                    name.get_ref()
+                ),
+            );
+        }
+        paths.push((&p.get_ref().path, field));
     }
     for (name, src) in &spec.sources {
         let sec = src.get_ref();
@@ -403,7 +443,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     })?;
     let resolve = |p: &str| cx.resolve(p);
     if let Some(grants) = &overrides.confine {
-        check_confined(&cx, &spec, grants)?;
+        check_confined(&cx, &spec, grants, overrides)?;
     }
 
     let job = spec.job.get_ref();
@@ -449,6 +489,12 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
             .map_or("job".to_string(), |s| s.to_string_lossy().into_owned())
     });
     let mut ssc = StreamingContext::new(interval).with_name(&job_name);
+    if let Some(rt) = &overrides.runtime {
+        ssc = ssc.with_runtime(rt.clone());
+    }
+    if let Some(share) = &overrides.cpu_share {
+        ssc = ssc.with_cpu_share(share.clone());
+    }
     if manual {
         ssc = ssc.with_clock(Arc::new(ManualClock::new(0)));
     } else {
@@ -457,6 +503,10 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     let workers = overrides
         .workers
         .or(job.workers.as_ref().map(|w| *w.get_ref()));
+    let workers = match overrides.max_workers {
+        Some(max) => Some(workers.map_or(max, |w| w.min(max))),
+        None => workers,
+    };
     if let Some(w) = workers {
         if w == 0 {
             return cx.err(
@@ -495,21 +545,53 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     for (name, p) in &spec.plugins {
         let field = |f: &str| format!("plugins.{}.{f}", name.get_ref());
         let sec = p.get_ref();
-        let mut limits = Limits::default();
+        let ceiling = overrides.limits;
+        let mut limits = ceiling.unwrap_or_default();
+        let over = |what: &str, asked: String, most: String| {
+            format!("{asked} is over this job's limit for {what} ({most})")
+        };
         if let Some(m) = &sec.memory {
             limits.memory_bytes =
                 parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("memory"), e))?;
+            if let Some(c) = ceiling.filter(|c| limits.memory_bytes > c.memory_bytes) {
+                let most = format!("{} MiB", c.memory_bytes >> 20);
+                return cx.err(
+                    m.span(),
+                    &field("memory"),
+                    over("memory", m.get_ref().clone(), most),
+                );
+            }
         }
         if let Some(d) = &sec.deadline {
             limits.call_deadline =
                 parse_duration(d.get_ref()).or_else(|e| cx.err(d.span(), &field("deadline"), e))?;
+            if let Some(c) = ceiling.filter(|c| limits.call_deadline > c.call_deadline) {
+                let most = format!("{:?}", c.call_deadline);
+                return cx.err(
+                    d.span(),
+                    &field("deadline"),
+                    over("the call deadline", d.get_ref().clone(), most),
+                );
+            }
         }
         if let Some(o) = &sec.max_output {
             limits.output_bytes =
                 parse_size(o.get_ref()).or_else(|e| cx.err(o.span(), &field("max_output"), e))?;
+            if let Some(c) = ceiling.filter(|c| limits.output_bytes > c.output_bytes) {
+                let most = format!("{} bytes", c.output_bytes);
+                return cx.err(
+                    o.span(),
+                    &field("max_output"),
+                    over("output per call", o.get_ref().clone(), most),
+                );
+            }
         }
+        let path = match overrides.plugin_paths.get(name.get_ref()) {
+            Some(p) => p.clone(),
+            None => resolve(sec.path.get_ref()),
+        };
         let plugin = ssc
-            .load_plugin_with_limits(name.get_ref(), resolve(sec.path.get_ref()), limits)
+            .load_plugin_with_limits(name.get_ref(), path, limits)
             .or_else(|e| cx.err(sec.path.span(), &field("path"), e.to_string()))?;
         plugins.insert(name.get_ref().clone(), plugin);
     }
@@ -699,7 +781,13 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         };
         used.insert(sec.stream.get_ref().clone());
         match sec.kind.get_ref().as_str() {
-            "pprint" => stream.pprint(sec.num.as_ref().map_or(10, |n| *n.get_ref())),
+            "pprint" => {
+                let num = sec.num.as_ref().map_or(10, |n| *n.get_ref());
+                match &overrides.pprint {
+                    Some(target) => stream.pprint_to(num, (target.0)()),
+                    None => stream.pprint(num),
+                }
+            }
             "jsonl" => {
                 let Some(p) = &sec.path else {
                     return cx.err(o.span(), &field("path"), "a jsonl output needs a path");

@@ -18,7 +18,8 @@ use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-const PAGE: &str = include_str!("ui.html");
+/// The streaming page (also served per job by `sluice serve`).
+pub(crate) const PAGE: &str = include_str!("ui.html");
 
 /// A running UI server; dropping it stops it.
 #[derive(Debug)]

@@ -1,0 +1,465 @@
+//! `sluice serve` as a user drives it: a real server process, two tenants
+//! created with `sluice tenant create`, the word count submitted for each
+//! with `sluice submit`, one tenant's plugin hot-swapped with `sluice job
+//! swap` while both run, the server killed gently and restarted. Every
+//! batch is checked: the sum of the counts equals the words counted
+//! (×10 from the swap on, the v2 plugin's pair value), so no batch is lost
+//! or split between versions, and the other tenant's batches never change.
+//! Also: tenants cannot see or touch each other's jobs and plugins, a job
+//! over the memory reservation is refused, a spec reaching outside its
+//! directory is refused.
+
+use serde_json::Value;
+use sluice_tests::{cache_dir, plugin, read_jsonl, sluice_bin};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "admin-token-for-the-serve-test";
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(data: &Path) -> ServerProcess {
+        let mut child = Command::new(sluice_bin())
+            .args(["serve", "--addr", "127.0.0.1:0", "--memory", "1GiB"])
+            .arg("--data")
+            .arg(data)
+            .args([
+                "--tenant-defaults",
+                r#"{"max_workers": 1, "cpu_share": 1.0}"#,
+            ])
+            .env("SLUICE_ADMIN_TOKEN", ADMIN)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice serve");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server ended before listening")
+                .expect("stderr");
+            if let Some(rest) = line.strip_prefix("sluice serve: ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .expect("url")
+                    .trim_end_matches('/')
+                    .to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { child, url }
+    }
+
+    /// SIGTERM: every job ends with a last batch and checkpoint.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                assert!(s.success(), "the server exited with {s}");
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI against the server with `token`; returns stdout.
+fn cli(url: &str, token: &str, args: &[&str]) -> String {
+    let out = Command::new(sluice_bin())
+        .args(args)
+        .env("SLUICE_SERVER", url)
+        .env("SLUICE_TOKEN", token)
+        .output()
+        .expect("run sluice");
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Like [`cli`], expecting failure; returns stderr.
+fn cli_fails(url: &str, token: &str, args: &[&str]) -> String {
+    let out = Command::new(sluice_bin())
+        .args(args)
+        .env("SLUICE_SERVER", url)
+        .env("SLUICE_TOKEN", token)
+        .output()
+        .expect("run sluice");
+    assert!(!out.status.success(), "sluice {args:?} should have failed");
+    String::from_utf8(out.stderr).expect("utf-8")
+}
+
+/// A raw API call: (status, JSON body).
+fn api(url: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let full = format!("{url}{path}");
+    let req = match method {
+        "GET" => agent
+            .get(&full)
+            .header("Authorization", format!("Bearer {}", token.unwrap_or("")))
+            .call(),
+        "DELETE" => agent
+            .delete(&full)
+            .header("Authorization", format!("Bearer {}", token.unwrap_or("")))
+            .call(),
+        _ => agent
+            .post(&full)
+            .header("Authorization", format!("Bearer {}", token.unwrap_or("")))
+            .send_empty(),
+    };
+    let mut resp = req.expect("HTTP call");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The word-count job: a generator source, the counts and the number of
+/// words per batch, both to JSON lines.
+fn write_job(dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::copy(plugin("wordcount"), dir.join("wordcount.wasm")).expect("copy plugin");
+    let spec = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &spec,
+        format!(
+            r#"[job]
+name = "{name}"
+batch_interval = "200ms"
+checkpoint_interval = "1s"
+
+[plugins.wordcount]
+path = "wordcount.wasm"
+
+[sources.lines]
+type = "generator"
+rate = 500
+words_per_line = 4
+vocabulary = ["apple", "pear", "plum", "fig", "kiwi"]
+
+[streams.words]
+from = "lines"
+op = "flat_map"
+function = "wordcount.split"
+
+[streams.pairs]
+from = "words"
+op = "map"
+function = "wordcount.pair"
+
+[streams.counts]
+from = "pairs"
+op = "reduce_by_key"
+function = "wordcount.add"
+partitions = 2
+
+[streams.n]
+from = "words"
+op = "count"
+
+[[outputs]]
+stream = "counts"
+type = "jsonl"
+path = "counts.jsonl"
+
+[[outputs]]
+stream = "n"
+type = "jsonl"
+path = "n.jsonl"
+
+[[outputs]]
+stream = "counts"
+type = "pprint"
+"#
+        ),
+    )
+    .expect("write spec");
+    spec
+}
+
+/// Per batch time: (sum of counts) / (words), checked to be a whole
+/// factor, for the batches both files have.
+fn factors(job_dir: &Path) -> Vec<(i64, i64)> {
+    let counts = read_jsonl(&job_dir.join("counts.jsonl"));
+    let n = read_jsonl(&job_dir.join("n.jsonl"));
+    let words: std::collections::HashMap<i64, i64> = n
+        .iter()
+        .map(|b| {
+            (
+                b["time"].as_i64().expect("time"),
+                b["records"][0].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for b in &counts {
+        let time = b["time"].as_i64().expect("time");
+        let Some(&w) = words.get(&time) else { continue };
+        let sum: i64 = b["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .map(|r| r[1].as_i64().expect("count"))
+            .sum();
+        if w == 0 {
+            assert_eq!(sum, 0, "batch {time}: counts without words");
+            continue;
+        }
+        assert_eq!(sum % w, 0, "batch {time}: {sum} counted for {w} words");
+        out.push((time, sum / w));
+    }
+    out
+}
+
+fn wait_for_batches(url: &str, token: &str, job: &str, at_least: i64) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, j) = api(url, "GET", &format!("/api/jobs/{job}"), Some(token));
+        assert_eq!(status, 200, "{j}");
+        if j["batches"].as_i64().unwrap_or(0) >= at_least {
+            return j;
+        }
+        assert!(
+            j["status"]["state"] == "running",
+            "job {job} is not running: {j}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "job {job}: no {at_least} batches: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_tenants_submit_swap_and_survive_a_server_restart() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let data = tmp.path().join("data");
+    // The server compiles into its own cache; seed it with the tests'
+    // compiled plugins so the test does not wait for Cranelift.
+    std::fs::create_dir_all(data.join("cache")).expect("cache dir");
+    if let Ok(entries) = std::fs::read_dir(cache_dir()) {
+        for e in entries.flatten() {
+            let _ = std::fs::copy(e.path(), data.join("cache").join(e.file_name()));
+        }
+    }
+    let server = ServerProcess::start(&data);
+    let url = server.url.clone();
+
+    // The admin creates two tenants.
+    let token_a = cli(&url, ADMIN, &["tenant", "create", "alpha"])
+        .trim()
+        .to_string();
+    let token_b = cli(&url, ADMIN, &["tenant", "create", "beta"])
+        .trim()
+        .to_string();
+    assert!(token_a.starts_with("slt_") && token_a != token_b);
+    assert!(cli_fails(&url, &token_a, &["tenant", "list"]).contains("admin token"));
+
+    // Each submits the word count (the same spec, in its own namespace).
+    let spec_a = write_job(&tmp.path().join("a"), "wordcount");
+    let spec_b = write_job(&tmp.path().join("b"), "wordcount");
+    cli(&url, &token_a, &["submit", spec_a.to_str().expect("utf-8")]);
+    cli(&url, &token_b, &["submit", spec_b.to_str().expect("utf-8")]);
+    wait_for_batches(&url, &token_a, "wordcount", 5);
+    let before_b = wait_for_batches(&url, &token_b, "wordcount", 5);
+
+    // Isolation: B sees only its own job and plugins; A's private job is
+    // invisible to B; no token, or a wrong one, gets nothing.
+    let spec_private = write_job(&tmp.path().join("a2"), "private");
+    cli(
+        &url,
+        &token_a,
+        &["submit", spec_private.to_str().expect("utf-8")],
+    );
+    let (status, _) = api(&url, "GET", "/api/jobs/private", Some(&token_b));
+    assert_eq!(status, 404);
+    let (status, _) = api(&url, "POST", "/api/jobs/private/stop", Some(&token_b));
+    assert_eq!(status, 404);
+    let (status, _) = api(&url, "DELETE", "/api/jobs/private", Some(&token_b));
+    assert_eq!(status, 404);
+    let (_, jobs_b) = api(&url, "GET", "/api/jobs", Some(&token_b));
+    let names: Vec<&str> = jobs_b
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["wordcount"]);
+    assert_eq!(api(&url, "GET", "/api/jobs", None).0, 401);
+    assert_eq!(api(&url, "GET", "/api/jobs", Some("slt_nope")).0, 401);
+    assert_eq!(api(&url, "GET", "/api/tenants", Some(&token_b)).0, 403);
+    // A's private job is still running and untouched.
+    let (_, private) = api(&url, "GET", "/api/jobs/private", Some(&token_a));
+    assert_eq!(private["status"]["state"], "running", "{private}");
+    cli(&url, &token_a, &["job", "delete", "private"]);
+
+    // Tenant A swaps its plugin to v2 while both jobs run.
+    let swapped = cli(
+        &url,
+        &token_a,
+        &[
+            "job",
+            "swap",
+            "wordcount",
+            "wordcount",
+            plugin("wordcount_v2").to_str().expect("utf-8"),
+        ],
+    );
+    let swapped: Value = serde_json::from_str(&swapped).expect("swap answer");
+    assert_eq!(swapped["outcome"], "applied", "{swapped}");
+    assert_eq!(
+        swapped["job"]["versions"]["wordcount"]["version"], "0.2.0",
+        "{swapped}"
+    );
+    let swap_index = swapped["batch"].as_i64().expect("batch index");
+    let after_a = wait_for_batches(&url, &token_a, "wordcount", swap_index + 5);
+    wait_for_batches(
+        &url,
+        &token_b,
+        "wordcount",
+        before_b["batches"].as_i64().expect("batches") + 5,
+    );
+    let outputs = cli(&url, &token_a, &["job", "outputs", "wordcount", "-n", "2"]);
+    assert!(outputs.contains("Time: "), "{outputs}");
+    let logs: Value =
+        serde_json::from_str(&cli(&url, &token_a, &["job", "logs", "wordcount"])).expect("logs");
+    assert!(
+        logs["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["event"] == "swapped"),
+        "{logs}"
+    );
+    let page = ureq::get(format!("{url}/jobs/wordcount/?token={token_a}"))
+        .call()
+        .expect("page")
+        .body_mut()
+        .read_to_string()
+        .expect("page body");
+    assert!(page.contains("Sluice streaming"));
+    let metrics = ureq::get(format!("{url}/jobs/wordcount/metrics"))
+        .header("Authorization", format!("Bearer {token_b}"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics body");
+    assert!(metrics.contains("sluice_batches_total"), "{metrics}");
+    assert!(after_a["status"]["state"] == "running");
+
+    // Admission: a tenant whose plugins may each use 1 GiB does not fit in
+    // what is left of the server's 1 GiB reservation.
+    let token_c = cli(
+        &url,
+        ADMIN,
+        &[
+            "tenant",
+            "create",
+            "gamma",
+            "--limits",
+            r#"{"memory_bytes": 1073741824}"#,
+        ],
+    )
+    .trim()
+    .to_string();
+    let spec_c = write_job(&tmp.path().join("c"), "big");
+    let refused = cli_fails(&url, &token_c, &["submit", spec_c.to_str().expect("utf-8")]);
+    assert!(
+        refused.contains("not admitted") && refused.contains("reservation"),
+        "{refused}"
+    );
+    // Confinement: an output outside the job's directory is refused by field.
+    let escape = tmp.path().join("c").join("escape.toml");
+    let text = std::fs::read_to_string(&spec_c)
+        .expect("spec")
+        .replace("name = \"big\"", "name = \"escape\"")
+        .replace(
+            "path = \"n.jsonl\"",
+            "path = \"../../beta/jobs/wordcount/n.jsonl\"",
+        );
+    std::fs::write(&escape, text).expect("write");
+    let token_d = cli(&url, ADMIN, &["tenant", "create", "delta"])
+        .trim()
+        .to_string();
+    let refused = cli_fails(&url, &token_d, &["submit", escape.to_str().expect("utf-8")]);
+    assert!(
+        refused.contains("outputs[1].path") && refused.contains("`..`"),
+        "{refused}"
+    );
+
+    // The server stops gently and starts again: both jobs resume from
+    // their checkpoints, A still on v2.
+    server.stop();
+    let server = ServerProcess::start(&data);
+    let url = server.url.clone();
+    let resumed = wait_for_batches(&url, &token_a, "wordcount", 3);
+    assert_eq!(
+        resumed["versions"]["wordcount"]["version"], "0.2.0",
+        "{resumed}"
+    );
+    wait_for_batches(&url, &token_b, "wordcount", 3);
+    server.stop();
+
+    // Every batch of A: ×1 before the swap, ×10 from it on; B: ×1 always.
+    let a_dir = data.join("tenants/alpha/jobs/wordcount");
+    let b_dir = data.join("tenants/beta/jobs/wordcount");
+    let a = factors(&a_dir);
+    let b = factors(&b_dir);
+    assert!(a.len() as i64 > swap_index + 5, "{a:?}");
+    let counts_a = read_jsonl(&a_dir.join("counts.jsonl"));
+    let swap_time = counts_a
+        .iter()
+        .find(|c| c["batch"].as_i64() == Some(swap_index))
+        .map(|c| c["time"].as_i64().expect("time"))
+        .expect("the swap batch in the output");
+    for (time, f) in &a {
+        let want = if *time < swap_time { 1 } else { 10 };
+        assert_eq!(
+            *f, want,
+            "tenant A, batch at {time} (swap at {swap_time}): {a:?}"
+        );
+    }
+    assert!(b.iter().all(|(_, f)| *f == 1), "tenant B: {b:?}");
+    // Each batch is in the output once, across the restart.
+    for dir in [&a_dir, &b_dir] {
+        let batches: Vec<i64> = read_jsonl(&dir.join("counts.jsonl"))
+            .iter()
+            .map(|c| c["batch"].as_i64().expect("batch"))
+            .collect();
+        let want: Vec<i64> = (0..batches.len() as i64).collect();
+        assert_eq!(batches, want, "{}", dir.display());
+    }
+}
