@@ -57,7 +57,7 @@ pub use graph::{
     BatchInfo, DStream, OperatorInfo, RunSummary, StopHandle, StreamingContext, StreamingListener,
     SwapHandle,
 };
-pub use plugin::{Limits, Plugin, Runtime, RuntimeConfig};
+pub use plugin::{Capabilities, Limits, Plugin, Runtime, RuntimeConfig};
 pub use sink::CollectedBatch;
 pub use time::{BatchTime, Clock, ManualClock, SystemClock};
 

@@ -498,4 +498,28 @@ fn a_confined_spec_cannot_reach_outside_its_directory() {
         );
     }
     assert!(!dir.path().join("stolen.jsonl").exists());
+    // A plugin's granted directory and endpoints are confined the same way.
+    let ok_source = "type = \"queue\"\npath = \"in.json\"";
+    for (grant, field, why) in [
+        ("dir = \"../outside\"", "plugins.wordcount.dir", "`..`"),
+        ("dir = \"escape/x\"", "plugins.wordcount.dir", "leads out"),
+        (
+            "connect = [\"127.0.0.1:7070\"]",
+            "plugins.wordcount.connect",
+            "127.0.0.1:7070 is not granted",
+        ),
+    ] {
+        let text = spec(ok_source, "o.jsonl").replace(
+            "path = \"wordcount.wasm\"\n",
+            &format!("path = \"wordcount.wasm\"\n{grant}\n"),
+        );
+        let out = run(text);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{grant} must be refused");
+        assert!(
+            stderr.contains(field) && stderr.contains(why),
+            "{grant}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("outside").exists());
 }

@@ -245,6 +245,93 @@ fn files_network_and_environment_are_not_granted() {
     );
 }
 
+/// One call of `function` on `input`: its output, or the refusal's message.
+fn call_once(p: &Arc<Plugin>, function: &str, input: &str) -> Result<String, String> {
+    let ssc = ctx();
+    let out = ssc
+        .queue_stream(batches(&[&[input]]), 1)
+        .map(p.func(function).expect("function"))
+        .collect();
+    match ssc.run(None) {
+        Ok(_) => Ok(out.lock().expect("lock")[0].records[0]
+            .as_str()
+            .expect("a string")
+            .to_string()),
+        Err(Error::Plugin { fault, .. }) => match *fault {
+            PluginFault::Refused { message, .. } => Err(message),
+            other => panic!("{function}({input}): expected a refusal, got {other}"),
+        },
+        Err(other) => panic!("{function}({input}): expected a plugin error, got {other}"),
+    }
+}
+
+#[test]
+fn a_granted_directory_and_endpoint_are_all_a_plugin_reaches() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let granted = tmp.path().join("granted");
+    std::fs::create_dir(&granted).expect("dir");
+    std::fs::write(granted.join("inside.txt"), "in").expect("write");
+    std::fs::write(tmp.path().join("secret.txt"), "secret").expect("write");
+    std::os::unix::fs::symlink(tmp.path(), granted.join("link")).expect("symlink");
+    std::os::unix::fs::symlink(tmp.path().join("secret.txt"), granted.join("secret-link"))
+        .expect("symlink");
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let p = Plugin::load_granted(
+        &runtime(),
+        "grants",
+        "hostile",
+        &plugin("hostile"),
+        Limits::default(),
+        sluice::Capabilities {
+            dir: Some(granted.clone()),
+            connect: vec![allowed.local_addr().expect("addr")],
+        },
+    )
+    .expect("load");
+    // What is granted works.
+    assert_eq!(call_once(&p, "snoop", "inside.txt"), Ok("in".to_string()));
+    assert_eq!(
+        call_once(&p, "scribble", "made.txt"),
+        Ok("wrote made.txt".to_string())
+    );
+    assert_eq!(
+        std::fs::read_to_string(granted.join("made.txt")).expect("made"),
+        "scribbled"
+    );
+    let to = allowed.local_addr().expect("addr").to_string();
+    assert_eq!(call_once(&p, "dial", &to), Ok(format!("connected to {to}")));
+    // Everything else is refused: traversal, absolute paths, symlinks
+    // out, another port on the same host.
+    let outside = tmp.path().join("pwned.txt");
+    for (function, input) in [
+        ("snoop", "../secret.txt"),
+        ("snoop", "link/secret.txt"),
+        ("snoop", "secret-link"),
+        (
+            "snoop",
+            tmp.path().join("secret.txt").to_str().expect("utf-8"),
+        ),
+        ("snoop", "/etc/passwd"),
+        ("scribble", "../pwned.txt"),
+        ("scribble", "link/pwned.txt"),
+        ("scribble", outside.to_str().expect("utf-8")),
+        ("dial", &other.local_addr().expect("addr").to_string()),
+        ("dial", "127.0.0.1:22"),
+    ] {
+        let got = call_once(&p, function, input);
+        assert!(
+            got.is_err(),
+            "{function}({input}) must be refused, got {got:?}"
+        );
+    }
+    assert!(!outside.exists(), "nothing was written outside the grant");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("secret.txt")).expect("secret"),
+        "secret"
+    );
+}
+
 #[test]
 fn files_that_are_not_components_are_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -10,7 +10,9 @@
 //! directory is refused.
 
 use serde_json::Value;
+use sluice::server::{Server, ServerConfig, TenantLimits};
 use sluice_tests::{cache_dir, plugin, read_jsonl, sluice_bin};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -151,10 +153,13 @@ fn write_job(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("dir");
     std::fs::copy(plugin("wordcount"), dir.join("wordcount.wasm")).expect("copy plugin");
     let spec = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &spec,
-        format!(
-            r#"[job]
+    std::fs::write(&spec, wordcount_spec(name)).expect("write spec");
+    spec
+}
+
+fn wordcount_spec(name: &str) -> String {
+    format!(
+        r#"[job]
 name = "{name}"
 batch_interval = "200ms"
 checkpoint_interval = "1s"
@@ -202,10 +207,7 @@ path = "n.jsonl"
 stream = "counts"
 type = "pprint"
 "#
-        ),
     )
-    .expect("write spec");
-    spec
 }
 
 /// Per batch time: (sum of counts) / (words), checked to be a whole
@@ -461,5 +463,221 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
             .collect();
         let want: Vec<i64> = (0..batches.len() as i64).collect();
         assert_eq!(batches, want, "{}", dir.display());
+    }
+}
+
+/// A server in this process, its cache seeded with the tests' compiled plugins.
+fn in_process_server(dir: &Path) -> std::sync::Arc<Server> {
+    std::fs::create_dir_all(dir.join("cache")).expect("cache dir");
+    if let Ok(entries) = std::fs::read_dir(cache_dir()) {
+        for e in entries.flatten() {
+            let _ = std::fs::copy(e.path(), dir.join("cache").join(e.file_name()));
+        }
+    }
+    let mut config = ServerConfig::new(dir.to_path_buf(), ADMIN.to_string());
+    config.max_instances = 32;
+    Server::open(config).expect("open the server")
+}
+
+fn upload(server: &Server, tenant: &str, name: &str) -> String {
+    let bytes = std::fs::read(plugin(name)).expect("plugin");
+    let r = server.add_plugin(tenant, name, &bytes).expect("upload");
+    format!("{name}@{}", r.digest)
+}
+
+/// A job over a queue of `batches` on the system clock, mapping each line
+/// with `hostile.function`.
+fn hostile_job(
+    server: &std::sync::Arc<Server>,
+    tenant: &str,
+    job: &str,
+    function: &str,
+    batches: Value,
+) -> Value {
+    let spec = format!(
+        r#"[job]
+name = "{job}"
+batch_interval = "100ms"
+clock = "system"
+
+[plugins.hostile]
+path = "hostile.wasm"
+
+[sources.lines]
+type = "queue"
+path = "in.json"
+
+[streams.out]
+from = "lines"
+op = "{op}"
+function = "hostile.{function}"
+
+[[outputs]]
+stream = "out"
+type = "jsonl"
+path = "out.jsonl"
+"#,
+        op = if function == "flood" {
+            "flat_map"
+        } else {
+            "map"
+        }
+    );
+    let plugins = [("hostile".to_string(), "hostile".to_string())].into();
+    let files = [("in.json".to_string(), batches.to_string())].into();
+    server
+        .submit(tenant, &spec, &plugins, &files)
+        .unwrap_or_else(|e| panic!("submitting {job}: {e}"))
+}
+
+fn state(server: &Server, tenant: &str, job: &str) -> Value {
+    server.job(tenant, job).expect("job")["status"].clone()
+}
+
+fn limits(json: Value) -> Option<TenantLimits> {
+    Some(serde_json::from_value(json).expect("limits"))
+}
+
+#[test]
+fn a_hostile_tenant_fails_alone_on_a_shared_server() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let server = in_process_server(tmp.path());
+    server
+        .create_tenant(
+            "mallory",
+            limits(serde_json::json!({"deadline_ms": 300, "memory_bytes": 64 << 20, "output_bytes": 8 << 20, "max_workers": 1})),
+        )
+        .expect("tenant");
+    server
+        .create_tenant("bob", limits(serde_json::json!({"max_workers": 1})))
+        .expect("tenant");
+    upload(&server, "mallory", "hostile");
+    let wc = upload(&server, "bob", "wordcount");
+    let plugins = [("wordcount".to_string(), wc)].into();
+    server
+        .submit(
+            "bob",
+            &wordcount_spec("counting"),
+            &plugins,
+            &BTreeMap::new(),
+        )
+        .expect("bob's job");
+    for (job, function) in [("loop", "spin"), ("bomb", "bomb"), ("flood", "flood")] {
+        hostile_job(
+            &server,
+            "mallory",
+            job,
+            function,
+            serde_json::json!([["a"], ["b"], [function], ["c"]]),
+        );
+    }
+    // Every hostile job fails on its poisoned batch, naming its function.
+    let started = Instant::now();
+    for (job, function) in [("loop", "spin"), ("bomb", "bomb"), ("flood", "flood")] {
+        loop {
+            let s = state(&server, "mallory", job);
+            if s["state"] == "failed" {
+                let error = s["error"].as_str().expect("error");
+                assert!(error.contains(function), "{job}: {error}");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{job} did not fail: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Bob's job goes on, every batch correct, each once.
+    let done = server.job("bob", "counting").expect("job")["batches"]
+        .as_i64()
+        .expect("batches");
+    let started = Instant::now();
+    while server.job("bob", "counting").expect("job")["batches"]
+        .as_i64()
+        .unwrap_or(0)
+        < done + 5
+    {
+        assert_eq!(state(&server, "bob", "counting")["state"], "running");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.shutdown();
+    let dir = tmp.path().join("tenants/bob/jobs/counting");
+    let f = factors(&dir);
+    assert!(f.len() as i64 >= done + 4, "{f:?}");
+    assert!(f.iter().all(|(_, x)| *x == 1), "{f:?}");
+}
+
+#[test]
+fn a_tenant_over_its_cpu_share_falls_behind_alone() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let server = in_process_server(tmp.path());
+    server
+        .create_tenant(
+            "greedy",
+            limits(serde_json::json!({"cpu_share": 0.1, "max_workers": 1})),
+        )
+        .expect("tenant");
+    server
+        .create_tenant(
+            "calm",
+            limits(serde_json::json!({"cpu_share": 1.0, "max_workers": 1})),
+        )
+        .expect("tenant");
+    upload(&server, "greedy", "hostile");
+    upload(&server, "calm", "hostile");
+    // Greedy: each 100 ms batch burns some tens of ms of CPU — within a
+    // core, but several times its 0.1-core share. Calm: almost nothing.
+    let heavy: Vec<Value> = (0..25).map(|_| serde_json::json!(["burn:20"])).collect();
+    let light: Vec<Value> = (0..25).map(|_| serde_json::json!(["burn:0"])).collect();
+    hostile_job(&server, "greedy", "work", "burn", Value::Array(heavy));
+    hostile_job(&server, "calm", "work", "burn", Value::Array(light));
+    let started = Instant::now();
+    for tenant in ["greedy", "calm"] {
+        while state(&server, tenant, "work")["state"] == "running" {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{tenant} did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(state(&server, tenant, "work")["state"], "finished");
+    }
+    let delays = |tenant: &str| -> Vec<f64> {
+        server
+            .job_metrics(tenant, "work")
+            .expect("metrics")
+            .status()["recent"]
+            .as_array()
+            .expect("recent")
+            .iter()
+            .map(|b| b["scheduling_delay_ms"].as_f64().expect("delay"))
+            .collect()
+    };
+    let greedy = delays("greedy");
+    let calm = delays("calm");
+    assert_eq!(greedy.len(), 25);
+    assert_eq!(calm.len(), 25);
+    let last = *greedy.last().expect("batches");
+    let mut sorted = calm.clone();
+    sorted.sort_by(f64::total_cmp);
+    let calm_median = sorted[sorted.len() / 2];
+    // Greedy's delay grows batch after batch; calm's does not.
+    assert!(
+        last > 1000.0 && last > greedy[5] + 500.0,
+        "greedy's scheduling delay should grow: {greedy:?}"
+    );
+    assert!(
+        calm_median * 5.0 < last,
+        "calm's delays {calm:?} vs greedy's {greedy:?}"
+    );
+    // Both computed every batch.
+    for tenant in ["greedy", "calm"] {
+        let out = read_jsonl(
+            &tmp.path()
+                .join(format!("tenants/{tenant}/jobs/work/out.jsonl")),
+        );
+        assert_eq!(out.len(), 25, "{tenant}");
     }
 }

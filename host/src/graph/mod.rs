@@ -787,6 +787,25 @@ impl StreamingContext {
         Plugin::load_for_job(&self.runtime()?, &self.name, name, path.as_ref(), limits)
     }
 
+    /// Loads a plugin component with explicit sandbox limits and
+    /// capabilities (a directory it may use, endpoints it may connect to).
+    pub fn load_plugin_granted(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+        limits: Limits,
+        capabilities: crate::plugin::Capabilities,
+    ) -> Result<Arc<Plugin>> {
+        Plugin::load_granted(
+            &self.runtime()?,
+            &self.name,
+            name,
+            path.as_ref(),
+            limits,
+            capabilities,
+        )
+    }
+
     fn add_source(&self, name: String, source: Box<dyn Source>) -> DStream {
         let mut g = lock(&self.graph);
         g.check_open();

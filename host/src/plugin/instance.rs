@@ -6,7 +6,7 @@ use super::bindings::{self, CallContext, CallInput, CallOutput, LogLevel, Plugin
 use super::cache::{CacheOutcome, content_hash};
 use super::capture::Capture;
 use super::engine::Runtime;
-use super::limits::{Limits, MemoryLimiter};
+use super::limits::{Capabilities, Limits, MemoryLimiter};
 use crate::error::{Error, PluginFault, Result};
 use crate::time::BatchTime;
 use sluice_sdk::Kind;
@@ -190,6 +190,7 @@ pub struct Plugin {
     runtime: Arc<Runtime>,
     pre: PluginPre<StoreState>,
     limits: Limits,
+    capabilities: Capabilities,
     pool: Mutex<Vec<Instance>>,
     cache: CacheOutcome,
     stats: PluginStats,
@@ -269,13 +270,26 @@ impl Plugin {
         path: &Path,
         limits: Limits,
     ) -> Result<Arc<Plugin>> {
+        Plugin::load_granted(runtime, job, name, path, limits, Capabilities::default())
+    }
+
+    /// Like [`Plugin::load_for_job`], with `capabilities` granted to every
+    /// instance (a directory, endpoints to connect to).
+    pub fn load_granted(
+        runtime: &Arc<Runtime>,
+        job: &str,
+        name: &str,
+        path: &Path,
+        limits: Limits,
+        capabilities: Capabilities,
+    ) -> Result<Arc<Plugin>> {
         let meta = std::fs::metadata(path)
             .map_err(|e| load_error(name, path, format!("cannot read the file: {e}")))?;
         // Refuse an oversized file before reading it.
         check_size(name, path, meta.len(), &limits)?;
         let bytes = std::fs::read(path)
             .map_err(|e| load_error(name, path, format!("cannot read the file: {e}")))?;
-        Plugin::from_bytes(runtime, job, name, path, &bytes, limits)
+        Plugin::from_bytes_granted(runtime, job, name, path, &bytes, limits, capabilities)
     }
 
     /// Like [`Plugin::load_for_job`], from bytes already in memory (`path` is for messages).
@@ -286,6 +300,26 @@ impl Plugin {
         path: &Path,
         bytes: &[u8],
         limits: Limits,
+    ) -> Result<Arc<Plugin>> {
+        Plugin::from_bytes_granted(
+            runtime,
+            job,
+            name,
+            path,
+            bytes,
+            limits,
+            Capabilities::default(),
+        )
+    }
+
+    fn from_bytes_granted(
+        runtime: &Arc<Runtime>,
+        job: &str,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        limits: Limits,
+        capabilities: Capabilities,
     ) -> Result<Arc<Plugin>> {
         let load_err = |message: String| load_error(name, path, message);
         check_size(name, path, bytes.len() as u64, &limits)?;
@@ -343,6 +377,7 @@ impl Plugin {
             runtime: runtime.clone(),
             pre,
             limits,
+            capabilities,
             pool: Mutex::new(Vec::new()),
             cache,
             stats: PluginStats::default(),
@@ -397,16 +432,34 @@ impl Plugin {
         let stdout = Capture::new(self.limits.log_call_bytes);
         let stderr = Capture::new(self.limits.log_call_bytes);
         let clock = Arc::new(AtomicI64::new(0));
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .wall_clock(BatchClock(clock.clone()))
             .monotonic_clock(BatchClock(clock.clone()))
             .insecure_random_seed(0x5eed_5eed)
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if let Some(dir) = &self.capabilities.dir {
+            wasi.preopened_dir(dir, ".", wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| format!("granting directory {}: {e:#}", dir.display()))?;
+        }
+        if !self.capabilities.connect.is_empty() {
+            let allowed = Arc::new(self.capabilities.connect.clone());
+            wasi.allow_tcp(true).socket_addr_check(move |addr, used| {
+                use wasmtime_wasi::sockets::SocketAddrUse as Use;
+                let ok = match used {
+                    Use::TcpConnect => allowed.contains(&addr),
+                    // The implicit bind before a connect (to the wildcard
+                    // address, any port); listening stays refused.
+                    Use::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                    _ => false,
+                };
+                Box::pin(async move { ok })
+            });
+        }
+        let wasi = wasi.build();
         let state = StoreState {
             wasi,
             table: ResourceTable::new(),
@@ -433,6 +486,11 @@ impl Plugin {
             plugin,
             clock,
         })
+    }
+
+    /// What it may reach beyond its sandbox.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     /// The job it was loaded for (empty outside a job).

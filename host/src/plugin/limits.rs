@@ -36,6 +36,20 @@ impl Default for Limits {
     }
 }
 
+/// What a plugin may reach beyond its sandbox (DESIGN §4: nothing unless
+/// granted). A granted directory is the plugin's current directory (`.`)
+/// through WASI: it reads and writes files inside it, while absolute
+/// paths, `..` and symlinks that lead out are refused by the host. Granted
+/// endpoints are the only addresses its TCP sockets may connect to (no
+/// name lookup, no UDP, no listening).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// A host directory the plugin may read and write, as `.`.
+    pub dir: Option<std::path::PathBuf>,
+    /// Addresses the plugin may connect to over TCP.
+    pub connect: Vec<std::net::SocketAddr>,
+}
+
 /// Enforces the memory cap and remembers that it was hit, so a guest that
 /// aborts on a failed allocation is reported as over its memory limit.
 #[derive(Debug)]

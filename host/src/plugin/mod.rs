@@ -14,4 +14,4 @@ pub use instance::{
     Description, FunctionInfo, FunctionStats, GuestLogLine, Plugin, PluginStats, RECENT_LOG_LINES,
     StoreState,
 };
-pub use limits::Limits;
+pub use limits::{Capabilities, Limits};

@@ -1170,12 +1170,13 @@ impl Server {
             .get(plugin)
             .ok_or_else(|| ApiError::bad(format!("job `{name}` has no plugin `{plugin}`")))?;
         let (reference, path) = self.resolve_plugin(tenant, to)?;
-        let new = Plugin::load_for_job(
+        let new = Plugin::load_granted(
             &self.runtime,
             running.context.name(),
             plugin,
             &path,
             *current.limits(),
+            current.capabilities().clone(),
         )
         .map_err(|e| ApiError::new(422, e.to_string()))?;
         let version = new.description().version.clone();

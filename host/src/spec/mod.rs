@@ -17,6 +17,8 @@
 //! memory = "128MiB"          # optional limits (DESIGN §4 defaults)
 //! deadline = "1s"
 //! max_output = "64MiB"
+//! # dir = "out"              # a directory it may read and write (its `.`); nothing by default
+//! # connect = ["127.0.0.1:9000"]  # endpoints it may connect to over TCP; none by default
 //!
 //! [sources.lines]
 //! type = "socket"            # socket (host, port, demo_lines = file served by --feed)
@@ -98,6 +100,11 @@ struct PluginSection {
     memory: Option<Spanned<String>>,
     deadline: Option<Spanned<String>>,
     max_output: Option<Spanned<String>>,
+    /// A directory (relative to the spec) the plugin may read and write,
+    /// as its current directory.
+    dir: Option<Spanned<String>>,
+    /// `host:port` endpoints the plugin may connect to.
+    connect: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,6 +320,22 @@ fn check_confined(cx: &Ctx, spec: &SpecFile, grants: &Grants, overrides: &Overri
             );
         }
         paths.push((&p.get_ref().path, field));
+    }
+    for (name, p) in &spec.plugins {
+        if let Some(d) = &p.get_ref().dir {
+            paths.push((d, format!("plugins.{}.dir", name.get_ref())));
+        }
+        if let Some(c) = &p.get_ref().connect {
+            for endpoint in c.get_ref() {
+                if !grants.sockets.contains(endpoint) {
+                    return cx.err(
+                        c.span(),
+                        &format!("plugins.{}.connect", name.get_ref()),
+                        format!("connecting to {endpoint} is not granted to this job"),
+                    );
+                }
+            }
+        }
     }
     for (name, src) in &spec.sources {
         let sec = src.get_ref();
@@ -590,8 +613,32 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
             Some(p) => p.clone(),
             None => resolve(sec.path.get_ref()),
         };
+        let mut capabilities = crate::plugin::Capabilities::default();
+        if let Some(d) = &sec.dir {
+            let dir = resolve(d.get_ref());
+            std::fs::create_dir_all(&dir).or_else(|e| {
+                cx.err(
+                    d.span(),
+                    &field("dir"),
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+            capabilities.dir = Some(dir);
+        }
+        if let Some(c) = &sec.connect {
+            for endpoint in c.get_ref() {
+                let addr = endpoint.parse::<std::net::SocketAddr>().or_else(|_| {
+                    cx.err(
+                        c.span(),
+                        &field("connect"),
+                        format!("`{endpoint}` is not an IP address and port (e.g. 127.0.0.1:9000)"),
+                    )
+                })?;
+                capabilities.connect.push(addr);
+            }
+        }
         let plugin = ssc
-            .load_plugin_with_limits(name.get_ref(), path, limits)
+            .load_plugin_granted(name.get_ref(), path, limits, capabilities)
             .or_else(|e| cx.err(sec.path.span(), &field("path"), e.to_string()))?;
         plugins.insert(name.get_ref().clone(), plugin);
     }

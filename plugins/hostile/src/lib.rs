@@ -35,6 +35,21 @@ fn spin(s: &str) -> String {
     s.to_string()
 }
 
+/// Works hard, legitimately, on `"burn:N"`: N million loop iterations
+/// (a tenant using more than its CPU share).
+#[sluice::map]
+fn burn(s: &str) -> String {
+    let n: u64 = s
+        .strip_prefix("burn:")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let mut x: u64 = 0;
+    for _ in 0..n * 1_000_000 {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    format!("{s} {}", x % 10)
+}
+
 /// Allocates without bound on `"bomb"`: the memory cap must stop it.
 #[sluice::map]
 fn bomb(s: &str) -> String {
@@ -78,6 +93,14 @@ fn snoop(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
 }
 
+/// Tries to write a file at the path in the element: only inside a granted directory.
+#[sluice::map]
+fn scribble(path: &str) -> Result<String, String> {
+    std::fs::write(path, "scribbled")
+        .map(|()| format!("wrote {path}"))
+        .map_err(|e| format!("cannot write {path}: {e}"))
+}
+
 /// Tries to connect to the `host:port` in the element: no network is granted, so it must fail.
 #[sluice::map]
 fn dial(addr: &str) -> Result<String, String> {
@@ -96,10 +119,12 @@ sluice::export!(
     trap,
     flaky,
     spin,
+    burn,
     bomb,
     flood,
     chatty,
     snoop,
+    scribble,
     dial,
     environment
 );
