@@ -565,13 +565,6 @@ fn serve(
         .next()
         .with_context(|| format!("{addr} resolves to nothing"))?;
     let server = Server::open(config)?;
-    let failed = server.resume_jobs();
-    for (tenant, job, e) in &failed {
-        eprintln!(
-            "warning: job `{job}` of tenant `{tenant}` was not resumed: {}",
-            e.message
-        );
-    }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
@@ -589,6 +582,13 @@ fn serve(
             .await
             .with_context(|| format!("listening on {at}"))?;
         let local = listener.local_addr()?;
+        server.set_listen_addr(local);
+        for (tenant, job, e) in server.resume_jobs() {
+            eprintln!(
+                "warning: job `{job}` of tenant `{tenant}` was not resumed: {}",
+                e.message
+            );
+        }
         eprintln!(
             "sluice serve: http://{local}/ (data in {}; admin token in {})",
             data.display(),

@@ -124,6 +124,7 @@ pub struct Metrics {
 #[derive(Debug, Clone, Serialize)]
 struct FunctionRow {
     plugin: String,
+    version: String,
     function: String,
     kind: String,
     calls: u64,
@@ -198,19 +199,29 @@ impl Metrics {
             .clone()
     }
 
-    /// The counters of every function of the watched plugins.
+    /// The counters of every function of the watched plugins: per
+    /// version, once a version has been hot-swapped in.
     fn functions(&self) -> Vec<FunctionRow> {
         let mut out = Vec::new();
-        for p in self.watched() {
-            for (f, stats) in p.description().functions.iter().zip(&p.stats().functions) {
-                out.push(FunctionRow {
-                    plugin: p.name().to_string(),
-                    function: f.name.clone(),
-                    kind: f.kind.to_string(),
-                    calls: load(&stats.calls),
-                    seconds: load(&stats.nanos) as f64 / 1e9,
-                    traps: load(&stats.traps),
-                });
+        for root in self.watched() {
+            let live = root.live();
+            let versions = if Arc::ptr_eq(&live, &root) {
+                vec![root]
+            } else {
+                vec![root, live]
+            };
+            for p in versions {
+                for (f, stats) in p.description().functions.iter().zip(&p.stats().functions) {
+                    out.push(FunctionRow {
+                        plugin: p.name().to_string(),
+                        version: p.description().version.clone(),
+                        function: f.name.clone(),
+                        kind: f.kind.to_string(),
+                        calls: load(&stats.calls),
+                        seconds: load(&stats.nanos) as f64 / 1e9,
+                        traps: load(&stats.traps),
+                    });
+                }
             }
         }
         out
@@ -233,7 +244,14 @@ impl Metrics {
         let mut all: Vec<_> = self
             .watched()
             .iter()
-            .flat_map(|p| p.recent_logs())
+            .flat_map(|p| {
+                let live = p.live();
+                let mut logs = p.recent_logs();
+                if !Arc::ptr_eq(&live, p) {
+                    logs.extend(live.recent_logs());
+                }
+                logs
+            })
             .collect();
         all.sort_by_key(|l| l.batch);
         let skip = all.len().saturating_sub(n);
@@ -479,8 +497,9 @@ impl Metrics {
             for f in &functions {
                 let _ = writeln!(
                     out,
-                    "{name}{{{job},plugin=\"{}\",function=\"{}\"}} {}",
+                    "{name}{{{job},plugin=\"{}\",version=\"{}\",function=\"{}\"}} {}",
                     label(&f.plugin),
+                    label(&f.version),
                     label(&f.function),
                     value(f)
                 );

@@ -1,22 +1,27 @@
 //! CPU shares: how much processor time a group of jobs (a tenant's, on a
 //! server) may use, so that a tenant over its share falls behind alone.
 //!
-//! A [`CpuShare`] is a token bucket of CPU seconds filled at `cores`
-//! seconds per second (at most [`BURST`] seconds' worth banked). Every job
-//! in the group measures the CPU time its threads (its batch thread and its
-//! worker pool) really used during a batch — from the kernel's per-thread
-//! accounting, `/proc/self/task/<tid>/schedstat` — and charges it after the
-//! batch; before starting a batch a job waits while the bucket is in debt.
-//! A job that spends more than its share therefore starts its batches late:
-//! its scheduling delay grows, the other tenants' does not, and it is never
-//! interrupted in the middle of a batch (the per-call deadline does that).
+//! A [`CpuShare`] of `cores` limits its group two ways:
 //!
-//! Where per-thread accounting is unavailable (not Linux), nothing is
-//! charged and a warning says so once.
+//! - **rate**: a token bucket of CPU seconds filled at `cores` seconds per
+//!   second (at most [`BURST`] seconds' worth banked). Every job of the
+//!   group measures the CPU time its threads (its batch thread and its
+//!   worker pool) really used during a batch — the kernel's per-thread
+//!   accounting, `/proc/self/task/<tid>/schedstat` — and charges it when
+//!   the batch ends, failed or not; a job waits before a batch while the
+//!   bucket is in debt.
+//! - **parallelism**: at most ⌈`cores`⌉ of the group's batches run at once,
+//!   so a group cannot take every core in a burst either (a batch is never
+//!   interrupted halfway; the per-call deadline bounds one call).
+//!
+//! A job that spends more than its share therefore starts its batches
+//! late: its scheduling delay grows, the other groups' does not.
+//! Where per-thread accounting is unavailable (not Linux), only the
+//! parallelism holds and a warning says so once.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How many seconds of its share a group may bank while idle.
@@ -26,7 +31,9 @@ pub const BURST: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct CpuShare {
     cores: f64,
+    slots: usize,
     bucket: Mutex<Bucket>,
+    freed: Condvar,
 }
 
 #[derive(Debug)]
@@ -36,6 +43,7 @@ struct Bucket {
     at: Instant,
     charged: f64,
     waited: Duration,
+    running: usize,
 }
 
 impl CpuShare {
@@ -44,18 +52,25 @@ impl CpuShare {
         let cores = cores.max(0.01);
         CpuShare {
             cores,
+            slots: (cores.ceil() as usize).max(1),
             bucket: Mutex::new(Bucket {
                 balance: cores * BURST.as_secs_f64(),
                 at: Instant::now(),
                 charged: 0.0,
                 waited: Duration::ZERO,
+                running: 0,
             }),
+            freed: Condvar::new(),
         }
     }
 
     /// The share, in cores.
     pub fn cores(&self) -> f64 {
         self.cores
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn refill(&self, b: &mut Bucket) {
@@ -67,7 +82,7 @@ impl CpuShare {
 
     /// Charges CPU time used by one of the group's jobs.
     pub fn charge(&self, cpu: Duration) {
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.lock();
         self.refill(&mut b);
         b.balance -= cpu.as_secs_f64();
         b.charged += cpu.as_secs_f64();
@@ -75,7 +90,7 @@ impl CpuShare {
 
     /// How long the group must wait before it is out of debt (zero if it is).
     pub fn debt_wait(&self) -> Duration {
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.lock();
         self.refill(&mut b);
         if b.balance >= 0.0 {
             Duration::ZERO
@@ -84,27 +99,75 @@ impl CpuShare {
         }
     }
 
-    /// Waits while the group is in debt, or until `stop` is set. Returns
-    /// the time waited.
-    pub fn wait(&self, stop: &AtomicBool) -> Duration {
+    /// Waits for the group's turn to run a batch of a job whose threads are
+    /// `threads`: until it is out of debt and one of its slots is free (or
+    /// `stop` is set). The returned turn charges the CPU the threads use
+    /// and frees the slot when dropped.
+    pub(crate) fn turn<'a>(&'a self, stop: &AtomicBool, threads: &'a ThreadGroup) -> Turn<'a> {
         let started = Instant::now();
+        let mut b = self.lock();
         loop {
-            let wait = self.debt_wait();
-            if wait.is_zero() || stop.load(Ordering::Relaxed) {
+            self.refill(&mut b);
+            let stopping = stop.load(Ordering::Relaxed);
+            let debt = if b.balance >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-b.balance / self.cores)
+            };
+            if stopping || (debt.is_zero() && b.running < self.slots) {
                 break;
             }
-            std::thread::sleep(wait.min(Duration::from_millis(50)));
+            let nap = if debt.is_zero() {
+                Duration::from_millis(50)
+            } else {
+                debt.min(Duration::from_millis(50))
+            };
+            b = self
+                .freed
+                .wait_timeout(b, nap)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        b.running += 1;
         let waited = started.elapsed();
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         b.waited += waited;
-        waited
+        drop(b);
+        Turn {
+            share: self,
+            threads,
+            before: threads.cpu_time(),
+            waited,
+        }
     }
 
     /// CPU seconds charged so far and time spent waiting for the share.
     pub fn totals(&self) -> (Duration, Duration) {
-        let b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let b = self.lock();
         (Duration::from_secs_f64(b.charged.max(0.0)), b.waited)
+    }
+}
+
+/// One batch's turn in its group's share ([`CpuShare::turn`]).
+pub(crate) struct Turn<'a> {
+    share: &'a CpuShare,
+    threads: &'a ThreadGroup,
+    before: Duration,
+    waited: Duration,
+}
+
+impl Turn<'_> {
+    /// How long the batch waited for its turn.
+    pub(crate) fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let used = self.threads.cpu_time().saturating_sub(self.before);
+        self.share.charge(used);
+        self.share.lock().running -= 1;
+        self.share.freed.notify_all();
     }
 }
 
@@ -130,7 +193,7 @@ impl ThreadGroup {
             Err(e) => {
                 if !WARNED.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        "CPU shares are not enforced: no per-thread CPU accounting ({e})"
+                        "CPU shares limit parallelism only: no per-thread CPU accounting ({e})"
                     );
                 }
             }
@@ -173,7 +236,25 @@ mod tests {
         let share = CpuShare::new(0.1);
         share.charge(Duration::from_secs(10));
         let stop = AtomicBool::new(true);
-        assert!(share.wait(&stop) < Duration::from_millis(50));
+        let threads = ThreadGroup::default();
+        assert!(share.turn(&stop, &threads).waited() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_half_core_share_runs_one_batch_at_a_time() {
+        let share = std::sync::Arc::new(CpuShare::new(0.5));
+        let threads = std::sync::Arc::new(ThreadGroup::default());
+        let stop = AtomicBool::new(false);
+        let first = share.turn(&stop, &threads);
+        let (s, t) = (share.clone(), threads.clone());
+        let second = std::thread::spawn(move || {
+            let stop = AtomicBool::new(false);
+            s.turn(&stop, &t).waited()
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        drop(first);
+        let waited = second.join().expect("thread");
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
     }
 
     #[test]

@@ -413,12 +413,38 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
             "path = \"../../beta/jobs/wordcount/n.jsonl\"",
         );
     std::fs::write(&escape, text).expect("write");
-    let token_d = cli(&url, ADMIN, &["tenant", "create", "delta"])
-        .trim()
-        .to_string();
+    // Even granted by mistake, the server's own port is out of reach.
+    let own = url.trim_start_matches("http://").to_string();
+    let token_d = cli(
+        &url,
+        ADMIN,
+        &["tenant", "create", "delta", "--grant-socket", &own],
+    )
+    .trim()
+    .to_string();
     let refused = cli_fails(&url, &token_d, &["submit", escape.to_str().expect("utf-8")]);
     assert!(
         refused.contains("outputs[1].path") && refused.contains("`..`"),
+        "{refused}"
+    );
+    let port = own.rsplit(':').next().expect("port");
+    let text = std::fs::read_to_string(&spec_c)
+        .expect("spec")
+        .replace("name = \"big\"", "name = \"dialer\"")
+        .replace(
+            "type = \"generator\"\nrate = 500",
+            &format!("type = \"socket\"\nhost = \"127.0.0.1\"\nport = {port}"),
+        )
+        .replace("words_per_line = 4\n", "")
+        .replace(
+            "vocabulary = [\"apple\", \"pear\", \"plum\", \"fig\", \"kiwi\"]\n",
+            "",
+        );
+    let dialer = tmp.path().join("c").join("dialer.toml");
+    std::fs::write(&dialer, text).expect("write");
+    let refused = cli_fails(&url, &token_d, &["submit", dialer.to_str().expect("utf-8")]);
+    assert!(
+        refused.contains("sources.lines.port") && refused.contains("is not granted"),
         "{refused}"
     );
 

@@ -87,13 +87,13 @@ fn the_ui_and_metrics_show_live_batches() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("sluice_plugin_function_seconds_total{job=\"wordcount\",plugin=\"wordcount\",function=\"split\"}"),
+        metrics.contains("sluice_plugin_function_seconds_total{job=\"wordcount\",plugin=\"wordcount\",version=\"0.1.0\",function=\"split\"}"),
         "{metrics}"
     );
     assert!(
         metric(
             &metrics,
-            "sluice_plugin_function_calls_total{job=\"wordcount\",plugin=\"wordcount\",function=\"pair\"}"
+            "sluice_plugin_function_calls_total{job=\"wordcount\",plugin=\"wordcount\",version=\"0.1.0\",function=\"pair\"}"
         ) > 0.0
     );
     let status: serde_json::Value =

@@ -1199,13 +1199,15 @@ impl StreamingContext {
                     );
                     stopping = true;
                 }
-                if let Some(share) = &self.cpu_share {
-                    let waited = share.wait(&self.stop.0);
-                    if !waited.is_zero() {
-                        tracing::debug!(job = %self.name, batch = time.millis(), waited_ms = waited.as_millis() as u64, "waited for the CPU share");
+                // The group's turn: out of debt and a free slot; what the
+                // batch uses is charged when it ends, failed or not.
+                let _turn = self.cpu_share.as_ref().map(|share| {
+                    let turn = share.turn(&self.stop.0, &threads);
+                    if !turn.waited().is_zero() {
+                        tracing::debug!(job = %self.name, batch = time.millis(), waited_ms = turn.waited().as_millis() as u64, "waited for the CPU share");
                     }
-                }
-                let cpu_before = self.cpu_share.as_ref().map(|_| threads.cpu_time());
+                    turn
+                });
                 self.tell(|l| l.on_batch_submitted(time));
                 for (i, s) in g.sources.iter_mut().enumerate() {
                     for e in s.take_errors() {
@@ -1267,9 +1269,6 @@ impl StreamingContext {
                         };
                         self.retrying("batch log", time, || log.append(&r))?;
                     }
-                }
-                if let (Some(share), Some(before)) = (&self.cpu_share, cpu_before) {
-                    share.charge(threads.cpu_time().saturating_sub(before));
                 }
                 summary.batches += 1;
                 summary.input_records += input_records;

@@ -403,6 +403,8 @@ pub struct Server {
     shares: Mutex<HashMap<String, Arc<CpuShare>>>,
     /// One plugin compile at a time (they use every core).
     compiling: tokio::sync::Semaphore,
+    /// The API's address: never granted to a job.
+    own_addr: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -445,7 +447,30 @@ impl Server {
             running: Mutex::default(),
             shares: Mutex::default(),
             compiling: tokio::sync::Semaphore::new(1),
+            own_addr: Mutex::default(),
         }))
+    }
+
+    /// Tells the server the address its API listens on: no job's socket
+    /// source or plugin may connect to it, whatever its tenant's grants.
+    pub fn set_listen_addr(&self, addr: std::net::SocketAddr) {
+        *self.own_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    /// Whether `endpoint` (`host:port`) is the server's own API.
+    fn is_own(&self, endpoint: &str) -> bool {
+        let Some(own) = *self.own_addr.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return false;
+        };
+        use std::net::ToSocketAddrs;
+        endpoint.to_socket_addrs().is_ok_and(|mut addrs| {
+            addrs.any(|a| {
+                a.port() == own.port()
+                    && (a.ip() == own.ip()
+                        || own.ip().is_unspecified()
+                        || (a.ip().is_loopback() && own.ip().is_loopback()))
+            })
+        })
     }
 
     /// The server's settings.
@@ -865,7 +890,12 @@ impl Server {
         let overrides = Overrides {
             checkpoint: Some(dir.join("checkpoint")),
             confine: Some(Grants {
-                sockets: limits.sockets.clone(),
+                sockets: limits
+                    .sockets
+                    .iter()
+                    .filter(|e| !self.is_own(e))
+                    .cloned()
+                    .collect(),
                 uploaded_plugins_only: true,
             }),
             plugin_paths,
