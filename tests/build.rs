@@ -1,6 +1,8 @@
 //! Builds the example and hostile plugins for wasm32-wasip2, once, into
 //! `target/plugins` (a target dir of its own, so the nested cargo does not
-//! wait on the outer one's lock), and tells the tests where they are.
+//! wait on the outer one's lock), and tells the tests where they are. The
+//! Python plugins (`plugins/python/*`) are built beside them with
+//! componentize-py, as `<name>_py.wasm`, when their sources changed.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,6 +24,8 @@ fn main() {
         "guest-sdk/src",
         "guest-sdk/macros/src",
         "guest-sdk/Cargo.toml",
+        "guest-sdk/python",
+        "plugins/python",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
@@ -47,8 +51,67 @@ fn main() {
         status.success(),
         "building the plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
     );
-    println!(
-        "cargo:rustc-env=SLUICE_PLUGIN_DIR={}",
-        target_dir.join("wasm32-wasip2").join("release").display()
-    );
+    let out_dir = target_dir.join("wasm32-wasip2").join("release");
+    build_python_plugins(&root, &out_dir);
+    println!("cargo:rustc-env=SLUICE_PLUGIN_DIR={}", out_dir.display());
+}
+
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &std::path::Path) -> std::time::SystemTime {
+    let mut t = std::time::UNIX_EPOCH;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let path = e.path();
+            let m = if path.is_dir() {
+                newest(&path)
+            } else {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH)
+            };
+            t = t.max(m);
+        }
+    }
+    t
+}
+
+fn build_python_plugins(root: &std::path::Path, out_dir: &std::path::Path) {
+    let sdk = root.join("guest-sdk").join("python");
+    let wit = root.join("wit");
+    let Ok(entries) = std::fs::read_dir(root.join("plugins").join("python")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if !dir.join(format!("{name}.py")).is_file() {
+            continue;
+        }
+        let out = out_dir.join(format!("{name}_py.wasm"));
+        let built = std::fs::metadata(&out)
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if built > newest(&dir).max(newest(&sdk)).max(newest(&wit)) {
+            continue;
+        }
+        let status = Command::new("componentize-py")
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "plugin", "componentize", &name, "-p"])
+            .arg(&dir)
+            .arg("-p")
+            .arg(&sdk)
+            .arg("-o")
+            .arg(&out)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("componentize-py failed ({s}) building plugins/python/{name}"),
+            Err(e) => panic!(
+                "building plugins/python/{name} needs componentize-py ({e}): `pip install componentize-py==0.25.1` (scripts/test installs it)"
+            ),
+        }
+    }
 }

@@ -262,3 +262,37 @@ pub fn example_job(name: &str, dir: &Path) -> PathBuf {
     std::fs::write(&job, out).expect("write the example");
     job
 }
+
+/// Opens `url` in headless Chromium (Debian's `chromium`, which `.ci/run`
+/// installs) with `extra` flags (`--dump-dom`, `--screenshot=FILE`), after
+/// letting its scripts run for 3 s of virtual time.
+pub fn chromium(url: &str, extra: &[String]) -> std::process::Output {
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Chromium is needed for this test (apt-get install chromium; .ci/run installs it)");
+    let profile = tempfile::tempdir().expect("profile dir");
+    std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--window-size=1200,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("chromium")
+}

@@ -411,6 +411,54 @@ fn a_scaffolded_plugin_builds_tests_and_runs_in_a_job() {
     assert!(!e.status.success());
 }
 
+#[test]
+fn a_scaffolded_python_plugin_tests_builds_and_runs_in_a_job() {
+    let dir = tempfile::tempdir().expect("temp");
+    let made = run_ok(
+        sluice()
+            .current_dir(dir.path())
+            .args(["plugin", "new", "--lang", "python", "pyop"]),
+    );
+    assert!(made.contains("created pyop/"), "{made}");
+    let project = dir.path().join("pyop");
+    // Its own unit test passes with plain Python.
+    run_ok(
+        Command::new("python3")
+            .args(["-m", "unittest", "-q"])
+            .current_dir(&project),
+    );
+    let built = run_ok(
+        sluice()
+            .args(["plugin", "build"])
+            .arg(&project)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
+    );
+    let wasm = built
+        .lines()
+        .last()
+        .expect("the component's path")
+        .to_string();
+    assert!(wasm.ends_with("build/pyop.wasm"), "{built}");
+    assert!(
+        built.contains("sluice-sdk-python") && built.contains("3 functions"),
+        "{built}"
+    );
+    let words = run_ok(sluice().args(["plugin", "test", &wasm, "split", " a b"]));
+    assert_eq!(words, "\"a\"\n\"b\"\n");
+    std::fs::write(dir.path().join("in.json"), r#"[["a b a"], ["b"]]"#).expect("input");
+    std::fs::write(
+        dir.path().join("job.toml"),
+        format!(
+            "[job]\nbatch_interval = \"1s\"\n[plugins.pyop]\npath = {wasm:?}\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"pyop.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"pyop.pair\"\n[streams.counts]\nfrom = \"pairs\"\nop = \"reduce_by_key\"\nfunction = \"pyop.add\"\n[[outputs]]\nstream = \"counts\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n"
+        ),
+    )
+    .expect("job");
+    run_ok(sluice().arg("run").arg(dir.path().join("job.toml")));
+    let out = sluice_tests::read_jsonl(&dir.path().join("out.jsonl"));
+    assert_eq!(out[0]["records"], serde_json::json!([["a", 2], ["b", 1]]));
+    assert_eq!(out[1]["records"], serde_json::json!([["b", 1]]));
+}
+
 /// `--confine` treats a spec as untrusted (a tenant's): every path it names
 /// must stay in its directory — `..`, absolute paths and symlinks out are
 /// refused naming the line and field — and sockets need a grant.

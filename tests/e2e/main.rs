@@ -6,6 +6,7 @@ mod cli;
 mod golden;
 mod hostile;
 mod keyed;
+mod python;
 mod runtime;
 mod serve;
 mod sink;

@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 use sluice::server::{Server, ServerConfig, TenantLimits};
-use sluice_tests::{cache_dir, plugin, read_jsonl, sluice_bin};
+use sluice_tests::{cache_dir, chromium, plugin, read_jsonl, sluice_bin};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -365,13 +365,30 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
             .any(|e| e["event"] == "swapped"),
         "{logs}"
     );
-    let page = ureq::get(format!("{url}/jobs/wordcount/?token={token_a}"))
-        .call()
-        .expect("page")
-        .body_mut()
-        .read_to_string()
-        .expect("page body");
-    assert!(page.contains("Sluice streaming"));
+    // The job's web UI and the server's front page, in headless Chromium.
+    let dom = chromium(
+        &format!("{url}/jobs/wordcount/?token={token_a}"),
+        &["--dump-dom".to_string()],
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("class=\"batch\"") && dom.contains(">live<"),
+        "the job page shows no batches:\n{dom}"
+    );
+    assert!(
+        dom.contains("wordcount 0.2.0"),
+        "the swapped version:\n{dom}"
+    );
+    let dom = chromium(
+        &format!("{url}/?token={token_b}"),
+        &["--dump-dom".to_string()],
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("jobs/wordcount/?token=") && dom.contains("running"),
+        "the front page lists the tenant's jobs:\n{dom}"
+    );
+    assert!(!dom.contains("private"), "only the tenant's own jobs");
     let metrics = ureq::get(format!("{url}/jobs/wordcount/metrics"))
         .header("Authorization", format!("Bearer {token_b}"))
         .call()
@@ -705,5 +722,95 @@ fn a_tenant_over_its_cpu_share_falls_behind_alone() {
                 .join(format!("tenants/{tenant}/jobs/work/out.jsonl")),
         );
         assert_eq!(out.len(), 25, "{tenant}");
+    }
+}
+
+#[test]
+fn a_broken_version_is_rolled_back_and_the_job_goes_on() {
+    let tmp = tempfile::tempdir().expect("temp");
+    let server = in_process_server(tmp.path());
+    server
+        .create_tenant("carol", limits(serde_json::json!({"max_workers": 1})))
+        .expect("tenant");
+    let v1 = upload(&server, "carol", "wordcount");
+    // v2, uploaded as a new version of the same plugin: it traps on
+    // `crash-v2`, which every batch holds.
+    let bytes = std::fs::read(plugin("wordcount_v2")).expect("v2");
+    server
+        .add_plugin("carol", "wordcount", &bytes)
+        .expect("upload v2");
+    let batches: Vec<Value> = (0..40)
+        .map(|i| serde_json::json!([format!("crash-v2 a b{}", i % 3)]))
+        .collect();
+    let spec = r#"[job]
+name = "counting"
+batch_interval = "100ms"
+clock = "system"
+[plugins.wordcount]
+path = "wordcount.wasm"
+[sources.lines]
+type = "queue"
+path = "in.json"
+[streams.words]
+from = "lines"
+op = "flat_map"
+function = "wordcount.split"
+[streams.counts]
+from = "words"
+op = "map"
+function = "wordcount.pair"
+[[outputs]]
+stream = "counts"
+type = "jsonl"
+path = "out.jsonl"
+"#;
+    let plugins = [("wordcount".to_string(), v1.clone())].into();
+    let files = [("in.json".to_string(), Value::Array(batches).to_string())].into();
+    server
+        .submit("carol", spec, &plugins, &files)
+        .expect("submit");
+    while server.job("carol", "counting").expect("job")["batches"]
+        .as_i64()
+        .unwrap_or(0)
+        < 3
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let outcome = server
+        .swap(
+            "carol",
+            "counting",
+            "wordcount",
+            "wordcount@0.2.0",
+            Duration::from_secs(30),
+        )
+        .expect("swap accepted");
+    match outcome {
+        Some(Err(why)) => assert!(why.contains("split") || why.contains("pair"), "{why}"),
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    let job = server.job("carol", "counting").expect("job");
+    assert_eq!(job["versions"]["wordcount"]["version"], "0.1.0", "{job}");
+    assert_eq!(job["plugins"]["wordcount"], v1.as_str(), "{job}");
+    let logs = server.logs("carol", "counting").expect("logs");
+    assert!(
+        logs["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["event"] == "swap rolled back"),
+        "{logs}"
+    );
+    // The job finishes every batch on v1: each pair counts 1.
+    while server.job("carol", "counting").expect("job")["status"]["state"] == "running" {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state(&server, "carol", "counting")["state"], "finished");
+    let out = read_jsonl(&tmp.path().join("tenants/carol/jobs/counting/out.jsonl"));
+    assert_eq!(out.len(), 40);
+    for b in &out {
+        let records = b["records"].as_array().expect("records");
+        assert_eq!(records.len(), 3, "{b}");
+        assert!(records.iter().all(|r| r[1] == 1), "{b}");
     }
 }

@@ -3,7 +3,7 @@
 //! rendered in headless Chromium (its DOM shows batches; a screenshot is
 //! taken).
 
-use sluice_tests::{root, sluice_bin};
+use sluice_tests::{chromium, root, sluice_bin};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -129,38 +129,10 @@ fn the_ui_and_metrics_show_live_batches() {
 
     // The page in headless Chromium: the script fetched the status and drew
     // the batches; a screenshot for people.
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| {
-            std::process::Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("Chromium is needed for this test (apt-get install chromium; .ci/run installs it)");
-    let profile = tempfile::tempdir().expect("profile dir");
     let shot = root().join("target").join("ui-screenshot.png");
     let _ = std::fs::remove_file(&shot);
-    let flags = |extra: &[String]| {
-        let mut c = std::process::Command::new(chromium);
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=3000",
-            "--window-size=1200,1400",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(format!("http://{addr}/"));
-        c.output().expect("chromium")
-    };
-    let dom = flags(&["--dump-dom".to_string()]);
+    let url = format!("http://{addr}/");
+    let dom = chromium(&url, &["--dump-dom".to_string()]);
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(
         dom.contains("class=\"batch\""),
@@ -172,7 +144,7 @@ fn the_ui_and_metrics_show_live_batches() {
     );
     assert!(dom.contains("<polyline"), "no timeline drawn:\n{dom}");
     assert!(dom.contains("`counts` from [2]"), "no job graph:\n{dom}");
-    let out = flags(&[format!("--screenshot={}", shot.display())]);
+    let out = chromium(&url, &[format!("--screenshot={}", shot.display())]);
     assert!(
         shot.metadata().is_ok_and(|m| m.len() > 1000),
         "no screenshot: {}",

@@ -1,0 +1,140 @@
+//! Plugins written in Python (`guest-sdk/python`, built with
+//! componentize-py by the tests' build script): the Python word count runs
+//! Spark's golden cases to the same outputs as the Rust one, and one job
+//! mixes a Rust and a Python plugin.
+
+use sluice_tests::{assert_matches_golden, plugin, read_jsonl, reference};
+use std::path::Path;
+
+/// The golden output of a case (the Scala API's where it differs).
+fn golden(case: &str) -> Vec<serde_json::Value> {
+    let scala = reference()
+        .join("golden-scala")
+        .join(format!("{case}.jsonl"));
+    if scala.exists() {
+        read_jsonl(&scala)
+    } else {
+        read_jsonl(&reference().join("golden").join(format!("{case}.jsonl")))
+    }
+}
+
+/// Runs a case's job after `edit`ing its spec; returns its output.
+fn run_edited(case: &str, dir: &Path, edit: impl Fn(String) -> String) -> Vec<serde_json::Value> {
+    let job = sluice_tests::case_job(case, dir);
+    let text = std::fs::read_to_string(&job).expect("job");
+    std::fs::write(&job, edit(text)).expect("write job");
+    sluice_tests::run_job(&job);
+    read_jsonl(&dir.join("out.jsonl"))
+}
+
+#[test]
+fn the_python_word_count_matches_spark() {
+    let py = plugin("wordcount_py").display().to_string();
+    let rust = plugin("wordcount").display().to_string();
+    for case in [
+        "flatMap",
+        "reduceByKey",
+        "count",
+        "countByValue",
+        "union",
+        "window_3_1",
+        "countByWindow_5_1",
+        "reduceByKeyAndWindow_inv_3_1",
+        "reduceByKeyAndWindow_inv_5_1",
+        "updateStateByKey",
+    ] {
+        let dir = tempfile::tempdir().expect("temp");
+        let got = run_edited(case, dir.path(), |t| t.replace(&rust, &py));
+        assert_matches_golden(&got, &golden(case), &format!("{case} (Python plugin)"));
+    }
+}
+
+#[test]
+fn one_job_mixes_rust_and_python_functions() {
+    // split and add from the Rust plugin, pair from the Python one.
+    let py = plugin("wordcount_py").display().to_string();
+    let dir = tempfile::tempdir().expect("temp");
+    let got = run_edited("reduceByKey", dir.path(), |t| {
+        t.replace(
+            "[sources.lines]",
+            &format!("[plugins.py]\npath = {py:?}\n\n[sources.lines]"),
+        )
+        .replace("\"wordcount.pair\"", "\"py.pair\"")
+    });
+    assert_matches_golden(
+        &got,
+        &golden("reduceByKey"),
+        "Rust split, Python pair, Rust add",
+    );
+}
+
+#[test]
+fn python_refusals_and_bugs_are_reported_by_element_and_function() {
+    let dir = tempfile::tempdir().expect("temp");
+    // `positive` indexes its input: a plain word (not a pair) makes it
+    // raise, a bug: the host names plugin, function and the Python error.
+    let job = sluice_tests::case_job("flatMap", dir.path());
+    let text = std::fs::read_to_string(&job)
+        .expect("job")
+        .replace(
+            &plugin("wordcount").display().to_string(),
+            &plugin("wordcount_py").display().to_string(),
+        )
+        .replace(
+            "[[outputs]]",
+            "[streams.kept]\nfrom = \"words\"\nop = \"filter\"\nfunction = \"wordcount.positive\"\n\n[[outputs]]",
+        )
+        .replace("stream = \"words\"", "stream = \"kept\"");
+    std::fs::write(&job, text).expect("write");
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("positive")
+            && stderr.contains("wordcount")
+            && (stderr.contains("TypeError") || stderr.contains("IndexError")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_python_iot_plugin_counts_devices_and_logs_malformed_lines() {
+    let py = plugin("iot_py").display().to_string();
+    let rust = plugin("iot").display().to_string();
+    for case in ["iot", "iot_window"] {
+        let dir = tempfile::tempdir().expect("temp");
+        let job = sluice_tests::case_job(case, dir.path());
+        let text = std::fs::read_to_string(&job)
+            .expect("job")
+            .replace(&rust, &py);
+        std::fs::write(&job, text).expect("write");
+        let out = std::process::Command::new(sluice_tests::sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let logged = stderr
+            .lines()
+            .find(|l| l.contains("not a device action") && l.contains("fan-2 power dim"))
+            .unwrap_or_else(|| panic!("malformed lines are logged:\n{stderr}"));
+        assert!(
+            logged.contains("plugin=\"iot\"") && logged.contains("batch="),
+            "{logged}"
+        );
+        let expected = read_jsonl(
+            &sluice_tests::root()
+                .join("tests/cases")
+                .join(case)
+                .join("expected.jsonl"),
+        );
+        assert_matches_golden(&read_jsonl(&dir.path().join("out.jsonl")), &expected, case);
+    }
+}
