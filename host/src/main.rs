@@ -255,7 +255,7 @@ enum PluginCommand {
     New {
         /// The project's (and plugin's) name; a directory of that name is created.
         name: String,
-        /// The guest language: rust or python (js and c are coming).
+        /// The guest language: rust, python or js (c is still to come).
         #[arg(long, default_value = "rust")]
         lang: String,
         /// Where the guest SDK is (default: the one this sluice was built from,
@@ -265,7 +265,8 @@ enum PluginCommand {
     },
     /// Builds a plugin project into a component (Rust: `cargo build
     /// --release --target wasm32-wasip2`; Python: componentize-py into
-    /// `build/`), checks it, and prints its path.
+    /// `build/`; JavaScript: rolldown and ComponentizeJS into `build/`),
+    /// checks it, and prints its path.
     Build {
         /// The project directory (default: the current one).
         #[arg(default_value = ".")]
@@ -898,6 +899,7 @@ const PYTHON_SDK: [(&str, &str); 3] = [
         include_str!("../../guest-sdk/python/sluice/_msgpack.py"),
     ),
 ];
+const JS_SDK: [(&str, &str); 1] = [("sluice.js", include_str!("../../guest-sdk/js/sluice.js"))];
 const WIT: [(&str, &str); 2] = [
     ("plugin.wit", include_str!("../../wit/plugin.wit")),
     ("types.wit", include_str!("../../wit/types.wit")),
@@ -1025,11 +1027,170 @@ fn build_python_plugin(dir: &std::path::Path) -> Result<PathBuf> {
     Ok(wasm)
 }
 
+/// `sluice plugin new --lang js NAME`: a module, its `node --test` test,
+/// and a copy of the SDK.
+fn new_js_plugin(name: &str) -> Result<()> {
+    let module = name.replace('-', "_");
+    let dir = PathBuf::from(name);
+    write_files(&dir, &JS_SDK)?;
+    let code = r#"// A Sluice plugin in JavaScript. Build it with `sluice plugin build`, try a
+// function with `sluice plugin test build/MODULE.wasm split "a b"`, and use
+// it in a job spec as `NAME.split`.
+import * as sluice from "./sluice.js";
+
+export const split = sluice.flatMap((line) => line.split(/\s+/).filter((w) => w !== ""), "Splits a line into words.");
+export const pair = sluice.map((word) => [word, 1], "Pairs a word with the count 1.");
+export const add = sluice.reduce((a, b) => a + b, "Adds two counts.");
+
+export default sluice.plugin({ name: "NAME", version: "0.1.0", functions: { split, pair, add } });
+"#
+    .replace("MODULE", &module)
+    .replace("NAME", name);
+    let test = r#"import { test } from "node:test";
+import assert from "node:assert/strict";
+import { split, pair, add } from "./MODULE.js";
+
+test("splits, pairs and adds", () => {
+  assert.deepEqual(split(" a b  c"), ["a", "b", "c"]);
+  assert.deepEqual(pair("a"), ["a", 1]);
+  assert.equal(add(2, 3), 5);
+});
+"#
+    .replace("MODULE", &module);
+    std::fs::write(dir.join(format!("{module}.js")), code).context("writing the module")?;
+    std::fs::write(dir.join(format!("{module}.test.mjs")), test).context("writing the test")?;
+    std::fs::write(
+        dir.join("package.json"),
+        format!(
+            "{{\n  \"name\": \"{name}\",\n  \"private\": true,\n  \"type\": \"module\",\n  \"scripts\": {{ \"test\": \"node --test\" }}\n}}\n"
+        ),
+    )
+    .context("writing package.json")?;
+    std::fs::write(dir.join(".gitignore"), "/build\n/node_modules\n")
+        .context("writing .gitignore")?;
+    println!(
+        "created {name}/ (js): `cd {name} && node --test`, then `sluice plugin build` (needs `npm install -g @bytecodealliance/componentize-js@0.23.0 rolldown@1.3.2`, or $SLUICE_JS_TOOLS)"
+    );
+    Ok(())
+}
+
+/// A JavaScript build tool: in `$SLUICE_JS_TOOLS/node_modules/.bin`, else
+/// on the PATH.
+fn js_tool(name: &str) -> PathBuf {
+    std::env::var_os("SLUICE_JS_TOOLS")
+        .map(|d| {
+            PathBuf::from(d)
+                .join("node_modules")
+                .join(".bin")
+                .join(name)
+        })
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// `sluice plugin build` of a JavaScript project: the module whose default
+/// export is `sluice.plugin(...)`, bundled with the SDK built into sluice
+/// (rolldown) and componentized (ComponentizeJS).
+fn build_js_plugin(dir: &std::path::Path) -> Result<PathBuf> {
+    let mut modules = Vec::new();
+    let mut sources = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = e?.path();
+        let file = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !file.ends_with(".js") || file.contains(".test.") || file == "sluice.js" {
+            continue;
+        }
+        if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("export default sluice.plugin("))
+        {
+            modules.push(file.trim_end_matches(".js").to_string());
+        }
+        sources.push(path);
+    }
+    let module = match modules.as_slice() {
+        [m] => m.clone(),
+        [] => bail!(
+            "{} is not a plugin project: no Cargo.toml, no Python module calling `sluice.export(...)`, no JavaScript module with `export default sluice.plugin(...)`",
+            dir.display()
+        ),
+        many => bail!(
+            "{}: several modules export a plugin ({}); keep one per plugin",
+            dir.display(),
+            many.join(", ")
+        ),
+    };
+    let build = dir.join("build");
+    let src = build.join("src");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
+    for s in &sources {
+        std::fs::copy(s, src.join(s.file_name().unwrap_or_default()))
+            .with_context(|| format!("copying {}", s.display()))?;
+    }
+    write_files(&src, &JS_SDK)?;
+    write_files(&build.join("wit"), &WIT)?;
+    std::fs::write(
+        src.join("__entry.js"),
+        format!(
+            "import {{ log }} from \"sluice:plugin/host@0.1.0\";\nimport {{ setLog }} from \"./sluice.js\";\nimport plugin from \"./{module}.js\";\nsetLog(log);\nexport const operator = plugin;\n"
+        ),
+    )
+    .context("writing the entry module")?;
+    let wasm = build.join(format!("{module}.wasm"));
+    let run = |tool: &str, args: &[&str]| -> Result<()> {
+        let status = std::process::Command::new(js_tool(tool))
+            .args(args)
+            .current_dir(&build)
+            .status()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "running {tool} ({e}): install it with `npm install -g @bytecodealliance/componentize-js@0.23.0 rolldown@1.3.2` (or set $SLUICE_JS_TOOLS to where they are installed)"
+                )
+            })?;
+        if !status.success() {
+            bail!(
+                "{tool} failed building {}",
+                dir.join(format!("{module}.js")).display()
+            );
+        }
+        Ok(())
+    };
+    run(
+        "rolldown",
+        &[
+            "src/__entry.js",
+            "-o",
+            "bundle.js",
+            "-f",
+            "esm",
+            "-e",
+            "sluice:plugin/host@0.1.0",
+        ],
+    )?;
+    let out = format!("{module}.wasm");
+    run(
+        "componentize-js",
+        &[
+            "bundle.js",
+            "--wit",
+            "wit",
+            "-n",
+            "plugin",
+            "-d",
+            "http",
+            "fetch-event",
+            "-o",
+            &out,
+        ],
+    )?;
+    Ok(wasm)
+}
+
 fn new_plugin(name: &str, lang: &str, sdk: Option<PathBuf>) -> Result<()> {
-    if !matches!(lang, "rust" | "python") {
-        bail!(
-            "--lang {lang}: rust and python plugins can be scaffolded so far (js and c are coming)"
-        );
+    if !matches!(lang, "rust" | "python" | "js") {
+        bail!("--lang {lang}: rust, python and js plugins can be scaffolded (c is still to come)");
     }
     let valid = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -1045,6 +1206,9 @@ fn new_plugin(name: &str, lang: &str, sdk: Option<PathBuf>) -> Result<()> {
     }
     if lang == "python" {
         return new_python_plugin(name);
+    }
+    if lang == "js" {
+        return new_js_plugin(name);
     }
     let sdk = sdk_path(sdk)?;
     std::fs::create_dir_all(dir.join("src"))
@@ -1131,7 +1295,18 @@ mod tests {
 fn build_plugin(dir: &std::path::Path) -> Result<()> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.exists() {
-        let wasm = build_python_plugin(dir)?;
+        let is_js = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.path().extension().is_some_and(|x| x == "js")
+                    && std::fs::read_to_string(e.path())
+                        .is_ok_and(|t| t.contains("export default sluice.plugin("))
+            })
+        });
+        let wasm = if is_js {
+            build_js_plugin(dir)?
+        } else {
+            build_python_plugin(dir)?
+        };
         check_plugin(&wasm)?;
         println!("{}", wasm.display());
         return Ok(());

@@ -1,5 +1,5 @@
-//! Guest languages side by side: for the word count written in Rust and in
-//! Python, the first start (Cranelift compiles the component), a cached
+//! Guest languages side by side: for the word count written in Rust, in
+//! Python and in JavaScript, the first start (Cranelift compiles the component), a cached
 //! start (a new engine loads the artifact the first one stored), one more
 //! instance, and the word count's throughput per batch, in one run.
 //!
@@ -83,7 +83,11 @@ fn main() {
         "| language | component | first start (compile) | cached start | new instance | words/s | ms/batch |"
     );
     println!("|---|--:|--:|--:|--:|--:|--:|");
-    for (language, name) in [("Rust", "wordcount"), ("Python", "wordcount_py")] {
+    for (language, name) in [
+        ("Rust", "wordcount"),
+        ("Python", "wordcount_py"),
+        ("JavaScript", "wordcount_js"),
+    ] {
         let wasm = plugin(name);
         let size = std::fs::metadata(&wasm).map_or(0, |m| m.len());
         let cache = tempfile::tempdir().expect("cache");

@@ -459,6 +459,38 @@ fn a_scaffolded_python_plugin_tests_builds_and_runs_in_a_job() {
     assert_eq!(out[1]["records"], serde_json::json!([["b", 1]]));
 }
 
+#[test]
+fn a_scaffolded_javascript_plugin_tests_builds_and_runs() {
+    let dir = tempfile::tempdir().expect("temp");
+    let made = run_ok(
+        sluice()
+            .current_dir(dir.path())
+            .args(["plugin", "new", "--lang", "js", "jsop"]),
+    );
+    assert!(made.contains("created jsop/"), "{made}");
+    let project = dir.path().join("jsop");
+    // Its own unit test passes with plain Node.
+    run_ok(Command::new("node").arg("--test").current_dir(&project));
+    let built = run_ok(sluice().args(["plugin", "build"]).arg(&project).env(
+        "SLUICE_JS_TOOLS",
+        sluice_tests::root().join("target/js-tools"),
+    ));
+    let wasm = built
+        .lines()
+        .last()
+        .expect("the component's path")
+        .to_string();
+    assert!(wasm.ends_with("build/jsop.wasm"), "{built}");
+    assert!(
+        built.contains("sluice-sdk-js") && built.contains("3 functions"),
+        "{built}"
+    );
+    let words = run_ok(sluice().args(["plugin", "test", &wasm, "split", " a b"]));
+    assert_eq!(words, "\"a\"\n\"b\"\n");
+    let sum = run_ok(sluice().args(["plugin", "test", "--json", &wasm, "add", "2", "3", "4"]));
+    assert_eq!(sum.trim(), "9");
+}
+
 /// `--confine` treats a spec as untrusted (a tenant's): every path it names
 /// must stay in its directory — `..`, absolute paths and symlinks out are
 /// refused naming the line and field — and sockets need a grant.

@@ -4,9 +4,9 @@
 mod checkpoint;
 mod cli;
 mod golden;
+mod guests;
 mod hostile;
 mod keyed;
-mod python;
 mod runtime;
 mod serve;
 mod sink;

@@ -1,7 +1,9 @@
 //! Plugins written in Python (`guest-sdk/python`, built with
-//! componentize-py by the tests' build script): the Python word count runs
-//! Spark's golden cases to the same outputs as the Rust one, and one job
-//! mixes a Rust and a Python plugin.
+//! componentize-py) and JavaScript (`guest-sdk/js`, built with rolldown and
+//! ComponentizeJS) by the tests' build script: their word counts run
+//! Spark's golden cases to the same outputs as the Rust one, their IoT
+//! parsers the IoT cases, and one job takes its split from Rust, its pair
+//! from Python and its add from JavaScript.
 
 use sluice_tests::{assert_matches_golden, plugin, read_jsonl, reference};
 use std::path::Path;
@@ -27,44 +29,62 @@ fn run_edited(case: &str, dir: &Path, edit: impl Fn(String) -> String) -> Vec<se
     read_jsonl(&dir.join("out.jsonl"))
 }
 
-#[test]
-fn the_python_word_count_matches_spark() {
-    let py = plugin("wordcount_py").display().to_string();
+const WORD_COUNT_CASES: [&str; 10] = [
+    "flatMap",
+    "reduceByKey",
+    "count",
+    "countByValue",
+    "union",
+    "window_3_1",
+    "countByWindow_5_1",
+    "reduceByKeyAndWindow_inv_3_1",
+    "reduceByKeyAndWindow_inv_5_1",
+    "updateStateByKey",
+];
+
+/// The golden cases of the word count with the `wordcount` plugin of
+/// another language (`suffix`: `py`, `js`).
+fn word_count_matches_spark(suffix: &str) {
+    let other = plugin(&format!("wordcount_{suffix}")).display().to_string();
     let rust = plugin("wordcount").display().to_string();
-    for case in [
-        "flatMap",
-        "reduceByKey",
-        "count",
-        "countByValue",
-        "union",
-        "window_3_1",
-        "countByWindow_5_1",
-        "reduceByKeyAndWindow_inv_3_1",
-        "reduceByKeyAndWindow_inv_5_1",
-        "updateStateByKey",
-    ] {
+    for case in WORD_COUNT_CASES {
         let dir = tempfile::tempdir().expect("temp");
-        let got = run_edited(case, dir.path(), |t| t.replace(&rust, &py));
-        assert_matches_golden(&got, &golden(case), &format!("{case} (Python plugin)"));
+        let got = run_edited(case, dir.path(), |t| t.replace(&rust, &other));
+        assert_matches_golden(&got, &golden(case), &format!("{case} (wordcount_{suffix})"));
     }
 }
 
 #[test]
-fn one_job_mixes_rust_and_python_functions() {
-    // split and add from the Rust plugin, pair from the Python one.
+fn the_python_word_count_matches_spark() {
+    word_count_matches_spark("py");
+}
+
+#[test]
+fn the_javascript_word_count_matches_spark() {
+    word_count_matches_spark("js");
+}
+
+#[test]
+fn one_job_mixes_rust_python_and_javascript_functions() {
+    // split from the Rust plugin, pair from the Python one, add from the
+    // JavaScript one.
     let py = plugin("wordcount_py").display().to_string();
+    let js = plugin("wordcount_js").display().to_string();
     let dir = tempfile::tempdir().expect("temp");
     let got = run_edited("reduceByKey", dir.path(), |t| {
         t.replace(
             "[sources.lines]",
-            &format!("[plugins.py]\npath = {py:?}\n\n[sources.lines]"),
+            &format!(
+                "[plugins.py]\npath = {py:?}\n\n[plugins.js]\npath = {js:?}\n\n[sources.lines]"
+            ),
         )
         .replace("\"wordcount.pair\"", "\"py.pair\"")
+        .replace("\"wordcount.add\"", "\"js.add\"")
     });
     assert_matches_golden(
         &got,
         &golden("reduceByKey"),
-        "Rust split, Python pair, Rust add",
+        "Rust split, Python pair, JavaScript add",
     );
 }
 
@@ -103,10 +123,15 @@ fn python_refusals_and_bugs_are_reported_by_element_and_function() {
 }
 
 #[test]
-fn the_python_iot_plugin_counts_devices_and_logs_malformed_lines() {
-    let py = plugin("iot_py").display().to_string();
+fn the_python_and_javascript_iot_plugins_count_devices_and_log_malformed_lines() {
     let rust = plugin("iot").display().to_string();
-    for case in ["iot", "iot_window"] {
+    for (case, suffix) in [
+        ("iot", "py"),
+        ("iot_window", "py"),
+        ("iot", "js"),
+        ("iot_window", "js"),
+    ] {
+        let py = plugin(&format!("iot_{suffix}")).display().to_string();
         let dir = tempfile::tempdir().expect("temp");
         let job = sluice_tests::case_job(case, dir.path());
         let text = std::fs::read_to_string(&job)
@@ -137,4 +162,46 @@ fn the_python_iot_plugin_counts_devices_and_logs_malformed_lines() {
         );
         assert_matches_golden(&read_jsonl(&dir.path().join("out.jsonl")), &expected, case);
     }
+}
+
+#[test]
+fn a_bug_in_a_javascript_or_python_function_names_it_and_its_error() {
+    for (suffix, want) in [
+        ("js", "TypeError: line.split is not a function"),
+        (
+            "py",
+            "AttributeError: 'int' object has no attribute 'split' (wordcount.py:",
+        ),
+    ] {
+        let wasm = plugin(&format!("wordcount_{suffix}"));
+        let out = std::process::Command::new(sluice_tests::sluice_bin())
+            .args(["plugin", "test", "--json"])
+            .arg(&wasm)
+            .args(["split", "5"])
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("function `split`") && last.contains(want),
+            "{suffix}: {last}"
+        );
+    }
+}
+
+#[test]
+fn the_guest_sdks_own_unit_tests_pass() {
+    let root = sluice_tests::root();
+    sluice_tests::run_ok(
+        std::process::Command::new("node")
+            .arg("--test")
+            .arg(root.join("guest-sdk/js")),
+    );
+    sluice_tests::run_ok(
+        std::process::Command::new("python3")
+            .args(["-B", "-m", "unittest", "-q", "test_sluice"])
+            .current_dir(root.join("guest-sdk/python")),
+    );
 }
