@@ -296,3 +296,76 @@ pub fn chromium(url: &str, extra: &[String]) -> std::process::Output {
         .output()
         .expect("chromium")
 }
+
+/// A `sluice serve` server in this process (no HTTP), its data in `dir`
+/// and its compile cache seeded with the tests' compiled plugins.
+pub fn in_process_server(dir: &Path, max_instances: u32) -> Arc<sluice::server::Server> {
+    seed_cache(&dir.join("cache"));
+    let mut config =
+        sluice::server::ServerConfig::new(dir.to_path_buf(), "in-process-admin-token".to_string());
+    config.max_instances = max_instances;
+    sluice::server::Server::open(config).expect("open the server")
+}
+
+/// Uploads the built plugin `name` for `tenant`; returns `name@sha256`.
+pub fn upload_plugin(server: &sluice::server::Server, tenant: &str, name: &str) -> String {
+    let bytes = std::fs::read(plugin(name)).expect("plugin");
+    let r = server.add_plugin(tenant, name, &bytes).expect("upload");
+    format!("{name}@{}", r.digest)
+}
+
+/// Tenant limits from JSON (missing fields: the defaults).
+pub fn tenant_limits(json: Value) -> Option<sluice::server::TenantLimits> {
+    Some(serde_json::from_value(json).expect("limits"))
+}
+
+/// A job spec over a queue of `batches` on the system clock (100 ms
+/// batches), mapping each line with `hostile.FUNCTION` (flat-mapping, for
+/// `flood`) into `out.jsonl`; returns the spec and its files.
+pub fn hostile_queue_job(
+    name: &str,
+    function: &str,
+    batches: &Value,
+) -> (String, std::collections::BTreeMap<String, String>) {
+    let spec = format!(
+        r#"[job]
+name = "{name}"
+batch_interval = "100ms"
+clock = "system"
+
+[plugins.hostile]
+path = "hostile.wasm"
+
+[sources.lines]
+type = "queue"
+path = "in.json"
+
+[streams.out]
+from = "lines"
+op = "{op}"
+function = "hostile.{function}"
+
+[[outputs]]
+stream = "out"
+type = "jsonl"
+path = "out.jsonl"
+"#,
+        op = if function == "flood" {
+            "flat_map"
+        } else {
+            "map"
+        }
+    );
+    (spec, [("in.json".to_string(), batches.to_string())].into())
+}
+
+/// Copies the tests' compiled plugins into the compile cache `cache` (of a
+/// server under test), so it does not wait for Cranelift.
+pub fn seed_cache(cache: &Path) {
+    std::fs::create_dir_all(cache).expect("cache dir");
+    if let Ok(entries) = std::fs::read_dir(cache_dir()) {
+        for e in entries.flatten() {
+            let _ = std::fs::copy(e.path(), cache.join(e.file_name()));
+        }
+    }
+}

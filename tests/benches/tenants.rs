@@ -2,44 +2,38 @@
 //! `Server`, no HTTP):
 //!
 //! 1. Tenant B's word count (generator source, 100 ms batches, one worker):
-//!    its batch processing time p50/p99 alone, then while tenant A
-//!    misbehaves — a job burning CPU far over A's share (0.5 core), and
-//!    jobs with an infinite loop, a memory bomb and an output bomb,
-//!    resubmitted as soon as each fails.
+//!    its batch processing time p50/p99 alone, and while tenant A
+//!    misbehaves — a job burning CPU far over A's share (0.5 core), jobs
+//!    with an infinite loop, a memory bomb and an output bomb resubmitted
+//!    as soon as each fails, and both — in interleaved phases.
 //! 2. 100 small jobs of one tenant in the process: time to submit them
 //!    all, memory and threads, and their batches' processing time and
 //!    scheduling delay.
 //!
 //! `cargo bench -p sluice-tests --bench tenants` (env: `BENCH_BATCHES` per
-//! phase, default 100; `BENCH_JOBS`, default 100).
+//! phase, default 150; `BENCH_JOBS`, default 100).
 
 use serde_json::Value;
-use sluice::server::{Server, ServerConfig, TenantLimits};
-use sluice_tests::{cache_dir, env_or, plugin};
+use sluice::server::{Server, TenantLimits};
+use sluice_tests::env_or;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn server(dir: &std::path::Path) -> Arc<Server> {
-    std::fs::create_dir_all(dir.join("cache")).expect("cache");
-    if let Ok(entries) = std::fs::read_dir(cache_dir()) {
-        for e in entries.flatten() {
-            let _ = std::fs::copy(e.path(), dir.join("cache").join(e.file_name()));
-        }
-    }
-    let mut config = ServerConfig::new(dir.to_path_buf(), "bench-admin-token-0000".to_string());
-    config.max_instances = 400;
-    Server::open(config).expect("server")
+    sluice_tests::in_process_server(dir, 400)
 }
 
 fn limits(v: Value) -> Option<TenantLimits> {
-    Some(serde_json::from_value(v).expect("limits"))
+    sluice_tests::tenant_limits(v)
 }
 
 fn upload(s: &Server, tenant: &str, name: &str) -> BTreeMap<String, String> {
-    let bytes = std::fs::read(plugin(name)).expect("plugin");
-    let r = s.add_plugin(tenant, name, &bytes).expect("upload");
-    [(name.to_string(), format!("{name}@{}", r.digest))].into()
+    [(
+        name.to_string(),
+        sluice_tests::upload_plugin(s, tenant, name),
+    )]
+    .into()
 }
 
 fn wordcount(name: &str, interval: &str, rate: u64) -> String {
@@ -76,32 +70,7 @@ path = "out.jsonl"
 }
 
 fn hostile(name: &str, function: &str, batches: &Value) -> (String, BTreeMap<String, String>) {
-    let spec = format!(
-        r#"[job]
-name = "{name}"
-batch_interval = "100ms"
-clock = "system"
-[plugins.hostile]
-path = "x.wasm"
-[sources.lines]
-type = "queue"
-path = "in.json"
-[streams.out]
-from = "lines"
-op = "{op}"
-function = "hostile.{function}"
-[[outputs]]
-stream = "out"
-type = "jsonl"
-path = "out.jsonl"
-"#,
-        op = if function == "flood" {
-            "flat_map"
-        } else {
-            "map"
-        }
-    );
-    (spec, [("in.json".to_string(), batches.to_string())].into())
+    sluice_tests::hostile_queue_job(name, function, batches)
 }
 
 /// Processing times (ms) of a job's batches with index ≥ `from`.
@@ -130,6 +99,59 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Runs tenant A's misbehaviour `what` ("alone": none; "hog", "bombs",
+/// "both") until B has done `n` more batches; returns B's processing times
+/// (ms) of those batches and how many of A's jobs failed meanwhile.
+fn phase(
+    s: &Arc<Server>,
+    hostile_plugin: &BTreeMap<String, String>,
+    what: &str,
+    n: u64,
+) -> (Vec<f64>, usize) {
+    let hog = what == "hog" || what == "both";
+    let bombs = what == "bombs" || what == "both";
+    if hog {
+        let heavy: Vec<Value> = (0..100_000)
+            .map(|_| serde_json::json!(["burn:30"]))
+            .collect();
+        let (spec, files) = hostile("hog", "burn", &Value::Array(heavy));
+        s.submit("a", &spec, hostile_plugin, &files).expect("hog");
+    }
+    let from = batches_done(s, "b", "wc") + 2;
+    let mut failures = 0;
+    while batches_done(s, "b", "wc") < from + n {
+        if bombs {
+            for (job, function) in [("loop", "spin"), ("bomb", "bomb"), ("flood", "flood")] {
+                let state = s
+                    .job("a", job)
+                    .map(|j| j["status"]["state"].as_str().unwrap_or("").to_string())
+                    .unwrap_or_default();
+                if state == "running" {
+                    continue;
+                }
+                if state == "failed" {
+                    failures += 1;
+                    s.delete_job("a", job).expect("delete");
+                }
+                let batches = serde_json::json!([["x"], [function], ["y"]]);
+                let (spec, files) = hostile(job, function, &batches);
+                s.submit("a", &spec, hostile_plugin, &files).expect("bomb");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let times: Vec<f64> = processing(s, "b", "wc", from)
+        .into_iter()
+        .take(n as usize)
+        .collect();
+    for job in ["hog", "loop", "bomb", "flood"] {
+        if s.job("a", job).is_ok() {
+            s.delete_job("a", job).expect("delete");
+        }
+    }
+    (times, failures)
+}
+
 fn isolation(dir: &std::path::Path, per_phase: u64) {
     let s = server(dir);
     s.create_tenant("b", limits(serde_json::json!({"max_workers": 1})))
@@ -149,65 +171,47 @@ fn isolation(dir: &std::path::Path, per_phase: u64) {
         &BTreeMap::new(),
     )
     .expect("b's job");
-    let warm = 10;
-    while batches_done(&s, "b", "wc") < warm + per_phase {
+    while batches_done(&s, "b", "wc") < 10 {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let alone = processing(&s, "b", "wc", warm);
-    // A misbehaves: a CPU hog over its share, and the three bombs, each
-    // resubmitted when it fails.
-    let heavy: Vec<Value> = (0..100_000)
-        .map(|_| serde_json::json!(["burn:30"]))
-        .collect();
-    let (spec, files) = hostile("hog", "burn", &Value::Array(heavy));
-    s.submit("a", &spec, &hostile_plugin, &files).expect("hog");
-    let start_index = batches_done(&s, "b", "wc") + 2;
-    let bombs = [("loop", "spin"), ("bomb", "bomb"), ("flood", "flood")];
-    let mut failures = 0;
+    // Alone and misbehaving phases interleaved, so that drift in the
+    // machine's speed affects both alike.
+    let mut alone = Vec::new();
+    let mut by_kind: BTreeMap<&str, (Vec<f64>, usize)> = BTreeMap::new();
     let started = Instant::now();
-    while batches_done(&s, "b", "wc") < start_index + per_phase {
-        for (job, function) in bombs {
-            let state = s
-                .job("a", job)
-                .map(|j| j["status"]["state"].as_str().unwrap_or("").to_string())
-                .unwrap_or_default();
-            if state == "running" {
-                continue;
-            }
-            if state == "failed" {
-                failures += 1;
-                s.delete_job("a", job).expect("delete");
-            }
-            let batches = serde_json::json!([["x"], [function], ["y"]]);
-            let (spec, files) = hostile(job, function, &batches);
-            s.submit("a", &spec, &hostile_plugin, &files).expect("bomb");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    for what in ["hog", "bombs", "both"] {
+        alone.extend(phase(&s, &hostile_plugin, "alone", per_phase).0);
+        let (t, f) = phase(&s, &hostile_plugin, what, per_phase);
+        let e = by_kind.entry(what).or_default();
+        e.0.extend(t);
+        e.1 += f;
     }
-    let noisy = processing(&s, "b", "wc", start_index);
+    alone.extend(phase(&s, &hostile_plugin, "alone", per_phase).0);
     let elapsed = started.elapsed();
     s.shutdown();
     println!("## Tenant B's batch processing time, alone and beside a hostile tenant A\n");
     println!(
-        "B: word count, 2000 lines × 10 words per 100 ms batch, 1 worker. A (CPU share 0.5 core): a job burning CPU over its share, and an infinite loop, a memory bomb and an output bomb resubmitted whenever they fail ({failures} failures in {:.1} s).\n",
+        "B: word count, 2000 lines × 10 words per 100 ms batch, 1 worker. A (CPU share 0.5 core): \"hog\" = a job burning CPU far over its share; \"bombs\" = an infinite loop, a memory bomb and an output bomb, each resubmitted when it fails; \"both\". Phases of {per_phase} of B's batches, alone phases interleaved ({:.0} s in all).\n",
         elapsed.as_secs_f64()
     );
-    println!("| B's batches | n | p50 | p99 | max |");
-    println!("|---|---|---|---|---|");
-    for (what, v) in [("alone", &alone), ("while A misbehaves", &noisy)] {
+    println!("| B's batches | n | p50 | p99 | p50 ratio | p99 ratio | A's jobs failed |");
+    println!("|---|--:|--:|--:|--:|--:|--:|");
+    let (a50, a99) = (percentile(&alone, 0.5), percentile(&alone, 0.99));
+    println!(
+        "| alone | {} | {a50:.2} ms | {a99:.2} ms | 1.000 | 1.000 | |",
+        alone.len()
+    );
+    for what in ["hog", "bombs", "both"] {
+        let (v, failures) = &by_kind[what];
+        let (p50, p99) = (percentile(v, 0.5), percentile(v, 0.99));
         println!(
-            "| {what} | {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            "| beside A's {what} | {} | {p50:.2} ms | {p99:.2} ms | {:.3} | {:.3} | {failures} |",
             v.len(),
-            percentile(v, 0.5),
-            percentile(v, 0.99),
-            percentile(v, 1.0)
+            p50 / a50,
+            p99 / a99
         );
     }
-    println!(
-        "| ratio (misbehaving / alone) | | {:.3} | {:.3} | |\n",
-        percentile(&noisy, 0.5) / percentile(&alone, 0.5),
-        percentile(&noisy, 0.99) / percentile(&alone, 0.99)
-    );
+    println!();
 }
 
 fn rss_mib() -> f64 {
@@ -310,7 +314,7 @@ fn main() {
     let tmp = tempfile::tempdir().expect("temp");
     isolation(
         &tmp.path().join("isolation"),
-        env_or("BENCH_BATCHES", 100) as u64,
+        env_or("BENCH_BATCHES", 150) as u64,
     );
     many_jobs(&tmp.path().join("many"), env_or("BENCH_JOBS", 100));
 }

@@ -10,8 +10,8 @@
 //! directory is refused.
 
 use serde_json::Value;
-use sluice::server::{Server, ServerConfig, TenantLimits};
-use sluice_tests::{cache_dir, chromium, plugin, read_jsonl, sluice_bin};
+use sluice::server::{Server, TenantLimits};
+use sluice_tests::{chromium, plugin, read_jsonl, sluice_bin};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -270,12 +270,7 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
     let data = tmp.path().join("data");
     // The server compiles into its own cache; seed it with the tests'
     // compiled plugins so the test does not wait for Cranelift.
-    std::fs::create_dir_all(data.join("cache")).expect("cache dir");
-    if let Ok(entries) = std::fs::read_dir(cache_dir()) {
-        for e in entries.flatten() {
-            let _ = std::fs::copy(e.path(), data.join("cache").join(e.file_name()));
-        }
-    }
+    sluice_tests::seed_cache(&data.join("cache"));
     let server = ServerProcess::start(&data);
     let url = server.url.clone();
 
@@ -509,27 +504,16 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
     }
 }
 
-/// A server in this process, its cache seeded with the tests' compiled plugins.
 fn in_process_server(dir: &Path) -> std::sync::Arc<Server> {
-    std::fs::create_dir_all(dir.join("cache")).expect("cache dir");
-    if let Ok(entries) = std::fs::read_dir(cache_dir()) {
-        for e in entries.flatten() {
-            let _ = std::fs::copy(e.path(), dir.join("cache").join(e.file_name()));
-        }
-    }
-    let mut config = ServerConfig::new(dir.to_path_buf(), ADMIN.to_string());
-    config.max_instances = 32;
-    Server::open(config).expect("open the server")
+    sluice_tests::in_process_server(dir, 32)
 }
 
 fn upload(server: &Server, tenant: &str, name: &str) -> String {
-    let bytes = std::fs::read(plugin(name)).expect("plugin");
-    let r = server.add_plugin(tenant, name, &bytes).expect("upload");
-    format!("{name}@{}", r.digest)
+    sluice_tests::upload_plugin(server, tenant, name)
 }
 
-/// A job over a queue of `batches` on the system clock, mapping each line
-/// with `hostile.function`.
+/// Submits a job over a queue of `batches` on the system clock, mapping
+/// each line with `hostile.function`.
 fn hostile_job(
     server: &std::sync::Arc<Server>,
     tenant: &str,
@@ -537,37 +521,8 @@ fn hostile_job(
     function: &str,
     batches: Value,
 ) -> Value {
-    let spec = format!(
-        r#"[job]
-name = "{job}"
-batch_interval = "100ms"
-clock = "system"
-
-[plugins.hostile]
-path = "hostile.wasm"
-
-[sources.lines]
-type = "queue"
-path = "in.json"
-
-[streams.out]
-from = "lines"
-op = "{op}"
-function = "hostile.{function}"
-
-[[outputs]]
-stream = "out"
-type = "jsonl"
-path = "out.jsonl"
-"#,
-        op = if function == "flood" {
-            "flat_map"
-        } else {
-            "map"
-        }
-    );
+    let (spec, files) = sluice_tests::hostile_queue_job(job, function, &batches);
     let plugins = [("hostile".to_string(), "hostile".to_string())].into();
-    let files = [("in.json".to_string(), batches.to_string())].into();
     server
         .submit(tenant, &spec, &plugins, &files)
         .unwrap_or_else(|e| panic!("submitting {job}: {e}"))
@@ -578,7 +533,7 @@ fn state(server: &Server, tenant: &str, job: &str) -> Value {
 }
 
 fn limits(json: Value) -> Option<TenantLimits> {
-    Some(serde_json::from_value(json).expect("limits"))
+    sluice_tests::tenant_limits(json)
 }
 
 #[test]
