@@ -63,7 +63,39 @@ export const transformWith = wrap("transform", true);
 export const reduce = wrap("reduce");
 export const inverseReduce = wrap("inverse-reduce");
 export const updateState = wrap("update-state");
+export const mapState = wrap("map-state");
 export const sink = wrap("sink");
+/** A reduce-kind function whose accumulator differs from its values
+ * (combine_by_key's merge_value): the same call shape as `reduce`. */
+export const fold = reduce;
+
+/** The running state of one key in a `mapState` function. */
+export class State {
+  constructor(value, timingOut = false) {
+    this.value = value;
+    this.timingOut = timingOut;
+  }
+  /** The state, or null if the key has none. */
+  get() {
+    return this.value;
+  }
+  /** Whether the key has a state. */
+  exists() {
+    return this.value !== null && this.value !== undefined;
+  }
+  /** Sets the key's state (a key that is timing out is removed anyway). */
+  update(value) {
+    this.value = value;
+  }
+  /** Removes the key's state; if the key comes back it starts again. */
+  remove() {
+    this.value = null;
+  }
+  /** Whether this call is the key's timeout (no new value). */
+  isTimingOut() {
+    return this.timingOut;
+  }
+}
 
 // ---- canonical MessagePack ----
 
@@ -590,6 +622,38 @@ function invoke(list, index, ctx, input) {
       }
       return batch();
     }
+  }
+  if (kind === "map-state") {
+    const states = column(input.secondary);
+    const n = Math.max(groups.length - 1, 0);
+    if (states.n !== n || keys.n !== vals.n) {
+      throw new CallError("unsupported", `${n} groups, ${states.n} states, ${keys.n} keys, ${vals.n} values`);
+    }
+    const finals = [];
+    for (let g = 0; g < n; g++) {
+      const [start, end] = [groups[g], groups[g + 1]];
+      if (start >= end || end > vals.n) {
+        throw new CallError("unsupported", `group ${g} is empty or out of range (${start}..${end})`);
+      }
+      const prev = valueAt(states, g);
+      const state = new State(prev === ABSENT ? null : prev);
+      for (let i = start; i < end; i++) {
+        let v = valueAt(vals, i);
+        if (v === ABSENT) {
+          state.timingOut = true;
+          v = null;
+        }
+        const got = refusing(i, fn, valueAt(keys, i), v, state);
+        if (got === null || got === undefined) out.absent();
+        else out.push(got);
+      }
+      finals.push(state.timingOut ? null : state.value);
+    }
+    for (const f of finals) {
+      if (f === null || f === undefined) out.absent();
+      else out.push(f);
+    }
+    return batch();
   }
   throw new CallError("unsupported", `function kind ${kind} is not supported by ${SDK}`);
 }

@@ -81,3 +81,22 @@ test("invokes every kind on columnar input", () => {
   assert.throws(() => op.invoke(9, ctx, input([])), (e) => e.payload.kind === "unknown-function");
   assert.equal(sluice.context().batchTimeMs, 1000);
 });
+
+test("mapState carries the state per key and times keys out", () => {
+  const count = sluice.mapState((word, one, state) => {
+    const total = state.get() ?? 0;
+    if (one === null) return [word, total, true];
+    state.update(total + one);
+    return [word, total + one, false];
+  });
+  const op = sluice.plugin({ name: "t", functions: { count } });
+  // Group 0: key "a" (state 2) with two new values; group 1: key "b"
+  // (state 5) timing out.
+  const values = column([1, 1, 0], [2]);
+  const out = op.invoke(0, ctx, {
+    primary: { keys: column(["a", "a", "b"]), values },
+    groups: Uint32Array.from([0, 2, 3]),
+    secondary: column([2, 5]),
+  }).val.values;
+  assert.deepEqual(decodeColumn(out), [["a", 3, false], ["a", 4, false], ["b", 5, true], 4, undefined]);
+});

@@ -189,3 +189,23 @@ class InvokeTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MapStateTest(unittest.TestCase):
+    def test_state_per_key_and_timeouts(self):
+        @sluice.map_state
+        def count(word, one, state):
+            total = state.get() or 0
+            if one is None:
+                return (word, total, True)
+            state.update(total + one)
+            return (word, total + one, False)
+
+        op = sluice.export(count, name="t")()
+        inp = types.SimpleNamespace(
+            primary=T.Batch(column(["a", "a", "b"]), column([1, 1, 0], absent=(2,))),
+            groups=[0, 2, 3],
+            secondary=column([2, 5]),
+        )
+        out = op.invoke(0, Ctx(), inp).value.values
+        self.assertEqual(decoded(out), [["a", 3, False], ["a", 4, False], ["b", 5, True], 4, None])

@@ -205,3 +205,43 @@ fn the_guest_sdks_own_unit_tests_pass() {
             .current_dir(root.join("guest-sdk/python")),
     );
 }
+
+#[test]
+fn map_with_state_and_windows_give_the_same_outputs_in_every_language() {
+    // windowOps (no Spark reference): the Rust word count's outputs are the
+    // reference for the Python and JavaScript ones.
+    let run = |suffix: &str| {
+        let dir = tempfile::tempdir().expect("temp");
+        let job = sluice_tests::case_job("windowOps", dir.path());
+        let rust = plugin("wordcount").display().to_string();
+        let other = if suffix.is_empty() {
+            rust.clone()
+        } else {
+            plugin(&format!("wordcount_{suffix}")).display().to_string()
+        };
+        let text = std::fs::read_to_string(&job)
+            .expect("job")
+            .replace(&rust, &other);
+        std::fs::write(&job, text).expect("write");
+        sluice_tests::run_job(&job);
+        ["by_value", "total_length", "running"]
+            .map(|o| read_jsonl(&dir.path().join(format!("{o}.jsonl"))))
+    };
+    let reference = run("");
+    assert!(
+        reference[2]
+            .iter()
+            .any(|b| b["records"].to_string().contains("true")),
+        "some word times out"
+    );
+    for suffix in ["py", "js"] {
+        let got = run(suffix);
+        for (o, name) in ["by_value", "total_length", "running"].iter().enumerate() {
+            assert_matches_golden(
+                &got[o],
+                &reference[o],
+                &format!("windowOps {name} (wordcount_{suffix})"),
+            );
+        }
+    }
+}

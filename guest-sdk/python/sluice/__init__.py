@@ -39,6 +39,8 @@ decorator         function                                    used by
 ``reduce``        ``f(a, b) -> c`` (associative)              reduce(_by_key), windows
 ``inverse_reduce``  ``f(acc, old) -> acc``                    windowed inverse
 ``update_state``  ``f(new_values, state or None) -> state``   update_state_by_key
+``map_state``     ``f(key, value or None, state) -> out``     map_with_state
+``fold``          ``f(acc, value) -> acc``                    combine_by_key
 ``sink``          ``f(list) -> None``                         foreach_rdd sinks
 ================  ==========================================  =================
 
@@ -61,6 +63,9 @@ __all__ = [
     "reduce",
     "inverse_reduce",
     "update_state",
+    "map_state",
+    "fold",
+    "State",
     "sink",
     "export",
     "Refuse",
@@ -142,7 +147,41 @@ transform_with = _decorator("transform", pair=True)
 reduce = _decorator("reduce")
 inverse_reduce = _decorator("inverse-reduce")
 update_state = _decorator("update-state")
+map_state = _decorator("map-state")
 sink = _decorator("sink")
+#: A reduce-kind function whose accumulator differs from its values
+#: (combine_by_key's merge_value): the same call shape as ``reduce``.
+fold = reduce
+
+
+class State:
+    """The running state of one key in a ``map_state`` function."""
+
+    __slots__ = ("_value", "_timing_out")
+
+    def __init__(self, value, timing_out=False):
+        self._value = value
+        self._timing_out = timing_out
+
+    def get(self):
+        """The state, or ``None`` if the key has none."""
+        return self._value
+
+    def exists(self):
+        """Whether the key has a state."""
+        return self._value is not None
+
+    def update(self, value):
+        """Sets the key's state (a key that is timing out is removed anyway)."""
+        self._value = value
+
+    def remove(self):
+        """Removes the key's state; if the key comes back it starts again."""
+        self._value = None
+
+    def is_timing_out(self):
+        """Whether this call is the key's timeout (no new value)."""
+        return self._timing_out
 
 
 def _log(level, message):

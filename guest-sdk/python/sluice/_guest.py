@@ -15,6 +15,7 @@ _KINDS = {
     "reduce": "REDUCE",
     "inverse-reduce": "INVERSE_REDUCE",
     "update-state": "UPDATE_STATE",
+    "map-state": "MAP_STATE",
     "transform": "TRANSFORM",
     "sink": "SINK",
 }
@@ -120,7 +121,7 @@ def _invoke(t, functions, index, ctx, inp):
     sluice._context = sluice.Context(ctx.batch_time_ms, ctx.partition, ctx.partitions, ctx.attempt)
     kind = f.kind
     keys = _raw(inp.primary.keys)
-    if keys or kind in ("inverse-reduce", "update-state", "reduce"):
+    if keys or kind in ("inverse-reduce", "update-state", "reduce", "map-state"):
         raw = _raw(inp.primary.values)
     out = _Out()
 
@@ -216,5 +217,36 @@ def _invoke(t, functions, index, ctx, inp):
                 out.absent()
             else:
                 out.push(new)
+        return batch()
+    if kind == "map-state":
+        states = _raw(inp.secondary)
+        n = len(groups) - 1
+        if len(states) != n or len(keys) != len(raw):
+            raise _CallError(
+                "UNSUPPORTED", f"{n} groups, {len(states)} states, {len(keys)} keys, {len(raw)} values"
+            )
+        finals = []
+        for g in range(n):
+            start, end = groups[g], groups[g + 1]
+            if start >= end or end > len(raw):
+                raise _CallError("UNSUPPORTED", f"group {g} is empty or out of range ({start}..{end})")
+            value = _value(states[g])
+            state = sluice.State(None if value is _ABSENT else value)
+            for i in range(start, end):
+                v = _value(raw[i])
+                if v is _ABSENT:
+                    state._timing_out = True
+                    v = None
+                got = _refusing(i, f.fn, _value(keys[i]), v, state)
+                if got is None:
+                    out.absent()
+                else:
+                    out.push(got)
+            finals.append(None if state._timing_out else state._value)
+        for final in finals:
+            if final is None:
+                out.absent()
+            else:
+                out.push(final)
         return batch()
     raise _CallError("UNSUPPORTED", f"function kind {kind} is not supported by {sluice.SDK}")

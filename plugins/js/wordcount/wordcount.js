@@ -1,5 +1,5 @@
 // The word count of Spark Streaming's socket example, in JavaScript: the
-// same functions as the Rust `plugins/wordcount` (but `running_count`).
+// same functions as the Rust `plugins/wordcount`.
 import * as sluice from "./sluice.js";
 
 export const split = sluice.flatMap((line) => line.split(" "), "Splits a line into words on single spaces.");
@@ -12,8 +12,15 @@ export const running_total = sluice.updateState(
   "A running count: the batch's new counts added to the total so far.",
 );
 
+export const running_count = sluice.mapState((word, one, count) => {
+  const total = count.get() ?? 0;
+  if (one === null) return [word, total, true];
+  count.update(total + one);
+  return [word, total + one, false];
+}, "Per occurrence, the word's running count; [word, count, true] when it times out.");
+
 export default sluice.plugin({
   name: "wordcount",
   version: "0.1.0",
-  functions: { split, pair, add, subtract, positive, running_total },
+  functions: { split, pair, add, subtract, positive, running_total, running_count },
 });

@@ -1,9 +1,10 @@
 """The word count of Spark Streaming's socket example, in Python: split lines
 into words, pair each word with 1, add the counts (the same functions as the
-Rust `plugins/wordcount`, but `running_count`).
+Rust `plugins/wordcount`).
 
 Job functions: `wordcount.split`, `wordcount.pair`, `wordcount.add`,
-`wordcount.subtract`, `wordcount.positive`, `wordcount.running_total`.
+`wordcount.subtract`, `wordcount.positive`, `wordcount.running_total`,
+`wordcount.running_count`.
 """
 
 import sluice
@@ -45,6 +46,25 @@ def running_total(new, total):
     return sum(new) + (total or 0)
 
 
+@sluice.map_state
+def running_count(word, one, count):
+    """Per occurrence, the word's running count `(word, count, False)`; when
+    the word times out, `(word, count, True)` and its count is dropped."""
+    total = count.get() or 0
+    if one is None:
+        return (word, total, True)
+    count.update(total + one)
+    return (word, total + one, False)
+
+
 Operator = sluice.export(
-    split, pair, add, subtract, positive, running_total, name="wordcount", version="0.1.0"
+    split,
+    pair,
+    add,
+    subtract,
+    positive,
+    running_total,
+    running_count,
+    name="wordcount",
+    version="0.1.0",
 )
