@@ -280,6 +280,22 @@ enum PluginCommand {
         /// The component (`.wasm`).
         wasm: PathBuf,
     },
+    /// Validates and compiles a component into a compile cache (what
+    /// `sluice serve` runs in a child process for each upload).
+    #[command(hide = true)]
+    Precompile {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+        /// The compile cache to store the artifact in.
+        #[arg(long)]
+        cache_dir: PathBuf,
+        /// The engine's instance pool size (must match the server's).
+        #[arg(long)]
+        max_instances: u32,
+        /// The plugin's name in messages (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Runs one function of a plugin on sample input and prints what it
     /// returns, one JSON value per line (map, flat_map, filter, transform,
     /// map_partitions: each input element; reduce: all inputs folded).
@@ -378,6 +394,25 @@ fn real_main() -> Result<()> {
         Command::Plugin {
             command: PluginCommand::Check { wasm },
         } => check_plugin(&wasm),
+        Command::Plugin {
+            command:
+                PluginCommand::Precompile {
+                    wasm,
+                    cache_dir,
+                    max_instances,
+                    name,
+                },
+        } => {
+            let runtime = Runtime::new(sluice::RuntimeConfig {
+                max_instances,
+                cache_dir: Some(cache_dir),
+                ..sluice::RuntimeConfig::default()
+            })?;
+            let limits = Limits::default();
+            let name = name.unwrap_or_else(|| plugin_name(&wasm));
+            Plugin::load(&runtime, &name, &wasm, limits)?;
+            Ok(())
+        }
         Command::Plugin {
             command: PluginCommand::New { name, lang, sdk },
         } => new_plugin(&name, &lang, sdk),
@@ -554,6 +589,11 @@ fn serve(
         bail!("the admin token must be at least 16 characters");
     }
     let mut config = ServerConfig::new(data.clone(), admin_token);
+    // Uploads compile in a child process, bounded in time and memory.
+    config.compiler = Some(sluice::server::Compiler {
+        exe: std::env::current_exe().context("locating the sluice binary")?,
+        memory_bytes: 4 << 30,
+    });
     if let Some(m) = memory {
         config.memory_reservation =
             spec::parse_size(&m).map_err(|e| anyhow::anyhow!("--memory: {e}"))?;

@@ -283,6 +283,24 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
         .to_string();
     assert!(token_a.starts_with("slt_") && token_a != token_b);
     assert!(cli_fails(&url, &token_a, &["tenant", "list"]).contains("admin token"));
+    // A broken upload is refused by the compiler child, naming the plugin.
+    let junk = tmp.path().join("junk.wasm");
+    std::fs::write(&junk, "not a component").expect("junk");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(format!("{url}/api/plugins/junk"))
+        .header("Authorization", format!("Bearer {token_a}"))
+        .send(std::fs::read(&junk).expect("junk"))
+        .expect("upload");
+    assert_eq!(resp.status().as_u16(), 422);
+    let body = resp.body_mut().read_to_string().expect("body");
+    assert!(
+        body.contains("plugin `junk`") && body.contains("not a WebAssembly file"),
+        "{body}"
+    );
 
     // Each submits the word count (the same spec, in its own namespace).
     let spec_a = write_job(&tmp.path().join("a"), "wordcount");

@@ -175,6 +175,23 @@ pub struct ServerConfig {
     pub max_job_files_bytes: u64,
     /// Most plugin instances alive at once (the engine's pool).
     pub max_instances: u32,
+    /// Compile uploads in a child process instead of in the server, so that
+    /// a hostile upload is stopped at `compile_timeout` and its memory is
+    /// bounded; `None`: in this process.
+    pub compiler: Option<Compiler>,
+}
+
+/// A child process that validates and compiles uploads into the server's
+/// compile cache: `EXE plugin precompile FILE --cache-dir DIR
+/// --max-instances N` (what `sluice serve` uses, with its own binary), run
+/// under `prlimit --data=MEMORY` where `prlimit` exists, and killed past
+/// the compile timeout.
+#[derive(Debug, Clone)]
+pub struct Compiler {
+    /// The `sluice` binary.
+    pub exe: PathBuf,
+    /// Data memory the compile may use (heap; `RLIMIT_DATA`).
+    pub memory_bytes: u64,
 }
 
 impl ServerConfig {
@@ -190,6 +207,7 @@ impl ServerConfig {
             compile_timeout: Duration::from_secs(120),
             max_job_files_bytes: 16 << 20,
             max_instances: 512,
+            compiler: None,
         }
     }
 }
@@ -655,6 +673,12 @@ impl Server {
             .join(format!("{digest}.wasm"));
         crate::fsutil::write_atomically(&path, bytes)
             .map_err(|e| ApiError::internal(format!("storing plugin `{name}`: {e}")))?;
+        if let Some(compiler) = &self.config.compiler
+            && let Err(e) = self.compile_in_child(compiler, name, &path)
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         let mut plugin_limits = limits.plugin_limits();
         plugin_limits.component_bytes = self.config.max_plugin_bytes;
         let plugin =
@@ -691,6 +715,84 @@ impl Server {
             .push(record.clone());
         self.save(&p)?;
         Ok(record)
+    }
+
+    /// Validates and compiles `path` in a child process (see [`Compiler`]);
+    /// the artifact lands in the shared compile cache.
+    fn compile_in_child(&self, compiler: &Compiler, name: &str, path: &Path) -> ApiResult<()> {
+        use std::process::{Command, Stdio};
+        let prlimit = Path::new("/usr/bin/prlimit");
+        let mut cmd = if prlimit.exists() {
+            let mut c = Command::new(prlimit);
+            c.arg(format!("--data={}", compiler.memory_bytes))
+                .arg("--")
+                .arg(&compiler.exe);
+            c
+        } else {
+            Command::new(&compiler.exe)
+        };
+        cmd.args(["plugin", "precompile"])
+            .arg(path)
+            .arg("--cache-dir")
+            .arg(self.config.data_dir.join("cache"))
+            .arg("--max-instances")
+            .arg(self.config.max_instances.to_string())
+            .arg("--name")
+            .arg(name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ApiError::internal(format!("starting the plugin compiler: {e}")))?;
+        let stderr = child.stderr.take();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut e) = stderr {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut text);
+            }
+            text
+        });
+        let started = std::time::Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() > self.config.compile_timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(ApiError::new(
+                        504,
+                        format!(
+                            "plugin `{name}` took over {} s to validate and compile; stopped",
+                            self.config.compile_timeout.as_secs()
+                        ),
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    return Err(ApiError::internal(format!(
+                        "waiting for the plugin compiler: {e}"
+                    )));
+                }
+            }
+        };
+        let text = reader.join().unwrap_or_default();
+        if status.success() {
+            return Ok(());
+        }
+        let why = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim_start_matches("error: ").to_string())
+            .unwrap_or_else(|| {
+                format!(
+                    "the compiler stopped ({status}); it may have run out of its {} MiB",
+                    compiler.memory_bytes >> 20
+                )
+            });
+        Err(ApiError::new(422, why))
     }
 
     /// The permit to compile a plugin (one at a time).
