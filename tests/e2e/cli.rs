@@ -355,54 +355,78 @@ fn plugin_check_and_test() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("update-state function"));
 }
 
-/// A new user's path: `sluice plugin new` scaffolds a Rust plugin whose own
-/// test passes, `sluice plugin build` makes and checks the component, and
-/// a job spec uses its functions.
-#[test]
-fn a_scaffolded_plugin_builds_tests_and_runs_in_a_job() {
-    let dir = tempfile::tempdir().expect("temp");
-    let target = sluice_tests::root().join("target").join("scaffold");
+/// Scaffolds plugin `name` in `lang` in `dir`, runs its own unit test
+/// (`unit`, in the project), builds it (with `env`), checks what the build
+/// printed, and tries its `split`; returns the component's path.
+fn scaffold(
+    dir: &std::path::Path,
+    lang: &str,
+    name: &str,
+    unit: &mut Command,
+    env: (&str, std::path::PathBuf),
+) -> String {
     let made = run_ok(
         sluice()
-            .current_dir(dir.path())
-            .args(["plugin", "new", "myop"]),
+            .current_dir(dir)
+            .args(["plugin", "new", "--lang", lang, name]),
     );
-    assert!(made.contains("created myop/"), "{made}");
-    let project = dir.path().join("myop");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    run_ok(
-        Command::new(&cargo)
-            .args(["test", "--quiet"])
-            .current_dir(&project)
-            .env("CARGO_TARGET_DIR", &target),
-    );
+    assert!(made.contains(&format!("created {name}/")), "{made}");
+    let project = dir.join(name);
+    // Its own unit test passes out of the box.
+    run_ok(unit.current_dir(&project).env(env.0, &env.1));
     let built = run_ok(
         sluice()
             .args(["plugin", "build"])
             .arg(&project)
-            .env("CARGO_TARGET_DIR", &target),
+            .env(env.0, &env.1),
     );
     let wasm = built
         .lines()
         .last()
         .expect("the component's path")
         .to_string();
-    assert!(wasm.ends_with("myop.wasm"), "{built}");
+    assert!(wasm.ends_with(&format!("{name}.wasm")), "{built}");
     assert!(built.contains("3 functions"), "{built}");
     let words = run_ok(sluice().args(["plugin", "test", &wasm, "split", " a b"]));
     assert_eq!(words, "\"a\"\n\"b\"\n");
-    std::fs::write(dir.path().join("in.json"), r#"[["a b a"], ["b"]]"#).expect("input");
+    wasm
+}
+
+/// Runs the word count of the scaffolded plugin `name` (at `wasm`) on two
+/// batches.
+fn run_scaffolded(dir: &std::path::Path, name: &str, wasm: &str) {
+    std::fs::write(dir.join("in.json"), r#"[["a b a"], ["b"]]"#).expect("input");
     std::fs::write(
-        dir.path().join("job.toml"),
+        dir.join("job.toml"),
         format!(
-            "[job]\nbatch_interval = \"1s\"\n[plugins.myop]\npath = {wasm:?}\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"myop.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"myop.pair\"\n[streams.counts]\nfrom = \"pairs\"\nop = \"reduce_by_key\"\nfunction = \"myop.add\"\n[[outputs]]\nstream = \"counts\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n"
+            "[job]\nbatch_interval = \"1s\"\n[plugins.{name}]\npath = {wasm:?}\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"{name}.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"{name}.pair\"\n[streams.counts]\nfrom = \"pairs\"\nop = \"reduce_by_key\"\nfunction = \"{name}.add\"\n[[outputs]]\nstream = \"counts\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n"
         ),
     )
     .expect("job");
-    run_ok(sluice().arg("run").arg(dir.path().join("job.toml")));
-    let out = sluice_tests::read_jsonl(&dir.path().join("out.jsonl"));
+    run_ok(sluice().arg("run").arg(dir.join("job.toml")));
+    let out = sluice_tests::read_jsonl(&dir.join("out.jsonl"));
     assert_eq!(out[0]["records"], serde_json::json!([["a", 2], ["b", 1]]));
     assert_eq!(out[1]["records"], serde_json::json!([["b", 1]]));
+}
+
+/// `sluice plugin new` scaffolds a Rust plugin that passes its own test,
+/// `plugin build` makes a component of it, and a job spec uses its functions.
+#[test]
+fn a_scaffolded_plugin_builds_tests_and_runs_in_a_job() {
+    let dir = tempfile::tempdir().expect("temp");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let target = (
+        "CARGO_TARGET_DIR",
+        sluice_tests::root().join("target").join("scaffold"),
+    );
+    let wasm = scaffold(
+        dir.path(),
+        "rust",
+        "myop",
+        Command::new(&cargo).args(["test", "--quiet"]),
+        target,
+    );
+    run_scaffolded(dir.path(), "myop", &wasm);
     let e = sluice()
         .current_dir(dir.path())
         .args(["plugin", "new", "--lang", "cobol", "x"])
@@ -414,81 +438,34 @@ fn a_scaffolded_plugin_builds_tests_and_runs_in_a_job() {
 #[test]
 fn a_scaffolded_python_plugin_tests_builds_and_runs_in_a_job() {
     let dir = tempfile::tempdir().expect("temp");
-    let made = run_ok(
-        sluice()
-            .current_dir(dir.path())
-            .args(["plugin", "new", "--lang", "python", "pyop"]),
+    let wasm = scaffold(
+        dir.path(),
+        "python",
+        "pyop",
+        Command::new("python3").args(["-B", "-m", "unittest", "-q"]),
+        ("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
     );
-    assert!(made.contains("created pyop/"), "{made}");
-    let project = dir.path().join("pyop");
-    // Its own unit test passes with plain Python.
-    run_ok(
-        Command::new("python3")
-            .args(["-m", "unittest", "-q"])
-            .current_dir(&project),
-    );
-    let built = run_ok(
-        sluice()
-            .args(["plugin", "build"])
-            .arg(&project)
-            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
-    );
-    let wasm = built
-        .lines()
-        .last()
-        .expect("the component's path")
-        .to_string();
-    assert!(wasm.ends_with("build/pyop.wasm"), "{built}");
-    assert!(
-        built.contains("sluice-sdk-python") && built.contains("3 functions"),
-        "{built}"
-    );
-    let words = run_ok(sluice().args(["plugin", "test", &wasm, "split", " a b"]));
-    assert_eq!(words, "\"a\"\n\"b\"\n");
-    std::fs::write(dir.path().join("in.json"), r#"[["a b a"], ["b"]]"#).expect("input");
-    std::fs::write(
-        dir.path().join("job.toml"),
-        format!(
-            "[job]\nbatch_interval = \"1s\"\n[plugins.pyop]\npath = {wasm:?}\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"pyop.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"pyop.pair\"\n[streams.counts]\nfrom = \"pairs\"\nop = \"reduce_by_key\"\nfunction = \"pyop.add\"\n[[outputs]]\nstream = \"counts\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n"
-        ),
-    )
-    .expect("job");
-    run_ok(sluice().arg("run").arg(dir.path().join("job.toml")));
-    let out = sluice_tests::read_jsonl(&dir.path().join("out.jsonl"));
-    assert_eq!(out[0]["records"], serde_json::json!([["a", 2], ["b", 1]]));
-    assert_eq!(out[1]["records"], serde_json::json!([["b", 1]]));
+    assert!(wasm.ends_with("build/pyop.wasm"), "{wasm}");
+    run_scaffolded(dir.path(), "pyop", &wasm);
 }
 
 #[test]
-fn a_scaffolded_javascript_plugin_tests_builds_and_runs() {
+fn a_scaffolded_javascript_plugin_tests_builds_and_runs_in_a_job() {
     let dir = tempfile::tempdir().expect("temp");
-    let made = run_ok(
-        sluice()
-            .current_dir(dir.path())
-            .args(["plugin", "new", "--lang", "js", "jsop"]),
+    let wasm = scaffold(
+        dir.path(),
+        "js",
+        "jsop",
+        Command::new("node").arg("--test"),
+        (
+            "SLUICE_JS_TOOLS",
+            sluice_tests::root().join("target/js-tools"),
+        ),
     );
-    assert!(made.contains("created jsop/"), "{made}");
-    let project = dir.path().join("jsop");
-    // Its own unit test passes with plain Node.
-    run_ok(Command::new("node").arg("--test").current_dir(&project));
-    let built = run_ok(sluice().args(["plugin", "build"]).arg(&project).env(
-        "SLUICE_JS_TOOLS",
-        sluice_tests::root().join("target/js-tools"),
-    ));
-    let wasm = built
-        .lines()
-        .last()
-        .expect("the component's path")
-        .to_string();
-    assert!(wasm.ends_with("build/jsop.wasm"), "{built}");
-    assert!(
-        built.contains("sluice-sdk-js") && built.contains("3 functions"),
-        "{built}"
-    );
-    let words = run_ok(sluice().args(["plugin", "test", &wasm, "split", " a b"]));
-    assert_eq!(words, "\"a\"\n\"b\"\n");
+    assert!(wasm.ends_with("build/jsop.wasm"), "{wasm}");
     let sum = run_ok(sluice().args(["plugin", "test", "--json", &wasm, "add", "2", "3", "4"]));
     assert_eq!(sum.trim(), "9");
+    run_scaffolded(dir.path(), "jsop", &wasm);
 }
 
 /// `--confine` treats a spec as untrusted (a tenant's): every path it names
