@@ -5,7 +5,7 @@ import os
 import traceback
 
 import sluice
-from ._msgpack import decode, encode
+from ._msgpack import _encode, decode, encode
 
 _KINDS = {
     "map": "MAP",
@@ -53,8 +53,17 @@ def _decoded(column):
     out = []
     append = out.append
     for i in range(len(offs) - 1):
-        a = offs[i]
-        append(_ABSENT if a == offs[i + 1] else decode(data, a)[0])
+        a, b = offs[i], offs[i + 1]
+        if a == b:
+            append(_ABSENT)
+            continue
+        marker = data[a]
+        if 0xA0 <= marker <= 0xBF:  # a short string: the whole element
+            append(str(data[a + 1:b], "utf-8"))
+        elif marker < 0x80:
+            append(marker)
+        else:
+            append(decode(data, a)[0])
     return out
 
 
@@ -153,7 +162,7 @@ def _invoke(t, functions, index, ctx, inp):
                 y = fn(v)
             except sluice.Refuse as e:
                 raise _CallError("INVALID_INPUT", str(e) or "refused", i) from None
-            encode(y, data)
+            _encode(y, data)
             offs.append(len(data))
         return batch()
     if kind == "flat-map":
@@ -164,7 +173,7 @@ def _invoke(t, functions, index, ctx, inp):
             except sluice.Refuse as e:
                 raise _CallError("INVALID_INPUT", str(e) or "refused", i) from None
             for y in ys:
-                encode(y, data)
+                _encode(y, data)
                 offs.append(len(data))
         return batch()
     if kind == "filter":

@@ -31,6 +31,31 @@ def _encode(v, out):
     elif t is int and 0 <= v < 0x80:
         out.append(v)
         return
+    elif t is tuple or t is list:
+        # Pairs and small records: their short strings and small ints
+        # inline, without a call each.
+        n = len(v)
+        if n < 16:
+            out.append(0x90 | n)
+        elif n < 0x10000:
+            out.append(0xDC)
+            out += n.to_bytes(2, "big")
+        else:
+            out.append(0xDD)
+            out += n.to_bytes(4, "big")
+        for x in v:
+            tx = type(x)
+            if tx is str:
+                b = x.encode("utf-8")
+                if len(b) < 32:
+                    out.append(0xA0 | len(b))
+                    out += b
+                    continue
+            elif tx is int and 0 <= x < 0x80:
+                out.append(x)
+                continue
+            _encode(x, out)
+        return
     if v is None:
         out.append(0xC0)
     elif v is True:
