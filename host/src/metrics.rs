@@ -317,6 +317,13 @@ impl Metrics {
         Box::new(Recorder(Arc::clone(self)))
     }
 
+    /// Batches completed, input records, and the latest batch: what a job
+    /// listing needs, without building the whole [`Metrics::status`].
+    pub fn summary(&self) -> (u64, u64, Option<BatchRow>) {
+        let m = self.lock();
+        (m.batches, m.input_records, m.recent.back().cloned())
+    }
+
     /// The recent batches (oldest first) and operator totals, as JSON for the UI.
     pub fn status(&self) -> serde_json::Value {
         let m = self.lock();

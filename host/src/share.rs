@@ -88,15 +88,20 @@ impl CpuShare {
         b.charged += cpu.as_secs_f64();
     }
 
-    /// How long the group must wait before it is out of debt (zero if it is).
-    pub fn debt_wait(&self) -> Duration {
-        let mut b = self.lock();
-        self.refill(&mut b);
+    /// How long until `b` is out of debt at the share's rate (zero if it is).
+    fn debt(&self, b: &Bucket) -> Duration {
         if b.balance >= 0.0 {
             Duration::ZERO
         } else {
             Duration::from_secs_f64(-b.balance / self.cores)
         }
+    }
+
+    /// How long the group must wait before it is out of debt (zero if it is).
+    pub fn debt_wait(&self) -> Duration {
+        let mut b = self.lock();
+        self.refill(&mut b);
+        self.debt(&b)
     }
 
     /// Waits for the group's turn to run a batch of a job whose threads are
@@ -109,11 +114,7 @@ impl CpuShare {
         loop {
             self.refill(&mut b);
             let stopping = stop.load(Ordering::Relaxed);
-            let debt = if b.balance >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-b.balance / self.cores)
-            };
+            let debt = self.debt(&b);
             if stopping || (debt.is_zero() && b.running < self.slots) {
                 break;
             }

@@ -338,6 +338,20 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
     // A's private job is still running and untouched.
     let (_, private) = api(&url, "GET", "/api/jobs/private", Some(&token_a));
     assert_eq!(private["status"]["state"], "running", "{private}");
+    // B's front page (in headless Chromium) lists B's job, not A's.
+    let dom = chromium(
+        &format!("{url}/?token={token_b}"),
+        &["--dump-dom".to_string()],
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("jobs/wordcount/?token=") && dom.contains("running"),
+        "the front page lists the tenant's jobs:\n{dom}"
+    );
+    assert!(
+        !dom.contains("private"),
+        "only the tenant's own jobs, not A's `private`:\n{dom}"
+    );
     cli(&url, &token_a, &["job", "delete", "private"]);
 
     // Tenant A swaps its plugin to v2 while both jobs run.
@@ -378,7 +392,7 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
             .any(|e| e["event"] == "swapped"),
         "{logs}"
     );
-    // The job's web UI and the server's front page, in headless Chromium.
+    // The job's web UI, in headless Chromium.
     let dom = chromium(
         &format!("{url}/jobs/wordcount/?token={token_a}"),
         &["--dump-dom".to_string()],
@@ -392,16 +406,6 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
         dom.contains("wordcount 0.2.0"),
         "the swapped version:\n{dom}"
     );
-    let dom = chromium(
-        &format!("{url}/?token={token_b}"),
-        &["--dump-dom".to_string()],
-    );
-    let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(
-        dom.contains("jobs/wordcount/?token=") && dom.contains("running"),
-        "the front page lists the tenant's jobs:\n{dom}"
-    );
-    assert!(!dom.contains("private"), "only the tenant's own jobs");
     let metrics = ureq::get(format!("{url}/jobs/wordcount/metrics"))
         .header("Authorization", format!("Bearer {token_b}"))
         .call()

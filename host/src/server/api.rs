@@ -240,20 +240,26 @@ async fn show_job(State(s): Shared, headers: HeaderMap, uri: Uri, Path(j): Path<
     json(StatusCode::OK, s.job(&t, &j)?)
 }
 
-async fn stop_job(State(s): Shared, headers: HeaderMap, uri: Uri, Path(j): Path<String>) -> Reply {
-    let t = tenant(&s, &headers, &uri)?;
-    let server = s.clone();
-    let (tt, jj) = (t.clone(), j.clone());
-    blocking(move || server.stop_job(&tt, &jj)).await?;
+/// Runs `change` on a tenant's job off the request thread, then shows the job.
+async fn change_job(
+    s: Arc<Server>,
+    headers: &HeaderMap,
+    uri: &Uri,
+    j: String,
+    change: fn(&Arc<Server>, &str, &str) -> Result<(), ApiError>,
+) -> Reply {
+    let t = tenant(&s, headers, uri)?;
+    let (server, tt, jj) = (s.clone(), t.clone(), j.clone());
+    blocking(move || change(&server, &tt, &jj)).await?;
     json(StatusCode::OK, s.job(&t, &j)?)
 }
 
+async fn stop_job(State(s): Shared, headers: HeaderMap, uri: Uri, Path(j): Path<String>) -> Reply {
+    change_job(s, &headers, &uri, j, |s, t, j| s.stop_job(t, j)).await
+}
+
 async fn start_job(State(s): Shared, headers: HeaderMap, uri: Uri, Path(j): Path<String>) -> Reply {
-    let t = tenant(&s, &headers, &uri)?;
-    let server = s.clone();
-    let (tt, jj) = (t.clone(), j.clone());
-    blocking(move || server.restart_job(&tt, &jj)).await?;
-    json(StatusCode::OK, s.job(&t, &j)?)
+    change_job(s, &headers, &uri, j, |s, t, j| s.restart_job(t, j)).await
 }
 
 async fn delete_job(

@@ -1035,7 +1035,7 @@ impl Server {
             most: limits.disk_bytes,
             stop: context.stop_handle(),
             failure: failure.clone(),
-            checked: std::time::Instant::now() - Duration::from_secs(1),
+            checked: std::time::Instant::now() - Duration::from_secs(2),
         }));
         let running = Arc::new(Running {
             context: context.clone(),
@@ -1179,13 +1179,10 @@ impl Server {
             "submitted_ms": record.submitted_ms,
         });
         if let Some(r) = running {
-            let status = r.metrics.status();
-            out["batches"] = status["batches"].clone();
-            out["input_records"] = status["input_records"].clone();
-            out["last_batch"] = status["recent"]
-                .as_array()
-                .and_then(|a| a.last().cloned())
-                .unwrap_or_default();
+            let (batches, input_records, last) = r.metrics.summary();
+            out["batches"] = batches.into();
+            out["input_records"] = input_records.into();
+            out["last_batch"] = serde_json::to_value(last).unwrap_or_default();
             out["versions"] = r
                 .plugins
                 .iter()
@@ -1426,8 +1423,8 @@ struct Quota {
 
 impl StreamingListener for Quota {
     fn on_batch_completed(&mut self, _info: &BatchInfo) {
-        // At most every 200 ms: walking the directories is not free.
-        if self.checked.elapsed() < Duration::from_millis(200) {
+        // At most once a second per job: walking the directories is not free.
+        if self.checked.elapsed() < Duration::from_secs(1) {
             return;
         }
         self.checked = std::time::Instant::now();
