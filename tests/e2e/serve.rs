@@ -692,6 +692,23 @@ fn a_tenant_over_its_cpu_share_falls_behind_alone() {
         calm_median * 5.0 < last,
         "calm's delays {calm:?} vs greedy's {greedy:?}"
     );
+    // The admin's tenant list shows who used the CPU and who waited for it.
+    let tenants = server.tenants();
+    let of = |name: &str| {
+        tenants
+            .as_array()
+            .expect("tenants")
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .expect("tenant")
+    };
+    let (g, c) = (of("greedy"), of("calm"));
+    assert!(
+        g["cpu_share_waited_seconds"].as_f64().expect("waited") > 1.0
+            && g["cpu_seconds"].as_f64().expect("cpu") > c["cpu_seconds"].as_f64().expect("cpu"),
+        "{tenants}"
+    );
     // Both computed every batch.
     for tenant in ["greedy", "calm"] {
         let out = read_jsonl(

@@ -590,6 +590,7 @@ impl Server {
     pub fn tenants(&self) -> serde_json::Value {
         let p = self.persisted();
         let running = self.running();
+        let shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
         serde_json::Value::Array(
             p.tenants
                 .iter()
@@ -599,12 +600,19 @@ impl Server {
                         .filter(|((tn, _), r)| tn == name && r.is_running())
                         .map(|(_, r)| r.reservation)
                         .sum();
+                    // CPU charged to the tenant's share and time its
+                    // batches waited for it (since the server started).
+                    let (cpu, waited) = shares
+                        .get(name)
+                        .map_or_else(Default::default, |s| s.totals());
                     serde_json::json!({
                         "name": name,
                         "limits": t.limits,
                         "jobs": t.jobs.len(),
                         "plugins": t.plugins.len(),
                         "reserved_memory_bytes": reserved,
+                        "cpu_seconds": cpu.as_secs_f64(),
+                        "cpu_share_waited_seconds": waited.as_secs_f64(),
                     })
                 })
                 .collect(),
