@@ -5,8 +5,9 @@
 
 use serde_json::Value;
 use sluice::{Runtime, RuntimeConfig};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -19,6 +20,26 @@ pub fn root() -> PathBuf {
 /// A built plugin component, e.g. `plugin("wordcount")`.
 pub fn plugin(name: &str) -> PathBuf {
     Path::new(env!("SLUICE_PLUGIN_DIR")).join(format!("{name}.wasm"))
+}
+
+/// A C plugin of `plugins/c/NAME`, built once per test run by `sluice
+/// plugin build` (as a user builds one) into `plugins/c/NAME/build/`.
+pub fn c_plugin(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(wasm) = built.get(name) {
+        return wasm.clone();
+    }
+    let out = run_ok(
+        std::process::Command::new(sluice_bin())
+            .args(["plugin", "build"])
+            .arg(root().join("plugins").join("c").join(name))
+            .env("SLUICE_CACHE_DIR", cache_dir()),
+    );
+    let wasm = PathBuf::from(out.lines().last().expect("the component's path"));
+    assert!(wasm.is_file(), "{out}");
+    built.insert(name.to_string(), wasm.clone());
+    wasm
 }
 
 /// The compile cache shared by every test (and the CLI runs they start).

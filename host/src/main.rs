@@ -1,5 +1,6 @@
 //! The `sluice` command: run jobs, inspect plugins, feed demo traffic.
 
+mod c_plugin;
 mod client;
 
 use anyhow::{Context, Result, bail};
@@ -255,7 +256,7 @@ enum PluginCommand {
     New {
         /// The project's (and plugin's) name; a directory of that name is created.
         name: String,
-        /// The guest language: rust, python or js (c is still to come).
+        /// The guest language: rust, python, js or c.
         #[arg(long, default_value = "rust")]
         lang: String,
         /// Where the guest SDK is (default: the one this sluice was built from,
@@ -265,7 +266,8 @@ enum PluginCommand {
     },
     /// Builds a plugin project into a component (Rust: `cargo build
     /// --release --target wasm32-wasip2`; Python: componentize-py into
-    /// `build/`; JavaScript: rolldown and ComponentizeJS into `build/`),
+    /// `build/`; JavaScript: rolldown and ComponentizeJS into `build/`; C:
+    /// wit-bindgen c and clang for wasm32-wasi into `build/`),
     /// checks it, and prints its path.
     Build {
         /// The project directory (default: the current one).
@@ -1034,7 +1036,7 @@ fn build_python_plugin(dir: &std::path::Path) -> Result<PathBuf> {
     let module = match modules.as_slice() {
         [m] => m.clone(),
         [] => bail!(
-            "{} is not a plugin project: no Cargo.toml, and no Python module calling `sluice.export(...)`",
+            "{} is not a plugin project: no Cargo.toml, no Python module calling `sluice.export(...)`, no JavaScript module with `export default sluice.plugin(...)`, no C file declaring `SLUICE_PLUGIN(...)`",
             dir.display()
         ),
         many => bail!(
@@ -1152,7 +1154,7 @@ fn build_js_plugin(dir: &std::path::Path) -> Result<PathBuf> {
     let module = match modules.as_slice() {
         [m] => m.clone(),
         [] => bail!(
-            "{} is not a plugin project: no Cargo.toml, no Python module calling `sluice.export(...)`, no JavaScript module with `export default sluice.plugin(...)`",
+            "{} is not a plugin project: no Cargo.toml, no Python module calling `sluice.export(...)`, no JavaScript module with `export default sluice.plugin(...)`, no C file declaring `SLUICE_PLUGIN(...)`",
             dir.display()
         ),
         many => bail!(
@@ -1229,8 +1231,8 @@ fn build_js_plugin(dir: &std::path::Path) -> Result<PathBuf> {
 }
 
 fn new_plugin(name: &str, lang: &str, sdk: Option<PathBuf>) -> Result<()> {
-    if !matches!(lang, "rust" | "python" | "js") {
-        bail!("--lang {lang}: rust, python and js plugins can be scaffolded (c is still to come)");
+    if !matches!(lang, "rust" | "python" | "js" | "c") {
+        bail!("--lang {lang}: rust, python, js and c plugins can be scaffolded");
     }
     let valid = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -1249,6 +1251,9 @@ fn new_plugin(name: &str, lang: &str, sdk: Option<PathBuf>) -> Result<()> {
     }
     if lang == "js" {
         return new_js_plugin(name);
+    }
+    if lang == "c" {
+        return c_plugin::new_c_plugin(name);
     }
     let sdk = sdk_path(sdk)?;
     std::fs::create_dir_all(dir.join("src"))
@@ -1342,7 +1347,9 @@ fn build_plugin(dir: &std::path::Path) -> Result<()> {
                         .is_ok_and(|t| t.contains("export default sluice.plugin("))
             })
         });
-        let wasm = if is_js {
+        let wasm = if c_plugin::is_c_project(dir) {
+            c_plugin::build_c_plugin(dir)?
+        } else if is_js {
             build_js_plugin(dir)?
         } else {
             build_python_plugin(dir)?

@@ -1,5 +1,5 @@
-//! Guest languages side by side: for the word count written in Rust, in
-//! Python and in JavaScript, the first start (Cranelift compiles the component), a cached
+//! Guest languages side by side: for the word count written in Rust, in C,
+//! in Python and in JavaScript, the first start (Cranelift compiles the component), a cached
 //! start (a new engine loads the artifact the first one stored), one more
 //! instance, and the word count's throughput per batch, in one run.
 //!
@@ -85,10 +85,16 @@ fn main() {
     println!("|---|--:|--:|--:|--:|--:|--:|");
     for (language, name) in [
         ("Rust", "wordcount"),
+        ("C", "wordcount_c"),
         ("Python", "wordcount_py"),
         ("JavaScript", "wordcount_js"),
     ] {
-        let wasm = plugin(name);
+        // The C plugin is built by `sluice plugin build` (as its users do).
+        let wasm = if name == "wordcount_c" {
+            sluice_tests::c_plugin("wordcount")
+        } else {
+            plugin(name)
+        };
         let size = std::fs::metadata(&wasm).map_or(0, |m| m.len());
         let cache = tempfile::tempdir().expect("cache");
         let first_rt = runtime(cache.path());

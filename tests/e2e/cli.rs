@@ -468,6 +468,37 @@ fn a_scaffolded_javascript_plugin_tests_builds_and_runs_in_a_job() {
     run_scaffolded(dir.path(), "jsop", &wasm);
 }
 
+#[test]
+fn a_scaffolded_c_plugin_tests_builds_and_runs_in_a_job() {
+    let dir = tempfile::tempdir().expect("temp");
+    let wasm = scaffold(
+        dir.path(),
+        "c",
+        "cop",
+        Command::new("make").arg("test"),
+        ("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
+    );
+    assert!(wasm.ends_with("build/cop.wasm"), "{wasm}");
+    let sum = run_ok(sluice().args(["plugin", "test", "--json", &wasm, "add", "2", "3", "4"]));
+    assert_eq!(sum.trim(), "9");
+    run_scaffolded(dir.path(), "cop", &wasm);
+    // A compile error names the file and line (clang's own message).
+    let code = dir.path().join("cop").join("cop.c");
+    let text = std::fs::read_to_string(&code).expect("source");
+    std::fs::write(&code, text.replace("return SLUICE_OK;", "return SLUICE_OK")).expect("break it");
+    let out = sluice()
+        .args(["plugin", "build"])
+        .arg(dir.path().join("cop"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cop.c:") && stderr.contains("clang failed building"),
+        "{stderr}"
+    );
+}
+
 /// `--confine` treats a spec as untrusted (a tenant's): every path it names
 /// must stay in its directory — `..`, absolute paths and symlinks out are
 /// refused naming the line and field — and sockets need a grant.

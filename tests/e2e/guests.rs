@@ -1,12 +1,13 @@
 //! Plugins written in Python (`guest-sdk/python`, built with
 //! componentize-py) and JavaScript (`guest-sdk/js`, built with rolldown and
-//! ComponentizeJS) by the tests' build script: their word counts run
-//! Spark's golden cases to the same outputs as the Rust one, their IoT
-//! parsers the IoT cases, and one job takes its split from Rust, its pair
-//! from Python and its add from JavaScript.
+//! ComponentizeJS) by the tests' build script, and in C (`guest-sdk/c`,
+//! built by `sluice plugin build`): their word counts run Spark's golden
+//! cases to the same outputs as the Rust one, their IoT parsers the IoT
+//! cases, and one job takes its split from Rust, its pair from Python and
+//! its add from JavaScript.
 
-use sluice_tests::{assert_matches_golden, plugin, read_jsonl, reference};
-use std::path::Path;
+use sluice_tests::{assert_matches_golden, c_plugin, plugin, read_jsonl, reference};
+use std::path::{Path, PathBuf};
 
 /// The golden output of a case (the Scala API's where it differs).
 fn golden(case: &str) -> Vec<serde_json::Value> {
@@ -42,15 +43,28 @@ const WORD_COUNT_CASES: [&str; 10] = [
     "updateStateByKey",
 ];
 
+/// The word count plugin of a language: `rust`, `py`, `js`, `c`.
+fn wordcount(lang: &str) -> PathBuf {
+    match lang {
+        "rust" => plugin("wordcount"),
+        "c" => c_plugin("wordcount"),
+        other => plugin(&format!("wordcount_{other}")),
+    }
+}
+
 /// The golden cases of the word count with the `wordcount` plugin of
-/// another language (`suffix`: `py`, `js`).
-fn word_count_matches_spark(suffix: &str) {
-    let other = plugin(&format!("wordcount_{suffix}")).display().to_string();
+/// another language (`lang`: `py`, `js`, `c`).
+fn word_count_matches_spark(lang: &str) {
+    let other = wordcount(lang).display().to_string();
     let rust = plugin("wordcount").display().to_string();
     for case in WORD_COUNT_CASES {
         let dir = tempfile::tempdir().expect("temp");
         let got = run_edited(case, dir.path(), |t| t.replace(&rust, &other));
-        assert_matches_golden(&got, &golden(case), &format!("{case} (wordcount_{suffix})"));
+        assert_matches_golden(
+            &got,
+            &golden(case),
+            &format!("{case} (wordcount in {lang})"),
+        );
     }
 }
 
@@ -62,6 +76,84 @@ fn the_python_word_count_matches_spark() {
 #[test]
 fn the_javascript_word_count_matches_spark() {
     word_count_matches_spark("js");
+}
+
+#[test]
+fn the_c_word_count_matches_spark() {
+    word_count_matches_spark("c");
+}
+
+#[test]
+fn one_job_mixes_c_javascript_and_python_functions() {
+    // split from the C plugin, pair from the JavaScript one, add from the
+    // Python one.
+    let c = wordcount("c").display().to_string();
+    let py = wordcount("py").display().to_string();
+    let js = wordcount("js").display().to_string();
+    let dir = tempfile::tempdir().expect("temp");
+    let got = run_edited("reduceByKey", dir.path(), |t| {
+        t.replace(
+            "[sources.lines]",
+            &format!(
+                "[plugins.c]\npath = {c:?}\n\n[plugins.py]\npath = {py:?}\n\n[plugins.js]\npath = {js:?}\n\n[sources.lines]"
+            ),
+        )
+        .replace("\"wordcount.split\"", "\"c.split\"")
+        .replace("\"wordcount.pair\"", "\"js.pair\"")
+        .replace("\"wordcount.add\"", "\"py.add\"")
+    });
+    assert_matches_golden(
+        &got,
+        &golden("reduceByKey"),
+        "C split, JavaScript pair, Python add",
+    );
+}
+
+#[test]
+fn a_bug_in_a_c_function_names_it_and_the_plugin_keeps_working() {
+    let faulty = c_plugin("faulty");
+    let test = |function: &str| {
+        let out = std::process::Command::new(sluice_tests::sluice_bin())
+            .args(["plugin", "test", "--json"])
+            .arg(&faulty)
+            .args([function, "1"])
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{function} fails");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let twice = test("twice");
+    assert!(
+        twice.contains("function `twice`")
+            && twice.contains("`twice` put 2 values for element 0 (a map puts exactly one)"),
+        "{twice}"
+    );
+    // The sandbox's memory cap holds for C: malloc returns NULL, the
+    // plugin says so and traps.
+    let hog = test("hog");
+    assert!(
+        hog.contains("function `hog`") && hog.contains("out of memory after"),
+        "{hog}"
+    );
+    let crash = test("crash");
+    assert!(crash.contains("function `crash`"), "{crash}");
+    // A refusal names the element.
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["plugin", "test", "--json"])
+        .arg(wordcount("c"))
+        .args(["add", "1", "\"x\""])
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(
+                "refused element 1 (invalid-input): expected two counts, got int and str"
+            ),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -204,21 +296,38 @@ fn the_guest_sdks_own_unit_tests_pass() {
             .args(["-B", "-m", "unittest", "-q", "test_sluice"])
             .current_dir(root.join("guest-sdk/python")),
     );
+    // The C SDK's, natively (under AddressSanitizer where gcc has it).
+    let dir = tempfile::tempdir().expect("temp");
+    let exe = dir.path().join("test_sluice");
+    let c = root.join("guest-sdk/c");
+    sluice_tests::run_ok(
+        std::process::Command::new("cc")
+            .args([
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-g",
+                "-fsanitize=address,undefined",
+                "-o",
+            ])
+            .arg(&exe)
+            .arg(c.join("test_sluice.c"))
+            .arg(c.join("sluice.c")),
+    );
+    let out = sluice_tests::run_ok(&mut std::process::Command::new(&exe));
+    assert!(out.contains("ok: sluice-sdk-c"), "{out}");
 }
 
 #[test]
 fn map_with_state_and_windows_give_the_same_outputs_in_every_language() {
     // windowOps (no Spark reference): the Rust word count's outputs are the
     // reference for the Python and JavaScript ones.
-    let run = |suffix: &str| {
+    let run = |lang: &str| {
         let dir = tempfile::tempdir().expect("temp");
         let job = sluice_tests::case_job("windowOps", dir.path());
         let rust = plugin("wordcount").display().to_string();
-        let other = if suffix.is_empty() {
-            rust.clone()
-        } else {
-            plugin(&format!("wordcount_{suffix}")).display().to_string()
-        };
+        let other = wordcount(lang).display().to_string();
         let text = std::fs::read_to_string(&job)
             .expect("job")
             .replace(&rust, &other);
@@ -227,20 +336,20 @@ fn map_with_state_and_windows_give_the_same_outputs_in_every_language() {
         ["by_value", "total_length", "running"]
             .map(|o| read_jsonl(&dir.path().join(format!("{o}.jsonl"))))
     };
-    let reference = run("");
+    let reference = run("rust");
     assert!(
         reference[2]
             .iter()
             .any(|b| b["records"].to_string().contains("true")),
         "some word times out"
     );
-    for suffix in ["py", "js"] {
-        let got = run(suffix);
+    for lang in ["py", "js", "c"] {
+        let got = run(lang);
         for (o, name) in ["by_value", "total_length", "running"].iter().enumerate() {
             assert_matches_golden(
                 &got[o],
                 &reference[o],
-                &format!("windowOps {name} (wordcount_{suffix})"),
+                &format!("windowOps {name} (wordcount in {lang})"),
             );
         }
     }
