@@ -826,7 +826,8 @@ impl StreamingContext {
     }
 
     /// Lines from a TCP server at `host:port` (Spark's `socketTextStream`),
-    /// sliced into one partition per worker.
+    /// sliced into one partition per worker (more for a large batch: see
+    /// [`Rdd::from_received`](crate::rdd::Rdd::from_received)).
     pub fn socket_text_stream(&self, host: &str, port: u16) -> DStream {
         let config = SocketConfig {
             host: host.to_string(),

@@ -89,6 +89,11 @@ impl Runtime {
             .wasm_component_model(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .parallel_compilation(true);
+        // `SLUICE_PERF_MAP=1`: guest code named in /tmp/perf-PID.map, so
+        // `perf report` shows the plugin's functions (for profiling).
+        if std::env::var_os("SLUICE_PERF_MAP").is_some_and(|v| v == "1") {
+            wc.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wc).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;

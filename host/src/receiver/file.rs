@@ -296,7 +296,7 @@ impl FileSource {
         if changed {
             self.save_ledger();
         }
-        Ok(Rdd::from_column(&lines, self.partitions))
+        Ok(Rdd::from_received(&lines, self.partitions))
     }
 }
 

@@ -90,7 +90,7 @@ impl Source for GeneratorSource {
             }
             let _ = lines.push_str(&line);
         }
-        Ok(Rdd::from_column(&lines, self.partitions))
+        Ok(Rdd::from_received(&lines, self.partitions))
     }
 
     /// The generator's state: a resumed job goes on with the same sequence.

@@ -282,7 +282,7 @@ impl Source for SocketSource {
             self.recovered.pop_front();
         }
         if replayed || self.recovered.front().is_some_and(|g| g.time.is_some()) {
-            return Ok(Rdd::from_column(&lines, self.partitions));
+            return Ok(Rdd::from_received(&lines, self.partitions));
         }
         // Received and logged but never batched, then what is new.
         if let Some(tail) = self.recovered.pop_front() {
@@ -300,7 +300,7 @@ impl Source for SocketSource {
         if let Some(p) = position {
             self.position = p;
         }
-        Ok(Rdd::from_column(&lines, self.partitions))
+        Ok(Rdd::from_received(&lines, self.partitions))
     }
 
     fn position(&self) -> Option<Vec<u8>> {
