@@ -1,0 +1,65 @@
+"""Spark Streaming's socket word count on PySpark DStreams, for Sluice's
+benchmark (`scripts/bench`): the same job as Sluice's (split on spaces, pair
+with 1, reduceByKey, then an action that computes every count), reporting
+each completed batch as one JSON line on stdout.
+
+    spark-submit wordcount.py HOST PORT INTERVAL_MS SECONDS
+"""
+
+import json
+import sys
+
+from pyspark import SparkConf, SparkContext
+from pyspark.streaming import StreamingContext
+from pyspark.streaming.listener import StreamingListener
+
+
+class Report(StreamingListener):
+    def onBatchCompleted(self, completed):
+        info = completed.batchInfo()
+        print(
+            json.dumps(
+                {
+                    "time": info.batchTime().milliseconds(),
+                    "records": info.numRecords(),
+                    # The Java-friendly BatchInfo: delays in ms (-1: none).
+                    "scheduling_ms": info.schedulingDelay(),
+                    "processing_ms": info.processingDelay(),
+                }
+            ),
+            flush=True,
+        )
+
+
+def main():
+    host, port, interval_ms, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    conf = (
+        SparkConf()
+        .setMaster("local[2]")
+        .setAppName("sluice-bench-wordcount-py")
+        .set("spark.ui.enabled", "false")
+        .set("spark.driver.memory", "4g")
+    )
+    sc = SparkContext(conf=conf)
+    sc.setLogLevel("ERROR")
+    ssc = StreamingContext(sc, interval_ms / 1000.0)
+    ssc.addStreamingListener(Report())
+    counts = (
+        ssc.socketTextStream(host, port)
+        .flatMap(lambda line: line.split(" "))
+        .map(lambda word: (word, 1))
+        .reduceByKey(lambda a, b: a + b)
+    )
+
+    def compute(rdd):
+        rdd.count()  # returns nothing: a function that returns a value must return an RDD
+
+    counts.foreachRDD(compute)
+    print(json.dumps({"started": True}), flush=True)
+    ssc.start()
+    ssc.awaitTerminationOrTimeout(seconds)
+    ssc.stop(stopSparkContext=True, stopGraceFully=False)
+
+
+if __name__ == "__main__":
+    main()
