@@ -96,8 +96,7 @@ impl Column {
     pub fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
         self.start_element();
         let before = self.bytes.len();
-        let mut ser = rmp_serde::Serializer::new(&mut self.bytes).with_struct_map();
-        if let Err(e) = value.serialize(&mut ser) {
+        if let Err(e) = crate::fastser::write(&mut self.bytes, value) {
             self.bytes.truncate(before);
             return Err(EncodeError::Value(e.to_string()));
         }
@@ -109,7 +108,7 @@ impl Column {
     pub fn push_str(&mut self, s: &str) -> Result<(), EncodeError> {
         self.start_element();
         // Writing to a Vec cannot fail.
-        let _ = rmp::encode::write_str(&mut self.bytes, s);
+        let _ = crate::fastser::write(&mut self.bytes, s);
         self.end_element()
     }
 

@@ -71,6 +71,8 @@
 //! globals: the host may recycle an instance at any batch boundary.
 
 pub mod columnar;
+mod fastde;
+mod fastser;
 pub mod msgpack;
 pub mod run;
 

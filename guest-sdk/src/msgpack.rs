@@ -76,6 +76,18 @@ pub fn is_single_value(value: &[u8]) -> Result<bool, MsgpackError> {
 /// structure and that its strings are UTF-8. Iterative: nesting depth cannot
 /// overflow the stack.
 pub fn value_len(bytes: &[u8]) -> Result<usize, MsgpackError> {
+    scan(bytes, true)
+}
+
+/// Length in bytes of the first MessagePack value in `bytes`, trusting its
+/// strings to be UTF-8 (for values already validated).
+#[inline]
+pub fn skip_len(bytes: &[u8]) -> Result<usize, MsgpackError> {
+    scan(bytes, false)
+}
+
+#[inline]
+fn scan(bytes: &[u8], utf8: bool) -> Result<usize, MsgpackError> {
     let mut pos = 0usize;
     let mut pending = 1usize;
     while pending > 0 {
@@ -130,7 +142,7 @@ pub fn value_len(bytes: &[u8]) -> Result<usize, MsgpackError> {
         if end > bytes.len() {
             return Err(MsgpackError::Truncated);
         }
-        if is_str {
+        if is_str && utf8 {
             check_utf8(&bytes[pos..end])?;
         }
         pos = end;
@@ -152,7 +164,7 @@ pub fn split_pair(value: &[u8]) -> Option<(&[u8], &[u8])> {
         return None;
     }
     let rest = &value[1..];
-    let klen = value_len(rest).ok()?;
+    let klen = skip_len(rest).ok()?;
     Some((&rest[..klen], &rest[klen..]))
 }
 

@@ -62,7 +62,7 @@ impl std::error::Error for CallError {}
 
 #[inline]
 fn decode<'a, T: Deserialize<'a>>(input: &'a Column, i: usize) -> Result<T, CallError> {
-    rmp_serde::from_slice(input.get(i)).map_err(|e| CallError::invalid_input(i, e.to_string()))
+    crate::fastde::from_slice(input.get(i)).map_err(|e| CallError::invalid_input(i, e.to_string()))
 }
 
 #[inline]
@@ -287,7 +287,7 @@ fn decode_state<S: DeserializeOwned>(states: &Column, g: usize) -> Result<Option
     if bytes.is_empty() {
         return Ok(None);
     }
-    rmp_serde::from_slice(bytes)
+    crate::fastde::from_slice(bytes)
         .map(Some)
         .map_err(|e| CallError::invalid_input(g, format!("state: {e}")))
 }
@@ -464,7 +464,7 @@ where
         .collect::<Result<Vec<A>, _>>()?;
     let b = (0..right.len())
         .map(|i| {
-            rmp_serde::from_slice(right.get(i))
+            crate::fastde::from_slice(right.get(i))
                 .map_err(|e| CallError::invalid_input(i, format!("second stream: {e}")))
         })
         .collect::<Result<Vec<B>, _>>()?;

@@ -1,0 +1,324 @@
+//! Decoding one canonical MessagePack value with serde, quickly for the
+//! shapes streams are made of — strings, integers, and tuples of them —
+//! and by `rmp_serde` for everything else, so that values, visits and
+//! errors are exactly `rmp_serde`'s: the fast paths only take the cases
+//! whose result they produce the same way (a valid UTF-8 string borrowed,
+//! an integer visited at its encoded width, a tuple of exactly its arity).
+
+use rmp_serde::decode::Error;
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+
+/// Decodes `bytes` (one value) as `T`; the same result as
+/// `rmp_serde::from_slice`.
+#[inline]
+pub(crate) fn from_slice<'a, T: de::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
+    T::deserialize(Value(bytes))
+}
+
+/// One encoded value.
+struct Value<'a>(&'a [u8]);
+
+impl<'a> Value<'a> {
+    #[inline]
+    fn fallback(self) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'a, [u8]>> {
+        rmp_serde::Deserializer::from_read_ref(self.0)
+    }
+
+    /// The value as a string, when it is exactly a valid UTF-8 `str`.
+    #[inline]
+    fn str(&self) -> Option<&'a str> {
+        let b = self.0;
+        let (start, n) = match *b.first()? {
+            m @ 0xa0..=0xbf => (1, (m & 0x1f) as usize),
+            0xd9 => (2, *b.get(1)? as usize),
+            0xda => (3, u16::from_be_bytes([*b.get(1)?, *b.get(2)?]) as usize),
+            _ => return None,
+        };
+        if b.len() != start + n {
+            return None;
+        }
+        std::str::from_utf8(&b[start..]).ok()
+    }
+
+    /// An integer, visited at its encoded width as `rmp_serde` does
+    /// (whose integer methods all read any number: `deserialize_i64` is
+    /// the fallback for each).
+    #[inline]
+    fn int<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        let b = self.0;
+        let be = |n: usize| -> Option<u64> {
+            let s = b.get(1..1 + n)?;
+            (b.len() == 1 + n).then(|| s.iter().fold(0u64, |a, &x| (a << 8) | x as u64))
+        };
+        let Some(&m) = b.first() else {
+            return self.fallback().deserialize_i64(visitor);
+        };
+        match m {
+            0x00..=0x7f if b.len() == 1 => visitor.visit_u8(m),
+            0xe0..=0xff if b.len() == 1 => visitor.visit_i8(m as i8),
+            0xcc => match be(1) {
+                Some(v) => visitor.visit_u8(v as u8),
+                None => self.fallback().deserialize_i64(visitor),
+            },
+            0xcd => match be(2) {
+                Some(v) => visitor.visit_u16(v as u16),
+                None => self.fallback().deserialize_i64(visitor),
+            },
+            0xce => match be(4) {
+                Some(v) => visitor.visit_u32(v as u32),
+                None => self.fallback().deserialize_i64(visitor),
+            },
+            0xcf => match be(8) {
+                Some(v) => visitor.visit_u64(v),
+                None => self.fallback().deserialize_i64(visitor),
+            },
+            0xd0 => match be(1) {
+                Some(v) => visitor.visit_i8(v as u8 as i8),
+                None => self.fallback().deserialize_i64(visitor),
+            },
+            0xd1 => match be(2) {
+                Some(v) => visitor.visit_i16(v as u16 as i16),
+                None => self.fallback().deserialize_i64(visitor),
+            },
+            0xd2 => match be(4) {
+                Some(v) => visitor.visit_i32(v as u32 as i32),
+                None => self.fallback().deserialize_i64(visitor),
+            },
+            0xd3 => match be(8) {
+                Some(v) => visitor.visit_i64(v as i64),
+                None => self.fallback().deserialize_i64(visitor),
+            },
+            _ => self.fallback().deserialize_i64(visitor),
+        }
+    }
+}
+
+/// The items of a fixed-size array, each decoded as a [`Value`].
+struct Items<'a> {
+    rest: &'a [u8],
+    left: u32,
+}
+
+impl<'a> SeqAccess<'a> for Items<'a> {
+    type Error = Error;
+
+    #[inline]
+    fn next_element_seed<T: DeserializeSeed<'a>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let n = crate::msgpack::skip_len(self.rest)
+            .map_err(|e| Error::Syntax(format!("array item: {e}")))?;
+        let (item, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        self.left -= 1;
+        seed.deserialize(Value(item)).map(Some)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.left as usize)
+    }
+}
+
+macro_rules! fallback {
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
+        $(
+            #[inline]
+            fn $method<V: Visitor<'a>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, Error> {
+                self.fallback().$method($($arg,)* visitor)
+            }
+        )*
+    };
+}
+
+impl<'a> Deserializer<'a> for Value<'a> {
+    type Error = Error;
+
+    #[inline]
+    fn deserialize_str<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.str() {
+            Some(s) => visitor.visit_borrowed_str(s),
+            None => self.fallback().deserialize_str(visitor),
+        }
+    }
+
+    #[inline]
+    fn deserialize_string<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.str() {
+            Some(s) => visitor.visit_borrowed_str(s),
+            None => self.fallback().deserialize_string(visitor),
+        }
+    }
+
+    #[inline]
+    fn deserialize_i64<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.int(visitor)
+    }
+
+    #[inline]
+    fn deserialize_u64<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.int(visitor)
+    }
+
+    #[inline]
+    fn deserialize_i32<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.int(visitor)
+    }
+
+    #[inline]
+    fn deserialize_u32<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.int(visitor)
+    }
+
+    #[inline]
+    fn deserialize_tuple<V: Visitor<'a>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
+        match self.0.first() {
+            // Well-formed throughout (else rmp_serde says what is wrong).
+            Some(&m)
+                if (0x90..=0x9f).contains(&m)
+                    && (m & 0x0f) as usize == len
+                    && crate::msgpack::is_single_value(self.0) == Ok(true) =>
+            {
+                let mut items = Items {
+                    rest: &self.0[1..],
+                    left: len as u32,
+                };
+                let value = visitor.visit_seq(&mut items)?;
+                match items.left {
+                    0 => Ok(value),
+                    excess => Err(Error::LengthMismatch(len as u32 - excess)),
+                }
+            }
+            _ => self.fallback().deserialize_tuple(len, visitor),
+        }
+    }
+
+    fallback! {
+        deserialize_any(),
+        deserialize_bool(),
+        deserialize_i8(),
+        deserialize_i16(),
+        deserialize_u8(),
+        deserialize_u16(),
+        deserialize_f32(),
+        deserialize_f64(),
+        deserialize_char(),
+        deserialize_bytes(),
+        deserialize_byte_buf(),
+        deserialize_option(),
+        deserialize_unit(),
+        deserialize_seq(),
+        deserialize_map(),
+        deserialize_identifier(),
+        deserialize_ignored_any(),
+        deserialize_unit_struct(name: &'static str),
+        deserialize_newtype_struct(name: &'static str),
+        deserialize_tuple_struct(name: &'static str, len: usize),
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]),
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
+    }
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        v.serialize(&mut rmp_serde::Serializer::new(&mut out).with_struct_map())
+            .expect("encode");
+        out
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Reading {
+        device: String,
+        watts: f64,
+        tags: Vec<String>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Shape {
+        Dot,
+        Line(i64),
+    }
+
+    /// Decodes with both and requires the same outcome.
+    fn same<'a, T: Deserialize<'a> + PartialEq + std::fmt::Debug>(bytes: &'a [u8]) {
+        let fast: Result<T, Error> = from_slice(bytes);
+        let slow: Result<T, Error> = rmp_serde::from_slice(bytes);
+        match (&fast, &slow) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{bytes:02x?}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{bytes:02x?}"),
+            _ => panic!("{bytes:02x?}: fast {fast:?}, rmp_serde {slow:?}"),
+        }
+    }
+
+    #[test]
+    fn agrees_with_rmp_serde() {
+        let long = "x".repeat(300);
+        for s in ["", "word", "ünïcödé", &long] {
+            same::<&str>(&enc(&s));
+            same::<String>(&enc(&s));
+            same::<i64>(&enc(&s));
+            same::<(&str, i64)>(&enc(&s));
+        }
+        for i in [
+            0i64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            -1,
+            -32,
+            -33,
+            -129,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            same::<i64>(&enc(&i));
+            same::<u64>(&enc(&i));
+            same::<i32>(&enc(&i));
+            same::<u32>(&enc(&i));
+            same::<u8>(&enc(&i));
+            same::<f64>(&enc(&i));
+            same::<&str>(&enc(&i));
+        }
+        same::<u64>(&enc(&u64::MAX));
+        same::<(&str, i64)>(&enc(&("a", 1)));
+        same::<(&str, i64)>(&enc(&("a", "b")));
+        same::<(&str, i64, bool)>(&enc(&("a", 1)));
+        same::<(&str,)>(&enc(&("a", 1)));
+        same::<(String, (i64, f64))>(&enc(&("k", (3, 1.5))));
+        same::<Vec<&str>>(&enc(&vec!["a", "b"]));
+        same::<Option<i64>>(&enc(&Some(3)));
+        same::<Option<i64>>(&enc(&None::<i64>));
+        same::<f64>(&enc(&2.5));
+        same::<bool>(&enc(&true));
+        same::<Reading>(&enc(&Reading {
+            device: "fan".into(),
+            watts: 3.5,
+            tags: vec!["a".into()],
+        }));
+        same::<Shape>(&enc(&Shape::Dot));
+        same::<Shape>(&enc(&Shape::Line(4)));
+        same::<serde_json::Value>(&enc(&("a", 1, [1.5, 2.0])));
+        // Invalid UTF-8 and truncated values: rmp_serde's own errors.
+        same::<&str>(&[0xa2, 0xff, 0xfe]);
+        same::<String>(&[0xa3, b'a']);
+        same::<(&str, i64)>(&[0x92, 0xa1]);
+        same::<i64>(&[0xcd, 0x01]);
+        same::<i64>(&[]);
+    }
+}
