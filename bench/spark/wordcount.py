@@ -1,41 +1,25 @@
 """Spark Streaming's socket word count on PySpark DStreams, for Sluice's
 benchmark (`scripts/bench`): the same job as Sluice's (split on spaces, pair
-with 1, reduceByKey, then an action that computes every count), reporting
-each completed batch as one JSON line on stdout.
+with 1, reduceByKey, then an action that computes every count), each
+completed batch reported as one JSON line on stdout by the benchmark jar's
+JVM listener (`sluice.bench.BatchReporter`: no Python callback per batch).
 
-    spark-submit wordcount.py HOST PORT INTERVAL_MS SECONDS
+    spark-submit --jars wordcount.jar wordcount.py HOST PORT INTERVAL_MS SECONDS
 """
 
 import json
+import os
 import sys
 
 from pyspark import SparkConf, SparkContext
 from pyspark.streaming import StreamingContext
-from pyspark.streaming.listener import StreamingListener
-
-
-class Report(StreamingListener):
-    def onBatchCompleted(self, completed):
-        info = completed.batchInfo()
-        print(
-            json.dumps(
-                {
-                    "time": info.batchTime().milliseconds(),
-                    "records": info.numRecords(),
-                    # The Java-friendly BatchInfo: delays in ms (-1: none).
-                    "scheduling_ms": info.schedulingDelay(),
-                    "processing_ms": info.processingDelay(),
-                }
-            ),
-            flush=True,
-        )
 
 
 def main():
     host, port, interval_ms, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     conf = (
         SparkConf()
-        .setMaster("local[2]")
+        .setMaster(os.environ.get("BENCH_SPARK_MASTER", "local[2]"))
         .setAppName("sluice-bench-wordcount-py")
         .set("spark.ui.enabled", "false")
         .set("spark.driver.memory", "4g")
@@ -43,7 +27,9 @@ def main():
     sc = SparkContext(conf=conf)
     sc.setLogLevel("ERROR")
     ssc = StreamingContext(sc, interval_ms / 1000.0)
-    ssc.addStreamingListener(Report())
+    # The JVM listener of the benchmark's jar (spark-submit --jars): no
+    # Python callback per batch.
+    ssc._jssc.addStreamingListener(sc._jvm.sluice.bench.BatchReporter())
     counts = (
         ssc.socketTextStream(host, port)
         .flatMap(lambda line: line.split(" "))

@@ -271,22 +271,7 @@ mod tests {
             same::<i64>(&enc(&s));
             same::<(&str, i64)>(&enc(&s));
         }
-        for i in [
-            0i64,
-            1,
-            127,
-            128,
-            255,
-            256,
-            65_535,
-            65_536,
-            -1,
-            -32,
-            -33,
-            -129,
-            i64::MIN,
-            i64::MAX,
-        ] {
+        for i in crate::fastser::tests::EDGE_INTS {
             same::<i64>(&enc(&i));
             same::<u64>(&enc(&i));
             same::<i32>(&enc(&i));

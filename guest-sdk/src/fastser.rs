@@ -266,10 +266,37 @@ impl<'a, 'w> Serializer for &'a mut Fast<'w> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde::Serialize;
     use std::collections::BTreeMap;
+
+    /// Integers at every boundary of MessagePack's encodings (shared by
+    /// the decoder's tests).
+    pub(crate) const EDGE_INTS: [i64; 22] = [
+        0i64,
+        1,
+        127,
+        128,
+        255,
+        256,
+        65_535,
+        65_536,
+        (1 << 32) - 1,
+        1 << 32,
+        -1,
+        -32,
+        -33,
+        -128,
+        -129,
+        -32_768,
+        -32_769,
+        -40_000,
+        -2_147_483_648,
+        -2_147_483_649,
+        i64::MIN,
+        i64::MAX,
+    ];
 
     #[derive(Serialize)]
     struct Reading {
@@ -300,30 +327,7 @@ mod tests {
 
     #[test]
     fn writes_what_rmp_serde_writes() {
-        for i in [
-            0i64,
-            1,
-            127,
-            128,
-            255,
-            256,
-            65_535,
-            65_536,
-            (1 << 32) - 1,
-            1 << 32,
-            -1,
-            -32,
-            -33,
-            -128,
-            -129,
-            -32_768,
-            -32_769,
-            -40_000,
-            -2_147_483_648,
-            -2_147_483_649,
-            i64::MIN,
-            i64::MAX,
-        ] {
+        for i in EDGE_INTS {
             same(&i);
             same(&(i as i32));
             same(&(i as i8));

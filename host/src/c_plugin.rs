@@ -26,22 +26,13 @@ pub(crate) fn is_c_project(dir: &Path) -> bool {
 /// The project's C sources to build (not its tests, not a vendored SDK) and
 /// the one among them that declares the plugin.
 fn c_sources(dir: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
-    let mut main = Vec::new();
-    let mut sources = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = e?.path();
-        let file = path
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !file.ends_with(".c") || file.starts_with("test_") || file == "sluice.c" {
-            continue;
-        }
-        if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("SLUICE_PLUGIN(")) {
-            main.push(path.clone());
-        }
-        sources.push(path);
-    }
+    let (mut main, sources) = crate::plugin_sources(
+        dir,
+        ".c",
+        "sluice.c",
+        |f| f.starts_with("test_"),
+        |t| t.contains("SLUICE_PLUGIN("),
+    )?;
     if main.len() > 1 {
         bail!(
             "{}: several files declare SLUICE_PLUGIN ({}); keep one per plugin",
@@ -52,7 +43,6 @@ fn c_sources(dir: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
                 .join(", ")
         );
     }
-    sources.sort();
     Ok((main.pop(), sources))
 }
 

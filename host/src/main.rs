@@ -1130,11 +1130,17 @@ fn js_tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-/// `sluice plugin build` of a JavaScript project: the module whose default
-/// export is `sluice.plugin(...)`, bundled with the SDK built into sluice
-/// (rolldown) and componentized (ComponentizeJS).
-fn build_js_plugin(dir: &std::path::Path) -> Result<PathBuf> {
-    let mut modules = Vec::new();
+/// A plugin project's source files ending in `ext` (not its tests, not
+/// the vendored SDK file `sdk`), sorted, and those among them whose text
+/// declares the plugin.
+fn plugin_sources(
+    dir: &std::path::Path,
+    ext: &str,
+    sdk: &str,
+    is_test: impl Fn(&str) -> bool,
+    declares: impl Fn(&str) -> bool,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut mains = Vec::new();
     let mut sources = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = e?.path();
@@ -1142,15 +1148,34 @@ fn build_js_plugin(dir: &std::path::Path) -> Result<PathBuf> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if !file.ends_with(".js") || file.contains(".test.") || file == "sluice.js" {
+        if !file.ends_with(ext) || is_test(&file) || file == sdk {
             continue;
         }
-        if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("export default sluice.plugin("))
-        {
-            modules.push(file.trim_end_matches(".js").to_string());
+        if std::fs::read_to_string(&path).is_ok_and(|t| declares(&t)) {
+            mains.push(path.clone());
         }
         sources.push(path);
     }
+    mains.sort();
+    sources.sort();
+    Ok((mains, sources))
+}
+
+/// `sluice plugin build` of a JavaScript project: the module whose default
+/// export is `sluice.plugin(...)`, bundled with the SDK built into sluice
+/// (rolldown) and componentized (ComponentizeJS).
+fn build_js_plugin(dir: &std::path::Path) -> Result<PathBuf> {
+    let (mains, sources) = plugin_sources(
+        dir,
+        ".js",
+        "sluice.js",
+        |f| f.contains(".test."),
+        |t| t.contains("export default sluice.plugin("),
+    )?;
+    let modules: Vec<String> = mains
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
     let module = match modules.as_slice() {
         [m] => m.clone(),
         [] => bail!(

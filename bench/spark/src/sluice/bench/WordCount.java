@@ -3,16 +3,14 @@
 // pair with 1, reduceByKey, then an action that computes every count),
 // reporting each completed batch as one JSON line on stdout.
 //
-//     spark-submit --class WordCount wordcount.jar HOST PORT INTERVAL_MS SECONDS
+//     spark-submit --class sluice.bench.WordCount wordcount.jar HOST PORT INTERVAL_MS SECONDS
+package sluice.bench;
 
 import java.util.Arrays;
 import org.apache.spark.SparkConf;
 import org.apache.spark.streaming.Durations;
 import org.apache.spark.streaming.api.java.JavaPairDStream;
 import org.apache.spark.streaming.api.java.JavaStreamingContext;
-import org.apache.spark.streaming.scheduler.BatchInfo;
-import org.apache.spark.streaming.scheduler.StreamingListener;
-import org.apache.spark.streaming.scheduler.StreamingListenerBatchCompleted;
 import scala.Tuple2;
 
 public final class WordCount {
@@ -22,24 +20,12 @@ public final class WordCount {
         long intervalMs = Long.parseLong(args[2]);
         long timeoutMs = (long) (Double.parseDouble(args[3]) * 1000);
         SparkConf conf = new SparkConf()
-                .setMaster("local[2]")
+                .setMaster(System.getenv().getOrDefault("BENCH_SPARK_MASTER", "local[2]"))
                 .setAppName("sluice-bench-wordcount-jvm")
                 .set("spark.ui.enabled", "false");
         JavaStreamingContext ssc = new JavaStreamingContext(conf, Durations.milliseconds(intervalMs));
         ssc.sparkContext().setLogLevel("ERROR");
-        ssc.addStreamingListener(new StreamingListener() {
-            @Override
-            public void onBatchCompleted(StreamingListenerBatchCompleted completed) {
-                BatchInfo info = completed.batchInfo();
-                System.out.println(String.format(
-                        "{\"time\": %d, \"records\": %d, \"scheduling_ms\": %d, \"processing_ms\": %d}",
-                        info.batchTime().milliseconds(),
-                        info.numRecords(),
-                        (Long) info.schedulingDelay().get(),
-                        (Long) info.processingDelay().get()));
-                System.out.flush();
-            }
-        });
+        ssc.addStreamingListener(new BatchReporter());
         JavaPairDStream<String, Integer> counts = ssc.socketTextStream(host, port)
                 .flatMap(line -> Arrays.asList(line.split(" ", -1)).iterator())
                 .mapToPair(word -> new Tuple2<>(word, 1))
