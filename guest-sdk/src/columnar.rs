@@ -107,7 +107,7 @@ impl Column {
     #[inline]
     pub fn push_str(&mut self, s: &str) -> Result<(), EncodeError> {
         self.start_element();
-        // Writing to a Vec cannot fail.
+        // Writing a string to a Vec cannot fail.
         let _ = crate::fastser::write(&mut self.bytes, s);
         self.end_element()
     }

@@ -19,20 +19,25 @@ const C_SDK: [(&str, &str); 2] = [
 ];
 
 /// Whether `dir` holds a C plugin: a `.c` file declaring `SLUICE_PLUGIN(...)`.
+/// (Several such files still make it a C project: the build says which.)
 pub(crate) fn is_c_project(dir: &Path) -> bool {
-    c_sources(dir).is_ok_and(|(main, _)| main.is_some())
+    scan(dir).is_ok_and(|(mains, _)| !mains.is_empty())
 }
 
-/// The project's C sources to build (not its tests, not a vendored SDK) and
-/// the one among them that declares the plugin.
-fn c_sources(dir: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
-    let (mut main, sources) = crate::plugin_sources(
+fn scan(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    crate::plugin_sources(
         dir,
         ".c",
         "sluice.c",
         |f| f.starts_with("test_"),
         |t| t.contains("SLUICE_PLUGIN("),
-    )?;
+    )
+}
+
+/// The project's C sources to build (not its tests, not a vendored SDK) and
+/// the one among them that declares the plugin.
+fn c_sources(dir: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
+    let (mut main, sources) = scan(dir)?;
     if main.len() > 1 {
         bail!(
             "{}: several files declare SLUICE_PLUGIN ({}); keep one per plugin",
@@ -290,6 +295,7 @@ mod tests {
         assert_eq!(main, Some(dir.path().join("x.c")));
         assert_eq!(sources.len(), 2);
         std::fs::write(dir.path().join("y.c"), "SLUICE_PLUGIN(").expect("w");
+        assert!(is_c_project(dir.path()), "the C build says which files");
         let err = c_sources(dir.path()).expect_err("two plugins");
         assert!(err.to_string().contains("several files"), "{err}");
     }

@@ -1161,17 +1161,23 @@ fn plugin_sources(
     Ok((mains, sources))
 }
 
-/// `sluice plugin build` of a JavaScript project: the module whose default
-/// export is `sluice.plugin(...)`, bundled with the SDK built into sluice
-/// (rolldown) and componentized (ComponentizeJS).
-fn build_js_plugin(dir: &std::path::Path) -> Result<PathBuf> {
-    let (mains, sources) = plugin_sources(
+/// A JavaScript project's modules (not tests, not the SDK) and those whose
+/// default export is `sluice.plugin(...)`.
+fn js_sources(dir: &std::path::Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    plugin_sources(
         dir,
         ".js",
         "sluice.js",
         |f| f.contains(".test."),
         |t| t.contains("export default sluice.plugin("),
-    )?;
+    )
+}
+
+/// `sluice plugin build` of a JavaScript project: the module whose default
+/// export is `sluice.plugin(...)`, bundled with the SDK built into sluice
+/// (rolldown) and componentized (ComponentizeJS).
+fn build_js_plugin(dir: &std::path::Path) -> Result<PathBuf> {
+    let (mains, sources) = js_sources(dir)?;
     let modules: Vec<String> = mains
         .iter()
         .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
@@ -1365,13 +1371,7 @@ mod tests {
 fn build_plugin(dir: &std::path::Path) -> Result<()> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.exists() {
-        let is_js = std::fs::read_dir(dir).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                e.path().extension().is_some_and(|x| x == "js")
-                    && std::fs::read_to_string(e.path())
-                        .is_ok_and(|t| t.contains("export default sluice.plugin("))
-            })
-        });
+        let is_js = js_sources(dir).is_ok_and(|(mains, _)| !mains.is_empty());
         let wasm = if c_plugin::is_c_project(dir) {
             c_plugin::build_c_plugin(dir)?
         } else if is_js {

@@ -48,8 +48,9 @@ impl Rdd {
     /// when the batch is large: at most [`BLOCK_LINES`] lines each, as
     /// Spark's receivers cut their input into blocks. Many small partitions
     /// let the workers share a large batch evenly, even while a receiver
-    /// thread takes part of a core (a socket word count sustains ~25 % more
-    /// lines/s on 2 cores than with 2 partitions).
+    /// thread takes part of a core (the socket word count of `--bench
+    /// streaming` with wasm operators: 732k instead of 466k lines/s on 2
+    /// cores).
     pub fn from_received(lines: &Column, n: usize) -> Rdd {
         Rdd::from_column(lines, n.max(lines.len().div_ceil(BLOCK_LINES)))
     }
