@@ -2,7 +2,8 @@
 //! wasm and compiled natively, side by side in one run.
 //!
 //! `cargo bench -p sluice-tests --bench wordcount` (env: `BENCH_LINES`,
-//! `BENCH_BATCHES`, `BENCH_ROUNDS`). Prints words/s for each and the ratio.
+//! `BENCH_BATCHES`, `BENCH_ROUNDS`, `BENCH_ONLY=wasm|native`,
+//! `BENCH_WORKERS`). Prints words/s for each and the ratio.
 
 use sluice::{Func, ManualClock, StreamingContext};
 use sluice_tests::{env_or, plugin, runtime};
@@ -67,7 +68,25 @@ fn run(batches: &[Vec<String>], workers: usize, native: bool) -> Vec<Duration> {
     let times = Arc::new(Mutex::new(Vec::new()));
     let t = times.clone();
     ssc.add_listener(Box::new(move |info| {
-        t.lock().expect("lock").push(info.processing_time)
+        t.lock().expect("lock").push(info.processing_time);
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            let ops: Vec<String> = info
+                .operators
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {:.1}ms",
+                        o.op.split(' ').next().unwrap_or(""),
+                        o.time.as_secs_f64() * 1e3
+                    )
+                })
+                .collect();
+            eprintln!(
+                "{} {workers}w: {}",
+                if native { "native" } else { "wasm" },
+                ops.join(", ")
+            );
+        }
     }));
     ssc.run(None).expect("running the word count");
     assert!(*keys.lock().expect("lock") > 0);
@@ -95,13 +114,38 @@ fn main() {
     );
     println!("| workers | wasm words/s | native words/s | wasm / native time |");
     println!("|--:|--:|--:|--:|");
+    // `BENCH_ONLY=wasm` or `native`: one side alone (for profiling it).
+    let only = std::env::var("BENCH_ONLY").ok();
+    let only = only.as_deref();
     let mut per_workers = Vec::new();
-    for workers in [1usize, 2] {
+    // `BENCH_WORKERS=2`: one worker count alone.
+    let counts: Vec<usize> = match std::env::var("BENCH_WORKERS") {
+        Ok(w) => vec![w.parse().expect("BENCH_WORKERS is a number")],
+        Err(_) => vec![1, 2],
+    };
+    for workers in counts {
         // Interleave the modes so both see the same machine conditions.
         let (mut wasm, mut native) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            wasm.extend(run(&batches, workers, false));
-            native.extend(run(&batches, workers, true));
+            if only != Some("native") {
+                wasm.extend(run(&batches, workers, false));
+            }
+            if only != Some("wasm") {
+                native.extend(run(&batches, workers, true));
+            }
+        }
+        if wasm.is_empty() || native.is_empty() {
+            let (mode, times) = if wasm.is_empty() {
+                ("native", native)
+            } else {
+                ("wasm", wasm)
+            };
+            let t = median(times);
+            println!(
+                "| {workers} | {mode} only: {:.2} M words/s |",
+                words / t.as_secs_f64() / 1e6
+            );
+            continue;
         }
         let (w, n) = (median(wasm), median(native));
         println!(
@@ -111,6 +155,9 @@ fn main() {
             w.as_secs_f64() / n.as_secs_f64()
         );
         per_workers.push((w, n));
+    }
+    if per_workers.len() < 2 {
+        return;
     }
     let (w1, n1) = per_workers[0];
     let (w2, n2) = per_workers[1];
