@@ -6,6 +6,47 @@
 
 use serde::Serialize;
 
+/// Appends `bytes` to `out`: `extend_from_slice`, with copies of up to 16
+/// bytes (most words, keys and small values) done as two overlapping loads
+/// and stores. A copy of a variable length otherwise becomes a call to
+/// `memcpy`, which in a wasm guest is `memory.copy`, a call out of the
+/// guest's code into the runtime.
+#[inline]
+pub(crate) fn append(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    if n > 16 {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(16);
+    let len = out.len();
+    let src = bytes.as_ptr();
+    // SAFETY: `reserve(16)` leaves room for 16 bytes after `len`; every read
+    // is within `bytes` (each branch reads only where `n` allows) and every
+    // write within those 16 bytes; `set_len` covers only the `n` bytes
+    // written from `bytes`.
+    unsafe {
+        let dst = out.as_mut_ptr().add(len);
+        if n >= 8 {
+            let a = src.cast::<u64>().read_unaligned();
+            let b = src.add(n - 8).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let a = src.cast::<u32>().read_unaligned();
+            let b = src.add(n - 4).cast::<u32>().read_unaligned();
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else if n > 0 {
+            // 1 to 3 bytes: first, middle and last (some the same).
+            *dst = *src;
+            *dst.add(n / 2) = *src.add(n / 2);
+            *dst.add(n - 1) = *src.add(n - 1);
+        }
+        out.set_len(len + n);
+    }
+}
+
 /// One column of MessagePack-encoded values.
 ///
 /// Element `i` is `bytes[offsets[i]..offsets[i + 1]]`; an empty range is an
@@ -82,7 +123,7 @@ impl Column {
     #[inline]
     pub fn push_encoded(&mut self, encoded: &[u8]) -> Result<(), EncodeError> {
         self.start_element();
-        self.bytes.extend_from_slice(encoded);
+        append(&mut self.bytes, encoded);
         self.end_element()
     }
 
@@ -341,9 +382,9 @@ impl Batch {
             out.start_element();
             if !k.is_empty() {
                 out.bytes.push(0x92);
-                out.bytes.extend_from_slice(k);
+                append(&mut out.bytes, k);
             }
-            out.bytes.extend_from_slice(v);
+            append(&mut out.bytes, v);
             // Offsets fit: the joined size was checked by the caller's limits.
             let _ = out.end_element();
         }
@@ -417,6 +458,28 @@ impl std::error::Error for ValidationError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn append_copies_every_length_like_extend_from_slice() {
+        let source: Vec<u8> = (0..40u8)
+            .map(|b| b.wrapping_mul(37).wrapping_add(1))
+            .collect();
+        for prefix in [0usize, 1, 5, 15] {
+            for n in 0..=source.len() {
+                let mut fast = vec![0xee; prefix];
+                let mut plain = fast.clone();
+                // A capacity that is exactly full, so `append` must grow it.
+                fast.shrink_to_fit();
+                append(&mut fast, &source[..n]);
+                plain.extend_from_slice(&source[..n]);
+                assert_eq!(fast, plain, "prefix {prefix}, {n} bytes");
+                // Appending again goes after what was written.
+                append(&mut fast, &source[source.len() - n..]);
+                plain.extend_from_slice(&source[source.len() - n..]);
+                assert_eq!(fast, plain, "prefix {prefix}, twice {n} bytes");
+            }
+        }
+    }
 
     #[test]
     fn push_and_get_round_trip() {

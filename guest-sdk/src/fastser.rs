@@ -162,7 +162,7 @@ impl<'a, 'w> Serializer for &'a mut Fast<'w> {
             out.push(0xdb);
             out.extend_from_slice(&(n as u32).to_be_bytes());
         }
-        out.extend_from_slice(v.as_bytes());
+        crate::columnar::append(out, v.as_bytes());
         Ok(())
     }
     #[inline]
