@@ -14,18 +14,50 @@
 //!   so a group cannot take every core in a burst either (a batch is never
 //!   interrupted halfway; the per-call deadline bounds one call).
 //!
+//! - **preemption**: a group that asks for more than its share (in debt,
+//!   or made to wait for its debt within the last second, or with a recent
+//!   usage — a moving average over about a second — of [`YIELD_AT`] of its
+//!   share or more) gives way, in the middle of a plugin call, to the
+//!   batches of groups that use little of theirs (below [`LIGHT_BELOW`],
+//!   and not in debt): the call's
+//!   thread waits at its next epoch check until they are done. A light
+//!   group's batch starting makes every running call check at once, so
+//!   the heavy group leaves the processor within microseconds rather than
+//!   at the next epoch tick. Guest CPU time is charged at each check too,
+//!   so a long call counts against its share while it runs, not only when
+//!   its batch ends. Time spent waiting does not count against the call's
+//!   deadline.
+//!
 //! A job that spends more than its share therefore starts its batches
-//! late: its scheduling delay grows, the other groups' does not.
-//! Where per-thread accounting is unavailable (not Linux), only the
+//! late and is paused while lighter tenants run: its scheduling delay
+//! grows, the other groups' does not. A heavy group still gets its share:
+//! it waits only for light groups, and a group that runs long stops being
+//! light. Where per-thread accounting is unavailable (not Linux), only the
 //! parallelism holds and a warning says so once.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// How many seconds of its share a group may bank while idle.
 pub const BURST: Duration = Duration::from_secs(1);
+
+/// Recent usage, as a fraction of the share, from which a group gives way
+/// to light groups (see the module docs).
+pub const YIELD_AT: f64 = 0.9;
+
+/// Recent usage, as a fraction of the share, below which a group is light:
+/// heavy groups give way to its batches.
+pub const LIGHT_BELOW: f64 = 0.5;
+
+/// Time constant of the moving average of a group's usage.
+const USAGE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Longest wait between two looks at whether a paused call may go on (it
+/// is also woken whenever a batch ends).
+const PAUSE_STEP: Duration = Duration::from_millis(5);
 
 /// A CPU budget shared by a group of jobs; see the module docs.
 #[derive(Debug)]
@@ -44,6 +76,14 @@ struct Bucket {
     charged: f64,
     waited: Duration,
     running: usize,
+    /// CPU seconds used, decayed with [`USAGE_WINDOW`]: about the recent
+    /// rate times the window.
+    recent: f64,
+    recent_at: Instant,
+    /// Time calls of the group spent paused for lighter groups.
+    paused: Duration,
+    /// When a batch of the group last had to wait for its debt.
+    over_at: Option<Instant>,
 }
 
 impl CpuShare {
@@ -59,6 +99,10 @@ impl CpuShare {
                 charged: 0.0,
                 waited: Duration::ZERO,
                 running: 0,
+                recent: 0.0,
+                recent_at: Instant::now(),
+                paused: Duration::ZERO,
+                over_at: None,
             }),
             freed: Condvar::new(),
         }
@@ -86,6 +130,46 @@ impl CpuShare {
         self.refill(&mut b);
         b.balance -= cpu.as_secs_f64();
         b.charged += cpu.as_secs_f64();
+        Self::decay(&mut b);
+        b.recent += cpu.as_secs_f64();
+    }
+
+    fn decay(b: &mut Bucket) {
+        let now = Instant::now();
+        let dt = now.duration_since(b.recent_at).as_secs_f64();
+        b.recent *= (-dt / USAGE_WINDOW.as_secs_f64()).exp();
+        b.recent_at = now;
+    }
+
+    /// The group's recent CPU use as a fraction of its share (1.0: it used
+    /// its whole share over about the last second).
+    pub fn usage(&self) -> f64 {
+        let mut b = self.lock();
+        self.usage_of(&mut b)
+    }
+
+    fn usage_of(&self, b: &mut Bucket) -> f64 {
+        Self::decay(b);
+        b.recent / (USAGE_WINDOW.as_secs_f64() * self.cores)
+    }
+
+    /// Whether the group asks for more than its share: it is in debt, a
+    /// batch of it waited for its debt within the last [`USAGE_WINDOW`],
+    /// or it used at least [`YIELD_AT`] of its share recently.
+    fn is_heavy(&self) -> bool {
+        let mut b = self.lock();
+        self.refill(&mut b);
+        b.balance < 0.0
+            || b.over_at.is_some_and(|t| t.elapsed() < USAGE_WINDOW)
+            || self.usage_of(&mut b) >= YIELD_AT
+    }
+
+    /// Whether the group uses little of its share (below [`LIGHT_BELOW`])
+    /// and is not in debt.
+    fn is_light(&self) -> bool {
+        let mut b = self.lock();
+        self.refill(&mut b);
+        b.balance >= 0.0 && self.usage_of(&mut b) < LIGHT_BELOW
     }
 
     /// How long until `b` is out of debt at the share's rate (zero if it is).
@@ -108,7 +192,11 @@ impl CpuShare {
     /// `threads`: until it is out of debt and one of its slots is free (or
     /// `stop` is set). The returned turn charges the CPU the threads use
     /// and frees the slot when dropped.
-    pub(crate) fn turn<'a>(&'a self, stop: &AtomicBool, threads: &'a ThreadGroup) -> Turn<'a> {
+    pub(crate) fn turn<'a>(
+        self: &'a Arc<Self>,
+        stop: &AtomicBool,
+        threads: &'a ThreadGroup,
+    ) -> Turn<'a> {
         let started = Instant::now();
         let mut b = self.lock();
         loop {
@@ -121,6 +209,7 @@ impl CpuShare {
             let nap = if debt.is_zero() {
                 Duration::from_millis(50)
             } else {
+                b.over_at = Some(Instant::now());
                 debt.min(Duration::from_millis(50))
             };
             b = self
@@ -133,6 +222,8 @@ impl CpuShare {
         let waited = started.elapsed();
         b.waited += waited;
         drop(b);
+        threads.precharged.store(0, Ordering::Relaxed);
+        RUNNING.enter(self);
         Turn {
             share: self,
             threads,
@@ -146,11 +237,232 @@ impl CpuShare {
         let b = self.lock();
         (Duration::from_secs_f64(b.charged.max(0.0)), b.waited)
     }
+
+    /// Time the group's plugin calls spent paused for lighter groups.
+    pub fn paused(&self) -> Duration {
+        self.lock().paused
+    }
+}
+
+/// The groups with a batch running, process-wide: whom a heavy group's
+/// calls give way to, and how a light group's batch makes them look at
+/// once.
+struct Running {
+    turns: Mutex<Vec<Arc<CpuShare>>>,
+    changed: Condvar,
+    /// Engines whose running calls are made to check at once (by advancing
+    /// their epoch) when a light group's batch starts.
+    engines: Mutex<Vec<wasmtime::Engine>>,
+}
+
+static RUNNING: LazyLock<Running> = LazyLock::new(|| Running {
+    turns: Mutex::new(Vec::new()),
+    changed: Condvar::new(),
+    engines: Mutex::new(Vec::new()),
+});
+
+impl Running {
+    fn turns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<CpuShare>>> {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enter(&self, share: &Arc<CpuShare>) {
+        let light = share.is_light();
+        let heavy_running = {
+            let mut turns = self.turns();
+            turns.push(share.clone());
+            turns.iter().any(|s| !Arc::ptr_eq(s, share) && s.is_heavy())
+        };
+        if light && heavy_running {
+            for e in self
+                .engines
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                e.increment_epoch();
+            }
+        }
+    }
+
+    fn leave(&self, share: &CpuShare) {
+        let mut turns = self.turns();
+        if let Some(i) = turns.iter().position(|s| std::ptr::eq(&**s, share)) {
+            turns.swap_remove(i);
+        }
+        drop(turns);
+        self.changed.notify_all();
+    }
+
+    /// Whether a call of `share` must give way now.
+    fn must_yield(turns: &[Arc<CpuShare>], share: &CpuShare) -> bool {
+        share.is_heavy()
+            && turns
+                .iter()
+                .any(|s| !std::ptr::eq(&**s, share) && s.is_light())
+    }
+}
+
+/// Makes running calls of `engine` check at once when a light group's
+/// batch starts (see the module docs); [`forget_engine`] undoes it.
+pub(crate) fn register_engine(engine: &wasmtime::Engine) {
+    RUNNING
+        .engines
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(engine.clone());
+}
+
+/// Undoes [`register_engine`].
+pub(crate) fn forget_engine(engine: &wasmtime::Engine) {
+    RUNNING
+        .engines
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|e| !wasmtime::Engine::same(e, engine));
+}
+
+/// The group and job the current thread works for (set on a job's batch
+/// thread and workers when the job has a share).
+#[derive(Debug)]
+pub(crate) struct JobCpu {
+    share: Arc<CpuShare>,
+    threads: Arc<ThreadGroup>,
+}
+
+impl JobCpu {
+    pub(crate) fn new(share: Arc<CpuShare>, threads: Arc<ThreadGroup>) -> Arc<JobCpu> {
+        Arc::new(JobCpu { share, threads })
+    }
+
+    /// The job's threads.
+    pub(crate) fn threads(&self) -> &ThreadGroup {
+        &self.threads
+    }
+
+    /// Makes the current thread work for this job (for [`CallCpu`]).
+    pub(crate) fn enter(self: &Arc<Self>) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<JobCpu>>> = const { RefCell::new(None) };
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid timespec for the call to fill.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        (r == 0).then(|| Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Waits while a call of `share` must give way to a lighter group's batch
+/// (see the module docs); returns how long it waited.
+fn give_way(share: &CpuShare) -> Duration {
+    let mut turns = RUNNING.turns();
+    if !Running::must_yield(&turns, share) {
+        return Duration::ZERO;
+    }
+    let started = Instant::now();
+    while Running::must_yield(&turns, share) {
+        turns = RUNNING
+            .changed
+            .wait_timeout(turns, PAUSE_STEP)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    drop(turns);
+    let paused = started.elapsed();
+    share.lock().paused += paused;
+    paused
+}
+
+/// On a thread of a job with a share: waits while the job's group must
+/// give way to a lighter group's batch. For host work done on a plugin's
+/// behalf that disturbs the whole process — discarding a trapped
+/// instance's memory makes the kernel interrupt every thread of the
+/// process to flush its address translations — so that it happens
+/// between the lighter group's batches rather than during them.
+pub(crate) fn yield_point() {
+    if let Some(job) = CURRENT.with(|c| c.borrow().clone()) {
+        give_way(&job.share);
+    }
+}
+
+/// One plugin call's clock: when it started, how long it was paused for
+/// lighter groups, and the thread's CPU time at the last check.
+#[derive(Debug)]
+pub(crate) struct CallCpu {
+    started: Instant,
+    paused: Duration,
+    last_cpu: Option<Duration>,
+}
+
+impl Default for CallCpu {
+    fn default() -> Self {
+        CallCpu {
+            started: Instant::now(),
+            paused: Duration::ZERO,
+            last_cpu: None,
+        }
+    }
+}
+
+impl CallCpu {
+    /// Starts timing a call on the current thread.
+    pub(crate) fn begin(&mut self) {
+        self.started = Instant::now();
+        self.paused = Duration::ZERO;
+        self.last_cpu = CURRENT
+            .with(|c| c.borrow().is_some())
+            .then(thread_cpu)
+            .flatten();
+    }
+
+    /// How long the call has run, not counting its pauses.
+    pub(crate) fn running(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.paused)
+    }
+
+    /// At an epoch check of the call: charges the CPU the thread used
+    /// since the last check to its group, then, while the group must give
+    /// way to a lighter one, waits.
+    pub(crate) fn check(&mut self) {
+        let Some(job) = CURRENT.with(|c| c.borrow().clone()) else {
+            return;
+        };
+        if let (Some(last), Some(now)) = (self.last_cpu, thread_cpu()) {
+            let used = now.saturating_sub(last);
+            job.share.charge(used);
+            job.threads
+                .precharged
+                .fetch_add(used.as_nanos() as u64, Ordering::Relaxed);
+            self.last_cpu = Some(now);
+        }
+        let paused = give_way(&job.share);
+        if !paused.is_zero() {
+            self.paused += paused;
+            // The wait used no CPU worth charging.
+            self.last_cpu = thread_cpu();
+        }
+    }
 }
 
 /// One batch's turn in its group's share ([`CpuShare::turn`]).
 pub(crate) struct Turn<'a> {
-    share: &'a CpuShare,
+    share: &'a Arc<CpuShare>,
     threads: &'a ThreadGroup,
     before: Duration,
     waited: Duration,
@@ -165,9 +477,12 @@ impl Turn<'_> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        // What calls charged as they ran is already in the bucket.
+        let precharged = Duration::from_nanos(self.threads.precharged.swap(0, Ordering::Relaxed));
         let used = self.threads.cpu_time().saturating_sub(self.before);
-        self.share.charge(used);
+        self.share.charge(used.saturating_sub(precharged));
         self.share.lock().running -= 1;
+        RUNNING.leave(self.share);
         self.share.freed.notify_all();
     }
 }
@@ -176,6 +491,8 @@ impl Drop for Turn<'_> {
 #[derive(Debug, Default)]
 pub(crate) struct ThreadGroup {
     threads: Mutex<Vec<PathBuf>>,
+    /// CPU time (ns) plugin calls charged as they ran during the current turn.
+    precharged: AtomicU64,
 }
 
 impl ThreadGroup {
@@ -217,6 +534,13 @@ impl ThreadGroup {
 mod tests {
     use super::*;
 
+    /// Turns are registered process-wide: tests that take them run one at
+    /// a time, so that one's turns do not make another's heavy group wait.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn debt_is_paid_at_the_share_rate() {
         let share = CpuShare::new(0.5);
@@ -234,7 +558,8 @@ mod tests {
 
     #[test]
     fn a_stop_ends_the_wait() {
-        let share = CpuShare::new(0.1);
+        let _serial = serial();
+        let share = Arc::new(CpuShare::new(0.1));
         share.charge(Duration::from_secs(10));
         let stop = AtomicBool::new(true);
         let threads = ThreadGroup::default();
@@ -243,6 +568,7 @@ mod tests {
 
     #[test]
     fn a_half_core_share_runs_one_batch_at_a_time() {
+        let _serial = serial();
         let share = std::sync::Arc::new(CpuShare::new(0.5));
         let threads = std::sync::Arc::new(ThreadGroup::default());
         let stop = AtomicBool::new(false);
@@ -256,6 +582,58 @@ mod tests {
         drop(first);
         let waited = second.join().expect("thread");
         assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    }
+
+    #[test]
+    fn a_heavy_group_gives_way_to_a_light_groups_batch_only() {
+        let _serial = serial();
+        let light = Arc::new(CpuShare::new(4.0));
+        let heavy = Arc::new(CpuShare::new(0.5));
+        // In debt: over its share.
+        heavy.charge(Duration::from_millis(600));
+        assert!(heavy.is_heavy() && !heavy.is_light());
+        assert!(light.is_light() && !light.is_heavy());
+        let heavy_job = JobCpu::new(heavy.clone(), Arc::new(ThreadGroup::default()));
+        let pause = |job: Arc<JobCpu>| {
+            std::thread::spawn(move || {
+                job.enter();
+                let started = Instant::now();
+                yield_point();
+                started.elapsed()
+            })
+        };
+        // Nobody light is running: no wait.
+        let alone = pause(heavy_job.clone()).join().expect("thread");
+        assert!(alone < Duration::from_millis(50), "{alone:?}");
+        // While a light group's batch runs, the heavy one waits for its end.
+        let stop = AtomicBool::new(false);
+        let threads = ThreadGroup::default();
+        let turn = light.turn(&stop, &threads);
+        let waiting = pause(heavy_job.clone());
+        std::thread::sleep(Duration::from_millis(200));
+        drop(turn);
+        let waited = waiting.join().expect("thread");
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(heavy.paused() >= Duration::from_millis(150));
+        // A light group never waits for another light group's batch.
+        let other = Arc::new(CpuShare::new(4.0));
+        let light_job = JobCpu::new(other, Arc::new(ThreadGroup::default()));
+        let turn = light.turn(&stop, &threads);
+        let waited = pause(light_job).join().expect("thread");
+        drop(turn);
+        assert!(waited < Duration::from_millis(50), "{waited:?}");
+    }
+
+    #[test]
+    fn usage_is_a_moving_average_of_the_share() {
+        let share = CpuShare::new(0.5);
+        assert!(share.usage() < 0.01);
+        share.charge(Duration::from_millis(500));
+        let u = share.usage();
+        assert!(u > 0.9 && u <= 1.0, "{u}");
+        std::thread::sleep(Duration::from_millis(200));
+        let later = share.usage();
+        assert!(later < u && later > 0.7, "decays: {u} then {later}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! 1. Tenant B's word count (generator source, 100 ms batches, one worker):
 //!    its batch processing time p50/p99 alone, and while tenant A
-//!    misbehaves — a job burning CPU far over A's share (0.5 core), jobs
+//!    misbehaves — a job asking for twice A's share (0.5 core), jobs
 //!    with an infinite loop, a memory bomb and an output bomb resubmitted
 //!    as soon as each fails, and both — in interleaved phases.
 //! 2. 100 small jobs of one tenant in the process: time to submit them
@@ -11,7 +11,9 @@
 //!    scheduling delay.
 //!
 //! `cargo bench -p sluice-tests --bench tenants` (env: `BENCH_BATCHES` per
-//! phase, default 150; `BENCH_JOBS`, default 100).
+//! phase, default 50; `BENCH_CYCLES` of the alone/misbehaving phases,
+//! default 6; `BENCH_JOBS`, default 100; `BENCH_VERBOSE` prints B's
+//! operator and other time per phase and the tenants' CPU use).
 
 use serde_json::Value;
 use sluice::server::{Server, TenantLimits};
@@ -112,7 +114,7 @@ fn phase(
     let bombs = what == "bombs" || what == "both";
     if hog {
         let heavy: Vec<Value> = (0..100_000)
-            .map(|_| serde_json::json!(["burn:30"]))
+            .map(|_| serde_json::json!(["burn:100"]))
             .collect();
         let (spec, files) = hostile("hog", "burn", &Value::Array(heavy));
         s.submit("a", &spec, hostile_plugin, &files).expect("hog");
@@ -140,6 +142,51 @@ fn phase(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        let rows: Vec<Value> = s.job_metrics("b", "wc").expect("metrics").status()["recent"]
+            .as_array()
+            .expect("recent")
+            .iter()
+            .filter(|b| b["index"].as_u64().unwrap_or(0) >= from)
+            .cloned()
+            .collect();
+        let mut ops: Vec<f64> = rows
+            .iter()
+            .map(|b| {
+                b["operators"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|o| o[1].as_f64().unwrap_or(0.0))
+                    .sum()
+            })
+            .collect();
+        let mut rest: Vec<f64> = rows
+            .iter()
+            .zip(&ops)
+            .map(|(b, o)| b["processing_ms"].as_f64().unwrap_or(0.0) - o)
+            .collect();
+        ops.sort_by(f64::total_cmp);
+        rest.sort_by(f64::total_cmp);
+        if !ops.is_empty() {
+            eprintln!(
+                "{what}: B operators p50 {:.2} ms p90 {:.2}, rest p50 {:.2} ms p90 {:.2}",
+                ops[ops.len() / 2],
+                ops[ops.len() * 9 / 10],
+                rest[rest.len() / 2],
+                rest[rest.len() * 9 / 10]
+            );
+        }
+        for t in s.tenants().as_array().into_iter().flatten() {
+            eprintln!(
+                "{what}: tenant {} cpu {:.2} s, waited {:.2} s, paused {:.2} s",
+                t["name"],
+                t["cpu_seconds"],
+                t["cpu_share_waited_seconds"],
+                t["cpu_share_paused_seconds"]
+            );
+        }
+    }
     let times: Vec<f64> = processing(s, "b", "wc", from)
         .into_iter()
         .take(n as usize)
@@ -152,7 +199,7 @@ fn phase(
     (times, failures)
 }
 
-fn isolation(dir: &std::path::Path, per_phase: u64) {
+fn isolation(dir: &std::path::Path, per_phase: u64, cycles: u64) {
     let s = server(dir);
     s.create_tenant("b", limits(serde_json::json!({"max_workers": 1})))
         .expect("b");
@@ -174,24 +221,26 @@ fn isolation(dir: &std::path::Path, per_phase: u64) {
     while batches_done(&s, "b", "wc") < 10 {
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Alone and misbehaving phases interleaved, so that drift in the
-    // machine's speed affects both alike.
+    // Alone and misbehaving phases interleaved, short and many, so that
+    // drift in the machine's speed (which here moves B's time by more than
+    // half between minutes) affects every kind alike.
     let mut alone = Vec::new();
     let mut by_kind: BTreeMap<&str, (Vec<f64>, usize)> = BTreeMap::new();
     let started = Instant::now();
-    for what in ["hog", "bombs", "both"] {
-        alone.extend(phase(&s, &hostile_plugin, "alone", per_phase).0);
-        let (t, f) = phase(&s, &hostile_plugin, what, per_phase);
-        let e = by_kind.entry(what).or_default();
-        e.0.extend(t);
-        e.1 += f;
+    for _ in 0..cycles {
+        for what in ["hog", "bombs", "both"] {
+            alone.extend(phase(&s, &hostile_plugin, "alone", per_phase).0);
+            let (t, f) = phase(&s, &hostile_plugin, what, per_phase);
+            let e = by_kind.entry(what).or_default();
+            e.0.extend(t);
+            e.1 += f;
+        }
     }
-    alone.extend(phase(&s, &hostile_plugin, "alone", per_phase).0);
     let elapsed = started.elapsed();
     s.shutdown();
     println!("## Tenant B's batch processing time, alone and beside a hostile tenant A\n");
     println!(
-        "B: word count, 2000 lines × 10 words per 100 ms batch, 1 worker. A (CPU share 0.5 core): \"hog\" = a job burning CPU far over its share; \"bombs\" = an infinite loop, a memory bomb and an output bomb, each resubmitted when it fails; \"both\". Phases of {per_phase} of B's batches, alone phases interleaved ({:.0} s in all).\n",
+        "B: word count, 2000 lines × 10 words per 100 ms batch, 1 worker. A (CPU share 0.5 core): \"hog\" = a job asking for about a core, twice its share (100 M loop iterations per 100 ms batch); \"bombs\" = an infinite loop, a memory bomb and an output bomb, each resubmitted when it fails; \"both\". {cycles} cycles of phases of {per_phase} of B's batches, each misbehaving phase after an alone phase ({:.0} s in all).\n",
         elapsed.as_secs_f64()
     );
     println!("| B's batches | n | p50 | p99 | p50 ratio | p99 ratio | A's jobs failed |");
@@ -314,7 +363,8 @@ fn main() {
     let tmp = tempfile::tempdir().expect("temp");
     isolation(
         &tmp.path().join("isolation"),
-        env_or("BENCH_BATCHES", 150) as u64,
+        env_or("BENCH_BATCHES", 50) as u64,
+        env_or("BENCH_CYCLES", 6) as u64,
     );
     many_jobs(&tmp.path().join("many"), env_or("BENCH_JOBS", 100));
 }

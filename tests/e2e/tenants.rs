@@ -4,6 +4,7 @@
 //! produces every batch correctly.
 
 use sluice::error::PluginFault;
+use sluice::share::CpuShare;
 use sluice::{Error, Limits, Plugin, StreamingContext, SystemClock};
 use sluice_tests::{plugin, runtime};
 use std::sync::Arc;
@@ -117,4 +118,67 @@ fn a_hostile_tenant_fails_alone() {
         records.sort_by_key(|v| v.to_string());
         assert_eq!(records, want, "batch {i} of B");
     }
+}
+
+/// A job of one tenant with `share`, running `burn:<millions>` once (a
+/// call of that many million loop iterations) under `deadline`.
+fn burner(
+    name: &str,
+    share: &Arc<CpuShare>,
+    millions: u64,
+    deadline: Duration,
+) -> std::thread::JoinHandle<sluice::Result<sluice::RunSummary>> {
+    let ssc = tenant(name).with_cpu_share(share.clone());
+    let limits = Limits {
+        call_deadline: deadline,
+        ..Limits::default()
+    };
+    let p = Plugin::load_for_job(&runtime(), name, "hostile", &plugin("hostile"), limits)
+        .expect("hostile plugin");
+    ssc.queue_stream(vec![vec![format!("burn:{millions}")]], 1)
+        .map(p.func("burn").expect("burn"))
+        .count()
+        .collect();
+    std::thread::spawn(move || ssc.run(None))
+}
+
+#[test]
+fn a_tenant_over_its_share_waits_mid_call_while_a_light_tenant_runs() {
+    // Light: a long call (some seconds) under a 4-core share, of which it
+    // uses little. Heavy: a 0.1-core share already in debt, so that its
+    // batch waits for the debt and counts as over its share.
+    let light_share = Arc::new(CpuShare::new(4.0));
+    let heavy_share = Arc::new(CpuShare::new(0.1));
+    heavy_share.charge(Duration::from_millis(150));
+    let light = burner("light", &light_share, 1500, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    // Heavy's call needs ~0.1 s of CPU, within its 0.5 s deadline.
+    let started = std::time::Instant::now();
+    let heavy = burner("heavy", &heavy_share, 100, Duration::from_millis(500));
+    let heavy_result = heavy.join().expect("heavy thread");
+    let heavy_took = started.elapsed();
+    light
+        .join()
+        .expect("light thread")
+        .expect("the light tenant's job");
+    // Heavy's call gave way mid-call while light's batch ran...
+    let paused = heavy_share.paused();
+    assert!(
+        paused >= Duration::from_millis(300),
+        "heavy was paused {paused:?} (took {heavy_took:?})"
+    );
+    assert_eq!(
+        light_share.paused(),
+        Duration::ZERO,
+        "light never gives way"
+    );
+    // ... and the pause does not count against its deadline: the call took
+    // longer than 0.5 s of wall time and still succeeded.
+    heavy_result.expect("the heavy tenant's job, paused but within its deadline");
+    assert!(heavy_took > Duration::from_millis(500), "{heavy_took:?}");
+    let (charged, _) = heavy_share.totals();
+    assert!(
+        charged > Duration::from_millis(150) + Duration::from_millis(50),
+        "heavy's burn is charged to its share: {charged:?}"
+    );
 }

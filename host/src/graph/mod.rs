@@ -18,7 +18,7 @@ use crate::rdd::Rdd;
 use crate::receiver::queue::QueueSource;
 use crate::receiver::socket::SocketConfig;
 use crate::receiver::{SocketSource, Source};
-use crate::share::{CpuShare, ThreadGroup};
+use crate::share::{CpuShare, JobCpu, ThreadGroup};
 use crate::sink::{Collect, CollectedBatch, ForEach, Output};
 use crate::time::{BatchTime, Clock, SystemClock};
 use sluice_sdk::{Batch, Column, Kind};
@@ -1065,16 +1065,24 @@ impl StreamingContext {
             ));
         }
         let threads = Arc::new(ThreadGroup::default());
-        if self.cpu_share.is_some() {
+        // With a share, the job's threads are accounted, and their plugin
+        // calls charge and give way as they run (see `share`).
+        let job_cpu = self
+            .cpu_share
+            .as_ref()
+            .map(|share| JobCpu::new(share.clone(), threads.clone()));
+        if let Some(job) = &job_cpu {
             threads.join_current();
+            job.enter();
         }
-        let joining = self.cpu_share.is_some().then(|| threads.clone());
+        let joining = job_cpu.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.workers)
             .thread_name(|i| format!("sluice-worker-{i}"))
             .start_handler(move |_| {
-                if let Some(t) = &joining {
-                    t.join_current();
+                if let Some(job) = &joining {
+                    job.threads().join_current();
+                    job.enter();
                 }
             })
             .build()

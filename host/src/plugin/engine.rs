@@ -26,6 +26,15 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Where compiled plugins are cached; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// How much of a linear memory stays resident, zeroed, when its
+    /// instance ends (for the next instance in its slot): the memory is
+    /// cleared with `memset` up to this size instead of being unmapped.
+    /// Unmapping interrupts every thread of the process (the kernel flushes
+    /// their address translations), so in a server a tenant whose
+    /// instances keep trapping would slow the others; the price is up to
+    /// this much resident memory per pool slot that has been used. Default
+    /// 64 MiB.
+    pub keep_resident_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -34,6 +43,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 1 << 30,
             max_instances: 128,
             cache_dir: default_cache_dir(),
+            keep_resident_bytes: 64 << 20,
         }
     }
 }
@@ -83,6 +93,12 @@ impl Runtime {
             .max_memory_size(config.max_memory_bytes as usize)
             .max_component_instance_size(4 << 20)
             .max_core_instance_size(4 << 20);
+        // A memory is reset by `memset` up to this size, not by `madvise`:
+        // unmapping pages makes the kernel interrupt every thread of the
+        // process to flush its address translations, so a tenant whose
+        // instances keep being discarded (a memory bomb) would slow every
+        // other tenant's batches.
+        pool.linear_memory_keep_resident(config.keep_resident_bytes as usize);
         let mut wc = Config::new();
         wc.strategy(wasmtime::Strategy::Cranelift)
             .epoch_interruption(true)
@@ -103,6 +119,7 @@ impl Runtime {
         )
         .map_err(engine_err)?;
         let cache = CompileCache::new(config.cache_dir.clone(), &engine);
+        crate::share::register_engine(&engine);
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -135,16 +152,11 @@ impl Runtime {
         let r = Runtime::new(RuntimeConfig::default())?;
         Ok(SHARED.get_or_init(|| r).clone())
     }
-
-    /// Number of epoch ticks for a deadline (at least 2, so a call always gets
-    /// one full tick).
-    pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
-        (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
-    }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        crate::share::forget_engine(&self.engine);
     }
 }

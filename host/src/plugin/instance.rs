@@ -8,14 +8,15 @@ use super::capture::Capture;
 use super::engine::Runtime;
 use super::limits::{Capabilities, Limits, MemoryLimiter};
 use crate::error::{Error, PluginFault, Result};
+use crate::share::CallCpu;
 use crate::time::BatchTime;
 use sluice_sdk::Kind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::Store;
 use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Guest log lines of one call, capped.
@@ -37,6 +38,46 @@ pub struct StoreState {
     limits: Limits,
     stdout: Capture,
     stderr: Capture,
+    /// The current call's clock, for its deadline and the CPU share.
+    call: CallCpu,
+}
+
+impl StoreState {
+    /// At each epoch tick during a call (and when a lighter tenant's batch
+    /// starts, see [`crate::share`]): charge the CPU used, give way if the
+    /// tenant must, and stop the call once it has run for its deadline
+    /// (pauses do not count).
+    fn on_epoch(&mut self) -> wasmtime::Result<UpdateDeadline> {
+        self.call.check();
+        if self.call.running() >= self.limits.call_deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Continue(1))
+    }
+}
+
+impl wasmtime::ResourceLimiter for StoreState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Growing is where a call's page-faulting work begins (the kernel
+        // zeroing what it touches, which no epoch check interrupts): a
+        // point to give way to lighter tenants, as at an epoch check.
+        self.call.check();
+        self.limiter.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limiter.table_growing(current, desired, maximum)
+    }
 }
 
 impl WasiView for StoreState {
@@ -106,6 +147,14 @@ struct Instance {
     store: Store<StoreState>,
     plugin: bindings::Plugin,
     clock: Arc<AtomicI64>,
+}
+
+impl Instance {
+    /// Starts the clock of a call: its deadline counts from now.
+    fn begin_call(&mut self) {
+        self.store.data_mut().call.begin();
+        self.store.set_epoch_deadline(1);
+    }
 }
 
 /// One exported function, as the plugin describes it.
@@ -387,8 +436,7 @@ impl Plugin {
         let mut inst = plugin
             .instantiate()
             .map_err(|e| load_err(format!("cannot instantiate: {e}")))?;
-        inst.store
-            .set_epoch_deadline(Runtime::deadline_ticks(limits.call_deadline));
+        inst.begin_call();
         let info: PluginInfo = inst
             .plugin
             .sluice_plugin_operator()
@@ -471,11 +519,15 @@ impl Plugin {
             limits: self.limits,
             stdout,
             stderr,
+            call: CallCpu::default(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(Runtime::deadline_ticks(self.limits.call_deadline));
+        store.limiter(|s| s);
+        // Every tick is a check (cheap): the deadline is kept in real
+        // running time, so that an extra tick (a lighter tenant's batch
+        // starting) neither shortens it nor lengthens it.
+        store.epoch_deadline_callback(|mut cx| cx.data_mut().on_epoch());
+        store.set_epoch_deadline(1);
         let plugin = self
             .pre
             .instantiate(&mut store)
@@ -593,7 +645,6 @@ impl Plugin {
             partition: ctx.partition,
             fault: Box::new(fault),
         };
-        let ticks = Runtime::deadline_ticks(self.limits.call_deadline);
         let mut last_fault = None;
         for attempt in 0..2u32 {
             ctx.attempt = attempt;
@@ -608,7 +659,7 @@ impl Plugin {
             };
             inst.clock.store(ctx.batch_time_ms, Ordering::Relaxed);
             inst.store.data_mut().limiter.hit = false;
-            inst.store.set_epoch_deadline(ticks);
+            inst.begin_call();
             let started = Instant::now();
             let result = inst.plugin.sluice_plugin_operator().call_invoke(
                 &mut inst.store,
@@ -656,6 +707,10 @@ impl Plugin {
                 Err(trap) => {
                     self.stats.traps.fetch_add(1, Ordering::Relaxed);
                     let memory_hit = inst.store.data().limiter.hit;
+                    // Discarding the instance's memory interrupts every
+                    // thread of the process: not while a lighter tenant's
+                    // batch runs.
+                    crate::share::yield_point();
                     drop(inst);
                     let fault = if matches!(
                         trap.downcast_ref::<wasmtime::Trap>(),

@@ -600,11 +600,13 @@ impl Server {
                         .filter(|((tn, _), r)| tn == name && r.is_running())
                         .map(|(_, r)| r.reservation)
                         .sum();
-                    // CPU charged to the tenant's share and time its
-                    // batches waited for it (since the server started).
+                    // CPU charged to the tenant's share, time its batches
+                    // waited for it, and time its calls were paused for
+                    // lighter tenants (since the server started).
                     let (cpu, waited) = shares
                         .get(name)
                         .map_or_else(Default::default, |s| s.totals());
+                    let paused = shares.get(name).map_or(Duration::ZERO, |s| s.paused());
                     serde_json::json!({
                         "name": name,
                         "limits": t.limits,
@@ -613,6 +615,7 @@ impl Server {
                         "reserved_memory_bytes": reserved,
                         "cpu_seconds": cpu.as_secs_f64(),
                         "cpu_share_waited_seconds": waited.as_secs_f64(),
+                        "cpu_share_paused_seconds": paused.as_secs_f64(),
                     })
                 })
                 .collect(),
