@@ -18,26 +18,89 @@ pub(crate) fn partition_of(key: &[u8], partitions: usize) -> usize {
 /// Splits every element into key and value columns: keyed elements as they
 /// are, others must be `[key, value]` pairs.
 pub(crate) fn keyed(batch: Batch, ctx: &BatchContext<'_>, op: &str) -> Result<(Column, Column)> {
-    if batch.has_keys() && batch.keys.iter().all(|k| !k.is_empty()) {
-        return Ok((batch.keys, batch.values));
+    Ok(KeyedElements::of(batch, ctx, op)?.into_columns())
+}
+
+/// A partition's elements as (key, value) byte slices, without copying
+/// them: keyed elements as they are, `[key, value]` pairs split in place.
+pub(crate) enum KeyedElements {
+    /// Elements with keys.
+    Keyed(Column, Column),
+    /// Pairs, with where each pair's value starts (its key runs from just
+    /// after the pair's array marker to there).
+    Pairs(Column, Vec<u32>),
+}
+
+impl KeyedElements {
+    /// `batch`'s elements; an element that is neither keyed nor a pair is
+    /// an error naming the stream, the batch and the element.
+    pub(crate) fn of(batch: Batch, ctx: &BatchContext<'_>, op: &str) -> Result<KeyedElements> {
+        if batch.has_keys() && batch.keys.iter().all(|k| !k.is_empty()) {
+            return Ok(KeyedElements::Keyed(batch.keys, batch.values));
+        }
+        let joined = batch.joined_values().into_owned();
+        let mut value_at = Vec::with_capacity(joined.len());
+        for (i, v) in joined.iter().enumerate() {
+            let (k, _) = msgpack::split_pair(v).ok_or_else(|| Error::Element {
+                stream: ctx.stream.to_string(),
+                batch: ctx.time,
+                message: format!(
+                    "{op} needs (key, value) pairs, but element {i} is {}",
+                    crate::render::py_repr(&crate::render::decode(v))
+                ),
+            })?;
+            // Within a valid column: fits in u32.
+            value_at.push(joined.offsets[i] + 1 + k.len() as u32);
+        }
+        Ok(KeyedElements::Pairs(joined, value_at))
     }
-    let joined = batch.joined_values();
-    let mut keys = Column::with_capacity(joined.len(), joined.bytes.len() / 2);
-    let mut values = Column::with_capacity(joined.len(), joined.bytes.len() / 2);
-    for (i, v) in joined.iter().enumerate() {
-        let (k, val) = msgpack::split_pair(v).ok_or_else(|| Error::Element {
-            stream: ctx.stream.to_string(),
-            batch: ctx.time,
-            message: format!(
-                "{op} needs (key, value) pairs, but element {i} is {}",
-                crate::render::py_repr(&crate::render::decode(v))
-            ),
-        })?;
-        // Sizes come from a valid column, so they fit.
-        let _ = keys.push_encoded(k);
-        let _ = values.push_encoded(val);
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            KeyedElements::Keyed(_, values) => values.len(),
+            KeyedElements::Pairs(_, value_at) => value_at.len(),
+        }
     }
-    Ok((keys, values))
+
+    #[inline]
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        match self {
+            KeyedElements::Keyed(keys, _) => keys.get(i),
+            KeyedElements::Pairs(c, value_at) => {
+                &c.bytes[c.offsets[i] as usize + 1..value_at[i] as usize]
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn value(&self, i: usize) -> &[u8] {
+        match self {
+            KeyedElements::Keyed(_, values) => values.get(i),
+            KeyedElements::Pairs(c, value_at) => {
+                &c.bytes[value_at[i] as usize..c.offsets[i + 1] as usize]
+            }
+        }
+    }
+
+    /// The keys and the values as two columns.
+    pub(crate) fn into_columns(self) -> (Column, Column) {
+        if let KeyedElements::Keyed(keys, values) = self {
+            return (keys, values);
+        }
+        let n = self.len();
+        let bytes = match &self {
+            KeyedElements::Pairs(c, _) => c.bytes.len(),
+            KeyedElements::Keyed(..) => 0,
+        };
+        let mut keys = Column::with_capacity(n, bytes / 2);
+        let mut values = Column::with_capacity(n, bytes / 2);
+        for i in 0..n {
+            // Sizes come from a valid column, so they fit.
+            let _ = keys.push_encoded(self.key(i));
+            let _ = values.push_encoded(self.value(i));
+        }
+        (keys, values)
+    }
 }
 
 /// How `combine_by_key` builds one value per key (`reduce_by_key`: no
@@ -62,12 +125,24 @@ pub(crate) fn combine(
     func: &Func,
     site: CallSite,
 ) -> Result<(Column, Column)> {
-    let n = keys.len();
+    combine_elements(KeyedElements::Keyed(keys, values), create, func, site)
+}
+
+/// [`combine`] over elements of any form (pairs are not copied into key and
+/// value columns first).
+pub(crate) fn combine_elements(
+    elements: KeyedElements,
+    create: Option<&Func>,
+    func: &Func,
+    site: CallSite,
+) -> Result<(Column, Column)> {
+    let n = elements.len();
     let mut index: HashMap<&[u8], u32> = HashMap::with_capacity(n / 2 + 1);
     let mut group_of = Vec::with_capacity(n);
     let mut firsts: Vec<u32> = Vec::new();
     let mut counts: Vec<u32> = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
+    for i in 0..n {
+        let k = elements.key(i);
         let g = *index.entry(k).or_insert_with(|| {
             firsts.push(i as u32);
             counts.push(0);
@@ -79,50 +154,67 @@ pub(crate) fn combine(
     drop(index);
     let created = match create {
         Some(create) => {
-            let mut first_values = Column::with_capacity(firsts.len(), values.bytes.len());
+            let mut first_values = Column::with_capacity(firsts.len(), firsts.len() * 8);
             for &i in &firsts {
-                let _ = first_values.push_encoded(values.get(i as usize));
+                let _ = first_values.push_encoded(elements.value(i as usize));
             }
             Some(create.apply_values(&mut first_values, site)?)
         }
         None => None,
     };
     if firsts.len() == n {
+        let (keys, values) = elements.into_columns();
         return Ok((keys, created.unwrap_or(values)));
     }
-    // Counting sort of the values by group.
-    let mut groups = Vec::with_capacity(firsts.len() + 1);
-    let mut next = Vec::with_capacity(firsts.len());
-    let mut acc = 0u32;
-    groups.push(0);
-    for &c in &counts {
-        next.push(acc);
-        acc += c;
-        groups.push(acc);
-    }
-    let mut order = vec![0u32; n];
+    // The values ordered by group (stably), written where they belong in
+    // one pass over the input: reads in order, one write position per
+    // group, rather than reading each value from wherever it is.
+    let first_of = |g: usize, i: usize| created.as_ref().filter(|_| firsts[g] as usize == i);
+    let mut sizes = vec![0usize; firsts.len()];
     for (i, &g) in group_of.iter().enumerate() {
-        let slot = &mut next[g as usize];
-        order[*slot as usize] = i as u32;
-        *slot += 1;
-    }
-    let mut grouped = Column::with_capacity(n, values.bytes.len());
-    let mut g = 0usize;
-    for (slot, &i) in order.iter().enumerate() {
-        while groups[g + 1] as usize <= slot {
-            g += 1;
-        }
-        let v = match &created {
+        let g = g as usize;
+        sizes[g] += match first_of(g, i) {
             // The first value of a group is replaced by its combiner.
-            Some(c) if groups[g] as usize == slot => c.get(g),
-            _ => values.get(i as usize),
+            Some(c) => c.get(g).len(),
+            None => elements.value(i).len(),
         };
-        let _ = grouped.push_encoded(v);
     }
+    let mut groups = Vec::with_capacity(firsts.len() + 1);
+    let mut next_slot = Vec::with_capacity(firsts.len());
+    let mut next_byte = Vec::with_capacity(firsts.len());
+    let (mut slots, mut bytes) = (0u32, 0usize);
+    groups.push(0);
+    for (&count, &size) in counts.iter().zip(&sizes) {
+        next_slot.push(slots);
+        next_byte.push(bytes);
+        slots += count;
+        bytes += size;
+        groups.push(slots);
+    }
+    let total = u32::try_from(bytes)
+        .map_err(|_| Error::Internal("a partition's values exceed 4 GiB".to_string()))?;
+    let mut grouped = Column {
+        bytes: vec![0u8; bytes],
+        offsets: vec![0u32; n + 1],
+    };
+    for (i, &g) in group_of.iter().enumerate() {
+        let g = g as usize;
+        let v = match first_of(g, i) {
+            Some(c) => c.get(g),
+            None => elements.value(i),
+        };
+        let at = next_byte[g];
+        grouped.bytes[at..at + v.len()].copy_from_slice(v);
+        // Each value ends where the next of its group (or the next group) starts.
+        grouped.offsets[next_slot[g] as usize] = at as u32;
+        next_slot[g] += 1;
+        next_byte[g] = at + v.len();
+    }
+    grouped.offsets[n] = total;
     let reduced = func.apply_reduce(&mut grouped, groups, site)?;
-    let mut out_keys = Column::with_capacity(firsts.len(), keys.bytes.len());
+    let mut out_keys = Column::with_capacity(firsts.len(), firsts.len() * 8);
     for &i in &firsts {
-        let _ = out_keys.push_encoded(keys.get(i as usize));
+        let _ = out_keys.push_encoded(elements.key(i as usize));
     }
     Ok((out_keys, reduced))
 }
@@ -169,9 +261,13 @@ pub(crate) fn combine_by_key(
                     partition: p as u32,
                     partitions: n_in,
                 };
-                let (keys, values) = keyed(batch, ctx, op)?;
+                let elements = KeyedElements::of(batch, ctx, op)?;
                 let (keys, values) =
-                    combine(keys, values, combiner.create, combiner.merge_value, site)?;
+                    combine_elements(elements, combiner.create, combiner.merge_value, site)?;
+                if partitions == 1 {
+                    out[0] = Batch { keys, values };
+                    return Ok(out);
+                }
                 for i in 0..keys.len() {
                     let k = keys.get(i);
                     let b = &mut out[partition_of(k, partitions)];
@@ -437,6 +533,43 @@ mod tests {
                 rendered(&flat_map_values(&small, rdd, ctx).unwrap()),
                 rendered(&out)
             );
+        });
+    }
+
+    #[test]
+    fn pairs_are_read_in_place_as_keys_and_values() {
+        with_ctx(|ctx| {
+            let items = [
+                ("a", serde_json::json!(1)),
+                ("bb", serde_json::json!([1, 2])),
+                ("", serde_json::json!("x")),
+            ];
+            let pairs = KeyedElements::of(batch_of(&items), ctx, "test").unwrap();
+            assert!(matches!(pairs, KeyedElements::Pairs(..)));
+            // A keyed batch of the same elements reads the same.
+            let (keys, values) = pairs.into_columns();
+            let keyed = KeyedElements::of(
+                Batch {
+                    keys: keys.clone(),
+                    values: values.clone(),
+                },
+                ctx,
+                "test",
+            )
+            .unwrap();
+            assert!(matches!(keyed, KeyedElements::Keyed(..)));
+            let pairs = KeyedElements::of(batch_of(&items), ctx, "test").unwrap();
+            assert_eq!(pairs.len(), 3);
+            for (i, (k, v)) in items.iter().enumerate() {
+                let mut kb = Column::new();
+                kb.push(k).unwrap();
+                let mut vb = Column::new();
+                vb.push(v).unwrap();
+                assert_eq!(pairs.key(i), kb.get(0), "key {i}");
+                assert_eq!(pairs.value(i), vb.get(0), "value {i}");
+                assert_eq!(keyed.key(i), pairs.key(i));
+                assert_eq!(keyed.value(i), pairs.value(i));
+            }
         });
     }
 
