@@ -13,18 +13,48 @@ use serde::Serialize;
 /// guest's code into the runtime.
 #[inline]
 pub(crate) fn append(out: &mut Vec<u8>, bytes: &[u8]) {
-    let n = bytes.len();
-    if n > 16 {
+    if bytes.len() > 16 {
         out.extend_from_slice(bytes);
         return;
     }
     out.reserve(16);
+    // SAFETY: `reserve(16)` leaves room for the at most 16 bytes written.
+    unsafe { copy_short(out, bytes) }
+}
+
+/// Appends the byte `head` then `bytes` (a fixstr's marker and its bytes)
+/// with one capacity check: [`append`] for a value with a one-byte header.
+#[inline]
+pub(crate) fn append_headed(out: &mut Vec<u8>, head: u8, bytes: &[u8]) {
+    if bytes.len() > 16 {
+        out.push(head);
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(17);
+    // SAFETY: `reserve(17)` leaves room for the header byte and the at most
+    // 16 bytes after it.
+    unsafe {
+        let len = out.len();
+        *out.as_mut_ptr().add(len) = head;
+        out.set_len(len + 1);
+        copy_short(out, bytes);
+    }
+}
+
+/// Copies `bytes` (at most 16) after `out`'s end and extends it over them.
+///
+/// # Safety
+/// `out` must have room for 16 more bytes.
+#[inline(always)]
+unsafe fn copy_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    debug_assert!(n <= 16 && out.capacity() - out.len() >= 16);
     let len = out.len();
     let src = bytes.as_ptr();
-    // SAFETY: `reserve(16)` leaves room for 16 bytes after `len`; every read
-    // is within `bytes` (each branch reads only where `n` allows) and every
-    // write within those 16 bytes; `set_len` covers only the `n` bytes
-    // written from `bytes`.
+    // SAFETY (with the caller's room for 16 bytes): every read is within
+    // `bytes` (each branch reads only where `n` allows) and every write
+    // within those 16 bytes; `set_len` covers only the `n` bytes written.
     unsafe {
         let dst = out.as_mut_ptr().add(len);
         if n >= 8 {
@@ -461,6 +491,20 @@ impl std::error::Error for ValidationError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn append_headed_writes_the_header_then_the_bytes() {
+        let source: Vec<u8> = (0..40u8).collect();
+        for n in 0..=source.len() {
+            let mut fast = vec![7u8; 3];
+            fast.shrink_to_fit();
+            append_headed(&mut fast, 0xa0, &source[..n]);
+            let mut plain = vec![7u8; 3];
+            plain.push(0xa0);
+            plain.extend_from_slice(&source[..n]);
+            assert_eq!(fast, plain, "{n} bytes");
+        }
+    }
 
     #[test]
     fn append_copies_every_length_like_extend_from_slice() {

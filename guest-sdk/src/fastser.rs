@@ -152,7 +152,8 @@ impl<'a, 'w> Serializer for &'a mut Fast<'w> {
         let out = self.out();
         let n = v.len();
         if n < 32 {
-            out.push(0xa0 | n as u8);
+            crate::columnar::append_headed(out, 0xa0 | n as u8, v.as_bytes());
+            return Ok(());
         } else if n < 0x100 {
             out.extend_from_slice(&[0xd9, n as u8]);
         } else if n < 0x1_0000 {
