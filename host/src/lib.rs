@@ -30,6 +30,7 @@
 //! [`StreamingContext::with_checkpoint`]: a full checkpoint every checkpoint
 //! interval and a batch-log record per batch in between (see [`checkpoint`]).
 
+pub mod allocator;
 pub mod checkpoint;
 pub mod error;
 pub mod feed;

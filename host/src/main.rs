@@ -326,6 +326,7 @@ fn init_logging() {
 }
 
 fn main() {
+    sluice::allocator::keep_freed_memory();
     init_logging();
     if let Err(e) = real_main() {
         eprintln!("error: {e:#}");

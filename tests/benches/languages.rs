@@ -68,6 +68,8 @@ fn throughput(rt: &Arc<Runtime>, wasm: &std::path::Path, batches: &[Vec<String>]
 }
 
 fn main() {
+    // As the `sluice` binary does.
+    sluice::allocator::keep_freed_memory();
     let quick = !std::env::args().any(|a| a == "--bench");
     let n = env_or("BENCH_LINES", if quick { 200 } else { 20_000 });
     let batches: Vec<Vec<String>> = (0..env_or("BENCH_BATCHES", if quick { 2 } else { 5 }))

@@ -98,6 +98,8 @@ fn recovery(input: &[Vec<String>], die_at: u64) -> (Duration, u64) {
 }
 
 fn main() {
+    // As the `sluice` binary does.
+    sluice::allocator::keep_freed_memory();
     let lines = env_or("BENCH_LINES", 2000);
     let vocab = env_or("BENCH_VOCAB", 50_000) as u64;
     let input: Vec<Vec<String>> = (0..BATCHES)

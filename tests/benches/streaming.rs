@@ -506,6 +506,8 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
+    // As the `sluice` binary does.
+    sluice::allocator::keep_freed_memory();
     let quick = !std::env::args().any(|a| a == "--bench");
     let text = Arc::new(Text::new());
     let interval = Duration::from_secs(1);

@@ -62,6 +62,8 @@ fn run(batches: &[Vec<String>], swap: bool) -> (Duration, Duration) {
 }
 
 fn main() {
+    // As the `sluice` binary does.
+    sluice::allocator::keep_freed_memory();
     let lines = env_or("BENCH_LINES", 1000);
     let n = env_or("BENCH_BATCHES", 200);
     let batches: Vec<Vec<String>> = (0..n)

@@ -51,6 +51,8 @@ fn run(window: u64, inverse: bool, lines: usize, slides: usize) -> Duration {
 }
 
 fn main() {
+    // As the `sluice` binary does.
+    sluice::allocator::keep_freed_memory();
     let lines = env_or("BENCH_LINES", 2000);
     let slides = env_or("BENCH_SLIDES", 20);
     println!(

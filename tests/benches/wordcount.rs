@@ -99,11 +99,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
+    // As the `sluice` binary does.
+    sluice::allocator::keep_freed_memory();
     // `cargo test --benches` runs benches with `--bench` absent: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
     let lines = env_or("BENCH_LINES", if quick { 1000 } else { 100_000 });
-    let n_batches = env_or("BENCH_BATCHES", if quick { 2 } else { 6 });
-    let rounds = env_or("BENCH_ROUNDS", if quick { 1 } else { 3 });
+    // Many short rounds, alternating wasm and native: the machine's speed
+    // drifts by tens of percent over minutes, and alternating often gives
+    // both sides the same conditions.
+    let n_batches = env_or("BENCH_BATCHES", if quick { 2 } else { 4 });
+    let rounds = env_or("BENCH_ROUNDS", if quick { 1 } else { 8 });
     let batches: Vec<Vec<String>> = (0..n_batches)
         .map(|b| make_lines(lines, 0x9e37_79b9 + b as u64))
         .collect();
@@ -117,23 +122,26 @@ fn main() {
     // `BENCH_ONLY=wasm` or `native`: one side alone (for profiling it).
     let only = std::env::var("BENCH_ONLY").ok();
     let only = only.as_deref();
-    let mut per_workers = Vec::new();
     // `BENCH_WORKERS=2`: one worker count alone.
     let counts: Vec<usize> = match std::env::var("BENCH_WORKERS") {
         Ok(w) => vec![w.parse().expect("BENCH_WORKERS is a number")],
         Err(_) => vec![1, 2],
     };
-    for workers in counts {
-        // Interleave the modes so both see the same machine conditions.
-        let (mut wasm, mut native) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
+    // Interleave modes and worker counts round by round, so that every
+    // figure sees the same machine conditions.
+    let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); counts.len()];
+    for _ in 0..rounds {
+        for (c, &workers) in counts.iter().enumerate() {
             if only != Some("native") {
-                wasm.extend(run(&batches, workers, false));
+                times[c].0.extend(run(&batches, workers, false));
             }
             if only != Some("wasm") {
-                native.extend(run(&batches, workers, true));
+                times[c].1.extend(run(&batches, workers, true));
             }
         }
+    }
+    let mut per_workers = Vec::new();
+    for (&workers, (wasm, native)) in counts.iter().zip(times) {
         if wasm.is_empty() || native.is_empty() {
             let (mode, times) = if wasm.is_empty() {
                 ("native", native)
