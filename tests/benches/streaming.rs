@@ -21,7 +21,8 @@
 //! jar: the JVM word count and the batch reporter both Spark jobs print
 //! with) for the Spark rows, which are skipped without them.
 //! Other env: `BENCH_SYSTEMS` (comma list of `wasm,native,pyspark,jvm`),
-//! `BENCH_LATENCY` (`0` skips the latency part).
+//! `BENCH_LATENCY` (`0` skips the latency part), `BENCH_SOCKET_BUFFER_MIB`
+//! (Sluice's receiver buffer, default 256).
 
 use sluice::{BatchInfo, Func, StreamingContext};
 use sluice_tests::{env_or, plugin, random_lines, runtime};
@@ -273,9 +274,13 @@ fn launch(system: System, port: u16, interval: Duration, tx: mpsc::Sender<Batch>
                 )
             };
             let partitions = env_or("BENCH_PARTITIONS", 2);
+            // The receiver may hold 256 MiB unbatched (the default, 64 MiB,
+            // caps a 1 s batch at ~1.3 M of these lines), as Spark's
+            // receiver stores its blocks without such a cap.
             let config = sluice::receiver::socket::SocketConfig {
                 host: "127.0.0.1".to_string(),
                 port,
+                max_buffered_bytes: env_or("BENCH_SOCKET_BUFFER_MIB", 256) << 20,
                 ..Default::default()
             };
             ssc.socket_text_stream_with(config, partitions)

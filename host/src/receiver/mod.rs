@@ -81,17 +81,20 @@ pub(crate) trait Source: Send {
 pub struct BlockBuffer {
     inner: Arc<Mutex<Blocks>>,
     throttle: Arc<rate::Throttle>,
+    /// Unbatched bytes beyond which pushing waits.
+    max_bytes: usize,
     /// Set when the source stops: a receiver waiting for room gives up.
     closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Received-but-unbatched bytes beyond which the receiver stops reading
-/// until a batch takes them (TCP then holds the sender back).
+/// Received-but-unbatched bytes beyond which a socket receiver stops
+/// reading until a batch takes them (TCP then holds the sender back), by
+/// default ([`SocketConfig::max_buffered_bytes`](socket::SocketConfig::max_buffered_bytes)).
 pub const MAX_BUFFERED_BYTES: usize = 64 << 20;
 
 impl Default for BlockBuffer {
     fn default() -> Self {
-        BlockBuffer::with_max_rate(None)
+        BlockBuffer::new(None, MAX_BUFFERED_BYTES)
     }
 }
 
@@ -137,11 +140,13 @@ impl Blocks {
 }
 
 impl BlockBuffer {
-    /// A buffer whose receiver takes at most `max_rate` lines per second.
-    pub fn with_max_rate(max_rate: Option<f64>) -> Self {
+    /// A buffer whose receiver takes at most `max_rate` lines per second
+    /// and holds at most about `max_bytes` unbatched.
+    pub fn new(max_rate: Option<f64>, max_bytes: usize) -> Self {
         BlockBuffer {
             inner: Arc::default(),
             throttle: Arc::new(rate::Throttle::new(max_rate)),
+            max_bytes,
             closed: Arc::default(),
         }
     }
@@ -170,9 +175,32 @@ impl BlockBuffer {
 
 impl socket::LineSink for BlockBuffer {
     fn push_line(&self, line: &str) {
-        self.throttle.acquire();
+        self.push_lines(&[line]);
+    }
+
+    fn push_lines(&self, lines: &[&str]) {
+        if self.throttle.limit().is_some() {
+            // Under a rate limit, each line waits for its token, so that
+            // lines keep arriving at the rate rather than in bursts.
+            for line in lines {
+                self.throttle.acquire();
+                self.push_now(std::slice::from_ref(line));
+            }
+        } else {
+            self.push_now(lines);
+        }
+    }
+
+    fn flush(&self) -> bool {
+        self.lock().flush()
+    }
+}
+
+impl BlockBuffer {
+    /// Adds `lines` once there is room for them.
+    fn push_now(&self, lines: &[&str]) {
         let mut b = self.lock();
-        while b.ready.bytes.len() + b.pending.len() > MAX_BUFFERED_BYTES
+        while b.ready.bytes.len() + b.pending.len() > self.max_bytes
             && !self.closed.load(std::sync::atomic::Ordering::Relaxed)
         {
             drop(b);
@@ -180,15 +208,15 @@ impl socket::LineSink for BlockBuffer {
             b = self.lock();
         }
         if b.wal.is_some() {
-            b.pending.extend_from_slice(line.as_bytes());
-            b.pending.push(b'\n');
+            for line in lines {
+                b.pending.extend_from_slice(line.as_bytes());
+                b.pending.push(b'\n');
+            }
         } else {
-            let _ = b.ready.push_str(line);
+            for line in lines {
+                let _ = b.ready.push_str(line);
+            }
         }
-    }
-
-    fn flush(&self) -> bool {
-        self.lock().flush()
     }
 }
 
@@ -212,7 +240,7 @@ pub(crate) struct SocketSource {
 impl SocketSource {
     pub(crate) fn new(config: socket::SocketConfig, partitions: usize) -> Self {
         SocketSource {
-            buffer: BlockBuffer::with_max_rate(config.max_rate.map(|r| r as f64)),
+            buffer: BlockBuffer::new(config.max_rate.map(|r| r as f64), config.max_buffered_bytes),
             config: Some(config),
             receiver: None,
             partitions,

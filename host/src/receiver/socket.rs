@@ -102,6 +102,13 @@ use std::time::{Duration, Instant};
 pub trait LineSink: Send + Sync + 'static {
     /// Called once per received line, without its terminator, in arrival order.
     fn push_line(&self, line: &str);
+    /// Several consecutive lines at once (the whole lines of one read), in
+    /// order; the same as [`push_line`](Self::push_line) for each.
+    fn push_lines(&self, lines: &[&str]) {
+        for line in lines {
+            self.push_line(line);
+        }
+    }
     /// Called after the lines of each read: makes them durable where the
     /// sink logs (the write-ahead log). `false`: not done (the error is the
     /// sink's to report); the receiver stops reading and calls again later.
@@ -141,6 +148,13 @@ pub struct SocketConfig {
     /// At most this many lines per second (Spark's
     /// `spark.streaming.receiver.maxRate`); `None`: no limit of its own.
     pub max_rate: Option<u64>,
+    /// Received lines not yet taken by a batch, in bytes, beyond which the
+    /// receiver stops reading until a batch takes them (TCP then holds the
+    /// sender back). It bounds the source's memory and so the rate: a 1 s
+    /// batch interval takes at most this much per second (64 MiB: ~1.3 M
+    /// lines/s of 50 bytes). Default [`MAX_BUFFERED_BYTES`](crate::receiver::MAX_BUFFERED_BYTES); must be
+    /// at least 1 MiB.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for SocketConfig {
@@ -153,6 +167,7 @@ impl Default for SocketConfig {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
             max_rate: None,
+            max_buffered_bytes: crate::receiver::MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -237,6 +252,9 @@ impl SocketReceiver {
         }
         if config.max_line_bytes == 0 {
             return invalid("socket receiver: max_line_bytes must be at least 1");
+        }
+        if config.max_buffered_bytes < 1 << 20 {
+            return invalid("socket receiver: max_buffered_bytes must be at least 1 MiB");
         }
         if config.reconnect_initial.is_zero() {
             return invalid("socket receiver: reconnect_initial must be non-zero");
@@ -539,13 +557,17 @@ impl LineSplitter {
     }
 
     fn feed(&mut self, mut chunk: &[u8], sink: &dyn LineSink) {
-        while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
+        // A line begun in an earlier chunk (or being discarded) ends at
+        // the first `\n`.
+        if self.discarding || !self.partial.is_empty() {
+            let Some(pos) = memchr::memchr(b'\n', chunk) else {
+                self.keep_partial(chunk);
+                return;
+            };
             let seg = &chunk[..pos];
             chunk = &chunk[pos + 1..];
             if self.discarding {
                 self.discarding = false;
-            } else if self.partial.is_empty() {
-                self.deliver(seg, sink);
             } else if self.partial.len() + seg.len() > self.partial_cap() {
                 self.partial.clear();
                 self.overlong();
@@ -557,15 +579,49 @@ impl LineSplitter {
                 self.partial = line; // keep the allocation
             }
         }
-        if self.discarding || chunk.is_empty() {
+        // The chunk's whole lines go to the sink together; a line needing
+        // more than a check (over-long, not UTF-8) is delivered alone, in
+        // its place.
+        let mut lines: Vec<&str> = Vec::new();
+        let mut start = 0;
+        for pos in memchr::memchr_iter(b'\n', chunk) {
+            let seg = &chunk[start..pos];
+            start = pos + 1;
+            let line = seg.strip_suffix(b"\r").unwrap_or(seg);
+            match std::str::from_utf8(line) {
+                Ok(s) if line.len() <= self.max_line_bytes => lines.push(s),
+                _ => {
+                    self.push_batch(&mut lines, sink);
+                    self.deliver(seg, sink);
+                }
+            }
+        }
+        self.push_batch(&mut lines, sink);
+        self.keep_partial(&chunk[start..]);
+    }
+
+    /// Delivers `lines` (valid, within the limit) and empties the list.
+    fn push_batch(&self, lines: &mut Vec<&str>, sink: &dyn LineSink) {
+        if lines.is_empty() {
             return;
         }
-        if self.partial.len() + chunk.len() > self.partial_cap() {
+        // Count first: whoever sees the lines must also see them counted.
+        bump(&self.stats.lines, lines.len() as u64);
+        sink.push_lines(lines);
+        lines.clear();
+    }
+
+    /// The end of a chunk without `\n`: the start (or more) of a line.
+    fn keep_partial(&mut self, rest: &[u8]) {
+        if self.discarding || rest.is_empty() {
+            return;
+        }
+        if self.partial.len() + rest.len() > self.partial_cap() {
             self.partial.clear();
             self.discarding = true;
             self.overlong();
         } else {
-            self.append_partial(chunk);
+            self.append_partial(rest);
         }
     }
 

@@ -1028,13 +1028,13 @@ impl Server {
         let job = spec::build(&spec_path, &text, &overrides)
             .map_err(|e| ApiError::bad(e.to_string().replace(&shown, "")))?;
         let workers = job.context.workers() as u64;
-        let sockets = job.socket_addrs.len() as u64;
+        let sockets: u64 = job.socket_addrs.iter().map(|s| s.buffered_bytes).sum();
         let reservation = job
             .plugins
             .values()
             .map(|p| p.limits().memory_bytes * workers)
             .sum::<u64>()
-            + sockets * crate::receiver::MAX_BUFFERED_BYTES as u64;
+            + sockets;
         let metrics = Metrics::attach(&job);
         let context = Arc::new(job.context);
         let state = Arc::new(Mutex::new(JobState::Running));
@@ -1073,9 +1073,9 @@ impl Server {
                     running.plugins.len(),
                     workers,
                     if sockets > 0 {
-                        ", plus socket buffers"
+                        format!(", plus {} MiB of socket buffers", sockets >> 20)
                     } else {
-                        ""
+                        String::new()
                     },
                     left >> 20,
                     self.config.memory_reservation >> 20

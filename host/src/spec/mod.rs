@@ -27,7 +27,8 @@
 //!                            # | generator (rate, words_per_line, vocabulary, seed)
 //! host = "127.0.0.1"
 //! port = 9999
-//! # max_rate = 5000         # socket: lines/s at most (also non_utf8, max_line_bytes)
+//! # max_rate = 5000         # socket: lines/s at most (also non_utf8, max_line_bytes,
+//!                            #   max_buffered = "64MiB": unbatched input held, bounds the rate)
 //!
 //! [streams.words]
 //! from = "lines"
@@ -115,6 +116,8 @@ struct SourceSection {
     host: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
     max_line_bytes: Option<Spanned<String>>,
+    /// Socket: unbatched input held at most (a size).
+    max_buffered: Option<Spanned<String>>,
     /// Socket: at most this many lines per second.
     max_rate: Option<Spanned<u64>>,
     non_utf8: Option<Spanned<String>>,
@@ -244,6 +247,8 @@ pub struct SocketFeed {
     pub host: String,
     /// Port the source connects to.
     pub port: u16,
+    /// Unbatched input it may hold (its memory, for admission).
+    pub buffered_bytes: u64,
     /// The source's `demo_lines` file: what `--feed` serves (default: the
     /// built-in corpus).
     pub demo_lines: Option<PathBuf>,
@@ -679,6 +684,14 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                         .or_else(|e| cx.err(m.span(), &field("max_line_bytes"), e))?
                         as usize;
                 }
+                if let Some(m) = &sec.max_buffered {
+                    let bytes = parse_size(m.get_ref())
+                        .or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?;
+                    if bytes < 1 << 20 {
+                        return cx.err(m.span(), &field("max_buffered"), "must be at least 1MiB");
+                    }
+                    config.max_buffered_bytes = bytes as usize;
+                }
                 if let Some(p) = &sec.non_utf8 {
                     config.non_utf8 = match p.get_ref().as_str() {
                         "replace" => NonUtf8Policy::Replace,
@@ -695,6 +708,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
                 socket_addrs.push(SocketFeed {
                     host: config.host.clone(),
                     port: config.port,
+                    buffered_bytes: config.max_buffered_bytes as u64,
                     demo_lines: sec.demo_lines.as_ref().map(|d| resolve(d.get_ref())),
                 });
                 ssc.socket_text_stream_with(config, partitions.unwrap_or(default_partitions))
@@ -1259,6 +1273,37 @@ mod tests {
         assert_eq!(parse_size("128MiB"), Ok(128 << 20));
         assert_eq!(parse_size("10"), Ok(10));
         assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn a_socket_buffer_is_a_size_of_at_least_a_mebibyte() {
+        let spec = |size: &str| {
+            format!(
+                "[job]\nbatch_interval = \"1s\"\n[sources.lines]\ntype = \"socket\"\nport = 9\nmax_buffered = \"{size}\"\n[[outputs]]\nstream = \"lines\"\ntype = \"pprint\"\n"
+            )
+        };
+        let e = err_of(&spec("512KiB"));
+        assert!(
+            e.starts_with("job.toml:6: sources.lines.max_buffered: must be at least 1MiB"),
+            "{e}"
+        );
+        let job = build(
+            Path::new("job.toml"),
+            &spec("256MiB"),
+            &Overrides::default(),
+        )
+        .expect("a valid spec");
+        assert_eq!(job.socket_addrs[0].buffered_bytes, 256 << 20);
+        let job = build(
+            Path::new("job.toml"),
+            &spec("64MiB").replace("max_buffered = \"64MiB\"\n", ""),
+            &Overrides::default(),
+        )
+        .expect("a valid spec");
+        assert_eq!(
+            job.socket_addrs[0].buffered_bytes,
+            crate::receiver::MAX_BUFFERED_BYTES as u64
+        );
     }
 
     #[test]
