@@ -421,14 +421,17 @@ impl Default for CallCpu {
 }
 
 impl CallCpu {
-    /// Starts timing a call on the current thread.
+    /// Starts timing a call on the current thread — after giving way, if
+    /// its group must, to a lighter group's batch already running (which
+    /// started before this call could be made to check).
     pub(crate) fn begin(&mut self) {
+        let job = CURRENT.with(|c| c.borrow().clone());
+        if let Some(job) = &job {
+            give_way(&job.share);
+        }
         self.started = Instant::now();
         self.paused = Duration::ZERO;
-        self.last_cpu = CURRENT
-            .with(|c| c.borrow().is_some())
-            .then(thread_cpu)
-            .flatten();
+        self.last_cpu = job.and_then(|_| thread_cpu());
     }
 
     /// How long the call has run, not counting its pauses.
