@@ -37,7 +37,7 @@
 
 use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,7 +66,15 @@ pub struct CpuShare {
     slots: usize,
     bucket: Mutex<Bucket>,
     freed: Condvar,
+    /// [`HEAVY`] and [`LIGHT`] as of the bucket's last change, for other
+    /// groups to read without taking its lock (see [`CpuShare::refresh`]).
+    flags: AtomicU8,
 }
+
+/// [`CpuShare::flags`]: the group asks for more than its share.
+const HEAVY: u8 = 1;
+/// [`CpuShare::flags`]: the group uses little of its share.
+const LIGHT: u8 = 2;
 
 #[derive(Debug)]
 struct Bucket {
@@ -105,6 +113,7 @@ impl CpuShare {
                 over_at: None,
             }),
             freed: Condvar::new(),
+            flags: AtomicU8::new(LIGHT),
         }
     }
 
@@ -132,6 +141,39 @@ impl CpuShare {
         b.charged += cpu.as_secs_f64();
         Self::decay(&mut b);
         b.recent += cpu.as_secs_f64();
+        self.set_flags(&mut b);
+    }
+
+    /// Recomputes [`CpuShare::flags`] from the bucket.
+    fn set_flags(&self, b: &mut Bucket) {
+        self.refill(b);
+        let usage = self.usage_of(b);
+        let heavy = b.balance < 0.0
+            || b.over_at.is_some_and(|t| t.elapsed() < USAGE_WINDOW)
+            || usage >= YIELD_AT;
+        let light = b.balance >= 0.0 && usage < LIGHT_BELOW;
+        self.flags.store(
+            if heavy { HEAVY } else { 0 } | if light { LIGHT } else { 0 },
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Brings [`CpuShare::flags`] up to date (usage decays and debt is
+    /// paid off with time, not only when CPU is charged).
+    fn refresh(&self) {
+        let mut b = self.lock();
+        self.set_flags(&mut b);
+    }
+
+    /// [`CpuShare::is_heavy`] as of the last charge or refresh, without
+    /// the bucket's lock: what the hot paths read of other groups.
+    fn heavy_flag(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & HEAVY != 0
+    }
+
+    /// [`CpuShare::is_light`] as of the last charge or refresh.
+    fn light_flag(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & LIGHT != 0
     }
 
     fn decay(b: &mut Bucket) {
@@ -157,19 +199,16 @@ impl CpuShare {
     /// batch of it waited for its debt within the last [`USAGE_WINDOW`],
     /// or it used at least [`YIELD_AT`] of its share recently.
     fn is_heavy(&self) -> bool {
-        let mut b = self.lock();
-        self.refill(&mut b);
-        b.balance < 0.0
-            || b.over_at.is_some_and(|t| t.elapsed() < USAGE_WINDOW)
-            || self.usage_of(&mut b) >= YIELD_AT
+        self.refresh();
+        self.heavy_flag()
     }
 
     /// Whether the group uses little of its share (below [`LIGHT_BELOW`])
     /// and is not in debt.
+    #[cfg(test)]
     fn is_light(&self) -> bool {
-        let mut b = self.lock();
-        self.refill(&mut b);
-        b.balance >= 0.0 && self.usage_of(&mut b) < LIGHT_BELOW
+        self.refresh();
+        self.light_flag()
     }
 
     /// How long until `b` is out of debt at the share's rate (zero if it is).
@@ -221,6 +260,7 @@ impl CpuShare {
         b.running += 1;
         let waited = started.elapsed();
         b.waited += waited;
+        self.set_flags(&mut b);
         drop(b);
         threads.precharged.store(0, Ordering::Relaxed);
         RUNNING.enter(self);
@@ -267,11 +307,17 @@ impl Running {
     }
 
     fn enter(&self, share: &Arc<CpuShare>) {
-        let light = share.is_light();
+        // The flags, not the buckets: no other group's lock is taken under
+        // this process-wide one, which every group's batch start takes
+        // (and batches of different jobs tend to start together).
+        share.refresh();
+        let light = share.light_flag();
         let heavy_running = {
             let mut turns = self.turns();
             turns.push(share.clone());
-            turns.iter().any(|s| !Arc::ptr_eq(s, share) && s.is_heavy())
+            turns
+                .iter()
+                .any(|s| !Arc::ptr_eq(s, share) && s.heavy_flag())
         };
         if light && heavy_running {
             for e in self
@@ -296,10 +342,10 @@ impl Running {
 
     /// Whether a call of `share` must give way now.
     fn must_yield(turns: &[Arc<CpuShare>], share: &CpuShare) -> bool {
-        share.is_heavy()
+        share.heavy_flag()
             && turns
                 .iter()
-                .any(|s| !std::ptr::eq(&**s, share) && s.is_light())
+                .any(|s| !std::ptr::eq(&**s, share) && s.light_flag())
     }
 }
 
@@ -371,6 +417,12 @@ fn thread_cpu() -> Option<Duration> {
 /// Waits while a call of `share` must give way to a lighter group's batch
 /// (see the module docs); returns how long it waited.
 fn give_way(share: &CpuShare) -> Duration {
+    // Only a heavy group looks at the others (under the process-wide
+    // lock): a light group's calls, checking at every tick, never wait
+    // for that lock nor make a heavy group's thread wait for it.
+    if !share.is_heavy() {
+        return Duration::ZERO;
+    }
     let mut turns = RUNNING.turns();
     if !Running::must_yield(&turns, share) {
         return Duration::ZERO;
@@ -382,6 +434,11 @@ fn give_way(share: &CpuShare) -> Duration {
             .wait_timeout(turns, PAUSE_STEP)
             .unwrap_or_else(|e| e.into_inner())
             .0;
+        // Its debt is paid off and its usage decays while it waits (its
+        // own lock, not taken under the process-wide one).
+        drop(turns);
+        share.refresh();
+        turns = RUNNING.turns();
     }
     drop(turns);
     let paused = started.elapsed();

@@ -12,7 +12,8 @@
 //!
 //! `cargo bench -p sluice-tests --bench tenants` (env: `BENCH_BATCHES` per
 //! phase, default 50; `BENCH_CYCLES` of the alone/misbehaving phases,
-//! default 6; `BENCH_JOBS`, default 100; `BENCH_VERBOSE` prints B's
+//! default 6; `BENCH_KINDS` of misbehaviour, default
+//! `hog,bombs,both,busy`; `BENCH_JOBS`, default 100 (0: none); `BENCH_VERBOSE` prints B's
 //! operator and other time per phase and the tenants' CPU use).
 
 use serde_json::Value;
@@ -204,6 +205,18 @@ fn phase(
     (times, failures)
 }
 
+/// The misbehaviours to run: `BENCH_KINDS` (comma-separated), default all.
+fn kinds() -> Vec<&'static str> {
+    const ALL: [&str; 4] = ["hog", "bombs", "both", "busy"];
+    match std::env::var("BENCH_KINDS") {
+        Ok(v) => ALL
+            .into_iter()
+            .filter(|k| v.split(',').any(|w| w.trim() == *k))
+            .collect(),
+        Err(_) => ALL.to_vec(),
+    }
+}
+
 fn isolation(dir: &std::path::Path, per_phase: u64, cycles: u64) {
     let s = server(dir);
     s.create_tenant("b", limits(serde_json::json!({"max_workers": 1})))
@@ -231,9 +244,10 @@ fn isolation(dir: &std::path::Path, per_phase: u64, cycles: u64) {
     // half between minutes) affects every kind alike.
     let mut alone = Vec::new();
     let mut by_kind: BTreeMap<&str, (Vec<f64>, usize)> = BTreeMap::new();
+    let kinds = kinds();
     let started = Instant::now();
     for _ in 0..cycles {
-        for what in ["hog", "bombs", "both", "busy"] {
+        for &what in &kinds {
             alone.extend(phase(&s, &hostile_plugin, "alone", per_phase).0);
             let (t, f) = phase(&s, &hostile_plugin, what, per_phase);
             let e = by_kind.entry(what).or_default();
@@ -255,7 +269,7 @@ fn isolation(dir: &std::path::Path, per_phase: u64, cycles: u64) {
         "| alone | {} | {a50:.2} ms | {a99:.2} ms | 1.000 | 1.000 | |",
         alone.len()
     );
-    for what in ["hog", "bombs", "both", "busy"] {
+    for &what in &kinds {
         let (v, failures) = &by_kind[what];
         let (p50, p99) = (percentile(v, 0.5), percentile(v, 0.99));
         println!(
@@ -373,5 +387,8 @@ fn main() {
         env_or("BENCH_BATCHES", 50) as u64,
         env_or("BENCH_CYCLES", 6) as u64,
     );
-    many_jobs(&tmp.path().join("many"), env_or("BENCH_JOBS", 100));
+    let jobs = env_or("BENCH_JOBS", 100);
+    if jobs > 0 {
+        many_jobs(&tmp.path().join("many"), jobs);
+    }
 }
