@@ -28,6 +28,16 @@
 //!   its batch ends. Time spent waiting does not count against the call's
 //!   deadline.
 //!
+//! - **placement**: a plugin call that has run for [`LONG_CALL`] notes
+//!   the processor it runs on. A light group's batch starting while other
+//!   groups' long calls run keeps its threads (batch thread and workers)
+//!   off those processors until the batch ends, if any processor is left.
+//!   Left to itself the kernel often wakes the light batch's threads on
+//!   the processor a long call holds (where the disk interrupt or the
+//!   timer fired) and lets them wait there behind it, for milliseconds,
+//!   while another processor idles; the tenant within its share still
+//!   slows every other tenant down that way.
+//!
 //! A job that spends more than its share therefore starts its batches
 //! late and is paused while lighter tenants run: its scheduling delay
 //! grows, the other groups' does not. A heavy group still gets its share:
@@ -51,6 +61,11 @@ pub const YIELD_AT: f64 = 0.9;
 /// Recent usage, as a fraction of the share, below which a group is light:
 /// heavy groups give way to its batches.
 pub const LIGHT_BELOW: f64 = 0.5;
+
+/// A plugin call that has run this long is CPU-bound work, not a quick
+/// step of a batch: light groups' batches keep off its processor (see
+/// the module docs).
+pub const LONG_CALL: Duration = Duration::from_millis(2);
 
 /// Time constant of the moving average of a group's usage.
 const USAGE_WINDOW: Duration = Duration::from_secs(1);
@@ -263,10 +278,16 @@ impl CpuShare {
         self.set_flags(&mut b);
         drop(b);
         threads.precharged.store(0, Ordering::Relaxed);
-        RUNNING.enter(self);
+        let light = RUNNING.enter(self);
+        let placed = if light {
+            placement::light_batch(self, threads)
+        } else {
+            None
+        };
         Turn {
             share: self,
             threads,
+            placed,
             before: threads.cpu_time(),
             waited,
         }
@@ -306,7 +327,8 @@ impl Running {
         self.turns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enter(&self, share: &Arc<CpuShare>) {
+    /// Registers a turn of `share`; whether the group is light.
+    fn enter(&self, share: &Arc<CpuShare>) -> bool {
         // The flags, not the buckets: no other group's lock is taken under
         // this process-wide one, which every group's batch start takes
         // (and batches of different jobs tend to start together).
@@ -329,6 +351,7 @@ impl Running {
                 e.increment_epoch();
             }
         }
+        light
     }
 
     fn leave(&self, share: &CpuShare) {
@@ -415,8 +438,9 @@ fn thread_cpu() -> Option<Duration> {
 }
 
 /// Waits while a call of `share` must give way to a lighter group's batch
-/// (see the module docs); returns how long it waited.
-fn give_way(share: &CpuShare) -> Duration {
+/// (see the module docs); returns how long it waited. A `long` call's
+/// processor is not kept clear while it waits (see [`placement`]).
+fn give_way(share: &CpuShare, long: bool) -> Duration {
     // Only a heavy group looks at the others (under the process-wide
     // lock): a light group's calls, checking at every tick, never wait
     // for that lock nor make a heavy group's thread wait for it.
@@ -428,6 +452,9 @@ fn give_way(share: &CpuShare) -> Duration {
         return Duration::ZERO;
     }
     let started = Instant::now();
+    if long {
+        placement::forget_long_call();
+    }
     while Running::must_yield(&turns, share) {
         turns = RUNNING
             .changed
@@ -454,7 +481,7 @@ fn give_way(share: &CpuShare) -> Duration {
 /// between the lighter group's batches rather than during them.
 pub(crate) fn yield_point() {
     if let Some(job) = CURRENT.with(|c| c.borrow().clone()) {
-        give_way(&job.share);
+        give_way(&job.share, false);
     }
 }
 
@@ -465,6 +492,12 @@ pub(crate) struct CallCpu {
     started: Instant,
     paused: Duration,
     last_cpu: Option<Duration>,
+    /// The processor a long call was last seen on (see [`placement`]).
+    long_on: Option<usize>,
+    /// Whether the previous call was long: the next is taken for long from
+    /// its start (batches of different jobs tend to start together, and
+    /// the first epoch check may come a tick late).
+    was_long: bool,
 }
 
 impl Default for CallCpu {
@@ -473,6 +506,8 @@ impl Default for CallCpu {
             started: Instant::now(),
             paused: Duration::ZERO,
             last_cpu: None,
+            long_on: None,
+            was_long: false,
         }
     }
 }
@@ -484,11 +519,31 @@ impl CallCpu {
     pub(crate) fn begin(&mut self) {
         let job = CURRENT.with(|c| c.borrow().clone());
         if let Some(job) = &job {
-            give_way(&job.share);
+            give_way(&job.share, false);
+        }
+        if self.long_on.take().is_some() {
+            // The previous call on this store was not ended.
+            placement::forget_long_call();
+        }
+        if let Some(job) = &job
+            && self.was_long
+            && let Some(cpu) = placement::current_cpu()
+        {
+            placement::note_long_call(&job.share, cpu);
+            self.long_on = Some(cpu);
         }
         self.started = Instant::now();
         self.paused = Duration::ZERO;
         self.last_cpu = job.and_then(|_| thread_cpu());
+    }
+
+    /// Ends the call on the current thread: a long call is no longer kept
+    /// clear of.
+    pub(crate) fn end(&mut self) {
+        self.was_long = self.running() >= LONG_CALL;
+        if self.long_on.take().is_some() {
+            placement::forget_long_call();
+        }
     }
 
     /// How long the call has run, not counting its pauses.
@@ -511,11 +566,25 @@ impl CallCpu {
                 .fetch_add(used.as_nanos() as u64, Ordering::Relaxed);
             self.last_cpu = Some(now);
         }
-        let paused = give_way(&job.share);
+        if self.running() >= LONG_CALL
+            && let Some(cpu) = placement::current_cpu()
+            && self.long_on != Some(cpu)
+        {
+            placement::note_long_call(&job.share, cpu);
+            self.long_on = Some(cpu);
+        }
+        let paused = give_way(&job.share, self.long_on.is_some());
         if !paused.is_zero() {
             self.paused += paused;
             // The wait used no CPU worth charging.
             self.last_cpu = thread_cpu();
+            // Nor held a processor: noted again where it goes on.
+            if self.long_on.take().is_some()
+                && let Some(cpu) = placement::current_cpu()
+            {
+                placement::note_long_call(&job.share, cpu);
+                self.long_on = Some(cpu);
+            }
         }
     }
 }
@@ -524,6 +593,8 @@ impl CallCpu {
 pub(crate) struct Turn<'a> {
     share: &'a Arc<CpuShare>,
     threads: &'a ThreadGroup,
+    /// A light batch's place, kept off other groups' long calls.
+    placed: Option<placement::Placed>,
     before: Duration,
     waited: Duration,
 }
@@ -537,6 +608,9 @@ impl Turn<'_> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        if let Some(placed) = self.placed.take() {
+            placed.end();
+        }
         // What calls charged as they ran is already in the bucket.
         let precharged = Duration::from_nanos(self.threads.precharged.swap(0, Ordering::Relaxed));
         let used = self.threads.cpu_time().saturating_sub(self.before);
@@ -550,7 +624,8 @@ impl Drop for Turn<'_> {
 /// The threads of one job, and the CPU time they have used.
 #[derive(Debug, Default)]
 pub(crate) struct ThreadGroup {
-    threads: Mutex<Vec<PathBuf>>,
+    /// Each thread's id and `schedstat` file.
+    threads: Mutex<Vec<(i32, PathBuf)>>,
     /// CPU time (ns) plugin calls charged as they ran during the current turn.
     precharged: AtomicU64,
 }
@@ -562,11 +637,15 @@ impl ThreadGroup {
         match std::fs::read_link("/proc/thread-self") {
             Ok(link) => {
                 // "<pid>/task/<tid>"
+                let tid = link
+                    .file_name()
+                    .and_then(|t| t.to_str()?.parse().ok())
+                    .unwrap_or(0);
                 let stat = PathBuf::from("/proc").join(link).join("schedstat");
                 self.threads
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(stat);
+                    .push((tid, stat));
             }
             Err(e) => {
                 if !WARNED.swap(true, Ordering::Relaxed) {
@@ -578,15 +657,296 @@ impl ThreadGroup {
         }
     }
 
+    /// The threads' ids.
+    fn tids(&self) -> Vec<i32> {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads.iter().map(|(t, _)| *t).filter(|t| *t > 0).collect()
+    }
+
     /// CPU time used so far by the group's live threads.
     pub(crate) fn cpu_time(&self) -> Duration {
         let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         let nanos: u64 = threads
             .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .filter_map(|(_, p)| std::fs::read_to_string(p).ok())
             .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
             .sum();
         Duration::from_nanos(nanos)
+    }
+}
+
+/// Where long calls run, and keeping light batches off those processors
+/// (see the module docs). Linux only; elsewhere nothing is moved.
+mod placement {
+    use super::{CpuShare, ThreadGroup};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A long call running now.
+    #[derive(Debug, Clone, Copy)]
+    struct LongCall {
+        tid: i32,
+        /// Its group, by the share's address.
+        group: usize,
+        cpu: usize,
+    }
+
+    /// A light group's batch running now, and where its threads may run.
+    #[derive(Debug)]
+    struct Light {
+        id: u64,
+        group: usize,
+        tids: Vec<i32>,
+        /// The processors the threads could use before the batch.
+        allowed: Vec<usize>,
+        /// The processors they are kept to now, if fewer.
+        kept_to: Option<Vec<usize>>,
+    }
+
+    #[derive(Debug, Default)]
+    struct State {
+        calls: Vec<LongCall>,
+        light: Vec<Light>,
+        next_id: u64,
+    }
+
+    static STATE: Mutex<State> = Mutex::new(State {
+        calls: Vec::new(),
+        light: Vec::new(),
+        next_id: 0,
+    });
+    /// How many light batches are running: long calls look no further at 0.
+    static LIGHT: AtomicUsize = AtomicUsize::new(0);
+
+    fn state() -> std::sync::MutexGuard<'static, State> {
+        STATE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tid() -> i32 {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: gettid has no preconditions.
+            unsafe { libc::gettid() }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            0
+        }
+    }
+
+    /// The processor the calling thread runs on.
+    pub(super) fn current_cpu() -> Option<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: sched_getcpu has no preconditions.
+            let cpu = unsafe { libc::sched_getcpu() };
+            usize::try_from(cpu).ok()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    }
+
+    /// The processors thread `tid` (0: the caller) may run on.
+    fn affinity(tid: i32) -> Option<Vec<usize>> {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: a zeroed cpu_set_t is the empty set.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `set` is a writable cpu_set_t of the size given.
+            let r = unsafe {
+                libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
+            };
+            (r == 0).then(|| {
+                (0..libc::CPU_SETSIZE as usize)
+                    // SAFETY: `c` is within the set's size.
+                    .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+                    .collect()
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = tid;
+            None
+        }
+    }
+
+    fn set_affinity(tid: i32, cpus: &[usize]) {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: a zeroed cpu_set_t is the empty set.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            for &c in cpus {
+                // SAFETY: CPU_SET ignores processors beyond the set's size.
+                unsafe { libc::CPU_SET(c, &mut set) };
+            }
+            // SAFETY: `set` is a valid cpu_set_t of the size given. A thread
+            // that has ended meanwhile makes it fail, harmlessly.
+            unsafe {
+                libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (tid, cpus);
+    }
+
+    /// Keeps `light`'s threads off the processors of other groups' long
+    /// calls, if that leaves one; otherwise leaves them where they are.
+    fn place(light: &mut Light, calls: &[LongCall]) {
+        let kept: Vec<usize> = light
+            .allowed
+            .iter()
+            .copied()
+            .filter(|cpu| {
+                !calls
+                    .iter()
+                    .any(|c| c.group != light.group && c.cpu == *cpu)
+            })
+            .collect();
+        if kept.is_empty() {
+            return;
+        }
+        let now = light.kept_to.as_deref().unwrap_or(&light.allowed);
+        if kept == now {
+            return;
+        }
+        for &tid in &light.tids {
+            set_affinity(tid, &kept);
+        }
+        light.kept_to = (kept != light.allowed).then_some(kept);
+    }
+
+    /// The calling thread, in a long call of `share`'s group, runs on `cpu`:
+    /// running light batches of other groups move off it.
+    pub(super) fn note_long_call(share: &Arc<CpuShare>, cpu: usize) {
+        let tid = tid();
+        let group = Arc::as_ptr(share) as usize;
+        let mut st = state();
+        match st.calls.iter_mut().find(|c| c.tid == tid) {
+            Some(c) => {
+                c.cpu = cpu;
+                c.group = group;
+            }
+            None => st.calls.push(LongCall { tid, group, cpu }),
+        }
+        if LIGHT.load(Ordering::Relaxed) > 0 {
+            let State { calls, light, .. } = &mut *st;
+            for l in light.iter_mut() {
+                place(l, calls);
+            }
+        }
+    }
+
+    /// The calling thread's long call has ended (the light batches kept off
+    /// its processor go back when they end).
+    pub(super) fn forget_long_call() {
+        let tid = tid();
+        state().calls.retain(|c| c.tid != tid);
+    }
+
+    /// A light batch registered by [`light_batch`]; [`Placed::end`] ends it.
+    #[derive(Debug)]
+    pub(super) struct Placed(u64);
+
+    impl Placed {
+        /// The batch has ended: its threads may run anywhere they could
+        /// before.
+        pub(super) fn end(self) {
+            let mut st = state();
+            if let Some(i) = st.light.iter().position(|l| l.id == self.0) {
+                let light = st.light.swap_remove(i);
+                LIGHT.fetch_sub(1, Ordering::Relaxed);
+                drop(st);
+                if light.kept_to.is_some() {
+                    for &tid in &light.tids {
+                        set_affinity(tid, &light.allowed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// At the start of a light group's batch, on the job's batch thread:
+    /// keeps the job's `threads` off the processors of other groups' long
+    /// calls while it runs, including calls that turn long meanwhile.
+    pub(super) fn light_batch(share: &Arc<CpuShare>, threads: &ThreadGroup) -> Option<Placed> {
+        let allowed = affinity(0)?;
+        let tids = threads.tids();
+        if allowed.len() < 2 || tids.is_empty() {
+            return None;
+        }
+        let mut st = state();
+        let id = st.next_id;
+        st.next_id += 1;
+        let mut light = Light {
+            id,
+            group: Arc::as_ptr(share) as usize,
+            tids,
+            allowed,
+            kept_to: None,
+        };
+        place(&mut light, &st.calls);
+        st.light.push(light);
+        LIGHT.fetch_add(1, Ordering::Relaxed);
+        Some(Placed(id))
+    }
+
+    #[cfg(all(test, target_os = "linux"))]
+    mod tests {
+        use super::*;
+        use crate::share::tests::serial;
+        use std::sync::atomic::AtomicBool;
+
+        #[test]
+        fn a_light_batch_keeps_off_other_groups_long_calls() {
+            let _serial = serial();
+            let allowed = affinity(0).expect("affinity");
+            if allowed.len() < 2 {
+                return;
+            }
+            let heavy = Arc::new(CpuShare::new(0.5));
+            let light = Arc::new(CpuShare::new(4.0));
+            let (first, second) = (allowed[0], allowed[1]);
+            // A long call of the heavy group on the first processor.
+            let (tx, rx) = std::sync::mpsc::channel::<usize>();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let long = std::thread::spawn({
+                let heavy = heavy.clone();
+                move || {
+                    while let Ok(cpu) = rx.recv() {
+                        note_long_call(&heavy, cpu);
+                        done_tx.send(()).expect("send");
+                    }
+                    forget_long_call();
+                }
+            });
+            tx.send(first).expect("send");
+            done_rx.recv().expect("noted");
+            let threads = ThreadGroup::default();
+            threads.join_current();
+            let stop = AtomicBool::new(false);
+            let turn = light.turn(&stop, &threads);
+            let during = affinity(0).expect("affinity");
+            assert!(!during.contains(&first), "kept off {first}: {during:?}");
+            // The call moves: the batch follows, off the new processor.
+            tx.send(second).expect("send");
+            done_rx.recv().expect("noted");
+            let moved = affinity(0).expect("affinity");
+            assert!(
+                moved.contains(&first) && !moved.contains(&second),
+                "kept off {second} only: {moved:?}"
+            );
+            // The long call's own group is not kept off it.
+            let own_threads = ThreadGroup::default();
+            let own = heavy.turn(&stop, &own_threads);
+            drop(own);
+            drop(turn);
+            assert_eq!(affinity(0).expect("affinity"), allowed, "restored");
+            drop(tx);
+            long.join().expect("thread");
+            assert!(state().calls.is_empty());
+        }
     }
 }
 
@@ -596,7 +956,7 @@ mod tests {
 
     /// Turns are registered process-wide: tests that take them run one at
     /// a time, so that one's turns do not make another's heavy group wait.
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
+    pub(super) fn serial() -> std::sync::MutexGuard<'static, ()> {
         static SERIAL: Mutex<()> = Mutex::new(());
         SERIAL.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -172,6 +172,15 @@ fn phase(
             .zip(&ops)
             .map(|(b, o)| b["processing_ms"].as_f64().unwrap_or(0.0) - o)
             .collect();
+        let mut slowest: Vec<(f64, f64)> = rows
+            .iter()
+            .zip(&ops)
+            .map(|(b, o)| (b["processing_ms"].as_f64().unwrap_or(0.0), *o))
+            .collect();
+        slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (total, o) in slowest.iter().take(3) {
+            eprintln!("{what}: a slowest batch of B: {total:.2} ms, operators {o:.2} ms");
+        }
         ops.sort_by(f64::total_cmp);
         rest.sort_by(f64::total_cmp);
         if !ops.is_empty() {

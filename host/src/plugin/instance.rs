@@ -437,11 +437,12 @@ impl Plugin {
             .instantiate()
             .map_err(|e| load_err(format!("cannot instantiate: {e}")))?;
         inst.begin_call();
-        let info: PluginInfo = inst
+        let info = inst
             .plugin
             .sluice_plugin_operator()
-            .call_describe(&mut inst.store)
-            .map_err(|e| load_err(format!("`describe` trapped: {e:#}")))?;
+            .call_describe(&mut inst.store);
+        inst.store.data_mut().call.end();
+        let info: PluginInfo = info.map_err(|e| load_err(format!("`describe` trapped: {e:#}")))?;
         plugin.description = Description {
             name: info.name,
             version: info.version,
@@ -667,6 +668,7 @@ impl Plugin {
                 ctx,
                 input,
             );
+            inst.store.data_mut().call.end();
             let nanos = started.elapsed().as_nanos() as u64;
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
             self.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
