@@ -697,8 +697,9 @@ mod placement {
         id: u64,
         group: usize,
         tids: Vec<i32>,
-        /// The processors the threads could use before the batch.
-        allowed: Vec<usize>,
+        /// The processors the threads could use before the batch, read the
+        /// first time they are to be kept off some.
+        allowed: Option<Vec<usize>>,
         /// The processors they are kept to now, if fewer.
         kept_to: Option<Vec<usize>>,
     }
@@ -794,8 +795,16 @@ mod placement {
     /// Keeps `light`'s threads off the processors of other groups' long
     /// calls, if that leaves one; otherwise leaves them where they are.
     fn place(light: &mut Light, calls: &[LongCall]) {
-        let kept: Vec<usize> = light
-            .allowed
+        if !calls.iter().any(|c| c.group != light.group) {
+            return;
+        }
+        if light.allowed.is_none() {
+            light.allowed = light.tids.first().and_then(|&t| affinity(t));
+        }
+        let Some(allowed) = &light.allowed else {
+            return;
+        };
+        let kept: Vec<usize> = allowed
             .iter()
             .copied()
             .filter(|cpu| {
@@ -807,14 +816,14 @@ mod placement {
         if kept.is_empty() {
             return;
         }
-        let now = light.kept_to.as_deref().unwrap_or(&light.allowed);
+        let now = light.kept_to.as_deref().unwrap_or(allowed);
         if kept == now {
             return;
         }
         for &tid in &light.tids {
             set_affinity(tid, &kept);
         }
-        light.kept_to = (kept != light.allowed).then_some(kept);
+        light.kept_to = (kept != *allowed).then_some(kept);
     }
 
     /// The calling thread, in a long call of `share`'s group, runs on `cpu`:
@@ -858,22 +867,25 @@ mod placement {
                 let light = st.light.swap_remove(i);
                 LIGHT.fetch_sub(1, Ordering::Relaxed);
                 drop(st);
-                if light.kept_to.is_some() {
+                if let (Some(_), Some(allowed)) = (&light.kept_to, &light.allowed) {
                     for &tid in &light.tids {
-                        set_affinity(tid, &light.allowed);
+                        set_affinity(tid, allowed);
                     }
                 }
             }
         }
     }
 
-    /// At the start of a light group's batch, on the job's batch thread:
-    /// keeps the job's `threads` off the processors of other groups' long
-    /// calls while it runs, including calls that turn long meanwhile.
+    /// At the start of a light group's batch: keeps the job's `threads`
+    /// off the processors of other groups' long calls while it runs,
+    /// including calls that turn long meanwhile. Without long calls it
+    /// costs a lock and no system call.
     pub(super) fn light_batch(share: &Arc<CpuShare>, threads: &ThreadGroup) -> Option<Placed> {
-        let allowed = affinity(0)?;
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
         let tids = threads.tids();
-        if allowed.len() < 2 || tids.is_empty() {
+        if tids.is_empty() {
             return None;
         }
         let mut st = state();
@@ -883,7 +895,7 @@ mod placement {
             id,
             group: Arc::as_ptr(share) as usize,
             tids,
-            allowed,
+            allowed: None,
             kept_to: None,
         };
         place(&mut light, &st.calls);
@@ -937,12 +949,14 @@ mod placement {
                 moved.contains(&first) && !moved.contains(&second),
                 "kept off {second} only: {moved:?}"
             );
-            // The long call's own group is not kept off it.
-            let own_threads = ThreadGroup::default();
-            let own = heavy.turn(&stop, &own_threads);
-            drop(own);
             drop(turn);
             assert_eq!(affinity(0).expect("affinity"), allowed, "restored");
+            // The long call's own group is not kept off it.
+            let own_threads = ThreadGroup::default();
+            own_threads.join_current();
+            let own = heavy.turn(&stop, &own_threads);
+            assert_eq!(affinity(0).expect("affinity"), allowed, "own group");
+            drop(own);
             drop(tx);
             long.join().expect("thread");
             assert!(state().calls.is_empty());

@@ -1028,13 +1028,13 @@ impl Server {
         let job = spec::build(&spec_path, &text, &overrides)
             .map_err(|e| ApiError::bad(e.to_string().replace(&shown, "")))?;
         let workers = job.context.workers() as u64;
-        let sockets: u64 = job.socket_addrs.iter().map(|s| s.buffered_bytes).sum();
+        let socket_buffers: u64 = job.socket_addrs.iter().map(|s| s.buffered_bytes).sum();
         let reservation = job
             .plugins
             .values()
             .map(|p| p.limits().memory_bytes * workers)
             .sum::<u64>()
-            + sockets;
+            + socket_buffers;
         let metrics = Metrics::attach(&job);
         let context = Arc::new(job.context);
         let state = Arc::new(Mutex::new(JobState::Running));
@@ -1072,8 +1072,8 @@ impl Server {
                     reservation >> 20,
                     running.plugins.len(),
                     workers,
-                    if sockets > 0 {
-                        format!(", plus {} MiB of socket buffers", sockets >> 20)
+                    if socket_buffers > 0 {
+                        format!(", plus {} MiB of socket buffers", socket_buffers >> 20)
                     } else {
                         String::new()
                     },
