@@ -14,6 +14,14 @@
 //! where; [`FrameLog::open_append`] cuts such a tail off before appending so
 //! that later frames are never hidden behind a damaged one. A failed append
 //! is cut back the same way, so a disk-full error leaves the log as it was.
+//!
+//! A log may be *preallocated* ([`FrameLog::preallocate`]): its file is
+//! grown ahead of the frames by writing zeros, a chunk at a time, and frames
+//! overwrite them. Syncing a frame then changes no file metadata, so on
+//! ext4 (and other journalling file systems) `fdatasync` flushes the frame's
+//! block alone instead of committing the journal, which would first write
+//! out every other file's pending data — another tenant's, on a shared
+//! server. Readers take zeros to the end of the file as the end of the log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -79,22 +87,30 @@ pub fn read(path: &Path, from: u64) -> io::Result<Contents> {
     let mut at = from.max(HEADER) as usize;
     out.valid_len = at as u64;
     while at < bytes.len() {
-        let problem = |what: &str| format!("{}: {what} at offset {at}", path.display());
+        // Zeros from a frame boundary to the end: a preallocated log's
+        // unwritten tail (no frame is all zeros: its checksum is not).
+        let problem = |what: &str| {
+            if bytes[at..].iter().all(|&b| b == 0) {
+                None
+            } else {
+                Some(format!("{}: {what} at offset {at}", path.display()))
+            }
+        };
         if bytes.len() - at < 5 {
-            out.damage = Some(problem("torn frame header"));
+            out.damage = problem("torn frame header");
             break;
         }
         let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         let end = at + 5 + len as usize + 8;
         if len > MAX_PAYLOAD || end > bytes.len() {
-            out.damage = Some(problem("torn frame"));
+            out.damage = problem("torn frame");
             break;
         }
         let body = &bytes[at + 4..end - 8];
         let mut sum = [0u8; 8];
         sum.copy_from_slice(&bytes[end - 8..end]);
         if u64::from_le_bytes(sum) != xxhash_rust::xxh3::xxh3_64(body) {
-            out.damage = Some(problem("checksum mismatch"));
+            out.damage = problem("checksum mismatch");
             break;
         }
         out.frames.push(Frame {
@@ -114,6 +130,10 @@ pub struct FrameLog {
     path: PathBuf,
     file: File,
     len: u64,
+    /// Size of the file: `len` plus zeros written ahead (see [`Self::preallocate`]).
+    allocated: u64,
+    /// Zeros to write ahead when a frame does not fit; 0: none.
+    chunk: u64,
 }
 
 impl FrameLog {
@@ -131,6 +151,8 @@ impl FrameLog {
             path: path.to_path_buf(),
             file,
             len: HEADER,
+            allocated: HEADER,
+            chunk: 0,
         })
     }
 
@@ -156,12 +178,22 @@ impl FrameLog {
                 path: path.to_path_buf(),
                 file,
                 len: contents.valid_len,
+                allocated: contents.valid_len,
+                chunk: 0,
             },
             contents.damage,
         ))
     }
 
-    /// The file.
+    /// From now on, grows the file `chunk` bytes of zeros ahead of the
+    /// frames, so that syncing an appended frame changes no metadata (see
+    /// the module's doc). Growing is synced with the next [`Self::sync`].
+    pub fn preallocate(mut self, chunk: u64) -> FrameLog {
+        self.chunk = chunk;
+        self
+    }
+
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -189,16 +221,36 @@ impl FrameLog {
         frame.extend_from_slice(payload);
         let sum = xxhash_rust::xxh3::xxh3_64(&frame[4..]);
         frame.extend_from_slice(&sum.to_le_bytes());
-        if let Err(e) = self.file.write_all(&frame) {
-            // Cut a partial frame off so the log stays readable past it.
+        let end = self.len + frame.len() as u64;
+        let written = if self.chunk > 0 && end > self.allocated {
+            self.grow(end + self.chunk)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.file.write_all(&frame));
+        if let Err(e) = written {
+            // Cut a partial frame (and any zeros ahead) off so the log
+            // stays readable past it.
             let _ = self
                 .file
                 .set_len(self.len)
                 .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()));
+            self.allocated = self.len;
             return Err(e);
         }
-        self.len += frame.len() as u64;
+        self.len = end;
         Ok(self.len)
+    }
+
+    /// Writes zeros from the end of the file up to `size`, then goes back
+    /// to the end of the frames.
+    fn grow(&mut self, size: u64) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.allocated))?;
+        let zeros = vec![0u8; (size - self.allocated) as usize];
+        self.file.write_all(&zeros)?;
+        self.allocated = size;
+        self.file.seek(SeekFrom::Start(self.len))?;
+        Ok(())
     }
 
     /// Makes every appended frame durable (`fdatasync`).
@@ -245,6 +297,45 @@ mod tests {
         let kinds: Vec<u8> = c.frames.iter().map(|f| f.kind).collect();
         assert_eq!(kinds, [1, 2, 3]);
         assert!(c.damage.is_none());
+    }
+
+    #[test]
+    fn a_preallocated_log_reads_to_its_last_frame_and_a_torn_frame_in_the_zeros_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let mut log = FrameLog::create(&p).unwrap().preallocate(100);
+        let mut ends = Vec::new();
+        for i in 0..20u8 {
+            ends.push(log.append(1, &vec![i; i as usize * 3]).unwrap());
+        }
+        log.sync().unwrap();
+        let size = std::fs::metadata(&p).unwrap().len();
+        assert!(size > log.len(), "zeros ahead: {size} vs {}", log.len());
+        // Frames are grown into with whole chunks, not once per frame.
+        assert!(size < log.len() + 200, "{size} vs {}", log.len());
+        let c = read(&p, 0).unwrap();
+        assert_eq!(c.frames.len(), 20);
+        assert!(c.damage.is_none(), "{c:?}");
+        assert_eq!(c.valid_len, log.len());
+        assert_eq!(c.frames[19].payload, vec![19; 57]);
+        // Reading from a later frame boundary.
+        assert_eq!(read(&p, ends[17]).unwrap().frames.len(), 2);
+        // A frame torn by a crash, over the zeros.
+        let mut f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.seek(SeekFrom::Start(log.len())).unwrap();
+        f.write_all(&[9, 0, 0, 0, 3, b'x']).unwrap();
+        drop((f, log));
+        let c = read(&p, 0).unwrap();
+        assert_eq!(c.frames.len(), 20);
+        assert!(c.damage.as_deref().unwrap().contains("checksum"), "{c:?}");
+        let (log, damage) = FrameLog::open_append(&p).unwrap();
+        assert!(damage.is_some());
+        let mut log = log.preallocate(100);
+        log.append(2, b"after").unwrap();
+        let c = read(&p, 0).unwrap();
+        assert_eq!(c.frames.len(), 21);
+        assert_eq!(c.frames[20].kind, 2);
+        assert!(c.damage.is_none(), "{c:?}");
     }
 
     #[test]

@@ -1188,6 +1188,12 @@ impl StreamingContext {
         let result = (|| -> Result<()> {
             let mut stopping = false;
             for index in start.. {
+                // The previous batch's record is made durable, once that
+                // batch is reported and before this one commits anything.
+                if let Some(log) = batch_log.as_mut() {
+                    let previous = first.plus(self.interval * index.saturating_sub(1) as u32);
+                    self.retrying("batch log", previous, || log.settle())?;
+                }
                 if limit.is_some_and(|l| index >= l) || stopping {
                     break;
                 }
@@ -1276,7 +1282,7 @@ impl StreamingContext {
                             batch_index: index,
                             sources: g.sources.iter().map(|s| s.batch_record()).collect(),
                         };
-                        self.retrying("batch log", time, || log.append(&r))?;
+                        self.retrying("batch log", time, || log.append_unsynced(&r))?;
                     }
                 }
                 summary.batches += 1;
