@@ -123,7 +123,9 @@ impl BatchLog {
         rmp_serde::to_vec(r).map_err(|e| Error::Internal(format!("encoding a batch record: {e}")))
     }
 
-    /// Appends `r` durably (written and synced, or an error and no record).
+    /// Appends `r` durably: written and synced. On a write error nothing
+    /// is appended; on a sync error the record is written, and the next
+    /// [`Self::settle`] syncs it again.
     pub fn append(&mut self, r: &BatchRecord) -> Result<()> {
         self.append_unsynced(r)?;
         self.settle()
