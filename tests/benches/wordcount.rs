@@ -2,7 +2,7 @@
 //! wasm and compiled natively, side by side in one run.
 //!
 //! `cargo bench -p sluice-tests --bench wordcount` (env: `BENCH_LINES`,
-//! `BENCH_BATCHES`, `BENCH_ROUNDS`, `BENCH_ONLY=wasm|native`,
+//! `BENCH_BATCHES`, `BENCH_ROUNDS`, `BENCH_WARMUP`, `BENCH_ONLY=wasm|native`,
 //! `BENCH_WORKERS`). Prints words/s for each and the ratio.
 
 use sluice::{Func, ManualClock, StreamingContext};
@@ -31,8 +31,9 @@ fn make_lines(lines: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
-/// Runs the word count over `batches` and returns the processing time of each batch.
-fn run(batches: &[Vec<String>], workers: usize, native: bool) -> Vec<Duration> {
+/// Runs the word count over `warmup` batches, then `batches`, and returns
+/// the processing time of each of `batches`.
+fn run(batches: &[Vec<String>], warmup: usize, workers: usize, native: bool) -> Vec<Duration> {
     let ssc = StreamingContext::new(Duration::from_secs(1))
         .with_clock(Arc::new(ManualClock::new(0)))
         .with_workers(workers)
@@ -54,8 +55,15 @@ fn run(batches: &[Vec<String>], workers: usize, native: bool) -> Vec<Duration> {
             wc.func("add").expect("add"),
         )
     };
+    let input: Vec<Vec<String>> = batches
+        .iter()
+        .cycle()
+        .take(warmup)
+        .chain(batches)
+        .cloned()
+        .collect();
     let counts = ssc
-        .queue_stream(batches.to_vec(), workers)
+        .queue_stream(input, workers)
         .flat_map(split)
         .map(pair)
         .reduce_by_key(add, workers);
@@ -90,7 +98,38 @@ fn run(batches: &[Vec<String>], workers: usize, native: bool) -> Vec<Duration> {
     }));
     ssc.run(None).expect("running the word count");
     assert!(*keys.lock().expect("lock") > 0);
-    times.lock().expect("lock").clone()
+    let times = times.lock().expect("lock");
+    assert_eq!(times.len(), warmup + batches.len());
+    times[warmup..].to_vec()
+}
+
+/// A fixed piece of integer work (~10 ms here), opaque to the optimizer.
+fn spin() -> u64 {
+    let mut x = std::hint::black_box(0x9e37_79b9_7f4a_7c15u64);
+    for _ in 0..20_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    std::hint::black_box(x)
+}
+
+/// The machine's own scaling at this moment: the time of `spin` on one
+/// thread over the time of two `spin`s on two threads at once. A vCPU here
+/// sometimes runs at ~60 % speed for tens of milliseconds (its host core
+/// busy with something else), which a 2-worker batch, waiting for the
+/// slower of its two halves, feels more than a 1-worker one.
+fn machine_scaling() -> (Duration, Duration) {
+    let t = std::time::Instant::now();
+    spin();
+    let one = t.elapsed();
+    let t = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let other = s.spawn(spin);
+        spin();
+        other.join().expect("spin thread");
+    });
+    (one, t.elapsed())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -109,13 +148,16 @@ fn main() {
     // both sides the same conditions.
     let n_batches = env_or("BENCH_BATCHES", if quick { 2 } else { 4 });
     let rounds = env_or("BENCH_ROUNDS", if quick { 1 } else { 8 });
+    // Each run's first batch creates the plugin's instances and grows
+    // their memory (1.5-2.5× a later batch's time): run, not counted.
+    let warmup = env_or("BENCH_WARMUP", if quick { 0 } else { 1 });
     let batches: Vec<Vec<String>> = (0..n_batches)
         .map(|b| make_lines(lines, 0x9e37_79b9 + b as u64))
         .collect();
     let words = (lines * 10) as f64;
     println!("## Word count: wasm operators vs the same code compiled natively\n");
     println!(
-        "{n_batches} batches × {lines} lines × 10 words in memory (no socket), split → pair → reduce_by_key(add), median batch of {rounds} rounds.\n"
+        "{n_batches} batches × {lines} lines × 10 words in memory (no socket), split → pair → reduce_by_key(add), median batch of {rounds} rounds; each run starts with {warmup} warm-up batch(es), not counted.\n"
     );
     println!("| workers | wasm words/s | native words/s | wasm / native time |");
     println!("|--:|--:|--:|--:|");
@@ -130,13 +172,17 @@ fn main() {
     // Interleave modes and worker counts round by round, so that every
     // figure sees the same machine conditions.
     let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); counts.len()];
+    let mut machine = (Vec::new(), Vec::new());
     for _ in 0..rounds {
+        let (one, two) = machine_scaling();
+        machine.0.push(one);
+        machine.1.push(two);
         for (c, &workers) in counts.iter().enumerate() {
             if only != Some("native") {
-                times[c].0.extend(run(&batches, workers, false));
+                times[c].0.extend(run(&batches, warmup, workers, false));
             }
             if only != Some("wasm") {
-                times[c].1.extend(run(&batches, workers, true));
+                times[c].1.extend(run(&batches, warmup, workers, true));
             }
         }
     }
@@ -173,5 +219,10 @@ fn main() {
         "\nScaling from 1 to 2 workers: wasm {:.2}×, native {:.2}× (target ≥ 1.7×).",
         w1.as_secs_f64() / w2.as_secs_f64(),
         n1.as_secs_f64() / n2.as_secs_f64()
+    );
+    let (one, two) = (median(machine.0), median(machine.1));
+    println!(
+        "The machine's own, in the same rounds (a loop of integer work on 1 thread, then 2 at once): {:.2}×.",
+        2.0 * one.as_secs_f64() / two.as_secs_f64()
     );
 }
