@@ -1270,12 +1270,30 @@ impl StreamingContext {
         };
         let result = (|| -> Result<()> {
             let mut stopping = false;
+            // A batch's full checkpoint, its time and the batch records to
+            // start the next batch log with.
+            let mut checkpoint_due: Option<(BatchTime, Checkpoint, Vec<BatchRecord>)> = None;
             for index in start.. {
                 // The previous batch's record is made durable, once that
                 // batch is reported and before this one commits anything.
                 if let Some(log) = batch_log.as_mut() {
                     let previous = first.plus(self.interval * index.saturating_sub(1) as u32);
                     self.retrying("batch log", previous, || log.settle())?;
+                }
+                // And the previous batch's full checkpoint, if it was due,
+                // is written now: it syncs several files, which is no part
+                // of that batch's processing (a crash before this point
+                // re-runs the batch, as one before the batch log's settle).
+                if let (Some(store), Some((time, cp, pending))) = (&store, checkpoint_due.take()) {
+                    self.retrying("checkpoint", time, || store.write(&cp))?;
+                    batch_log = Some(self.retrying("batch log", time, || {
+                        store.restart_batch_log(time.millis(), &pending)
+                    })?);
+                    if let Some(oldest) = store.oldest()? {
+                        for s in g.sources.iter_mut() {
+                            s.truncate_log(BatchTime(oldest));
+                        }
+                    }
                 }
                 if limit.is_some_and(|l| index >= l) || stopping {
                     break;
@@ -1322,7 +1340,7 @@ impl StreamingContext {
                 let inputs = Self::fetch_inputs(&mut g, time, record.as_ref())?;
                 let (input_records, operators) =
                     self.run_batch_swapping(&mut g, &pool, (time, index, first), inputs, swaps)?;
-                if let Some(store) = &store {
+                if store.is_some() {
                     let last = stopping || limit.is_some_and(|l| index + 1 >= l);
                     let due = last_data.is_none_or(|d| time.millis() - d >= every);
                     if last || (record.is_none() && due) {
@@ -1346,17 +1364,10 @@ impl StreamingContext {
                                 .filter_map(|(id, n)| n.op.snapshot().map(|b| (id as u64, b)))
                                 .collect(),
                         };
-                        self.retrying("checkpoint", time, || store.write(&cp))?;
+                        // Written before the next batch (above).
                         let pending: Vec<BatchRecord> = replay.values().cloned().collect();
-                        batch_log = Some(self.retrying("batch log", time, || {
-                            store.restart_batch_log(time.millis(), &pending)
-                        })?);
+                        checkpoint_due = Some((time, cp, pending));
                         last_data = Some(time.millis());
-                        if let Some(oldest) = store.oldest()? {
-                            for s in g.sources.iter_mut() {
-                                s.truncate_log(BatchTime(oldest));
-                            }
-                        }
                     } else if record.is_none()
                         && let Some(log) = batch_log.as_mut()
                     {
