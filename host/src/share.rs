@@ -32,6 +32,10 @@
 //!   the processor it runs on. A light group's batch starting while other
 //!   groups' long calls run keeps its threads (batch thread and workers)
 //!   off those processors until the batch ends, if any processor is left.
+//!   While a light batch runs, the epoch ticks every millisecond instead of
+//!   every ten, so that a call which turns long meanwhile (a new job's
+//!   first call, of which nothing is known) is noticed within about a
+//!   millisecond and the batch moves off its processor then.
 //!   Left to itself the kernel often wakes the light batch's threads on
 //!   the processor a long call holds (where the disk interrupt or the
 //!   timer fired) and lets them wait there behind it, for milliseconds,
@@ -496,11 +500,7 @@ pub(crate) struct CallCpu {
     long_on: Option<usize>,
     /// Whether the previous call was long: the next is taken for long from
     /// its start (batches of different jobs tend to start together, and
-    /// the first epoch check may come a tick late). A store's first call
-    /// is taken for long too, as nothing is known of it yet: a new job's
-    /// CPU-bound first call was otherwise noticed only at its first epoch
-    /// check, while a light batch that had woken on its processor waited
-    /// behind it (6-7 ms in the tenants bench, once per new job).
+    /// the first epoch check may come a tick late).
     was_long: bool,
 }
 
@@ -511,7 +511,7 @@ impl Default for CallCpu {
             paused: Duration::ZERO,
             last_cpu: None,
             long_on: None,
-            was_long: true,
+            was_long: false,
         }
     }
 }
@@ -679,6 +679,35 @@ impl ThreadGroup {
     }
 }
 
+/// Whether a light group's batch is running (Linux; elsewhere never). The
+/// epoch ticker ticks faster meanwhile ([`crate::plugin::FAST_TICK`]), so
+/// that a call which turns long during the batch (a new job's first,
+/// unknown, call) is noticed within a millisecond of it, not of the next
+/// regular tick, and the light batch moves off its processor.
+pub(crate) fn light_batch_running() -> bool {
+    placement::light_running()
+}
+
+/// Wakes epoch tickers sleeping in [`tick_sleep`] (a light batch started).
+static TICKERS: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// The epoch ticker's sleep: `tick`, or less if a light batch starts
+/// meanwhile (the ticker then ticks at once and goes on at the fast rate).
+pub(crate) fn tick_sleep(tick: Duration) {
+    let (starts, woken) = &TICKERS;
+    let guard = starts.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = *guard;
+    let _ = woken
+        .wait_timeout_while(guard, tick, |n| *n == seen)
+        .unwrap_or_else(|e| e.into_inner());
+}
+
+fn wake_tickers() {
+    let (starts, woken) = &TICKERS;
+    *starts.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    woken.notify_all();
+}
+
 /// Where long calls run, and keeping light batches off those processors
 /// (see the module docs). Linux only; elsewhere nothing is moved.
 mod placement {
@@ -722,6 +751,10 @@ mod placement {
     });
     /// How many light batches are running: long calls look no further at 0.
     static LIGHT: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) fn light_running() -> bool {
+        LIGHT.load(Ordering::Relaxed) > 0
+    }
 
     fn state() -> std::sync::MutexGuard<'static, State> {
         STATE.lock().unwrap_or_else(|e| e.into_inner())
@@ -904,7 +937,11 @@ mod placement {
         };
         place(&mut light, &st.calls);
         st.light.push(light);
-        LIGHT.fetch_add(1, Ordering::Relaxed);
+        let first = LIGHT.fetch_add(1, Ordering::Relaxed) == 0;
+        drop(st);
+        if first {
+            super::wake_tickers();
+        }
         Some(Placed(id))
     }
 
@@ -913,6 +950,33 @@ mod placement {
         use super::*;
         use crate::share::tests::serial;
         use std::sync::atomic::AtomicBool;
+
+        #[test]
+        fn a_light_batch_starting_wakes_the_epoch_ticker_and_makes_it_tick_fast() {
+            let _serial = serial();
+            assert!(!super::super::light_batch_running());
+            let ticker = std::thread::spawn(|| {
+                let started = std::time::Instant::now();
+                super::super::tick_sleep(std::time::Duration::from_secs(60));
+                started.elapsed()
+            });
+            // Until the ticker sleeps: a wake before then would be missed
+            // by this test only (the real ticker just ticks a bit late).
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let light = Arc::new(CpuShare::new(4.0));
+            let threads = ThreadGroup::default();
+            threads.join_current();
+            let stop = AtomicBool::new(false);
+            let turn = light.turn(&stop, &threads);
+            assert!(super::super::light_batch_running());
+            let slept = ticker.join().expect("ticker");
+            assert!(
+                slept < std::time::Duration::from_secs(30),
+                "slept {slept:?}"
+            );
+            drop(turn);
+            assert!(!super::super::light_batch_running());
+        }
 
         #[test]
         fn a_light_batch_keeps_off_other_groups_long_calls() {

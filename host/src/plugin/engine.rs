@@ -14,6 +14,11 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// How often the ticker advances the engine's epoch: the deadline granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often it does while a light tenant's batch runs (see
+/// [`crate::share`]): running calls check as often, so that one which has
+/// turned long is seen at once. Light batches are short, so these ticks
+/// are few.
+pub const FAST_TICK: Duration = Duration::from_millis(1);
 /// Largest table any plugin may grow to (Python/JS guests have large tables).
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
@@ -128,7 +133,11 @@ impl Runtime {
                 .name("sluice-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
+                        crate::share::tick_sleep(if crate::share::light_batch_running() {
+                            FAST_TICK
+                        } else {
+                            EPOCH_TICK
+                        });
                         engine.increment_epoch();
                     }
                 })

@@ -9,7 +9,7 @@ mod instance;
 mod limits;
 
 pub use cache::{CacheOutcome, content_hash};
-pub use engine::{EPOCH_TICK, Runtime, RuntimeConfig, default_cache_dir};
+pub use engine::{EPOCH_TICK, FAST_TICK, Runtime, RuntimeConfig, default_cache_dir};
 pub use instance::{
     Description, FunctionInfo, FunctionStats, GuestLogLine, Plugin, PluginStats, RECENT_LOG_LINES,
     StoreState,
