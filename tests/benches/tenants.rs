@@ -13,7 +13,7 @@
 //! `cargo bench -p sluice-tests --bench tenants` (env: `BENCH_BATCHES` per
 //! phase, default 50; `BENCH_CYCLES` of the alone/misbehaving phases,
 //! default 6; `BENCH_KINDS` of misbehaviour, default
-//! `hog,bombs,both,busy`; `BENCH_JOBS`, default 100 (0: none); `BENCH_VERBOSE` prints B's
+//! `idle,hog,bombs,both,busy`, where `idle` is a control: A does nothing); `BENCH_JOBS`, default 100 (0: none); `BENCH_VERBOSE` prints B's
 //! operator and other time per phase and the tenants' CPU use).
 
 use serde_json::Value;
@@ -102,8 +102,8 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Runs tenant A's misbehaviour `what` ("alone": none; "hog", "bombs",
-/// "both") until B has done `n` more batches; returns B's processing times
+/// Runs tenant A's misbehaviour `what` ("alone" and "idle": none; "hog",
+/// "bombs", "both", "busy") until B has done `n` more batches; returns B's processing times
 /// (ms) of those batches and how many of A's jobs failed meanwhile.
 fn phase(
     s: &Arc<Server>,
@@ -216,7 +216,7 @@ fn phase(
 
 /// The misbehaviours to run: `BENCH_KINDS` (comma-separated), default all.
 fn kinds() -> Vec<&'static str> {
-    const ALL: [&str; 4] = ["hog", "bombs", "both", "busy"];
+    const ALL: [&str; 5] = ["idle", "hog", "bombs", "both", "busy"];
     match std::env::var("BENCH_KINDS") {
         Ok(v) => ALL
             .into_iter()
@@ -268,7 +268,7 @@ fn isolation(dir: &std::path::Path, per_phase: u64, cycles: u64) {
     s.shutdown();
     println!("## Tenant B's batch processing time, alone and beside a hostile tenant A\n");
     println!(
-        "B: word count, 2000 lines × 10 words per 100 ms batch, 1 worker. A (CPU share 0.5 core): \"hog\" = a job asking for about a core, twice its share (100 M loop iterations per 100 ms batch); \"bombs\" = an infinite loop, a memory bomb and an output bomb, each resubmitted when it fails; \"both\"; \"busy\" = a job within A's share (30 M iterations per batch). {cycles} cycles of phases of {per_phase} of B's batches, each misbehaving phase after an alone phase ({:.0} s in all).\n",
+        "B: word count, 2000 lines × 10 words per 100 ms batch, 1 worker. A (CPU share 0.5 core): \"hog\" = a job asking for about a core, twice its share (100 M loop iterations per 100 ms batch); \"bombs\" = an infinite loop, a memory bomb and an output bomb, each resubmitted when it fails; \"both\"; \"busy\" = a job within A's share (30 M iterations per batch); \"idle\" = A does nothing, a phase like the alone ones: its ratios are the measurement's own noise. {cycles} cycles of phases of {per_phase} of B's batches, each misbehaving phase after an alone phase ({:.0} s in all).\n",
         elapsed.as_secs_f64()
     );
     println!("| B's batches | n | p50 | p99 | p50 ratio | p99 ratio | A's jobs failed |");
