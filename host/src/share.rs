@@ -35,7 +35,13 @@
 //!   While a light batch runs, the epoch ticks every millisecond instead of
 //!   every ten, so that a call which turns long meanwhile (a new job's
 //!   first call, of which nothing is known) is noticed within about a
-//!   millisecond and the batch moves off its processor then.
+//!   millisecond and the batch moves off its processor then. When a long
+//!   call ends or pauses, the batches kept off its processor get it back
+//!   at once. Host work done for a plugin that holds a processor for
+//!   milliseconds (dropping instances, whose memory is zeroed in place)
+//!   is kept clear of like a long call ([`hold_processor`]). A group with
+//!   a long call running is not light, whatever its recent usage (a job
+//!   that has just started spinning, after idling, still has a low one).
 //!   Left to itself the kernel often wakes the light batch's threads on
 //!   the processor a long call holds (where the disk interrupt or the
 //!   timer fired) and lets them wait there behind it, for milliseconds,
@@ -337,7 +343,11 @@ impl Running {
         // this process-wide one, which every group's batch start takes
         // (and batches of different jobs tend to start together).
         share.refresh();
-        let light = share.light_flag();
+        // A group with a CPU-bound call running is not light, whatever its
+        // recent usage: a job that has just started spinning (its usage
+        // still low, as it was idle) would otherwise have its batches kept
+        // clear of other light groups' calls, and theirs of its own.
+        let light = share.light_flag() && !placement::has_long_call(share);
         let heavy_running = {
             let mut turns = self.turns();
             turns.push(share.clone());
@@ -477,16 +487,32 @@ fn give_way(share: &CpuShare, long: bool) -> Duration {
     paused
 }
 
-/// On a thread of a job with a share: waits while the job's group must
-/// give way to a lighter group's batch. For host work done on a plugin's
-/// behalf that disturbs the whole process — discarding a trapped
-/// instance's memory makes the kernel interrupt every thread of the
-/// process to flush its address translations — so that it happens
-/// between the lighter group's batches rather than during them.
-pub(crate) fn yield_point() {
-    if let Some(job) = CURRENT.with(|c| c.borrow().clone()) {
+/// Runs `f`, host work done on a plugin's behalf that holds the processor
+/// for milliseconds — discarding a trapped instance, whose memory is zeroed
+/// in place (up to `keep_resident_bytes`: 64 MiB take ~8 ms here). On a
+/// thread of a job with a share, it first waits while the job's group must
+/// give way to a lighter group's batch (so that the work happens between
+/// that group's batches, not during them); then, as for a long call, light
+/// batches of other groups keep off its processor while it runs: no epoch
+/// check can pause it, and a light batch's thread woken there would wait
+/// behind it.
+///
+/// On a thread of no job (a job's plugins dropped by the server), it is
+/// kept clear of by every light batch.
+pub(crate) fn hold_processor<R>(f: impl FnOnce() -> R) -> R {
+    let job = CURRENT.with(|c| c.borrow().clone());
+    if let Some(job) = &job {
         give_way(&job.share, false);
     }
+    let group = job
+        .as_ref()
+        .map_or(placement::NO_GROUP, |j| placement::group(&j.share));
+    let noted = placement::current_cpu().map(|cpu| placement::note_long_call_of(group, cpu));
+    let r = f();
+    if noted.is_some() {
+        placement::forget_long_call();
+    }
+    r
 }
 
 /// One plugin call's clock: when it started, how long it was paused for
@@ -752,6 +778,12 @@ mod placement {
     /// How many light batches are running: long calls look no further at 0.
     static LIGHT: AtomicUsize = AtomicUsize::new(0);
 
+    /// Whether a long call of `share`'s group is running.
+    pub(super) fn has_long_call(share: &Arc<CpuShare>) -> bool {
+        let group = group(share);
+        state().calls.iter().any(|c| c.group == group)
+    }
+
     pub(super) fn light_running() -> bool {
         LIGHT.load(Ordering::Relaxed) > 0
     }
@@ -830,9 +862,11 @@ mod placement {
     }
 
     /// Keeps `light`'s threads off the processors of other groups' long
-    /// calls, if that leaves one; otherwise leaves them where they are.
+    /// calls, if that leaves one; otherwise (every processor has one, or
+    /// none is left) lets them run anywhere they could before.
     fn place(light: &mut Light, calls: &[LongCall]) {
-        if !calls.iter().any(|c| c.group != light.group) {
+        let others = calls.iter().any(|c| c.group != light.group);
+        if !others && light.kept_to.is_none() {
             return;
         }
         if light.allowed.is_none() {
@@ -841,7 +875,7 @@ mod placement {
         let Some(allowed) = &light.allowed else {
             return;
         };
-        let kept: Vec<usize> = allowed
+        let mut kept: Vec<usize> = allowed
             .iter()
             .copied()
             .filter(|cpu| {
@@ -851,7 +885,7 @@ mod placement {
             })
             .collect();
         if kept.is_empty() {
-            return;
+            kept.clone_from(allowed);
         }
         let now = light.kept_to.as_deref().unwrap_or(allowed);
         if kept == now {
@@ -866,8 +900,20 @@ mod placement {
     /// The calling thread, in a long call of `share`'s group, runs on `cpu`:
     /// running light batches of other groups move off it.
     pub(super) fn note_long_call(share: &Arc<CpuShare>, cpu: usize) {
+        note_long_call_of(group(share), cpu);
+    }
+
+    /// The group of work done on no job's behalf: no light batch's own.
+    pub(super) const NO_GROUP: usize = 0;
+
+    /// `share`'s group, as placement names it.
+    pub(super) fn group(share: &Arc<CpuShare>) -> usize {
+        Arc::as_ptr(share) as usize
+    }
+
+    /// [`note_long_call`] by group.
+    pub(super) fn note_long_call_of(group: usize, cpu: usize) {
         let tid = tid();
-        let group = Arc::as_ptr(share) as usize;
         let mut st = state();
         match st.calls.iter_mut().find(|c| c.tid == tid) {
             Some(c) => {
@@ -884,11 +930,22 @@ mod placement {
         }
     }
 
-    /// The calling thread's long call has ended (the light batches kept off
-    /// its processor go back when they end).
+    /// The calling thread's long call has ended or is paused: light batches
+    /// kept off its processor may use it again. (Kept off it, a light
+    /// batch shared the processor left with whatever else ran there — host
+    /// work of the heavy tenant, a new job's first call — while the one it
+    /// was kept off stood idle.)
     pub(super) fn forget_long_call() {
         let tid = tid();
-        state().calls.retain(|c| c.tid != tid);
+        let mut st = state();
+        let before = st.calls.len();
+        st.calls.retain(|c| c.tid != tid);
+        if st.calls.len() != before && LIGHT.load(Ordering::Relaxed) > 0 {
+            let State { calls, light, .. } = &mut *st;
+            for l in light.iter_mut() {
+                place(l, calls);
+            }
+        }
     }
 
     /// A light batch registered by [`light_batch`]; [`Placed::end`] ends it.
@@ -952,6 +1009,38 @@ mod placement {
         use std::sync::atomic::AtomicBool;
 
         #[test]
+        fn a_group_with_a_long_call_running_is_not_light() {
+            let _serial = serial();
+            let share = Arc::new(CpuShare::new(4.0));
+            let threads = ThreadGroup::default();
+            threads.join_current();
+            let stop = AtomicBool::new(false);
+            let turn = share.turn(&stop, &threads);
+            assert!(super::super::light_batch_running(), "idle: light");
+            drop(turn);
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let long = std::thread::spawn({
+                let share = share.clone();
+                move || {
+                    note_long_call(&share, 0);
+                    done_tx.send(()).expect("send");
+                    let _ = rx.recv();
+                    forget_long_call();
+                }
+            });
+            done_rx.recv().expect("noted");
+            let turn = share.turn(&stop, &threads);
+            assert!(
+                !super::super::light_batch_running(),
+                "a long call of its own running: not light"
+            );
+            drop(turn);
+            tx.send(()).expect("send");
+            long.join().expect("thread");
+        }
+
+        #[test]
         fn a_light_batch_starting_wakes_the_epoch_ticker_and_makes_it_tick_fast() {
             let _serial = serial();
             assert!(!super::super::light_batch_running());
@@ -995,7 +1084,11 @@ mod placement {
                 let heavy = heavy.clone();
                 move || {
                     while let Ok(cpu) = rx.recv() {
-                        note_long_call(&heavy, cpu);
+                        if cpu == usize::MAX {
+                            forget_long_call();
+                        } else {
+                            note_long_call(&heavy, cpu);
+                        }
                         done_tx.send(()).expect("send");
                     }
                     forget_long_call();
@@ -1017,6 +1110,14 @@ mod placement {
                 moved.contains(&first) && !moved.contains(&second),
                 "kept off {second} only: {moved:?}"
             );
+            // The call ends (or pauses) while the batch runs: the batch may
+            // use its processor again at once.
+            tx.send(usize::MAX).expect("send");
+            done_rx.recv().expect("forgotten");
+            assert_eq!(affinity(0).expect("affinity"), allowed, "given back");
+            tx.send(first).expect("send");
+            done_rx.recv().expect("noted");
+            assert!(!affinity(0).expect("affinity").contains(&first));
             drop(turn);
             assert_eq!(affinity(0).expect("affinity"), allowed, "restored");
             // The long call's own group is not kept off it.
@@ -1100,7 +1201,7 @@ mod tests {
             std::thread::spawn(move || {
                 job.enter();
                 let started = Instant::now();
-                yield_point();
+                hold_processor(|| ());
                 started.elapsed()
             })
         };

@@ -476,7 +476,20 @@ impl Plugin {
     fn pool_mut(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
+impl Drop for Plugin {
+    /// The pooled instances' memory is zeroed as they go (up to
+    /// `keep_resident_bytes` each): on a processor light batches keep off.
+    fn drop(&mut self) {
+        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if !pool.is_empty() {
+            crate::share::hold_processor(|| drop(pool));
+        }
+    }
+}
+
+impl Plugin {
     fn instantiate(&self) -> std::result::Result<Instance, String> {
         let stdout = Capture::new(self.limits.log_call_bytes);
         let stderr = Capture::new(self.limits.log_call_bytes);
@@ -709,11 +722,9 @@ impl Plugin {
                 Err(trap) => {
                     self.stats.traps.fetch_add(1, Ordering::Relaxed);
                     let memory_hit = inst.store.data().limiter.hit;
-                    // Discarding the instance's memory interrupts every
-                    // thread of the process: not while a lighter tenant's
-                    // batch runs.
-                    crate::share::yield_point();
-                    drop(inst);
+                    // Discarding the instance zeroes its memory: not while
+                    // a lighter tenant's batch runs, nor on its processor.
+                    crate::share::hold_processor(|| drop(inst));
                     let fault = if matches!(
                         trap.downcast_ref::<wasmtime::Trap>(),
                         Some(wasmtime::Trap::Interrupt)
