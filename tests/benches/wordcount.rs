@@ -103,7 +103,7 @@ fn run(batches: &[Vec<String>], warmup: usize, workers: usize, native: bool) -> 
     times[warmup..].to_vec()
 }
 
-/// A fixed piece of integer work (~10 ms here), opaque to the optimizer.
+/// A fixed piece of integer work (tens of milliseconds), opaque to the optimizer.
 fn spin() -> u64 {
     let mut x = std::hint::black_box(0x9e37_79b9_7f4a_7c15u64);
     for _ in 0..20_000_000 {

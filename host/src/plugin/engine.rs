@@ -16,8 +16,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How often it does while a light tenant's batch runs (see
 /// [`crate::share`]): running calls check as often, so that one which has
-/// turned long is seen at once. Light batches are short, so these ticks
-/// are few.
+/// turned long is seen at once. The cost is the ticker's wakeup and one
+/// epoch callback per running call each millisecond, while light batches
+/// run.
 pub const FAST_TICK: Duration = Duration::from_millis(1);
 /// Largest table any plugin may grow to (Python/JS guests have large tables).
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
