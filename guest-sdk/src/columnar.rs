@@ -163,15 +163,23 @@ impl Column {
     }
 
     /// Encodes `value` as canonical MessagePack and appends it.
-    #[inline]
+    #[inline(always)]
     pub fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
         self.start_element();
         let before = self.bytes.len();
         if let Err(e) = crate::fastser::write(&mut self.bytes, value) {
-            self.bytes.truncate(before);
-            return Err(EncodeError::Value(e.to_string()));
+            return Err(self.encode_failed(before, e));
         }
         self.end_element()
+    }
+
+    /// [`Column::push`]'s error path, out of line: drops the partly written
+    /// value and says why it could not be encoded.
+    #[cold]
+    #[inline(never)]
+    fn encode_failed(&mut self, before: usize, e: rmp_serde::encode::Error) -> EncodeError {
+        self.bytes.truncate(before);
+        EncodeError::Value(e.to_string())
     }
 
     /// Appends a string value; the fast path of [`Column::push`] for `&str`.

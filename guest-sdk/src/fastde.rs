@@ -19,22 +19,39 @@ pub(crate) fn from_slice<'a, T: de::Deserialize<'a>>(bytes: &'a [u8]) -> Result<
 /// keys) is recognised by OR-ing its bytes eight at a time, which is
 /// cheaper than the general check, above all in wasm32 guests, where the
 /// standard library's check reads four bytes at a time.
-#[inline]
+#[inline(always)]
 pub(crate) fn utf8(b: &[u8]) -> Option<&str> {
-    let chunks = b.chunks_exact(8);
-    let mut tail = 0u8;
-    for &x in chunks.remainder() {
-        tail |= x;
-    }
-    let mut high = 0u64;
-    for c in chunks {
-        high |= u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-    }
-    if tail < 0x80 && high & 0x8080_8080_8080_8080 == 0 {
+    if is_ascii(b) {
         // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
         return Some(unsafe { std::str::from_utf8_unchecked(b) });
     }
     std::str::from_utf8(b).ok()
+}
+
+/// Whether every byte of `b` is below 0x80. The bytes past the last whole
+/// eight are read as one more (overlapping) eight, or as two overlapping
+/// fours, or as first, middle and last: no loop over a tail, so the check
+/// stays small enough to inline where strings are decoded.
+#[inline(always)]
+fn is_ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0x80; 8]));
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0x80; 4]));
+    if n >= 8 {
+        let mut high = u64_at(n - 8);
+        for c in b.chunks_exact(8) {
+            high |= u64::from_le_bytes(c.try_into().unwrap_or([0x80; 8]));
+        }
+        high & HIGH == 0
+    } else if n >= 4 {
+        (u32_at(0) | u32_at(n - 4)) & 0x8080_8080 == 0
+    } else if n > 0 {
+        // 1 to 3 bytes: first, middle and last (some the same).
+        (b[0] | b[n / 2] | b[n - 1]) < 0x80
+    } else {
+        true
+    }
 }
 
 /// One encoded value.
@@ -46,8 +63,19 @@ impl<'a> Value<'a> {
         rmp_serde::Deserializer::from_read_ref(self.0)
     }
 
+    /// A string that is not a short ASCII or valid UTF-8 `str` of the
+    /// fast path, or not a string at all: `rmp_serde` decides. Kept out of
+    /// line, so that the fast path, inlined into every loop that decodes
+    /// strings, stays small (in a wasm guest, above all, a call per
+    /// element costs a frame, a stack check and an epoch check).
+    #[cold]
+    #[inline(never)]
+    fn slow_str<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.fallback().deserialize_string(visitor)
+    }
+
     /// The value as a string, when it is exactly a valid UTF-8 `str`.
-    #[inline]
+    #[inline(always)]
     fn str(&self) -> Option<&'a str> {
         let b = self.0;
         let (start, n) = match *b.first()? {
@@ -159,19 +187,19 @@ macro_rules! fallback {
 impl<'a> Deserializer<'a> for Value<'a> {
     type Error = Error;
 
-    #[inline]
+    #[inline(always)]
     fn deserialize_str<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.str() {
             Some(s) => visitor.visit_borrowed_str(s),
-            None => self.fallback().deserialize_str(visitor),
+            None => self.slow_str(visitor),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn deserialize_string<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.str() {
             Some(s) => visitor.visit_borrowed_str(s),
-            None => self.fallback().deserialize_string(visitor),
+            None => self.slow_str(visitor),
         }
     }
 
@@ -280,6 +308,19 @@ mod tests {
         }
         for c in &cases {
             assert_eq!(utf8(c), std::str::from_utf8(c).ok(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn is_ascii_finds_a_high_byte_at_every_place_of_every_length() {
+        for n in 0..=40usize {
+            let plain = vec![b'a'; n];
+            assert!(is_ascii(&plain), "{n} ASCII bytes");
+            for at in 0..n {
+                let mut high = plain.clone();
+                high[at] = 0x80;
+                assert!(!is_ascii(&high), "{n} bytes, high at {at}");
+            }
         }
     }
 

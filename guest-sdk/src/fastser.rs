@@ -21,6 +21,24 @@ pub(crate) fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Resu
 
 pub(crate) struct Fast<'w>(Inner<'w>);
 
+/// A string of 32 bytes or more: `str8`, `str16` or `str32` as
+/// `rmp::encode::write_str` writes it (out of line: rarer than fixstrs,
+/// and a wasm guest's fast path stays small without it).
+#[inline(never)]
+fn write_long_str(out: &mut Vec<u8>, v: &str) {
+    let n = v.len();
+    if n < 0x100 {
+        out.extend_from_slice(&[0xd9, n as u8]);
+    } else if n < 0x1_0000 {
+        out.push(0xda);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    crate::columnar::append(out, v.as_bytes());
+}
+
 impl Fast<'_> {
     #[inline]
     fn out(&mut self) -> &mut Vec<u8> {
@@ -146,25 +164,19 @@ impl<'a, 'w> Serializer for &'a mut Fast<'w> {
         let _ = encode::write_f64(self.out(), v);
         Ok(())
     }
-    #[inline]
+    #[inline(always)]
     fn serialize_str(self, v: &str) -> Result<(), Error> {
-        // rmp::encode::write_str's choices, written straight into the Vec.
+        // rmp::encode::write_str's choices, written straight into the Vec;
+        // a fixstr inline (most words and keys), longer strings out of line.
         let out = self.out();
         let n = v.len();
         if n < 32 {
             crate::columnar::append_headed(out, 0xa0 | n as u8, v.as_bytes());
-            return Ok(());
-        } else if n < 0x100 {
-            out.extend_from_slice(&[0xd9, n as u8]);
-        } else if n < 0x1_0000 {
-            out.push(0xda);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+            Ok(())
         } else {
-            out.push(0xdb);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
+            write_long_str(out, v);
+            Ok(())
         }
-        crate::columnar::append(out, v.as_bytes());
-        Ok(())
     }
     #[inline]
     fn serialize_none(self) -> Result<(), Error> {

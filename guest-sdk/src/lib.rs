@@ -10,7 +10,7 @@
 //! /// Splits a line into words on single spaces.
 //! #[sluice::flat_map]
 //! fn split(line: &str) -> impl Iterator<Item = &str> {
-//!     line.split(' ')
+//!     sluice::split_on(line, ' ')
 //! }
 //!
 //! /// Pairs a word with the count 1.
@@ -64,6 +64,10 @@
 //! naming the element; a panic traps, and the host retries the partition-batch
 //! once on a fresh instance before failing the job with the panic message.
 //!
+//! ## Text
+//! [`split_on`] splits a string as `str::split` does, eight bytes at a
+//! time: in a wasm32 guest the standard library's search reads four.
+//!
 //! ## Logging and context
 //! [`info!`], [`warn!`], [`error!`] (and [`log`]) send lines to the host,
 //! which tags them with job, plugin, function and batch time. [`context`]
@@ -75,6 +79,7 @@ mod fastde;
 mod fastser;
 pub mod msgpack;
 pub mod run;
+mod text;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;
@@ -88,6 +93,7 @@ pub use sluice_sdk_macros::{
     filter, flat_map, fold, inverse_reduce, map, map_partitions, map_state, reduce, sink,
     transform, transform_with, update_state,
 };
+pub use text::{SplitOn, split_on};
 
 use std::cell::Cell;
 

@@ -60,12 +60,22 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-#[inline]
+/// Decodes element `i` of `input`. Inlined into each kind's loop, with its
+/// error path out of line: a call per element costs a wasm guest a frame,
+/// a stack check and an epoch check.
+#[inline(always)]
 fn decode<'a, T: Deserialize<'a>>(input: &'a Column, i: usize) -> Result<T, CallError> {
-    crate::fastde::from_slice(input.get(i)).map_err(|e| CallError::invalid_input(i, e.to_string()))
+    crate::fastde::from_slice(input.get(i)).map_err(|e| decode_err(i, e))
 }
 
-#[inline]
+#[cold]
+#[inline(never)]
+fn decode_err(i: usize, e: rmp_serde::decode::Error) -> CallError {
+    CallError::invalid_input(i, e.to_string())
+}
+
+#[cold]
+#[inline(never)]
 fn encode_err(i: usize, e: EncodeError) -> CallError {
     CallError::invalid_input(i, format!("cannot encode the result: {e}"))
 }

@@ -12,7 +12,7 @@ fn split(line: &str) -> impl Iterator<Item = &str> {
     if line.split(' ').any(|w| w == "crash-v2") {
         panic!("version 0.2.0 cannot handle `crash-v2`");
     }
-    line.split(' ')
+    sluice::split_on(line, ' ')
 }
 
 /// Pairs a word with the count 10 (version 0.1.0 pairs it with 1).
