@@ -754,8 +754,6 @@ fn wake_tickers() {
     woken.notify_all();
 }
 
-/// Where long calls run, and keeping light batches off those processors
-/// (see the module docs). Linux only; elsewhere nothing is moved.
 /// A heavy group's threads at a lower scheduling priority (see the
 /// module docs): each thread follows its group's flag itself.
 mod priority {
@@ -855,6 +853,8 @@ mod priority {
     }
 }
 
+/// Where long calls run, and keeping light batches off those processors
+/// (see the module docs). Linux only; elsewhere nothing is moved.
 mod placement {
     use super::{CpuShare, ThreadGroup};
     use std::sync::atomic::{AtomicUsize, Ordering};
