@@ -10,11 +10,13 @@ use serde::Serialize;
 /// bytes (most words, keys and small values) done as two overlapping loads
 /// and stores. A copy of a variable length otherwise becomes a call to
 /// `memcpy`, which in a wasm guest is `memory.copy`, a call out of the
-/// guest's code into the runtime.
-#[inline]
+/// guest's code into the runtime. Inlined where values are encoded (a call
+/// per element costs a wasm guest a frame, a stack check and an epoch
+/// check); longer copies out of line.
+#[inline(always)]
 pub(crate) fn append(out: &mut Vec<u8>, bytes: &[u8]) {
     if bytes.len() > 16 {
-        out.extend_from_slice(bytes);
+        append_long(out, None, bytes);
         return;
     }
     out.reserve(16);
@@ -24,11 +26,10 @@ pub(crate) fn append(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Appends the byte `head` then `bytes` (a fixstr's marker and its bytes)
 /// with one capacity check: [`append`] for a value with a one-byte header.
-#[inline]
+#[inline(always)]
 pub(crate) fn append_headed(out: &mut Vec<u8>, head: u8, bytes: &[u8]) {
     if bytes.len() > 16 {
-        out.push(head);
-        out.extend_from_slice(bytes);
+        append_long(out, Some(head), bytes);
         return;
     }
     out.reserve(17);
@@ -40,6 +41,14 @@ pub(crate) fn append_headed(out: &mut Vec<u8>, head: u8, bytes: &[u8]) {
         out.set_len(len + 1);
         copy_short(out, bytes);
     }
+}
+
+/// [`append`] and [`append_headed`] of more than 16 bytes.
+#[inline(never)]
+fn append_long(out: &mut Vec<u8>, head: Option<u8>, bytes: &[u8]) {
+    out.reserve(1 + bytes.len());
+    out.extend(head);
+    out.extend_from_slice(bytes);
 }
 
 /// Copies `bytes` (at most 16) after `out`'s end and extends it over them.
@@ -170,6 +179,18 @@ impl Column {
         if let Err(e) = crate::fastser::write(&mut self.bytes, value) {
             return Err(self.encode_failed(before, e));
         }
+        self.end_element()
+    }
+
+    /// Appends the value `write` encodes (canonical MessagePack: the
+    /// [`Put`](crate::plain::Put) codecs).
+    #[inline(always)]
+    pub(crate) fn push_with(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), EncodeError> {
+        self.start_element();
+        write(&mut self.bytes);
         self.end_element()
     }
 

@@ -77,17 +77,10 @@ impl<'a> Value<'a> {
     /// The value as a string, when it is exactly a valid UTF-8 `str`.
     #[inline(always)]
     fn str(&self) -> Option<&'a str> {
-        let b = self.0;
-        let (start, n) = match *b.first()? {
-            m @ 0xa0..=0xbf => (1, (m & 0x1f) as usize),
-            0xd9 => (2, *b.get(1)? as usize),
-            0xda => (3, u16::from_be_bytes([*b.get(1)?, *b.get(2)?]) as usize),
-            _ => return None,
-        };
-        if b.len() != start + n {
-            return None;
+        match crate::plain::take_str(self.0)? {
+            (s, []) => Some(s),
+            _ => None,
         }
-        utf8(&b[start..])
     }
 
     /// An integer, visited at its encoded width as `rmp_serde` does

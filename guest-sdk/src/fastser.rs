@@ -39,6 +39,62 @@ fn write_long_str(out: &mut Vec<u8>, v: &str) {
     crate::columnar::append(out, v.as_bytes());
 }
 
+/// Appends `v` as `rmp::encode::write_sint` encodes it (its choices,
+/// written straight into the Vec).
+#[inline]
+pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
+    match v {
+        0.. => put_u64(out, v as u64),
+        -32..=-1 => out.push(v as u8),
+        -0x80..=-33 => out.extend_from_slice(&[0xd0, v as u8]),
+        -0x8000..=-0x81 => {
+            out.push(0xd1);
+            out.extend_from_slice(&(v as i16).to_be_bytes());
+        }
+        -0x8000_0000..=-0x8001 => {
+            out.push(0xd2);
+            out.extend_from_slice(&(v as i32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xd3);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+/// Appends `v` as `rmp::encode::write_uint` encodes it.
+#[inline]
+pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
+    match v {
+        0..=0x7f => out.push(v as u8),
+        0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend_from_slice(&(v as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xce);
+            out.extend_from_slice(&(v as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xcf);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+/// Appends `v` as `rmp::encode::write_str` encodes it: a fixstr inline
+/// (most words and keys), longer strings out of line.
+#[inline(always)]
+pub(crate) fn put_str(out: &mut Vec<u8>, v: &str) {
+    let n = v.len();
+    if n < 32 {
+        crate::columnar::append_headed(out, 0xa0 | n as u8, v.as_bytes());
+    } else {
+        write_long_str(out, v);
+    }
+}
+
 impl Fast<'_> {
     #[inline]
     fn out(&mut self) -> &mut Vec<u8> {
@@ -99,25 +155,7 @@ impl<'a, 'w> Serializer for &'a mut Fast<'w> {
     }
     #[inline]
     fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        // rmp::encode::write_sint's choices, written straight into the Vec.
-        let out = self.out();
-        match v {
-            0.. => return self.serialize_u64(v as u64),
-            -32..=-1 => out.push(v as u8),
-            -0x80..=-33 => out.extend_from_slice(&[0xd0, v as u8]),
-            -0x8000..=-0x81 => {
-                out.push(0xd1);
-                out.extend_from_slice(&(v as i16).to_be_bytes());
-            }
-            -0x8000_0000..=-0x8001 => {
-                out.push(0xd2);
-                out.extend_from_slice(&(v as i32).to_be_bytes());
-            }
-            _ => {
-                out.push(0xd3);
-                out.extend_from_slice(&v.to_be_bytes());
-            }
-        }
+        put_i64(self.out(), v);
         Ok(())
     }
     #[inline]
@@ -134,24 +172,7 @@ impl<'a, 'w> Serializer for &'a mut Fast<'w> {
     }
     #[inline]
     fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        // rmp::encode::write_uint's choices, written straight into the Vec.
-        let out = self.out();
-        match v {
-            0..=0x7f => out.push(v as u8),
-            0x80..=0xff => out.extend_from_slice(&[0xcc, v as u8]),
-            0x100..=0xffff => {
-                out.push(0xcd);
-                out.extend_from_slice(&(v as u16).to_be_bytes());
-            }
-            0x1_0000..=0xffff_ffff => {
-                out.push(0xce);
-                out.extend_from_slice(&(v as u32).to_be_bytes());
-            }
-            _ => {
-                out.push(0xcf);
-                out.extend_from_slice(&v.to_be_bytes());
-            }
-        }
+        put_u64(self.out(), v);
         Ok(())
     }
     #[inline]
@@ -166,17 +187,8 @@ impl<'a, 'w> Serializer for &'a mut Fast<'w> {
     }
     #[inline(always)]
     fn serialize_str(self, v: &str) -> Result<(), Error> {
-        // rmp::encode::write_str's choices, written straight into the Vec;
-        // a fixstr inline (most words and keys), longer strings out of line.
-        let out = self.out();
-        let n = v.len();
-        if n < 32 {
-            crate::columnar::append_headed(out, 0xa0 | n as u8, v.as_bytes());
-            Ok(())
-        } else {
-            write_long_str(out, v);
-            Ok(())
-        }
+        put_str(self.out(), v);
+        Ok(())
     }
     #[inline]
     fn serialize_none(self) -> Result<(), Error> {

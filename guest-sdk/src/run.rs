@@ -3,6 +3,7 @@
 //! the host's native operators, so both run the same code.
 
 use crate::columnar::{Batch, Column, EncodeError};
+use crate::plain::{Decode, Encode, SerdeCodec};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Category of a failed call; mirrors the WIT `error-kind`.
@@ -64,7 +65,7 @@ impl std::error::Error for CallError {}
 /// error path out of line: a call per element costs a wasm guest a frame,
 /// a stack check and an epoch check.
 #[inline(always)]
-fn decode<'a, T: Deserialize<'a>>(input: &'a Column, i: usize) -> Result<T, CallError> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(input: &'a Column, i: usize) -> Result<T, CallError> {
     crate::fastde::from_slice(input.get(i)).map_err(|e| decode_err(i, e))
 }
 
@@ -81,44 +82,102 @@ fn encode_err(i: usize, e: EncodeError) -> CallError {
 }
 
 /// `map`: one output per input.
-pub fn map<'a, I, O, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+pub fn map<'a, I, O, F>(input: &'a Column, f: F) -> Result<Column, CallError>
 where
     I: Deserialize<'a>,
     O: Serialize,
     F: FnMut(I) -> O,
 {
-    try_map(input, |x: I| Ok::<O, std::convert::Infallible>(f(x)))
+    map_with(input, f, SerdeCodec, SerdeCodec)
+}
+
+/// [`map`] with the codecs of its input and output (the macros pick
+/// [`PlainCodec`](crate::plain::PlainCodec) for plain shapes).
+pub fn map_with<'a, I, O, F, D, E>(
+    input: &'a Column,
+    mut f: F,
+    dec: D,
+    enc: E,
+) -> Result<Column, CallError>
+where
+    F: FnMut(I) -> O,
+    D: Decode<'a, I>,
+    E: Encode<O>,
+{
+    try_map_with(
+        input,
+        |x: I| Ok::<O, std::convert::Infallible>(f(x)),
+        dec,
+        enc,
+    )
 }
 
 /// `map` whose function may refuse an element with `Err`.
-pub fn try_map<'a, I, O, E, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+pub fn try_map<'a, I, O, E, F>(input: &'a Column, f: F) -> Result<Column, CallError>
 where
     I: Deserialize<'a>,
     O: Serialize,
     E: std::fmt::Display,
     F: FnMut(I) -> Result<O, E>,
 {
+    try_map_with(input, f, SerdeCodec, SerdeCodec)
+}
+
+/// [`try_map`] with the codecs of its input and output.
+pub fn try_map_with<'a, I, O, Er, F, D, E>(
+    input: &'a Column,
+    mut f: F,
+    dec: D,
+    enc: E,
+) -> Result<Column, CallError>
+where
+    Er: std::fmt::Display,
+    F: FnMut(I) -> Result<O, Er>,
+    D: Decode<'a, I>,
+    E: Encode<O>,
+{
     let mut out = Column::with_capacity(input.len(), input.bytes.len());
     for i in 0..input.len() {
-        let v = f(decode(input, i)?).map_err(|e| CallError::invalid_input(i, e.to_string()))?;
-        out.push(&v).map_err(|e| encode_err(i, e))?;
+        let v = f(dec.decode(input, i)?).map_err(|e| CallError::invalid_input(i, e.to_string()))?;
+        enc.push(&mut out, &v).map_err(|e| encode_err(i, e))?;
     }
     Ok(out)
 }
 
 /// `flat_map`: zero or more outputs per input, in order.
-pub fn flat_map<'a, I, O, R, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+pub fn flat_map<'a, I, O, R, F>(input: &'a Column, f: F) -> Result<Column, CallError>
 where
     I: Deserialize<'a>,
     O: Serialize,
     R: IntoIterator<Item = O>,
     F: FnMut(I) -> R,
 {
-    try_flat_map(input, |x: I| Ok::<R, std::convert::Infallible>(f(x)))
+    flat_map_with(input, f, SerdeCodec, SerdeCodec)
+}
+
+/// [`flat_map`] with the codecs of its input and output items.
+pub fn flat_map_with<'a, I, O, R, F, D, E>(
+    input: &'a Column,
+    mut f: F,
+    dec: D,
+    enc: E,
+) -> Result<Column, CallError>
+where
+    R: IntoIterator<Item = O>,
+    F: FnMut(I) -> R,
+    D: Decode<'a, I>,
+    E: Encode<O>,
+{
+    try_flat_map_with(
+        input,
+        |x: I| Ok::<R, std::convert::Infallible>(f(x)),
+        dec,
+        enc,
+    )
 }
 
 /// `flat_map` whose function may refuse an element with `Err`.
-pub fn try_flat_map<'a, I, O, R, E, F>(input: &'a Column, mut f: F) -> Result<Column, CallError>
+pub fn try_flat_map<'a, I, O, R, E, F>(input: &'a Column, f: F) -> Result<Column, CallError>
 where
     I: Deserialize<'a>,
     O: Serialize,
@@ -126,11 +185,29 @@ where
     E: std::fmt::Display,
     F: FnMut(I) -> Result<R, E>,
 {
+    try_flat_map_with(input, f, SerdeCodec, SerdeCodec)
+}
+
+/// [`try_flat_map`] with the codecs of its input and output items.
+pub fn try_flat_map_with<'a, I, O, R, Er, F, D, E>(
+    input: &'a Column,
+    mut f: F,
+    dec: D,
+    enc: E,
+) -> Result<Column, CallError>
+where
+    R: IntoIterator<Item = O>,
+    Er: std::fmt::Display,
+    F: FnMut(I) -> Result<R, Er>,
+    D: Decode<'a, I>,
+    E: Encode<O>,
+{
     let mut out = Column::with_capacity(input.len() * 4, input.bytes.len() + input.len() * 4);
     for i in 0..input.len() {
-        let items = f(decode(input, i)?).map_err(|e| CallError::invalid_input(i, e.to_string()))?;
+        let items =
+            f(dec.decode(input, i)?).map_err(|e| CallError::invalid_input(i, e.to_string()))?;
         for v in items {
-            out.push(&v).map_err(|e| encode_err(i, e))?;
+            enc.push(&mut out, &v).map_err(|e| encode_err(i, e))?;
         }
     }
     Ok(out)
@@ -198,14 +275,23 @@ where
 }
 
 /// `filter`: the indices of the inputs for which `f` holds.
-pub fn filter<'a, I, F>(input: &'a Column, mut f: F) -> Result<Vec<u32>, CallError>
+pub fn filter<'a, I, F>(input: &'a Column, f: F) -> Result<Vec<u32>, CallError>
 where
     I: Deserialize<'a>,
     F: FnMut(I) -> bool,
 {
+    filter_with(input, f, SerdeCodec)
+}
+
+/// [`filter`] with the codec of its input.
+pub fn filter_with<'a, I, F, D>(input: &'a Column, mut f: F, dec: D) -> Result<Vec<u32>, CallError>
+where
+    F: FnMut(I) -> bool,
+    D: Decode<'a, I>,
+{
     let mut kept = Vec::with_capacity(input.len());
     for i in 0..input.len() {
-        if f(decode(input, i)?) {
+        if f(dec.decode(input, i)?) {
             kept.push(i as u32);
         }
     }
@@ -220,6 +306,20 @@ where
     F: FnMut(T, T) -> T,
 {
     fold(values, groups, f)
+}
+
+/// [`reduce`] with the codec of its values.
+pub fn reduce_with<'a, T, F, C>(
+    values: &'a Column,
+    groups: &[u32],
+    f: F,
+    codec: C,
+) -> Result<Column, CallError>
+where
+    F: FnMut(T, T) -> T,
+    C: Decode<'a, T> + Encode<T>,
+{
+    fold_with(values, groups, f, codec, codec)
 }
 
 /// Checks that `groups` are `n + 1` ascending boundaries within `len` values
@@ -241,22 +341,40 @@ fn check_groups(groups: &[u32], len: usize, allow_empty: bool) -> Result<(), Cal
 /// `fold` (a `reduce` function of another shape, combine_by_key's
 /// `merge_value`): in each group the first value is an accumulator `C` and
 /// every next value a `V` folded into it.
-pub fn fold<C, V, F>(values: &Column, groups: &[u32], mut f: F) -> Result<Column, CallError>
+pub fn fold<C, V, F>(values: &Column, groups: &[u32], f: F) -> Result<Column, CallError>
 where
     C: DeserializeOwned + Serialize,
     V: DeserializeOwned,
     F: FnMut(C, V) -> C,
+{
+    fold_with(values, groups, f, SerdeCodec, SerdeCodec)
+}
+
+/// [`fold`] with the codecs of its accumulator and its values.
+pub fn fold_with<'a, C, V, F, CC, VC>(
+    values: &'a Column,
+    groups: &[u32],
+    mut f: F,
+    acc_codec: CC,
+    value_codec: VC,
+) -> Result<Column, CallError>
+where
+    F: FnMut(C, V) -> C,
+    CC: Decode<'a, C> + Encode<C>,
+    VC: Decode<'a, V>,
 {
     check_groups(groups, values.len(), false)?;
     let n = groups.len().saturating_sub(1);
     let mut out = Column::with_capacity(n, values.bytes.len() / 2 + n);
     for w in groups.windows(2) {
         let (start, end) = (w[0] as usize, w[1] as usize);
-        let mut acc: C = decode(values, start)?;
+        let mut acc: C = acc_codec.decode(values, start)?;
         for i in start + 1..end {
-            acc = f(acc, decode(values, i)?);
+            acc = f(acc, value_codec.decode(values, i)?);
         }
-        out.push(&acc).map_err(|e| encode_err(start, e))?;
+        acc_codec
+            .push(&mut out, &acc)
+            .map_err(|e| encode_err(start, e))?;
     }
     Ok(out)
 }
@@ -266,11 +384,25 @@ where
 pub fn inverse_reduce<T, F>(
     accumulated: &Column,
     removed: &Column,
-    mut f: F,
+    f: F,
 ) -> Result<Column, CallError>
 where
     T: DeserializeOwned + Serialize,
     F: FnMut(T, T) -> T,
+{
+    inverse_reduce_with(accumulated, removed, f, SerdeCodec)
+}
+
+/// [`inverse_reduce`] with the codec of its values.
+pub fn inverse_reduce_with<'a, T, F, C>(
+    accumulated: &'a Column,
+    removed: &'a Column,
+    mut f: F,
+    codec: C,
+) -> Result<Column, CallError>
+where
+    F: FnMut(T, T) -> T,
+    C: Decode<'a, T> + Encode<T>,
 {
     if accumulated.len() != removed.len() {
         return Err(CallError {
@@ -285,8 +417,8 @@ where
     }
     let mut out = Column::with_capacity(accumulated.len(), accumulated.bytes.len());
     for i in 0..accumulated.len() {
-        let v = f(decode(accumulated, i)?, decode(removed, i)?);
-        out.push(&v).map_err(|e| encode_err(i, e))?;
+        let v = f(codec.decode(accumulated, i)?, codec.decode(removed, i)?);
+        codec.push(&mut out, &v).map_err(|e| encode_err(i, e))?;
     }
     Ok(out)
 }

@@ -7,8 +7,9 @@
 //! different namespaces, so both can be called `split`.)
 
 use proc_macro::TokenStream;
+use proc_macro2::{Group, Ident, TokenStream as Tokens, TokenTree};
 use quote::{format_ident, quote};
-use syn::{ItemFn, ReturnType, Type, parse_macro_input};
+use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type, parse_macro_input};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -33,6 +34,98 @@ fn returns_result(sig: &syn::Signature) -> bool {
             _ => false,
         },
         ReturnType::Default => false,
+    }
+}
+
+/// The first type argument of a path type's last segment (`T` of
+/// `Result<T, E>`, `Vec<T>`, `Option<T>`).
+fn first_type_arg(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let PathArguments::AngleBracketed(args) = &p.path.segments.last()?.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// The item type of a `flat_map` function's result, where it is written:
+/// `impl Iterator<Item = T>` (or any bound with `Item = T`), `Vec<T>`,
+/// `Option<T>`, `VecDeque<T>`, `[T; N]`.
+fn item_type(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::ImplTrait(it) => it.bounds.iter().find_map(|b| {
+            let syn::TypeParamBound::Trait(t) = b else {
+                return None;
+            };
+            let PathArguments::AngleBracketed(args) = &t.path.segments.last()?.arguments else {
+                return None;
+            };
+            args.args.iter().find_map(|a| match a {
+                GenericArgument::AssocType(a) if a.ident == "Item" => Some(&a.ty),
+                _ => None,
+            })
+        }),
+        Type::Path(p)
+            if p.path.segments.last().is_some_and(|s| {
+                s.ident == "Vec" || s.ident == "Option" || s.ident == "VecDeque"
+            }) =>
+        {
+            first_type_arg(ty)
+        }
+        Type::Array(a) => Some(&a.elem),
+        _ => None,
+    }
+}
+
+/// `tokens` (a type) with every named lifetime but `'static` made `'_`,
+/// so that it can be written inside the adapter, which has no lifetime
+/// parameters (and sees the function's module through `use super::*`);
+/// `None` when it cannot be named there (`impl`, `dyn`, `Self`, a path
+/// from `self::` or `super::`).
+fn nameable(tokens: Tokens) -> Option<Tokens> {
+    let mut out = Vec::new();
+    let mut lifetime = false;
+    for tt in tokens {
+        match tt {
+            TokenTree::Group(g) => {
+                let mut group = Group::new(g.delimiter(), nameable(g.stream())?);
+                group.set_span(g.span());
+                out.push(TokenTree::Group(group));
+            }
+            TokenTree::Ident(i) if lifetime => {
+                lifetime = false;
+                out.push(if i == "static" {
+                    TokenTree::Ident(i)
+                } else {
+                    TokenTree::Ident(Ident::new("_", i.span()))
+                });
+            }
+            // `super::` and `self::` paths would mean other modules there.
+            TokenTree::Ident(i)
+                if i == "impl" || i == "dyn" || i == "Self" || i == "self" || i == "super" =>
+            {
+                return None;
+            }
+            TokenTree::Punct(p) if p.as_char() == '\'' => {
+                lifetime = true;
+                out.push(TokenTree::Punct(p));
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out.into_iter().collect())
+}
+
+/// The codec of values of type `ty` (see `sluice_sdk::plain`): picked for
+/// the concrete type where the adapter is expanded, serde's where the
+/// type is not written out (an `impl` without `Item = T`, a type
+/// parameter).
+fn codec(ty: Option<&Type>, generic: bool) -> Tokens {
+    match ty.filter(|_| !generic).and_then(|t| nameable(quote!(#t))) {
+        Some(t) => quote!((&::sluice_sdk::__private::Pick::<#t>::NEW).codec()),
+        None => quote!(::sluice_sdk::__private::SerdeCodec),
     }
 }
 
@@ -88,18 +181,45 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
     let name_str = name.to_string();
     let doc = doc_line(&f);
     let adapter = format_ident!("__sluice_call");
+    // The codecs of the element-wise kinds' arguments and results.
+    let generic = f
+        .sig
+        .generics
+        .params
+        .iter()
+        .any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+    let arg = |n: usize| match f.sig.inputs.iter().nth(n) {
+        Some(FnArg::Typed(p)) => Some(&*p.ty),
+        _ => None,
+    };
+    let result = match &f.sig.output {
+        ReturnType::Type(_, t) if fallible => first_type_arg(t),
+        ReturnType::Type(_, t) => Some(&**t),
+        ReturnType::Default => None,
+    };
+    let arg0 = codec(arg(0), generic);
+    let arg1 = codec(arg(1), generic);
+    // The types, written as in the function's module (here, outside the
+    // adapter: items in its body would shadow its parameters).
+    let picks = quote! {
+        #[allow(unused_imports)]
+        use super::*;
+        #[allow(unused_imports)]
+        use ::sluice_sdk::__private::{PickPlain as _, PickSerde as _};
+    };
     let (kind_tokens, call) = match kind {
         Kind::Map => {
             let run = if fallible {
-                quote!(try_map)
+                quote!(try_map_with)
             } else {
-                quote!(map)
+                quote!(map_with)
             };
+            let out = codec(result, generic);
             (
                 quote!(Map),
                 quote! {
                     fn #adapter(input: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
-                        ::sluice_sdk::__private::#run(input, super::#name)
+                        ::sluice_sdk::__private::#run(input, super::#name, #arg0, #out)
                     }
                     ::sluice_sdk::Call::Values(#adapter)
                 },
@@ -107,15 +227,16 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
         }
         Kind::FlatMap => {
             let run = if fallible {
-                quote!(try_flat_map)
+                quote!(try_flat_map_with)
             } else {
-                quote!(flat_map)
+                quote!(flat_map_with)
             };
+            let out = codec(result.and_then(item_type), generic);
             (
                 quote!(FlatMap),
                 quote! {
                     fn #adapter(input: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
-                        ::sluice_sdk::__private::#run(input, super::#name)
+                        ::sluice_sdk::__private::#run(input, super::#name, #arg0, #out)
                     }
                     ::sluice_sdk::Call::Values(#adapter)
                 },
@@ -162,7 +283,7 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
             quote!(Filter),
             quote! {
                 fn #adapter(input: &::sluice_sdk::Column) -> ::std::result::Result<::std::vec::Vec<u32>, ::sluice_sdk::CallError> {
-                    ::sluice_sdk::__private::filter(input, super::#name)
+                    ::sluice_sdk::__private::filter_with(input, super::#name, #arg0)
                 }
                 ::sluice_sdk::Call::Filter(#adapter)
             },
@@ -171,7 +292,7 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
             quote!(Reduce),
             quote! {
                 fn #adapter(values: &::sluice_sdk::Column, groups: &[u32]) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
-                    ::sluice_sdk::__private::reduce(values, groups, super::#name)
+                    ::sluice_sdk::__private::reduce_with(values, groups, super::#name, #arg0)
                 }
                 ::sluice_sdk::Call::Reduce(#adapter)
             },
@@ -180,7 +301,7 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
             quote!(Reduce),
             quote! {
                 fn #adapter(values: &::sluice_sdk::Column, groups: &[u32]) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
-                    ::sluice_sdk::__private::fold(values, groups, super::#name)
+                    ::sluice_sdk::__private::fold_with(values, groups, super::#name, #arg0, #arg1)
                 }
                 ::sluice_sdk::Call::Reduce(#adapter)
             },
@@ -205,7 +326,7 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
             quote!(InverseReduce),
             quote! {
                 fn #adapter(accumulated: &::sluice_sdk::Column, removed: &::sluice_sdk::Column) -> ::std::result::Result<::sluice_sdk::Column, ::sluice_sdk::CallError> {
-                    ::sluice_sdk::__private::inverse_reduce(accumulated, removed, super::#name)
+                    ::sluice_sdk::__private::inverse_reduce_with(accumulated, removed, super::#name, #arg0)
                 }
                 ::sluice_sdk::Call::Pair(#adapter)
             },
@@ -241,6 +362,7 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
                 doc: #doc,
                 kind: ::sluice_sdk::Kind::#kind_tokens,
                 call: {
+                    #picks
                     #call
                 },
             };
@@ -333,4 +455,60 @@ pub fn update_state(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn map_state(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::MapState, attr, item)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    fn pick(ty: Type) -> String {
+        codec(Some(&ty), false).to_string()
+    }
+
+    #[test]
+    fn named_types_are_picked_for_with_their_lifetimes_anonymous() {
+        assert_eq!(
+            pick(parse_quote!(&'a str)),
+            "(& :: sluice_sdk :: __private :: Pick :: < & '_ str > :: NEW) . codec ()"
+        );
+        assert!(
+            pick(parse_quote!((&'a str, Option<&'static str>)))
+                .contains("'_ str , Option < & 'static str")
+        );
+        assert!(pick(parse_quote!(Reading)).contains("Pick :: < Reading >"));
+    }
+
+    #[test]
+    fn unnameable_types_get_serde() {
+        let serde = ":: sluice_sdk :: __private :: SerdeCodec";
+        assert_eq!(pick(parse_quote!(impl Iterator<Item = u8>)), serde);
+        assert_eq!(pick(parse_quote!(super::Reading)), serde);
+        assert_eq!(pick(parse_quote!(Box<dyn Fn()>)), serde);
+        assert_eq!(codec(Some(&parse_quote!(i64)), true).to_string(), serde);
+        assert_eq!(codec(None, false).to_string(), serde);
+    }
+
+    #[test]
+    fn flat_map_items_and_fallible_results_are_found() {
+        let item = |t: Type| item_type(&t).map(|t| quote!(#t).to_string());
+        assert_eq!(
+            item(parse_quote!(impl Iterator<Item = &'a str> + 'a)).as_deref(),
+            Some("& 'a str")
+        );
+        assert_eq!(
+            item(parse_quote!(Vec<(String, i64)>)).as_deref(),
+            Some("(String , i64)")
+        );
+        assert_eq!(item(parse_quote!(Option<u8>)).as_deref(), Some("u8"));
+        assert_eq!(item(parse_quote!([i32; 2])).as_deref(), Some("i32"));
+        assert_eq!(item(parse_quote!(MyIter)), None);
+        let ok: Type = parse_quote!(Result<(u8, bool), String>);
+        assert_eq!(
+            first_type_arg(&ok)
+                .map(|t| quote!(#t).to_string())
+                .as_deref(),
+            Some("(u8 , bool)")
+        );
+    }
 }
