@@ -316,19 +316,25 @@ impl Column {
     /// "invalid": the exact check then runs and names the element at fault.
     /// Needs `offsets[0] == 0` and the last offset equal to `bytes.len()`.
     fn is_plainly_valid(&self) -> bool {
-        /// Length of the scalar or fixstr whose marker is `m`. Without
-        /// branches: string lengths vary from element to element, and a
-        /// mispredicted jump per element would cost more than the rest.
-        #[inline(always)]
-        fn simple_len(m: u8) -> Option<usize> {
-            let fixstr = m & 0xe0 == 0xa0;
-            // Positive and negative fixints, nil, false, true; `|`, not
-            // `||`, to keep it free of branches.
-            let fixint = !(0x80..0xe0).contains(&m);
-            let scalar = fixint | (m == 0xc0) | (m == 0xc2) | (m == 0xc3);
-            let n = if fixstr { 1 + (m & 0x1f) as usize } else { 1 };
-            (fixstr | scalar).then_some(n)
-        }
+        /// Per marker, the length of the scalar or fixstr it starts (0:
+        /// neither): positive and negative fixints, nil, false, true, and
+        /// fixstrs. A table, not tests: string lengths vary from element
+        /// to element, and a mispredicted jump per element would cost more
+        /// than the rest.
+        const SIMPLE_LEN: [u8; 256] = {
+            let mut t = [0u8; 256];
+            let mut m = 0;
+            while m < 256 {
+                t[m] = match m as u8 {
+                    0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 1,
+                    0xa0..=0xbf => 1 + (m as u8 & 0x1f),
+                    _ => 0,
+                };
+                m += 1;
+            }
+            t
+        };
+        let simple_len = |m: u8| SIMPLE_LEN[m as usize] as usize;
         let bytes = &self.bytes[..];
         let mut start = 0usize;
         // Markers with the high bit set. The elements cover every byte, and
@@ -346,23 +352,20 @@ impl Column {
                 continue;
             };
             high_markers += (m >> 7) as usize;
-            let n = match simple_len(m) {
-                Some(n) => n,
-                None if m == 0x92 => {
-                    let Some(&k) = v.get(1) else { return false };
-                    let Some(kn) = simple_len(k) else {
-                        return false;
-                    };
-                    let Some(&w) = v.get(1 + kn) else {
-                        return false;
-                    };
-                    let Some(wn) = simple_len(w) else {
-                        return false;
-                    };
-                    high_markers += (k >> 7) as usize + (w >> 7) as usize;
-                    1 + kn + wn
+            let n = if m == 0x92 {
+                let Some(&k) = v.get(1) else { return false };
+                let kn = simple_len(k);
+                let Some(&w) = v.get(1 + kn) else {
+                    return false;
+                };
+                let wn = simple_len(w);
+                if kn == 0 || wn == 0 {
+                    return false;
                 }
-                None => return false,
+                high_markers += (k >> 7) as usize + (w >> 7) as usize;
+                1 + kn + wn
+            } else {
+                simple_len(m)
             };
             if n != v.len() {
                 return false;
@@ -673,6 +676,33 @@ mod tests {
         c.push(&-3i64).unwrap();
         c.push_encoded(b"").unwrap();
         assert!(c.is_plainly_valid());
+    }
+
+    #[test]
+    fn the_fast_path_takes_every_scalar_and_fixstr_marker_and_no_other() {
+        let simple =
+            |m: u8| matches!(m, 0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 | 0xa0..=0xbf);
+        for m in 0..=255u8 {
+            // The marker, then the bytes a fixstr of its length needs.
+            let n = if m & 0xe0 == 0xa0 {
+                (m & 0x1f) as usize
+            } else {
+                0
+            };
+            let mut one = vec![m];
+            one.resize(1 + n, b'a');
+            let mut c = Column::new();
+            c.push_encoded(&one).unwrap();
+            assert_eq!(c.is_plainly_valid(), simple(m), "marker {m:#04x}");
+            let mut pair = vec![0x92, 0xa1, b'k'];
+            pair.extend_from_slice(&one);
+            let mut c = Column::new();
+            c.push_encoded(&pair).unwrap();
+            assert_eq!(c.is_plainly_valid(), simple(m), "pair value {m:#04x}");
+            if simple(m) {
+                assert_eq!(c.check(false), Ok(()), "pair value {m:#04x}");
+            }
+        }
     }
 
     #[test]
