@@ -48,18 +48,6 @@
 //!   while another processor idles; the tenant within its share still
 //!   slows every other tenant down that way.
 //!
-//! - **priority**: while its group is heavy, a thread of the group runs
-//!   at a lower scheduling priority (nice +[`HEAVY_NICE`]), so that
-//!   where a light group's thread and a heavy one's want the same
-//!   processor, the kernel runs the light one at once instead of after the
-//!   heavy one's time slice (milliseconds); host work the heavy group's
-//!   threads do between calls (instantiating, lifting outputs) yields too.
-//!   The priority follows the flag at each call's start and epoch check
-//!   and at each batch's turn. Nice only matters under contention: alone,
-//!   a heavy group still gets every idle processor. Raising a thread's
-//!   priority back needs `CAP_SYS_NICE` (or `RLIMIT_NICE`); a process
-//!   without it (checked once) never lowers one.
-//!
 //! A job that spends more than its share therefore starts its batches
 //! late and is paused while lighter tenants run: its scheduling delay
 //! grows, the other groups' does not. A heavy group still gets its share:
@@ -88,11 +76,6 @@ pub const LIGHT_BELOW: f64 = 0.5;
 /// step of a batch: light groups' batches keep off its processor (see
 /// the module docs).
 pub const LONG_CALL: Duration = Duration::from_millis(2);
-
-/// How much lower the scheduling priority (the nice value, above the
-/// thread's own) of a heavy group's threads is (see the module docs): a
-/// thread at +10 weighs about a tenth of one at +0 when they contend.
-pub const HEAVY_NICE: i32 = 10;
 
 /// Time constant of the moving average of a group's usage.
 const USAGE_WINDOW: Duration = Duration::from_secs(1);
@@ -304,7 +287,6 @@ impl CpuShare {
         b.waited += waited;
         self.set_flags(&mut b);
         drop(b);
-        priority::follow(self.heavy_flag());
         threads.precharged.store(0, Ordering::Relaxed);
         let light = RUNNING.enter(self);
         let placed = if light {
@@ -567,7 +549,6 @@ impl CallCpu {
     pub(crate) fn begin(&mut self) {
         let job = CURRENT.with(|c| c.borrow().clone());
         if let Some(job) = &job {
-            priority::follow(job.share.heavy_flag());
             give_way(&job.share, false);
         }
         if self.long_on.take().is_some() {
@@ -622,7 +603,6 @@ impl CallCpu {
             placement::note_long_call(&job.share, cpu);
             self.long_on = Some(cpu);
         }
-        priority::follow(job.share.heavy_flag());
         let paused = give_way(&job.share, self.long_on.is_some());
         if !paused.is_zero() {
             self.paused += paused;
@@ -752,105 +732,6 @@ fn wake_tickers() {
     let (starts, woken) = &TICKERS;
     *starts.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     woken.notify_all();
-}
-
-/// A heavy group's threads at a lower scheduling priority (see the
-/// module docs): each thread follows its group's flag itself.
-mod priority {
-    use std::cell::Cell;
-    use std::sync::OnceLock;
-
-    thread_local! {
-        /// The thread's own nice value, read when it first follows a
-        /// group, and whether it is lowered now.
-        static STATE: Cell<Option<(i32, bool)>> = const { Cell::new(None) };
-    }
-
-    /// Lowers the calling thread's priority while `heavy`, restores it
-    /// when not (where the process may; see [`can_restore`]).
-    pub(super) fn follow(heavy: bool) {
-        let Some((own, lowered)) = STATE.with(|s| s.get()).or_else(|| {
-            let own = current_nice()?;
-            STATE.with(|s| s.set(Some((own, false))));
-            Some((own, false))
-        }) else {
-            return;
-        };
-        if heavy == lowered || !can_restore() {
-            return;
-        }
-        let nice = if heavy { own + super::HEAVY_NICE } else { own };
-        if set_nice(nice) {
-            STATE.with(|s| s.set(Some((own, heavy))));
-        }
-    }
-
-    /// Whether the calling thread runs lowered now.
-    #[cfg(test)]
-    pub(super) fn lowered() -> bool {
-        STATE.with(|s| s.get()).is_some_and(|(_, l)| l)
-    }
-
-    /// Whether this process may raise a thread's priority back (a thread
-    /// lowered for good would run behind every other group's after its
-    /// group is light again): tried once, on a thread of its own.
-    pub(super) fn can_restore() -> bool {
-        static CAN: OnceLock<bool> = OnceLock::new();
-        *CAN.get_or_init(|| {
-            std::thread::Builder::new()
-                .name("sluice-nice-probe".into())
-                .spawn(|| {
-                    let Some(own) = current_nice() else {
-                        return false;
-                    };
-                    let ok = set_nice(own + 1) && set_nice(own);
-                    if !ok {
-                        tracing::info!(
-                            "heavy tenants' threads keep their priority: \
-                             lowering one could not be undone (no CAP_SYS_NICE)"
-                        );
-                    }
-                    ok
-                })
-                .ok()
-                .and_then(|t| t.join().ok())
-                .unwrap_or(false)
-        })
-    }
-
-    #[cfg(target_os = "linux")]
-    fn current_nice() -> Option<i32> {
-        // SAFETY: plain syscalls on the calling thread; `getpriority` can
-        // return -1 as a value, so errno is cleared first and checked.
-        unsafe {
-            *libc::__errno_location() = 0;
-            let n = libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t);
-            (n != -1 || *libc::__errno_location() == 0).then_some(n)
-        }
-    }
-
-    /// On Linux, `PRIO_PROCESS` with a thread id sets that thread's nice.
-    #[cfg(target_os = "linux")]
-    fn set_nice(nice: i32) -> bool {
-        // SAFETY: a plain syscall on the calling thread.
-        unsafe {
-            libc::setpriority(
-                libc::PRIO_PROCESS,
-                libc::gettid() as libc::id_t,
-                nice.min(19),
-            ) == 0
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn current_nice() -> Option<i32> {
-        None
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn set_nice(_nice: i32) -> bool {
-        false
-    }
 }
 
 /// Where long calls run, and keeping light batches off those processors
@@ -1261,39 +1142,6 @@ mod tests {
     pub(super) fn serial() -> std::sync::MutexGuard<'static, ()> {
         static SERIAL: Mutex<()> = Mutex::new(());
         SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_heavy_group_s_turn_lowers_its_thread_s_priority_and_a_light_one_restores_it() {
-        let _serial = serial();
-        std::thread::spawn(|| {
-            let nice = || {
-                // SAFETY: a plain syscall about the calling thread.
-                unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
-            };
-            let own = nice();
-            let share = Arc::new(CpuShare::new(0.1));
-            share.charge(Duration::from_secs(10));
-            let threads = ThreadGroup::default();
-            let stop = AtomicBool::new(true);
-            drop(share.turn(&stop, &threads));
-            if !priority::can_restore() {
-                // Never lowered where it could not be undone.
-                assert_eq!(nice(), own);
-                assert!(!priority::lowered());
-                return;
-            }
-            assert_eq!(nice(), (own + HEAVY_NICE).min(19), "heavy");
-            assert!(priority::lowered());
-            // Paid off: the next turn is not heavy.
-            let light = Arc::new(CpuShare::new(1.0));
-            drop(light.turn(&stop, &threads));
-            assert_eq!(nice(), own, "light again");
-            assert!(!priority::lowered());
-        })
-        .join()
-        .expect("test thread");
     }
 
     #[test]
