@@ -5,6 +5,12 @@
 //! the same name holding `FUNCTION: sluice_sdk::Function`, the columnar adapter
 //! that `sluice_sdk::export!` registers. (Functions and modules live in
 //! different namespaces, so both can be called `split`.)
+//!
+//! For the element-wise kinds the adapter also picks, per argument and
+//! result type as the signature writes it, how values are decoded and
+//! encoded: the SDK's own inlined codecs for plain shapes (strings,
+//! integers, `bool`, `f64`, options and tuples of them), serde for any
+//! other type (`sluice_sdk::plain`).
 
 use proc_macro::TokenStream;
 use proc_macro2::{Group, Ident, TokenStream as Tokens, TokenTree};
