@@ -64,20 +64,21 @@ fn take_int(b: &[u8]) -> Option<(Int, &[u8])> {
     Some(match m {
         0x00..=0x7f => (Int::U(u64::from(m)), rest),
         0xe0..=0xff => (Int::I(i64::from(m as i8)), rest),
-        0xcc => map(be::<1>(rest)?, Int::U),
-        0xcd => map(be::<2>(rest)?, Int::U),
-        0xce => map(be::<4>(rest)?, Int::U),
-        0xcf => map(be::<8>(rest)?, Int::U),
-        0xd0 => map(be::<1>(rest)?, |v| Int::I(i64::from(v as u8 as i8))),
-        0xd1 => map(be::<2>(rest)?, |v| Int::I(i64::from(v as u16 as i16))),
-        0xd2 => map(be::<4>(rest)?, |v| Int::I(i64::from(v as u32 as i32))),
-        0xd3 => map(be::<8>(rest)?, |v| Int::I(v as i64)),
+        0xcc => with(be::<1>(rest)?, Int::U),
+        0xcd => with(be::<2>(rest)?, Int::U),
+        0xce => with(be::<4>(rest)?, Int::U),
+        0xcf => with(be::<8>(rest)?, Int::U),
+        0xd0 => with(be::<1>(rest)?, |v| Int::I(i64::from(v as u8 as i8))),
+        0xd1 => with(be::<2>(rest)?, |v| Int::I(i64::from(v as u16 as i16))),
+        0xd2 => with(be::<4>(rest)?, |v| Int::I(i64::from(v as u32 as i32))),
+        0xd3 => with(be::<8>(rest)?, |v| Int::I(v as i64)),
         _ => return None,
     })
 }
 
+/// `f` of a value read by [`be`], with the bytes after it.
 #[inline(always)]
-fn map((v, rest): (u64, &[u8]), f: impl FnOnce(u64) -> Int) -> (Int, &[u8]) {
+fn with<T>((v, rest): (u64, &[u8]), f: impl FnOnce(u64) -> T) -> (T, &[u8]) {
     (f(v), rest)
 }
 
@@ -125,9 +126,9 @@ pub(crate) fn take_str(b: &[u8]) -> Option<(&str, &[u8])> {
     let (&m, rest) = b.split_first()?;
     let (n, rest) = match m {
         0xa0..=0xbf => (usize::from(m & 0x1f), rest),
-        0xd9 => map_len(be::<1>(rest)?),
-        0xda => map_len(be::<2>(rest)?),
-        0xdb => map_len(be::<4>(rest)?),
+        0xd9 => with(be::<1>(rest)?, |n| n as usize),
+        0xda => with(be::<2>(rest)?, |n| n as usize),
+        0xdb => with(be::<4>(rest)?, |n| n as usize),
         _ => return None,
     };
     if rest.len() < n {
@@ -135,11 +136,6 @@ pub(crate) fn take_str(b: &[u8]) -> Option<(&str, &[u8])> {
     }
     let (s, rest) = rest.split_at(n);
     Some((crate::fastde::utf8(s)?, rest))
-}
-
-#[inline(always)]
-fn map_len((n, rest): (u64, &[u8])) -> (usize, &[u8]) {
-    (n as usize, rest)
 }
 
 impl Plain for &str {}
