@@ -298,6 +298,16 @@ impl Func {
         }
     }
 
+    /// Input bytes per call of a map, flat-map or filter: the input limit,
+    /// and for a plugin without a limit set on the function at most
+    /// [`CALL_CHUNK_BYTES`].
+    fn chunk_limit(&self) -> usize {
+        match (&self.imp, self.limit) {
+            (Imp::Plugin { .. }, None) => self.input_limit().min(CALL_CHUNK_BYTES),
+            _ => self.input_limit(),
+        }
+    }
+
     fn native_err(&self, site: CallSite, e: CallError) -> Error {
         Error::Plugin {
             plugin: "native".to_string(),
@@ -411,14 +421,23 @@ impl Func {
     /// `map`, `flat-map` or `map-partitions` over one partition's values.
     /// `input` is lent to the plugin and given back unchanged.
     pub(crate) fn apply_values(&self, input: &mut Column, site: CallSite) -> Result<Column> {
-        let limit = self.input_limit();
         // Map and flat-map see one element at a time, so a partition can be
         // cut into calls; map-partitions and transform must see it whole.
         let splittable = matches!(self.kind, Kind::Map | Kind::FlatMap);
+        let limit = self.chunk_limit();
         if splittable && input.bytes.len() > limit && input.len() > 1 {
             let mut out = Column::new();
-            for mut chunk in split_by_size(input, limit) {
+            let mut chunk = Column::new();
+            for range in chunks(input, limit) {
+                copy_elements(input, range, &mut chunk);
                 let part = self.apply_values(&mut chunk, site)?;
+                if out.is_empty() {
+                    // Room for the whole output, as the first piece
+                    // suggests, rather than growing (and copying) it
+                    // piece by piece.
+                    let pieces = input.bytes.len() / chunk.bytes.len().max(1) + 1;
+                    out = Column::with_capacity(part.len() * pieces, part.bytes.len() * pieces);
+                }
                 out.extend_from(&part)
                     .map_err(|e| self.bad_output(site, e.to_string()))?;
             }
@@ -777,18 +796,18 @@ impl Func {
 
     /// `filter` over one partition's values: the indices kept, ascending.
     pub(crate) fn apply_filter(&self, input: &mut Column, site: CallSite) -> Result<Vec<u32>> {
-        let limit = self.input_limit();
+        let limit = self.chunk_limit();
         if input.bytes.len() > limit && input.len() > 1 {
             let mut kept = Vec::new();
-            let mut base = 0u32;
-            for mut chunk in split_by_size(input, limit) {
-                let n = chunk.len() as u32;
+            let mut chunk = Column::new();
+            for range in chunks(input, limit) {
+                let base = range.start as u32;
+                copy_elements(input, range, &mut chunk);
                 kept.extend(
                     self.apply_filter(&mut chunk, site)?
                         .into_iter()
                         .map(|i| i + base),
                 );
-                base += n;
             }
             return Ok(kept);
         }
@@ -995,22 +1014,46 @@ fn unreachable_kind<T>(f: &Func) -> Result<T> {
     )))
 }
 
-/// Splits a column into consecutive pieces of at most `limit` bytes each (a
-/// single larger element forms a piece of its own).
-fn split_by_size(input: &Column, limit: usize) -> Vec<Column> {
-    let mut pieces = Vec::new();
-    let mut cur = Column::new();
-    for v in input.iter() {
-        if !cur.is_empty() && cur.bytes.len() + v.len() > limit {
-            pieces.push(std::mem::take(&mut cur));
+/// Input bytes per plugin call of a function that sees one element at a
+/// time (map, flat-map, filter), unless the job sets a limit of its own:
+/// a partition of a few megabytes goes to the plugin in pieces of about
+/// this size. Each piece is then copied into the guest, processed, copied
+/// out and validated while it is still in the processor's cache, where
+/// one call over the whole partition would stream it from memory four
+/// times; the guest's memory also stays small.
+const CALL_CHUNK_BYTES: usize = 256 << 10;
+
+/// Consecutive element ranges of `input` of at most `limit` bytes each (a
+/// larger element forms a range of its own). `input`'s offsets must be in
+/// order, as a validated column's are.
+fn chunks(input: &Column, limit: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let n = input.len();
+    let mut lo = 0;
+    std::iter::from_fn(move || {
+        if lo >= n {
+            return None;
         }
-        // Sizes come from a valid column, so they fit.
-        let _ = cur.push_encoded(v);
-    }
-    if !cur.is_empty() {
-        pieces.push(cur);
-    }
-    pieces
+        let base = input.offsets[lo] as usize;
+        let fit = input.offsets[lo + 1..=n].partition_point(|&end| end as usize - base <= limit);
+        let hi = lo + fit.max(1);
+        let range = lo..hi;
+        lo = hi;
+        Some(range)
+    })
+}
+
+/// Makes `out` the elements `range` of `input` (reusing `out`'s buffers).
+fn copy_elements(input: &Column, range: std::ops::Range<usize>, out: &mut Column) {
+    let (start, end) = (input.offsets[range.start], input.offsets[range.end]);
+    out.bytes.clear();
+    out.bytes
+        .extend_from_slice(&input.bytes[start as usize..end as usize]);
+    out.offsets.clear();
+    out.offsets.extend(
+        input.offsets[range.start..=range.end]
+            .iter()
+            .map(|&o| o - start),
+    );
 }
 
 #[cfg(test)]
@@ -1090,6 +1133,41 @@ mod tests {
             want.push(&(1830i64, 60i64)).unwrap();
             assert_eq!(out, want, "limit {limit}");
         }
+    }
+
+    #[test]
+    fn chunks_cover_the_column_in_order_each_as_long_as_the_limit_allows() {
+        let mut input = Column::new();
+        for s in ["aa", "", "bbbbbbbbbb", "c", "", "", "dd", "eee"] {
+            if s.is_empty() {
+                input.push_absent().unwrap();
+            } else {
+                input.push(s).unwrap();
+            }
+        }
+        let size =
+            |r: &std::ops::Range<usize>| (input.offsets[r.end] - input.offsets[r.start]) as usize;
+        for limit in 1..=40 {
+            let ranges: Vec<_> = chunks(&input, limit).collect();
+            let mut joined = Column::new();
+            let mut piece = Column::new();
+            let mut next = 0;
+            for r in &ranges {
+                assert_eq!(r.start, next, "limit {limit}: {ranges:?}");
+                assert!(!r.is_empty());
+                assert!(r.len() == 1 || size(r) <= limit, "limit {limit}: {r:?}");
+                if r.end < input.len() {
+                    assert!(size(&(r.start..r.end + 1)) > limit, "limit {limit}: {r:?}");
+                }
+                next = r.end;
+                copy_elements(&input, r.clone(), &mut piece);
+                piece.validate().unwrap();
+                joined.extend_from(&piece).unwrap();
+            }
+            assert_eq!(next, input.len());
+            assert_eq!(joined, input, "limit {limit}");
+        }
+        assert_eq!(chunks(&Column::new(), 10).count(), 0);
     }
 
     #[test]
