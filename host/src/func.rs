@@ -237,7 +237,8 @@ impl Func {
     }
 
     /// Splits calls so that each gets at most `bytes` of input (default: the
-    /// plugin's `input_bytes_per_call`; unlimited for native functions).
+    /// plugin's `input_bytes_per_call`, and for a plugin's map, flat-map or
+    /// filter at most 256 KiB; unlimited for native functions).
     pub fn with_input_limit(mut self, bytes: usize) -> Func {
         self.limit = Some(bytes.max(1));
         self
