@@ -432,12 +432,16 @@ impl Func {
             for range in chunks(input, limit) {
                 copy_elements(input, range, &mut chunk);
                 let part = self.apply_values(&mut chunk, site)?;
-                if out.is_empty() {
+                if out.is_empty() && !part.is_empty() {
                     // Room for the whole output, as the first piece
                     // suggests, rather than growing (and copying) it
-                    // piece by piece.
+                    // piece by piece; capped, as a flat-map's first
+                    // piece may say nothing of the rest.
                     let pieces = input.bytes.len() / chunk.bytes.len().max(1) + 1;
-                    out = Column::with_capacity(part.len() * pieces, part.bytes.len() * pieces);
+                    out = Column::with_capacity(
+                        part.len().saturating_mul(pieces).min(RESERVE_CAP / 4),
+                        part.bytes.len().saturating_mul(pieces).min(RESERVE_CAP),
+                    );
                 }
                 out.extend_from(&part)
                     .map_err(|e| self.bad_output(site, e.to_string()))?;
@@ -1023,6 +1027,10 @@ fn unreachable_kind<T>(f: &Func) -> Result<T> {
 /// one call over the whole partition would stream it from memory four
 /// times; the guest's memory also stays small.
 const CALL_CHUNK_BYTES: usize = 256 << 10;
+
+/// The most a piecewise call reserves for its output up front (it grows
+/// past this as any column does).
+const RESERVE_CAP: usize = 64 << 20;
 
 /// Consecutive element ranges of `input` of at most `limit` bytes each (a
 /// larger element forms a range of its own). `input`'s offsets must be in
