@@ -216,10 +216,17 @@ impl Running {
             }
             Running::Spark(mut child) => {
                 // The whole process group: spark-submit's JVM and, for
-                // PySpark, its Python driver and workers.
-                let _ = Command::new("kill")
-                    .args(["-9", &format!("-{}", child.id())])
-                    .status();
+                // PySpark, its Python driver and workers. By the system
+                // call, not the `kill` program: Debian 12's (procps-ng
+                // 4.0.2) takes `kill -9 -PGID` as `kill -9 -1` and kills
+                // every process the user may signal, this bench included.
+                if let Ok(pgid) = i32::try_from(child.id())
+                    && pgid > 1
+                {
+                    // SAFETY: kill(2) with a negative pid signals that
+                    // process group only; it touches no memory.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
                 let _ = child.kill();
                 let _ = child.wait();
             }
