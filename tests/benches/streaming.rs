@@ -369,7 +369,24 @@ struct Step {
     input: f64,
     mean_processing_ms: f64,
     max_scheduling_ms: f64,
+    /// Batches completed within the step (0: the system fell so far behind
+    /// that none did).
+    batches: usize,
     sustained: bool,
+}
+
+impl Step {
+    /// What the step measured, for the tables and progress lines.
+    fn describe(&self) -> String {
+        if self.batches == 0 {
+            format!("{:.0}/s: no batch completed within the step", self.target)
+        } else {
+            format!(
+                "{:.0}/s: took in {:.0}/s, processing {:.0} ms, delay {:.0} ms",
+                self.target, self.input, self.mean_processing_ms, self.max_scheduling_ms
+            )
+        }
+    }
 }
 
 /// Judges the batches of a step `[from, to)` (epoch ms; its first batch,
@@ -403,6 +420,7 @@ fn judge(batches: &[Batch], from: i64, to: i64, interval: Duration, target: f64)
         input,
         mean_processing_ms,
         max_scheduling_ms,
+        batches: inside.len(),
         sustained,
     }
 }
@@ -471,15 +489,19 @@ fn ramp_by(
             }
         }
         let s = judge(&batches, from, to, interval, target);
-        eprintln!(
-            "  {:<26} {:>9.0} lines/s: in {:>9.0}/s, processing {:>8.1} ms, max delay {:>8.1} ms{}",
-            system.name(),
-            s.target,
-            s.input,
-            s.mean_processing_ms,
-            s.max_scheduling_ms,
-            if s.sustained { "" } else { "  (not sustained)" }
-        );
+        if s.batches == 0 {
+            eprintln!("  {:<26} {}  (not sustained)", system.name(), s.describe());
+        } else {
+            eprintln!(
+                "  {:<26} {:>9.0} lines/s: in {:>9.0}/s, processing {:>8.1} ms, max delay {:>8.1} ms{}",
+                system.name(),
+                s.target,
+                s.input,
+                s.mean_processing_ms,
+                s.max_scheduling_ms,
+                if s.sustained { "" } else { "  (not sustained)" }
+            );
+        }
         let done = !s.sustained;
         steps.push(s);
         if done {
@@ -628,15 +650,10 @@ fn main() {
     println!("| system | sustained lines/s | sustained words/s | first step not sustained |");
     println!("|---|--:|--:|---|");
     for (system, best, last) in &results {
-        let failed = last
-            .as_ref()
-            .filter(|s| !s.sustained)
-            .map_or("—".to_string(), |s| {
-                format!(
-                    "{:.0}/s: took in {:.0}/s, processing {:.0} ms, delay {:.0} ms",
-                    s.target, s.input, s.mean_processing_ms, s.max_scheduling_ms
-                )
-            });
+        let failed = last.as_ref().filter(|s| !s.sustained).map_or(
+            "— (its last step was sustained)".to_string(),
+            Step::describe,
+        );
         println!(
             "| {} | {:.0} | {:.2} M | {failed} |",
             system.name(),
