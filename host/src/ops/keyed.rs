@@ -128,6 +128,12 @@ pub(crate) fn combine(
     combine_elements(KeyedElements::Keyed(keys, values), create, func, site)
 }
 
+/// How many keys [`combine_elements`]' table has room for at first.
+const INITIAL_KEYS: usize = 4096;
+/// After how many elements [`combine_elements`] looks at the share of new
+/// keys among them to size its table for the rest.
+const KEY_SAMPLE: usize = 4096;
+
 /// [`combine`] over elements of any form (pairs are not copied into key and
 /// value columns first).
 pub(crate) fn combine_elements(
@@ -137,11 +143,23 @@ pub(crate) fn combine_elements(
     site: CallSite,
 ) -> Result<(Column, Column)> {
     let n = elements.len();
-    let mut index: HashMap<&[u8], u32> = HashMap::with_capacity(n / 2 + 1);
+    // Sized for a few thousand keys; then, if the first elements' keys were
+    // nearly all new, for as many as their share foretells. A table sized for
+    // the elements (most batches have far fewer keys than elements) is
+    // mostly empty, larger than the caches, and every lookup misses them;
+    // one grown from small to a million keys rehashes them several times.
+    let mut index: HashMap<&[u8], u32> = HashMap::with_capacity(n.min(INITIAL_KEYS));
     let mut group_of = Vec::with_capacity(n);
     let mut firsts: Vec<u32> = Vec::new();
     let mut counts: Vec<u32> = Vec::new();
     for i in 0..n {
+        // Hardly a key seen twice so far (under 1 %): the rest will be
+        // mostly new too. Fewer new keys say little: a vocabulary's new
+        // words thin out as a batch goes on (one of 100 000 words has ~2 %
+        // repeats in its first 4096 draws and ends at a tenth of them).
+        if i == KEY_SAMPLE && index.len() * 100 > KEY_SAMPLE * 99 {
+            index.reserve((n - i) * index.len() / KEY_SAMPLE);
+        }
         let k = elements.key(i);
         let g = *index.entry(k).or_insert_with(|| {
             firsts.push(i as u32);
@@ -438,6 +456,34 @@ pub(crate) fn flat_map_values(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> 
 mod tests {
     use super::*;
     use crate::ops::testing::{batch_of, rendered, with_ctx};
+
+    #[test]
+    fn counts_are_exact_past_the_key_sample_with_many_keys_or_few() {
+        // Every key of the sample new (the table is sized up after it), then
+        // some seen again; and three keys over and over (it stays small).
+        let n = 3 * KEY_SAMPLE;
+        let distinct: Vec<(String, i64)> = (0..n)
+            .map(|i| (format!("k{}", i % (2 * KEY_SAMPLE)), 1))
+            .collect();
+        let few: Vec<(String, i64)> = (0..n).map(|i| (format!("k{}", i % 3), 1)).collect();
+        with_ctx(|ctx| {
+            let add = Func::reduce("add", |a: i64, b: i64| a + b);
+            let rdd = Rdd {
+                partitions: vec![batch_of(&distinct)],
+            };
+            let out = rendered(&reduce_by_key(&add, 1, rdd, ctx).unwrap());
+            assert_eq!(out.len(), 2 * KEY_SAMPLE);
+            let twice = out.iter().filter(|e| e.ends_with(",2]")).count();
+            let once = out.iter().filter(|e| e.ends_with(",1]")).count();
+            assert_eq!((twice, once), (KEY_SAMPLE, KEY_SAMPLE), "{:?}", &out[..3]);
+            let rdd = Rdd {
+                partitions: vec![batch_of(&few)],
+            };
+            let out = rendered(&reduce_by_key(&add, 1, rdd, ctx).unwrap());
+            let each = n / 3;
+            assert_eq!(out, [0, 1, 2].map(|k| format!(r#"["k{k}",{each}]"#)));
+        });
+    }
 
     #[test]
     fn reduces_across_partitions_into_n_partitions() {
