@@ -1,12 +1,13 @@
-//! The wasm side: generated bindings of `sluice:plugin` and the dispatcher
-//! behind every plugin's `describe` and `invoke` exports.
+//! The wasm side: generated bindings of `sluice:plugin` (the `chained-plugin`
+//! world) and the dispatcher behind every plugin's `describe`, `invoke` and
+//! `invoke-chain` exports.
 
 /// Bindings generated from `wit/` (the only copy of the contract).
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "plugin",
+        world: "chained-plugin",
         pub_export_macro: true,
         default_bindings_module: "sluice_sdk::bindings",
     });
@@ -160,4 +161,68 @@ pub fn invoke(
         }
     };
     result.map_err(error)
+}
+
+/// The `invoke-chain` export: runs the map and flat-map functions `indices`
+/// in turn on `values`, each on the output of the one before.
+pub fn invoke_chain(
+    functions: &[Function],
+    indices: Vec<u32>,
+    ctx: wit::CallContext,
+    values: wit::Column,
+) -> Result<wit::ChainOutput, wit::ChainError> {
+    install_panic_hook();
+    crate::set_context(Context {
+        batch_time_ms: ctx.batch_time_ms,
+        partition: ctx.partition,
+        partitions: ctx.partitions,
+        attempt: ctx.attempt,
+    });
+    let at = |position: usize, e: CallError| wit::ChainError {
+        position: position as u32,
+        error: error(e),
+    };
+    let mut current = column(values);
+    let mut counts = Vec::with_capacity(indices.len());
+    for (position, &index) in indices.iter().enumerate() {
+        let call = match functions.get(index as usize) {
+            Some(Function {
+                kind: Kind::Map | Kind::FlatMap,
+                call: Call::Values(call),
+                ..
+            }) => call,
+            Some(f) => {
+                return Err(at(
+                    position,
+                    CallError {
+                        kind: ErrorKind::Unsupported,
+                        message: format!(
+                            "{} is a {:?} function: only map and flat-map functions chain",
+                            f.name, f.kind
+                        ),
+                        element: None,
+                    },
+                ));
+            }
+            None => {
+                return Err(at(
+                    position,
+                    CallError {
+                        kind: ErrorKind::UnknownFunction,
+                        message: format!(
+                            "no function {index}: the plugin has {} functions",
+                            functions.len()
+                        ),
+                        element: None,
+                    },
+                ));
+            }
+        };
+        current = call(&current).map_err(|e| at(position, e))?;
+        counts.push(current.len() as u64);
+    }
+    Ok(wit::ChainOutput {
+        values: to_wit(current),
+        counts,
+    })
 }

@@ -40,7 +40,9 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` (crate type
 //! `cdylib`) and give the `.wasm` file to a job: `wordcount.split`,
-//! `wordcount.pair`, `wordcount.add`.
+//! `wordcount.pair`, `wordcount.add`. Where a job runs `split` then `pair`,
+//! the host calls both in one call per piece of input, and the words between
+//! them stay in the guest.
 //!
 //! ## Types
 //! Arguments and results are any `serde` types. Values travel as canonical
@@ -282,8 +284,10 @@ macro_rules! error {
 }
 
 /// Registers a plugin's functions and exports them as the `sluice:plugin`
-/// world: `sluice::export!(split, pair, add);` with every function marked by an
-/// attribute. Also defines `__sluice_plugin_functions()`, the list of them, which
+/// `chained-plugin` world: `sluice::export!(split, pair, add);` with every
+/// function marked by an attribute. The host may then run consecutive map
+/// and flat-map stages of a job in one call (`invoke-chain`), each on the
+/// output of the one before, inside the guest. Also defines `__sluice_plugin_functions()`, the list of them, which
 /// native code and tests may call. Use it once per plugin crate.
 #[macro_export]
 macro_rules! export {
@@ -324,6 +328,18 @@ macro_rules! __export_guest {
                 $crate::__private::invoke(__sluice_plugin_functions(), function, context, input)
             }
         }
+        impl $crate::bindings::exports::sluice::plugin::chain::Guest for __SluicePlugin {
+            fn invoke_chain(
+                functions: ::std::vec::Vec<u32>,
+                context: $crate::bindings::sluice::plugin::types::CallContext,
+                values: $crate::bindings::sluice::plugin::types::Column,
+            ) -> ::std::result::Result<
+                $crate::bindings::sluice::plugin::types::ChainOutput,
+                $crate::bindings::sluice::plugin::types::ChainError,
+            > {
+                $crate::__private::invoke_chain(__sluice_plugin_functions(), functions, context, values)
+            }
+        }
         $crate::bindings::export!(__SluicePlugin with_types_in $crate::bindings);
     };
 }
@@ -339,7 +355,7 @@ macro_rules! __export_guest {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use crate::guest::{describe, invoke};
+    pub use crate::guest::{describe, invoke, invoke_chain};
     pub use crate::plain::{Pick, PickPlain, PickSerde, PlainCodec, SerdeCodec};
     pub use crate::run::{
         filter, filter_with, flat_map, flat_map_with, fold, fold_with, inverse_reduce,

@@ -430,8 +430,11 @@ impl Func {
             let mut out = Column::new();
             let mut chunk = Column::new();
             for range in chunks(input, limit) {
+                let start = range.start;
                 copy_elements(input, range, &mut chunk);
-                let part = self.apply_values(&mut chunk, site)?;
+                let part = self
+                    .apply_values(&mut chunk, site)
+                    .map_err(|e| at_offset(e, start))?;
                 if out.is_empty() && !part.is_empty() {
                     // Room for the whole output, as the first piece
                     // suggests, rather than growing (and copying) it
@@ -502,6 +505,126 @@ impl Func {
         Ok(out)
     }
 
+    /// The plugin version and function indices to run `funcs` as one
+    /// chained call, when that can be done: two or more map and flat-map
+    /// functions, all of one plugin that exports `chain`, all live in the
+    /// same version, none but the first with an input limit of its own
+    /// (the values between them never reach the host to be cut).
+    pub(crate) fn chain_of(funcs: &[&Func]) -> Option<(Arc<Plugin>, Vec<u32>)> {
+        if funcs.len() < 2 {
+            return None;
+        }
+        let mut live: Option<Arc<Plugin>> = None;
+        let mut indices = Vec::with_capacity(funcs.len());
+        for (i, f) in funcs.iter().enumerate() {
+            if !matches!(f.kind, Kind::Map | Kind::FlatMap) || (i > 0 && f.limit.is_some()) {
+                return None;
+            }
+            let (plugin, index) = f.live_plugin().ok()?;
+            match &live {
+                Some(p) if !Arc::ptr_eq(p, &plugin) => return None,
+                Some(_) => {}
+                None if !plugin.chains() => return None,
+                None => live = Some(plugin),
+            }
+            indices.push(index);
+        }
+        live.map(|p| (p, indices))
+    }
+
+    /// `funcs`, map and flat-map functions that [`Func::chain_of`] made
+    /// `(plugin, indices)` of, over one partition's values (without keys):
+    /// one plugin call per piece of input, the values between the functions
+    /// kept in the plugin. Returns the last function's output and how many
+    /// elements each function produced. `input` is lent to the plugin and
+    /// given back unchanged.
+    pub(crate) fn apply_chain(
+        funcs: &[&Func],
+        (plugin, indices): (&Plugin, &[u32]),
+        input: &mut Column,
+        site: CallSite,
+    ) -> Result<(Column, Vec<u64>)> {
+        let (first, last) = (funcs[0], funcs[funcs.len() - 1]);
+        let mut counts = vec![0u64; funcs.len()];
+        let limit = first.chunk_limit();
+        if input.bytes.len() > limit && input.len() > 1 {
+            let mut out = Column::new();
+            let mut chunk = Column::new();
+            for range in chunks(input, limit) {
+                let start = range.start;
+                copy_elements(input, range, &mut chunk);
+                let (part, n) = Func::apply_chain(funcs, (plugin, indices), &mut chunk, site)
+                    .map_err(|e| at_offset(e, start))?;
+                if out.is_empty() && !part.is_empty() {
+                    // As in `apply_values`: room for the whole output.
+                    let pieces = input.bytes.len() / chunk.bytes.len().max(1) + 1;
+                    out = Column::with_capacity(
+                        part.len().saturating_mul(pieces).min(RESERVE_CAP / 4),
+                        part.bytes.len().saturating_mul(pieces).min(RESERVE_CAP),
+                    );
+                }
+                out.extend_from(&part)
+                    .map_err(|e| last.bad_output(site, e.to_string()))?;
+                for (total, n) in counts.iter_mut().zip(n) {
+                    *total += n;
+                }
+            }
+            return Ok((out, counts));
+        }
+        let values = WitColumn {
+            bytes: std::mem::take(&mut input.bytes),
+            offsets: std::mem::take(&mut input.offsets),
+        };
+        let ctx = CallContext {
+            batch_time_ms: site.batch.millis(),
+            partition: site.partition,
+            partitions: site.partitions,
+            attempt: 0,
+        };
+        let result = plugin.invoke_chain(indices, ctx, &values);
+        input.bytes = values.bytes;
+        input.offsets = values.offsets;
+        let result = result?;
+        if result.counts.len() != funcs.len() {
+            return Err(last.bad_output(
+                site,
+                format!(
+                    "a chain of {} functions returned {} counts",
+                    funcs.len(),
+                    result.counts.len()
+                ),
+            ));
+        }
+        // Each map kept its input's length (the host cannot count the values
+        // between the functions itself, but their lengths must agree).
+        let mut before = input.len() as u64;
+        for (f, &n) in funcs.iter().zip(&result.counts) {
+            if f.kind == Kind::Map && n != before {
+                return Err(f.bad_output(
+                    site,
+                    format!("a map returned {n} values for {before} inputs"),
+                ));
+            }
+            before = n;
+        }
+        let out = Column {
+            bytes: result.values.bytes,
+            offsets: result.values.offsets,
+        };
+        out.validate()
+            .map_err(|e| last.bad_output(site, e.to_string()))?;
+        if out.len() as u64 != before {
+            return Err(last.bad_output(
+                site,
+                format!(
+                    "the chain returned {} values but counted {before}",
+                    out.len()
+                ),
+            ));
+        }
+        Ok((out, result.counts))
+    }
+
     /// `map` or `flat-map` of the values of keyed elements, each output
     /// keeping the key of its input (`map_values`, `flat_map_values`).
     /// `keys` and `values` are lent to the plugin and given back unchanged.
@@ -536,7 +659,9 @@ impl Func {
                     k.push_encoded(keys.get(i)).map_err(encode)?;
                     v.push_encoded(values.get(i)).map_err(encode)?;
                 }
-                let part = self.apply_keyed(&mut k, &mut v, site)?;
+                let part = self
+                    .apply_keyed(&mut k, &mut v, site)
+                    .map_err(|e| at_offset(e, start))?;
                 out.keys.extend_from(&part.keys).map_err(encode)?;
                 out.values.extend_from(&part.values).map_err(encode)?;
                 start = end;
@@ -809,7 +934,8 @@ impl Func {
                 let base = range.start as u32;
                 copy_elements(input, range, &mut chunk);
                 kept.extend(
-                    self.apply_filter(&mut chunk, site)?
+                    self.apply_filter(&mut chunk, site)
+                        .map_err(|e| at_offset(e, base as usize))?
                         .into_iter()
                         .map(|i| i + base),
                 );
@@ -1051,6 +1177,19 @@ fn chunks(input: &Column, limit: usize) -> impl Iterator<Item = std::ops::Range<
     })
 }
 
+/// `e`, from a call on the elements from `start` of a partition, with the
+/// element at fault (if any) numbered within the whole partition.
+fn at_offset(mut e: Error, start: usize) -> Error {
+    if let Error::Plugin { fault, .. } = &mut e
+        && let PluginFault::Refused {
+            element: Some(i), ..
+        } = fault.as_mut()
+    {
+        *i += start as u64;
+    }
+    e
+}
+
 /// Makes `out` the elements `range` of `input` (reusing `out`'s buffers).
 fn copy_elements(input: &Column, range: std::ops::Range<usize>, out: &mut Column) {
     let (start, end) = (input.offsets[range.start], input.offsets[range.end]);
@@ -1188,5 +1327,28 @@ mod tests {
         let f = Func::filter("odd", |x: i64| x % 2 == 1).with_input_limit(3);
         let kept = f.apply_filter(&mut input.clone(), site()).unwrap();
         assert_eq!(kept, (0..50).filter(|x| x % 2 == 1).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn an_element_refused_in_a_later_piece_is_numbered_within_the_partition() {
+        let input = col(&(0..50).collect::<Vec<_>>());
+        let f = Func::native_values("no_37", Kind::Map, |c| {
+            sluice_sdk::run::try_map(c, |x: i64| if x == 37 { Err("37") } else { Ok(x) })
+        })
+        .with_input_limit(5);
+        let e = f.apply_values(&mut input.clone(), site()).unwrap_err();
+        let Error::Plugin { fault, .. } = e else {
+            panic!("{e}");
+        };
+        assert!(
+            matches!(
+                *fault,
+                PluginFault::Refused {
+                    element: Some(37),
+                    ..
+                }
+            ),
+            "{fault}"
+        );
     }
 }

@@ -559,6 +559,7 @@ mod tests {
                 op: "FlatMap p.split (flat-map)".to_string(),
                 time: Duration::from_millis(ms),
                 records_out: records * 2,
+                chain: None,
             }],
             rate_limit: Some(250.0),
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests: real plugins built for wasm32-wasip2, real jobs run
 //! through the `sluice` CLI and through the library.
 
+mod chain;
 mod checkpoint;
 mod cli;
 mod golden;

@@ -371,6 +371,79 @@ enum Rekey {
     Values,
 }
 
+/// A stream's part in a chain of plugin calls this batch (see [`plan_chains`]).
+#[derive(Clone)]
+enum Chained {
+    /// Computed with the stream that takes it, in the same plugin call.
+    Into,
+    /// The last stage of a chain: computes the chain.
+    Last(ChainPlan),
+}
+
+#[derive(Clone)]
+struct ChainPlan {
+    /// The stream the first stage takes.
+    input: usize,
+    /// Every stage's function, in order.
+    funcs: Vec<Func>,
+    /// The stages before the last: stream name and operator.
+    before: Vec<(String, String)>,
+    /// The plugin version and function indices (`Func::chain_of`).
+    chain: (Arc<Plugin>, Vec<u32>),
+}
+
+/// Consecutive map and flat-map stages whose functions one plugin can run
+/// in one call (`Func::chain_of`): the values between them then never
+/// leave the plugin. A stage joins the one before it only where it is the
+/// one before's only taker this batch (no other stream, output or window
+/// reads it), so no stream that anything else reads goes uncomputed.
+fn plan_chains(
+    g: &Graph,
+    needed: &[bool],
+    due: &[bool],
+    consumers: &[usize],
+) -> Vec<Option<Chained>> {
+    let n = g.nodes.len();
+    let mut plans: Vec<Option<Chained>> = vec![None; n];
+    // Per stream, the stages of the chain ending at it (itself alone if none).
+    let mut stages: Vec<Vec<usize>> = (0..n).map(|id| vec![id]).collect();
+    let narrow = |id: usize| match &g.nodes[id].op {
+        Op::Narrow(Narrow::Map | Narrow::FlatMap, f) if needed[id] && due[id] => Some(f),
+        _ => None,
+    };
+    for id in 0..n {
+        if narrow(id).is_none() {
+            continue;
+        }
+        let [p] = g.nodes[id].parents[..] else {
+            continue;
+        };
+        if consumers[p] != 1 || narrow(p).is_none() {
+            continue;
+        }
+        let mut candidate = stages[p].clone();
+        candidate.push(id);
+        let funcs: Vec<&Func> = candidate.iter().filter_map(|&s| narrow(s)).collect();
+        let Some(chain) = Func::chain_of(&funcs) else {
+            continue;
+        };
+        for &s in &candidate[..candidate.len() - 1] {
+            plans[s] = Some(Chained::Into);
+        }
+        plans[id] = Some(Chained::Last(ChainPlan {
+            input: g.nodes[candidate[0]].parents[0],
+            funcs: funcs.into_iter().cloned().collect(),
+            before: candidate[..candidate.len() - 1]
+                .iter()
+                .map(|&s| (g.nodes[s].name.clone(), g.nodes[s].op.describe()))
+                .collect(),
+            chain,
+        }));
+        stages[id] = candidate;
+    }
+    plans
+}
+
 fn rekey(how: Rekey, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
     let partitions = rdd
         .partitions
@@ -567,6 +640,11 @@ pub struct OperatorInfo {
     pub time: Duration,
     /// Elements it produced.
     pub records_out: u64,
+    /// Set when the stream was computed in one plugin call with others
+    /// (consecutive map and flat-map stages of one plugin): the streams of
+    /// that chain, in order (`words → pairs`). The chain's time is counted
+    /// on its last stream; the others show none.
+    pub chain: Option<String>,
 }
 
 impl BatchInfo {
@@ -1657,6 +1735,11 @@ impl StreamingContext {
         let input_records = inputs.iter().map(|r| r.count() as u64).sum();
         let mut source_rdds: Vec<Option<Rdd>> = inputs.into_iter().map(Some).collect();
         let remember = g.history.lock().unwrap_or_else(|e| e.into_inner()).remember;
+        let mut chains = if remember == 0 {
+            plan_chains(g, &needed, &due, &consumers)
+        } else {
+            vec![None; n]
+        };
         let mut values: Vec<Option<Arc<Rdd>>> = vec![None; n];
         let mut take = |values: &mut Vec<Option<Arc<Rdd>>>, id: usize| -> Result<Arc<Rdd>> {
             consumers[id] -= 1;
@@ -1677,6 +1760,11 @@ impl StreamingContext {
             if !needed[id] || !(due[id] || (op.is_window() && due[parents[0]])) {
                 continue;
             }
+            let chain = match &chains[id] {
+                Some(Chained::Into) => continue,
+                Some(Chained::Last(_)) => chains[id].take(),
+                None => None,
+            };
             let ctx = BatchContext {
                 time,
                 pool,
@@ -1687,7 +1775,30 @@ impl StreamingContext {
             };
             let started = Instant::now();
             let label = op.describe();
+            let mut chained = None;
             let rdd = match op {
+                _ if let Some(Chained::Last(plan)) = chain => {
+                    let funcs: Vec<&Func> = plan.funcs.iter().collect();
+                    let input = Arc::unwrap_or_clone(take(&mut values, plan.input)?);
+                    let (rdd, counts) = narrow::apply_chain(&funcs, &plan.chain, input, &ctx)?;
+                    let names = (plan.before.iter().map(|(s, _)| s.as_str()))
+                        .chain([name.as_str()])
+                        .collect::<Vec<_>>()
+                        .join(" → ");
+                    // The stages before the last are computed with it: their
+                    // time is counted in the last one's.
+                    for ((stream, op), &records_out) in plan.before.iter().zip(&counts) {
+                        operators.push(OperatorInfo {
+                            stream: stream.clone(),
+                            op: op.clone(),
+                            time: Duration::ZERO,
+                            records_out,
+                            chain: Some(names.clone()),
+                        });
+                    }
+                    chained = Some(names);
+                    rdd
+                }
                 Op::Source(s) => source_rdds[*s].take().unwrap_or_default(),
                 Op::Narrow(kind, func) => narrow::apply(*kind, func, input(0)?, &ctx)?,
                 Op::ReduceByKey { func, partitions } => {
@@ -1783,6 +1894,7 @@ impl StreamingContext {
                 op: label,
                 time: started.elapsed(),
                 records_out: rdd.count() as u64,
+                chain: chained,
             });
             let rdd = Arc::new(rdd);
             if remember > 0 {
@@ -1811,6 +1923,7 @@ impl StreamingContext {
                 op: format!("output of `{}`", g.nodes[id].name),
                 time: started.elapsed(),
                 records_out: 0,
+                chain: None,
             });
         }
         Ok((input_records, operators))

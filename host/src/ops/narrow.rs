@@ -4,9 +4,11 @@
 use super::BatchContext;
 use crate::error::Result;
 use crate::func::{CallSite, Func};
+use crate::plugin::Plugin;
 use crate::rdd::Rdd;
 use rayon::prelude::*;
 use sluice_sdk::{Batch, Column};
+use std::sync::Arc;
 
 /// Which narrow transformation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,52 @@ pub(crate) fn apply(kind: Narrow, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>)
             .collect::<Result<Vec<_>>>()
     })?;
     Ok(Rdd { partitions })
+}
+
+/// `funcs`, consecutive map and flat-map functions of one plugin that
+/// [`Func::chain_of`] made `chain` of, applied to every partition of `rdd`
+/// in one plugin call per piece of it. Returns the last function's output,
+/// and how many elements each function produced over all partitions.
+pub(crate) fn apply_chain(
+    funcs: &[&Func],
+    chain: &(Arc<Plugin>, Vec<u32>),
+    rdd: Rdd,
+    ctx: &BatchContext<'_>,
+) -> Result<(Rdd, Vec<u64>)> {
+    let n = rdd.partitions.len() as u32;
+    let parts = ctx.pool.install(|| {
+        rdd.partitions
+            .into_par_iter()
+            .enumerate()
+            .map(|(p, batch)| {
+                let site = CallSite {
+                    batch: ctx.time,
+                    partition: p as u32,
+                    partitions: n,
+                };
+                let mut values = if batch.has_keys() {
+                    batch.joined_values().into_owned()
+                } else {
+                    batch.values
+                };
+                if values.is_empty() {
+                    return Ok((Batch::default(), vec![0; funcs.len()]));
+                }
+                let (out, counts) =
+                    Func::apply_chain(funcs, (&chain.0, &chain.1), &mut values, site)?;
+                Ok((Batch::from_values(out), counts))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut counts = vec![0u64; funcs.len()];
+    let mut partitions = Vec::with_capacity(parts.len());
+    for (batch, n) in parts {
+        for (total, n) in counts.iter_mut().zip(n) {
+            *total += n;
+        }
+        partitions.push(batch);
+    }
+    Ok((Rdd { partitions }, counts))
 }
 
 /// The elements of `values` at the (ascending, in range) indices `kept`.

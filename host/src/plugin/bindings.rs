@@ -1,5 +1,5 @@
 //! Host bindings of the `sluice:plugin` world, generated from `wit/` (the one
-//! copy of the contract).
+//! copy of the contract), and of the optional `chain` export.
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
@@ -7,10 +7,28 @@ wasmtime::component::bindgen!({
     world: "plugin",
 });
 
+/// The `chained-plugin` world: `plugin` plus the optional `chain` export,
+/// sharing `plugin`'s types and host interface. Only its `chain` export is
+/// used, looked up in each component that has it.
+pub mod chained {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "chained-plugin",
+        with: {
+            "sluice:plugin/types": super::sluice::plugin::types,
+            "sluice:plugin/host": super::sluice::plugin::host,
+        },
+    });
+}
+
+pub use self::chained::exports::sluice::plugin::chain::{
+    Guest as ChainExport, GuestIndices as ChainIndices,
+};
 pub use self::exports::sluice::plugin::operator::{
     CallContext, CallInput, CallOutput, PluginError,
 };
 pub use self::sluice::plugin::host::LogLevel;
 pub use self::sluice::plugin::types::{
-    Batch as WitBatch, Column as WitColumn, ErrorKind as WitErrorKind, FunctionKind, PluginInfo,
+    Batch as WitBatch, ChainError, ChainOutput, Column as WitColumn, ErrorKind as WitErrorKind,
+    FunctionKind, PluginInfo,
 };

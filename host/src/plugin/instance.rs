@@ -2,7 +2,9 @@
 //! pool of live instances (one `Store` each) reused across batches. A trap
 //! discards the instance; the call is retried once on a fresh one.
 
-use super::bindings::{self, CallContext, CallInput, CallOutput, LogLevel, PluginInfo, PluginPre};
+use super::bindings::{
+    self, CallContext, CallInput, CallOutput, LogLevel, PluginError, PluginInfo, WitColumn,
+};
 use super::cache::{CacheOutcome, content_hash};
 use super::capture::Capture;
 use super::engine::Runtime;
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -146,6 +148,8 @@ impl wasmtime_wasi::HostMonotonicClock for BatchClock {
 struct Instance {
     store: Store<StoreState>,
     plugin: bindings::Plugin,
+    /// The `chain` export, when the component has one.
+    chain: Option<bindings::ChainExport>,
     clock: Arc<AtomicI64>,
 }
 
@@ -237,7 +241,10 @@ pub struct Plugin {
     hash: String,
     description: Description,
     runtime: Arc<Runtime>,
-    pre: PluginPre<StoreState>,
+    pre: InstancePre<StoreState>,
+    indices: bindings::PluginIndices,
+    /// Where the optional `chain` export is, when the component has one.
+    chain: Option<bindings::ChainIndices>,
     limits: Limits,
     capabilities: Capabilities,
     pool: Mutex<Vec<Instance>>,
@@ -407,11 +414,13 @@ impl Plugin {
                 "does not fit the host (it must implement world sluice:plugin/plugin@0.1.0 and import only it and WASI): {e:#}"
             ))
         })?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| {
+        let indices = bindings::PluginIndices::new(&instance_pre).map_err(|e| {
             load_err(format!(
                 "does not export sluice:plugin/operator@0.1.0 as the host expects: {e:#}"
             ))
         })?;
+        // Optional: a plugin without it is called one function at a time.
+        let chain = bindings::ChainIndices::new(&instance_pre).ok();
         let mut plugin = Plugin {
             job: job.to_string(),
             name: name.to_string(),
@@ -424,7 +433,9 @@ impl Plugin {
                 functions: Vec::new(),
             },
             runtime: runtime.clone(),
-            pre,
+            pre: instance_pre,
+            indices,
+            chain,
             limits,
             capabilities,
             pool: Mutex::new(Vec::new()),
@@ -542,14 +553,26 @@ impl Plugin {
         // starting) neither shortens it nor lengthens it.
         store.epoch_deadline_callback(|mut cx| cx.data_mut().on_epoch());
         store.set_epoch_deadline(1);
-        let plugin = self
+        let instance = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| format!("{e:#}"))?;
+        let plugin = self
+            .indices
+            .load(&mut store, &instance)
+            .map_err(|e| format!("{e:#}"))?;
+        let chain = match &self.chain {
+            Some(c) => Some(
+                c.load(&mut store, &instance)
+                    .map_err(|e| format!("the `chain` export: {e:#}"))?,
+            ),
+            None => None,
+        };
         self.stats.instances.fetch_add(1, Ordering::Relaxed);
         Ok(Instance {
             store,
             plugin,
+            chain,
             clock,
         })
     }
@@ -642,21 +665,92 @@ impl Plugin {
             .unwrap_or_else(|| format!("#{index}"))
     }
 
+    /// Whether the component exports `chain`, so that [`Plugin::invoke_chain`]
+    /// can run several of its functions in one call.
+    pub fn chains(&self) -> bool {
+        self.chain.is_some()
+    }
+
     /// Calls function `index` on one partition-batch: on a pooled instance,
     /// retried once on a fresh instance after a trap. Typed errors are not
     /// retried. Checks the output size (but not its shape: see the caller).
     pub(crate) fn invoke(
         &self,
         index: u32,
-        mut ctx: CallContext,
+        ctx: CallContext,
         input: &CallInput,
     ) -> Result<CallOutput> {
+        self.call(&[index], ctx, output_bytes, |inst, ctx| {
+            let out = inst.plugin.sluice_plugin_operator().call_invoke(
+                &mut inst.store,
+                index,
+                ctx,
+                input,
+            )?;
+            Ok(out.map_err(|e| (0, e)))
+        })
+    }
+
+    /// Calls the map and flat-map functions `indices` in turn on `values`
+    /// (elements without keys), in one call of the component's `chain`
+    /// export: the last one's values, and how many elements each produced.
+    /// Retried and checked as [`Plugin::invoke`]; a typed error names the
+    /// function that returned it, a trap the whole chain.
+    pub(crate) fn invoke_chain(
+        &self,
+        indices: &[u32],
+        ctx: CallContext,
+        values: &WitColumn,
+    ) -> Result<bindings::ChainOutput> {
+        if self.chain.is_none() || indices.is_empty() {
+            return Err(Error::Internal(format!(
+                "plugin `{}` cannot chain {}",
+                self.name,
+                self.functions_name(indices)
+            )));
+        }
+        let size = |o: &bindings::ChainOutput| column_bytes(&o.values);
+        self.call(indices, ctx, size, |inst, ctx| {
+            let chain = inst
+                .chain
+                .as_ref()
+                .ok_or_else(|| wasmtime::format_err!("the instance has no `chain` export"))?;
+            let out = chain.call_invoke_chain(&mut inst.store, indices, ctx, values)?;
+            Ok(out.map_err(|e| (e.position, e.error)))
+        })
+    }
+
+    /// The functions `indices` as errors and logs name them: `split`, or
+    /// `split → pair` for a chain.
+    fn functions_name(&self, indices: &[u32]) -> String {
+        indices
+            .iter()
+            .map(|&i| self.function_name(i))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+
+    /// One call of `functions` (`run` makes it) with the pooling, retry,
+    /// accounting, log and output checks every call has. `run`'s typed error
+    /// carries the position in `functions` of the function at fault.
+    fn call<T>(
+        &self,
+        functions: &[u32],
+        mut ctx: CallContext,
+        size: impl Fn(&T) -> u64,
+        mut run: impl FnMut(
+            &mut Instance,
+            CallContext,
+        ) -> wasmtime::Result<std::result::Result<T, (u32, PluginError)>>,
+    ) -> Result<T> {
         let batch = BatchTime(ctx.batch_time_ms);
-        let fail = |fault: PluginFault| Error::Plugin {
+        let partition = ctx.partition;
+        let name = self.functions_name(functions);
+        let fail = |function: &str, fault: PluginFault| Error::Plugin {
             plugin: self.name.clone(),
-            function: self.function_name(index),
+            function: function.to_string(),
             batch,
-            partition: ctx.partition,
+            partition,
             fault: Box::new(fault),
         };
         let mut last_fault = None;
@@ -666,46 +760,52 @@ impl Plugin {
             let mut inst = match popped {
                 Some(i) => i,
                 None => self.instantiate().map_err(|m| {
-                    fail(PluginFault::Trap {
-                        message: format!("cannot instantiate: {m}"),
-                    })
+                    fail(
+                        &name,
+                        PluginFault::Trap {
+                            message: format!("cannot instantiate: {m}"),
+                        },
+                    )
                 })?,
             };
             inst.clock.store(ctx.batch_time_ms, Ordering::Relaxed);
             inst.store.data_mut().limiter.hit = false;
             inst.begin_call();
             let started = Instant::now();
-            let result = inst.plugin.sluice_plugin_operator().call_invoke(
-                &mut inst.store,
-                index,
-                ctx,
-                input,
-            );
+            let result = run(&mut inst, ctx);
             inst.store.data_mut().call.end();
             let nanos = started.elapsed().as_nanos() as u64;
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
             self.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
-            if let Some(f) = self.stats.functions.get(index as usize) {
-                f.calls.fetch_add(1, Ordering::Relaxed);
-                f.nanos.fetch_add(nanos, Ordering::Relaxed);
-                if result.is_err() {
-                    f.traps.fetch_add(1, Ordering::Relaxed);
+            // A chain's time is shared equally among its functions: the
+            // host cannot see where one ends and the next begins.
+            let share = nanos / functions.len().max(1) as u64;
+            for &index in functions {
+                if let Some(f) = self.stats.functions.get(index as usize) {
+                    f.calls.fetch_add(1, Ordering::Relaxed);
+                    f.nanos.fetch_add(share, Ordering::Relaxed);
+                    if result.is_err() {
+                        f.traps.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
-            let last_error = self.flush_logs(&mut inst, index, batch);
+            let last_error = self.flush_logs(&mut inst, &name, batch);
             match result {
                 Ok(Ok(out)) => {
                     self.pool_mut().push(inst);
-                    let bytes = output_bytes(&out);
+                    let bytes = size(&out);
                     if bytes > self.limits.output_bytes {
-                        return Err(fail(PluginFault::OutputTooLarge {
-                            bytes,
-                            limit: self.limits.output_bytes,
-                        }));
+                        return Err(fail(
+                            &name,
+                            PluginFault::OutputTooLarge {
+                                bytes,
+                                limit: self.limits.output_bytes,
+                            },
+                        ));
                     }
                     return Ok(out);
                 }
-                Ok(Err(e)) => {
+                Ok(Err((position, e))) => {
                     self.pool_mut().push(inst);
                     let kind = match e.kind {
                         bindings::WitErrorKind::InvalidInput => "invalid-input",
@@ -713,11 +813,33 @@ impl Plugin {
                         bindings::WitErrorKind::Unsupported => "unsupported",
                         bindings::WitErrorKind::Failed => "failed",
                     };
-                    return Err(fail(PluginFault::Refused {
-                        kind: kind.to_string(),
-                        message: e.message,
-                        element: e.element.map(u64::from),
-                    }));
+                    let at_fault = match functions.get(position as usize) {
+                        Some(&index) => self.function_name(index),
+                        None => name.clone(),
+                    };
+                    // Past a chain's first function, the element is one of
+                    // the values the one before made, which never left the
+                    // plugin: said in the message, not as an input index.
+                    let (message, element) = match (position, e.element) {
+                        (0, element) => (e.message, element.map(u64::from)),
+                        (p, Some(i)) => {
+                            let before = self.function_name(functions[p as usize - 1]);
+                            let message = format!(
+                                "{} (element {i} of the values `{before}` produced)",
+                                e.message
+                            );
+                            (message, None)
+                        }
+                        (_, None) => (e.message, None),
+                    };
+                    return Err(fail(
+                        &at_fault,
+                        PluginFault::Refused {
+                            kind: kind.to_string(),
+                            message,
+                            element,
+                        },
+                    ));
                 }
                 Err(trap) => {
                     self.stats.traps.fetch_add(1, Ordering::Relaxed);
@@ -749,7 +871,7 @@ impl Plugin {
                         tracing::warn!(
                             job = %self.job,
                             plugin = %self.name,
-                            function = %self.function_name(index),
+                            function = %name,
                             batch = ctx.batch_time_ms,
                             partition = ctx.partition,
                             "instance discarded, retrying on a fresh one: {fault}"
@@ -759,19 +881,21 @@ impl Plugin {
                 }
             }
         }
-        Err(fail(last_fault.unwrap_or(PluginFault::Trap {
-            message: "unknown failure".to_string(),
-        })))
+        Err(fail(
+            &name,
+            last_fault.unwrap_or(PluginFault::Trap {
+                message: "unknown failure".to_string(),
+            }),
+        ))
     }
 
     /// Emits the call's guest log lines and captured output through `tracing`,
     /// tagged with plugin, function and batch; returns the last error line.
-    fn flush_logs(&self, inst: &mut Instance, index: u32, batch: BatchTime) -> Option<String> {
+    fn flush_logs(&self, inst: &mut Instance, function: &str, batch: BatchTime) -> Option<String> {
         let state = inst.store.data_mut();
         let logs = std::mem::take(&mut state.logs);
         let (out, out_dropped) = state.stdout.take();
         let (err, err_dropped) = state.stderr.take();
-        let function = self.function_name(index);
         for (level, line) in &logs.lines {
             let (job, plugin, function, batch) = (&self.job, &self.name, &function, batch.millis());
             match level {
@@ -825,7 +949,7 @@ impl Plugin {
             for (level, line) in levels.chain(output) {
                 recent.push_back(GuestLogLine {
                     plugin: self.name.clone(),
-                    function: function.clone(),
+                    function: function.to_string(),
                     batch: batch.millis(),
                     level,
                     line,
@@ -856,13 +980,13 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
+fn column_bytes(c: &WitColumn) -> u64 {
+    (c.bytes.len() + 4 * c.offsets.len()) as u64
+}
+
 fn output_bytes(out: &CallOutput) -> u64 {
     match out {
-        CallOutput::Batch(b) => {
-            (b.keys.bytes.len()
-                + b.values.bytes.len()
-                + 4 * (b.keys.offsets.len() + b.values.offsets.len())) as u64
-        }
+        CallOutput::Batch(b) => column_bytes(&b.keys) + column_bytes(&b.values),
         CallOutput::Selection(s) => 4 * s.len() as u64,
         CallOutput::None => 0,
     }

@@ -10,7 +10,9 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Wall-clock time one call may take.
     pub call_deadline: Duration,
-    /// Output bytes one call may return.
+    /// Output bytes one call may return (for a chained call, what its last
+    /// function returns: the values between its functions stay in the
+    /// guest, under `memory_bytes`).
     pub output_bytes: u64,
     /// Longest guest log line kept (longer lines are truncated).
     pub log_line_bytes: usize,
