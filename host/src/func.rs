@@ -65,6 +65,18 @@ pub(crate) struct CallSite {
     pub(crate) partitions: u32,
 }
 
+impl CallSite {
+    /// The context a plugin call here gets (a first attempt).
+    fn context(&self) -> CallContext {
+        CallContext {
+            batch_time_ms: self.batch.millis(),
+            partition: self.partition,
+            partitions: self.partitions,
+            attempt: 0,
+        }
+    }
+}
+
 impl Func {
     /// Function `name` of a loaded plugin.
     pub fn plugin(plugin: &Arc<Plugin>, name: &str) -> Result<Func> {
@@ -371,13 +383,7 @@ impl Func {
             groups,
             secondary: lend(secondary),
         };
-        let ctx = CallContext {
-            batch_time_ms: site.batch.millis(),
-            partition: site.partition,
-            partitions: site.partitions,
-            attempt: 0,
-        };
-        let result = plugin.invoke(index, ctx, &input);
+        let result = plugin.invoke(index, site.context(), &input);
         give_back(input.primary.keys, keys);
         give_back(input.primary.values, values);
         give_back(input.secondary, secondary);
@@ -427,29 +433,13 @@ impl Func {
         let splittable = matches!(self.kind, Kind::Map | Kind::FlatMap);
         let limit = self.chunk_limit();
         if splittable && input.bytes.len() > limit && input.len() > 1 {
-            let mut out = Column::new();
-            let mut chunk = Column::new();
-            for range in chunks(input, limit) {
-                let start = range.start;
-                copy_elements(input, range, &mut chunk);
-                let part = self
-                    .apply_values(&mut chunk, site)
-                    .map_err(|e| at_offset(e, start))?;
-                if out.is_empty() && !part.is_empty() {
-                    // Room for the whole output, as the first piece
-                    // suggests, rather than growing (and copying) it
-                    // piece by piece; capped, as a flat-map's first
-                    // piece may say nothing of the rest.
-                    let pieces = input.bytes.len() / chunk.bytes.len().max(1) + 1;
-                    out = Column::with_capacity(
-                        part.len().saturating_mul(pieces).min(RESERVE_CAP / 4),
-                        part.bytes.len().saturating_mul(pieces).min(RESERVE_CAP),
-                    );
-                }
-                out.extend_from(&part)
-                    .map_err(|e| self.bad_output(site, e.to_string()))?;
-            }
-            return Ok(out);
+            return piecewise(
+                input,
+                limit,
+                |chunk| Ok((self.apply_values(chunk, site)?, ())),
+                |()| {},
+                |e| self.bad_output(site, e),
+            );
         }
         let out = match &self.imp {
             Imp::Native(Native::Values(f)) => f(input).map_err(|e| self.native_err(site, e))?,
@@ -548,40 +538,24 @@ impl Func {
         let mut counts = vec![0u64; funcs.len()];
         let limit = first.chunk_limit();
         if input.bytes.len() > limit && input.len() > 1 {
-            let mut out = Column::new();
-            let mut chunk = Column::new();
-            for range in chunks(input, limit) {
-                let start = range.start;
-                copy_elements(input, range, &mut chunk);
-                let (part, n) = Func::apply_chain(funcs, (plugin, indices), &mut chunk, site)
-                    .map_err(|e| at_offset(e, start))?;
-                if out.is_empty() && !part.is_empty() {
-                    // As in `apply_values`: room for the whole output.
-                    let pieces = input.bytes.len() / chunk.bytes.len().max(1) + 1;
-                    out = Column::with_capacity(
-                        part.len().saturating_mul(pieces).min(RESERVE_CAP / 4),
-                        part.bytes.len().saturating_mul(pieces).min(RESERVE_CAP),
-                    );
-                }
-                out.extend_from(&part)
-                    .map_err(|e| last.bad_output(site, e.to_string()))?;
-                for (total, n) in counts.iter_mut().zip(n) {
-                    *total += n;
-                }
-            }
+            let out = piecewise(
+                input,
+                limit,
+                |chunk| Func::apply_chain(funcs, (plugin, indices), chunk, site),
+                |n| {
+                    for (total, n) in counts.iter_mut().zip(n) {
+                        *total += n;
+                    }
+                },
+                |e| last.bad_output(site, e),
+            )?;
             return Ok((out, counts));
         }
         let values = WitColumn {
             bytes: std::mem::take(&mut input.bytes),
             offsets: std::mem::take(&mut input.offsets),
         };
-        let ctx = CallContext {
-            batch_time_ms: site.batch.millis(),
-            partition: site.partition,
-            partitions: site.partitions,
-            attempt: 0,
-        };
-        let result = plugin.invoke_chain(indices, ctx, &values);
+        let result = plugin.invoke_chain(indices, site.context(), &values);
         input.bytes = values.bytes;
         input.offsets = values.offsets;
         let result = result?;
@@ -1175,6 +1149,40 @@ fn chunks(input: &Column, limit: usize) -> impl Iterator<Item = std::ops::Range<
         lo = hi;
         Some(range)
     })
+}
+
+/// `call` (a map, flat-map or chain of them) over `input` cut into pieces of
+/// at most `limit` bytes ([`chunks`]): the pieces' outputs joined in order,
+/// each piece's other result given to `each`, and an element at fault
+/// numbered within `input`. `bad` makes the error of an output too large
+/// to join.
+fn piecewise<T>(
+    input: &Column,
+    limit: usize,
+    mut call: impl FnMut(&mut Column) -> Result<(Column, T)>,
+    mut each: impl FnMut(T),
+    bad: impl Fn(String) -> Error,
+) -> Result<Column> {
+    let mut out = Column::new();
+    let mut chunk = Column::new();
+    for range in chunks(input, limit) {
+        let start = range.start;
+        copy_elements(input, range, &mut chunk);
+        let (part, other) = call(&mut chunk).map_err(|e| at_offset(e, start))?;
+        if out.is_empty() && !part.is_empty() {
+            // Room for the whole output, as the first piece suggests,
+            // rather than growing (and copying) it piece by piece; capped,
+            // as a flat-map's first piece may say nothing of the rest.
+            let pieces = input.bytes.len() / chunk.bytes.len().max(1) + 1;
+            out = Column::with_capacity(
+                part.len().saturating_mul(pieces).min(RESERVE_CAP / 4),
+                part.bytes.len().saturating_mul(pieces).min(RESERVE_CAP),
+            );
+        }
+        out.extend_from(&part).map_err(|e| bad(e.to_string()))?;
+        each(other);
+    }
+    Ok(out)
 }
 
 /// `e`, from a call on the elements from `start` of a partition, with the

@@ -2,6 +2,7 @@
 //! run in one call of its `chain` export, with the same batches, counts
 //! and errors as one call per stage, and the sandbox's limits inside.
 
+use crate::hostile::fault_of;
 use sluice::error::PluginFault;
 use sluice::{BatchInfo, Limits, ManualClock, Plugin, StreamingContext};
 use sluice_tests::{plugin, runtime};
@@ -194,23 +195,6 @@ fn run_chained(p: &Arc<Plugin>, second: &str, poison: &str) -> (sluice::Error, V
     (e, done)
 }
 
-fn fault(e: &sluice::Error, function: &str) -> PluginFault {
-    match e {
-        sluice::Error::Plugin {
-            plugin,
-            function: f,
-            batch,
-            fault,
-            ..
-        } => {
-            assert_eq!((plugin.as_str(), f.as_str()), ("hostile", function));
-            assert_eq!(batch.millis(), 2000, "names the poisoned batch");
-            (**fault).clone()
-        }
-        other => panic!("expected a plugin error, got {other}"),
-    }
-}
-
 /// A trap inside a chain (in its second function) is retried once on a
 /// fresh instance, then fails the batch naming the chain and the panic.
 #[test]
@@ -219,7 +203,7 @@ fn a_trap_inside_a_chain_is_retried_then_names_the_chain() {
     let retries = p.stats().retries.load(Ordering::Relaxed);
     let (e, done) = run_chained(&p, "trap", "boom");
     assert_eq!(done, [0]);
-    match fault(&e, "flood → trap") {
+    match fault_of(&e, "flood → trap") {
         PluginFault::Trap { message } => assert!(message.contains("boom requested"), "{message}"),
         other => panic!("expected a trap, got {other}"),
     }
@@ -249,7 +233,7 @@ fn the_memory_and_output_caps_hold_inside_a_chain() {
     });
     let (e, _) = run_chained(&p, "bomb", "bomb");
     assert!(
-        matches!(fault(&e, "flood → bomb"), PluginFault::Memory { limit } if limit == 64 << 20),
+        matches!(fault_of(&e, "flood → bomb"), PluginFault::Memory { limit } if limit == 64 << 20),
         "{e}"
     );
     let p = hostile(Limits {
@@ -258,7 +242,7 @@ fn the_memory_and_output_caps_hold_inside_a_chain() {
     });
     let (e, _) = run_chained(&p, "trap", "flood");
     assert!(
-        matches!(fault(&e, "flood → trap"), PluginFault::OutputTooLarge { limit, bytes } if limit == 8 << 20 && bytes > limit),
+        matches!(fault_of(&e, "flood → trap"), PluginFault::OutputTooLarge { limit, bytes } if limit == 8 << 20 && bytes > limit),
         "{e}"
     );
 }

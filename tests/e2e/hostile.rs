@@ -58,7 +58,9 @@ fn assert_still_serves(p: &Arc<Plugin>, function: &str) {
     assert_eq!(got, vec![serde_json::json!("c"), serde_json::json!("d")]);
 }
 
-fn fault_of(err: &Error, function: &str) -> PluginFault {
+/// The fault of `err`, a plugin error of `hostile`'s `function` at batch
+/// 2000 ms (the poisoned one).
+pub(crate) fn fault_of(err: &Error, function: &str) -> PluginFault {
     match err {
         Error::Plugin {
             plugin,

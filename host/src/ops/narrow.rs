@@ -19,10 +19,15 @@ pub(crate) enum Narrow {
     MapPartitions,
 }
 
-/// Applies `func` to every partition of `rdd`.
-pub(crate) fn apply(kind: Narrow, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+/// `f` on every partition of `rdd`, in parallel: its values (keyed elements
+/// as `[key, value]` pairs, as functions see them) and its call site.
+fn each_partition<T: Send>(
+    rdd: Rdd,
+    ctx: &BatchContext<'_>,
+    f: impl Fn(Column, CallSite) -> Result<T> + Sync + Send,
+) -> Result<Vec<T>> {
     let n = rdd.partitions.len() as u32;
-    let partitions = ctx.pool.install(|| {
+    ctx.pool.install(|| {
         rdd.partitions
             .into_par_iter()
             .enumerate()
@@ -32,27 +37,33 @@ pub(crate) fn apply(kind: Narrow, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>)
                     partition: p as u32,
                     partitions: n,
                 };
-                // Keyed elements reach functions as `[key, value]` pairs.
-                let mut values = if batch.has_keys() {
+                let values = if batch.has_keys() {
                     batch.joined_values().into_owned()
                 } else {
                     batch.values
                 };
-                // Spark runs mapPartitions on empty partitions too.
-                if values.is_empty() && kind != Narrow::MapPartitions {
-                    return Ok(Batch::default());
-                }
-                match kind {
-                    Narrow::Map | Narrow::FlatMap | Narrow::MapPartitions => {
-                        Ok(Batch::from_values(func.apply_values(&mut values, site)?))
-                    }
-                    Narrow::Filter => {
-                        let kept = func.apply_filter(&mut values, site)?;
-                        Ok(Batch::from_values(select(&values, &kept)))
-                    }
-                }
+                f(values, site)
             })
-            .collect::<Result<Vec<_>>>()
+            .collect()
+    })
+}
+
+/// Applies `func` to every partition of `rdd`.
+pub(crate) fn apply(kind: Narrow, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let partitions = each_partition(rdd, ctx, |mut values, site| {
+        // Spark runs mapPartitions on empty partitions too.
+        if values.is_empty() && kind != Narrow::MapPartitions {
+            return Ok(Batch::default());
+        }
+        match kind {
+            Narrow::Map | Narrow::FlatMap | Narrow::MapPartitions => {
+                Ok(Batch::from_values(func.apply_values(&mut values, site)?))
+            }
+            Narrow::Filter => {
+                let kept = func.apply_filter(&mut values, site)?;
+                Ok(Batch::from_values(select(&values, &kept)))
+            }
+        }
     })?;
     Ok(Rdd { partitions })
 }
@@ -67,30 +78,12 @@ pub(crate) fn apply_chain(
     rdd: Rdd,
     ctx: &BatchContext<'_>,
 ) -> Result<(Rdd, Vec<u64>)> {
-    let n = rdd.partitions.len() as u32;
-    let parts = ctx.pool.install(|| {
-        rdd.partitions
-            .into_par_iter()
-            .enumerate()
-            .map(|(p, batch)| {
-                let site = CallSite {
-                    batch: ctx.time,
-                    partition: p as u32,
-                    partitions: n,
-                };
-                let mut values = if batch.has_keys() {
-                    batch.joined_values().into_owned()
-                } else {
-                    batch.values
-                };
-                if values.is_empty() {
-                    return Ok((Batch::default(), vec![0; funcs.len()]));
-                }
-                let (out, counts) =
-                    Func::apply_chain(funcs, (&chain.0, &chain.1), &mut values, site)?;
-                Ok((Batch::from_values(out), counts))
-            })
-            .collect::<Result<Vec<_>>>()
+    let parts = each_partition(rdd, ctx, |mut values, site| {
+        if values.is_empty() {
+            return Ok((Batch::default(), vec![0; funcs.len()]));
+        }
+        let (out, counts) = Func::apply_chain(funcs, (&chain.0, &chain.1), &mut values, site)?;
+        Ok((Batch::from_values(out), counts))
     })?;
     let mut counts = vec![0u64; funcs.len()];
     let mut partitions = Vec::with_capacity(parts.len());
