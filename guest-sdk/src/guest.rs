@@ -100,6 +100,30 @@ fn install_panic_hook() {
     });
 }
 
+/// What every call does first: the panic hook in place, the call's context
+/// set for [`crate::context`].
+fn enter(ctx: &wit::CallContext) {
+    install_panic_hook();
+    crate::set_context(Context {
+        batch_time_ms: ctx.batch_time_ms,
+        partition: ctx.partition,
+        partitions: ctx.partitions,
+        attempt: ctx.attempt,
+    });
+}
+
+/// The error for a function index the plugin does not have.
+fn unknown_function(index: u32, functions: &[Function]) -> CallError {
+    CallError {
+        kind: ErrorKind::UnknownFunction,
+        message: format!(
+            "no function {index}: the plugin has {} functions",
+            functions.len()
+        ),
+        element: None,
+    }
+}
+
 /// The `invoke` export: runs function `index` on one partition-batch.
 pub fn invoke(
     functions: &[Function],
@@ -107,23 +131,10 @@ pub fn invoke(
     ctx: wit::CallContext,
     input: wit::CallInput,
 ) -> Result<wit::CallOutput, wit::PluginError> {
-    install_panic_hook();
+    enter(&ctx);
     let Some(f) = functions.get(index as usize) else {
-        return Err(error(CallError {
-            kind: ErrorKind::UnknownFunction,
-            message: format!(
-                "no function {index}: the plugin has {} functions",
-                functions.len()
-            ),
-            element: None,
-        }));
+        return Err(error(unknown_function(index, functions)));
     };
-    crate::set_context(Context {
-        batch_time_ms: ctx.batch_time_ms,
-        partition: ctx.partition,
-        partitions: ctx.partitions,
-        attempt: ctx.attempt,
-    });
     let primary = crate::Batch {
         keys: column(input.primary.keys),
         values: column(input.primary.values),
@@ -171,13 +182,7 @@ pub fn invoke_chain(
     ctx: wit::CallContext,
     values: wit::Column,
 ) -> Result<wit::ChainOutput, wit::ChainError> {
-    install_panic_hook();
-    crate::set_context(Context {
-        batch_time_ms: ctx.batch_time_ms,
-        partition: ctx.partition,
-        partitions: ctx.partitions,
-        attempt: ctx.attempt,
-    });
+    enter(&ctx);
     let at = |position: usize, e: CallError| wit::ChainError {
         position: position as u32,
         error: error(e),
@@ -204,19 +209,7 @@ pub fn invoke_chain(
                     },
                 ));
             }
-            None => {
-                return Err(at(
-                    position,
-                    CallError {
-                        kind: ErrorKind::UnknownFunction,
-                        message: format!(
-                            "no function {index}: the plugin has {} functions",
-                            functions.len()
-                        ),
-                        element: None,
-                    },
-                ));
-            }
+            None => return Err(at(position, unknown_function(index, functions))),
         };
         current = call(&current).map_err(|e| at(position, e))?;
         counts.push(current.len() as u64);

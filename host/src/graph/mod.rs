@@ -1735,7 +1735,7 @@ impl StreamingContext {
         let input_records = inputs.iter().map(|r| r.count() as u64).sum();
         let mut source_rdds: Vec<Option<Rdd>> = inputs.into_iter().map(Some).collect();
         let remember = g.history.lock().unwrap_or_else(|e| e.into_inner()).remember;
-        let mut chains = if remember == 0 {
+        let mut chains: Vec<Option<Chained>> = if remember == 0 {
             plan_chains(g, &needed, &due, &consumers)
         } else {
             vec![None; n]
@@ -1760,9 +1760,9 @@ impl StreamingContext {
             if !needed[id] || !(due[id] || (op.is_window() && due[parents[0]])) {
                 continue;
             }
-            let chain = match &chains[id] {
+            let chain = match chains[id].take() {
                 Some(Chained::Into) => continue,
-                Some(Chained::Last(_)) => chains[id].take(),
+                Some(Chained::Last(plan)) => Some(plan),
                 None => None,
             };
             let ctx = BatchContext {
@@ -1777,7 +1777,7 @@ impl StreamingContext {
             let label = op.describe();
             let mut chained = None;
             let rdd = match op {
-                _ if let Some(Chained::Last(plan)) = chain => {
+                _ if let Some(plan) = &chain => {
                     let funcs: Vec<&Func> = plan.funcs.iter().collect();
                     let input = Arc::unwrap_or_clone(take(&mut values, plan.input)?);
                     let (rdd, counts) = narrow::apply_chain(&funcs, &plan.chain, input, &ctx)?;
