@@ -60,11 +60,12 @@ pub fn runtime() -> Arc<Runtime> {
     .clone()
 }
 
-/// The Spark reference folder (`../shared/reference`, or `$SLUICE_REFERENCE`).
+/// Spark's recorded outputs and their inputs (`tests/reference`, see its
+/// README), or `$SLUICE_REFERENCE` to check against another recording.
 pub fn reference() -> PathBuf {
     let dir = std::env::var_os("SLUICE_REFERENCE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("..").join("shared").join("reference"));
+        .unwrap_or_else(|| root().join("tests").join("reference"));
     assert!(
         dir.join("golden").is_dir(),
         "the Spark reference outputs are missing at {} (set SLUICE_REFERENCE)",
