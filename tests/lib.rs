@@ -4,6 +4,7 @@
 //! readable expected/got diff.
 
 use serde_json::Value;
+use sluice::LoadPlugins;
 use sluice::{Runtime, RuntimeConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -321,23 +322,23 @@ pub fn chromium(url: &str, extra: &[String]) -> std::process::Output {
 
 /// A `sluice serve` server in this process (no HTTP), its data in `dir`
 /// and its compile cache seeded with the tests' compiled plugins.
-pub fn in_process_server(dir: &Path, max_instances: u32) -> Arc<sluice::server::Server> {
+pub fn in_process_server(dir: &Path, max_instances: u32) -> Arc<sluice_server::Server> {
     seed_cache(&dir.join("cache"));
     let mut config =
-        sluice::server::ServerConfig::new(dir.to_path_buf(), "in-process-admin-token".to_string());
+        sluice_server::ServerConfig::new(dir.to_path_buf(), "in-process-admin-token".to_string());
     config.max_instances = max_instances;
-    sluice::server::Server::open(config).expect("open the server")
+    sluice_server::Server::open(config).expect("open the server")
 }
 
 /// Uploads the built plugin `name` for `tenant`; returns `name@sha256`.
-pub fn upload_plugin(server: &sluice::server::Server, tenant: &str, name: &str) -> String {
+pub fn upload_plugin(server: &sluice_server::Server, tenant: &str, name: &str) -> String {
     let bytes = std::fs::read(plugin(name)).expect("plugin");
     let r = server.add_plugin(tenant, name, &bytes).expect("upload");
     format!("{name}@{}", r.digest)
 }
 
 /// Tenant limits from JSON (missing fields: the defaults).
-pub fn tenant_limits(json: Value) -> Option<sluice::server::TenantLimits> {
+pub fn tenant_limits(json: Value) -> Option<sluice_server::TenantLimits> {
     Some(serde_json::from_value(json).expect("limits"))
 }
 

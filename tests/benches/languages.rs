@@ -6,6 +6,7 @@
 //! `cargo bench -p sluice-tests --bench languages` (env: `BENCH_LINES` per
 //! batch, default 20 000; `BENCH_BATCHES`, default 5).
 
+use sluice::LoadPlugins;
 use sluice::{Limits, ManualClock, Plugin, Runtime, RuntimeConfig, StreamingContext};
 use sluice_tests::{env_or, plugin};
 use std::sync::{Arc, Mutex};

@@ -10,6 +10,7 @@
 //! batches, finish the batch it died in — when it died 1 batch and 9
 //! batches after its last full checkpoint.
 
+use sluice::LoadPlugins;
 use sluice::{ManualClock, StreamingContext};
 use sluice_tests::{env_or, plugin, random_lines, runtime};
 use std::path::Path;

@@ -26,6 +26,7 @@
 //! `BENCH_LATENCY` (`0` skips the latency part), `BENCH_SOCKET_BUFFER_MIB`
 //! (Sluice's receiver buffer, default 256).
 
+use sluice::LoadPlugins;
 use sluice::{BatchInfo, Func, StreamingContext};
 use sluice_tests::{env_or, plugin, random_lines, runtime};
 use std::io::{BufRead, BufReader, Write};

@@ -8,6 +8,7 @@
 //! at, new instances included) and the time `swap_plugin` itself takes
 //! (validation, off the batch path).
 
+use sluice::LoadPlugins;
 use sluice::{Limits, ManualClock, Plugin, StreamingContext};
 use sluice_tests::{env_or, plugin, random_lines, runtime};
 use std::sync::{Arc, Mutex};

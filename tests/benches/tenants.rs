@@ -18,7 +18,7 @@
 //! operator and other time per phase and the tenants' CPU use).
 
 use serde_json::Value;
-use sluice::server::{Server, TenantLimits};
+use sluice_server::{Server, TenantLimits};
 use sluice_tests::env_or;
 use std::collections::BTreeMap;
 use std::sync::Arc;

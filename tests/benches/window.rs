@@ -5,6 +5,7 @@
 //! batch, `BENCH_SLIDES` measured after the window fills). Prints the mean
 //! time per slide of each variant and the ratios, all from one run.
 
+use sluice::LoadPlugins;
 use sluice::{ManualClock, StreamingContext};
 use sluice_tests::{env_or, plugin, random_lines, runtime};
 use std::sync::{Arc, Mutex};

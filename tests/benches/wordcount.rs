@@ -5,6 +5,7 @@
 //! `BENCH_BATCHES`, `BENCH_ROUNDS`, `BENCH_WARMUP`, `BENCH_ONLY=wasm|native`,
 //! `BENCH_WORKERS`). Prints words/s for each and the ratio.
 
+use sluice::LoadPlugins;
 use sluice::{Func, ManualClock, StreamingContext};
 use sluice_tests::{env_or, plugin, runtime};
 use std::sync::{Arc, Mutex};

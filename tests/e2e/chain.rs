@@ -3,6 +3,7 @@
 //! and errors as one call per stage, and the sandbox's limits inside.
 
 use crate::hostile::fault_of;
+use sluice::LoadPlugins;
 use sluice::error::PluginFault;
 use sluice::{BatchInfo, Limits, ManualClock, Plugin, StreamingContext};
 use sluice_tests::{plugin, runtime};

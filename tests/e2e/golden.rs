@@ -3,6 +3,7 @@
 //! must equal `golden/NAME.jsonl`; the same jobs through the library with other
 //! partition counts must give the same records.
 
+use sluice::LoadPlugins;
 use sluice::{Func, ManualClock, StreamingContext};
 use sluice_tests::{assert_matches_golden, plugin, read_jsonl, reference, runtime};
 use std::path::Path;

@@ -2,6 +2,7 @@
 //! back as its documented error naming plugin, function and batch time, and
 //! the host must go on serving the next batch with the same plugin.
 
+use sluice::LoadPlugins;
 use sluice::error::PluginFault;
 use sluice::{BatchTime, Error, Limits, Plugin, StreamingContext};
 use sluice_tests::{plugin, runtime};

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use sluice::Func;
+use sluice::LoadPlugins;
 use sluice_tests::{assert_matches_golden, case_job, plugin, read_jsonl, reference, run_ok};
 use std::collections::{BTreeMap, BTreeSet};
 

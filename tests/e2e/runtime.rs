@@ -1,5 +1,6 @@
 //! The plugin runtime across restarts: the compile cache.
 
+use sluice::LoadPlugins;
 use sluice::plugin::CacheOutcome;
 use sluice::{Limits, ManualClock, Plugin, Runtime, RuntimeConfig, StreamingContext};
 use sluice_tests::plugin;

@@ -10,7 +10,7 @@
 //! directory is refused.
 
 use serde_json::Value;
-use sluice::server::{Server, TenantLimits};
+use sluice_server::{Server, TenantLimits};
 use sluice_tests::{chromium, plugin, read_jsonl, sluice_bin};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

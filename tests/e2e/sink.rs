@@ -2,6 +2,7 @@
 //! batch on instances kept alive across batches; failures retried, then
 //! reported with plugin, function and batch time.
 
+use sluice::LoadPlugins;
 use sluice::error::PluginFault;
 use sluice::{BatchTime, Error};
 use sluice_tests::{plugin, test_context};

@@ -1,6 +1,7 @@
 //! A real job on a real TCP server: word count over the socket receiver,
 //! through a disconnect and reconnect, with a non-UTF-8 line, on the system clock.
 
+use sluice::LoadPlugins;
 use sluice::{Func, StreamingContext};
 use sluice_tests::{plugin, runtime};
 use std::collections::BTreeMap;

@@ -2,6 +2,7 @@
 //! batch boundary, keeping host-owned state; a broken new version rolled
 //! back; an incompatible one refused.
 
+use sluice::LoadPlugins;
 use sluice::{Limits, ManualClock, Plugin, StreamingContext};
 use sluice_tests::{plugin, runtime};
 use std::sync::{Arc, Mutex};

@@ -3,6 +3,7 @@
 //! A's own job, while tenant B's word count, running at the same time,
 //! produces every batch correctly.
 
+use sluice::LoadPlugins;
 use sluice::error::PluginFault;
 use sluice::share::CpuShare;
 use sluice::{Error, Limits, Plugin, StreamingContext, SystemClock};

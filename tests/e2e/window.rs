@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use sluice::Func;
+use sluice::LoadPlugins;
 use sluice_tests::{case_job, read_jsonl, test_context};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

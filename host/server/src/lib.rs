@@ -1,4 +1,7 @@
-//! `sluice serve`: many tenants' jobs in one process.
+//! # sluice-server: `sluice serve`, many tenants' jobs in one process
+//!
+//! Also the streaming web UI and Prometheus metrics of one job
+//! ([`metrics`], [`web`]), which `sluice run --ui` serves too.
 //!
 //! The server keeps everything under one data directory:
 //!
@@ -11,12 +14,12 @@
 //! DATA/tenants/T/jobs/J/checkpoint/      its checkpoints (always on)
 //! ```
 //!
-//! A tenant's jobs are confined specs ([`crate::spec::Overrides::confine`]):
+//! A tenant's jobs are confined specs ([`sluice::spec::Overrides::confine`]):
 //! every file stays inside the job's directory, sockets reach only the
 //! tenant's granted endpoints, plugins are uploaded ones (validated and
 //! compiled when uploaded). Each tenant has [`TenantLimits`]: plugin
 //! memory, call deadline and output ceilings, guest log caps, a CPU share
-//! (see [`crate::share`]), a job count, worker threads and a disk quota;
+//! (see [`sluice::share`]), a job count, worker threads and a disk quota;
 //! the server admits a job only while the memory its plugins may use fits
 //! in its reservation. Jobs that were running when the server stopped are
 //! started again from their checkpoints when it starts.
@@ -24,13 +27,15 @@
 //! The HTTP API is in [`api`]; `api/openapi.json` documents it.
 
 pub mod api;
+pub mod metrics;
+pub mod web;
 
 use crate::metrics::Metrics;
-use crate::plugin::{Limits, Plugin, Runtime, RuntimeConfig};
-use crate::share::CpuShare;
-use crate::spec::{self, Grants, Overrides, PprintTarget};
-use crate::{BatchInfo, StreamingContext, StreamingListener};
 use serde::{Deserialize, Serialize};
+use sluice::plugin::{Limits, Plugin, Runtime, RuntimeConfig};
+use sluice::share::CpuShare;
+use sluice::spec::{self, Grants, Overrides, PprintTarget};
+use sluice::{BatchInfo, StreamingContext, StreamingListener};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -386,7 +391,7 @@ pub fn new_token() -> ApiResult<String> {
 }
 
 fn token_hash(token: &str) -> String {
-    crate::plugin::content_hash(token.as_bytes())
+    sluice::plugin::content_hash(token.as_bytes())
 }
 
 /// Compares without stopping at the first difference.
@@ -436,18 +441,18 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Opens (or creates) the server's data directory. Jobs are not
     /// started: call [`Server::resume_jobs`].
-    pub fn open(config: ServerConfig) -> crate::Result<Arc<Server>> {
-        let io = |what: String| move |e| crate::Error::io(what, e);
+    pub fn open(config: ServerConfig) -> sluice::Result<Arc<Server>> {
+        let io = |what: String| move |e| sluice::Error::io(what, e);
         std::fs::create_dir_all(config.data_dir.join("tenants"))
             .map_err(io(format!("creating {}", config.data_dir.display())))?;
         let state_path = config.data_dir.join("server.json");
         let persisted = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                crate::Error::Plan(format!("{} is damaged: {e}", state_path.display()))
+                sluice::Error::Plan(format!("{} is damaged: {e}", state_path.display()))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
             Err(e) => {
-                return Err(crate::Error::io(
+                return Err(sluice::Error::io(
                     format!("reading {}", state_path.display()),
                     e,
                 ));
@@ -508,7 +513,7 @@ impl Server {
     fn save(&self, p: &Persisted) -> ApiResult<()> {
         let bytes = serde_json::to_vec_pretty(p)
             .map_err(|e| ApiError::internal(format!("encoding the server state: {e}")))?;
-        crate::fsutil::write_atomically(&self.config.data_dir.join("server.json"), &bytes)
+        sluice::fsutil::write_atomically(&self.config.data_dir.join("server.json"), &bytes)
             .map_err(|e| ApiError::internal(format!("saving the server state: {e}")))
     }
 
@@ -670,7 +675,7 @@ impl Server {
                 ),
             ));
         }
-        let digest = crate::plugin::content_hash(bytes);
+        let digest = sluice::plugin::content_hash(bytes);
         if let Some(r) = self.persisted().tenants.get(tenant).and_then(|t| {
             t.plugins
                 .get(name)
@@ -682,7 +687,7 @@ impl Server {
             .tenant_dir(tenant)
             .join("plugins")
             .join(format!("{digest}.wasm"));
-        crate::fsutil::write_atomically(&path, bytes)
+        sluice::fsutil::write_atomically(&path, bytes)
             .map_err(|e| ApiError::internal(format!("storing plugin `{name}`: {e}")))?;
         if let Some(compiler) = &self.config.compiler
             && let Err(e) = self.compile_in_child(compiler, name, &path)
@@ -1427,7 +1432,7 @@ struct Quota {
     dir: PathBuf,
     tenant_dir: PathBuf,
     most: u64,
-    stop: crate::StopHandle,
+    stop: sluice::StopHandle,
     failure: Arc<Mutex<Option<String>>>,
     checked: std::time::Instant,
 }

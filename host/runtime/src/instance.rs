@@ -3,15 +3,17 @@
 //! discards the instance; the call is retried once on a fresh one.
 
 use super::bindings::{
-    self, CallContext, CallInput, CallOutput, LogLevel, PluginError, PluginInfo, WitColumn,
+    self, CallContext, CallInput, CallOutput, LogLevel, PluginError, PluginInfo, WitBatch,
+    WitColumn,
 };
 use super::cache::{CacheOutcome, content_hash};
 use super::capture::Capture;
 use super::engine::Runtime;
 use super::limits::{Capabilities, Limits, MemoryLimiter};
-use crate::error::{Error, PluginFault, Result};
-use crate::share::CallCpu;
-use crate::time::BatchTime;
+use sluice_core::error::{Error, PluginFault, Result};
+use sluice_core::guest::{self, Description, FunctionInfo, Guest, LiveVersion};
+use sluice_core::share::CallCpu;
+use sluice_core::time::BatchTime;
 use sluice_sdk::Kind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -46,7 +48,7 @@ pub struct StoreState {
 
 impl StoreState {
     /// At each epoch tick during a call (and when a lighter tenant's batch
-    /// starts, see [`crate::share`]): charge the CPU used, give way if the
+    /// starts, see [`sluice_core::share`]): charge the CPU used, give way if the
     /// tenant must, and stop the call once it has run for its deadline
     /// (pauses do not count).
     fn on_epoch(&mut self) -> wasmtime::Result<UpdateDeadline> {
@@ -161,30 +163,6 @@ impl Instance {
     }
 }
 
-/// One exported function, as the plugin describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionInfo {
-    /// Name used in jobs.
-    pub name: String,
-    /// Kind of function.
-    pub kind: Kind,
-    /// One-line description.
-    pub doc: String,
-}
-
-/// What a plugin says about itself (`describe`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Description {
-    /// Plugin name.
-    pub name: String,
-    /// Plugin version.
-    pub version: String,
-    /// SDK that built it.
-    pub sdk: String,
-    /// Its functions, in index order.
-    pub functions: Vec<FunctionInfo>,
-}
-
 /// Call counters of a plugin.
 #[derive(Debug, Default)]
 pub struct PluginStats {
@@ -252,7 +230,7 @@ pub struct Plugin {
     stats: PluginStats,
     recent_logs: Mutex<std::collections::VecDeque<GuestLogLine>>,
     /// The version hot-swapped in for the functions made from this plugin.
-    live: std::sync::RwLock<Option<Arc<Plugin>>>,
+    live: LiveVersion,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -442,7 +420,7 @@ impl Plugin {
             cache,
             stats: PluginStats::default(),
             recent_logs: Mutex::default(),
-            live: std::sync::RwLock::default(),
+            live: LiveVersion::default(),
         };
         let mut inst = plugin
             .instantiate()
@@ -495,7 +473,7 @@ impl Drop for Plugin {
     fn drop(&mut self) {
         let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
         if !pool.is_empty() {
-            crate::share::hold_processor(|| drop(pool));
+            sluice_core::share::hold_processor(|| drop(pool));
         }
     }
 }
@@ -636,25 +614,20 @@ impl Plugin {
     /// or the version a hot swap put in its place.
     pub fn live(self: &Arc<Self>) -> Arc<Plugin> {
         self.live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .get()
+            .and_then(|v| v.into_any().downcast::<Plugin>().ok())
             .unwrap_or_else(|| Arc::clone(self))
-    }
-
-    /// Puts `version` in force for this plugin's functions (`None`: itself).
-    pub(crate) fn set_live(&self, version: Option<Arc<Plugin>>) {
-        *self.live.write().unwrap_or_else(|e| e.into_inner()) = version;
     }
 
     /// Index and description of the function called `name`.
     pub fn function(&self, name: &str) -> Option<(u32, &FunctionInfo)> {
-        self.description
-            .functions
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.name == name)
-            .map(|(i, f)| (i as u32, f))
+        self.description.function(name)
+    }
+
+    /// Function `name`, to pass to a `DStream` method.
+    pub fn func(self: &Arc<Self>, name: &str) -> Result<sluice_core::Func> {
+        let guest: Arc<dyn Guest> = self.clone();
+        sluice_core::Func::plugin(&guest, name)
     }
 
     fn function_name(&self, index: u32) -> String {
@@ -665,7 +638,7 @@ impl Plugin {
             .unwrap_or_else(|| format!("#{index}"))
     }
 
-    /// Whether the component exports `chain`, so that [`Plugin::invoke_chain`]
+    /// Whether the component exports `chain`, so that [`Guest::invoke_chain`]
     /// can run several of its functions in one call.
     pub fn chains(&self) -> bool {
         self.chain.is_some()
@@ -674,12 +647,7 @@ impl Plugin {
     /// Calls function `index` on one partition-batch: on a pooled instance,
     /// retried once on a fresh instance after a trap. Typed errors are not
     /// retried. Checks the output size (but not its shape: see the caller).
-    pub(crate) fn invoke(
-        &self,
-        index: u32,
-        ctx: CallContext,
-        input: &CallInput,
-    ) -> Result<CallOutput> {
+    fn invoke_wit(&self, index: u32, ctx: CallContext, input: &CallInput) -> Result<CallOutput> {
         self.call(&[index], ctx, output_bytes, |inst, ctx| {
             let out = inst.plugin.sluice_plugin_operator().call_invoke(
                 &mut inst.store,
@@ -694,9 +662,9 @@ impl Plugin {
     /// Calls the map and flat-map functions `indices` in turn on `values`
     /// (elements without keys), in one call of the component's `chain`
     /// export: the last one's values, and how many elements each produced.
-    /// Retried and checked as [`Plugin::invoke`]; a typed error names the
+    /// Retried and checked as [`Guest::invoke`]; a typed error names the
     /// function that returned it, a trap the whole chain.
-    pub(crate) fn invoke_chain(
+    fn invoke_chain_wit(
         &self,
         indices: &[u32],
         ctx: CallContext,
@@ -846,7 +814,7 @@ impl Plugin {
                     let memory_hit = inst.store.data().limiter.hit;
                     // Discarding the instance zeroes its memory: not while
                     // a lighter tenant's batch runs, nor on its processor.
-                    crate::share::hold_processor(|| drop(inst));
+                    sluice_core::share::hold_processor(|| drop(inst));
                     let fault = if matches!(
                         trap.downcast_ref::<wasmtime::Trap>(),
                         Some(wasmtime::Trap::Interrupt)
@@ -989,5 +957,107 @@ fn output_bytes(out: &CallOutput) -> u64 {
         CallOutput::Batch(b) => column_bytes(&b.keys) + column_bytes(&b.values),
         CallOutput::Selection(s) => 4 * s.len() as u64,
         CallOutput::None => 0,
+    }
+}
+
+/// Lends a column to a call: its buffers move into the WIT record and back
+/// (see [`give_back`]), never copied.
+fn lend(c: &mut sluice_sdk::Column) -> WitColumn {
+    WitColumn {
+        bytes: std::mem::take(&mut c.bytes),
+        offsets: std::mem::take(&mut c.offsets),
+    }
+}
+
+/// Returns what [`lend`] took.
+fn give_back(w: WitColumn, c: &mut sluice_sdk::Column) {
+    c.bytes = w.bytes;
+    c.offsets = w.offsets;
+}
+
+fn wit_context(ctx: guest::CallContext) -> CallContext {
+    CallContext {
+        batch_time_ms: ctx.batch_time_ms,
+        partition: ctx.partition,
+        partitions: ctx.partitions,
+        attempt: ctx.attempt,
+    }
+}
+
+fn column_of(w: WitColumn) -> sluice_sdk::Column {
+    sluice_sdk::Column {
+        bytes: w.bytes,
+        offsets: w.offsets,
+    }
+}
+
+impl Guest for Plugin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> &Description {
+        &self.description
+    }
+
+    fn input_bytes_per_call(&self) -> u64 {
+        self.limits.input_bytes_per_call
+    }
+
+    fn chains(&self) -> bool {
+        self.chain.is_some()
+    }
+
+    fn invoke(
+        &self,
+        function: u32,
+        ctx: guest::CallContext,
+        input: &mut guest::CallInput,
+    ) -> Result<guest::CallOutput> {
+        let wit = CallInput {
+            primary: WitBatch {
+                keys: lend(&mut input.primary.keys),
+                values: lend(&mut input.primary.values),
+            },
+            groups: std::mem::take(&mut input.groups),
+            secondary: lend(&mut input.secondary),
+        };
+        let result = self.invoke_wit(function, wit_context(ctx), &wit);
+        give_back(wit.primary.keys, &mut input.primary.keys);
+        give_back(wit.primary.values, &mut input.primary.values);
+        give_back(wit.secondary, &mut input.secondary);
+        input.groups = wit.groups;
+        Ok(match result? {
+            CallOutput::Batch(b) => guest::CallOutput::Batch(sluice_sdk::Batch {
+                keys: column_of(b.keys),
+                values: column_of(b.values),
+            }),
+            CallOutput::Selection(s) => guest::CallOutput::Selection(s),
+            CallOutput::None => guest::CallOutput::None,
+        })
+    }
+
+    fn invoke_chain(
+        &self,
+        functions: &[u32],
+        ctx: guest::CallContext,
+        values: &mut sluice_sdk::Column,
+    ) -> Result<guest::ChainOutput> {
+        let wit = lend(values);
+        let result = self.invoke_chain_wit(functions, wit_context(ctx), &wit);
+        give_back(wit, values);
+        let out = result?;
+        Ok(guest::ChainOutput {
+            values: column_of(out.values),
+            counts: out.counts,
+        })
+    }
+
+    fn live_version(&self) -> &LiveVersion {
+        &self.live
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
     }
 }

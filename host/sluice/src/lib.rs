@@ -5,8 +5,12 @@
 //! components built against the `sluice:plugin` WIT contract, each instance
 //! sandboxed with a memory cap, a per-call deadline and no ambient authority.
 //!
+//! This crate is what an application embeds: the engine ([`sluice_core`],
+//! re-exported here), the plugin runtime ([`sluice_runtime`], as
+//! [`plugin`]) and the TOML job spec ([`spec`]).
+//!
 //! ```no_run
-//! use sluice::StreamingContext;
+//! use sluice::prelude::*;
 //! use std::time::Duration;
 //!
 //! # fn main() -> sluice::Result<()> {
@@ -30,41 +34,26 @@
 //! [`StreamingContext::with_checkpoint`]: a full checkpoint every checkpoint
 //! interval and a batch-log record per batch in between (see [`checkpoint`]).
 
-pub mod allocator;
-pub mod checkpoint;
-pub mod error;
 pub mod feed;
-pub mod framelog;
-mod fsutil;
-pub mod func;
-pub mod graph;
-pub mod metrics;
-mod ops;
-pub mod plugin;
-pub mod rdd;
-pub mod receiver;
-pub mod render;
-pub mod server;
-pub mod share;
-pub mod sink;
 pub mod spec;
-mod stop;
-pub mod time;
-pub mod web;
 
-pub use error::{Domain, Error, PluginFault, Result};
-pub use func::Func;
-pub use graph::{
-    BatchInfo, DStream, OperatorInfo, RunSummary, StopHandle, StreamingContext, StreamingListener,
-    SwapHandle,
+pub use sluice_core::{
+    BatchInfo, BatchTime, Clock, CollectedBatch, DStream, Domain, Error, Func, ManualClock,
+    OperatorInfo, PluginFault, Result, RunSummary, StopHandle, StreamingContext, StreamingListener,
+    SwapHandle, SystemClock,
 };
-pub use plugin::{Capabilities, Limits, Plugin, Runtime, RuntimeConfig};
-pub use sink::CollectedBatch;
-pub use time::{BatchTime, Clock, ManualClock, SystemClock};
+pub use sluice_core::{
+    allocator, checkpoint, error, framelog, fsutil, func, graph, guest, rdd, receiver, render,
+    share, sink, stop, time,
+};
+pub use sluice_runtime as plugin;
+pub use sluice_runtime::{Capabilities, Limits, LoadPlugins, Plugin, Runtime, RuntimeConfig};
 
-impl Plugin {
-    /// This plugin's function `name`, to pass to a [`DStream`] method.
-    pub fn func(self: &std::sync::Arc<Self>, name: &str) -> Result<Func> {
-        Func::plugin(self, name)
-    }
+/// What a program using Sluice usually needs, the plugin methods of
+/// [`StreamingContext`] ([`LoadPlugins`]) included.
+pub mod prelude {
+    pub use crate::{
+        BatchTime, DStream, Func, Limits, LoadPlugins, ManualClock, Plugin, Runtime,
+        StreamingContext,
+    };
 }

@@ -6,25 +6,25 @@ use std::time::{Duration, Instant};
 
 /// A stop flag with interruptible waits.
 #[derive(Debug, Default)]
-pub(crate) struct StopSignal {
+pub struct StopSignal {
     stopped: Mutex<bool>,
     cv: Condvar,
 }
 
 impl StopSignal {
     /// Raises the flag and wakes every waiter.
-    pub(crate) fn trigger(&self) {
+    pub fn trigger(&self) {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.cv.notify_all();
     }
 
     /// Whether the flag is raised.
-    pub(crate) fn is_stopped(&self) -> bool {
+    pub fn is_stopped(&self) -> bool {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sleeps until `deadline` or the flag is raised; returns true if stopped.
-    pub(crate) fn wait_until(&self, deadline: Instant) -> bool {
+    pub fn wait_until(&self, deadline: Instant) -> bool {
         let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
         while !*stopped {
             let now = Instant::now();
@@ -40,7 +40,7 @@ impl StopSignal {
     }
 
     /// Sleeps for `dur` or until the flag is raised; returns true if stopped.
-    pub(crate) fn wait(&self, dur: Duration) -> bool {
+    pub fn wait(&self, dur: Duration) -> bool {
         self.wait_until(Instant::now() + dur)
     }
 }

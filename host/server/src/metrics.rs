@@ -4,10 +4,10 @@
 //! running totals. [`Metrics::listener`] fills it from the engine's batch
 //! listener; the web UI and the Prometheus endpoint ([`crate::web`]) read it.
 
-use crate::graph::{BatchInfo, StreamingListener};
-use crate::time::BatchTime;
 use indexmap::IndexMap;
 use serde::Serialize;
+use sluice::graph::{BatchInfo, StreamingListener};
+use sluice::time::BatchTime;
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
@@ -115,7 +115,7 @@ pub struct Metrics {
     interval_ms: i64,
     inner: Mutex<Inner>,
     /// Plugins whose call counters and guest logs are shown.
-    plugins: Mutex<Vec<Arc<crate::plugin::Plugin>>>,
+    plugins: Mutex<Vec<Arc<sluice::plugin::Plugin>>>,
     /// The job graph, one line per stream.
     graph: Mutex<Vec<String>>,
 }
@@ -177,7 +177,7 @@ impl Metrics {
         })
     }
 
-    /// Shows the job graph ([`crate::StreamingContext::describe_graph`]).
+    /// Shows the job graph ([`sluice::StreamingContext::describe_graph`]).
     pub fn set_graph(&self, description: &str) {
         *self.graph.lock().unwrap_or_else(|e| e.into_inner()) =
             description.lines().map(str::to_string).collect();
@@ -185,14 +185,14 @@ impl Metrics {
 
     /// Shows `plugin`'s per-function time, calls, traps and retries, and
     /// its recent guest logs.
-    pub fn watch_plugin(&self, plugin: Arc<crate::plugin::Plugin>) {
+    pub fn watch_plugin(&self, plugin: Arc<sluice::plugin::Plugin>) {
         self.plugins
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(plugin);
     }
 
-    fn watched(&self) -> Vec<Arc<crate::plugin::Plugin>> {
+    fn watched(&self) -> Vec<Arc<sluice::plugin::Plugin>> {
         self.plugins
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -229,7 +229,7 @@ impl Metrics {
 
     /// Metrics for a job built from a spec, attached to it: its batches,
     /// graph, plugins (what `sluice run --ui` and `sluice serve` show).
-    pub fn attach(job: &crate::spec::Job) -> Arc<Metrics> {
+    pub fn attach(job: &sluice::spec::Job) -> Arc<Metrics> {
         let metrics = Metrics::new(&job.name, job.context.batch_interval().as_millis() as i64);
         job.context.add_streaming_listener(metrics.listener());
         for plugin in job.plugins.values() {
@@ -240,7 +240,7 @@ impl Metrics {
     }
 
     /// The most recent guest log lines of the watched plugins, oldest first.
-    pub fn recent_logs(&self, n: usize) -> Vec<crate::plugin::GuestLogLine> {
+    pub fn recent_logs(&self, n: usize) -> Vec<sluice::plugin::GuestLogLine> {
         let mut all: Vec<_> = self
             .watched()
             .iter()
@@ -513,7 +513,7 @@ impl Metrics {
             }
         }
         let watched = self.watched();
-        type Counter = fn(&crate::plugin::PluginStats) -> &AtomicU64;
+        type Counter = fn(&sluice::plugin::PluginStats) -> &AtomicU64;
         let per_plugin: [(&str, &str, Counter); 3] = [
             (
                 "sluice_plugin_retries_total",
@@ -543,8 +543,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::OperatorInfo;
-    use crate::time::BatchTime;
+    use sluice::graph::OperatorInfo;
+    use sluice::time::BatchTime;
     use std::time::Duration;
 
     fn batch(index: u64, records: u64, ms: u64) -> BatchInfo {

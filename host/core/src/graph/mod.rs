@@ -7,13 +7,13 @@ use crate::checkpoint::{
 };
 use crate::error::{Error, Result};
 use crate::func::Func;
+use crate::guest::{self, Guest};
 use crate::ops::BatchContext;
 use crate::ops::aggregate;
 use crate::ops::join::{JoinKind, join};
 use crate::ops::keyed::{self, count_by_value, group_by_key, map_values, reduce_by_key};
 use crate::ops::narrow::{self, Narrow};
 use crate::ops::window::{MapWithState, StateByKey, WindowBuffer, WindowFuncs, WindowedReduce};
-use crate::plugin::{Limits, Plugin, Runtime};
 use crate::rdd::Rdd;
 use crate::receiver::queue::QueueSource;
 use crate::receiver::socket::SocketConfig;
@@ -289,7 +289,7 @@ fn plugin_versions(g: &Graph) -> std::collections::BTreeMap<String, PluginVersio
     for node in &g.nodes {
         for (func, _) in node.op.functions() {
             if let Some(p) = func.plugin_ref() {
-                let live = p.live();
+                let live = guest::live(p);
                 let entry = out
                     .entry(p.name().to_string())
                     .or_insert_with(|| PluginVersion {
@@ -310,8 +310,11 @@ fn plugin_versions(g: &Graph) -> std::collections::BTreeMap<String, PluginVersio
 }
 
 /// The plugin functions of the graph: (plugin made from, function, kind).
-fn plugin_uses(g: &Graph) -> Vec<(Arc<Plugin>, String, Kind)> {
-    let mut out: Vec<(Arc<Plugin>, String, Kind)> = Vec::new();
+/// A plugin function a job uses: (plugin it was made from, function, kind).
+type PluginUse = (Arc<dyn Guest>, String, Kind);
+
+fn plugin_uses(g: &Graph) -> Vec<PluginUse> {
+    let mut out: Vec<(Arc<dyn Guest>, String, Kind)> = Vec::new();
     for node in &g.nodes {
         for (func, _) in node.op.functions() {
             if let Some(p) = func.plugin_ref() {
@@ -329,8 +332,6 @@ fn plugin_uses(g: &Graph) -> Vec<(Arc<Plugin>, String, Kind)> {
     out
 }
 
-/// Whether `d` is a positive whole number of milliseconds and a multiple of
-/// a parent's slide of `parent_ms` (the rule for window and slide durations).
 /// The default interval of full checkpoints: max(10 s, 5 × the longest
 /// slide), a multiple of that slide (DESIGN §5).
 fn default_checkpoint_interval(g: &Graph) -> i64 {
@@ -345,7 +346,9 @@ fn default_checkpoint_interval(g: &Graph) -> i64 {
     (want + slide - 1) / slide * slide
 }
 
-pub(crate) fn fits_slide(d: Duration, parent_ms: i64) -> bool {
+/// Whether `d` is a positive whole number of milliseconds and a multiple of
+/// a parent's slide of `parent_ms` (the rule for window and slide durations).
+pub fn fits_slide(d: Duration, parent_ms: i64) -> bool {
     let ms = d.as_millis() as i64;
     ms > 0 && d.subsec_nanos().is_multiple_of(1_000_000) && ms % parent_ms.max(1) == 0
 }
@@ -389,7 +392,7 @@ struct ChainPlan {
     /// The stages before the last: stream name and operator.
     before: Vec<(String, String)>,
     /// The plugin version and function indices (`Func::chain_of`).
-    chain: (Arc<Plugin>, Vec<u32>),
+    chain: (Arc<dyn Guest>, Vec<u32>),
 }
 
 /// Consecutive map and flat-map stages whose functions one plugin can run
@@ -674,8 +677,8 @@ pub trait StreamingListener: Send {
 
 /// A hot swap waiting for (or in) its first batch.
 struct StagedSwap {
-    root: Arc<Plugin>,
-    new: Arc<Plugin>,
+    root: Arc<dyn Guest>,
+    new: Arc<dyn Guest>,
     handle: Arc<SwapHandle>,
 }
 
@@ -758,7 +761,7 @@ pub struct RunSummary {
 /// of streams built on it (Spark's `StreamingContext`).
 ///
 /// ```
-/// use sluice::{Func, ManualClock, StreamingContext};
+/// use sluice_core::{Func, ManualClock, StreamingContext};
 /// use std::{sync::Arc, time::Duration};
 ///
 /// let ssc = StreamingContext::new(Duration::from_secs(1))
@@ -782,7 +785,8 @@ pub struct StreamingContext {
     interval: Duration,
     clock: Arc<dyn Clock>,
     workers: usize,
-    runtime: Option<Arc<Runtime>>,
+    /// What the layers above attached ([`StreamingContext::with_extension`]).
+    extensions: Vec<Arc<dyn std::any::Any + Send + Sync>>,
     stop: StopHandle,
     listeners: Mutex<Vec<Box<dyn StreamingListener>>>,
     started: AtomicBool,
@@ -793,7 +797,7 @@ pub struct StreamingContext {
     /// Hot swaps waiting for the next batch boundary.
     swaps: Mutex<Vec<StagedSwap>>,
     /// The plugin functions the job uses: (plugin it was made from, function, kind).
-    uses: Mutex<Vec<(Arc<Plugin>, String, Kind)>>,
+    uses: Mutex<Vec<PluginUse>>,
     fresh: bool,
     cpu_share: Option<Arc<CpuShare>>,
 }
@@ -826,7 +830,7 @@ impl StreamingContext {
             interval: batch_interval,
             clock: Arc::new(SystemClock),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            runtime: None,
+            extensions: Vec::new(),
             stop: StopHandle::default(),
             listeners: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
@@ -915,10 +919,20 @@ impl StreamingContext {
         self
     }
 
-    /// Uses `runtime` for plugins instead of the process-wide one.
-    pub fn with_runtime(mut self, runtime: Arc<Runtime>) -> Self {
-        self.runtime = Some(runtime);
+    /// Attaches `value` to the context, one per type: how the layers above
+    /// the engine keep what they need beside a job (the plugin runtime that
+    /// loads the job's plugins, say) without the engine knowing them.
+    pub fn with_extension<T: std::any::Any + Send + Sync>(mut self, value: Arc<T>) -> Self {
+        self.extensions.retain(|e| !e.is::<T>());
+        self.extensions.push(value);
         self
+    }
+
+    /// The value of type `T` attached by [`Self::with_extension`].
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.extensions
+            .iter()
+            .find_map(|e| e.clone().downcast::<T>().ok())
     }
 
     /// Worker threads that run partitions in parallel.
@@ -929,47 +943,6 @@ impl StreamingContext {
     /// The batch interval.
     pub fn batch_interval(&self) -> Duration {
         self.interval
-    }
-
-    fn runtime(&self) -> Result<Arc<Runtime>> {
-        match &self.runtime {
-            Some(r) => Ok(r.clone()),
-            None => Runtime::shared(),
-        }
-    }
-
-    /// Loads a plugin component, known in this job as `name`, with default limits.
-    pub fn load_plugin(&self, name: &str, path: impl AsRef<Path>) -> Result<Arc<Plugin>> {
-        self.load_plugin_with_limits(name, path, Limits::default())
-    }
-
-    /// Loads a plugin component with explicit sandbox limits.
-    pub fn load_plugin_with_limits(
-        &self,
-        name: &str,
-        path: impl AsRef<Path>,
-        limits: Limits,
-    ) -> Result<Arc<Plugin>> {
-        Plugin::load_for_job(&self.runtime()?, &self.name, name, path.as_ref(), limits)
-    }
-
-    /// Loads a plugin component with explicit sandbox limits and
-    /// capabilities (a directory it may use, endpoints it may connect to).
-    pub fn load_plugin_granted(
-        &self,
-        name: &str,
-        path: impl AsRef<Path>,
-        limits: Limits,
-        capabilities: crate::plugin::Capabilities,
-    ) -> Result<Arc<Plugin>> {
-        Plugin::load_granted(
-            &self.runtime()?,
-            &self.name,
-            name,
-            path.as_ref(),
-            limits,
-            capabilities,
-        )
     }
 
     fn add_source(&self, name: String, source: Box<dyn Source>) -> DStream {
@@ -1096,7 +1069,14 @@ impl StreamingContext {
     /// first batch (trap, deadline, memory, refusal), it is rolled back and
     /// that batch runs again on the previous version; the handle tells.
     /// Callable before or while the job runs (from another thread).
-    pub fn swap_plugin(&self, plugin: &Arc<Plugin>, new: Arc<Plugin>) -> Result<Arc<SwapHandle>> {
+    pub fn swap_plugin<P: Guest + 'static>(
+        &self,
+        plugin: &Arc<P>,
+        new: Arc<P>,
+    ) -> Result<Arc<SwapHandle>> {
+        let plugin: Arc<dyn Guest> = plugin.clone();
+        let new: Arc<dyn Guest> = new;
+        let plugin = &plugin;
         let uses = {
             let recorded = self.uses.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if recorded.is_empty() {
@@ -1105,7 +1085,7 @@ impl StreamingContext {
                 recorded
             }
         };
-        let mine: Vec<&(Arc<Plugin>, String, Kind)> = uses
+        let mine: Vec<&(Arc<dyn Guest>, String, Kind)> = uses
             .iter()
             .filter(|(p, _, _)| Arc::ptr_eq(p, plugin))
             .collect();
@@ -1116,7 +1096,7 @@ impl StreamingContext {
             )));
         }
         for (_, function, kind) in mine {
-            match new.function(function) {
+            match new.description().function(function) {
                 Some((_, f)) if f.kind == *kind => {}
                 Some((_, f)) => {
                     return Err(Error::Plan(format!(
@@ -1593,19 +1573,19 @@ impl StreamingContext {
 
     /// Puts the hot swaps staged since the last batch in force; returns
     /// them with the version each replaced, for a rollback.
-    fn begin_swaps(&self) -> Vec<(StagedSwap, Arc<Plugin>)> {
+    fn begin_swaps(&self) -> Vec<(StagedSwap, Arc<dyn Guest>)> {
         let staged = std::mem::take(&mut *self.swaps.lock().unwrap_or_else(|e| e.into_inner()));
         staged
             .into_iter()
             .map(|sw| {
-                let previous = sw.root.live();
+                let previous = guest::live(&sw.root);
                 tracing::info!(
                     plugin = %sw.root.name(),
                     from = %previous.description().version,
                     to = %sw.new.description().version,
                     "hot swap: the new version takes over at this batch"
                 );
-                sw.root.set_live(Some(sw.new.clone()));
+                sw.root.live_version().set(Some(sw.new.clone()));
                 (sw, previous)
             })
             .collect()
@@ -1620,7 +1600,7 @@ impl StreamingContext {
         pool: &rayon::ThreadPool,
         (time, index, first): (BatchTime, u64, BatchTime),
         inputs: Vec<Rdd>,
-        swaps: Vec<(StagedSwap, Arc<Plugin>)>,
+        swaps: Vec<(StagedSwap, Arc<dyn Guest>)>,
     ) -> Result<(u64, Vec<OperatorInfo>)> {
         if swaps.is_empty() {
             return self.run_batch(g, pool, time, index, first, inputs);
@@ -1662,7 +1642,7 @@ impl StreamingContext {
         let why = result.err().map(|e| e.to_string()).unwrap_or_default();
         for (sw, previous) in &swaps {
             let back = (!Arc::ptr_eq(previous, &sw.root)).then(|| previous.clone());
-            sw.root.set_live(back);
+            sw.root.live_version().set(back);
             tracing::error!(
                 plugin = %sw.root.name(),
                 version = %sw.new.description().version,

@@ -53,7 +53,7 @@
 use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::graph::{DStream, StreamingContext};
-use crate::plugin::{Limits, Plugin};
+use crate::plugin::{Limits, LoadPlugins, Plugin};
 use crate::receiver::generator::GeneratorConfig;
 use crate::receiver::queue::read_queue_file;
 use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
@@ -955,7 +955,7 @@ fn plugin_function(
             format!("unknown plugin `{plugin}` (declared: {})", known.join(", ")),
         );
     };
-    Func::plugin(p, fname).or_else(|e| {
+    p.func(fname).or_else(|e| {
         // The spec error already says where; keep only what is wrong.
         let message = match e {
             Error::Plan(m) => m,

@@ -4,7 +4,7 @@
 
 use super::cache::CompileCache;
 use super::instance::StoreState;
-use crate::error::{Error, Result};
+use sluice_core::error::{Error, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,7 +15,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the ticker advances the engine's epoch: the deadline granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How often it does while a light tenant's batch runs (see
-/// [`crate::share`]): running calls check as often, so that one which has
+/// [`sluice_core::share`]): running calls check as often, so that one which has
 /// turned long is seen at once. The cost is the ticker's wakeup and one
 /// epoch callback per running call each millisecond, while light batches
 /// run.
@@ -72,6 +72,9 @@ pub struct Runtime {
     pub(crate) cache: CompileCache,
     pub(crate) config: RuntimeConfig,
     stop_ticker: Arc<AtomicBool>,
+    /// Its registration with [`sluice_core::share`] (running calls check at
+    /// once when a light batch starts).
+    waker: u64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -125,7 +128,10 @@ impl Runtime {
         )
         .map_err(engine_err)?;
         let cache = CompileCache::new(config.cache_dir.clone(), &engine);
-        crate::share::register_engine(&engine);
+        let waker = {
+            let engine = engine.clone();
+            sluice_core::share::register_waker(Arc::new(move || engine.increment_epoch()))
+        };
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -134,11 +140,13 @@ impl Runtime {
                 .name("sluice-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        crate::share::tick_sleep(if crate::share::light_batch_running() {
-                            FAST_TICK
-                        } else {
-                            EPOCH_TICK
-                        });
+                        sluice_core::share::tick_sleep(
+                            if sluice_core::share::light_batch_running() {
+                                FAST_TICK
+                            } else {
+                                EPOCH_TICK
+                            },
+                        );
                         engine.increment_epoch();
                     }
                 })
@@ -150,6 +158,7 @@ impl Runtime {
             cache,
             config,
             stop_ticker,
+            waker,
         }))
     }
 
@@ -167,6 +176,6 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
-        crate::share::forget_engine(&self.engine);
+        sluice_core::share::forget_waker(self.waker);
     }
 }

@@ -5,6 +5,7 @@ mod client;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use sluice::LoadPlugins;
 use sluice::feed::{FeedConfig, FeedServer};
 use sluice::plugin::{CacheOutcome, Limits, Plugin, Runtime};
 use sluice::spec::{self, Overrides};
@@ -563,7 +564,7 @@ fn serve(
     admin_token_file: Option<PathBuf>,
     tenant_defaults: Option<String>,
 ) -> Result<()> {
-    use sluice::server::{Server, ServerConfig};
+    use sluice_server::{Server, ServerConfig};
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let token_path = data.join("admin.token");
     let admin_token = if let Some(f) = &admin_token_file {
@@ -575,7 +576,7 @@ fn serve(
         std::fs::read_to_string(&token_path)
             .with_context(|| format!("reading {}", token_path.display()))?
     } else {
-        let t = sluice::server::new_token().map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let t = sluice_server::new_token().map_err(|e| anyhow::anyhow!("{}", e.message))?;
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
@@ -593,7 +594,7 @@ fn serve(
     }
     let mut config = ServerConfig::new(data.clone(), admin_token);
     // Uploads compile in a child process, bounded in time and memory.
-    config.compiler = Some(sluice::server::Compiler {
+    config.compiler = Some(sluice_server::Compiler {
         exe: std::env::current_exe().context("locating the sluice binary")?,
         memory_bytes: 4 << 30,
     });
@@ -623,7 +624,7 @@ fn serve(
         .build()
         .context("starting the server's runtime")?;
     runtime.block_on(async {
-        let listener = sluice::server::api::bind(at)
+        let listener = sluice_server::api::bind(at)
             .await
             .with_context(|| format!("listening on {at}"))?;
         let local = listener.local_addr()?;
@@ -648,7 +649,7 @@ fn serve(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        sluice::server::api::serve(server.clone(), listener, shutdown)
+        sluice_server::api::serve(server.clone(), listener, shutdown)
             .await
             .context("serving the API")
     })?;
@@ -703,7 +704,7 @@ fn run(
             "loaded plugin"
         );
     }
-    let metrics = sluice::metrics::Metrics::attach(&job);
+    let metrics = sluice_server::metrics::Metrics::attach(&job);
     let _ui = match ui {
         Some(addr) => {
             let at = addr
@@ -711,7 +712,7 @@ fn run(
                 .with_context(|| format!("--ui: resolving {addr}"))?
                 .next()
                 .with_context(|| format!("--ui: {addr} resolves to nothing"))?;
-            let server = sluice::web::UiServer::start(at, metrics.clone())
+            let server = sluice_server::web::UiServer::start(at, metrics.clone())
                 .with_context(|| format!("--ui: serving on {at}"))?;
             tracing::info!(url = %format!("http://{}/", server.local_addr()), "web UI and /metrics");
             Some(server)
@@ -913,7 +914,7 @@ fn sdk_path(given: Option<PathBuf>) -> Result<PathBuf> {
         .or_else(|| std::env::var_os("SLUICE_SDK_PATH").map(PathBuf::from))
         .unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
+                .join("../..")
                 .join("guest-sdk")
         });
     if !path.join("Cargo.toml").is_file() {
@@ -931,21 +932,21 @@ fn sdk_path(given: Option<PathBuf>) -> Result<PathBuf> {
 const PYTHON_SDK: [(&str, &str); 3] = [
     (
         "__init__.py",
-        include_str!("../../guest-sdk/python/sluice/__init__.py"),
+        include_str!("../../../guest-sdk/python/sluice/__init__.py"),
     ),
     (
         "_guest.py",
-        include_str!("../../guest-sdk/python/sluice/_guest.py"),
+        include_str!("../../../guest-sdk/python/sluice/_guest.py"),
     ),
     (
         "_msgpack.py",
-        include_str!("../../guest-sdk/python/sluice/_msgpack.py"),
+        include_str!("../../../guest-sdk/python/sluice/_msgpack.py"),
     ),
 ];
-const JS_SDK: [(&str, &str); 1] = [("sluice.js", include_str!("../../guest-sdk/js/sluice.js"))];
+const JS_SDK: [(&str, &str); 1] = [("sluice.js", include_str!("../../../guest-sdk/js/sluice.js"))];
 const WIT: [(&str, &str); 2] = [
-    ("plugin.wit", include_str!("../../wit/plugin.wit")),
-    ("types.wit", include_str!("../../wit/types.wit")),
+    ("plugin.wit", include_str!("../../../wit/plugin.wit")),
+    ("types.wit", include_str!("../../../wit/types.wit")),
 ];
 
 fn write_files(dir: &std::path::Path, files: &[(&str, &str)]) -> Result<()> {

@@ -6,7 +6,7 @@ use std::path::Path;
 /// Writes `bytes` to `path` atomically: to the hidden temporary
 /// `.NAME.tmp` beside it, fsynced, renamed over `path`, then the directory
 /// fsynced. On error the temporary file is removed and `path` is untouched.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -30,7 +30,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 /// Runs `write` until it succeeds: each failure (disk full, I/O error) is
 /// reported and retried after 100 ms, doubling to 5 s, so nothing goes on
 /// as if it had been written. Gives the error back once `give_up()` holds.
-pub(crate) fn retry_write<T, E: std::fmt::Display>(
+pub fn retry_write<T, E: std::fmt::Display>(
     what: &str,
     batch_ms: i64,
     give_up: impl Fn() -> bool,

@@ -3,8 +3,7 @@
 //! baseline). Both run the same columnar loops of `sluice_sdk::run`.
 
 use crate::error::{Error, PluginFault, Result};
-use crate::plugin::Plugin;
-use crate::plugin::bindings::{CallContext, CallInput, CallOutput, WitBatch, WitColumn};
+use crate::guest::{self, CallContext, CallInput, CallOutput, Guest};
 use crate::time::BatchTime;
 use serde::{Serialize, de::DeserializeOwned};
 use sluice_sdk::{Batch, CallError, Column, Kind};
@@ -34,7 +33,7 @@ enum Native {
 #[derive(Clone)]
 enum Imp {
     Plugin {
-        plugin: Arc<Plugin>,
+        plugin: Arc<dyn Guest>,
         index: u32,
         function: String,
     },
@@ -77,10 +76,30 @@ impl CallSite {
     }
 }
 
+/// A loaded guest as the engine holds it: `Arc<Plugin>` (the wasm runtime's
+/// type) or an already erased `Arc<dyn Guest>`.
+pub trait AsGuest {
+    /// The guest behind a shared, type-erased handle.
+    fn as_guest(&self) -> Arc<dyn Guest>;
+}
+
+impl<G: Guest + 'static> AsGuest for Arc<G> {
+    fn as_guest(&self) -> Arc<dyn Guest> {
+        self.clone()
+    }
+}
+
+impl AsGuest for Arc<dyn Guest> {
+    fn as_guest(&self) -> Arc<dyn Guest> {
+        self.clone()
+    }
+}
+
 impl Func {
     /// Function `name` of a loaded plugin.
-    pub fn plugin(plugin: &Arc<Plugin>, name: &str) -> Result<Func> {
-        let (index, info) = plugin.function(name).ok_or_else(|| {
+    pub fn plugin(plugin: &impl AsGuest, name: &str) -> Result<Func> {
+        let plugin = plugin.as_guest();
+        let (index, info) = plugin.description().function(name).ok_or_else(|| {
             let names: Vec<&str> = plugin
                 .description()
                 .functions
@@ -98,7 +117,7 @@ impl Func {
             name: format!("{}.{}", plugin.name(), name),
             kind: info.kind,
             imp: Imp::Plugin {
-                plugin: plugin.clone(),
+                plugin,
                 index,
                 function: name.to_string(),
             },
@@ -267,7 +286,7 @@ impl Func {
     }
 
     /// The plugin behind it, if it is a plugin function.
-    pub fn plugin_ref(&self) -> Option<&Arc<Plugin>> {
+    pub fn plugin_ref(&self) -> Option<&Arc<dyn Guest>> {
         match &self.imp {
             Imp::Plugin { plugin, .. } => Some(plugin),
             Imp::Native(_) => None,
@@ -276,7 +295,7 @@ impl Func {
 
     /// The plugin version in force and the function's index in it (a hot
     /// swap may have replaced the plugin the function was made from).
-    fn live_plugin(&self) -> Result<(Arc<Plugin>, u32)> {
+    fn live_plugin(&self) -> Result<(Arc<dyn Guest>, u32)> {
         let Imp::Plugin {
             plugin,
             index,
@@ -288,16 +307,20 @@ impl Func {
                 self.name
             )));
         };
-        let live = plugin.live();
+        let live = guest::live(plugin);
         if Arc::ptr_eq(&live, plugin) {
             return Ok((live, *index));
         }
-        let index = live.function(function).map(|(i, _)| i).ok_or_else(|| {
-            Error::Internal(format!(
-                "the swapped-in version of `{}` lacks `{function}`",
-                plugin.name()
-            ))
-        })?;
+        let index = live
+            .description()
+            .function(function)
+            .map(|(i, _)| i)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "the swapped-in version of `{}` lacks `{function}`",
+                    plugin.name()
+                ))
+            })?;
         Ok((live, index))
     }
 
@@ -306,7 +329,7 @@ impl Func {
             return l;
         }
         match &self.imp {
-            Imp::Plugin { plugin, .. } => plugin.limits().input_bytes_per_call as usize,
+            Imp::Plugin { plugin, .. } => plugin.input_bytes_per_call() as usize,
             Imp::Native(_) => usize::MAX,
         }
     }
@@ -357,42 +380,32 @@ impl Func {
     /// Calls a plugin function with `primary` (keys may be empty), `groups`
     /// and `secondary`, lent to it and given back unchanged.
     fn call_plugin(
-        plugin: &Plugin,
+        plugin: &dyn Guest,
         index: u32,
         site: CallSite,
         primary: (&mut Column, &mut Column),
         groups: Vec<u32>,
         secondary: &mut Column,
     ) -> Result<CallOutput> {
-        fn lend(c: &mut Column) -> WitColumn {
-            WitColumn {
-                bytes: std::mem::take(&mut c.bytes),
-                offsets: std::mem::take(&mut c.offsets),
-            }
-        }
-        fn give_back(w: WitColumn, c: &mut Column) {
-            c.bytes = w.bytes;
-            c.offsets = w.offsets;
-        }
         let (keys, values) = primary;
-        let input = CallInput {
-            primary: WitBatch {
-                keys: lend(keys),
-                values: lend(values),
+        let mut input = CallInput {
+            primary: Batch {
+                keys: std::mem::take(keys),
+                values: std::mem::take(values),
             },
             groups,
-            secondary: lend(secondary),
+            secondary: std::mem::take(secondary),
         };
-        let result = plugin.invoke(index, site.context(), &input);
-        give_back(input.primary.keys, keys);
-        give_back(input.primary.values, values);
-        give_back(input.secondary, secondary);
+        let result = plugin.invoke(index, site.context(), &mut input);
+        *keys = input.primary.keys;
+        *values = input.primary.values;
+        *secondary = input.secondary;
         result
     }
 
     /// A plugin call on values alone.
     fn call_values(
-        plugin: &Plugin,
+        plugin: &dyn Guest,
         index: u32,
         site: CallSite,
         values: &mut Column,
@@ -416,10 +429,7 @@ impl Func {
         if !b.keys.offsets.is_empty() {
             return Err(self.bad_output(site, format!("{what} must return values without keys")));
         }
-        let c = Column {
-            bytes: b.values.bytes,
-            offsets: b.values.offsets,
-        };
+        let c = b.values;
         c.validate()
             .map_err(|e| self.bad_output(site, e.to_string()))?;
         Ok(c)
@@ -445,31 +455,22 @@ impl Func {
             Imp::Native(Native::Values(f)) => f(input).map_err(|e| self.native_err(site, e))?,
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let out = Func::call_values(&plugin, index, site, input, Vec::new())?;
+                let out = Func::call_values(&*plugin, index, site, input, Vec::new())?;
                 let CallOutput::Batch(b) = out else {
                     return Err(self.bad_output(site, "expected a batch".to_string()));
                 };
                 if !b.keys.offsets.is_empty() {
                     // Keys are folded into pairs: the engine keeps one representation.
                     let batch = sluice_sdk::Batch {
-                        keys: Column {
-                            bytes: b.keys.bytes,
-                            offsets: b.keys.offsets,
-                        },
-                        values: Column {
-                            bytes: b.values.bytes,
-                            offsets: b.values.offsets,
-                        },
+                        keys: b.keys,
+                        values: b.values,
                     };
                     batch
                         .validate()
                         .map_err(|e| self.bad_output(site, e.to_string()))?;
                     batch.joined_values().into_owned()
                 } else {
-                    let c = Column {
-                        bytes: b.values.bytes,
-                        offsets: b.values.offsets,
-                    };
+                    let c = b.values;
                     c.validate()
                         .map_err(|e| self.bad_output(site, e.to_string()))?;
                     c
@@ -500,11 +501,11 @@ impl Func {
     /// functions, all of one plugin that exports `chain`, all live in the
     /// same version, none but the first with an input limit of its own
     /// (the values between them never reach the host to be cut).
-    pub(crate) fn chain_of(funcs: &[&Func]) -> Option<(Arc<Plugin>, Vec<u32>)> {
+    pub(crate) fn chain_of(funcs: &[&Func]) -> Option<(Arc<dyn Guest>, Vec<u32>)> {
         if funcs.len() < 2 {
             return None;
         }
-        let mut live: Option<Arc<Plugin>> = None;
+        let mut live: Option<Arc<dyn Guest>> = None;
         let mut indices = Vec::with_capacity(funcs.len());
         for (i, f) in funcs.iter().enumerate() {
             if !matches!(f.kind, Kind::Map | Kind::FlatMap) || (i > 0 && f.limit.is_some()) {
@@ -530,7 +531,7 @@ impl Func {
     /// given back unchanged.
     pub(crate) fn apply_chain(
         funcs: &[&Func],
-        (plugin, indices): (&Plugin, &[u32]),
+        (plugin, indices): (&dyn Guest, &[u32]),
         input: &mut Column,
         site: CallSite,
     ) -> Result<(Column, Vec<u64>)> {
@@ -551,14 +552,7 @@ impl Func {
             )?;
             return Ok((out, counts));
         }
-        let values = WitColumn {
-            bytes: std::mem::take(&mut input.bytes),
-            offsets: std::mem::take(&mut input.offsets),
-        };
-        let result = plugin.invoke_chain(indices, site.context(), &values);
-        input.bytes = values.bytes;
-        input.offsets = values.offsets;
-        let result = result?;
+        let result = plugin.invoke_chain(indices, site.context(), input)?;
         if result.counts.len() != funcs.len() {
             return Err(last.bad_output(
                 site,
@@ -581,10 +575,7 @@ impl Func {
             }
             before = n;
         }
-        let out = Column {
-            bytes: result.values.bytes,
-            offsets: result.values.offsets,
-        };
+        let out = result.values;
         out.validate()
             .map_err(|e| last.bad_output(site, e.to_string()))?;
         if out.len() as u64 != before {
@@ -648,7 +639,7 @@ impl Func {
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
                 let out = Func::call_plugin(
-                    &plugin,
+                    &*plugin,
                     index,
                     site,
                     (keys, values),
@@ -659,14 +650,8 @@ impl Func {
                     return Err(self.bad_output(site, "expected a batch".to_string()));
                 };
                 let batch = Batch {
-                    keys: Column {
-                        bytes: b.keys.bytes,
-                        offsets: b.keys.offsets,
-                    },
-                    values: Column {
-                        bytes: b.values.bytes,
-                        offsets: b.values.offsets,
-                    },
+                    keys: b.keys,
+                    values: b.values,
                 };
                 if !batch.is_empty() && !batch.has_keys() {
                     return Err(self.bad_output(
@@ -718,7 +703,7 @@ impl Func {
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
                 let out = Func::call_plugin(
-                    &plugin,
+                    &*plugin,
                     index,
                     site,
                     (&mut Column::new(), primary),
@@ -786,7 +771,7 @@ impl Func {
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
                 let out = Func::call_plugin(
-                    &plugin,
+                    &*plugin,
                     index,
                     site,
                     (&mut Column::new(), values),
@@ -846,7 +831,7 @@ impl Func {
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
                 let out = Func::call_plugin(
-                    &plugin,
+                    &*plugin,
                     index,
                     site,
                     (&mut input.keys, &mut input.values),
@@ -885,7 +870,7 @@ impl Func {
             Imp::Native(Native::Sink(f)) => f(input).map_err(|e| self.native_err(site, e)),
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let out = Func::call_values(&plugin, index, site, input, Vec::new())?;
+                let out = Func::call_values(&*plugin, index, site, input, Vec::new())?;
                 match out {
                     CallOutput::None => Ok(()),
                     _ => Err(self.bad_output(site, "a sink must return nothing".to_string())),
@@ -920,7 +905,7 @@ impl Func {
             Imp::Native(Native::Filter(f)) => f(input).map_err(|e| self.native_err(site, e))?,
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let out = Func::call_values(&plugin, index, site, input, Vec::new())?;
+                let out = Func::call_values(&*plugin, index, site, input, Vec::new())?;
                 let CallOutput::Selection(s) = out else {
                     return Err(
                         self.bad_output(site, "a filter must return a selection".to_string())
@@ -968,7 +953,7 @@ impl Func {
             }
             Imp::Plugin { .. } => {
                 let (plugin, index) = self.live_plugin()?;
-                let out = Func::call_values(&plugin, index, site, values, groups)?;
+                let out = Func::call_values(&*plugin, index, site, values, groups)?;
                 let c = self.output_column(site, out, "a reduce")?;
                 if c.iter().any(<[u8]>::is_empty) {
                     return Err(

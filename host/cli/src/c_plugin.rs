@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 /// The C guest SDK, built into `sluice` so that `sluice plugin new|build
 /// --lang c` work anywhere.
 const C_SDK: [(&str, &str); 2] = [
-    ("sluice.h", include_str!("../../guest-sdk/c/sluice.h")),
-    ("sluice.c", include_str!("../../guest-sdk/c/sluice.c")),
+    ("sluice.h", include_str!("../../../guest-sdk/c/sluice.h")),
+    ("sluice.c", include_str!("../../../guest-sdk/c/sluice.c")),
 ];
 
 /// Whether `dir` holds a C plugin: a `.c` file declaring `SLUICE_PLUGIN(...)`.

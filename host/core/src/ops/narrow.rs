@@ -4,7 +4,7 @@
 use super::BatchContext;
 use crate::error::Result;
 use crate::func::{CallSite, Func};
-use crate::plugin::Plugin;
+use crate::guest::Guest;
 use crate::rdd::Rdd;
 use rayon::prelude::*;
 use sluice_sdk::{Batch, Column};
@@ -74,7 +74,7 @@ pub(crate) fn apply(kind: Narrow, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>)
 /// and how many elements each function produced over all partitions.
 pub(crate) fn apply_chain(
     funcs: &[&Func],
-    chain: &(Arc<Plugin>, Vec<u32>),
+    chain: &(Arc<dyn Guest>, Vec<u32>),
     rdd: Rdd,
     ctx: &BatchContext<'_>,
 ) -> Result<(Rdd, Vec<u64>)> {
@@ -82,7 +82,7 @@ pub(crate) fn apply_chain(
         if values.is_empty() {
             return Ok((Batch::default(), vec![0; funcs.len()]));
         }
-        let (out, counts) = Func::apply_chain(funcs, (&chain.0, &chain.1), &mut values, site)?;
+        let (out, counts) = Func::apply_chain(funcs, (&*chain.0, &chain.1), &mut values, site)?;
         Ok((Batch::from_values(out), counts))
     })?;
     let mut counts = vec![0u64; funcs.len()];

@@ -1,5 +1,5 @@
 //! The CLI's side of `sluice serve`: `sluice submit`, `sluice job …`,
-//! `sluice tenant …` call the server's HTTP API (see `sluice::server::api`).
+//! `sluice tenant …` call the server's HTTP API (see `sluice_server::api`).
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "plugin",
 });
 
@@ -12,7 +12,7 @@ wasmtime::component::bindgen!({
 /// used, looked up in each component that has it.
 pub mod chained {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "chained-plugin",
         with: {
             "sluice:plugin/types": super::sluice::plugin::types,

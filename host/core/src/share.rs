@@ -321,15 +321,15 @@ impl CpuShare {
 struct Running {
     turns: Mutex<Vec<Arc<CpuShare>>>,
     changed: Condvar,
-    /// Engines whose running calls are made to check at once (by advancing
-    /// their epoch) when a light group's batch starts.
-    engines: Mutex<Vec<wasmtime::Engine>>,
+    /// How to make running plugin calls check at once when a light group's
+    /// batch starts (a wasm engine advances its epoch), by registration id.
+    wakers: Mutex<Vec<(u64, Waker)>>,
 }
 
 static RUNNING: LazyLock<Running> = LazyLock::new(|| Running {
     turns: Mutex::new(Vec::new()),
     changed: Condvar::new(),
-    engines: Mutex::new(Vec::new()),
+    wakers: Mutex::new(Vec::new()),
 });
 
 impl Running {
@@ -356,13 +356,8 @@ impl Running {
                 .any(|s| !Arc::ptr_eq(s, share) && s.heavy_flag())
         };
         if light && heavy_running {
-            for e in self
-                .engines
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                e.increment_epoch();
+            for (_, wake) in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                wake();
             }
         }
         light
@@ -386,23 +381,31 @@ impl Running {
     }
 }
 
-/// Makes running calls of `engine` check at once when a light group's
-/// batch starts (see the module docs); [`forget_engine`] undoes it.
-pub(crate) fn register_engine(engine: &wasmtime::Engine) {
+/// Makes a plugin runtime's running calls check at once: `wake` is called
+/// when a light group's batch starts (see the module docs). A wasm engine
+/// registers one that advances its epoch.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Registers `wake` (see [`Waker`]); [`forget_waker`] with the id returned
+/// undoes it.
+pub fn register_waker(wake: Waker) -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
     RUNNING
-        .engines
+        .wakers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(engine.clone());
+        .push((id, wake));
+    id
 }
 
-/// Undoes [`register_engine`].
-pub(crate) fn forget_engine(engine: &wasmtime::Engine) {
+/// Undoes [`register_waker`].
+pub fn forget_waker(id: u64) {
     RUNNING
-        .engines
+        .wakers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .retain(|e| !wasmtime::Engine::same(e, engine));
+        .retain(|(i, _)| *i != id);
 }
 
 /// The group and job the current thread works for (set on a job's batch
@@ -499,7 +502,7 @@ fn give_way(share: &CpuShare, long: bool) -> Duration {
 ///
 /// On a thread of no job (a job's plugins dropped by the server), it is
 /// kept clear of by every light batch.
-pub(crate) fn hold_processor<R>(f: impl FnOnce() -> R) -> R {
+pub fn hold_processor<R>(f: impl FnOnce() -> R) -> R {
     let job = CURRENT.with(|c| c.borrow().clone());
     if let Some(job) = &job {
         give_way(&job.share, false);
@@ -518,7 +521,7 @@ pub(crate) fn hold_processor<R>(f: impl FnOnce() -> R) -> R {
 /// One plugin call's clock: when it started, how long it was paused for
 /// lighter groups, and the thread's CPU time at the last check.
 #[derive(Debug)]
-pub(crate) struct CallCpu {
+pub struct CallCpu {
     started: Instant,
     paused: Duration,
     last_cpu: Option<Duration>,
@@ -546,7 +549,7 @@ impl CallCpu {
     /// Starts timing a call on the current thread — after giving way, if
     /// its group must, to a lighter group's batch already running (which
     /// started before this call could be made to check).
-    pub(crate) fn begin(&mut self) {
+    pub fn begin(&mut self) {
         let job = CURRENT.with(|c| c.borrow().clone());
         if let Some(job) = &job {
             give_way(&job.share, false);
@@ -569,7 +572,7 @@ impl CallCpu {
 
     /// Ends the call on the current thread: a long call is no longer kept
     /// clear of.
-    pub(crate) fn end(&mut self) {
+    pub fn end(&mut self) {
         self.was_long = self.running() >= LONG_CALL;
         if self.long_on.take().is_some() {
             placement::forget_long_call();
@@ -577,14 +580,14 @@ impl CallCpu {
     }
 
     /// How long the call has run, not counting its pauses.
-    pub(crate) fn running(&self) -> Duration {
+    pub fn running(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.paused)
     }
 
     /// At an epoch check of the call: charges the CPU the thread used
     /// since the last check to its group, then, while the group must give
     /// way to a lighter one, waits.
-    pub(crate) fn check(&mut self) {
+    pub fn check(&mut self) {
         let Some(job) = CURRENT.with(|c| c.borrow().clone()) else {
             return;
         };
@@ -706,11 +709,11 @@ impl ThreadGroup {
 }
 
 /// Whether a light group's batch is running (Linux; elsewhere never). The
-/// epoch ticker ticks faster meanwhile ([`crate::plugin::FAST_TICK`]), so
+/// epoch ticker ticks faster meanwhile (the wasm runtime's `FAST_TICK`), so
 /// that a call which turns long during the batch (a new job's first,
 /// unknown, call) is noticed within a millisecond of it, not of the next
 /// regular tick, and the light batch moves off its processor.
-pub(crate) fn light_batch_running() -> bool {
+pub fn light_batch_running() -> bool {
     placement::light_running()
 }
 
@@ -719,7 +722,7 @@ static TICKERS: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
 /// The epoch ticker's sleep: `tick`, or less if a light batch starts
 /// meanwhile (the ticker then ticks at once and goes on at the fast rate).
-pub(crate) fn tick_sleep(tick: Duration) {
+pub fn tick_sleep(tick: Duration) {
     let (starts, woken) = &TICKERS;
     let guard = starts.lock().unwrap_or_else(|e| e.into_inner());
     let seen = *guard;
