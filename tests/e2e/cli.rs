@@ -611,3 +611,36 @@ fn a_confined_spec_cannot_reach_outside_its_directory() {
     }
     assert!(!dir.path().join("outside").exists());
 }
+
+#[test]
+fn explain_cuts_the_word_count_into_two_stages_at_its_shuffle() {
+    let dir = tempfile::tempdir().expect("temp");
+    let job = sluice_tests::example_job("wordcount.toml", dir.path());
+    let text = run_ok(sluice().arg("explain").arg(&job).args(["--workers", "3"]));
+    assert!(text.contains("2 stages"), "{text}");
+    // Stage 0 reads the socket into one partition per worker and runs the
+    // narrow split and pair; the key shuffle starts stage 1.
+    let (first, second) = text.split_once("stage 1:").expect("a stage 1");
+    assert!(first.contains("stage 0: 3 tasks"), "{text}");
+    for stream in ["`lines`", "`words`", "`pairs`"] {
+        assert!(first.contains(stream), "{stream} in stage 0:\n{text}");
+    }
+    assert!(second.starts_with(" 2 tasks"), "{text}");
+    assert!(second.contains("hash of the key into 2"), "{text}");
+    assert!(second.contains("`counts`"), "{text}");
+    assert!(second.contains("output 0: pprint 10 of [3]"), "{text}");
+    assert!(!text.contains("stage 2"), "{text}");
+
+    let dot = run_ok(sluice().arg("explain").arg(&job).args(["--format", "dot"]));
+    assert_eq!(dot.matches("subgraph cluster_stage").count(), 2, "{dot}");
+    assert!(dot.contains("s2 -> s3 [style=dashed"), "{dot}");
+
+    let out = sluice()
+        .arg("explain")
+        .arg(&job)
+        .args(["--format", "svg"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "an unknown format is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("svg"));
+}

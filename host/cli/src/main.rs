@@ -11,7 +11,7 @@ use sluice::plugin::{CacheOutcome, Limits, Plugin, Runtime};
 use sluice::spec::{self, Overrides};
 use std::io::IsTerminal;
 use std::net::ToSocketAddrs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,20 @@ enum Command {
         /// With --confine: a `host:port` socket sources may connect to.
         #[arg(long, value_name = "HOST:PORT")]
         grant_socket: Vec<String>,
+    },
+    /// Prints a job's physical plan: its streams cut into stages at the
+    /// shuffles, the tasks of each stage, and where each output reads.
+    Explain {
+        /// The job spec (TOML).
+        job: PathBuf,
+        /// `text`, or `dot` for Graphviz (`sluice explain job.toml --format
+        /// dot | dot -Tsvg > plan.svg`).
+        #[arg(long, default_value = "text", value_parser = ["text", "dot"])]
+        format: String,
+        /// Worker threads (default: the spec's, else one per core): sources
+        /// without a partition count get one per worker.
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Runs the multi-tenant job server: an HTTP API (tenants, plugin
     /// uploads, jobs, hot swap), each job's web UI and Prometheus metrics.
@@ -365,6 +379,11 @@ fn real_main() -> Result<()> {
                 ..Overrides::default()
             },
         ),
+        Command::Explain {
+            job,
+            format,
+            workers,
+        } => explain(&job, &format, workers),
         Command::Serve {
             data,
             addr,
@@ -655,6 +674,20 @@ fn serve(
     })?;
     eprintln!("sluice serve: stopping every job (a last batch and checkpoint each)");
     server.shutdown();
+    Ok(())
+}
+
+fn explain(job: &Path, format: &str, workers: Option<usize>) -> Result<()> {
+    let overrides = Overrides {
+        workers,
+        ..Overrides::default()
+    };
+    let job = spec::load(job, &overrides)?;
+    let plan = job.context.explain();
+    match format {
+        "dot" => print!("{}", plan.to_dot()),
+        _ => print!("{plan}"),
+    }
     Ok(())
 }
 

@@ -35,6 +35,7 @@ pub mod func;
 pub mod graph;
 pub mod guest;
 mod ops;
+pub mod plan;
 pub mod rdd;
 pub mod receiver;
 pub mod render;

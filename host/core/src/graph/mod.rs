@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::guest::{self, Guest};
 use crate::ops::BatchContext;
+use crate::plan::{Exchange, LogicalStream, Plan, Shape};
 use crate::ops::aggregate;
 use crate::ops::join::{JoinKind, join};
 use crate::ops::keyed::{self, count_by_value, group_by_key, map_values, reduce_by_key};
@@ -241,11 +242,82 @@ impl Op {
         Ok(())
     }
 
+    /// What the operator does to partitioning, for the planner.
+    /// `parent_slide` is its input's slide (ms); `sources` the partitions
+    /// of each source.
+    fn shape(&self, parent_slide: Option<i64>, sources: &[usize]) -> Shape {
+        let hash = |partitions: usize| Shape::Exchange {
+            exchange: Exchange::Hash { partitions },
+            output: Some(partitions),
+        };
+        let gather = |output: Option<usize>| Shape::Exchange {
+            exchange: Exchange::Gather,
+            output,
+        };
+        match self {
+            Op::Source(i) => Shape::Source {
+                partitions: sources.get(*i).copied().unwrap_or(1),
+            },
+            Op::Narrow(..)
+            | Op::MapValues(_)
+            | Op::FlatMapValues(_)
+            | Op::Glom
+            | Op::Rekey(_) => Shape::Narrow,
+            Op::Union => Shape::Union,
+            Op::Window { length, .. } => Shape::Window {
+                batches: parent_slide.map_or(1, |s| (*length / s.max(1)).max(1) as usize),
+            },
+            Op::ReduceByKey { partitions, .. }
+            | Op::CountByValue { partitions }
+            | Op::Join { partitions, .. }
+            | Op::GroupByKey { partitions }
+            | Op::CombineByKey { partitions, .. } => hash(*partitions),
+            Op::WindowedReduce { state, .. } => hash(state.partitions()),
+            Op::UpdateState { state, .. } => hash(state.partitions()),
+            Op::MapWithState { state, .. } => hash(state.partitions()),
+            Op::Count | Op::Reduce(_) => gather(Some(1)),
+            Op::Transform(_) | Op::TransformWith(_) => gather(None),
+            Op::Repartition(n) => Shape::Exchange {
+                exchange: Exchange::Rebalance { partitions: *n },
+                output: Some(*n),
+            },
+        }
+    }
+
     /// Whether this operator takes its parent's batches at the parent's
     /// times but produces its own only at its own (slower) slide.
     fn is_window(&self) -> bool {
         matches!(self, Op::Window { .. } | Op::WindowedReduce { .. })
     }
+}
+
+/// The physical plan of the graph (see [`crate::plan`]).
+fn physical_plan(g: &Graph, job: &str) -> Plan {
+    let sources: Vec<usize> = g.sources.iter().map(|s| s.partitions()).collect();
+    let streams = g
+        .nodes
+        .iter()
+        .map(|node| {
+            let parent_slide = node.parents.first().map(|&p| g.nodes[p].slide);
+            let operator = match &node.op {
+                Op::Source(i) => g.sources[*i].describe(),
+                op => op.describe(),
+            };
+            LogicalStream {
+                name: node.name.clone(),
+                operator,
+                parents: node.parents.clone(),
+                slide_ms: node.slide,
+                shape: node.op.shape(parent_slide, &sources),
+            }
+        })
+        .collect();
+    let outputs = g
+        .outputs
+        .iter()
+        .map(|(id, out)| (*id, out.describe()))
+        .collect();
+    Plan::build(job, g.interval, streams, outputs)
 }
 
 /// The job graph as checkpoints record it: one line per stream (name,
@@ -587,6 +659,8 @@ struct Graph {
     interval: i64,
     /// Misuses found while building (stream id, message), reported by `run`.
     errors: Vec<(usize, String)>,
+    /// The physical plan, made when the run starts.
+    plan: Option<Plan>,
     /// What `remember` keeps for `slice`; shared with the started graph.
     history: Arc<Mutex<History>>,
 }
@@ -1135,6 +1209,16 @@ impl StreamingContext {
         describe_graph(&lock(&self.graph))
     }
 
+    /// The physical plan: the graph cut into stages at its shuffles (see
+    /// [`crate::plan`]). Once the context runs, the plan it runs.
+    pub fn explain(&self) -> Plan {
+        let g = lock(&self.graph);
+        match &g.plan {
+            Some(plan) => plan.clone(),
+            None => physical_plan(&g, &self.name),
+        }
+    }
+
     /// Adds a listener called after every batch.
     pub fn add_listener(&self, listener: Listener) {
         self.add_streaming_listener(Box::new(Completed(listener)));
@@ -1238,8 +1322,10 @@ impl StreamingContext {
                 .iter()
                 .map(|n| (n.name.clone(), n.slide))
                 .collect();
+            let plan = physical_plan(&shared, &self.name);
             let taken = std::mem::take(&mut *shared);
             shared.started = Some(names);
+            shared.plan = Some(plan);
             shared.history = taken.history.clone();
             taken
         };

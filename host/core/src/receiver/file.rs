@@ -158,6 +158,12 @@ impl FileSource {
 }
 
 impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("text files in {}", self.dir.display())
+    }
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
     fn start(&mut self) -> Result<()> {
         let files = self.list()?;
         if let Some(read) = self.restored.take() {

@@ -72,6 +72,12 @@ impl GeneratorSource {
 }
 
 impl Source for GeneratorSource {
+    fn describe(&self) -> String {
+        format!("generator, {} lines a batch", self.lines_per_batch)
+    }
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
     fn next_batch(&mut self, _time: BatchTime) -> Result<Rdd> {
         self.batch_start = self.state;
         let mut lines = Column::with_capacity(

@@ -19,6 +19,10 @@ use std::sync::{Arc, Mutex};
 
 /// A source of batches for one input stream.
 pub(crate) trait Source: Send {
+    /// What it reads, for the plan (`sluice explain`).
+    fn describe(&self) -> String;
+    /// Partitions per batch (a receiver cuts a large batch into more).
+    fn partitions(&self) -> usize;
     /// Starts receiving (spawns receiver threads). Called once before the first batch.
     fn start(&mut self) -> Result<()> {
         Ok(())
@@ -227,6 +231,8 @@ pub(crate) struct SocketSource {
     receiver: Option<socket::SocketReceiver>,
     buffer: BlockBuffer,
     partitions: usize,
+    /// `host:port`, for the plan.
+    addr: String,
     /// The write-ahead log's directory, when the job checkpoints.
     log_dir: Option<PathBuf>,
     /// Where to read the log from on start (the checkpoint's position).
@@ -241,6 +247,7 @@ impl SocketSource {
     pub(crate) fn new(config: socket::SocketConfig, partitions: usize) -> Self {
         SocketSource {
             buffer: BlockBuffer::new(config.max_rate.map(|r| r as f64), config.max_buffered_bytes),
+            addr: format!("{}:{}", config.host, config.port),
             config: Some(config),
             receiver: None,
             partitions,
@@ -253,6 +260,12 @@ impl SocketSource {
 }
 
 impl Source for SocketSource {
+    fn describe(&self) -> String {
+        format!("socket {}", self.addr)
+    }
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
     fn attach_log(&mut self, dir: &Path) {
         self.log_dir = Some(dir.to_path_buf());
     }

@@ -40,6 +40,12 @@ impl QueueSource {
 }
 
 impl Source for QueueSource {
+    fn describe(&self) -> String {
+        format!("queue of {} batches", self.total)
+    }
+    fn partitions(&self) -> usize {
+        self.partitions
+    }
     fn next_batch(&mut self, _time: BatchTime) -> Result<Rdd> {
         Ok(match self.items.pop_front() {
             Some(c) => Rdd::from_column(&c, self.partitions),

@@ -46,6 +46,9 @@ impl Jsonl {
 }
 
 impl Output for Jsonl {
+    fn describe(&self) -> String {
+        format!("jsonl {}", self.path.display())
+    }
     fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()> {
         let what = || format!("writing {}", self.path.display());
         if self.file.is_none() {

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 pub(crate) trait Output: Send {
     /// Handles batch number `index` (from 0) at `time`.
     fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()>;
+    /// What it is, for the plan (`sluice explain`).
+    fn describe(&self) -> String;
 }
 
 /// One batch as an output saw it: elements rendered as JSON, in partition order.
@@ -59,6 +61,9 @@ impl CollectedBatch {
 pub(crate) struct Collect(pub(crate) Arc<Mutex<Vec<CollectedBatch>>>);
 
 impl Output for Collect {
+    fn describe(&self) -> String {
+        "collect".to_string()
+    }
     fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()> {
         self.0
             .lock()
@@ -75,6 +80,9 @@ impl<F> Output for ForEach<F>
 where
     F: FnMut(&CollectedBatch) -> Result<()> + Send,
 {
+    fn describe(&self) -> String {
+        "foreach_batch (a native closure)".to_string()
+    }
     fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()> {
         (self.0)(&CollectedBatch::of(time, index, rdd))
     }
@@ -87,6 +95,9 @@ impl<F> Output for ForEachRdd<F>
 where
     F: FnMut(BatchTime, &Rdd) -> Result<()> + Send,
 {
+    fn describe(&self) -> String {
+        "foreach_rdd (a native closure)".to_string()
+    }
     fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
         (self.0)(time, rdd)
     }

@@ -60,6 +60,9 @@ fn write_object_part(f: &mut dyn Write, b: &Batch) -> std::io::Result<()> {
 }
 
 impl Output for ObjectFiles {
+    fn describe(&self) -> String {
+        format!("save_as_object_files {}", self.prefix.display())
+    }
     fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
         let target = super::text::batch_dir(&self.prefix, None, time);
         commit_batch_dir(&target, time, rdd, write_object_part)

@@ -25,6 +25,9 @@ pub(crate) struct PluginSink {
 }
 
 impl Output for PluginSink {
+    fn describe(&self) -> String {
+        format!("foreach_rdd {} ({})", self.func.name(), self.func.kind())
+    }
     fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
         let n = rdd.partitions.len() as u32;
         for (p, batch) in rdd.partitions.iter().enumerate() {

@@ -52,6 +52,9 @@ pub(crate) fn render(time: BatchTime, rdd: &Rdd, num: usize) -> String {
 }
 
 impl Output for Pprint {
+    fn describe(&self) -> String {
+        format!("pprint {}", self.num)
+    }
     fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
         let text = render(time, rdd, self.num);
         self.out

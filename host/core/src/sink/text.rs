@@ -100,6 +100,12 @@ pub(crate) fn commit_batch_dir(
 }
 
 impl Output for TextFiles {
+    fn describe(&self) -> String {
+        match &self.suffix {
+            Some(s) => format!("save_as_text_files {} {s}", self.prefix.display()),
+            None => format!("save_as_text_files {}", self.prefix.display()),
+        }
+    }
     fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
         let target = batch_dir(&self.prefix, self.suffix.as_deref(), time);
         commit_batch_dir(&target, time, rdd, write_text_part)
