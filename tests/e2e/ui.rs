@@ -127,6 +127,14 @@ fn the_ui_and_metrics_show_live_batches() {
             > 0
     );
 
+    // Per stage of the plan: the word count's two, the shuffle between them.
+    let stages = status["stages"].as_array().expect("stages");
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert_eq!(stages[0]["streams"], "lines → words → pairs");
+    assert_eq!(stages[1]["streams"], "counts");
+    assert!(stages[1]["records_out"].as_u64().expect("records") > 0);
+    assert!(metrics.contains("sluice_stage_seconds_total{job=\"wordcount\",stage=\"1\"}"));
+
     // The page in headless Chromium: the script fetched the status and drew
     // the batches; a screenshot for people.
     let shot = root().join("target").join("ui-screenshot.png");
@@ -144,6 +152,7 @@ fn the_ui_and_metrics_show_live_batches() {
     );
     assert!(dom.contains("<polyline"), "no timeline drawn:\n{dom}");
     assert!(dom.contains("`counts` from [2]"), "no job graph:\n{dom}");
+    assert!(dom.contains("class=\"stage\""), "no stage rows:\n{dom}");
     let out = chromium(&url, &[format!("--screenshot={}", shot.display())]);
     assert!(
         shot.metadata().is_ok_and(|m| m.len() > 1000),

@@ -277,11 +277,7 @@ impl Plan {
             }
             for &o in &stage.outputs {
                 let label = format!("output {o}\n{}", self.outputs[o].1);
-                let _ = writeln!(
-                    out,
-                    "    o{o} [label={}, shape=note];",
-                    quote(&label)
-                );
+                let _ = writeln!(out, "    o{o} [label={}, shape=note];", quote(&label));
             }
             out.push_str("  }\n");
         }

@@ -50,128 +50,21 @@
 //! num = 10
 //! ```
 
+mod confine;
+mod outputs;
+mod plugins;
+mod sections;
+mod sources;
+mod streams;
+
 use crate::error::{Error, Result};
-use crate::func::Func;
-use crate::graph::{DStream, StreamingContext};
+use crate::graph::StreamingContext;
 use crate::plugin::{Limits, LoadPlugins, Plugin};
-use crate::receiver::generator::GeneratorConfig;
-use crate::receiver::queue::read_queue_file;
-use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
 use crate::time::{ManualClock, SystemClock, parse_duration};
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use sections::{JobSection, SpecFile};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use toml::Spanned;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpecFile {
-    job: Spanned<JobSection>,
-    #[serde(default)]
-    plugins: BTreeMap<Spanned<String>, Spanned<PluginSection>>,
-    #[serde(default)]
-    sources: BTreeMap<Spanned<String>, Spanned<SourceSection>>,
-    #[serde(default)]
-    streams: BTreeMap<Spanned<String>, Spanned<StreamSection>>,
-    #[serde(default)]
-    outputs: Vec<Spanned<OutputSection>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobSection {
-    name: Option<String>,
-    batch_interval: Spanned<String>,
-    workers: Option<Spanned<usize>>,
-    clock: Option<Spanned<String>>,
-    /// Checkpoint directory, relative to the spec.
-    checkpoint: Option<Spanned<String>>,
-    checkpoint_interval: Option<Spanned<String>>,
-    /// Spark's backpressure: a PID controller sets the receiving rate.
-    backpressure: Option<bool>,
-    /// Records/s receivers take until the controller's first estimate.
-    initial_rate: Option<Spanned<u64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PluginSection {
-    path: Spanned<String>,
-    memory: Option<Spanned<String>>,
-    deadline: Option<Spanned<String>>,
-    max_output: Option<Spanned<String>>,
-    /// A directory (relative to the spec) the plugin may read and write,
-    /// as its current directory.
-    dir: Option<Spanned<String>>,
-    /// `host:port` endpoints the plugin may connect to.
-    connect: Option<Spanned<Vec<String>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceSection {
-    #[serde(rename = "type")]
-    kind: Spanned<String>,
-    host: Option<Spanned<String>>,
-    port: Option<Spanned<u16>>,
-    max_line_bytes: Option<Spanned<String>>,
-    /// Socket: unbatched input held at most (a size).
-    max_buffered: Option<Spanned<String>>,
-    /// Socket: at most this many lines per second.
-    max_rate: Option<Spanned<u64>>,
-    non_utf8: Option<Spanned<String>>,
-    path: Option<Spanned<String>>,
-    stream: Option<Spanned<String>>,
-    partitions: Option<Spanned<usize>>,
-    rate: Option<Spanned<u64>>,
-    words_per_line: Option<Spanned<usize>>,
-    vocabulary: Option<Spanned<Vec<String>>>,
-    seed: Option<Spanned<u64>>,
-    include_existing: Option<Spanned<bool>>,
-    /// text_files sources: where the names read are remembered across
-    /// restarts (default: hidden in the directory; "" for memory only).
-    ledger: Option<Spanned<String>>,
-    /// Socket sources: a file of lines that `sluice run --feed` serves.
-    demo_lines: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamSection {
-    /// A stream name, or a list of them (`union`).
-    from: Spanned<toml::Value>,
-    op: Spanned<String>,
-    function: Option<Spanned<String>>,
-    partitions: Option<Spanned<usize>>,
-    /// combine_by_key's three functions.
-    create: Option<Spanned<String>>,
-    merge_value: Option<Spanned<String>>,
-    merge_combiners: Option<Spanned<String>>,
-    /// Windows: length and slide (default: the parent's slide).
-    window: Option<Spanned<String>>,
-    slide: Option<Spanned<String>>,
-    /// Windowed reductions: the inverse function and the filter.
-    inverse: Option<Spanned<String>>,
-    filter: Option<Spanned<String>>,
-    /// update_state_by_key: a JSON file of `[key, state]` pairs.
-    initial_state: Option<Spanned<String>>,
-    /// map_with_state: batches without values after which a key times out.
-    timeout: Option<Spanned<u64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OutputSection {
-    stream: Spanned<String>,
-    #[serde(rename = "type")]
-    kind: Spanned<String>,
-    num: Option<Spanned<usize>>,
-    path: Option<Spanned<String>>,
-    prefix: Option<Spanned<String>>,
-    suffix: Option<Spanned<String>>,
-    function: Option<Spanned<String>>,
-}
 
 /// Options given on the command line that override the spec.
 #[derive(Debug, Clone, Default)]
@@ -259,137 +152,6 @@ struct Ctx<'a> {
     text: &'a str,
 }
 
-/// Why `p` (relative to the spec's folder `root`) may not be used by a
-/// confined spec, if it may not.
-fn escapes(root: &Path, p: &str) -> Option<String> {
-    let path = Path::new(p);
-    if path.is_absolute() {
-        return Some(format!(
-            "`{p}`: absolute paths are not allowed (use a path inside the job's directory)"
-        ));
-    }
-    for c in path.components() {
-        match c {
-            std::path::Component::Normal(_) | std::path::Component::CurDir => {}
-            _ => return Some(format!("`{p}`: `..` would leave the job's directory")),
-        }
-    }
-    // A symlink on the way must not lead out: resolve what exists of it.
-    let Ok(root) = root.canonicalize() else {
-        return Some(format!(
-            "the job's directory {} cannot be resolved",
-            root.display()
-        ));
-    };
-    let mut existing = root.join(path);
-    while !existing.exists() {
-        match existing.parent() {
-            Some(parent) => existing = parent.to_path_buf(),
-            None => break,
-        }
-    }
-    match existing.canonicalize() {
-        Ok(real) if real.starts_with(&root) => None,
-        Ok(real) => Some(format!(
-            "`{p}` leads out of the job's directory (to {})",
-            real.display()
-        )),
-        Err(e) => Some(format!("`{p}`: {e}")),
-    }
-}
-
-/// The checks of a confined spec ([`Overrides::confine`]).
-fn check_confined(cx: &Ctx, spec: &SpecFile, grants: &Grants, overrides: &Overrides) -> Result<()> {
-    let root = cx
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut paths: Vec<(&Spanned<String>, String)> = Vec::new();
-    if let Some(c) = &spec.job.get_ref().checkpoint {
-        paths.push((c, "job.checkpoint".to_string()));
-    }
-    for (name, p) in &spec.plugins {
-        if overrides.plugin_paths.contains_key(name.get_ref()) {
-            continue;
-        }
-        let field = format!("plugins.{}.path", name.get_ref());
-        if grants.uploaded_plugins_only {
-            return cx.err(
-                p.get_ref().path.span(),
-                &field,
-                format!(
-                    "plugin `{}` must be an uploaded plugin: upload it and name it in the submission's `plugins`",
-                    name.get_ref()
-                ),
-            );
-        }
-        paths.push((&p.get_ref().path, field));
-    }
-    for (name, p) in &spec.plugins {
-        if let Some(d) = &p.get_ref().dir {
-            paths.push((d, format!("plugins.{}.dir", name.get_ref())));
-        }
-        if let Some(c) = &p.get_ref().connect {
-            for endpoint in c.get_ref() {
-                if !grants.sockets.contains(endpoint) {
-                    return cx.err(
-                        c.span(),
-                        &format!("plugins.{}.connect", name.get_ref()),
-                        format!("connecting to {endpoint} is not granted to this job"),
-                    );
-                }
-            }
-        }
-    }
-    for (name, src) in &spec.sources {
-        let sec = src.get_ref();
-        for (value, field) in [
-            (&sec.path, "path"),
-            (&sec.ledger, "ledger"),
-            (&sec.demo_lines, "demo_lines"),
-        ] {
-            if let Some(v) = value.as_ref().filter(|v| !v.get_ref().is_empty()) {
-                paths.push((v, format!("sources.{}.{field}", name.get_ref())));
-            }
-        }
-        if sec.kind.get_ref() == "socket" {
-            let host = sec
-                .host
-                .as_ref()
-                .map_or("127.0.0.1", |h| h.get_ref().as_str());
-            let port = sec.port.as_ref().map_or(0, |p| *p.get_ref());
-            let endpoint = format!("{host}:{port}");
-            if !grants.sockets.contains(&endpoint) {
-                return cx.err(
-                    sec.port.as_ref().map_or(src.span(), |p| p.span()),
-                    &format!("sources.{}.port", name.get_ref()),
-                    format!("connecting to {endpoint} is not granted to this job"),
-                );
-            }
-        }
-    }
-    for (name, st) in &spec.streams {
-        if let Some(v) = &st.get_ref().initial_state {
-            paths.push((v, format!("streams.{}.initial_state", name.get_ref())));
-        }
-    }
-    for (i, o) in spec.outputs.iter().enumerate() {
-        let sec = o.get_ref();
-        for (value, field) in [(&sec.path, "path"), (&sec.prefix, "prefix")] {
-            if let Some(v) = value {
-                paths.push((v, format!("outputs[{i}].{field}")));
-            }
-        }
-    }
-    for (value, field) in paths {
-        if let Some(why) = escapes(root, value.get_ref()) {
-            return cx.err(value.span(), &field, why);
-        }
-    }
-    Ok(())
-}
-
 impl Ctx<'_> {
     /// A path from the spec: relative paths are relative to the spec's folder.
     fn resolve(&self, p: &str) -> PathBuf {
@@ -469,11 +231,44 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         field: "spec".to_string(),
         message: e.message().to_string(),
     })?;
-    let resolve = |p: &str| cx.resolve(p);
     if let Some(grants) = &overrides.confine {
-        check_confined(&cx, &spec, grants, overrides)?;
+        confine::check_confined(&cx, &spec, grants, overrides)?;
     }
+    let (ssc, job_name, default_partitions) = job_context(&cx, &spec, overrides)?;
+    let plugins = plugins::load_plugins(&cx, &spec, overrides, &ssc)?;
+    let (mut streams, socket_addrs) =
+        sources::add_sources(&cx, &spec, &ssc, &job_name, default_partitions)?;
+    let mut used = streams::add_streams(&cx, &spec, &mut streams, &plugins)?;
+    outputs::add_outputs(&cx, &spec, overrides, &streams, &plugins, &mut used)?;
+    for (name, s) in spec
+        .sources
+        .iter()
+        .map(|(n, s)| (n, s.span()))
+        .chain(spec.streams.iter().map(|(n, s)| (n, s.span())))
+    {
+        if !used.contains(name.get_ref()) {
+            return cx.err(
+                s,
+                name.get_ref(),
+                "this stream is not used by any stream or output",
+            );
+        }
+    }
+    Ok(Job {
+        name: job_name,
+        context: ssc,
+        socket_addrs,
+        plugins,
+    })
+}
 
+/// The `[job]` section: the context with its clock, the job's name, and
+/// (from [`configure`]) the default number of partitions.
+fn job_context(
+    cx: &Ctx<'_>,
+    spec: &SpecFile,
+    overrides: &Overrides,
+) -> Result<(StreamingContext, String, usize)> {
     let job = spec.job.get_ref();
     let interval = parse_duration(job.batch_interval.get_ref())
         .or_else(|m| cx.err(job.batch_interval.span(), "job.batch_interval", m))?;
@@ -513,7 +308,8 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         },
     };
     let job_name = job.name.clone().unwrap_or_else(|| {
-        path.file_stem()
+        cx.path
+            .file_stem()
             .map_or("job".to_string(), |s| s.to_string_lossy().into_owned())
     });
     let mut ssc = StreamingContext::new(interval).with_name(&job_name);
@@ -528,6 +324,17 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     } else {
         ssc = ssc.with_clock(Arc::new(SystemClock));
     }
+    configure(cx, job, overrides, ssc).map(|(ssc, partitions)| (ssc, job_name, partitions))
+}
+
+/// The job's workers, checkpoints and backpressure; the context and the
+/// default number of partitions (one per worker).
+fn configure(
+    cx: &Ctx<'_>,
+    job: &JobSection,
+    overrides: &Overrides,
+    mut ssc: StreamingContext,
+) -> Result<(StreamingContext, usize)> {
     let workers = overrides
         .workers
         .or(job.workers.as_ref().map(|w| *w.get_ref()));
@@ -548,7 +355,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     let checkpoint = overrides
         .checkpoint
         .clone()
-        .or_else(|| job.checkpoint.as_ref().map(|c| resolve(c.get_ref())));
+        .or_else(|| job.checkpoint.as_ref().map(|c| cx.resolve(c.get_ref())));
     if let Some(dir) = checkpoint {
         ssc = ssc.with_checkpoint(dir).with_fresh_start(overrides.fresh);
     }
@@ -567,694 +374,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     }
     let default_partitions =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-
-    // Plugins.
-    let mut plugins = BTreeMap::new();
-    for (name, p) in &spec.plugins {
-        let field = |f: &str| format!("plugins.{}.{f}", name.get_ref());
-        let sec = p.get_ref();
-        let ceiling = overrides.limits;
-        let mut limits = ceiling.unwrap_or_default();
-        let over = |what: &str, asked: String, most: String| {
-            format!("{asked} is over this job's limit for {what} ({most})")
-        };
-        if let Some(m) = &sec.memory {
-            limits.memory_bytes =
-                parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("memory"), e))?;
-            if let Some(c) = ceiling.filter(|c| limits.memory_bytes > c.memory_bytes) {
-                let most = format!("{} MiB", c.memory_bytes >> 20);
-                return cx.err(
-                    m.span(),
-                    &field("memory"),
-                    over("memory", m.get_ref().clone(), most),
-                );
-            }
-        }
-        if let Some(d) = &sec.deadline {
-            limits.call_deadline =
-                parse_duration(d.get_ref()).or_else(|e| cx.err(d.span(), &field("deadline"), e))?;
-            if let Some(c) = ceiling.filter(|c| limits.call_deadline > c.call_deadline) {
-                let most = format!("{:?}", c.call_deadline);
-                return cx.err(
-                    d.span(),
-                    &field("deadline"),
-                    over("the call deadline", d.get_ref().clone(), most),
-                );
-            }
-        }
-        if let Some(o) = &sec.max_output {
-            limits.output_bytes =
-                parse_size(o.get_ref()).or_else(|e| cx.err(o.span(), &field("max_output"), e))?;
-            if let Some(c) = ceiling.filter(|c| limits.output_bytes > c.output_bytes) {
-                let most = format!("{} bytes", c.output_bytes);
-                return cx.err(
-                    o.span(),
-                    &field("max_output"),
-                    over("output per call", o.get_ref().clone(), most),
-                );
-            }
-        }
-        let path = match overrides.plugin_paths.get(name.get_ref()) {
-            Some(p) => p.clone(),
-            None => resolve(sec.path.get_ref()),
-        };
-        let mut capabilities = crate::plugin::Capabilities::default();
-        if let Some(d) = &sec.dir {
-            let dir = resolve(d.get_ref());
-            std::fs::create_dir_all(&dir).or_else(|e| {
-                cx.err(
-                    d.span(),
-                    &field("dir"),
-                    format!("cannot create {}: {e}", dir.display()),
-                )
-            })?;
-            capabilities.dir = Some(dir);
-        }
-        if let Some(c) = &sec.connect {
-            for endpoint in c.get_ref() {
-                let addr = endpoint.parse::<std::net::SocketAddr>().or_else(|_| {
-                    cx.err(
-                        c.span(),
-                        &field("connect"),
-                        format!("`{endpoint}` is not an IP address and port (e.g. 127.0.0.1:9000)"),
-                    )
-                })?;
-                capabilities.connect.push(addr);
-            }
-        }
-        let plugin = ssc
-            .load_plugin_granted(name.get_ref(), path, limits, capabilities)
-            .or_else(|e| cx.err(sec.path.span(), &field("path"), e.to_string()))?;
-        plugins.insert(name.get_ref().clone(), plugin);
-    }
-
-    // Sources.
-    let mut streams: HashMap<String, DStream> = HashMap::new();
-    let mut socket_addrs = Vec::new();
-    for (name, s) in &spec.sources {
-        let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
-        let sec = s.get_ref();
-        let partitions = match &sec.partitions {
-            Some(p) if *p.get_ref() == 0 => {
-                return cx.err(p.span(), &field("partitions"), "must be at least 1");
-            }
-            Some(p) => Some(*p.get_ref()),
-            None => None,
-        };
-        let stream = match sec.kind.get_ref().as_str() {
-            "socket" => {
-                let mut config = SocketConfig::default();
-                if let Some(h) = &sec.host {
-                    config.host = h.get_ref().clone();
-                }
-                match &sec.port {
-                    Some(p) => config.port = *p.get_ref(),
-                    None => {
-                        return cx.err(s.span(), &field("port"), "a socket source needs a port");
-                    }
-                }
-                if let Some(r) = &sec.max_rate {
-                    if *r.get_ref() == 0 {
-                        return cx.err(r.span(), &field("max_rate"), "must be at least 1 line/s");
-                    }
-                    config.max_rate = Some(*r.get_ref());
-                }
-                if let Some(m) = &sec.max_line_bytes {
-                    config.max_line_bytes = parse_size(m.get_ref())
-                        .or_else(|e| cx.err(m.span(), &field("max_line_bytes"), e))?
-                        as usize;
-                }
-                if let Some(m) = &sec.max_buffered {
-                    let bytes = parse_size(m.get_ref())
-                        .or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?;
-                    if bytes < 1 << 20 {
-                        return cx.err(m.span(), &field("max_buffered"), "must be at least 1MiB");
-                    }
-                    config.max_buffered_bytes = bytes as usize;
-                }
-                if let Some(p) = &sec.non_utf8 {
-                    config.non_utf8 = match p.get_ref().as_str() {
-                        "replace" => NonUtf8Policy::Replace,
-                        "skip" => NonUtf8Policy::Skip,
-                        other => {
-                            return cx.err(
-                                p.span(),
-                                &field("non_utf8"),
-                                format!("unknown policy `{other}` (use replace or skip)"),
-                            );
-                        }
-                    };
-                }
-                socket_addrs.push(SocketFeed {
-                    host: config.host.clone(),
-                    port: config.port,
-                    buffered_bytes: config.max_buffered_bytes as u64,
-                    demo_lines: sec.demo_lines.as_ref().map(|d| resolve(d.get_ref())),
-                });
-                ssc.socket_text_stream_with(config, partitions.unwrap_or(default_partitions))
-            }
-            "queue" => {
-                let Some(p) = &sec.path else {
-                    return cx.err(
-                        s.span(),
-                        &field("path"),
-                        "a queue source needs a path to a JSON file of batches",
-                    );
-                };
-                let q = read_queue_file(
-                    &resolve(p.get_ref()),
-                    sec.stream.as_ref().map(|s| s.get_ref().as_str()),
-                )
-                .or_else(|e| cx.err(p.span(), &field("path"), e.to_string()))?;
-                let parts = partitions.or(q.partitions).unwrap_or(2);
-                ssc.queue_stream(q.batches, parts)
-            }
-            "text_files" => {
-                let Some(p) = &sec.path else {
-                    return cx.err(
-                        s.span(),
-                        &field("path"),
-                        "a text_files source needs the path of a directory to watch",
-                    );
-                };
-                let dir = resolve(p.get_ref());
-                if !dir.is_dir() {
-                    return cx.err(
-                        p.span(),
-                        &field("path"),
-                        format!("{} is not a directory", dir.display()),
-                    );
-                }
-                let include = sec.include_existing.as_ref().is_some_and(|b| *b.get_ref());
-                let ledger = match &sec.ledger {
-                    Some(l) if l.get_ref().is_empty() => None,
-                    Some(l) => Some(resolve(l.get_ref())),
-                    None => Some(dir.join(format!(".sluice-{}-{}.read", job_name, name.get_ref()))),
-                };
-                let parts = partitions.unwrap_or(default_partitions);
-                match ledger {
-                    Some(l) => ssc.text_file_stream_remembered(&dir, include, parts, l),
-                    None => ssc.text_file_stream_with(&dir, include, parts),
-                }
-            }
-            "generator" => {
-                let mut config = GeneratorConfig::default();
-                if let Some(r) = &sec.rate {
-                    config.lines_per_second = *r.get_ref();
-                }
-                if let Some(w) = &sec.words_per_line {
-                    if *w.get_ref() == 0 {
-                        return cx.err(w.span(), &field("words_per_line"), "must be at least 1");
-                    }
-                    config.words_per_line = *w.get_ref();
-                }
-                if let Some(v) = &sec.vocabulary {
-                    if v.get_ref().is_empty() {
-                        return cx.err(
-                            v.span(),
-                            &field("vocabulary"),
-                            "must list at least one word",
-                        );
-                    }
-                    config.vocabulary = v.get_ref().clone();
-                }
-                if let Some(s) = &sec.seed {
-                    config.seed = *s.get_ref();
-                }
-                ssc.generator_stream(config, partitions.unwrap_or(default_partitions))
-            }
-            other => {
-                return cx.err(
-                    sec.kind.span(),
-                    &field("type"),
-                    format!(
-                        "unknown source type `{other}` (use socket, queue, text_files or generator)"
-                    ),
-                );
-            }
-        };
-        streams.insert(name.get_ref().clone(), stream.named(name.get_ref()));
-    }
-
-    // Streams, resolved in dependency order; a cycle is an error.
-    let defs: HashMap<&str, &Spanned<StreamSection>> = spec
-        .streams
-        .iter()
-        .map(|(k, v)| (k.get_ref().as_str(), v))
-        .collect();
-    for name in spec.streams.keys() {
-        if streams.contains_key(name.get_ref()) {
-            return cx.err(
-                name.span(),
-                &format!("streams.{}", name.get_ref()),
-                "a source already has this name",
-            );
-        }
-    }
-    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for name in spec.streams.keys() {
-        let mut chain: Vec<&str> = Vec::new();
-        resolve_stream(
-            name.get_ref(),
-            &defs,
-            &mut streams,
-            &plugins,
-            &cx,
-            &mut chain,
-            &mut used,
-        )?;
-    }
-
-    // Outputs; file outputs go to `overrides.output_dir` when it is given.
-    let output_path = |p: &str| match &overrides.output_dir {
-        Some(dir) => dir.join(Path::new(p).file_name().unwrap_or_default()),
-        None => resolve(p),
-    };
-    for (i, o) in spec.outputs.iter().enumerate() {
-        let field = |f: &str| format!("outputs[{i}].{f}");
-        let sec = o.get_ref();
-        let Some(stream) = streams.get(sec.stream.get_ref()) else {
-            return cx.err(
-                sec.stream.span(),
-                &field("stream"),
-                unknown_stream(sec.stream.get_ref(), &streams),
-            );
-        };
-        used.insert(sec.stream.get_ref().clone());
-        match sec.kind.get_ref().as_str() {
-            "pprint" => {
-                let num = sec.num.as_ref().map_or(10, |n| *n.get_ref());
-                match &overrides.pprint {
-                    Some(target) => stream.pprint_to(num, (target.0)()),
-                    None => stream.pprint(num),
-                }
-            }
-            "jsonl" => {
-                let Some(p) = &sec.path else {
-                    return cx.err(o.span(), &field("path"), "a jsonl output needs a path");
-                };
-                stream.save_jsonl(output_path(p.get_ref()));
-            }
-            "text_files" => {
-                let Some(p) = &sec.prefix else {
-                    return cx.err(
-                        o.span(),
-                        &field("prefix"),
-                        "a text_files output needs a prefix",
-                    );
-                };
-                let prefix = output_path(p.get_ref());
-                stream
-                    .save_as_text_files(prefix, sec.suffix.as_ref().map(|s| s.get_ref().as_str()));
-            }
-            "object_files" => {
-                let Some(p) = &sec.prefix else {
-                    return cx.err(
-                        o.span(),
-                        &field("prefix"),
-                        "an object_files output needs a prefix",
-                    );
-                };
-                let prefix = output_path(p.get_ref());
-                stream.save_as_object_files(prefix);
-            }
-            "sink" => {
-                let Some(f) = &sec.function else {
-                    return cx.err(
-                        o.span(),
-                        &field("function"),
-                        "a sink output needs a function (`plugin.function`)",
-                    );
-                };
-                let func = plugin_function(f, &plugins, &cx, &field("function"))?;
-                if func.kind() != sluice_sdk::Kind::Sink {
-                    return cx.err(
-                        f.span(),
-                        &field("function"),
-                        format!(
-                            "`{}` is a {} function, but a sink output needs a sink function",
-                            f.get_ref(),
-                            func.kind()
-                        ),
-                    );
-                }
-                stream.foreach_partition(func);
-            }
-            other => {
-                return cx.err(
-                    sec.kind.span(),
-                    &field("type"),
-                    format!(
-                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files or sink)"
-                    ),
-                );
-            }
-        }
-    }
-    for (name, s) in spec
-        .sources
-        .iter()
-        .map(|(n, s)| (n, s.span()))
-        .chain(spec.streams.iter().map(|(n, s)| (n, s.span())))
-    {
-        if !used.contains(name.get_ref()) {
-            return cx.err(
-                s,
-                name.get_ref(),
-                "this stream is not used by any stream or output",
-            );
-        }
-    }
-    Ok(Job {
-        name: job_name,
-        context: ssc,
-        socket_addrs,
-        plugins,
-    })
-}
-
-/// Resolves `plugin.function` against the job's plugins.
-fn plugin_function(
-    f: &Spanned<String>,
-    plugins: &BTreeMap<String, Arc<Plugin>>,
-    cx: &Ctx<'_>,
-    field: &str,
-) -> Result<Func> {
-    let Some((plugin, fname)) = f.get_ref().split_once('.') else {
-        return cx.err(
-            f.span(),
-            field,
-            format!("`{}` is not of the form plugin.function", f.get_ref()),
-        );
-    };
-    let Some(p) = plugins.get(plugin) else {
-        let known: Vec<&str> = plugins.keys().map(String::as_str).collect();
-        return cx.err(
-            f.span(),
-            field,
-            format!("unknown plugin `{plugin}` (declared: {})", known.join(", ")),
-        );
-    };
-    p.func(fname).or_else(|e| {
-        // The spec error already says where; keep only what is wrong.
-        let message = match e {
-            Error::Plan(m) => m,
-            other => other.to_string(),
-        };
-        cx.err(f.span(), field, message)
-    })
-}
-
-fn unknown_stream(name: &str, streams: &HashMap<String, DStream>) -> String {
-    let mut known: Vec<&str> = streams.keys().map(String::as_str).collect();
-    known.sort_unstable();
-    format!(
-        "unknown stream `{name}` (defined so far: {})",
-        known.join(", ")
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn resolve_stream<'a>(
-    name: &'a str,
-    defs: &HashMap<&'a str, &'a Spanned<StreamSection>>,
-    streams: &mut HashMap<String, DStream>,
-    plugins: &BTreeMap<String, Arc<Plugin>>,
-    cx: &Ctx<'_>,
-    chain: &mut Vec<&'a str>,
-    used: &mut std::collections::HashSet<String>,
-) -> Result<DStream> {
-    if let Some(s) = streams.get(name) {
-        return Ok(s.clone());
-    }
-    let Some(def) = defs.get(name) else {
-        return Err(Error::Internal(format!("stream `{name}` is not defined")));
-    };
-    let field = |f: &str| format!("streams.{name}.{f}");
-    if chain.contains(&name) {
-        chain.push(name);
-        return cx.err(
-            def.span(),
-            &field("from"),
-            format!("streams form a cycle: {}", chain.join(" -> ")),
-        );
-    }
-    chain.push(name);
-    let sec = def.get_ref();
-    let from: Vec<&str> = match sec.from.get_ref() {
-        toml::Value::String(s) => vec![s.as_str()],
-        toml::Value::Array(a) if !a.is_empty() => {
-            let names: Option<Vec<&str>> = a.iter().map(toml::Value::as_str).collect();
-            match names {
-                Some(n) => n,
-                None => {
-                    return cx.err(
-                        sec.from.span(),
-                        &field("from"),
-                        "must be a stream name or a list of them",
-                    );
-                }
-            }
-        }
-        _ => {
-            return cx.err(
-                sec.from.span(),
-                &field("from"),
-                "must be a stream name or a list of them",
-            );
-        }
-    };
-    let mut parents = Vec::with_capacity(from.len());
-    for f in &from {
-        if !defs.contains_key(f) && !streams.contains_key(*f) {
-            return cx.err(sec.from.span(), &field("from"), unknown_stream(f, streams));
-        }
-        parents.push(resolve_stream(f, defs, streams, plugins, cx, chain, used)?);
-        used.insert(f.to_string());
-    }
-    chain.pop();
-    let op = sec.op.get_ref().as_str();
-    let joins = [
-        "join",
-        "left_outer_join",
-        "right_outer_join",
-        "full_outer_join",
-        "cogroup",
-        "transform_with",
-    ];
-    let arity_error = if op == "union" && parents.len() < 2 {
-        Some("a union needs a list of at least two streams".to_string())
-    } else if joins.contains(&op) && parents.len() != 2 {
-        Some(format!(
-            "`{op}` needs a list of exactly two streams: [left, right]"
-        ))
-    } else if op != "union" && !joins.contains(&op) && parents.len() > 1 {
-        Some(format!(
-            "`{op}` takes one stream; only union, the joins and transform_with take a list"
-        ))
-    } else {
-        None
-    };
-    if let Some(message) = arity_error {
-        return cx.err(sec.from.span(), &field("from"), message);
-    }
-    let parent = parents[0].clone();
-    let partitions = |default: usize| -> Result<usize> {
-        match &sec.partitions {
-            Some(p) if *p.get_ref() == 0 => {
-                cx.err(p.span(), &field("partitions"), "must be at least 1")
-            }
-            Some(p) => Ok(*p.get_ref()),
-            None => Ok(default),
-        }
-    };
-    let named_func =
-        |key: &str, f: &Option<Spanned<String>>, want: sluice_sdk::Kind| -> Result<Func> {
-            let Some(f) = f else {
-                return cx.err(
-                    def.span(),
-                    &field(key),
-                    format!("`{}` needs `{key} = \"plugin.function\"`", sec.op.get_ref()),
-                );
-            };
-            let func = plugin_function(f, plugins, cx, &field(key))?;
-            let ok = func.kind() == want
-                || (want == sluice_sdk::Kind::FlatMap && func.kind() == sluice_sdk::Kind::Map);
-            if !ok {
-                return cx.err(
-                    f.span(),
-                    &field(key),
-                    format!(
-                        "`{}` is a {} function, but `{}` needs a {} function",
-                        f.get_ref(),
-                        func.kind(),
-                        sec.op.get_ref(),
-                        want
-                    ),
-                );
-            }
-            Ok(func)
-        };
-    let func = |want: sluice_sdk::Kind| named_func("function", &sec.function, want);
-    let optional_func = |key: &str, f: &Option<Spanned<String>>, want: sluice_sdk::Kind| {
-        f.as_ref().map(|_| named_func(key, f, want)).transpose()
-    };
-    // Window and slide: durations that are multiples of the parent's slide.
-    let windowing = || -> Result<(std::time::Duration, std::time::Duration)> {
-        let parent_slide = parent.slide();
-        let Some(w) = &sec.window else {
-            return cx.err(
-                def.span(),
-                &field("window"),
-                format!("`{op}` needs `window = \"DURATION\"` (e.g. \"30s\")"),
-            );
-        };
-        let duration = |d: &Spanned<String>, key: &str| -> Result<std::time::Duration> {
-            let v = parse_duration(d.get_ref()).or_else(|m| cx.err(d.span(), &field(key), m))?;
-            let p = parent_slide.as_millis().max(1);
-            if !crate::graph::fits_slide(v, p as i64) {
-                return cx.err(
-                    d.span(),
-                    &field(key),
-                    format!(
-                        "{} must be a multiple of the slide duration of the parent stream ({p} ms), not {}",
-                        if key == "window" { "the window duration" } else { "the slide duration" },
-                        d.get_ref()
-                    ),
-                );
-            }
-            Ok(v)
-        };
-        let length = duration(w, "window")?;
-        let slide = match &sec.slide {
-            Some(s) => duration(s, "slide")?,
-            None => parent_slide,
-        };
-        Ok((length, slide))
-    };
-    let initial_state = || -> Result<Vec<(serde_json::Value, serde_json::Value)>> {
-        let Some(p) = &sec.initial_state else {
-            return Ok(Vec::new());
-        };
-        let path = cx.resolve(p.get_ref());
-        let text = std::fs::read_to_string(&path).or_else(|e| {
-            cx.err(
-                p.span(),
-                &field("initial_state"),
-                format!("{}: {e}", path.display()),
-            )
-        })?;
-        serde_json::from_str(&text).or_else(|e| {
-            cx.err(
-                p.span(),
-                &field("initial_state"),
-                format!(
-                    "{}: must be a JSON array of [key, state] pairs: {e}",
-                    path.display()
-                ),
-            )
-        })
-    };
-    use sluice_sdk::Kind;
-    let stream = match op {
-        "map" => parent.map(func(Kind::Map)?),
-        "flat_map" => parent.flat_map(func(Kind::FlatMap)?),
-        "filter" => parent.filter(func(Kind::Filter)?),
-        "reduce_by_key" => parent.reduce_by_key(func(Kind::Reduce)?, partitions(2)?),
-        "reduce" => parent.reduce(func(Kind::Reduce)?),
-        "count" => parent.count(),
-        "group_by_key" => parent.group_by_key(partitions(2)?),
-        "map_values" => parent.map_values(func(Kind::Map)?),
-        "flat_map_values" => parent.flat_map_values(func(Kind::FlatMap)?),
-        "combine_by_key" => parent.combine_by_key(
-            named_func("create", &sec.create, Kind::Map)?,
-            named_func("merge_value", &sec.merge_value, Kind::Reduce)?,
-            named_func("merge_combiners", &sec.merge_combiners, Kind::Reduce)?,
-            partitions(2)?,
-        ),
-        "transform_with" => parent.transform_with(&parents[1], func(Kind::Transform)?),
-        "window" => {
-            let (length, slide) = windowing()?;
-            parent.window(length, slide)
-        }
-        "reduce_by_key_and_window" => {
-            let (length, slide) = windowing()?;
-            parent.reduce_by_key_and_window(
-                func(Kind::Reduce)?,
-                optional_func("inverse", &sec.inverse, Kind::InverseReduce)?,
-                length,
-                slide,
-                partitions(2)?,
-                optional_func("filter", &sec.filter, Kind::Filter)?,
-            )
-        }
-        "reduce_by_window" => {
-            let (length, slide) = windowing()?;
-            parent.reduce_by_window(
-                func(Kind::Reduce)?,
-                optional_func("inverse", &sec.inverse, Kind::InverseReduce)?,
-                length,
-                slide,
-            )
-        }
-        "count_by_window" => {
-            let (length, slide) = windowing()?;
-            parent.count_by_window(length, slide)
-        }
-        "count_by_value_and_window" => {
-            let (length, slide) = windowing()?;
-            parent.count_by_value_and_window(length, slide, partitions(2)?)
-        }
-        "map_with_state" => parent.map_with_state(
-            func(Kind::MapState)?,
-            partitions(2)?,
-            sec.timeout.as_ref().map(|t| *t.get_ref()),
-        ),
-        "update_state_by_key" => {
-            let initial = initial_state()?;
-            if initial.is_empty() {
-                parent.update_state_by_key(func(Kind::UpdateState)?, partitions(2)?)
-            } else {
-                parent.update_state_by_key_with_initial(
-                    func(Kind::UpdateState)?,
-                    partitions(2)?,
-                    &initial,
-                )
-            }
-        }
-        "glom" => parent.glom(),
-        "map_partitions" => parent.map_partitions(func(Kind::MapPartitions)?),
-        "transform" => parent.transform(func(Kind::Transform)?),
-        "repartition" => match &sec.partitions {
-            Some(_) => parent.repartition(partitions(1)?),
-            None => {
-                return cx.err(
-                    def.span(),
-                    &field("partitions"),
-                    "repartition needs `partitions = N`",
-                );
-            }
-        },
-        "count_by_value" => parent.count_by_value(partitions(2)?),
-        "union" => parent.union(&parents[1..]),
-        "join" => parent.join(&parents[1], partitions(2)?),
-        "left_outer_join" => parent.left_outer_join(&parents[1], partitions(2)?),
-        "right_outer_join" => parent.right_outer_join(&parents[1], partitions(2)?),
-        "full_outer_join" => parent.full_outer_join(&parents[1], partitions(2)?),
-        "cogroup" => parent.cogroup(&parents[1], partitions(2)?),
-        other => {
-            return cx.err(
-                sec.op.span(),
-                &field("op"),
-                format!(
-                    "unknown operation `{other}` (use map, flat_map, filter, map_values, flat_map_values, map_partitions, transform, transform_with, reduce_by_key, combine_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, window, reduce_by_key_and_window, reduce_by_window, count_by_window, count_by_value_and_window, update_state_by_key or map_with_state)"
-                ),
-            );
-        }
-    };
-    let stream = stream.named(name);
-    streams.insert(name.to_string(), stream.clone());
-    Ok(stream)
+    Ok((ssc, default_partitions))
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@
 //! running totals. [`Metrics::listener`] fills it from the engine's batch
 //! listener; the web UI and the Prometheus endpoint ([`crate::web`]) read it.
 
+mod prometheus;
+
 use indexmap::IndexMap;
 use serde::Serialize;
 use sluice::graph::{BatchInfo, StreamingListener};
 use sluice::time::BatchTime;
 use std::collections::VecDeque;
-use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -59,6 +60,23 @@ pub struct OperatorTotals {
     pub records_out: u64,
 }
 
+/// Running totals of one stage of the plan.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTotals {
+    /// The stage's number in the plan (`sluice explain`).
+    pub stage: usize,
+    /// Its streams, in order.
+    pub streams: String,
+    /// Tasks per batch, as planned (`null`: decided by a user function).
+    pub tasks: Option<usize>,
+    /// Batches it ran in.
+    pub batches: u64,
+    /// Seconds spent in its operators and outputs.
+    pub seconds: f64,
+    /// Records it passed on to the next stage or to outputs.
+    pub records_out: u64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     recent: VecDeque<BatchRow>,
@@ -69,6 +87,8 @@ struct Inner {
     total_delay: Histogram,
     /// By stream, in the order the graph computes them.
     operators: IndexMap<String, OperatorTotals>,
+    /// By stage number.
+    stages: std::collections::BTreeMap<usize, StageTotals>,
     receiver_errors: u64,
     /// The latest receiver errors: (batch time, source, message).
     recent_errors: VecDeque<(i64, String, String)>,
@@ -92,19 +112,6 @@ impl Histogram {
         }
         self.count += 1;
         self.sum += seconds;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        for (i, le) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{le}\"}} {}",
-                self.counts[i]
-            );
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
 }
 
@@ -136,11 +143,6 @@ fn load(counter: &AtomicU64) -> u64 {
     counter.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Writes a metric family's `# HELP` and `# TYPE` lines.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 /// The listener [`Metrics::listener`] returns.
 struct Recorder(Arc<Metrics>);
 
@@ -156,13 +158,6 @@ impl StreamingListener for Recorder {
     fn on_receiver_error(&mut self, source: &str, message: &str) {
         self.0.receiver_error(source, message);
     }
-}
-
-/// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -294,6 +289,15 @@ impl Metrics {
             t.seconds += o.time.as_secs_f64();
             t.records_out += o.records_out;
         }
+        for s in &b.stages {
+            let t = m.stages.entry(s.stage).or_default();
+            t.stage = s.stage;
+            t.streams.clone_from(&s.streams);
+            t.tasks = s.tasks;
+            t.batches += 1;
+            t.seconds += s.time.as_secs_f64();
+            t.records_out += s.records_out;
+        }
         m.recent.push_back(row);
         while m.recent.len() > RECENT {
             m.recent.pop_front();
@@ -334,6 +338,7 @@ impl Metrics {
             "input_records": m.input_records,
             "recent": m.recent,
             "operators": m.operators.values().collect::<Vec<_>>(),
+            "stages": m.stages.values().collect::<Vec<_>>(),
             "graph": *self.graph.lock().unwrap_or_else(|e| e.into_inner()),
             "functions": self.functions(),
             "plugins": self.watched().iter().map(|p| {
@@ -353,197 +358,12 @@ impl Metrics {
             "recent_receiver_errors": m.recent_errors.iter().map(|(t, s, e)| serde_json::json!({"batch": t, "source": s, "message": e})).collect::<Vec<_>>(),
         })
     }
-
-    /// The figures in Prometheus' text exposition format.
-    pub fn prometheus(&self) -> String {
-        let m = self.lock();
-        let job = format!("job=\"{}\"", label(&self.job));
-        let mut out = String::new();
-        for (name, help, value) in [
-            ("sluice_batches_total", "Batches completed.", m.batches),
-            (
-                "sluice_receiver_errors_total",
-                "Receiver errors (refused or dropped connections, unreadable files).",
-                m.receiver_errors,
-            ),
-            (
-                "sluice_input_records_total",
-                "Records received from all sources.",
-                m.input_records,
-            ),
-        ] {
-            header(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name}{{{job}}} {value}");
-        }
-        let last = m.recent.back();
-        for (name, help, value) in [
-            (
-                "sluice_last_batch_input_rate",
-                "Input records per second in the last batch.",
-                last.map_or(0.0, |b| b.rate),
-            ),
-            (
-                "sluice_last_batch_scheduling_delay_seconds",
-                "Scheduling delay of the last batch.",
-                last.map_or(0.0, |b| b.scheduling_delay_ms / 1e3),
-            ),
-            (
-                "sluice_last_batch_processing_seconds",
-                "Processing time of the last batch.",
-                last.map_or(0.0, |b| b.processing_ms / 1e3),
-            ),
-            (
-                "sluice_last_batch_total_delay_seconds",
-                "Total delay of the last batch.",
-                last.map_or(0.0, |b| b.total_delay_ms / 1e3),
-            ),
-        ] {
-            header(&mut out, name, "gauge", help);
-            let _ = writeln!(out, "{name}{{{job}}} {value}");
-        }
-        if let Some(limit) = last.and_then(|b| b.rate_limit) {
-            let name = "sluice_receiver_rate_limit";
-            header(
-                &mut out,
-                name,
-                "gauge",
-                "Records per second receivers may take in (backpressure or maximum).",
-            );
-            let _ = writeln!(out, "{name}{{{job}}} {limit}");
-        }
-        for (name, help, h) in [
-            (
-                "sluice_batch_processing_seconds",
-                "Processing time per batch.",
-                &m.processing,
-            ),
-            (
-                "sluice_batch_scheduling_delay_seconds",
-                "Scheduling delay per batch.",
-                &m.scheduling,
-            ),
-            (
-                "sluice_batch_total_delay_seconds",
-                "Total delay per batch.",
-                &m.total_delay,
-            ),
-        ] {
-            header(&mut out, name, "histogram", help);
-            h.render(&mut out, name, &job);
-        }
-        header(
-            &mut out,
-            "sluice_source_records_total",
-            "counter",
-            "Records received per source stream.",
-        );
-        for (stream, t) in m
-            .operators
-            .iter()
-            .filter(|(_, t)| t.op.starts_with("source "))
-        {
-            let _ = writeln!(
-                out,
-                "sluice_source_records_total{{{job},source=\"{}\"}} {}",
-                label(stream),
-                t.records_out
-            );
-        }
-        header(
-            &mut out,
-            "sluice_operator_seconds_total",
-            "counter",
-            "Time spent in each operator (plugin calls included).",
-        );
-        for (stream, t) in &m.operators {
-            let _ = writeln!(
-                out,
-                "sluice_operator_seconds_total{{{job},stream=\"{}\",op=\"{}\"}} {}",
-                label(stream),
-                label(&t.op),
-                t.seconds
-            );
-        }
-        header(
-            &mut out,
-            "sluice_operator_records_out_total",
-            "counter",
-            "Records each operator produced.",
-        );
-        for (stream, t) in &m.operators {
-            let _ = writeln!(
-                out,
-                "sluice_operator_records_out_total{{{job},stream=\"{}\",op=\"{}\"}} {}",
-                label(stream),
-                label(&t.op),
-                t.records_out
-            );
-        }
-        drop(m);
-        let functions = self.functions();
-        type Value = fn(&FunctionRow) -> String;
-        let per_function: [(&str, &str, Value); 3] = [
-            (
-                "sluice_plugin_function_calls_total",
-                "Calls of each plugin function (retries included).",
-                |f| f.calls.to_string(),
-            ),
-            (
-                "sluice_plugin_function_seconds_total",
-                "Time inside each plugin function.",
-                |f| f.seconds.to_string(),
-            ),
-            (
-                "sluice_plugin_function_traps_total",
-                "Traps in each plugin function.",
-                |f| f.traps.to_string(),
-            ),
-        ];
-        for (name, help, value) in per_function {
-            header(&mut out, name, "counter", help);
-            for f in &functions {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{job},plugin=\"{}\",version=\"{}\",function=\"{}\"}} {}",
-                    label(&f.plugin),
-                    label(&f.version),
-                    label(&f.function),
-                    value(f)
-                );
-            }
-        }
-        let watched = self.watched();
-        type Counter = fn(&sluice::plugin::PluginStats) -> &AtomicU64;
-        let per_plugin: [(&str, &str, Counter); 3] = [
-            (
-                "sluice_plugin_retries_total",
-                "Partition-batches retried on a fresh instance after a trap.",
-                |s| &s.retries,
-            ),
-            ("sluice_plugin_instances_total", "Instances created.", |s| {
-                &s.instances
-            }),
-            (
-                "sluice_guest_log_lines_dropped_total",
-                "Guest log lines dropped by the caps.",
-                |s| &s.dropped_log_lines,
-            ),
-        ];
-        for (name, help, counter) in per_plugin {
-            header(&mut out, name, "counter", help);
-            for p in &watched {
-                let v = load(counter(p.stats()));
-                let _ = writeln!(out, "{name}{{{job},plugin=\"{}\"}} {v}", label(p.name()));
-            }
-        }
-        out
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice::graph::OperatorInfo;
+    use sluice::graph::{OperatorInfo, StageInfo};
     use sluice::time::BatchTime;
     use std::time::Duration;
 
@@ -560,6 +380,13 @@ mod tests {
                 time: Duration::from_millis(ms),
                 records_out: records * 2,
                 chain: None,
+            }],
+            stages: vec![StageInfo {
+                stage: 0,
+                streams: "lines → wo\"rds".to_string(),
+                tasks: Some(2),
+                time: Duration::from_millis(ms),
+                records_out: records * 2,
             }],
             rate_limit: Some(250.0),
         }
@@ -595,6 +422,12 @@ mod tests {
         let status = m.status();
         assert_eq!(status["recent"].as_array().unwrap().len(), 2);
         assert_eq!(status["operators"][0]["batches"], 2);
+        // Per stage of the plan: totals on the page and in Prometheus.
+        assert_eq!(status["stages"][0]["batches"], 2);
+        assert_eq!(status["stages"][0]["records_out"], 80);
+        assert_eq!(status["stages"][0]["tasks"], 2);
+        assert!(text.contains("sluice_stage_records_out_total{job=\"wc\",stage=\"0\"} 80\n"));
+        assert!(text.contains("sluice_stage_seconds_total{job=\"wc\",stage=\"0\"} 0.303\n"));
         for i in 2..(RECENT as u64 + 10) {
             m.record(&batch(i, 1, 1));
         }

@@ -1,0 +1,229 @@
+//! The batch logs: after each checkpoint, one record per completed batch
+//! (its time and what each source took), so that recovery can re-run the
+//! batches since the checkpoint with exactly their input.
+
+use super::{BatchRecord, CheckpointStore};
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+const BATCH: u8 = 1;
+const LOG_PREFIX: &str = "batches-";
+/// Zeros a batch log keeps written ahead of its records (about a thousand
+/// records), so that syncing a record commits no file metadata and does
+/// not wait for other files' writes (see [`crate::framelog`]).
+const LOG_CHUNK: u64 = 64 << 10;
+
+/// The batch log after one checkpoint, open for appending.
+///
+/// A job appends each batch's record unsynced
+/// ([`BatchLog::append_unsynced`]) and [settles](BatchLog::settle) it once
+/// the batch is reported, before the next batch runs: so a batch's record
+/// is durable before the next batch commits anything, as with a synced
+/// append, but the flush — which on a shared disk may wait behind other
+/// tenants' writes — is spent in the wait for the next batch rather than
+/// in the batch's processing time. (A flush longer than that wait delays
+/// the next batch, which its scheduling delay shows.)
+#[derive(Debug)]
+pub struct BatchLog {
+    log: crate::framelog::FrameLog,
+    /// Records appended since the last sync.
+    unsynced: bool,
+}
+
+impl BatchLog {
+    fn new(log: crate::framelog::FrameLog) -> BatchLog {
+        BatchLog {
+            log: log.preallocate(LOG_CHUNK),
+            unsynced: false,
+        }
+    }
+
+    fn error(&self, e: std::io::Error) -> Error {
+        Error::io(
+            format!("writing the batch log {}", self.log.path().display()),
+            e,
+        )
+    }
+
+    fn encode(r: &BatchRecord) -> Result<Vec<u8>> {
+        rmp_serde::to_vec(r).map_err(|e| Error::Internal(format!("encoding a batch record: {e}")))
+    }
+
+    /// Appends `r` durably: written and synced. On a write error nothing
+    /// is appended; on a sync error the record is written, and the next
+    /// [`Self::settle`] syncs it again.
+    pub fn append(&mut self, r: &BatchRecord) -> Result<()> {
+        self.append_unsynced(r)?;
+        self.settle()
+    }
+
+    /// Appends `r` without syncing it: it is durable once [`Self::settle`]
+    /// returns.
+    pub fn append_unsynced(&mut self, r: &BatchRecord) -> Result<()> {
+        let payload = Self::encode(r)?;
+        self.log
+            .append(BATCH, &payload)
+            .map_err(|e| self.error(e))?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes every appended record durable (`fdatasync`); after an error,
+    /// the next call syncs again.
+    pub fn settle(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.log.sync().map_err(|e| self.error(e))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BatchLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.settle() {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+impl CheckpointStore {
+    fn batch_log_path(&self, after: i64) -> PathBuf {
+        self.dir.join(format!("{LOG_PREFIX}{after}"))
+    }
+
+    /// Batch logs by the checkpoint time they follow, oldest first.
+    pub fn batch_logs(&self) -> Result<Vec<(i64, PathBuf)>> {
+        let mut logs: Vec<(i64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?
+            .flatten()
+            .filter_map(|e| {
+                let ms = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix(LOG_PREFIX)?
+                    .parse::<i64>()
+                    .ok()?;
+                Some((ms, e.path()))
+            })
+            .collect();
+        logs.sort();
+        Ok(logs)
+    }
+
+    /// Starts the (empty) batch log that follows the checkpoint at `after`.
+    pub fn start_batch_log(&self, after: i64) -> Result<BatchLog> {
+        let path = self.batch_log_path(after);
+        crate::framelog::FrameLog::create(&path)
+            .map(BatchLog::new)
+            .map_err(|e| Error::io(format!("creating the batch log {}", path.display()), e))
+    }
+
+    /// The batches recorded after the checkpoint at `after` (from its log
+    /// and any later one), in time order, each once; and what was wrong
+    /// with the logs, if anything (reading stops at damage, so the batches
+    /// after it are re-run from their sources as new).
+    pub fn batches_after(&self, after: i64) -> Result<(Vec<BatchRecord>, Vec<String>)> {
+        let mut records = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (_, path) in self.batch_logs()?.into_iter().filter(|(t, _)| *t >= after) {
+            let contents = match crate::framelog::read(&path, 0) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            for frame in contents.frames.iter().filter(|f| f.kind == BATCH) {
+                match rmp_serde::from_slice::<BatchRecord>(&frame.payload) {
+                    Ok(r) if r.batch_time > after => {
+                        records.insert(r.batch_time, r);
+                    }
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!(
+                        "{}: an undecodable batch record: {e}",
+                        path.display()
+                    )),
+                }
+            }
+            problems.extend(contents.damage);
+        }
+        Ok((records.into_values().collect(), problems))
+    }
+
+    /// Rewrites the batch log after `after` to hold exactly `records` (the
+    /// batches being re-run on recovery) and removes later logs, so that
+    /// appending goes on from one clean log.
+    pub fn restart_batch_log(&self, after: i64, records: &[BatchRecord]) -> Result<BatchLog> {
+        for (t, path) in self.batch_logs()? {
+            if t > after {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            }
+        }
+        let path = self.batch_log_path(after);
+        let tmp = self.dir.join(format!(".{LOG_PREFIX}{after}.tmp"));
+        let what = || format!("rewriting the batch log {}", path.display());
+        let mut log = crate::framelog::FrameLog::create(&tmp).map_err(|e| Error::io(what(), e))?;
+        for r in records {
+            let payload = BatchLog::encode(r)?;
+            log.append(BATCH, &payload)
+                .map_err(|e| Error::io(what(), e))?;
+        }
+        log.sync().map_err(|e| Error::io(what(), e))?;
+        drop(log);
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(what(), e))?;
+        let (log, _) =
+            crate::framelog::FrameLog::open_append(&path).map_err(|e| Error::io(what(), e))?;
+        Ok(BatchLog::new(log))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(t: i64) -> BatchRecord {
+        BatchRecord {
+            batch_time: t,
+            batch_index: (t / 1000) as u64,
+            sources: vec![t.to_le_bytes().to_vec()],
+        }
+    }
+
+    #[test]
+    fn batch_records_unsynced_or_not_are_read_back_and_a_restart_keeps_only_those_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let mut log = store.restart_batch_log(1000, &[]).unwrap();
+        log.append(&record(2000)).unwrap();
+        for t in 3..=5 {
+            log.append_unsynced(&record(t * 1000)).unwrap();
+            log.settle().unwrap();
+        }
+        // Written at once, so visible (and kept across kill -9) before it
+        // is settled; dropping the log settles it.
+        log.append_unsynced(&record(6000)).unwrap();
+        let (records, problems) = store.batches_after(1000).unwrap();
+        assert_eq!(records.len(), 5, "{records:?}");
+        assert!(problems.is_empty(), "{problems:?}");
+        drop(log);
+        // The log is preallocated: its file is longer than its records.
+        let path = dir.path().join("batches-1000");
+        let size = std::fs::metadata(&path).unwrap().len();
+        let used = crate::framelog::read(&path, 0).unwrap().valid_len;
+        assert!(size > used && size >= LOG_CHUNK, "{size} vs {used}");
+        let (records, _) = store.batches_after(1000).unwrap();
+        let times: Vec<i64> = records.iter().map(|r| r.batch_time).collect();
+        assert_eq!(times, [2000, 3000, 4000, 5000, 6000]);
+        // Recovery keeps the records it will re-run, and appending goes on.
+        let mut log = store.restart_batch_log(1000, &records[2..3]).unwrap();
+        log.append_unsynced(&record(9000)).unwrap();
+        drop(log);
+        let (records, problems) = store.batches_after(1000).unwrap();
+        let times: Vec<i64> = records.iter().map(|r| r.batch_time).collect();
+        assert_eq!(times, [4000, 9000]);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}

@@ -1,0 +1,116 @@
+//! The input streams a context creates: one method per source connector.
+
+use super::op::Input;
+use super::{DStream, Node, StreamingContext, lock};
+use crate::receiver::queue::QueueSource;
+use crate::receiver::socket::SocketConfig;
+use crate::receiver::{SocketSource, Source};
+use std::path::Path;
+
+impl StreamingContext {
+    pub(super) fn add_source(&self, name: String, source: Box<dyn Source>) -> DStream {
+        let mut g = lock(&self.graph);
+        g.check_open();
+        let index = g.sources.len();
+        g.sources.push(source);
+        let id = g.nodes.len();
+        let slide = g.interval;
+        g.nodes.push(Node {
+            name,
+            op: Box::new(Input(index)),
+            parents: Vec::new(),
+            slide,
+        });
+        DStream {
+            graph: self.graph.clone(),
+            id,
+        }
+    }
+
+    /// Lines from a TCP server at `host:port` (Spark's `socketTextStream`),
+    /// sliced into one partition per worker (more for a large batch: see
+    /// [`Rdd::from_received`](crate::rdd::Rdd::from_received)).
+    pub fn socket_text_stream(&self, host: &str, port: u16) -> DStream {
+        let config = SocketConfig {
+            host: host.to_string(),
+            port,
+            ..SocketConfig::default()
+        };
+        self.socket_text_stream_with(config, self.workers)
+    }
+
+    /// Lines from a TCP server, with receiver settings and a partition count.
+    pub fn socket_text_stream_with(&self, config: SocketConfig, partitions: usize) -> DStream {
+        let name = format!("socket {}:{}", config.host, config.port);
+        self.add_source(name, Box::new(SocketSource::new(config, partitions.max(1))))
+    }
+
+    /// A stream whose batch `i` is `batches[i]` (then empty), each sliced into
+    /// `partitions` (Spark's `queueStream` with `oneAtATime`).
+    pub fn queue_stream(&self, batches: Vec<Vec<String>>, partitions: usize) -> DStream {
+        self.add_source(
+            "queue".to_string(),
+            Box::new(QueueSource::new(batches, partitions.max(1))),
+        )
+    }
+
+    /// Lines of the files that appear in `dir` (Spark's `textFileStream`): each
+    /// new file read once into the batch in which it appeared; files present
+    /// at start only with `include_existing`. See [`crate::receiver`]'s file
+    /// policy for the details.
+    pub fn text_file_stream(&self, dir: impl AsRef<Path>, include_existing: bool) -> DStream {
+        self.text_file_stream_with(dir, include_existing, self.workers)
+    }
+
+    /// [`StreamingContext::text_file_stream`] sliced into `partitions`.
+    pub fn text_file_stream_with(
+        &self,
+        dir: impl AsRef<Path>,
+        include_existing: bool,
+        partitions: usize,
+    ) -> DStream {
+        let dir = dir.as_ref().to_path_buf();
+        let source = crate::receiver::file::FileSource::new(
+            dir.clone(),
+            include_existing,
+            partitions.max(1),
+        );
+        self.add_source(format!("files {}", dir.display()), Box::new(source))
+    }
+
+    /// [`StreamingContext::text_file_stream_with`] remembering the names of
+    /// the files read in `ledger`, so that a restart reads no file twice and
+    /// reads the files that arrived while the job was down (see
+    /// [`crate::receiver`]'s file policy).
+    pub fn text_file_stream_remembered(
+        &self,
+        dir: impl AsRef<Path>,
+        include_existing: bool,
+        partitions: usize,
+        ledger: impl AsRef<Path>,
+    ) -> DStream {
+        let dir = dir.as_ref().to_path_buf();
+        let source = crate::receiver::file::FileSource::new(
+            dir.clone(),
+            include_existing,
+            partitions.max(1),
+        )
+        .with_ledger(ledger.as_ref().to_path_buf());
+        self.add_source(format!("files {}", dir.display()), Box::new(source))
+    }
+
+    /// Synthetic lines at a given rate (demos, benchmarks): see
+    /// [`crate::receiver::generator::GeneratorConfig`].
+    pub fn generator_stream(
+        &self,
+        config: crate::receiver::generator::GeneratorConfig,
+        partitions: usize,
+    ) -> DStream {
+        let source = crate::receiver::generator::GeneratorSource::new(
+            config,
+            self.interval,
+            partitions.max(1),
+        );
+        self.add_source("generator".to_string(), Box::new(source))
+    }
+}

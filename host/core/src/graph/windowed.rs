@@ -1,0 +1,178 @@
+//! DStream: windows and keyed state.
+
+use super::DStream;
+use super::op::{
+    Rekey, Rekeyed, UpdateState, Window, Windowed, WithState, count_add, count_subtract,
+};
+use crate::func::Func;
+use crate::ops::window::{MapWithState, StateByKey, WindowBuffer, WindowedReduce};
+use crate::rdd::Rdd;
+use sluice_sdk::Batch;
+use std::time::Duration;
+
+impl DStream {
+    /// `window(length, slide)`: every `slide`, the elements of the last
+    /// `length` (the parent batches with times in `(T - length, T]`; the
+    /// first windows are partial). Both must be multiples of this stream's
+    /// slide, else `run` fails naming the stream and the durations.
+    pub fn window(&self, length: Duration, slide: Duration) -> DStream {
+        self.derive_window(
+            "window",
+            Window {
+                length: length.as_millis() as i64,
+                buffer: WindowBuffer::default(),
+            },
+            length,
+            slide,
+        )
+    }
+
+    /// `reduce_by_key_and_window(f, inverse, length, slide, partitions,
+    /// filter)`: per key, the values of the last `length` combined with `f`,
+    /// every `slide`, in `partitions` partitions.
+    ///
+    /// Without `inverse` each window is reduced anew (an empty window gives
+    /// no element). With `inverse` (a `(acc, old) -> acc` function undoing
+    /// `f`) the window is kept and updated incrementally: each slide costs
+    /// calls for the batches that enter and leave, not for the whole window,
+    /// and a key whose value falls back to the identity stays unless
+    /// `filter` (a filter of `(key, value)` pairs) drops it, as in Spark's
+    /// Scala API.
+    pub fn reduce_by_key_and_window(
+        &self,
+        f: Func,
+        inverse: Option<Func>,
+        length: Duration,
+        slide: Duration,
+        partitions: usize,
+        filter: Option<Func>,
+    ) -> DStream {
+        self.derive_window(
+            "reduce_by_key_and_window",
+            Windowed {
+                reduce: f,
+                inverse,
+                filter,
+                length: length.as_millis() as i64,
+                state: WindowedReduce::new(partitions.max(1)),
+            },
+            length,
+            slide,
+        )
+    }
+
+    /// `reduce_by_window(f, inverse, length, slide)`: all elements of the
+    /// last `length` combined with `f`, as one element, every `slide`.
+    /// Without `inverse` an empty window gives no element; with it, the
+    /// running value is kept (so an emptied window gives the identity).
+    pub fn reduce_by_window(
+        &self,
+        f: Func,
+        inverse: Option<Func>,
+        length: Duration,
+        slide: Duration,
+    ) -> DStream {
+        match inverse {
+            None => self
+                .reduce(f.clone())
+                .window(length, slide)
+                .reduce(f)
+                .renamed("reduce_by_window"),
+            Some(inv) => self
+                .derive("key", Rekeyed(Rekey::Constant))
+                .reduce_by_key_and_window(f, Some(inv), length, slide, 1, None)
+                .derive("reduce_by_window", Rekeyed(Rekey::Values)),
+        }
+    }
+
+    /// `count_by_window(length, slide)`: the number of elements of the last
+    /// `length`, every `slide` (incremental; `0` for an emptied window).
+    pub fn count_by_window(&self, length: Duration, slide: Duration) -> DStream {
+        self.derive("one", Rekeyed(Rekey::One))
+            .reduce_by_window(count_add(), Some(count_subtract()), length, slide)
+            .renamed("count_by_window")
+    }
+
+    /// `count_by_value_and_window(length, slide, partitions)`: each distinct
+    /// element of the last `length` with its number of occurrences, every
+    /// `slide` (incremental; elements whose count falls to 0 are dropped).
+    pub fn count_by_value_and_window(
+        &self,
+        length: Duration,
+        slide: Duration,
+        partitions: usize,
+    ) -> DStream {
+        let nonzero = Func::filter("nonzero", |kv: (serde::de::IgnoredAny, i64)| kv.1 != 0);
+        self.derive("by_value", Rekeyed(Rekey::ByValueOne))
+            .reduce_by_key_and_window(
+                count_add(),
+                Some(count_subtract()),
+                length,
+                slide,
+                partitions,
+                Some(nonzero),
+            )
+            .renamed("count_by_value_and_window")
+    }
+
+    /// `update_state_by_key(f, partitions)`: the host keeps a state per key;
+    /// every batch `f(new values, previous state)` runs for every key that
+    /// has state or new values, and returns the new state or none (the key
+    /// is removed; if it comes back it starts again). The stream is the
+    /// whole state, every batch. Elements must be `(key, value)` pairs.
+    pub fn update_state_by_key(&self, f: Func, partitions: usize) -> DStream {
+        self.derive(
+            "update_state_by_key",
+            UpdateState {
+                func: f,
+                initial: None,
+                state: StateByKey::new(partitions.max(1)),
+            },
+        )
+    }
+
+    /// [`DStream::update_state_by_key`] starting from `initial` `(key, state)` pairs.
+    ///
+    /// # Panics
+    /// When a key or state cannot be encoded.
+    pub fn update_state_by_key_with_initial<K: serde::Serialize, S: serde::Serialize>(
+        &self,
+        f: Func,
+        partitions: usize,
+        initial: &[(K, S)],
+    ) -> DStream {
+        let mut seed = Batch::default();
+        for (k, s) in initial {
+            seed.keys.push(k).expect("an initial key that encodes");
+            seed.values.push(s).expect("an initial state that encodes");
+        }
+        self.derive(
+            "update_state_by_key",
+            UpdateState {
+                func: f,
+                initial: Some(Rdd {
+                    partitions: vec![seed],
+                }),
+                state: StateByKey::new(partitions.max(1)),
+            },
+        )
+    }
+
+    /// `map_with_state(f, partitions, timeout)`: per-record mapping with a
+    /// state per key, kept by the host. For each new value of a key, in
+    /// order, `f(key, Some(value), state)` may read, update or remove the
+    /// key's state and returns a mapped element or none; the stream is the
+    /// mapped elements. Only keys with new values are processed. With a
+    /// `timeout` of N batches, a key without values for N batches gets one
+    /// last call `f(key, None, state)` (`state.is_timing_out()`) and is
+    /// removed. Elements must be `(key, value)` pairs.
+    pub fn map_with_state(&self, f: Func, partitions: usize, timeout: Option<u64>) -> DStream {
+        self.derive(
+            "map_with_state",
+            WithState {
+                func: f,
+                state: MapWithState::new(partitions.max(1), timeout),
+            },
+        )
+    }
+}

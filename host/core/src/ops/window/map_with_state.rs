@@ -1,0 +1,199 @@
+//! `map_with_state`: per-record mapping with a state per key and an
+//! optional timeout; only keys with news are touched.
+
+use super::{internal, restore_partitions, shuffled_into};
+use crate::checkpoint::{StateReader, StateWriter};
+use crate::error::Result;
+use crate::func::{CallSite, Func};
+use crate::ops::BatchContext;
+use crate::rdd::Rdd;
+use indexmap::IndexMap;
+use sluice_sdk::{Batch, Column};
+use std::collections::VecDeque;
+
+/// Per key of one partition: its state and the update that last gave it a value.
+type TimedState = IndexMap<Box<[u8]>, (Box<[u8]>, u64)>;
+
+/// One partition of `map_with_state`: the keys' state, and (with a timeout)
+/// `(update, key)` for every update that gave a key a value, oldest first, so
+/// finding the keys that time out costs the updates that expire, not a scan
+/// of every key. An entry whose key has had a later value is stale.
+#[derive(Debug, Default)]
+struct TimedPartition {
+    state: TimedState,
+    expiry: VecDeque<(u64, Box<[u8]>)>,
+}
+
+impl TimedPartition {
+    /// The keys whose last value came `timeout` updates before `tick` or
+    /// earlier; their expiry entries are consumed.
+    fn expired(&mut self, tick: u64, timeout: u64) -> Vec<Box<[u8]>> {
+        let mut out = Vec::new();
+        while self
+            .expiry
+            .front()
+            .is_some_and(|(t, _)| t + timeout <= tick)
+        {
+            if let Some((t, key)) = self.expiry.pop_front()
+                && self.state.get(&key).is_some_and(|(_, last)| *last == t)
+            {
+                out.push(key);
+            }
+        }
+        out
+    }
+}
+
+/// `map_with_state`: per key its state and the update at which it last had
+/// a value, in hash partitions; only keys with new values or timing out are
+/// processed.
+#[derive(Debug)]
+pub(crate) struct MapWithState {
+    partitions: Vec<TimedPartition>,
+    /// Updates without a value after which a key times out.
+    timeout: Option<u64>,
+    /// Updates so far.
+    tick: u64,
+}
+
+impl MapWithState {
+    pub(crate) fn new(partitions: usize, timeout: Option<u64>) -> Self {
+        MapWithState {
+            partitions: (0..partitions.max(1))
+                .map(|_| TimedPartition::default())
+                .collect(),
+            timeout: timeout.filter(|&t| t > 0),
+            tick: 0,
+        }
+    }
+
+    /// Number of hash partitions.
+    pub(crate) fn partitions(&self) -> usize {
+        self.partitions.len()
+    }
+
+    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+        w.u64(self.tick);
+        w.u64(self.partitions.len() as u64);
+        for p in &self.partitions {
+            w.u64(p.state.len() as u64);
+            for (k, (s, last)) in &p.state {
+                w.bytes(k);
+                w.bytes(s);
+                w.u64(*last);
+            }
+        }
+    }
+
+    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        self.tick = r.u64()?;
+        let states = restore_partitions(r, self.partitions.len(), |r| {
+            Ok((r.bytes()?.into(), (r.bytes()?.into(), r.u64()?)))
+        })?;
+        self.partitions = states
+            .into_iter()
+            .map(|state| {
+                let mut expiry: Vec<(u64, Box<[u8]>)> = state
+                    .iter()
+                    .map(|(k, (_, last))| (*last, k.clone()))
+                    .collect();
+                expiry.sort_by_key(|(t, _)| *t);
+                TimedPartition {
+                    state,
+                    expiry: expiry.into(),
+                }
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// One batch: `func` for each new value of each key (and once for each
+    /// key that times out); the mapped elements are the result.
+    pub(crate) fn update(&mut self, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+        self.tick += 1;
+        let (tick, timeout) = (self.tick, self.timeout);
+        let partitions = shuffled_into(
+            &mut self.partitions,
+            rdd,
+            ctx,
+            "map_with_state",
+            |part, batches, site| map_partition(part, batches, func, tick, timeout, site),
+        )?;
+        Ok(Rdd { partitions })
+    }
+}
+
+fn map_partition(
+    part: &mut TimedPartition,
+    batches: &[Batch],
+    func: &Func,
+    tick: u64,
+    timeout: Option<u64>,
+    site: CallSite,
+) -> Result<Batch> {
+    let mut by_key: IndexMap<&[u8], Vec<&[u8]>> = IndexMap::new();
+    for b in batches {
+        for i in 0..b.len() {
+            by_key
+                .entry(b.keys.get(i))
+                .or_default()
+                .push(b.values.get(i));
+        }
+    }
+    let timed_out: Vec<Box<[u8]>> = match timeout {
+        Some(t) => part
+            .expired(tick, t)
+            .into_iter()
+            .filter(|k| !by_key.contains_key(&k[..]))
+            .collect(),
+        None => Vec::new(),
+    };
+    let TimedPartition {
+        state: part,
+        expiry,
+    } = part;
+    if by_key.is_empty() && timed_out.is_empty() {
+        return Ok(Batch::default());
+    }
+    let mut input = Batch::default();
+    let mut groups = vec![0u32];
+    let mut states = Column::new();
+    let mut group_keys: Vec<&[u8]> = Vec::with_capacity(by_key.len() + timed_out.len());
+    for (k, vs) in &by_key {
+        for v in vs {
+            input.keys.push_encoded(k).map_err(internal)?;
+            input.values.push_encoded(v).map_err(internal)?;
+        }
+        groups.push(input.len() as u32);
+        match part.get(*k) {
+            Some((s, _)) => states.push_encoded(s).map_err(internal)?,
+            None => states.push_absent().map_err(internal)?,
+        }
+        group_keys.push(k);
+    }
+    for k in &timed_out {
+        input.keys.push_encoded(k).map_err(internal)?;
+        input.values.push_absent().map_err(internal)?;
+        groups.push(input.len() as u32);
+        let (s, _) = part.get(k).ok_or_else(|| internal("timed-out key"))?;
+        states.push_encoded(s).map_err(internal)?;
+        group_keys.push(k);
+    }
+    let (mapped, new_states) = func.apply_map_state(&mut input, groups, &mut states, site)?;
+    for (g, k) in group_keys.into_iter().enumerate() {
+        let s = new_states.get(g);
+        if s.is_empty() {
+            part.swap_remove(k);
+        } else {
+            part.insert(k.into(), (s.into(), tick));
+            if timeout.is_some() {
+                expiry.push_back((tick, k.into()));
+            }
+        }
+    }
+    let mut out = Column::with_capacity(mapped.len(), mapped.bytes.len());
+    for v in mapped.iter().filter(|v| !v.is_empty()) {
+        out.push_encoded(v).map_err(internal)?;
+    }
+    Ok(Batch::from_values(out))
+}

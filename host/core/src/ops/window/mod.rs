@@ -1,0 +1,237 @@
+//! Windows and keyed state: the operators that remember earlier batches.
+//!
+//! All of it is host data (typed values as MessagePack bytes), never guest
+//! memory, so retries, checkpoints and plugin swaps cannot lose it.
+//!
+//! * [`WindowBuffer`]: the parent batches of the last window length
+//!   (`window`), released as soon as no future window needs them.
+//! * [`WindowedReduce`]: `reduce_by_key_and_window`. Each parent batch is
+//!   reduced by key once, when it arrives, into `partitions` hash partitions.
+//!   Without an inverse function every slide re-reduces the window's
+//!   per-batch results. With one, the previous window's value per key is kept
+//!   ([`KeyedState`]) and each slide takes the batches that left out with the
+//!   inverse function and adds the ones that entered (Spark's Scala
+//!   `ReducedWindowedDStream`): the function calls are proportional to the
+//!   keys of those batches, not to the window length. A key whose value
+//!   returns to the identity stays unless the filter function drops it.
+//! * [`StateByKey`]: `update_state_by_key`, the state per key.
+//! * [`MapWithState`]: `map_with_state`, per-record mapping with a state per
+//!   key and an optional timeout; only keys with news are touched.
+
+mod map_with_state;
+mod reduce;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use map_with_state::MapWithState;
+pub(crate) use reduce::{WindowFuncs, WindowedReduce};
+pub(crate) use state::StateByKey;
+
+use super::BatchContext;
+use super::join::{bucket, gather};
+use crate::checkpoint::{StateReader, StateWriter};
+use crate::error::{Error, Result};
+use crate::func::CallSite;
+use crate::rdd::Rdd;
+use crate::time::BatchTime;
+use indexmap::IndexMap;
+use rayon::prelude::*;
+use sluice_sdk::{Batch, Column};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
+}
+
+/// The value per key of one hash partition, in order of first arrival.
+pub(crate) type PartitionState = IndexMap<Box<[u8]>, Box<[u8]>>;
+
+/// Keyed state in `n` hash partitions (the partition of a key is
+/// [`super::keyed::partition_of`] of its bytes).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyedState {
+    pub(crate) partitions: Vec<PartitionState>,
+}
+
+impl KeyedState {
+    pub(crate) fn new(n: usize) -> Self {
+        KeyedState {
+            partitions: (0..n.max(1)).map(|_| IndexMap::new()).collect(),
+        }
+    }
+
+    /// Writes every partition's keys and values.
+    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+        w.u64(self.partitions.len() as u64);
+        for p in &self.partitions {
+            w.u64(p.len() as u64);
+            for (k, v) in p {
+                w.bytes(k);
+                w.bytes(v);
+            }
+        }
+    }
+
+    /// Replaces the state with a snapshot of the same number of partitions.
+    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        self.partitions = restore_partitions(r, self.partitions.len(), |r| {
+            Ok((r.bytes()?.into(), r.bytes()?.into()))
+        })?;
+        Ok(())
+    }
+
+    /// Every `(key, value)`, one RDD partition per state partition.
+    pub(crate) fn to_rdd(&self) -> Result<Rdd> {
+        let partitions = self
+            .partitions
+            .iter()
+            .map(|p| {
+                let bytes: usize = p.iter().map(|(k, v)| k.len() + v.len()).sum();
+                let mut b = Batch {
+                    keys: Column::with_capacity(p.len(), bytes / 2),
+                    values: Column::with_capacity(p.len(), bytes / 2),
+                };
+                for (k, v) in p {
+                    b.keys.push_encoded(k).map_err(internal)?;
+                    b.values.push_encoded(v).map_err(internal)?;
+                }
+                Ok(b)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Rdd { partitions })
+    }
+
+    /// Number of keys.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.partitions.iter().map(IndexMap::len).sum()
+    }
+}
+
+/// Reads `expected` partitions of entries written as a count then entries.
+fn restore_partitions<V>(
+    r: &mut StateReader<'_>,
+    expected: usize,
+    mut entry: impl FnMut(&mut StateReader<'_>) -> Result<(Box<[u8]>, V)>,
+) -> Result<Vec<IndexMap<Box<[u8]>, V>>> {
+    let n = r.u64()? as usize;
+    if n != expected {
+        return Err(Error::Plan(format!(
+            "the checkpoint has state in {n} partitions, the job has {expected}"
+        )));
+    }
+    (0..n)
+        .map(|_| {
+            let len = r.u64()?;
+            let mut p = IndexMap::new();
+            for _ in 0..len {
+                let (k, v) = entry(r)?;
+                p.insert(k, v);
+            }
+            Ok(p)
+        })
+        .collect()
+}
+
+/// The parent batches a window still needs, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct WindowBuffer {
+    batches: VecDeque<(BatchTime, Arc<Rdd>)>,
+}
+
+impl WindowBuffer {
+    /// Remembers the parent's batch at `time`.
+    pub(crate) fn push(&mut self, time: BatchTime, rdd: Arc<Rdd>) {
+        self.batches.push_back((time, rdd));
+    }
+
+    /// The union of the parent batches in `(time - length, time]` (their
+    /// partitions side by side), then forgets those no later window needs.
+    pub(crate) fn window(&mut self, time: BatchTime, length: i64) -> Rdd {
+        let from = time.millis() - length;
+        let mut partitions = Vec::new();
+        for (t, rdd) in &self.batches {
+            if t.millis() > from && *t <= time {
+                partitions.extend(rdd.partitions.iter().cloned());
+            }
+        }
+        self.evict(from);
+        if partitions.is_empty() {
+            partitions.push(Batch::default());
+        }
+        Rdd { partitions }
+    }
+
+    /// Forgets the batches at or before `time`.
+    fn evict(&mut self, time: i64) {
+        while self
+            .batches
+            .front()
+            .is_some_and(|(t, _)| t.millis() <= time)
+        {
+            self.batches.pop_front();
+        }
+    }
+
+    /// Batches held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+        w.u64(self.batches.len() as u64);
+        for (t, rdd) in &self.batches {
+            w.i64(t.millis());
+            w.rdd(rdd);
+        }
+    }
+
+    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        let n = r.u64()?;
+        self.batches.clear();
+        for _ in 0..n {
+            let t = BatchTime(r.i64()?);
+            self.batches.push_back((t, Arc::new(r.rdd()?)));
+        }
+        Ok(())
+    }
+}
+
+/// Hash-shuffles `rdd` into as many partitions as `state` has and runs `f`
+/// on each state partition with its new elements, partitions in parallel.
+fn shuffled_into<P, R, F>(
+    state: &mut Vec<P>,
+    rdd: Rdd,
+    ctx: &BatchContext<'_>,
+    op: &str,
+    f: F,
+) -> Result<Vec<R>>
+where
+    P: Send + Default,
+    R: Send,
+    F: Fn(&mut P, &[Batch], CallSite) -> Result<R> + Sync,
+{
+    let n = state.len();
+    let gathered = gather(bucket(rdd, n, ctx, op)?, n);
+    let mut parts = std::mem::take(state);
+    let result = ctx.pool.install(|| {
+        parts
+            .par_iter_mut()
+            .zip(gathered.into_par_iter())
+            .enumerate()
+            .map(|(q, (part, batches))| {
+                let site = CallSite {
+                    batch: ctx.time,
+                    partition: q as u32,
+                    partitions: n as u32,
+                };
+                f(part, &batches, site)
+            })
+            .collect::<Result<Vec<R>>>()
+    });
+    *state = parts;
+    result
+}

@@ -1,0 +1,125 @@
+//! The job's outputs (`[[outputs]]`): printing, files and sink functions.
+
+use super::plugins::plugin_function;
+use super::sections::{OutputSection, SpecFile};
+use super::streams::unknown_stream;
+use super::{Ctx, Overrides};
+use crate::error::Result;
+use crate::func::Func;
+use crate::graph::DStream;
+use crate::plugin::Plugin;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use toml::Spanned;
+
+/// Registers the job's outputs on their streams (marking those `used`);
+/// file outputs go to `overrides.output_dir` when it is given.
+pub(super) fn add_outputs(
+    cx: &Ctx<'_>,
+    spec: &SpecFile,
+    overrides: &Overrides,
+    streams: &HashMap<String, DStream>,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    used: &mut HashSet<String>,
+) -> Result<()> {
+    let output_path = |p: &str| match &overrides.output_dir {
+        Some(dir) => dir.join(Path::new(p).file_name().unwrap_or_default()),
+        None => cx.resolve(p),
+    };
+    for (i, o) in spec.outputs.iter().enumerate() {
+        let field = |f: &str| format!("outputs[{i}].{f}");
+        let sec = o.get_ref();
+        let Some(stream) = streams.get(sec.stream.get_ref()) else {
+            return cx.err(
+                sec.stream.span(),
+                &field("stream"),
+                unknown_stream(sec.stream.get_ref(), streams),
+            );
+        };
+        used.insert(sec.stream.get_ref().clone());
+        match sec.kind.get_ref().as_str() {
+            "pprint" => {
+                let num = sec.num.as_ref().map_or(10, |n| *n.get_ref());
+                match &overrides.pprint {
+                    Some(target) => stream.pprint_to(num, (target.0)()),
+                    None => stream.pprint(num),
+                }
+            }
+            "jsonl" => {
+                let Some(p) = &sec.path else {
+                    return cx.err(o.span(), &field("path"), "a jsonl output needs a path");
+                };
+                stream.save_jsonl(output_path(p.get_ref()));
+            }
+            "text_files" => {
+                let Some(p) = &sec.prefix else {
+                    return cx.err(
+                        o.span(),
+                        &field("prefix"),
+                        "a text_files output needs a prefix",
+                    );
+                };
+                let prefix = output_path(p.get_ref());
+                stream
+                    .save_as_text_files(prefix, sec.suffix.as_ref().map(|s| s.get_ref().as_str()));
+            }
+            "object_files" => {
+                let Some(p) = &sec.prefix else {
+                    return cx.err(
+                        o.span(),
+                        &field("prefix"),
+                        "an object_files output needs a prefix",
+                    );
+                };
+                let prefix = output_path(p.get_ref());
+                stream.save_as_object_files(prefix);
+            }
+            "sink" => {
+                let func = sink_function(cx, i, o, plugins)?;
+                stream.foreach_partition(func);
+            }
+            other => {
+                return cx.err(
+                    sec.kind.span(),
+                    &field("type"),
+                    format!(
+                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files or sink)"
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A sink output's `function`, which must be a sink function.
+fn sink_function(
+    cx: &Ctx<'_>,
+    i: usize,
+    o: &Spanned<OutputSection>,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+) -> Result<Func> {
+    let field = |f: &str| format!("outputs[{i}].{f}");
+    let sec = o.get_ref();
+    let Some(f) = &sec.function else {
+        return cx.err(
+            o.span(),
+            &field("function"),
+            "a sink output needs a function (`plugin.function`)",
+        );
+    };
+    let func = plugin_function(f, plugins, cx, &field("function"))?;
+    if func.kind() != sluice_sdk::Kind::Sink {
+        return cx.err(
+            f.span(),
+            &field("function"),
+            format!(
+                "`{}` is a {} function, but a sink output needs a sink function",
+                f.get_ref(),
+                func.kind()
+            ),
+        );
+    }
+    Ok(func)
+}

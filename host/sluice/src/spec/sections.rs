@@ -1,0 +1,115 @@
+//! The spec file's TOML sections as they are deserialized (with spans, so
+//! that errors can name their line).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SpecFile {
+    pub(super) job: Spanned<JobSection>,
+    #[serde(default)]
+    pub(super) plugins: BTreeMap<Spanned<String>, Spanned<PluginSection>>,
+    #[serde(default)]
+    pub(super) sources: BTreeMap<Spanned<String>, Spanned<SourceSection>>,
+    #[serde(default)]
+    pub(super) streams: BTreeMap<Spanned<String>, Spanned<StreamSection>>,
+    #[serde(default)]
+    pub(super) outputs: Vec<Spanned<OutputSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JobSection {
+    pub(super) name: Option<String>,
+    pub(super) batch_interval: Spanned<String>,
+    pub(super) workers: Option<Spanned<usize>>,
+    pub(super) clock: Option<Spanned<String>>,
+    /// Checkpoint directory, relative to the spec.
+    pub(super) checkpoint: Option<Spanned<String>>,
+    pub(super) checkpoint_interval: Option<Spanned<String>>,
+    /// Spark's backpressure: a PID controller sets the receiving rate.
+    pub(super) backpressure: Option<bool>,
+    /// Records/s receivers take until the controller's first estimate.
+    pub(super) initial_rate: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PluginSection {
+    pub(super) path: Spanned<String>,
+    pub(super) memory: Option<Spanned<String>>,
+    pub(super) deadline: Option<Spanned<String>>,
+    pub(super) max_output: Option<Spanned<String>>,
+    /// A directory (relative to the spec) the plugin may read and write,
+    /// as its current directory.
+    pub(super) dir: Option<Spanned<String>>,
+    /// `host:port` endpoints the plugin may connect to.
+    pub(super) connect: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SourceSection {
+    #[serde(rename = "type")]
+    pub(super) kind: Spanned<String>,
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<u16>>,
+    pub(super) max_line_bytes: Option<Spanned<String>>,
+    /// Socket: unbatched input held at most (a size).
+    pub(super) max_buffered: Option<Spanned<String>>,
+    /// Socket: at most this many lines per second.
+    pub(super) max_rate: Option<Spanned<u64>>,
+    pub(super) non_utf8: Option<Spanned<String>>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) stream: Option<Spanned<String>>,
+    pub(super) partitions: Option<Spanned<usize>>,
+    pub(super) rate: Option<Spanned<u64>>,
+    pub(super) words_per_line: Option<Spanned<usize>>,
+    pub(super) vocabulary: Option<Spanned<Vec<String>>>,
+    pub(super) seed: Option<Spanned<u64>>,
+    pub(super) include_existing: Option<Spanned<bool>>,
+    /// text_files sources: where the names read are remembered across
+    /// restarts (default: hidden in the directory; "" for memory only).
+    pub(super) ledger: Option<Spanned<String>>,
+    /// Socket sources: a file of lines that `sluice run --feed` serves.
+    pub(super) demo_lines: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StreamSection {
+    /// A stream name, or a list of them (`union`).
+    pub(super) from: Spanned<toml::Value>,
+    pub(super) op: Spanned<String>,
+    pub(super) function: Option<Spanned<String>>,
+    pub(super) partitions: Option<Spanned<usize>>,
+    /// combine_by_key's three functions.
+    pub(super) create: Option<Spanned<String>>,
+    pub(super) merge_value: Option<Spanned<String>>,
+    pub(super) merge_combiners: Option<Spanned<String>>,
+    /// Windows: length and slide (default: the parent's slide).
+    pub(super) window: Option<Spanned<String>>,
+    pub(super) slide: Option<Spanned<String>>,
+    /// Windowed reductions: the inverse function and the filter.
+    pub(super) inverse: Option<Spanned<String>>,
+    pub(super) filter: Option<Spanned<String>>,
+    /// update_state_by_key: a JSON file of `[key, state]` pairs.
+    pub(super) initial_state: Option<Spanned<String>>,
+    /// map_with_state: batches without values after which a key times out.
+    pub(super) timeout: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OutputSection {
+    pub(super) stream: Spanned<String>,
+    #[serde(rename = "type")]
+    pub(super) kind: Spanned<String>,
+    pub(super) num: Option<Spanned<usize>>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) suffix: Option<Spanned<String>>,
+    pub(super) function: Option<Spanned<String>>,
+}

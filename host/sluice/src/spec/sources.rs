@@ -1,0 +1,211 @@
+//! The job's sources (`[sources.NAME]`): sockets, queues, watched
+//! directories and generators.
+
+use super::sections::{SourceSection, SpecFile};
+use super::{Ctx, SocketFeed, parse_size};
+use crate::error::Result;
+use crate::graph::{DStream, StreamingContext};
+use crate::receiver::generator::GeneratorConfig;
+use crate::receiver::queue::read_queue_file;
+use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
+use std::collections::HashMap;
+use toml::Spanned;
+
+/// The job's sources as streams of `ssc` by name, and its socket sources
+/// (for `--feed`).
+pub(super) fn add_sources(
+    cx: &Ctx<'_>,
+    spec: &SpecFile,
+    ssc: &StreamingContext,
+    job_name: &str,
+    default_partitions: usize,
+) -> Result<(HashMap<String, DStream>, Vec<SocketFeed>)> {
+    let mut streams: HashMap<String, DStream> = HashMap::new();
+    let mut socket_addrs = Vec::new();
+    for (name, s) in &spec.sources {
+        let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+        let sec = s.get_ref();
+        let partitions = match &sec.partitions {
+            Some(p) if *p.get_ref() == 0 => {
+                return cx.err(p.span(), &field("partitions"), "must be at least 1");
+            }
+            Some(p) => Some(*p.get_ref()),
+            None => None,
+        };
+        let stream = match sec.kind.get_ref().as_str() {
+            "socket" => {
+                let config = socket_config(cx, name, s)?;
+                socket_addrs.push(SocketFeed {
+                    host: config.host.clone(),
+                    port: config.port,
+                    buffered_bytes: config.max_buffered_bytes as u64,
+                    demo_lines: sec.demo_lines.as_ref().map(|d| cx.resolve(d.get_ref())),
+                });
+                ssc.socket_text_stream_with(config, partitions.unwrap_or(default_partitions))
+            }
+            "queue" => {
+                let Some(p) = &sec.path else {
+                    return cx.err(
+                        s.span(),
+                        &field("path"),
+                        "a queue source needs a path to a JSON file of batches",
+                    );
+                };
+                let q = read_queue_file(
+                    &cx.resolve(p.get_ref()),
+                    sec.stream.as_ref().map(|s| s.get_ref().as_str()),
+                )
+                .or_else(|e| cx.err(p.span(), &field("path"), e.to_string()))?;
+                let parts = partitions.or(q.partitions).unwrap_or(2);
+                ssc.queue_stream(q.batches, parts)
+            }
+            "text_files" => {
+                text_files_source(cx, ssc, job_name, name, s, partitions, default_partitions)?
+            }
+            "generator" => {
+                let config = generator_config(cx, name, sec)?;
+                ssc.generator_stream(config, partitions.unwrap_or(default_partitions))
+            }
+            other => {
+                return cx.err(
+                    sec.kind.span(),
+                    &field("type"),
+                    format!(
+                        "unknown source type `{other}` (use socket, queue, text_files or generator)"
+                    ),
+                );
+            }
+        };
+        streams.insert(name.get_ref().clone(), stream.named(name.get_ref()));
+    }
+    Ok((streams, socket_addrs))
+}
+
+/// A socket source's settings: `host`, `port`, `max_rate`,
+/// `max_line_bytes`, `max_buffered` and `non_utf8`.
+fn socket_config(
+    cx: &Ctx<'_>,
+    name: &Spanned<String>,
+    s: &Spanned<SourceSection>,
+) -> Result<SocketConfig> {
+    let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+    let sec = s.get_ref();
+    let mut config = SocketConfig::default();
+    if let Some(h) = &sec.host {
+        config.host = h.get_ref().clone();
+    }
+    match &sec.port {
+        Some(p) => config.port = *p.get_ref(),
+        None => {
+            return cx.err(s.span(), &field("port"), "a socket source needs a port");
+        }
+    }
+    if let Some(r) = &sec.max_rate {
+        if *r.get_ref() == 0 {
+            return cx.err(r.span(), &field("max_rate"), "must be at least 1 line/s");
+        }
+        config.max_rate = Some(*r.get_ref());
+    }
+    if let Some(m) = &sec.max_line_bytes {
+        config.max_line_bytes = parse_size(m.get_ref())
+            .or_else(|e| cx.err(m.span(), &field("max_line_bytes"), e))?
+            as usize;
+    }
+    if let Some(m) = &sec.max_buffered {
+        let bytes =
+            parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?;
+        if bytes < 1 << 20 {
+            return cx.err(m.span(), &field("max_buffered"), "must be at least 1MiB");
+        }
+        config.max_buffered_bytes = bytes as usize;
+    }
+    if let Some(p) = &sec.non_utf8 {
+        config.non_utf8 = match p.get_ref().as_str() {
+            "replace" => NonUtf8Policy::Replace,
+            "skip" => NonUtf8Policy::Skip,
+            other => {
+                return cx.err(
+                    p.span(),
+                    &field("non_utf8"),
+                    format!("unknown policy `{other}` (use replace or skip)"),
+                );
+            }
+        };
+    }
+    Ok(config)
+}
+
+/// A source watching a directory for new text files (remembering the names
+/// read in its ledger, unless that is `""`).
+fn text_files_source(
+    cx: &Ctx<'_>,
+    ssc: &StreamingContext,
+    job_name: &str,
+    name: &Spanned<String>,
+    s: &Spanned<SourceSection>,
+    partitions: Option<usize>,
+    default_partitions: usize,
+) -> Result<DStream> {
+    let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+    let sec = s.get_ref();
+    let Some(p) = &sec.path else {
+        return cx.err(
+            s.span(),
+            &field("path"),
+            "a text_files source needs the path of a directory to watch",
+        );
+    };
+    let dir = cx.resolve(p.get_ref());
+    if !dir.is_dir() {
+        return cx.err(
+            p.span(),
+            &field("path"),
+            format!("{} is not a directory", dir.display()),
+        );
+    }
+    let include = sec.include_existing.as_ref().is_some_and(|b| *b.get_ref());
+    let ledger = match &sec.ledger {
+        Some(l) if l.get_ref().is_empty() => None,
+        Some(l) => Some(cx.resolve(l.get_ref())),
+        None => Some(dir.join(format!(".sluice-{}-{}.read", job_name, name.get_ref()))),
+    };
+    let parts = partitions.unwrap_or(default_partitions);
+    Ok(match ledger {
+        Some(l) => ssc.text_file_stream_remembered(&dir, include, parts, l),
+        None => ssc.text_file_stream_with(&dir, include, parts),
+    })
+}
+
+/// A generator source's settings: `rate`, `words_per_line`, `vocabulary`
+/// and `seed`.
+fn generator_config(
+    cx: &Ctx<'_>,
+    name: &Spanned<String>,
+    sec: &SourceSection,
+) -> Result<GeneratorConfig> {
+    let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+    let mut config = GeneratorConfig::default();
+    if let Some(r) = &sec.rate {
+        config.lines_per_second = *r.get_ref();
+    }
+    if let Some(w) = &sec.words_per_line {
+        if *w.get_ref() == 0 {
+            return cx.err(w.span(), &field("words_per_line"), "must be at least 1");
+        }
+        config.words_per_line = *w.get_ref();
+    }
+    if let Some(v) = &sec.vocabulary {
+        if v.get_ref().is_empty() {
+            return cx.err(
+                v.span(),
+                &field("vocabulary"),
+                "must list at least one word",
+            );
+        }
+        config.vocabulary = v.get_ref().clone();
+    }
+    if let Some(s) = &sec.seed {
+        config.seed = *s.get_ref();
+    }
+    Ok(config)
+}
