@@ -513,7 +513,7 @@ fn a_failing_checkpoint_write_is_retried_before_the_next_batch() {
         batches[4].sorted_records(),
         vec![serde_json::json!(["w0", 3]), serde_json::json!(["w1", 2])]
     );
-    let store = sluice::checkpoint::CheckpointStore::open(&ck).expect("store");
+    let store = sluice::checkpoint::Checkpoints::open(&ck).expect("store");
     let (latest, _) = store.latest().expect("valid").expect("a checkpoint");
     assert_eq!(latest.batch_index, 4);
 }
@@ -575,7 +575,7 @@ fn batches_after_the_last_full_checkpoint_are_rerun_from_the_batch_log() {
     let (ssc, _, _) = replay_job(&ck, &input, Some(5));
     let e = ssc.run(None).expect_err("the crash").to_string();
     assert!(e.contains("a crash"), "{e}");
-    let store = sluice::checkpoint::CheckpointStore::open(&ck).expect("store");
+    let store = sluice::checkpoint::Checkpoints::open(&ck).expect("store");
     let full: Vec<i64> = store.list().expect("list").iter().map(|f| f.0).collect();
     // Batch i is at (i + 1) s on the manual clock.
     assert_eq!(

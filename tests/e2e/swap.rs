@@ -105,7 +105,7 @@ fn a_swap_takes_over_at_a_batch_boundary_and_keeps_the_state() {
     assert_eq!(count(last, "s29"), 10);
     assert_eq!(last.len(), 31, "every word once");
     // The checkpoint records the version in force.
-    let store = sluice::checkpoint::CheckpointStore::open(dir.path()).expect("store");
+    let store = sluice::checkpoint::Checkpoints::open(dir.path()).expect("store");
     let (cp, _) = store.latest().expect("valid").expect("a checkpoint");
     assert_eq!(cp.plugins["wordcount"].version, "0.2.0");
 }

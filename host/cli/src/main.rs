@@ -874,11 +874,11 @@ fn cat(paths: &[PathBuf]) -> Result<()> {
 }
 
 fn inspect_checkpoint(dir: &std::path::Path) -> Result<()> {
-    use sluice::checkpoint::{CheckpointStore, read};
+    use sluice::checkpoint::{Checkpoints, read};
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let store = CheckpointStore::open(dir)?;
+    let store = Checkpoints::open(dir)?;
     let files = store.list()?;
     if files.is_empty() {
         println!("no checkpoints in {}", dir.display());

@@ -2,7 +2,7 @@
 //! (its time and what each source took), so that recovery can re-run the
 //! batches since the checkpoint with exactly their input.
 
-use super::{BatchRecord, CheckpointStore};
+use super::{BatchRecord, Checkpoints};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -88,7 +88,7 @@ impl Drop for BatchLog {
     }
 }
 
-impl CheckpointStore {
+impl Checkpoints {
     fn batch_log_path(&self, after: i64) -> PathBuf {
         self.dir.join(format!("{LOG_PREFIX}{after}"))
     }
@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn batch_records_unsynced_or_not_are_read_back_and_a_restart_keeps_only_those_given() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path()).unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
         let mut log = store.restart_batch_log(1000, &[]).unwrap();
         log.append(&record(2000)).unwrap();
         for t in 3..=5 {

@@ -1,7 +1,8 @@
-//! The checkpoint store: one file per checkpoint in a directory, written
-//! atomically, checked when read, the newest valid one found on recovery.
+//! Checkpoints: one object per checkpoint in a [`CheckpointStore`],
+//! written once, checked when read, the newest valid one found on
+//! recovery.
 //!
-//! A checkpoint file `checkpoint-<batch ms>` (all integers little-endian):
+//! A checkpoint object `checkpoint-<batch ms>` (all integers little-endian):
 //!
 //! ```text
 //! magic     8 bytes  "SLUICECK"
@@ -20,24 +21,32 @@
 //! exactly the input it had, so the state comes out the same and outputs
 //! keyed by batch time are rewritten identically.
 //!
-//! Files are written to a hidden temporary name, fsynced, renamed, and the
-//! directory fsynced, so a crash leaves either the old set or the new file
-//! complete; only the newest [`KEEP`] are kept, with the batch logs that
-//! follow them. [`CheckpointStore::latest`]
-//! tries the files newest first: a damaged, truncated or foreign one is
-//! skipped with a warning naming the file and what is wrong, and when files
-//! exist but none is valid the result is an error, never an empty start.
+//! Checkpoint objects go through the [`CheckpointStore`] trait
+//! (put-if-absent, get, list, delete: the local filesystem now, object
+//! storage next), and are never replaced: a crash leaves either the old
+//! set or the new object complete, and a second writer of the same
+//! checkpoint is refused. Only the newest [`KEEP`] are kept, with the batch
+//! logs that follow them. [`Checkpoints::latest`] tries them newest first:
+//! a damaged, truncated or foreign one is skipped with a warning naming the
+//! object and what is wrong ([`Checkpoints::set_aside`] then moves it to
+//! `NAME.damaged`, so the batch it held can be checkpointed again), and
+//! when checkpoints exist but none is valid the result is an error, never
+//! an empty start. Batch logs and sources' write-ahead logs are appended
+//! files, kept in the local directory beside the store.
 
 mod batch_log;
 mod codec;
+mod store;
 
 pub use batch_log::BatchLog;
 pub use codec::{StateReader, StateWriter};
+pub use store::{CheckpointStore, LocalStore};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"SLUICECK";
 /// Version of the checkpoint file format; files of another version are refused.
@@ -86,7 +95,7 @@ pub struct BatchRecord {
     pub sources: Vec<Vec<u8>>,
 }
 
-/// A checkpoint file that could not be used, and why.
+/// A checkpoint that could not be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     /// The file.
@@ -95,60 +104,66 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// A directory of checkpoints.
+/// A job's checkpoints: the objects in its [`CheckpointStore`], and the
+/// local directory of its batch logs and write-ahead logs.
 #[derive(Debug, Clone)]
-pub struct CheckpointStore {
+pub struct Checkpoints {
+    store: Arc<dyn CheckpointStore>,
     dir: PathBuf,
 }
 
-impl CheckpointStore {
-    /// Opens (creating if needed) the checkpoint directory `dir`.
+fn name_of(batch_time: i64) -> String {
+    format!("{PREFIX}{batch_time}")
+}
+
+impl Checkpoints {
+    /// Opens (creating if needed) the checkpoint directory `dir`, its
+    /// checkpoints kept in a [`LocalStore`] there.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            Error::io(
-                format!("creating the checkpoint directory {}", dir.display()),
-                e,
-            )
-        })?;
-        Ok(CheckpointStore { dir })
+        let store = LocalStore::open(dir)?;
+        Ok(Checkpoints {
+            dir: store.dir().to_path_buf(),
+            store: Arc::new(store),
+        })
     }
 
-    /// The directory.
+    /// The local directory (batch logs, write-ahead logs).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn path_of(&self, batch_time: i64) -> PathBuf {
-        self.dir.join(format!("{PREFIX}{batch_time}"))
+    /// Where the checkpoint of `batch_time` is, for messages.
+    pub fn locate(&self, batch_time: i64) -> String {
+        self.store.locate(&name_of(batch_time))
     }
 
-    /// Writes `cp` atomically as `checkpoint-<batch ms>` and removes all but
-    /// the newest [`KEEP`]. On error nothing older is touched.
+    /// Writes `cp` as `checkpoint-<batch ms>` and removes all but the
+    /// newest [`KEEP`]. On error nothing older is touched. A checkpoint of
+    /// that batch already there with the same content is no error (the
+    /// batch was re-run); with other content it is: another process is
+    /// writing this job's checkpoints.
     pub fn write(&self, cp: &Checkpoint) -> Result<PathBuf> {
-        let path = self.path_of(cp.batch_time);
-        let payload = rmp_serde::to_vec(cp)
-            .map_err(|e| Error::Internal(format!("encoding a checkpoint: {e}")))?;
-        let mut bytes = Vec::with_capacity(payload.len() + 28);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-        crate::fsutil::write_atomically(&path, &bytes)
-            .map_err(|e| Error::io(format!("writing checkpoint {}", path.display()), e))?;
+        let name = name_of(cp.batch_time);
+        let bytes = encode(cp)?;
+        if !self.store.put_if_absent(&name, &bytes)? {
+            let same = self.store.get(&name)?.is_some_and(|b| b == bytes);
+            if !same {
+                return Err(Error::Plan(format!(
+                    "checkpoint {} exists with other content: another process may be writing this job's checkpoints (stop it, or start over with --fresh)",
+                    self.store.locate(&name)
+                )));
+            }
+        }
         self.prune()?;
-        Ok(path)
+        Ok(self.dir.join(name))
     }
 
     /// Removes every checkpoint, batch log and write-ahead log (`--fresh`).
     pub fn clear(&self) -> Result<()> {
-        for path in self
-            .list()?
-            .into_iter()
-            .chain(self.batch_logs()?)
-            .map(|(_, p)| p)
-        {
+        for name in self.store.list(PREFIX)? {
+            self.store.delete(&name)?;
+        }
+        for (_, path) in self.batch_logs()? {
             std::fs::remove_file(&path)
                 .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
         }
@@ -165,26 +180,14 @@ impl CheckpointStore {
         self.dir.join("wal")
     }
 
-    /// Checkpoint files by batch time, newest first.
+    /// Checkpoints by batch time, newest first.
     pub fn list(&self) -> Result<Vec<(i64, PathBuf)>> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
-            Error::io(
-                format!("listing the checkpoint directory {}", self.dir.display()),
-                e,
-            )
-        })?;
-        let mut files = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(ms) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(PREFIX))
-                .and_then(|t| t.parse::<i64>().ok())
-            else {
-                continue;
-            };
-            files.push((ms, entry.path()));
-        }
+        let mut files: Vec<(i64, PathBuf)> = (self.store.list(PREFIX)?.into_iter())
+            .filter_map(|n| {
+                let ms = n.strip_prefix(PREFIX)?.parse::<i64>().ok()?;
+                Some((ms, self.dir.join(n)))
+            })
+            .collect();
         files.sort_by_key(|f| std::cmp::Reverse(f.0));
         Ok(files)
     }
@@ -193,9 +196,8 @@ impl CheckpointStore {
     /// that follow removed ones; returns the oldest checkpoint kept.
     fn prune(&self) -> Result<Option<i64>> {
         let files = self.list()?;
-        for (_, path) in files.iter().skip(KEEP) {
-            std::fs::remove_file(path)
-                .map_err(|e| Error::io(format!("removing old checkpoint {}", path.display()), e))?;
+        for (ms, _) in files.iter().skip(KEEP) {
+            self.store.delete(&name_of(*ms))?;
         }
         let oldest = files
             .get(files.len().min(KEEP).wrapping_sub(1))
@@ -216,8 +218,8 @@ impl CheckpointStore {
         Ok(self.list()?.last().map(|f| f.0))
     }
 
-    /// The newest valid checkpoint and the newer files skipped on the way.
-    /// `Ok(None)` when the directory has no checkpoint at all; an error when
+    /// The newest valid checkpoint and the newer ones skipped on the way.
+    /// `Ok(None)` when the store has no checkpoint at all; an error when
     /// it has some but none is valid.
     pub fn latest(&self) -> Result<Option<(Checkpoint, Vec<Skipped>)>> {
         let files = self.list()?;
@@ -225,8 +227,13 @@ impl CheckpointStore {
             return Ok(None);
         }
         let mut skipped = Vec::new();
-        for (_, path) in files {
-            match read(&path) {
+        for (ms, path) in files {
+            let read = match self.store.get(&name_of(ms)) {
+                Ok(Some(bytes)) => decode(&bytes),
+                Ok(None) => Err("removed while being read".to_string()),
+                Err(e) => Err(format!("cannot read: {e}")),
+            };
+            match read {
                 Ok(cp) => return Ok(Some((cp, skipped))),
                 Err(reason) => skipped.push(Skipped { path, reason }),
             }
@@ -241,11 +248,46 @@ impl CheckpointStore {
             reasons.join("; ")
         )))
     }
+
+    /// Moves checkpoints [`Checkpoints::latest`] skipped to `NAME.damaged`
+    /// (kept for inspection, no longer read), so that the batches they
+    /// held can be checkpointed again when they are re-run.
+    pub fn set_aside(&self, skipped: &[Skipped]) -> Result<()> {
+        for s in skipped {
+            let Some(name) = s.path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Ok(Some(bytes)) = self.store.get(name) {
+                self.store
+                    .put_if_absent(&format!("{name}.damaged"), &bytes)?;
+            }
+            self.store.delete(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// A checkpoint's bytes: header, payload, checksum.
+fn encode(cp: &Checkpoint) -> Result<Vec<u8>> {
+    let payload = rmp_serde::to_vec(cp)
+        .map_err(|e| Error::Internal(format!("encoding a checkpoint: {e}")))?;
+    let mut bytes = Vec::with_capacity(payload.len() + 28);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
+    Ok(bytes)
 }
 
 /// Reads and checks one checkpoint file; the error says what is wrong.
 pub fn read(path: &Path) -> std::result::Result<Checkpoint, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    decode(&bytes)
+}
+
+/// Checks and decodes a checkpoint's bytes; the error says what is wrong.
+fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
     if bytes.len() < 20 || &bytes[..8] != MAGIC {
         return Err("not a Sluice checkpoint (bad magic)".to_string());
     }
@@ -302,7 +344,7 @@ mod tests {
     #[test]
     fn round_trips_and_keeps_the_newest_ten() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path().join("ck")).unwrap();
+        let store = Checkpoints::open(dir.path().join("ck")).unwrap();
         assert!(store.latest().unwrap().is_none(), "an empty directory");
         for t in 1..=12 {
             store.write(&cp(t * 1000)).unwrap();
@@ -330,7 +372,7 @@ mod tests {
     #[test]
     fn damaged_newest_checkpoints_fall_back_to_an_older_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path()).unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
         for t in [1000, 2000, 3000, 4000] {
             store.write(&cp(t)).unwrap();
         }
@@ -362,9 +404,42 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_is_written_once_and_a_damaged_one_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
+        store.write(&cp(1000)).unwrap();
+        // The same checkpoint again (a re-run batch): no error.
+        store.write(&cp(1000)).unwrap();
+        // Another one of the same batch: a second writer, refused.
+        let mut other = cp(1000);
+        other.batch_index = 7;
+        let e = store.write(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("checkpoint-1000") && e.contains("another process"),
+            "{e}"
+        );
+        assert_eq!(store.latest().unwrap().unwrap().0, cp(1000));
+        // A damaged newer one is skipped, then set aside, so that its batch
+        // can be checkpointed again.
+        store.write(&cp(2000)).unwrap();
+        let p2 = dir.path().join("checkpoint-2000");
+        let b = std::fs::read(&p2).unwrap();
+        std::fs::write(&p2, &b[..b.len() - 3]).unwrap();
+        let (latest, skipped) = store.latest().unwrap().unwrap();
+        assert_eq!((latest.batch_time, skipped.len()), (1000, 1));
+        store.set_aside(&skipped).unwrap();
+        assert!(dir.path().join("checkpoint-2000.damaged").exists());
+        assert_eq!(store.list().unwrap().len(), 1, "set aside, not listed");
+        store.write(&cp(2000)).unwrap();
+        assert_eq!(store.latest().unwrap().unwrap(), (cp(2000), Vec::new()));
+        store.clear().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_failed_write_leaves_the_previous_checkpoint_valid() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path()).unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
         store.write(&cp(1000)).unwrap();
         // The next file's name is taken by a directory: the rename fails.
         std::fs::create_dir(dir.path().join("checkpoint-2000")).unwrap();

@@ -8,7 +8,7 @@ use super::{
     Graph, StreamingContext, default_checkpoint_interval, describe_graph, graph_difference, lock,
     physical_plan, plugin_uses, plugin_versions,
 };
-use crate::checkpoint::{BatchLog, BatchRecord, Checkpoint, CheckpointStore, PluginVersion};
+use crate::checkpoint::{BatchLog, BatchRecord, Checkpoint, Checkpoints, PluginVersion};
 use crate::error::{Error, Result};
 use crate::rdd::Rdd;
 use crate::receiver::rate::PidRateEstimator;
@@ -30,7 +30,7 @@ struct Loop<'a> {
     g: Graph,
     /// The graph's fingerprint, for checkpoints.
     graph: String,
-    store: Option<CheckpointStore>,
+    store: Option<Checkpoints>,
     /// The first batch's time (a resumed run keeps its first run's).
     first: BatchTime,
     /// The index of the first batch this run computes.
@@ -136,13 +136,13 @@ impl StreamingContext {
         cp: &Checkpoint,
         graph: &str,
         plugins: &std::collections::BTreeMap<String, PluginVersion>,
-        store: &CheckpointStore,
+        store: &Checkpoints,
     ) -> Result<()> {
-        let at = store.dir().join(format!("checkpoint-{}", cp.batch_time));
+        let at = store.locate(cp.batch_time);
         if cp.graph != graph {
             return Err(Error::Plan(format!(
                 "checkpoint {} is of another job graph: {} (start over with --fresh, or use another directory)",
-                at.display(),
+                at,
                 graph_difference(&cp.graph, graph)
             )));
         }
@@ -156,7 +156,7 @@ impl StreamingContext {
         if cp.sources.len() != g.sources.len() {
             return Err(Error::Plan(format!(
                 "checkpoint {} has {} sources, the job {}",
-                at.display(),
+                at,
                 cp.sources.len(),
                 g.sources.len()
             )));
@@ -170,20 +170,19 @@ impl StreamingContext {
             let node = g.nodes.get_mut(id as usize).ok_or_else(|| {
                 Error::Plan(format!(
                     "checkpoint {} has state for stream {id}, which the job lacks",
-                    at.display()
+                    at
                 ))
             })?;
             node.op.restore(bytes).map_err(|e| {
                 Error::Plan(format!(
                     "checkpoint {}: the state of stream `{}` cannot be restored: {e}",
-                    at.display(),
-                    node.name
+                    at, node.name
                 ))
             })?;
         }
         let due = (self.clock.now_ms() - cp.batch_time) / g.interval.max(1);
         tracing::info!(
-            checkpoint = %at.display(),
+            checkpoint = %at,
             batch = cp.batch_time,
             down_time_batches = due.max(0),
             "resuming from a checkpoint"
@@ -220,11 +219,7 @@ impl<'a> Loop<'a> {
         batches: Option<u64>,
     ) -> Result<Loop<'a>> {
         *ssc.uses.lock().unwrap_or_else(|e| e.into_inner()) = plugin_uses(&g);
-        let store = ssc
-            .checkpoint
-            .as_ref()
-            .map(CheckpointStore::open)
-            .transpose()?;
+        let store = ssc.checkpoint.as_ref().map(Checkpoints::open).transpose()?;
         let every = ssc
             .checkpoint_interval
             .map(|d| d.as_millis() as i64)
@@ -294,8 +289,9 @@ impl<'a> Loop<'a> {
             return Ok(());
         };
         for s in &skipped {
-            tracing::warn!(checkpoint = %s.path.display(), "skipping an unusable checkpoint: {}", s.reason);
+            tracing::warn!(checkpoint = %s.path.display(), "skipping an unusable checkpoint (set aside as .damaged): {}", s.reason);
         }
+        store.set_aside(&skipped)?;
         let plugins = plugin_versions(g);
         self.ssc.resume(g, &cp, &self.graph, &plugins, store)?;
         self.first = BatchTime(cp.first_batch_time);
