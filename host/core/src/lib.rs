@@ -29,6 +29,7 @@
 pub mod allocator;
 pub mod checkpoint;
 pub mod error;
+pub mod exec;
 pub mod framelog;
 pub mod fsutil;
 pub mod func;

@@ -6,6 +6,7 @@ use super::listener::{OperatorInfo, StageInfo};
 use super::op::Step;
 use super::{Graph, Node, StreamingContext};
 use crate::error::{Error, Result};
+use crate::exec::Executor;
 use crate::func::Func;
 use crate::ops::{BatchContext, narrow};
 use crate::plan::Plan;
@@ -77,6 +78,11 @@ impl StageTally {
             passes_on,
             stages,
         }
+    }
+
+    /// The stage of stream `id` (0 without a plan).
+    fn stage_of(&self, id: usize) -> usize {
+        self.of.get(id).copied().unwrap_or(0)
     }
 
     /// Stream `id` was computed.
@@ -196,7 +202,7 @@ impl StreamingContext {
     pub(super) fn run_batch(
         &self,
         g: &mut Graph,
-        pool: &rayon::ThreadPool,
+        executor: &dyn Executor,
         time: BatchTime,
         index: u64,
         first: BatchTime,
@@ -229,7 +235,8 @@ impl StreamingContext {
                     let node = &g.nodes[id];
                     let ctx = BatchContext {
                         time,
-                        pool,
+                        executor,
+                        stage: stages.stage_of(id),
                         stream: &node.name,
                     };
                     let (rdd, names) =
@@ -245,7 +252,8 @@ impl StreamingContext {
                     } = &mut g.nodes[id];
                     let ctx = BatchContext {
                         time,
-                        pool,
+                        executor,
+                        stage: stages.stage_of(id),
                         stream: name,
                     };
                     let mut take = |i: usize| values.take(parents[i]);

@@ -28,7 +28,6 @@ mod swap;
 #[cfg(test)]
 mod tests;
 mod windowed;
-mod workers;
 
 pub use listener::{
     BatchInfo, Listener, OperatorInfo, RunSummary, StageInfo, StopHandle, StreamingListener,

@@ -3,13 +3,13 @@
 
 use super::batch::BatchRun;
 use super::listener::{BatchInfo, RunSummary};
-use super::workers::Workers;
 use super::{
     Graph, StreamingContext, default_checkpoint_interval, describe_graph, graph_difference, lock,
     physical_plan, plugin_uses, plugin_versions,
 };
 use crate::checkpoint::{BatchLog, BatchRecord, Checkpoint, Checkpoints, PluginVersion};
 use crate::error::{Error, Result};
+use crate::exec::LocalExecutor;
 use crate::rdd::Rdd;
 use crate::receiver::rate::PidRateEstimator;
 use crate::share::{JobCpu, ThreadGroup};
@@ -54,7 +54,7 @@ struct Loop<'a> {
     summary: RunSummary,
     /// The job's threads, for its CPU share.
     threads: Arc<ThreadGroup>,
-    pool: Workers,
+    executor: LocalExecutor,
 }
 
 impl StreamingContext {
@@ -82,14 +82,14 @@ impl StreamingContext {
             job.enter();
         }
         let joining = job_cpu.clone();
-        let pool = Workers::start(self.workers, move || {
+        let executor = LocalExecutor::start(self.workers, move || {
             if let Some(job) = &joining {
                 job.threads().join_current();
                 job.enter();
             }
         })?;
         let g = self.take_graph()?;
-        let mut run = Loop::start(self, g, pool, threads, batches)?;
+        let mut run = Loop::start(self, g, executor, threads, batches)?;
         let result = run.batches();
         for s in run.g.sources.iter_mut() {
             s.stop();
@@ -214,7 +214,7 @@ impl<'a> Loop<'a> {
     fn start(
         ssc: &'a StreamingContext,
         g: Graph,
-        pool: Workers,
+        executor: LocalExecutor,
         threads: Arc<ThreadGroup>,
         batches: Option<u64>,
     ) -> Result<Loop<'a>> {
@@ -245,7 +245,7 @@ impl<'a> Loop<'a> {
                 input_records: 0,
             },
             threads,
-            pool,
+            executor,
         };
         run.recover()?;
         let g = &mut run.g;
@@ -420,7 +420,7 @@ impl<'a> Loop<'a> {
             stages,
         } = ssc.run_batch_swapping(
             &mut self.g,
-            &self.pool,
+            &self.executor,
             (time, index, self.first),
             inputs,
             swaps,

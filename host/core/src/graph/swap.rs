@@ -3,6 +3,7 @@
 use super::batch::BatchRun;
 use super::{Graph, StreamingContext, lock, plugin_uses};
 use crate::error::{Error, Result};
+use crate::exec::Executor;
 use crate::guest;
 use crate::guest::Guest;
 use crate::rdd::Rdd;
@@ -148,13 +149,13 @@ impl StreamingContext {
     pub(super) fn run_batch_swapping(
         &self,
         g: &mut Graph,
-        pool: &rayon::ThreadPool,
+        executor: &dyn Executor,
         (time, index, first): (BatchTime, u64, BatchTime),
         inputs: Vec<Rdd>,
         swaps: Vec<(StagedSwap, Arc<dyn Guest>)>,
     ) -> Result<BatchRun> {
         if swaps.is_empty() {
-            return self.run_batch(g, pool, time, index, first, inputs);
+            return self.run_batch(g, executor, time, index, first, inputs);
         }
         let kept = inputs.clone();
         let before: Vec<(usize, Vec<u8>)> = g
@@ -171,7 +172,7 @@ impl StreamingContext {
             .enumerate()
             .filter_map(|(id, n)| Some((id, n.op.seed()?.clone()?)))
             .collect();
-        let result = self.run_batch(g, pool, time, index, first, inputs);
+        let result = self.run_batch(g, executor, time, index, first, inputs);
         let failed = match &result {
             Err(Error::Plugin { plugin, .. }) => swaps
                 .iter()
@@ -204,6 +205,6 @@ impl StreamingContext {
                 *initial = Some(seed);
             }
         }
-        self.run_batch(g, pool, time, index, first, kept)
+        self.run_batch(g, executor, time, index, first, kept)
     }
 }

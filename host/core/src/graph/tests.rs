@@ -1,8 +1,6 @@
-use super::workers::Workers;
 use super::*;
 use crate::func::Func;
 use crate::time::ManualClock;
-use std::path::Path;
 
 fn ctx() -> StreamingContext {
     StreamingContext::new(Duration::from_secs(1)).with_clock(Arc::new(ManualClock::new(0)))
@@ -30,36 +28,6 @@ fn adding_after_start_panics_like_spark() {
     ssc.run(None).unwrap();
     assert!(lines.name().starts_with("queue"), "names survive the start");
     lines.count();
-}
-
-#[test]
-#[cfg(target_os = "linux")]
-fn a_run_s_worker_threads_have_exited_when_it_is_dropped() {
-    let tids = Arc::new(Mutex::new(Vec::new()));
-    let t = tids.clone();
-    let workers = Workers::start(2, move || {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
-        t.lock().unwrap().push(tid);
-    })
-    .unwrap();
-    // Both threads have started once both ran a job.
-    let barrier = std::sync::Barrier::new(2);
-    workers.broadcast(|_| {
-        barrier.wait();
-    });
-    let tids = tids.lock().unwrap().clone();
-    assert_eq!(tids.len(), 2);
-    for &tid in &tids {
-        assert!(Path::new(&format!("/proc/self/task/{tid}")).exists());
-    }
-    drop(workers);
-    for tid in tids {
-        assert!(
-            !Path::new(&format!("/proc/self/task/{tid}")).exists(),
-            "worker {tid} still running"
-        );
-    }
 }
 
 #[test]

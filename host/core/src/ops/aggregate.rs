@@ -6,7 +6,6 @@ use super::BatchContext;
 use crate::error::{Error, Result};
 use crate::func::{CallSite, Func};
 use crate::rdd::Rdd;
-use rayon::prelude::*;
 use sluice_sdk::{Batch, Column};
 
 /// `count()`: the number of elements, as one element.
@@ -23,29 +22,28 @@ pub(crate) fn count(rdd: &Rdd) -> Rdd {
 /// partition reduced in parallel, then the partial results together.
 pub(crate) fn reduce(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
     let n = rdd.partitions.len() as u32;
-    let partials: Vec<Column> = ctx.pool.install(|| {
-        rdd.partitions
-            .into_par_iter()
-            .enumerate()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(p, batch)| {
-                let mut values = if batch.has_keys() {
-                    batch.joined_values().into_owned()
-                } else {
-                    batch.values
-                };
-                let len = values.len() as u32;
-                let site = CallSite {
-                    batch: ctx.time,
-                    partition: p as u32,
-                    partitions: n,
-                };
-                func.apply_reduce(&mut values, vec![0, len], site)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let partials: Vec<Option<Column>> = ctx
+        .tasks(rdd.partitions, |p, batch| {
+            if batch.is_empty() {
+                return Ok(None);
+            }
+            let mut values = if batch.has_keys() {
+                batch.joined_values().into_owned()
+            } else {
+                batch.values
+            };
+            let len = values.len() as u32;
+            let site = CallSite {
+                batch: ctx.time,
+                partition: p as u32,
+                partitions: n,
+            };
+            func.apply_reduce(&mut values, vec![0, len], site).map(Some)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     let mut all = Column::new();
-    for p in &partials {
+    for p in partials.iter().flatten() {
         all.extend_from(p)
             .map_err(|e| Error::Internal(e.to_string()))?;
     }

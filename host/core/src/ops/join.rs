@@ -11,7 +11,6 @@ use super::keyed::{keyed, partition_of};
 use crate::error::{Error, Result};
 use crate::rdd::Rdd;
 use hashbrown::HashMap;
-use rayon::prelude::*;
 use sluice_sdk::Batch;
 
 /// Which join.
@@ -59,25 +58,22 @@ pub(crate) fn bucket(
     ctx: &BatchContext<'_>,
     op: &str,
 ) -> Result<Vec<Vec<Batch>>> {
-    ctx.pool.install(|| {
-        rdd.partitions
-            .into_par_iter()
-            .map(|batch| {
-                let mut out = vec![Batch::default(); partitions];
-                if batch.is_empty() {
-                    return Ok(out);
-                }
-                let (keys, values) = keyed(batch, ctx, op)?;
-                for i in 0..keys.len() {
-                    let k = keys.get(i);
-                    let b = &mut out[partition_of(k, partitions)];
-                    let _ = b.keys.push_encoded(k);
-                    let _ = b.values.push_encoded(values.get(i));
-                }
-                Ok(out)
-            })
-            .collect()
+    ctx.tasks(rdd.partitions, |_, batch| {
+        let mut out = vec![Batch::default(); partitions];
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        let (keys, values) = keyed(batch, ctx, op)?;
+        for i in 0..keys.len() {
+            let k = keys.get(i);
+            let b = &mut out[partition_of(k, partitions)];
+            let _ = b.keys.push_encoded(k);
+            let _ = b.values.push_encoded(values.get(i));
+        }
+        Ok(out)
     })
+    .into_iter()
+    .collect()
 }
 
 pub(crate) fn gather(buckets: Vec<Vec<Batch>>, partitions: usize) -> Vec<Vec<Batch>> {
@@ -103,13 +99,11 @@ pub(crate) fn join(
     let partitions = partitions.max(1);
     let lefts = gather(bucket(left, partitions, ctx, kind.name())?, partitions);
     let rights = gather(bucket(right, partitions, ctx, kind.name())?, partitions);
-    let out = ctx.pool.install(|| {
-        lefts
-            .into_par_iter()
-            .zip(rights.into_par_iter())
-            .map(|(l, r)| join_partition(kind, &l, &r))
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let sides: Vec<_> = lefts.into_iter().zip(rights).collect();
+    let out = ctx
+        .tasks(sides, |_, (l, r)| join_partition(kind, &l, &r))
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     Ok(Rdd { partitions: out })
 }
 

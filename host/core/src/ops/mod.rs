@@ -12,10 +12,30 @@ use crate::time::BatchTime;
 pub(crate) struct BatchContext<'a> {
     /// The batch being computed.
     pub(crate) time: BatchTime,
-    /// The worker threads that run partitions in parallel.
-    pub(crate) pool: &'a rayon::ThreadPool,
+    /// What runs the partitions' tasks.
+    pub(crate) executor: &'a dyn crate::exec::Executor,
+    /// The stage of the plan the stream belongs to (names its tasks).
+    pub(crate) stage: usize,
     /// Name of the stream being computed, for error messages.
     pub(crate) stream: &'a str,
+}
+
+impl BatchContext<'_> {
+    /// `f(partition, input)` for every input, each a task of this stage
+    /// and batch on the executor; the outputs in input order.
+    pub(crate) fn tasks<I: Send, T: Send>(
+        &self,
+        inputs: Vec<I>,
+        f: impl Fn(usize, I) -> T + Sync,
+    ) -> Vec<T> {
+        crate::exec::run_tasks(
+            self.executor,
+            self.stage,
+            self.time,
+            inputs,
+            |task, input| f(task.partition, input),
+        )
+    }
 }
 
 /// Shared scaffolding for the operator tests.
@@ -35,15 +55,19 @@ pub(crate) mod testing {
         Batch::from_values(c)
     }
 
+    /// Two worker threads, shared by the operator tests.
+    pub(crate) fn executor() -> &'static crate::exec::LocalExecutor {
+        static EXECUTOR: std::sync::OnceLock<crate::exec::LocalExecutor> =
+            std::sync::OnceLock::new();
+        EXECUTOR.get_or_init(|| crate::exec::LocalExecutor::start(2, || {}).unwrap())
+    }
+
     /// Runs `f` with a two-worker context at batch time 1000 ms.
     pub(crate) fn with_ctx<R>(f: impl FnOnce(&BatchContext<'_>) -> R) -> R {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
         f(&BatchContext {
             time: BatchTime(1000),
-            pool: &pool,
+            executor: executor(),
+            stage: 0,
             stream: "test",
         })
     }

@@ -6,7 +6,6 @@ use crate::error::Result;
 use crate::func::{CallSite, Func};
 use crate::guest::Guest;
 use crate::rdd::Rdd;
-use rayon::prelude::*;
 use sluice_sdk::{Batch, Column};
 use std::sync::Arc;
 
@@ -27,25 +26,21 @@ fn each_partition<T: Send>(
     f: impl Fn(Column, CallSite) -> Result<T> + Sync + Send,
 ) -> Result<Vec<T>> {
     let n = rdd.partitions.len() as u32;
-    ctx.pool.install(|| {
-        rdd.partitions
-            .into_par_iter()
-            .enumerate()
-            .map(|(p, batch)| {
-                let site = CallSite {
-                    batch: ctx.time,
-                    partition: p as u32,
-                    partitions: n,
-                };
-                let values = if batch.has_keys() {
-                    batch.joined_values().into_owned()
-                } else {
-                    batch.values
-                };
-                f(values, site)
-            })
-            .collect()
+    ctx.tasks(rdd.partitions, |p, batch| {
+        let site = CallSite {
+            batch: ctx.time,
+            partition: p as u32,
+            partitions: n,
+        };
+        let values = if batch.has_keys() {
+            batch.joined_values().into_owned()
+        } else {
+            batch.values
+        };
+        f(values, site)
     })
+    .into_iter()
+    .collect()
 }
 
 /// Applies `func` to every partition of `rdd`.

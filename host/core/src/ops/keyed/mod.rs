@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use crate::func::{CallSite, Func};
 use crate::rdd::Rdd;
 use hashbrown::HashMap;
-use rayon::prelude::*;
 use sluice_sdk::{Batch, Column, msgpack};
 
 /// The partition of a key: stable across runs and machines (xxh3 of its bytes).
@@ -137,37 +136,34 @@ pub(crate) fn combine_by_key(
     let partitions = partitions.max(1);
     let n_in = rdd.partitions.len() as u32;
     // Map side: combine within each input partition, then bucket by key hash.
-    let buckets: Vec<Vec<Batch>> = ctx.pool.install(|| {
-        rdd.partitions
-            .into_par_iter()
-            .enumerate()
-            .map(|(p, batch)| {
-                let mut out = vec![Batch::default(); partitions];
-                if batch.is_empty() {
-                    return Ok(out);
-                }
-                let site = CallSite {
-                    batch: ctx.time,
-                    partition: p as u32,
-                    partitions: n_in,
-                };
-                let elements = KeyedElements::of(batch, ctx, op)?;
-                let (keys, values) =
-                    combine_elements(elements, combiner.create, combiner.merge_value, site)?;
-                if partitions == 1 {
-                    out[0] = Batch { keys, values };
-                    return Ok(out);
-                }
-                for i in 0..keys.len() {
-                    let k = keys.get(i);
-                    let b = &mut out[partition_of(k, partitions)];
-                    let _ = b.keys.push_encoded(k);
-                    let _ = b.values.push_encoded(values.get(i));
-                }
-                Ok(out)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let buckets: Vec<Vec<Batch>> = ctx
+        .tasks(rdd.partitions, |p, batch| {
+            let mut out = vec![Batch::default(); partitions];
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            let site = CallSite {
+                batch: ctx.time,
+                partition: p as u32,
+                partitions: n_in,
+            };
+            let elements = KeyedElements::of(batch, ctx, op)?;
+            let (keys, values) =
+                combine_elements(elements, combiner.create, combiner.merge_value, site)?;
+            if partitions == 1 {
+                out[0] = Batch { keys, values };
+                return Ok(out);
+            }
+            for i in 0..keys.len() {
+                let k = keys.get(i);
+                let b = &mut out[partition_of(k, partitions)];
+                let _ = b.keys.push_encoded(k);
+                let _ = b.values.push_encoded(values.get(i));
+            }
+            Ok(out)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     // Exchange: output partition q gathers bucket q of every input partition.
     let mut gathered: Vec<Vec<Batch>> = (0..partitions)
         .map(|_| Vec::with_capacity(buckets.len()))
@@ -180,20 +176,17 @@ pub(crate) fn combine_by_key(
         }
     }
     // Reduce side: combine each output partition.
-    let out = ctx.pool.install(|| {
-        gathered
-            .into_par_iter()
-            .enumerate()
-            .map(|(q, parts)| {
-                let site = CallSite {
-                    batch: ctx.time,
-                    partition: q as u32,
-                    partitions: partitions as u32,
-                };
-                merge_buckets(&parts, combiner.merge_combiners, site)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let out = ctx
+        .tasks(gathered, |q, parts| {
+            let site = CallSite {
+                batch: ctx.time,
+                partition: q as u32,
+                partitions: partitions as u32,
+            };
+            merge_buckets(&parts, combiner.merge_combiners, site)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     Ok(Rdd { partitions: out })
 }
 
@@ -244,64 +237,59 @@ pub(crate) fn group_by_key(partitions: usize, rdd: Rdd, ctx: &BatchContext<'_>) 
     use super::join::{array_header, bucket, gather};
     let partitions = partitions.max(1);
     let gathered = gather(bucket(rdd, partitions, ctx, "group_by_key")?, partitions);
-    let out = ctx.pool.install(|| {
-        gathered
-            .into_par_iter()
-            .map(|parts| {
-                let mut index: HashMap<&[u8], usize> = HashMap::new();
-                let mut groups: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
-                for b in &parts {
-                    for i in 0..b.len() {
-                        let k = b.keys.get(i);
-                        let g = *index.entry(k).or_insert_with(|| {
-                            groups.push((k, Vec::new()));
-                            groups.len() - 1
-                        });
-                        groups[g].1.push(b.values.get(i));
-                    }
+    let out = ctx
+        .tasks(gathered, |_, parts| {
+            let mut index: HashMap<&[u8], usize> = HashMap::new();
+            let mut groups: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+            for b in &parts {
+                for i in 0..b.len() {
+                    let k = b.keys.get(i);
+                    let g = *index.entry(k).or_insert_with(|| {
+                        groups.push((k, Vec::new()));
+                        groups.len() - 1
+                    });
+                    groups[g].1.push(b.values.get(i));
                 }
-                let mut out = Batch::default();
-                let mut value = Vec::new();
-                for (k, vs) in groups {
-                    value.clear();
-                    array_header(&mut value, vs.len());
-                    vs.iter().for_each(|v| value.extend_from_slice(v));
-                    out.keys
-                        .push_encoded(k)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    out.values
-                        .push_encoded(&value)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                }
-                Ok(out)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+            }
+            let mut out = Batch::default();
+            let mut value = Vec::new();
+            for (k, vs) in groups {
+                value.clear();
+                array_header(&mut value, vs.len());
+                vs.iter().for_each(|v| value.extend_from_slice(v));
+                out.keys
+                    .push_encoded(k)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                out.values
+                    .push_encoded(&value)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+            }
+            Ok(out)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     Ok(Rdd { partitions: out })
 }
 
 /// `map_values(f)`: `(k, f(v))` for every `(k, v)`; keys and partitioning kept.
 pub(crate) fn map_values(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
     let n = rdd.partitions.len() as u32;
-    let partitions = ctx.pool.install(|| {
-        rdd.partitions
-            .into_par_iter()
-            .enumerate()
-            .map(|(p, batch)| {
-                if batch.is_empty() {
-                    return Ok(Batch::default());
-                }
-                let (keys, mut values) = keyed(batch, ctx, "map_values")?;
-                let site = CallSite {
-                    batch: ctx.time,
-                    partition: p as u32,
-                    partitions: n,
-                };
-                let values = func.apply_values(&mut values, site)?;
-                Ok(Batch { keys, values })
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let partitions = ctx
+        .tasks(rdd.partitions, |p, batch| {
+            if batch.is_empty() {
+                return Ok(Batch::default());
+            }
+            let (keys, mut values) = keyed(batch, ctx, "map_values")?;
+            let site = CallSite {
+                batch: ctx.time,
+                partition: p as u32,
+                partitions: n,
+            };
+            let values = func.apply_values(&mut values, site)?;
+            Ok(Batch { keys, values })
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     Ok(Rdd { partitions })
 }
 
@@ -309,23 +297,20 @@ pub(crate) fn map_values(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Resul
 /// `(k, v)`; keys and partitioning kept.
 pub(crate) fn flat_map_values(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
     let n = rdd.partitions.len() as u32;
-    let partitions = ctx.pool.install(|| {
-        rdd.partitions
-            .into_par_iter()
-            .enumerate()
-            .map(|(p, batch)| {
-                if batch.is_empty() {
-                    return Ok(Batch::default());
-                }
-                let (mut keys, mut values) = keyed(batch, ctx, "flat_map_values")?;
-                let site = CallSite {
-                    batch: ctx.time,
-                    partition: p as u32,
-                    partitions: n,
-                };
-                func.apply_keyed(&mut keys, &mut values, site)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let partitions = ctx
+        .tasks(rdd.partitions, |p, batch| {
+            if batch.is_empty() {
+                return Ok(Batch::default());
+            }
+            let (mut keys, mut values) = keyed(batch, ctx, "flat_map_values")?;
+            let site = CallSite {
+                batch: ctx.time,
+                partition: p as u32,
+                partitions: n,
+            };
+            func.apply_keyed(&mut keys, &mut values, site)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     Ok(Rdd { partitions })
 }

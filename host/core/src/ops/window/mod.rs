@@ -36,7 +36,6 @@ use crate::func::CallSite;
 use crate::rdd::Rdd;
 use crate::time::BatchTime;
 use indexmap::IndexMap;
-use rayon::prelude::*;
 use sluice_sdk::{Batch, Column};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -217,21 +216,18 @@ where
     let n = state.len();
     let gathered = gather(bucket(rdd, n, ctx, op)?, n);
     let mut parts = std::mem::take(state);
-    let result = ctx.pool.install(|| {
-        parts
-            .par_iter_mut()
-            .zip(gathered.into_par_iter())
-            .enumerate()
-            .map(|(q, (part, batches))| {
-                let site = CallSite {
-                    batch: ctx.time,
-                    partition: q as u32,
-                    partitions: n as u32,
-                };
-                f(part, &batches, site)
-            })
-            .collect::<Result<Vec<R>>>()
-    });
+    let shards: Vec<_> = parts.iter_mut().zip(gathered).collect();
+    let result = ctx
+        .tasks(shards, |q, (part, batches)| {
+            let site = CallSite {
+                batch: ctx.time,
+                partition: q as u32,
+                partitions: n as u32,
+            };
+            f(part, &batches, site)
+        })
+        .into_iter()
+        .collect::<Result<Vec<R>>>();
     *state = parts;
     result
 }

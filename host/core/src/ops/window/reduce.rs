@@ -9,7 +9,6 @@ use crate::ops::BatchContext;
 use crate::ops::keyed::{combine, reduce_by_key};
 use crate::rdd::Rdd;
 use crate::time::BatchTime;
-use rayon::prelude::*;
 use sluice_sdk::{Batch, Column};
 use std::collections::VecDeque;
 
@@ -87,24 +86,20 @@ impl WindowedReduce {
                 let parts = (0..n)
                     .map(|q| self.gather(q, t - length, t))
                     .collect::<Result<Vec<_>>>()?;
-                let partitions = ctx.pool.install(|| {
-                    parts
-                        .into_par_iter()
-                        .enumerate()
-                        .map(|(q, (keys, values))| {
-                            if keys.is_empty() {
-                                return Ok(Batch::default());
-                            }
-                            let (keys, values) =
-                                combine(keys, values, None, funcs.reduce, site(q))?;
-                            let mut b = Batch { keys, values };
-                            if let Some(filter) = funcs.filter {
-                                b = filter_pairs(b, filter, site(q))?;
-                            }
-                            Ok(b)
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })?;
+                let partitions = ctx
+                    .tasks(parts, |q, (keys, values)| {
+                        if keys.is_empty() {
+                            return Ok(Batch::default());
+                        }
+                        let (keys, values) = combine(keys, values, None, funcs.reduce, site(q))?;
+                        let mut b = Batch { keys, values };
+                        if let Some(filter) = funcs.filter {
+                            b = filter_pairs(b, filter, site(q))?;
+                        }
+                        Ok(b)
+                    })
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()?;
                 Rdd { partitions }
             }
             Some(inverse) => {
@@ -115,16 +110,12 @@ impl WindowedReduce {
                     .map(|q| self.gather(q, t - slide, t))
                     .collect::<Result<Vec<_>>>()?;
                 let mut state = std::mem::take(&mut self.state.partitions);
-                ctx.pool.install(|| {
-                    state
-                        .par_iter_mut()
-                        .zip(olds.into_par_iter().zip(news.into_par_iter()))
-                        .enumerate()
-                        .map(|(q, (part, (old, new)))| {
-                            slide_partition(part, old, new, funcs, inverse, site(q))
-                        })
-                        .collect::<Result<Vec<()>>>()
-                })?;
+                let shards: Vec<_> = state.iter_mut().zip(olds.into_iter().zip(news)).collect();
+                ctx.tasks(shards, |q, (part, (old, new))| {
+                    slide_partition(part, old, new, funcs, inverse, site(q))
+                })
+                .into_iter()
+                .collect::<Result<Vec<()>>>()?;
                 self.state.partitions = state;
                 self.state.to_rdd()?
             }

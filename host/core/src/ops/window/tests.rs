@@ -4,10 +4,11 @@ use super::*;
 use crate::func::Func;
 use crate::ops::testing::{batch_of, rendered, with_ctx};
 
-fn at(pool: &rayon::ThreadPool, ms: i64) -> BatchContext<'_> {
+fn at(executor: &dyn crate::exec::Executor, ms: i64) -> BatchContext<'_> {
     BatchContext {
         time: BatchTime(ms),
-        pool,
+        executor,
+        stage: 0,
         stream: "test",
     }
 }
@@ -31,10 +32,7 @@ fn window_buffer_keeps_only_what_windows_need() {
 
 #[test]
 fn incremental_window_keeps_zero_keys_unless_filtered() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
+    let pool = crate::ops::testing::executor();
     {
         let add = Func::reduce("add", |a: i64, b: i64| a + b);
         let sub = Func::inverse_reduce("sub", |a: i64, b: i64| a - b);
@@ -52,7 +50,7 @@ fn incremental_window_keeps_zero_keys_unless_filtered() {
             let mut w = WindowedReduce::new(2);
             let mut last = Vec::new();
             for (i, b) in batches.iter().enumerate() {
-                let ctx = at(&pool, (i as i64 + 1) * 1000);
+                let ctx = at(pool, (i as i64 + 1) * 1000);
                 w.push(pairs(b), &add, &ctx).unwrap();
                 let out = w.window(2000, 1000, &funcs, &ctx).unwrap();
                 assert_eq!(out.partitions.len(), 2);
@@ -133,7 +131,8 @@ fn operator_state_survives_a_snapshot() {
         for (i, b) in batches.iter().enumerate() {
             let t = BatchContext {
                 time: BatchTime((i as i64 + 1) * 1000),
-                pool: ctx.pool,
+                executor: ctx.executor,
+                stage: 0,
                 stream: "test",
             };
             if i == 2 {

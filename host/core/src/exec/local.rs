@@ -1,6 +1,8 @@
-//! A run's worker threads.
+//! The local executor: a job's tasks on its own worker threads.
 
+use super::{Executor, TaskId};
 use crate::error::{Error, Result};
+use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 /// restart, a bench's next round) would otherwise find the arenas still
 /// taken and put its workers on arenas that other threads use: in the word
 /// count bench, 2 workers ran 1.2-1.6× as fast as one instead of about 2×.
-pub(super) struct Workers {
+struct Workers {
     pool: Option<rayon::ThreadPool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Workers that have not finished their loop yet.
@@ -20,7 +22,7 @@ pub(super) struct Workers {
 
 impl Workers {
     /// Starts `n` worker threads, each running `on_start` first.
-    pub(super) fn start(n: usize, on_start: impl Fn() + Send + Sync + 'static) -> Result<Workers> {
+    fn start(n: usize, on_start: impl Fn() + Send + Sync + 'static) -> Result<Workers> {
         let live = Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
         let leaving = live.clone();
         let mut threads = Vec::with_capacity(n);
@@ -88,6 +90,75 @@ impl Drop for Workers {
         // free; joining makes sure their arenas are released.
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// Runs tasks on worker threads of this process: the executor of a job
+/// run by `StreamingContext::run`.
+pub struct LocalExecutor {
+    workers: Workers,
+}
+
+impl LocalExecutor {
+    /// Starts `n` worker threads, each running `on_start` first (a CPU
+    /// share's accounting joins them there).
+    pub fn start(n: usize, on_start: impl Fn() + Send + Sync + 'static) -> Result<LocalExecutor> {
+        Ok(LocalExecutor {
+            workers: Workers::start(n.max(1), on_start)?,
+        })
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn parallelism(&self) -> usize {
+        self.workers.current_num_threads()
+    }
+
+    fn run(&self, tasks: &[TaskId], task: &(dyn Fn(usize) + Sync)) {
+        match tasks.len() {
+            0 => {}
+            // One task runs on a worker all the same: plugin calls are
+            // accounted to the job's threads.
+            n => self
+                .workers
+                .install(|| (0..n).into_par_iter().for_each(task)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_run_s_worker_threads_have_exited_when_it_is_dropped() {
+        let tids = Arc::new(Mutex::new(Vec::new()));
+        let t = tids.clone();
+        let workers = Workers::start(2, move || {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            t.lock().unwrap().push(tid);
+        })
+        .unwrap();
+        // Both threads have started once both ran a job.
+        let barrier = std::sync::Barrier::new(2);
+        workers.broadcast(|_| {
+            barrier.wait();
+        });
+        let tids = tids.lock().unwrap().clone();
+        assert_eq!(tids.len(), 2);
+        for &tid in &tids {
+            assert!(Path::new(&format!("/proc/self/task/{tid}")).exists());
+        }
+        drop(workers);
+        for tid in tids {
+            assert!(
+                !Path::new(&format!("/proc/self/task/{tid}")).exists(),
+                "worker {tid} still running"
+            );
         }
     }
 }
