@@ -36,10 +36,12 @@
 
 mod batch_log;
 mod codec;
+mod shards;
 mod store;
 
 pub use batch_log::BatchLog;
 pub use codec::{StateReader, StateWriter};
+pub(crate) use shards::shard_name;
 pub use store::{CheckpointStore, LocalStore};
 
 use crate::error::{Error, Result};
@@ -50,7 +52,7 @@ use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"SLUICECK";
 /// Version of the checkpoint file format; files of another version are refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// How many checkpoints are kept.
 pub const KEEP: usize = 10;
 const PREFIX: &str = "checkpoint-";
@@ -80,8 +82,13 @@ pub struct Checkpoint {
     pub plugins: BTreeMap<String, PluginVersion>,
     /// Per source, in declaration order, its opaque position.
     pub sources: Vec<Vec<u8>>,
-    /// Per stateful stream (by graph position), its opaque state.
+    /// Per stateful stream (by graph position), its opaque state: whole,
+    /// or for a stream in `shards`, what of it is not per partition.
     pub state: BTreeMap<u64, Vec<u8>>,
+    /// Per stream whose state is sharded by partition, the objects holding
+    /// its shards in partition order (`state-<batch ms>-<stream>-<p>`),
+    /// each written by the task that owns the partition.
+    pub shards: BTreeMap<u64, Vec<String>>,
 }
 
 /// One completed batch, as the batch log records it.
@@ -143,7 +150,19 @@ impl Checkpoints {
     /// batch was re-run); with other content it is: another process is
     /// writing this job's checkpoints.
     pub fn write(&self, cp: &Checkpoint) -> Result<PathBuf> {
+        self.write_with_shards(cp, &[])
+    }
+
+    /// [`Checkpoints::write`] of a checkpoint whose `shards` name
+    /// `shards`: the shard objects first, then the checkpoint that points
+    /// at them.
+    pub fn write_with_shards(
+        &self,
+        cp: &Checkpoint,
+        shards: &[(String, Vec<u8>)],
+    ) -> Result<PathBuf> {
         let name = name_of(cp.batch_time);
+        self.put_shards(cp.batch_time, shards)?;
         let bytes = encode(cp)?;
         if !self.store.put_if_absent(&name, &bytes)? {
             let same = self.store.get(&name)?.is_some_and(|b| b == bytes);
@@ -161,6 +180,9 @@ impl Checkpoints {
     /// Removes every checkpoint, batch log and write-ahead log (`--fresh`).
     pub fn clear(&self) -> Result<()> {
         for name in self.store.list(PREFIX)? {
+            self.store.delete(&name)?;
+        }
+        for name in self.store.list(shards::PREFIX)? {
             self.store.delete(&name)?;
         }
         for (_, path) in self.batch_logs()? {
@@ -198,6 +220,7 @@ impl Checkpoints {
         let files = self.list()?;
         for (ms, _) in files.iter().skip(KEEP) {
             self.store.delete(&name_of(*ms))?;
+            self.delete_shards(*ms)?;
         }
         let oldest = files
             .get(files.len().min(KEEP).wrapping_sub(1))
@@ -229,7 +252,10 @@ impl Checkpoints {
         let mut skipped = Vec::new();
         for (ms, path) in files {
             let read = match self.store.get(&name_of(ms)) {
-                Ok(Some(bytes)) => decode(&bytes),
+                Ok(Some(bytes)) => decode(&bytes).and_then(|cp| {
+                    // A checkpoint is valid only with every shard it names.
+                    self.read_shards(&cp).map(|_| cp)
+                }),
                 Ok(None) => Err("removed while being read".to_string()),
                 Err(e) => Err(format!("cannot read: {e}")),
             };
@@ -262,6 +288,9 @@ impl Checkpoints {
                     .put_if_absent(&format!("{name}.damaged"), &bytes)?;
             }
             self.store.delete(name)?;
+            if let Some(ms) = name.strip_prefix(PREFIX).and_then(|t| t.parse().ok()) {
+                self.delete_shards(ms)?;
+            }
         }
         Ok(())
     }
@@ -271,13 +300,7 @@ impl Checkpoints {
 fn encode(cp: &Checkpoint) -> Result<Vec<u8>> {
     let payload = rmp_serde::to_vec(cp)
         .map_err(|e| Error::Internal(format!("encoding a checkpoint: {e}")))?;
-    let mut bytes = Vec::with_capacity(payload.len() + 28);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
-    Ok(bytes)
+    Ok(shards::frame(MAGIC, &payload))
 }
 
 /// Reads and checks one checkpoint file; the error says what is wrong.
@@ -288,34 +311,7 @@ pub fn read(path: &Path) -> std::result::Result<Checkpoint, String> {
 
 /// Checks and decodes a checkpoint's bytes; the error says what is wrong.
 fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
-    if bytes.len() < 20 || &bytes[..8] != MAGIC {
-        return Err("not a Sluice checkpoint (bad magic)".to_string());
-    }
-    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != FORMAT_VERSION {
-        return Err(format!(
-            "checkpoint format version {version}, this build reads version {FORMAT_VERSION}"
-        ));
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&bytes[12..20]);
-    let len = u64::from_le_bytes(len) as usize;
-    let Some(end) = 20usize.checked_add(len) else {
-        return Err("bad payload length".to_string());
-    };
-    if bytes.len() != end + 8 {
-        return Err(format!(
-            "truncated or padded: {} bytes, the header says {}",
-            bytes.len(),
-            end + 8
-        ));
-    }
-    let payload = &bytes[20..end];
-    let mut sum = [0u8; 8];
-    sum.copy_from_slice(&bytes[end..]);
-    if u64::from_le_bytes(sum) != xxhash_rust::xxh3::xxh3_64(payload) {
-        return Err("checksum mismatch (the file is damaged)".to_string());
-    }
+    let payload = shards::unframe(MAGIC, "checkpoint", bytes)?;
     rmp_serde::from_slice(payload).map_err(|e| format!("undecodable payload: {e}"))
 }
 
@@ -338,6 +334,7 @@ mod tests {
             )]),
             sources: vec![vec![1, 2, 3]],
             state: BTreeMap::from([(4, vec![9; 100])]),
+            shards: BTreeMap::new(),
         }
     }
 

@@ -23,6 +23,17 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     /// once this returns `Ok(true)` the object survives a crash.
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool>;
 
+    /// [`CheckpointStore::put_if_absent`] of several objects, which a
+    /// store may make durable together (the local store syncs its
+    /// directory once). Each is written whole or not at all, but a crash
+    /// may keep some and lose others.
+    fn put_all_if_absent(&self, objects: &[(String, Vec<u8>)]) -> Result<Vec<bool>> {
+        objects
+            .iter()
+            .map(|(name, bytes)| self.put_if_absent(name, bytes))
+            .collect()
+    }
+
     /// The object `name`, or `None` when there is none.
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>>;
 
@@ -85,10 +96,11 @@ impl LocalStore {
     }
 }
 
-impl CheckpointStore for LocalStore {
-    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+impl LocalStore {
+    /// Writes `bytes` to a synced temporary file and links it to `name`
+    /// unless that is taken; the directory is not synced.
+    fn link_new(&self, name: &str, bytes: &[u8]) -> Result<bool> {
         let path = self.path(name)?;
-        let what = || format!("writing {}", path.display());
         let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<bool> {
             let mut f = std::fs::File::create(&tmp)?;
@@ -100,14 +112,38 @@ impl CheckpointStore for LocalStore {
                 Err(e) => return Err(e),
             };
             std::fs::remove_file(&tmp)?;
-            std::fs::File::open(&self.dir)?.sync_all()?;
             Ok(linked)
         };
         write()
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
             })
-            .map_err(|e| Error::io(what(), e))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e))
+    }
+}
+
+impl CheckpointStore for LocalStore {
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let linked = self.link_new(name, bytes)?;
+        self.sync_dir()?;
+        Ok(linked)
+    }
+
+    fn put_all_if_absent(&self, objects: &[(String, Vec<u8>)]) -> Result<Vec<bool>> {
+        let linked = objects
+            .iter()
+            .map(|(name, bytes)| self.link_new(name, bytes))
+            .collect::<Result<Vec<_>>>()?;
+        if !objects.is_empty() {
+            self.sync_dir()?;
+        }
+        Ok(linked)
     }
 
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {

@@ -7,9 +7,11 @@ use super::{
     Graph, StreamingContext, default_checkpoint_interval, describe_graph, graph_difference, lock,
     physical_plan, plugin_uses, plugin_versions,
 };
-use crate::checkpoint::{BatchLog, BatchRecord, Checkpoint, Checkpoints, PluginVersion};
+use crate::checkpoint::{
+    BatchLog, BatchRecord, Checkpoint, Checkpoints, PluginVersion, StateWriter, shard_name,
+};
 use crate::error::{Error, Result};
-use crate::exec::LocalExecutor;
+use crate::exec::{Executor, LocalExecutor, run_tasks};
 use crate::rdd::Rdd;
 use crate::receiver::rate::PidRateEstimator;
 use crate::share::{JobCpu, ThreadGroup};
@@ -19,9 +21,55 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// A batch's full checkpoint, its time and the batch records to start the
-/// next batch log with: written before the next batch runs.
-type DueCheckpoint = (BatchTime, Checkpoint, Vec<BatchRecord>);
+/// A batch's full checkpoint, its state shards (object name and bytes),
+/// its time and the batch records to start the next batch log with:
+/// written before the next batch runs.
+struct DueCheckpoint {
+    time: BatchTime,
+    cp: Checkpoint,
+    shards: Vec<(String, Vec<u8>)>,
+    pending: Vec<BatchRecord>,
+}
+
+/// The state of every stateful stream at `time`, for a checkpoint: whole,
+/// or sharded by partition, each shard written by the task that owns the
+/// partition on `executor`. Returns the checkpoint's `state` and `shards`
+/// and the shard objects to write.
+fn snapshot_state(g: &Graph, executor: &dyn Executor, time: BatchTime) -> StateSnapshot {
+    let mut snap = StateSnapshot::default();
+    for (id, node) in g.nodes.iter().enumerate() {
+        let n = node.op.shards();
+        if n == 0 {
+            if let Some(bytes) = node.op.snapshot() {
+                snap.state.insert(id as u64, bytes);
+            }
+            continue;
+        }
+        let mut header = StateWriter::new();
+        node.op.save_header(&mut header);
+        snap.state.insert(id as u64, header.into_bytes());
+        let stage = g.plan.as_ref().map_or(0, |p| p.streams[id].stage);
+        let parts = run_tasks(executor, stage, time, (0..n).collect(), |_, p| {
+            let mut w = StateWriter::new();
+            node.op.save_shard(p, &mut w);
+            w.into_bytes()
+        });
+        let names: Vec<String> = (0..n)
+            .map(|p| shard_name(time.millis(), id as u64, p))
+            .collect();
+        snap.objects.extend(names.iter().cloned().zip(parts));
+        snap.shards.insert(id as u64, names);
+    }
+    snap
+}
+
+/// What [`snapshot_state`] took.
+#[derive(Default)]
+struct StateSnapshot {
+    state: BTreeMap<u64, Vec<u8>>,
+    shards: BTreeMap<u64, Vec<String>>,
+    objects: Vec<(String, Vec<u8>)>,
+}
 
 /// A run in progress: the graph taken out of its context, and where the
 /// loop stands.
@@ -166,6 +214,9 @@ impl StreamingContext {
                 source.restore(pos)?;
             }
         }
+        let shards = store
+            .read_shards(cp)
+            .map_err(|e| Error::Plan(format!("checkpoint {at}: {e}")))?;
         for (&id, bytes) in &cp.state {
             let node = g.nodes.get_mut(id as usize).ok_or_else(|| {
                 Error::Plan(format!(
@@ -173,7 +224,11 @@ impl StreamingContext {
                     at
                 ))
             })?;
-            node.op.restore(bytes).map_err(|e| {
+            let restored = match shards.get(&id) {
+                Some(parts) => node.op.restore_sharded(bytes, parts),
+                None => node.op.restore(bytes),
+            };
+            restored.map_err(|e| {
                 Error::Plan(format!(
                     "checkpoint {}: the state of stream `{}` cannot be restored: {e}",
                     at, node.name
@@ -362,9 +417,14 @@ impl<'a> Loop<'a> {
                 .plus(ssc.interval * index.saturating_sub(1) as u32);
             ssc.retrying("batch log", previous, || log.settle())?;
         }
-        if let (Some(store), Some((time, cp, pending))) = (&self.store, self.checkpoint_due.take())
-        {
-            ssc.retrying("checkpoint", time, || store.write(&cp))?;
+        if let (Some(store), Some(due)) = (&self.store, self.checkpoint_due.take()) {
+            let DueCheckpoint {
+                time,
+                cp,
+                shards,
+                pending,
+            } = due;
+            ssc.retrying("checkpoint", time, || store.write_with_shards(&cp, &shards))?;
             self.batch_log = Some(ssc.retrying("batch log", time, || {
                 store.restart_batch_log(time.millis(), &pending)
             })?);
@@ -480,6 +540,7 @@ impl<'a> Loop<'a> {
         if last || (!replayed && due) {
             // A full checkpoint, then a new batch log after it (holding any
             // batches still to be re-run).
+            let snap = snapshot_state(g, &self.executor, time);
             let cp = Checkpoint {
                 graph: self.graph.clone(),
                 batch_time: time.millis(),
@@ -491,16 +552,17 @@ impl<'a> Loop<'a> {
                     .iter()
                     .map(|s| s.position().unwrap_or_default())
                     .collect(),
-                state: g
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(id, n)| n.op.snapshot().map(|b| (id as u64, b)))
-                    .collect(),
+                state: snap.state,
+                shards: snap.shards,
             };
             // Written before the next batch (`settle_previous`).
             let pending: Vec<BatchRecord> = self.replay.values().cloned().collect();
-            self.checkpoint_due = Some((time, cp, pending));
+            self.checkpoint_due = Some(DueCheckpoint {
+                time,
+                cp,
+                shards: snap.objects,
+                pending,
+            });
             self.last_data = Some(time.millis());
         } else if !replayed && let Some(log) = self.batch_log.as_mut() {
             let r = BatchRecord {

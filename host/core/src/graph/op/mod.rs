@@ -36,7 +36,7 @@ use sluice_sdk::Kind;
 use std::sync::Arc;
 
 /// One transformation of the graph: a stream's operator.
-pub(super) trait Operator: Send {
+pub(super) trait Operator: Send + Sync {
     /// What it is, for the graph fingerprint of checkpoints and the plan:
     /// kind, functions (name and kind) and parameters.
     fn describe(&self) -> String;
@@ -74,6 +74,31 @@ pub(super) trait Operator: Send {
         ))
     }
 
+    /// How many shards its state is kept in for checkpoints: one per
+    /// partition, each written by the task that owns the partition; 0 when
+    /// the state, if any, is kept whole ([`Operator::save`]).
+    fn shards(&self) -> usize {
+        0
+    }
+
+    /// With shards: what of its state is not per partition.
+    fn save_header(&self, _w: &mut StateWriter) {}
+
+    /// With shards: partition `shard`'s state.
+    fn save_shard(&self, _shard: usize, _w: &mut StateWriter) {}
+
+    /// Restores a header and shards [`Operator::save_header`] and
+    /// [`Operator::save_shard`] wrote.
+    fn load_shards(
+        &mut self,
+        _header: &mut StateReader<'_>,
+        _shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        Err(Error::Plan(
+            "the checkpoint has state shards for a stream that keeps none".to_string(),
+        ))
+    }
+
     /// For an input stream: which source feeds it.
     fn source(&self) -> Option<usize> {
         None
@@ -95,6 +120,21 @@ pub(super) trait Operator: Send {
     fn snapshot(&self) -> Option<Vec<u8>> {
         let mut w = StateWriter::new();
         self.save(&mut w).then(|| w.into_bytes())
+    }
+
+    /// Restores sharded state: the header [`Operator::save_header`] wrote
+    /// and the shards of every partition.
+    fn restore_sharded(&mut self, header: &[u8], shards: &[Vec<u8>]) -> Result<()> {
+        let mut h = StateReader::new(header);
+        let mut readers: Vec<StateReader<'_>> =
+            shards.iter().map(|s| StateReader::new(s)).collect();
+        self.load_shards(&mut h, &mut readers)?;
+        if !h.is_empty() || readers.iter().any(|r| !r.is_empty()) {
+            return Err(Error::Internal(
+                "checkpoint state has trailing bytes".to_string(),
+            ));
+        }
+        Ok(())
     }
 
     /// Restores the state [`Operator::snapshot`] took.

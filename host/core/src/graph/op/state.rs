@@ -57,6 +57,24 @@ impl Operator for UpdateState {
     fn seed(&mut self) -> Option<&mut Option<Rdd>> {
         Some(&mut self.initial)
     }
+
+    fn shards(&self) -> usize {
+        self.state.partitions()
+    }
+
+    fn save_shard(&self, shard: usize, w: &mut StateWriter) {
+        self.state.snapshot_shard(shard, w);
+    }
+
+    fn load_shards(
+        &mut self,
+        _header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        // The initial state is in the checkpoint already.
+        self.initial = None;
+        self.state.restore_shards(shards)
+    }
 }
 
 /// `map_with_state`.
@@ -94,5 +112,25 @@ impl Operator for WithState {
 
     fn load(&mut self, r: &mut StateReader<'_>) -> Result<()> {
         self.state.restore(r)
+    }
+
+    fn shards(&self) -> usize {
+        self.state.partitions()
+    }
+
+    fn save_header(&self, w: &mut StateWriter) {
+        self.state.snapshot_header(w);
+    }
+
+    fn save_shard(&self, shard: usize, w: &mut StateWriter) {
+        self.state.snapshot_shard(shard, w);
+    }
+
+    fn load_shards(
+        &mut self,
+        header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        self.state.restore_shards(header, shards)
     }
 }

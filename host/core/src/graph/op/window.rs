@@ -130,4 +130,24 @@ impl Operator for Windowed {
     fn load(&mut self, r: &mut StateReader<'_>) -> Result<()> {
         self.state.restore(r)
     }
+
+    fn shards(&self) -> usize {
+        self.state.partitions()
+    }
+
+    fn save_header(&self, w: &mut StateWriter) {
+        self.state.snapshot_header(w);
+    }
+
+    fn save_shard(&self, shard: usize, w: &mut StateWriter) {
+        self.state.snapshot_shard(shard, w);
+    }
+
+    fn load_shards(
+        &mut self,
+        header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        self.state.restore_shards(header, shards)
+    }
 }

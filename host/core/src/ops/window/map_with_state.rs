@@ -1,7 +1,7 @@
 //! `map_with_state`: per-record mapping with a state per key and an
 //! optional timeout; only keys with news are touched.
 
-use super::{internal, restore_partitions, shuffled_into};
+use super::{check_shards, internal, read_partition, restore_partitions, shuffled_into};
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
 use crate::func::{CallSite, Func};
@@ -24,7 +24,28 @@ struct TimedPartition {
     expiry: VecDeque<(u64, Box<[u8]>)>,
 }
 
+/// A key, its state and its last update.
+type TimedEntry = (Box<[u8]>, (Box<[u8]>, u64));
+
+/// A key, its state and its last update, as snapshots write them.
+fn timed_entry(r: &mut StateReader<'_>) -> Result<TimedEntry> {
+    Ok((r.bytes()?.into(), (r.bytes()?.into(), r.u64()?)))
+}
+
 impl TimedPartition {
+    /// A partition of restored state, its keys' expiry in update order.
+    fn of(state: TimedState) -> TimedPartition {
+        let mut expiry: Vec<(u64, Box<[u8]>)> = state
+            .iter()
+            .map(|(k, (_, last))| (*last, k.clone()))
+            .collect();
+        expiry.sort_by_key(|(t, _)| *t);
+        TimedPartition {
+            state,
+            expiry: expiry.into(),
+        }
+    }
+
     /// The keys whose last value came `timeout` updates before `tick` or
     /// earlier; their expiry entries are consumed.
     fn expired(&mut self, tick: u64, timeout: u64) -> Vec<Box<[u8]>> {
@@ -87,23 +108,39 @@ impl MapWithState {
 
     pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
         self.tick = r.u64()?;
-        let states = restore_partitions(r, self.partitions.len(), |r| {
-            Ok((r.bytes()?.into(), (r.bytes()?.into(), r.u64()?)))
-        })?;
-        self.partitions = states
-            .into_iter()
-            .map(|state| {
-                let mut expiry: Vec<(u64, Box<[u8]>)> = state
-                    .iter()
-                    .map(|(k, (_, last))| (*last, k.clone()))
-                    .collect();
-                expiry.sort_by_key(|(t, _)| *t);
-                TimedPartition {
-                    state,
-                    expiry: expiry.into(),
-                }
-            })
-            .collect();
+        let states = restore_partitions(r, self.partitions.len(), timed_entry)?;
+        self.partitions = states.into_iter().map(TimedPartition::of).collect();
+        Ok(())
+    }
+
+    /// What is not per partition: the update count.
+    pub(crate) fn snapshot_header(&self, w: &mut StateWriter) {
+        w.u64(self.tick);
+    }
+
+    /// Partition `p`'s keys, states and last updates: the shard of the task
+    /// that owns it.
+    pub(crate) fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
+        let part = &self.partitions[p];
+        w.u64(part.state.len() as u64);
+        for (k, (s, last)) in &part.state {
+            w.bytes(k);
+            w.bytes(s);
+            w.u64(*last);
+        }
+    }
+
+    /// Restores a header and one shard per partition.
+    pub(crate) fn restore_shards(
+        &mut self,
+        header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        check_shards(shards.len(), self.partitions.len())?;
+        self.tick = header.u64()?;
+        self.partitions = (shards.iter_mut())
+            .map(|r| read_partition(r, timed_entry).map(TimedPartition::of))
+            .collect::<Result<_>>()?;
         Ok(())
     }
 

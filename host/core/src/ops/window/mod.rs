@@ -73,6 +73,26 @@ impl KeyedState {
         }
     }
 
+    /// Partition `p`'s keys and values: the shard of the task that owns it.
+    pub(crate) fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
+        let part = &self.partitions[p];
+        w.u64(part.len() as u64);
+        for (k, v) in part {
+            w.bytes(k);
+            w.bytes(v);
+        }
+    }
+
+    /// Replaces the state with one shard per partition
+    /// ([`KeyedState::snapshot_shard`]).
+    pub(crate) fn restore_shards(&mut self, shards: &mut [StateReader<'_>]) -> Result<()> {
+        check_shards(shards.len(), self.partitions.len())?;
+        self.partitions = (shards.iter_mut())
+            .map(|r| read_partition(r, |r| Ok((r.bytes()?.into(), r.bytes()?.into()))))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
     /// Replaces the state with a snapshot of the same number of partitions.
     pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
         self.partitions = restore_partitions(r, self.partitions.len(), |r| {
@@ -116,22 +136,33 @@ fn restore_partitions<V>(
     mut entry: impl FnMut(&mut StateReader<'_>) -> Result<(Box<[u8]>, V)>,
 ) -> Result<Vec<IndexMap<Box<[u8]>, V>>> {
     let n = r.u64()? as usize;
-    if n != expected {
-        return Err(Error::Plan(format!(
+    check_shards(n, expected)?;
+    (0..n).map(|_| read_partition(r, &mut entry)).collect()
+}
+
+/// State in `n` partitions (or shards) for an operator with `expected`.
+pub(crate) fn check_shards(n: usize, expected: usize) -> Result<()> {
+    if n == expected {
+        Ok(())
+    } else {
+        Err(Error::Plan(format!(
             "the checkpoint has state in {n} partitions, the job has {expected}"
-        )));
+        )))
     }
-    (0..n)
-        .map(|_| {
-            let len = r.u64()?;
-            let mut p = IndexMap::new();
-            for _ in 0..len {
-                let (k, v) = entry(r)?;
-                p.insert(k, v);
-            }
-            Ok(p)
-        })
-        .collect()
+}
+
+/// Reads one partition of entries, written as a count then entries.
+fn read_partition<V>(
+    r: &mut StateReader<'_>,
+    mut entry: impl FnMut(&mut StateReader<'_>) -> Result<(Box<[u8]>, V)>,
+) -> Result<IndexMap<Box<[u8]>, V>> {
+    let len = r.u64()?;
+    let mut p = IndexMap::new();
+    for _ in 0..len {
+        let (k, v) = entry(r)?;
+        p.insert(k, v);
+    }
+    Ok(p)
 }
 
 /// The parent batches a window still needs, oldest first.

@@ -163,6 +163,46 @@ impl WindowedReduce {
         }
         self.state.restore(r)
     }
+
+    /// What is not per partition: the times of the per-batch reductions held.
+    pub(crate) fn snapshot_header(&self, w: &mut StateWriter) {
+        w.u64(self.reduced.len() as u64);
+        for (t, _) in &self.reduced {
+            w.i64(t.millis());
+        }
+    }
+
+    /// Partition `p` of every per-batch reduction held, then of the
+    /// previous window's value per key: the shard of the task that owns it.
+    pub(crate) fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
+        for (_, rdd) in &self.reduced {
+            w.batch(&rdd.partitions[p]);
+        }
+        self.state.snapshot_shard(p, w);
+    }
+
+    /// Restores a header and one shard per partition.
+    pub(crate) fn restore_shards(
+        &mut self,
+        header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        super::check_shards(shards.len(), self.partitions)?;
+        let n = header.u64()? as usize;
+        let times = (0..n)
+            .map(|_| Ok(BatchTime(header.i64()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut reduced: Vec<(BatchTime, Rdd)> =
+            times.into_iter().map(|t| (t, Rdd::default())).collect();
+        for r in shards.iter_mut() {
+            for (_, rdd) in reduced.iter_mut() {
+                rdd.partitions.push(r.batch()?);
+            }
+        }
+        self.state.restore_shards(shards)?;
+        self.reduced = reduced.into();
+        Ok(())
+    }
 }
 
 /// One partition of an incremental window step: `old` (the batches that

@@ -76,6 +76,16 @@ impl StateByKey {
     pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
         self.state.restore(r)
     }
+
+    /// Partition `p`'s state: the shard of the task that owns it.
+    pub(crate) fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
+        self.state.snapshot_shard(p, w);
+    }
+
+    /// Restores one shard per partition.
+    pub(crate) fn restore_shards(&mut self, shards: &mut [StateReader<'_>]) -> Result<()> {
+        self.state.restore_shards(shards)
+    }
 }
 
 fn update_partition(
