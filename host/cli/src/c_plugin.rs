@@ -25,7 +25,7 @@ pub(crate) fn is_c_project(dir: &Path) -> bool {
 }
 
 fn scan(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    crate::plugin_sources(
+    crate::plugin::plugin_sources(
         dir,
         ".c",
         "sluice.c",
@@ -56,7 +56,7 @@ fn c_sources(dir: &Path) -> Result<(Option<PathBuf>, Vec<PathBuf>)> {
 pub(crate) fn new_c_plugin(name: &str) -> Result<()> {
     let module = name.replace('-', "_");
     let dir = PathBuf::from(name);
-    crate::write_files(&dir, &C_SDK)?;
+    crate::plugin::write_files(&dir, &C_SDK)?;
     let code = r#"/*
  * A Sluice plugin in C. Build it with `sluice plugin build` (or `make plugin`),
  * try a function with `sluice plugin test build/MODULE.wasm split "a b"`, and
@@ -179,7 +179,7 @@ pub(crate) fn build_c_plugin(dir: &Path) -> Result<PathBuf> {
         .unwrap_or_else(|| "plugin".to_string());
     let build = dir.join("build");
     let gen_dir = build.join("gen");
-    crate::write_files(&build.join("wit"), &crate::WIT)?;
+    crate::plugin::write_files(&build.join("wit"), &crate::plugin::WIT)?;
     generate_bindings(&build.join("wit"), &gen_dir)?;
     // The project's own copy of the SDK when it has one (kept beside its
     // header), else the one built into sluice.
@@ -187,7 +187,7 @@ pub(crate) fn build_c_plugin(dir: &Path) -> Result<PathBuf> {
         dir.join("sluice.c")
     } else {
         let sdk = build.join("sdk");
-        crate::write_files(&sdk, &C_SDK)?;
+        crate::plugin::write_files(&sdk, &C_SDK)?;
         sdk.join("sluice.c")
     };
     let core = build.join(format!("{module}.core.wasm"));
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn bindings_are_generated_for_the_contract() {
         let dir = tempfile::tempdir().expect("temp");
-        crate::write_files(&dir.path().join("wit"), &crate::WIT).expect("wit");
+        crate::plugin::write_files(&dir.path().join("wit"), &crate::plugin::WIT).expect("wit");
         generate_bindings(&dir.path().join("wit"), &dir.path().join("gen")).expect("bindings");
         let header = std::fs::read_to_string(dir.path().join("gen").join("plugin.h")).expect("h");
         assert!(
