@@ -158,64 +158,24 @@ impl Plan {
         streams: Vec<LogicalStream>,
         outputs: Vec<(usize, String)>,
     ) -> Plan {
-        let n = streams.len();
-        // Union-find over provisional stages: one per stream that starts one.
-        let mut group: Vec<usize> = (0..n).collect();
-        fn root(group: &mut [usize], mut i: usize) -> usize {
-            while group[i] != i {
-                group[i] = group[group[i]];
-                i = group[i];
-            }
-            i
-        }
-        let mut partitions: Vec<Option<usize>> = Vec::with_capacity(n);
-        for (id, s) in streams.iter().enumerate() {
-            let input = |i: usize| s.parents.get(i).and_then(|&p| partitions[p]);
-            let parts = match s.shape {
-                Shape::Source { partitions } => Some(partitions),
-                Shape::Narrow => input(0),
-                Shape::Window { batches } => input(0).map(|p| p * batches.max(1)),
-                Shape::Union => s
-                    .parents
-                    .iter()
-                    .map(|&p| partitions[p])
-                    .sum::<Option<usize>>(),
-                Shape::Exchange { output, .. } => output,
-            };
-            partitions.push(parts);
-            if matches!(s.shape, Shape::Source { .. } | Shape::Exchange { .. }) {
-                continue;
-            }
-            for &p in &s.parents {
-                let (a, b) = (root(&mut group, p), root(&mut group, id));
-                if a != b {
-                    group[b.max(a)] = b.min(a);
-                }
-            }
-        }
-        // Number the stages in the order their first stream appears.
-        let mut number = vec![usize::MAX; n];
-        let mut stages: Vec<Stage> = Vec::new();
-        let mut placed = Vec::with_capacity(n);
-        for (id, s) in streams.into_iter().enumerate() {
-            let r = root(&mut group, id);
-            if number[r] == usize::MAX {
-                number[r] = stages.len();
-                stages.push(Stage {
-                    id: stages.len(),
-                    streams: Vec::new(),
-                    inputs: Vec::new(),
-                    outputs: Vec::new(),
-                    tasks: Some(0),
-                });
-            }
-            let stage = number[r];
-            placed.push(PlannedStream {
-                stream: s,
-                stage,
+        let (partitions, stage_of) = cut(&streams);
+        let count = stage_of.iter().map(|s| s + 1).max().unwrap_or(0);
+        let mut stages: Vec<Stage> = (0..count)
+            .map(|id| Stage {
+                id,
+                streams: Vec::new(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                tasks: Some(0),
+            })
+            .collect();
+        let placed: Vec<PlannedStream> = (streams.into_iter().enumerate())
+            .map(|(id, stream)| PlannedStream {
+                stream,
+                stage: stage_of[id],
                 partitions: partitions[id],
-            });
-        }
+            })
+            .collect();
         for (id, p) in placed.iter().enumerate() {
             let stage = &mut stages[p.stage];
             stage.streams.push(id);
@@ -307,6 +267,57 @@ impl Plan {
         out.push_str("}\n");
         out
     }
+}
+
+/// Each stream's partitions per batch and its stage: a source or an
+/// exchanging operator starts a stage, a narrow operator joins its
+/// input's, and one reading streams of several stages merges them. Stages
+/// are numbered in the order their first stream appears.
+fn cut(streams: &[LogicalStream]) -> (Vec<Option<usize>>, Vec<usize>) {
+    let n = streams.len();
+    // Union-find over provisional stages: one per stream that starts one.
+    let mut group: Vec<usize> = (0..n).collect();
+    fn root(group: &mut [usize], mut i: usize) -> usize {
+        while group[i] != i {
+            group[i] = group[group[i]];
+            i = group[i];
+        }
+        i
+    }
+    let mut partitions: Vec<Option<usize>> = Vec::with_capacity(n);
+    for (id, s) in streams.iter().enumerate() {
+        let input = |i: usize| s.parents.get(i).and_then(|&p| partitions[p]);
+        let parts = match s.shape {
+            Shape::Source { partitions } => Some(partitions),
+            Shape::Narrow => input(0),
+            Shape::Window { batches } => input(0).map(|p| p * batches.max(1)),
+            Shape::Union => s.parents.iter().map(|&p| partitions[p]).sum(),
+            Shape::Exchange { output, .. } => output,
+        };
+        partitions.push(parts);
+        if matches!(s.shape, Shape::Source { .. } | Shape::Exchange { .. }) {
+            continue;
+        }
+        for &p in &s.parents {
+            let (a, b) = (root(&mut group, p), root(&mut group, id));
+            if a != b {
+                group[b.max(a)] = b.min(a);
+            }
+        }
+    }
+    let mut number = vec![usize::MAX; n];
+    let mut count = 0;
+    let stage_of = (0..n)
+        .map(|id| {
+            let r = root(&mut group, id);
+            if number[r] == usize::MAX {
+                number[r] = count;
+                count += 1;
+            }
+            number[r]
+        })
+        .collect();
+    (partitions, stage_of)
 }
 
 fn tasks(t: Option<usize>) -> String {

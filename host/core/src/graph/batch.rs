@@ -244,28 +244,10 @@ impl StreamingContext {
                     (rdd, Some(names))
                 }
                 None => {
-                    let Node {
-                        name,
-                        op,
-                        parents,
-                        slide,
-                    } = &mut g.nodes[id];
-                    let ctx = BatchContext {
-                        time,
-                        executor,
-                        stage: stages.stage_of(id),
-                        stream: name,
-                    };
-                    let mut take = |i: usize| values.take(parents[i]);
-                    let mut step = Step {
-                        ctx: &ctx,
-                        due: schedule.due[id],
-                        slide: *slide,
-                        inputs_due: parents.iter().map(|&p| schedule.due[p]).collect(),
-                        take: &mut take,
-                        sources: &mut sources,
-                    };
-                    let Some(rdd) = op.compute(&mut step)? else {
+                    let at = (executor, stages.stage_of(id), time, schedule.due[id]);
+                    let computed =
+                        compute(&mut g.nodes[id], at, &schedule, &mut values, &mut sources)?;
+                    let Some(rdd) = computed else {
                         continue;
                     };
                     (rdd, None)
@@ -287,30 +269,80 @@ impl StreamingContext {
             }
             values.values[id] = Some(rdd);
         }
-        for i in 0..g.outputs.len() {
-            let id = g.outputs[i].0;
-            if !schedule.due[id] {
-                continue;
-            }
-            let rdd = values.take(id)?;
-            let started = Instant::now();
-            g.outputs[i].1.emit(time, index, &rdd)?;
-            let took = started.elapsed();
-            stages.output(id, took);
-            operators.push(OperatorInfo {
-                stream: format!("output {i}"),
-                op: format!("output of `{}`", g.nodes[id].name),
-                time: took,
-                records_out: 0,
-                chain: None,
-            });
-        }
+        let outputs = run_outputs(g, (time, index), &schedule, &mut values, &mut stages)?;
+        operators.extend(outputs);
         Ok(BatchRun {
             input_records,
             operators,
             stages: stages.finish(),
         })
     }
+}
+
+/// Runs the outputs of the due streams, in registration order, on batch
+/// `index` at `time`.
+fn run_outputs(
+    g: &mut Graph,
+    (time, index): (BatchTime, u64),
+    schedule: &Schedule,
+    values: &mut Values,
+    stages: &mut StageTally,
+) -> Result<Vec<OperatorInfo>> {
+    let mut infos = Vec::new();
+    for i in 0..g.outputs.len() {
+        let id = g.outputs[i].0;
+        if !schedule.due[id] {
+            continue;
+        }
+        let rdd = values.take(id)?;
+        let started = Instant::now();
+        g.outputs[i].1.emit(time, index, &rdd)?;
+        let took = started.elapsed();
+        stages.output(id, took);
+        infos.push(OperatorInfo {
+            stream: format!("output {i}"),
+            op: format!("output of `{}`", g.nodes[id].name),
+            time: took,
+            records_out: 0,
+            chain: None,
+        });
+    }
+    Ok(infos)
+}
+
+/// Computes `node`'s batch with its operator, its inputs taken from
+/// `values` (`None`: nothing this batch). `(executor, stage, time, due)`
+/// say where its tasks run, what they are, and whether its own batch is
+/// due (a window also runs when only its input's is).
+fn compute(
+    node: &mut Node,
+    (executor, stage, time, due): (&dyn Executor, usize, BatchTime, bool),
+    schedule: &Schedule,
+    values: &mut Values,
+    sources: &mut [Option<Rdd>],
+) -> Result<Option<Rdd>> {
+    let Node {
+        name,
+        op,
+        parents,
+        slide,
+    } = node;
+    let ctx = BatchContext {
+        time,
+        executor,
+        stage,
+        stream: name,
+    };
+    let mut take = |i: usize| values.take(parents[i]);
+    let mut step = Step {
+        ctx: &ctx,
+        due,
+        slide: *slide,
+        inputs_due: parents.iter().map(|&p| schedule.due[p]).collect(),
+        take: &mut take,
+        sources,
+    };
+    op.compute(&mut step)
 }
 
 /// Runs a chain of map and flat-map stages in one plugin call per piece;
