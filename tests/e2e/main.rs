@@ -7,6 +7,7 @@ mod cli;
 mod golden;
 mod guests;
 mod hostile;
+mod invariance;
 mod keyed;
 mod runtime;
 mod serve;

@@ -99,6 +99,9 @@ pub struct Overrides {
     pub runtime: Option<Arc<crate::plugin::Runtime>>,
     /// The CPU share the job's batches are charged to (a tenant's).
     pub cpu_share: Option<Arc<crate::share::CpuShare>>,
+    /// Every source and every shuffle in this many partitions, whatever
+    /// the spec says (tests and benches that vary the partitioning).
+    pub partitions: Option<usize>,
 }
 
 /// Makes the writer each `pprint` output prints to.
@@ -150,6 +153,8 @@ pub struct SocketFeed {
 struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
+    /// [`Overrides::partitions`].
+    partitions: Option<usize>,
 }
 
 impl Ctx<'_> {
@@ -224,7 +229,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Job> {
 
 /// Builds the job from spec text (`path` locates relative files and names errors).
 pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
-    let cx = Ctx { path, text };
+    let cx = Ctx {
+        path,
+        text,
+        partitions: overrides.partitions.map(|p| p.max(1)),
+    };
     let spec: SpecFile = toml::from_str(text).map_err(|e| Error::Spec {
         path: path.to_path_buf(),
         line: e.span().map_or(0, |s| cx.line(s)),

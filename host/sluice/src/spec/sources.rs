@@ -32,6 +32,7 @@ pub(super) fn add_sources(
             Some(p) => Some(*p.get_ref()),
             None => None,
         };
+        let partitions = cx.partitions.or(partitions);
         let stream = match sec.kind.get_ref().as_str() {
             "socket" => {
                 let config = socket_config(cx, name, s)?;

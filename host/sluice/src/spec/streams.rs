@@ -187,8 +187,8 @@ impl Op<'_> {
             Some(p) if *p.get_ref() == 0 => {
                 cx.err(p.span(), &field("partitions"), "must be at least 1")
             }
-            Some(p) => Ok(*p.get_ref()),
-            None => Ok(default),
+            Some(p) => Ok(cx.partitions.unwrap_or(*p.get_ref())),
+            None => Ok(cx.partitions.unwrap_or(default)),
         }
     }
 
