@@ -22,6 +22,7 @@ mod dstream;
 mod listener;
 mod op;
 mod pairs;
+mod recovery;
 mod run;
 mod sources;
 mod swap;

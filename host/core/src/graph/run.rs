@@ -1,17 +1,19 @@
-//! The batch loop: one batch every interval, with checkpoints, recovery,
-//! backpressure and listeners.
+//! The batch loop, the story of a run: start (resume from a checkpoint,
+//! start the sources), then per interval: make the previous batch durable,
+//! wait for the batch time, take a turn of the CPU share, run the batch,
+//! record it for recovery (`recovery`), report it, and set the receiving
+//! rate (backpressure).
 
 use super::batch::BatchRun;
 use super::listener::{BatchInfo, RunSummary};
+use super::recovery::DueCheckpoint;
 use super::{
-    Graph, StreamingContext, default_checkpoint_interval, describe_graph, graph_difference, lock,
-    physical_plan, plugin_uses, plugin_versions,
+    Graph, StreamingContext, default_checkpoint_interval, describe_graph, lock, physical_plan,
+    plugin_uses,
 };
-use crate::checkpoint::{
-    BatchLog, BatchRecord, Checkpoint, Checkpoints, PluginVersion, StateWriter, shard_name,
-};
+use crate::checkpoint::{BatchLog, BatchRecord, Checkpoints};
 use crate::error::{Error, Result};
-use crate::exec::{Executor, LocalExecutor, run_tasks};
+use crate::exec::LocalExecutor;
 use crate::rdd::Rdd;
 use crate::receiver::rate::PidRateEstimator;
 use crate::share::{JobCpu, ThreadGroup};
@@ -21,88 +23,38 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// A batch's full checkpoint, its state shards (object name and bytes),
-/// its time and the batch records to start the next batch log with:
-/// written before the next batch runs.
-struct DueCheckpoint {
-    time: BatchTime,
-    cp: Checkpoint,
-    shards: Vec<(String, Vec<u8>)>,
-    pending: Vec<BatchRecord>,
-}
-
-/// The state of every stateful stream at `time`, for a checkpoint: whole,
-/// or sharded by partition, each shard written by the task that owns the
-/// partition on `executor`. Returns the checkpoint's `state` and `shards`
-/// and the shard objects to write.
-fn snapshot_state(g: &Graph, executor: &dyn Executor, time: BatchTime) -> StateSnapshot {
-    let mut snap = StateSnapshot::default();
-    for (id, node) in g.nodes.iter().enumerate() {
-        let n = node.op.shards();
-        if n == 0 {
-            if let Some(bytes) = node.op.snapshot() {
-                snap.state.insert(id as u64, bytes);
-            }
-            continue;
-        }
-        let mut header = StateWriter::new();
-        node.op.save_header(&mut header);
-        snap.state.insert(id as u64, header.into_bytes());
-        let stage = g.plan.as_ref().map_or(0, |p| p.streams[id].stage);
-        let parts = run_tasks(executor, stage, time, (0..n).collect(), |_, p| {
-            let mut w = StateWriter::new();
-            node.op.save_shard(p, &mut w);
-            w.into_bytes()
-        });
-        let names: Vec<String> = (0..n)
-            .map(|p| shard_name(time.millis(), id as u64, p))
-            .collect();
-        snap.objects.extend(names.iter().cloned().zip(parts));
-        snap.shards.insert(id as u64, names);
-    }
-    snap
-}
-
-/// What [`snapshot_state`] took.
-#[derive(Default)]
-struct StateSnapshot {
-    state: BTreeMap<u64, Vec<u8>>,
-    shards: BTreeMap<u64, Vec<String>>,
-    objects: Vec<(String, Vec<u8>)>,
-}
-
 /// A run in progress: the graph taken out of its context, and where the
 /// loop stands.
-struct Loop<'a> {
-    ssc: &'a StreamingContext,
-    g: Graph,
+pub(super) struct Loop<'a> {
+    pub(super) ssc: &'a StreamingContext,
+    pub(super) g: Graph,
     /// The graph's fingerprint, for checkpoints.
-    graph: String,
-    store: Option<Checkpoints>,
+    pub(super) graph: String,
+    pub(super) store: Option<Checkpoints>,
     /// The first batch's time (a resumed run keeps its first run's).
-    first: BatchTime,
+    pub(super) first: BatchTime,
     /// The index of the first batch this run computes.
-    start: u64,
+    pub(super) start: u64,
     /// The index at which the run ends, if it does by itself.
-    limit: Option<u64>,
+    pub(super) limit: Option<u64>,
     /// How often (ms) a full checkpoint is written.
-    every: i64,
+    pub(super) every: i64,
     /// Batches the batch log recorded after the checkpoint resumed from,
     /// by index: re-run with the same input before anything new.
-    replay: BTreeMap<u64, BatchRecord>,
-    batch_log: Option<BatchLog>,
+    pub(super) replay: BTreeMap<u64, BatchRecord>,
+    pub(super) batch_log: Option<BatchLog>,
     /// The time of the last batch with a full checkpoint.
-    last_data: Option<i64>,
-    checkpoint_due: Option<DueCheckpoint>,
-    estimator: PidRateEstimator,
+    pub(super) last_data: Option<i64>,
+    pub(super) checkpoint_due: Option<DueCheckpoint>,
+    pub(super) estimator: PidRateEstimator,
     /// Source streams' names, by source index (for listeners).
-    source_names: Vec<String>,
+    pub(super) source_names: Vec<String>,
     /// A stop was asked for: the batch running is the last.
-    stopping: bool,
-    summary: RunSummary,
+    pub(super) stopping: bool,
+    pub(super) summary: RunSummary,
     /// The job's threads, for its CPU share.
-    threads: Arc<ThreadGroup>,
-    executor: LocalExecutor,
+    pub(super) threads: Arc<ThreadGroup>,
+    pub(super) executor: LocalExecutor,
 }
 
 impl StreamingContext {
@@ -163,86 +115,6 @@ impl StreamingContext {
         shared.plan = Some(plan);
         shared.history = taken.history.clone();
         Ok(taken)
-    }
-
-    /// Writes a batch's checkpoint or batch record, retrying I/O errors
-    /// before the next batch runs (the previous checkpoint stays valid);
-    /// the job only gives up when asked to stop.
-    pub(super) fn retrying<T>(
-        &self,
-        what: &str,
-        batch: BatchTime,
-        write: impl FnMut() -> Result<T>,
-    ) -> Result<T> {
-        crate::fsutil::retry_write(what, batch.millis(), || self.stop.is_stopped(), write)
-    }
-
-    /// Restores `g` from checkpoint `cp`, refusing one of another graph.
-    pub(super) fn resume(
-        &self,
-        g: &mut Graph,
-        cp: &Checkpoint,
-        graph: &str,
-        plugins: &std::collections::BTreeMap<String, PluginVersion>,
-        store: &Checkpoints,
-    ) -> Result<()> {
-        let at = store.locate(cp.batch_time);
-        if cp.graph != graph {
-            return Err(Error::Plan(format!(
-                "checkpoint {} is of another job graph: {} (start over with --fresh, or use another directory)",
-                at,
-                graph_difference(&cp.graph, graph)
-            )));
-        }
-        for (name, was) in &cp.plugins {
-            if let Some(now) = plugins.get(name)
-                && now.version != was.version
-            {
-                tracing::warn!(plugin = %name, checkpoint = %was.version, now = %now.version, "resuming with another plugin version (same functions and kinds)");
-            }
-        }
-        if cp.sources.len() != g.sources.len() {
-            return Err(Error::Plan(format!(
-                "checkpoint {} has {} sources, the job {}",
-                at,
-                cp.sources.len(),
-                g.sources.len()
-            )));
-        }
-        for (source, pos) in g.sources.iter_mut().zip(&cp.sources) {
-            if !pos.is_empty() {
-                source.restore(pos)?;
-            }
-        }
-        let shards = store
-            .read_shards(cp)
-            .map_err(|e| Error::Plan(format!("checkpoint {at}: {e}")))?;
-        for (&id, bytes) in &cp.state {
-            let node = g.nodes.get_mut(id as usize).ok_or_else(|| {
-                Error::Plan(format!(
-                    "checkpoint {} has state for stream {id}, which the job lacks",
-                    at
-                ))
-            })?;
-            let restored = match shards.get(&id) {
-                Some(parts) => node.op.restore_sharded(bytes, parts),
-                None => node.op.restore(bytes),
-            };
-            restored.map_err(|e| {
-                Error::Plan(format!(
-                    "checkpoint {}: the state of stream `{}` cannot be restored: {e}",
-                    at, node.name
-                ))
-            })?;
-        }
-        let due = (self.clock.now_ms() - cp.batch_time) / g.interval.max(1);
-        tracing::info!(
-            checkpoint = %at,
-            batch = cp.batch_time,
-            down_time_batches = due.max(0),
-            "resuming from a checkpoint"
-        );
-        Ok(())
     }
 
     /// Every source's batch at `time` (needed or not, so queues stay
@@ -327,56 +199,6 @@ impl<'a> Loop<'a> {
         Ok(run)
     }
 
-    /// With a checkpoint store: resumes from its newest usable checkpoint
-    /// and queues the batches logged after it to run again.
-    fn recover(&mut self) -> Result<()> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        let g = &mut self.g;
-        for (i, s) in g.sources.iter_mut().enumerate() {
-            s.attach_log(&store.wal_dir().join(format!("source-{i}")));
-        }
-        if self.ssc.fresh {
-            return store.clear();
-        }
-        let Some((cp, skipped)) = store.latest()? else {
-            return Ok(());
-        };
-        for s in &skipped {
-            tracing::warn!(checkpoint = %s.path.display(), "skipping an unusable checkpoint (set aside as .damaged): {}", s.reason);
-        }
-        store.set_aside(&skipped)?;
-        let plugins = plugin_versions(g);
-        self.ssc.resume(g, &cp, &self.graph, &plugins, store)?;
-        self.first = BatchTime(cp.first_batch_time);
-        self.start = cp.batch_index + 1;
-        let (records, problems) = store.batches_after(cp.batch_time)?;
-        for p in problems {
-            tracing::warn!("batch log: {p}; later batches run again from their sources");
-        }
-        let records: Vec<BatchRecord> = records
-            .into_iter()
-            .zip(self.start..)
-            .take_while(|(r, i)| r.batch_index == *i && r.sources.len() == g.sources.len())
-            .map(|(r, _)| r)
-            .collect();
-        self.batch_log = Some(store.restart_batch_log(cp.batch_time, &records)?);
-        if !records.is_empty() {
-            tracing::info!(
-                batches = records.len(),
-                "re-running the batches completed after the checkpoint, with the same input"
-            );
-        }
-        self.replay = records.into_iter().map(|r| (r.batch_index, r)).collect();
-        self.last_data = Some(cp.batch_time);
-        let now = BatchTime(self.ssc.clock.now_ms());
-        for s in g.sources.iter_mut() {
-            s.catch_up(now);
-        }
-        Ok(())
-    }
-
     /// The loop: one batch per interval until the limit or a stop.
     fn batches(&mut self) -> Result<()> {
         let ssc = self.ssc;
@@ -400,39 +222,6 @@ impl<'a> Loop<'a> {
                 turn
             });
             self.batch(time, index)?;
-        }
-        Ok(())
-    }
-
-    /// Makes the previous batch durable: its batch record, once that batch
-    /// is reported and before this one commits anything, then its full
-    /// checkpoint if one was due. The checkpoint syncs several files,
-    /// which is no part of that batch's processing (a crash before this
-    /// point re-runs the batch, as one before the batch log's settle).
-    fn settle_previous(&mut self, index: u64) -> Result<()> {
-        let ssc = self.ssc;
-        if let Some(log) = self.batch_log.as_mut() {
-            let previous = self
-                .first
-                .plus(ssc.interval * index.saturating_sub(1) as u32);
-            ssc.retrying("batch log", previous, || log.settle())?;
-        }
-        if let (Some(store), Some(due)) = (&self.store, self.checkpoint_due.take()) {
-            let DueCheckpoint {
-                time,
-                cp,
-                shards,
-                pending,
-            } = due;
-            ssc.retrying("checkpoint", time, || store.write_with_shards(&cp, &shards))?;
-            self.batch_log = Some(ssc.retrying("batch log", time, || {
-                store.restart_batch_log(time.millis(), &pending)
-            })?);
-            if let Some(oldest) = store.oldest()? {
-                for s in self.g.sources.iter_mut() {
-                    s.truncate_log(BatchTime(oldest));
-                }
-            }
         }
         Ok(())
     }
@@ -522,57 +311,6 @@ impl<'a> Loop<'a> {
             .filter_map(|s| s.rate_limit())
             .reduce(f64::min);
         ssc.tell(|l| l.on_batch_completed(&info));
-        Ok(())
-    }
-
-    /// Records the batch just run for recovery: a full checkpoint when one
-    /// is due (and for the last batch), else its batch record, unless it
-    /// was itself re-run from one (`replayed`).
-    fn record(&mut self, time: BatchTime, index: u64, replayed: bool) -> Result<()> {
-        if self.store.is_none() {
-            return Ok(());
-        }
-        let g = &self.g;
-        let last = self.stopping || self.limit.is_some_and(|l| index + 1 >= l);
-        let due = self
-            .last_data
-            .is_none_or(|d| time.millis() - d >= self.every);
-        if last || (!replayed && due) {
-            // A full checkpoint, then a new batch log after it (holding any
-            // batches still to be re-run).
-            let snap = snapshot_state(g, &self.executor, time);
-            let cp = Checkpoint {
-                graph: self.graph.clone(),
-                batch_time: time.millis(),
-                batch_index: index,
-                first_batch_time: self.first.millis(),
-                plugins: plugin_versions(g),
-                sources: g
-                    .sources
-                    .iter()
-                    .map(|s| s.position().unwrap_or_default())
-                    .collect(),
-                state: snap.state,
-                shards: snap.shards,
-            };
-            // Written before the next batch (`settle_previous`).
-            let pending: Vec<BatchRecord> = self.replay.values().cloned().collect();
-            self.checkpoint_due = Some(DueCheckpoint {
-                time,
-                cp,
-                shards: snap.objects,
-                pending,
-            });
-            self.last_data = Some(time.millis());
-        } else if !replayed && let Some(log) = self.batch_log.as_mut() {
-            let r = BatchRecord {
-                batch_time: time.millis(),
-                batch_index: index,
-                sources: g.sources.iter().map(|s| s.batch_record()).collect(),
-            };
-            self.ssc
-                .retrying("batch log", time, || log.append_unsynced(&r))?;
-        }
         Ok(())
     }
 }
