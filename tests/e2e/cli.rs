@@ -627,6 +627,13 @@ fn explain_cuts_the_word_count_into_two_stages_at_its_shuffle() {
     }
     assert!(second.starts_with(" 2 tasks"), "{text}");
     assert!(second.contains("hash of the key into 2"), "{text}");
+    // The map side combines each partition's pairs before the shuffle, and
+    // the Rust plugin runs split and pair in one call.
+    assert!(
+        second.contains("combined by key in stage 0's tasks first"),
+        "{text}"
+    );
+    assert!(first.contains("one plugin call with [1]"), "{text}");
     assert!(second.contains("`counts`"), "{text}");
     assert!(second.contains("output 0: pprint 10 of [3]"), "{text}");
     assert!(!text.contains("stage 2"), "{text}");

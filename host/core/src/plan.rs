@@ -82,6 +82,12 @@ pub struct LogicalStream {
     pub slide_ms: i64,
     /// What its operator does to partitioning.
     pub shape: Shape,
+    /// Its exchange is preceded by combining each input partition by key
+    /// (in the tasks of the stage before), so that less crosses it.
+    pub combines_map_side: bool,
+    /// Computed in one plugin call with its input stream (consecutive
+    /// map and flat-map functions of one plugin).
+    pub chained: bool,
 }
 
 /// One stream, placed in a stage.
@@ -383,11 +389,18 @@ impl fmt::Display for Plan {
                         from_stream,
                         into_stream,
                         exchange,
-                    } => writeln!(
-                        f,
-                        "  reads  [{from_stream}] of stage {from_stage} into [{into_stream}]: {}",
-                        exchange.describe()
-                    )?,
+                    } => {
+                        let combined = if self.streams[*into_stream].stream.combines_map_side {
+                            format!(", combined by key in stage {from_stage}'s tasks first")
+                        } else {
+                            String::new()
+                        };
+                        writeln!(
+                            f,
+                            "  reads  [{from_stream}] of stage {from_stage} into [{into_stream}]: {}{combined}",
+                            exchange.describe()
+                        )?
+                    }
                 }
             }
             for &s in &stage.streams {
@@ -399,9 +412,13 @@ impl fmt::Display for Plan {
                         p.stream.parents.iter().map(|i| format!("[{i}]")).collect();
                     format!(" from {}", ids.join(", "))
                 };
+                let chained = match p.stream.parents.first() {
+                    Some(i) if p.stream.chained => format!(", one plugin call with [{i}]"),
+                    _ => String::new(),
+                };
                 writeln!(
                     f,
-                    "  [{s}] `{}`{from}: {} ({}, every {} ms)",
+                    "  [{s}] `{}`{from}: {} ({}, every {} ms{chained})",
                     p.stream.name,
                     p.stream.operator,
                     partitions(p.partitions),
@@ -428,6 +445,8 @@ mod tests {
             parents: parents.to_vec(),
             slide_ms: 1000,
             shape,
+            combines_map_side: false,
+            chained: false,
         }
     }
 
@@ -515,6 +534,31 @@ mod tests {
         assert_eq!(plan.stages[3].streams, vec![3, 4]);
         assert_eq!(plan.stages[3].tasks, None);
         assert!(plan.to_string().contains("decided by a user function"));
+    }
+
+    #[test]
+    fn the_text_says_where_keys_are_combined_and_which_streams_share_a_call() {
+        let mut streams = vec![
+            stream("lines", &[], Shape::Source { partitions: 2 }),
+            stream("words", &[0], Shape::Narrow),
+            stream("pairs", &[1], Shape::Narrow),
+            stream(
+                "counts",
+                &[2],
+                Shape::Exchange {
+                    exchange: Exchange::Hash { partitions: 2 },
+                    output: Some(2),
+                },
+            ),
+        ];
+        streams[2].chained = true;
+        streams[3].combines_map_side = true;
+        let text = Plan::build("wc", 1000, streams, vec![(3, "pprint".into())]).to_string();
+        assert!(text.contains("one plugin call with [1]"), "{text}");
+        assert!(
+            text.contains("hash of the key into 2, combined by key in stage 0's tasks first"),
+            "{text}"
+        );
     }
 
     #[test]

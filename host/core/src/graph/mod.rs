@@ -3,6 +3,7 @@
 //! [`StreamingContext::run`] generates a batch every interval and computes it.
 
 use crate::checkpoint::PluginVersion;
+use crate::func::Func;
 use crate::guest::{self, Guest};
 use crate::plan::{LogicalStream, Plan};
 use crate::rdd::Rdd;
@@ -40,10 +41,22 @@ pub use swap::SwapHandle;
 /// The physical plan of the graph (see [`crate::plan`]).
 fn physical_plan(g: &Graph, job: &str) -> Plan {
     let sources: Vec<usize> = g.sources.iter().map(|s| s.partitions()).collect();
+    // Chains run only when no batch is remembered for `slice` (see `chain`).
+    let chains = g.history.lock().unwrap_or_else(|e| e.into_inner()).remember == 0;
+    let mut takers = vec![0usize; g.nodes.len()];
+    for node in &g.nodes {
+        for &p in &node.parents {
+            takers[p] += 1;
+        }
+    }
+    for (id, _) in &g.outputs {
+        takers[*id] += 1;
+    }
     let streams = g
         .nodes
         .iter()
-        .map(|node| {
+        .enumerate()
+        .map(|(id, node)| {
             let parent_slide = node.parents.first().map(|&p| g.nodes[p].slide);
             let operator = match node.op.source() {
                 Some(i) => g.sources[i].describe(),
@@ -55,6 +68,8 @@ fn physical_plan(g: &Graph, job: &str) -> Plan {
                 parents: node.parents.clone(),
                 slide_ms: node.slide,
                 shape: node.op.shape(parent_slide, &sources),
+                combines_map_side: node.op.combines_map_side(),
+                chained: chains && chained_with_input(g, &takers, id),
             }
         })
         .collect();
@@ -64,6 +79,20 @@ fn physical_plan(g: &Graph, job: &str) -> Plan {
         .map(|(id, out)| (*id, out.describe()))
         .collect();
     Plan::build(job, g.interval, streams, outputs)
+}
+
+/// Whether stream `id` runs in one plugin call with its input: both are
+/// map or flat-map functions one plugin can chain, and nothing else takes
+/// the input (`takers`: per stream, the streams and outputs reading it).
+fn chained_with_input(g: &Graph, takers: &[usize], id: usize) -> bool {
+    let node = &g.nodes[id];
+    let [p] = node.parents[..] else {
+        return false;
+    };
+    match (g.nodes[p].op.chain_link(), node.op.chain_link()) {
+        (Some(a), Some(b)) => takers[p] == 1 && Func::chain_of(&[a, b]).is_some(),
+        _ => false,
+    }
 }
 
 /// The job graph as checkpoints record it: one line per stream (name,

@@ -24,6 +24,10 @@ pub(in crate::graph) struct ReduceByKey {
 }
 
 impl Operator for ReduceByKey {
+    fn combines_map_side(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "reduce_by_key {} into {}",
@@ -52,6 +56,10 @@ pub(in crate::graph) struct CountByValue {
 }
 
 impl Operator for CountByValue {
+    fn combines_map_side(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("count_by_value into {}", self.partitions)
     }
@@ -95,6 +103,10 @@ pub(in crate::graph) struct CombineByKey {
 }
 
 impl Operator for CombineByKey {
+    fn combines_map_side(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "combine_by_key {} {} {} into {}",

@@ -99,6 +99,12 @@ pub(super) trait Operator: Send + Sync {
         ))
     }
 
+    /// Whether it combines each input partition by key before its
+    /// exchange (map-side combine), for the plan.
+    fn combines_map_side(&self) -> bool {
+        false
+    }
+
     /// For an input stream: which source feeds it.
     fn source(&self) -> Option<usize> {
         None

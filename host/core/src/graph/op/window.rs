@@ -73,6 +73,10 @@ pub(in crate::graph) struct Windowed {
 }
 
 impl Operator for Windowed {
+    fn combines_map_side(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         let opt = |o: &Option<Func>| o.as_ref().map_or("-".to_string(), label);
         format!(
