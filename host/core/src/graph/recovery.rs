@@ -30,7 +30,10 @@ pub(super) struct DueCheckpoint {
 pub(super) fn snapshot_state(g: &Graph, executor: &dyn Executor, time: BatchTime) -> StateSnapshot {
     let mut snap = StateSnapshot::default();
     for (id, node) in g.nodes.iter().enumerate() {
-        let n = node.op.shards();
+        let Some(state) = node.op.state() else {
+            continue;
+        };
+        let n = state.shards();
         if n == 0 {
             if let Some(bytes) = node.op.snapshot() {
                 snap.state.insert(id as u64, bytes);
@@ -38,12 +41,12 @@ pub(super) fn snapshot_state(g: &Graph, executor: &dyn Executor, time: BatchTime
             continue;
         }
         let mut header = StateWriter::new();
-        node.op.save_header(&mut header);
+        state.snapshot_header(&mut header);
         snap.state.insert(id as u64, header.into_bytes());
         let stage = g.plan.as_ref().map_or(0, |p| p.streams[id].stage);
         let parts = run_tasks(executor, stage, time, (0..n).collect(), |_, p| {
             let mut w = StateWriter::new();
-            node.op.save_shard(p, &mut w);
+            state.snapshot_shard(p, &mut w);
             w.into_bytes()
         });
         let names: Vec<String> = (0..n)

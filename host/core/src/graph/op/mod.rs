@@ -29,6 +29,7 @@ use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::ops::BatchContext;
+use crate::ops::window::OperatorState;
 use crate::plan::Shape;
 use crate::rdd::Rdd;
 use crate::time::BatchTime;
@@ -36,7 +37,7 @@ use sluice_sdk::Kind;
 use std::sync::Arc;
 
 /// One transformation of the graph: a stream's operator.
-pub(super) trait Operator: Send + Sync {
+pub(super) trait Operator: Send {
     /// What it is, for the graph fingerprint of checkpoints and the plan:
     /// kind, functions (name and kind) and parameters.
     fn describe(&self) -> String;
@@ -62,42 +63,20 @@ pub(super) trait Operator: Send + Sync {
         false
     }
 
-    /// Writes the state it keeps across batches; `false`: it keeps none.
-    fn save(&self, _w: &mut StateWriter) -> bool {
-        false
+    /// The state it keeps across batches (for checkpoints and a hot
+    /// swap's rollback); `None`: it keeps none.
+    fn state(&self) -> Option<&dyn OperatorState> {
+        None
     }
 
-    /// Reads back what [`Operator::save`] wrote.
-    fn load(&mut self, _r: &mut StateReader<'_>) -> Result<()> {
-        Err(Error::Plan(
-            "the checkpoint has state for a stream that keeps none".to_string(),
-        ))
+    /// [`Operator::state`], to restore it.
+    fn state_mut(&mut self) -> Option<&mut dyn OperatorState> {
+        None
     }
 
-    /// How many shards its state is kept in for checkpoints: one per
-    /// partition, each written by the task that owns the partition; 0 when
-    /// the state, if any, is kept whole ([`Operator::save`]).
-    fn shards(&self) -> usize {
-        0
-    }
-
-    /// With shards: what of its state is not per partition.
-    fn save_header(&self, _w: &mut StateWriter) {}
-
-    /// With shards: partition `shard`'s state.
-    fn save_shard(&self, _shard: usize, _w: &mut StateWriter) {}
-
-    /// Restores a header and shards [`Operator::save_header`] and
-    /// [`Operator::save_shard`] wrote.
-    fn load_shards(
-        &mut self,
-        _header: &mut StateReader<'_>,
-        _shards: &mut [StateReader<'_>],
-    ) -> Result<()> {
-        Err(Error::Plan(
-            "the checkpoint has state shards for a stream that keeps none".to_string(),
-        ))
-    }
+    /// Called once its state is restored (`update_state_by_key` then drops
+    /// its initial state: the checkpoint holds it already).
+    fn restored(&mut self) {}
 
     /// Whether it combines each input partition by key before its
     /// exchange (map-side combine), for the plan.
@@ -122,38 +101,47 @@ pub(super) trait Operator: Send + Sync {
         None
     }
 
-    /// The state it keeps, for a checkpoint (`None`: it keeps none).
+    /// Its whole state, for a checkpoint or a rollback (`None`: it keeps
+    /// none).
     fn snapshot(&self) -> Option<Vec<u8>> {
+        let state = self.state()?;
         let mut w = StateWriter::new();
-        self.save(&mut w).then(|| w.into_bytes())
-    }
-
-    /// Restores sharded state: the header [`Operator::save_header`] wrote
-    /// and the shards of every partition.
-    fn restore_sharded(&mut self, header: &[u8], shards: &[Vec<u8>]) -> Result<()> {
-        let mut h = StateReader::new(header);
-        let mut readers: Vec<StateReader<'_>> =
-            shards.iter().map(|s| StateReader::new(s)).collect();
-        self.load_shards(&mut h, &mut readers)?;
-        if !h.is_empty() || readers.iter().any(|r| !r.is_empty()) {
-            return Err(Error::Internal(
-                "checkpoint state has trailing bytes".to_string(),
-            ));
-        }
-        Ok(())
+        state.snapshot(&mut w);
+        Some(w.into_bytes())
     }
 
     /// Restores the state [`Operator::snapshot`] took.
     fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let mut r = StateReader::new(bytes);
-        self.load(&mut r)?;
+        self.state_mut().ok_or_else(keeps_none)?.restore(&mut r)?;
         if !r.is_empty() {
-            return Err(Error::Internal(
-                "checkpoint state has trailing bytes".to_string(),
-            ));
+            return Err(trailing_bytes());
         }
+        self.restored();
         Ok(())
     }
+
+    /// Restores sharded state: a header and the shard of every partition.
+    fn restore_sharded(&mut self, header: &[u8], shards: &[Vec<u8>]) -> Result<()> {
+        let mut h = StateReader::new(header);
+        let mut readers: Vec<StateReader<'_>> =
+            shards.iter().map(|s| StateReader::new(s)).collect();
+        let state = self.state_mut().ok_or_else(keeps_none)?;
+        state.restore_shards(&mut h, &mut readers)?;
+        if !h.is_empty() || readers.iter().any(|r| !r.is_empty()) {
+            return Err(trailing_bytes());
+        }
+        self.restored();
+        Ok(())
+    }
+}
+
+fn keeps_none() -> Error {
+    Error::Plan("the checkpoint has state for a stream that keeps none".to_string())
+}
+
+fn trailing_bytes() -> Error {
+    Error::Internal("checkpoint state has trailing bytes".to_string())
 }
 
 /// What an operator sees of one batch: its inputs, taken by position.

@@ -3,10 +3,9 @@
 
 use super::keyed::hash;
 use super::{Operator, Step, label};
-use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
 use crate::func::Func;
-use crate::ops::window::{MapWithState, StateByKey};
+use crate::ops::window::{MapWithState, OperatorState, StateByKey};
 use crate::plan::Shape;
 use crate::rdd::Rdd;
 use sluice_sdk::Kind;
@@ -43,37 +42,21 @@ impl Operator for UpdateState {
         self.state.update(&self.func, input, step.ctx).map(Some)
     }
 
-    fn save(&self, w: &mut StateWriter) -> bool {
-        self.state.snapshot(w);
-        true
-    }
-
-    fn load(&mut self, r: &mut StateReader<'_>) -> Result<()> {
-        // The initial state is in the checkpoint already.
-        self.initial = None;
-        self.state.restore(r)
-    }
-
     fn seed(&mut self) -> Option<&mut Option<Rdd>> {
         Some(&mut self.initial)
     }
 
-    fn shards(&self) -> usize {
-        self.state.partitions()
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(&self.state)
     }
 
-    fn save_shard(&self, shard: usize, w: &mut StateWriter) {
-        self.state.snapshot_shard(shard, w);
+    fn state_mut(&mut self) -> Option<&mut dyn OperatorState> {
+        Some(&mut self.state)
     }
 
-    fn load_shards(
-        &mut self,
-        _header: &mut StateReader<'_>,
-        shards: &mut [StateReader<'_>],
-    ) -> Result<()> {
+    fn restored(&mut self) {
         // The initial state is in the checkpoint already.
         self.initial = None;
-        self.state.restore_shards(shards)
     }
 }
 
@@ -105,32 +88,11 @@ impl Operator for WithState {
         self.state.update(&self.func, input, step.ctx).map(Some)
     }
 
-    fn save(&self, w: &mut StateWriter) -> bool {
-        self.state.snapshot(w);
-        true
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(&self.state)
     }
 
-    fn load(&mut self, r: &mut StateReader<'_>) -> Result<()> {
-        self.state.restore(r)
-    }
-
-    fn shards(&self) -> usize {
-        self.state.partitions()
-    }
-
-    fn save_header(&self, w: &mut StateWriter) {
-        self.state.snapshot_header(w);
-    }
-
-    fn save_shard(&self, shard: usize, w: &mut StateWriter) {
-        self.state.snapshot_shard(shard, w);
-    }
-
-    fn load_shards(
-        &mut self,
-        header: &mut StateReader<'_>,
-        shards: &mut [StateReader<'_>],
-    ) -> Result<()> {
-        self.state.restore_shards(header, shards)
+    fn state_mut(&mut self) -> Option<&mut dyn OperatorState> {
+        Some(&mut self.state)
     }
 }

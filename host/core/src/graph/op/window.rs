@@ -3,10 +3,9 @@
 
 use super::keyed::hash;
 use super::{Operator, Step, label};
-use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
 use crate::func::Func;
-use crate::ops::window::{WindowBuffer, WindowFuncs, WindowedReduce};
+use crate::ops::window::{OperatorState, WindowBuffer, WindowFuncs, WindowedReduce};
 use crate::plan::Shape;
 use crate::rdd::Rdd;
 use sluice_sdk::Kind;
@@ -53,13 +52,12 @@ impl Operator for Window {
         true
     }
 
-    fn save(&self, w: &mut StateWriter) -> bool {
-        self.buffer.snapshot(w);
-        true
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(&self.buffer)
     }
 
-    fn load(&mut self, r: &mut StateReader<'_>) -> Result<()> {
-        self.buffer.restore(r)
+    fn state_mut(&mut self) -> Option<&mut dyn OperatorState> {
+        Some(&mut self.buffer)
     }
 }
 
@@ -126,32 +124,11 @@ impl Operator for Windowed {
         true
     }
 
-    fn save(&self, w: &mut StateWriter) -> bool {
-        self.state.snapshot(w);
-        true
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(&self.state)
     }
 
-    fn load(&mut self, r: &mut StateReader<'_>) -> Result<()> {
-        self.state.restore(r)
-    }
-
-    fn shards(&self) -> usize {
-        self.state.partitions()
-    }
-
-    fn save_header(&self, w: &mut StateWriter) {
-        self.state.snapshot_header(w);
-    }
-
-    fn save_shard(&self, shard: usize, w: &mut StateWriter) {
-        self.state.snapshot_shard(shard, w);
-    }
-
-    fn load_shards(
-        &mut self,
-        header: &mut StateReader<'_>,
-        shards: &mut [StateReader<'_>],
-    ) -> Result<()> {
-        self.state.restore_shards(header, shards)
+    fn state_mut(&mut self) -> Option<&mut dyn OperatorState> {
+        Some(&mut self.state)
     }
 }

@@ -1,7 +1,9 @@
 //! `map_with_state`: per-record mapping with a state per key and an
 //! optional timeout; only keys with news are touched.
 
-use super::{check_shards, internal, read_partition, restore_partitions, shuffled_into};
+use super::{
+    OperatorState, check_shards, internal, read_partition, restore_partitions, shuffled_into,
+};
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
 use crate::func::{CallSite, Func};
@@ -93,57 +95,6 @@ impl MapWithState {
         self.partitions.len()
     }
 
-    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
-        w.u64(self.tick);
-        w.u64(self.partitions.len() as u64);
-        for p in &self.partitions {
-            w.u64(p.state.len() as u64);
-            for (k, (s, last)) in &p.state {
-                w.bytes(k);
-                w.bytes(s);
-                w.u64(*last);
-            }
-        }
-    }
-
-    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
-        self.tick = r.u64()?;
-        let states = restore_partitions(r, self.partitions.len(), timed_entry)?;
-        self.partitions = states.into_iter().map(TimedPartition::of).collect();
-        Ok(())
-    }
-
-    /// What is not per partition: the update count.
-    pub(crate) fn snapshot_header(&self, w: &mut StateWriter) {
-        w.u64(self.tick);
-    }
-
-    /// Partition `p`'s keys, states and last updates: the shard of the task
-    /// that owns it.
-    pub(crate) fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
-        let part = &self.partitions[p];
-        w.u64(part.state.len() as u64);
-        for (k, (s, last)) in &part.state {
-            w.bytes(k);
-            w.bytes(s);
-            w.u64(*last);
-        }
-    }
-
-    /// Restores a header and one shard per partition.
-    pub(crate) fn restore_shards(
-        &mut self,
-        header: &mut StateReader<'_>,
-        shards: &mut [StateReader<'_>],
-    ) -> Result<()> {
-        check_shards(shards.len(), self.partitions.len())?;
-        self.tick = header.u64()?;
-        self.partitions = (shards.iter_mut())
-            .map(|r| read_partition(r, timed_entry).map(TimedPartition::of))
-            .collect::<Result<_>>()?;
-        Ok(())
-    }
-
     /// One batch: `func` for each new value of each key (and once for each
     /// key that times out); the mapped elements are the result.
     pub(crate) fn update(&mut self, func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
@@ -233,4 +184,56 @@ fn map_partition(
         out.push_encoded(v).map_err(internal)?;
     }
     Ok(Batch::from_values(out))
+}
+
+impl OperatorState for MapWithState {
+    fn snapshot(&self, w: &mut StateWriter) {
+        self.snapshot_header(w);
+        w.u64(self.partitions.len() as u64);
+        for p in 0..self.partitions.len() {
+            self.snapshot_shard(p, w);
+        }
+    }
+
+    fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        self.tick = r.u64()?;
+        let states = restore_partitions(r, self.partitions.len(), timed_entry)?;
+        self.partitions = states.into_iter().map(TimedPartition::of).collect();
+        Ok(())
+    }
+
+    fn shards(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// What is not per partition: the update count.
+    fn snapshot_header(&self, w: &mut StateWriter) {
+        w.u64(self.tick);
+    }
+
+    /// Partition `p`'s keys, states and last updates: the shard of the task
+    /// that owns it.
+    fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
+        let part = &self.partitions[p];
+        w.u64(part.state.len() as u64);
+        for (k, (s, last)) in &part.state {
+            w.bytes(k);
+            w.bytes(s);
+            w.u64(*last);
+        }
+    }
+
+    /// Restores a header and one shard per partition.
+    fn restore_shards(
+        &mut self,
+        header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        check_shards(shards.len(), self.partitions.len())?;
+        self.tick = header.u64()?;
+        self.partitions = (shards.iter_mut())
+            .map(|r| read_partition(r, timed_entry).map(TimedPartition::of))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
 }

@@ -64,12 +64,8 @@ impl KeyedState {
     /// Writes every partition's keys and values.
     pub(crate) fn snapshot(&self, w: &mut StateWriter) {
         w.u64(self.partitions.len() as u64);
-        for p in &self.partitions {
-            w.u64(p.len() as u64);
-            for (k, v) in p {
-                w.bytes(k);
-                w.bytes(v);
-            }
+        for p in 0..self.partitions.len() {
+            self.snapshot_shard(p, w);
         }
     }
 
@@ -210,8 +206,44 @@ impl WindowBuffer {
     pub(crate) fn len(&self) -> usize {
         self.batches.len()
     }
+}
 
-    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
+/// State an operator keeps across batches: what checkpoints and a hot
+/// swap's rollback save and restore. Keyed state is kept in shards, one per
+/// hash partition, each written by the task that owns the partition, plus a
+/// header of what is not per partition; other state is kept whole.
+pub(crate) trait OperatorState: Send + Sync {
+    /// Writes the whole state.
+    fn snapshot(&self, w: &mut StateWriter);
+
+    /// Replaces the state with what [`OperatorState::snapshot`] wrote.
+    fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()>;
+
+    /// Its shards (hash partitions); 0 when it is kept whole.
+    fn shards(&self) -> usize {
+        0
+    }
+
+    /// What of the state is not per partition.
+    fn snapshot_header(&self, _w: &mut StateWriter) {}
+
+    /// Partition `p`'s state: the shard of the task that owns it.
+    fn snapshot_shard(&self, _p: usize, _w: &mut StateWriter) {}
+
+    /// Replaces the state with a header and one shard per partition.
+    fn restore_shards(
+        &mut self,
+        _header: &mut StateReader<'_>,
+        _shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        Err(Error::Plan(
+            "the checkpoint has state shards for a stream that keeps its state whole".to_string(),
+        ))
+    }
+}
+
+impl OperatorState for WindowBuffer {
+    fn snapshot(&self, w: &mut StateWriter) {
         w.u64(self.batches.len() as u64);
         for (t, rdd) in &self.batches {
             w.i64(t.millis());
@@ -219,7 +251,7 @@ impl WindowBuffer {
         }
     }
 
-    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+    fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
         let n = r.u64()?;
         self.batches.clear();
         for _ in 0..n {

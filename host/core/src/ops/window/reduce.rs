@@ -1,7 +1,7 @@
 //! `reduce_by_key_and_window`: per-batch reductions kept for the window,
 //! and the incremental step with an inverse function.
 
-use super::{KeyedState, PartitionState, internal};
+use super::{KeyedState, OperatorState, PartitionState, internal};
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::func::{CallSite, Func};
@@ -135,73 +135,6 @@ impl WindowedReduce {
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.reduced.len()
-    }
-
-    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
-        w.u64(self.reduced.len() as u64);
-        for (t, rdd) in &self.reduced {
-            w.i64(t.millis());
-            w.rdd(rdd);
-        }
-        self.state.snapshot(w);
-    }
-
-    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
-        let n = r.u64()?;
-        self.reduced.clear();
-        for _ in 0..n {
-            let t = BatchTime(r.i64()?);
-            let rdd = r.rdd()?;
-            if rdd.partitions.len() != self.partitions {
-                return Err(Error::Plan(format!(
-                    "the checkpoint has a window in {} partitions, the job has {}",
-                    rdd.partitions.len(),
-                    self.partitions
-                )));
-            }
-            self.reduced.push_back((t, rdd));
-        }
-        self.state.restore(r)
-    }
-
-    /// What is not per partition: the times of the per-batch reductions held.
-    pub(crate) fn snapshot_header(&self, w: &mut StateWriter) {
-        w.u64(self.reduced.len() as u64);
-        for (t, _) in &self.reduced {
-            w.i64(t.millis());
-        }
-    }
-
-    /// Partition `p` of every per-batch reduction held, then of the
-    /// previous window's value per key: the shard of the task that owns it.
-    pub(crate) fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
-        for (_, rdd) in &self.reduced {
-            w.batch(&rdd.partitions[p]);
-        }
-        self.state.snapshot_shard(p, w);
-    }
-
-    /// Restores a header and one shard per partition.
-    pub(crate) fn restore_shards(
-        &mut self,
-        header: &mut StateReader<'_>,
-        shards: &mut [StateReader<'_>],
-    ) -> Result<()> {
-        super::check_shards(shards.len(), self.partitions)?;
-        let n = header.u64()? as usize;
-        let times = (0..n)
-            .map(|_| Ok(BatchTime(header.i64()?)))
-            .collect::<Result<Vec<_>>>()?;
-        let mut reduced: Vec<(BatchTime, Rdd)> =
-            times.into_iter().map(|t| (t, Rdd::default())).collect();
-        for r in shards.iter_mut() {
-            for (_, rdd) in reduced.iter_mut() {
-                rdd.partitions.push(r.batch()?);
-            }
-        }
-        self.state.restore_shards(shards)?;
-        self.reduced = reduced.into();
-        Ok(())
     }
 }
 
@@ -337,4 +270,77 @@ fn filter_pairs(b: Batch, filter: &Func, site: CallSite) -> Result<Batch> {
             .map_err(internal)?;
     }
     Ok(out)
+}
+
+impl OperatorState for WindowedReduce {
+    fn snapshot(&self, w: &mut StateWriter) {
+        w.u64(self.reduced.len() as u64);
+        for (t, rdd) in &self.reduced {
+            w.i64(t.millis());
+            w.rdd(rdd);
+        }
+        self.state.snapshot(w);
+    }
+
+    fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        let n = r.u64()?;
+        self.reduced.clear();
+        for _ in 0..n {
+            let t = BatchTime(r.i64()?);
+            let rdd = r.rdd()?;
+            if rdd.partitions.len() != self.partitions {
+                return Err(Error::Plan(format!(
+                    "the checkpoint has a window in {} partitions, the job has {}",
+                    rdd.partitions.len(),
+                    self.partitions
+                )));
+            }
+            self.reduced.push_back((t, rdd));
+        }
+        self.state.restore(r)
+    }
+
+    fn shards(&self) -> usize {
+        self.partitions
+    }
+
+    /// What is not per partition: the times of the per-batch reductions held.
+    fn snapshot_header(&self, w: &mut StateWriter) {
+        w.u64(self.reduced.len() as u64);
+        for (t, _) in &self.reduced {
+            w.i64(t.millis());
+        }
+    }
+
+    /// Partition `p` of every per-batch reduction held, then of the
+    /// previous window's value per key: the shard of the task that owns it.
+    fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
+        for (_, rdd) in &self.reduced {
+            w.batch(&rdd.partitions[p]);
+        }
+        self.state.snapshot_shard(p, w);
+    }
+
+    /// Restores a header and one shard per partition.
+    fn restore_shards(
+        &mut self,
+        header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        super::check_shards(shards.len(), self.partitions)?;
+        let n = header.u64()? as usize;
+        let times = (0..n)
+            .map(|_| Ok(BatchTime(header.i64()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut reduced: Vec<(BatchTime, Rdd)> =
+            times.into_iter().map(|t| (t, Rdd::default())).collect();
+        for r in shards.iter_mut() {
+            for (_, rdd) in reduced.iter_mut() {
+                rdd.partitions.push(r.batch()?);
+            }
+        }
+        self.state.restore_shards(shards)?;
+        self.reduced = reduced.into();
+        Ok(())
+    }
 }

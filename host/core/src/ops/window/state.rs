@@ -1,7 +1,7 @@
 //! `update_state_by_key`: the state per key, updated by the new values of
 //! each batch.
 
-use super::{KeyedState, PartitionState, internal, shuffled_into};
+use super::{KeyedState, OperatorState, PartitionState, internal, shuffled_into};
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
 use crate::func::{CallSite, Func};
@@ -67,24 +67,6 @@ impl StateByKey {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.state.len()
-    }
-
-    pub(crate) fn snapshot(&self, w: &mut StateWriter) {
-        self.state.snapshot(w);
-    }
-
-    pub(crate) fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
-        self.state.restore(r)
-    }
-
-    /// Partition `p`'s state: the shard of the task that owns it.
-    pub(crate) fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
-        self.state.snapshot_shard(p, w);
-    }
-
-    /// Restores one shard per partition.
-    pub(crate) fn restore_shards(&mut self, shards: &mut [StateReader<'_>]) -> Result<()> {
-        self.state.restore_shards(shards)
     }
 }
 
@@ -154,4 +136,30 @@ fn update_partition(
         keep
     });
     Ok(())
+}
+
+impl OperatorState for StateByKey {
+    fn snapshot(&self, w: &mut StateWriter) {
+        self.state.snapshot(w);
+    }
+
+    fn restore(&mut self, r: &mut StateReader<'_>) -> Result<()> {
+        self.state.restore(r)
+    }
+
+    fn shards(&self) -> usize {
+        self.state.partitions.len()
+    }
+
+    fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
+        self.state.snapshot_shard(p, w);
+    }
+
+    fn restore_shards(
+        &mut self,
+        _header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        self.state.restore_shards(shards)
+    }
 }
