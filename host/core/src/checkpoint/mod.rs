@@ -41,6 +41,7 @@ mod store;
 
 pub use batch_log::BatchLog;
 pub use codec::{StateReader, StateWriter};
+pub use shards::Shards;
 pub(crate) use shards::shard_name;
 pub use store::{CheckpointStore, LocalStore};
 
@@ -245,6 +246,14 @@ impl Checkpoints {
     /// `Ok(None)` when the store has no checkpoint at all; an error when
     /// it has some but none is valid.
     pub fn latest(&self) -> Result<Option<(Checkpoint, Vec<Skipped>)>> {
+        Ok(self
+            .latest_with_shards()?
+            .map(|(cp, _, skipped)| (cp, skipped)))
+    }
+
+    /// [`Checkpoints::latest`] with the state shards it names (read once,
+    /// to check them and to restore from them).
+    pub fn latest_with_shards(&self) -> Result<Option<(Checkpoint, Shards, Vec<Skipped>)>> {
         let files = self.list()?;
         if files.is_empty() {
             return Ok(None);
@@ -254,13 +263,13 @@ impl Checkpoints {
             let read = match self.store.get(&name_of(ms)) {
                 Ok(Some(bytes)) => decode(&bytes).and_then(|cp| {
                     // A checkpoint is valid only with every shard it names.
-                    self.read_shards(&cp).map(|_| cp)
+                    self.read_shards(&cp).map(|shards| (cp, shards))
                 }),
                 Ok(None) => Err("removed while being read".to_string()),
                 Err(e) => Err(format!("cannot read: {e}")),
             };
             match read {
-                Ok(cp) => return Ok(Some((cp, skipped))),
+                Ok((cp, shards)) => return Ok(Some((cp, shards, skipped))),
                 Err(reason) => skipped.push(Skipped { path, reason }),
             }
         }

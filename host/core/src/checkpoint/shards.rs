@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 8] = b"SLUICESH";
+/// The state shards of a checkpoint: per stream, each partition's bytes.
+pub type Shards = BTreeMap<u64, Vec<Vec<u8>>>;
+
 /// Names of state shard objects start with this.
 pub(super) const PREFIX: &str = "state-";
 
@@ -111,10 +114,7 @@ impl Checkpoints {
 
     /// The shards `cp` names, per stream in partition order; the error
     /// names the shard that is missing or damaged.
-    pub fn read_shards(
-        &self,
-        cp: &Checkpoint,
-    ) -> std::result::Result<BTreeMap<u64, Vec<Vec<u8>>>, String> {
+    pub fn read_shards(&self, cp: &Checkpoint) -> std::result::Result<Shards, String> {
         let mut out = BTreeMap::new();
         for (&stream, names) in &cp.shards {
             let mut shards = Vec::with_capacity(names.len());

@@ -25,25 +25,20 @@ pub(super) struct BatchRun {
     pub(super) stages: Vec<StageInfo>,
 }
 
-/// Per stage of the plan, the time and output of one batch.
-struct StageTally {
+/// Which stage each stream is in and which streams a stage passes on:
+/// made once per run from the plan, read by every batch's tally.
+#[derive(Debug, Default)]
+pub(super) struct StageMap {
     /// Per stream, its stage.
     of: Vec<usize>,
     /// Per stream, whether another stage or an output reads it.
     passes_on: Vec<bool>,
-    /// Per stage, its figures and whether it ran.
-    stages: Vec<(StageInfo, bool)>,
+    /// Per stage, its figures before a batch.
+    empty: Vec<StageInfo>,
 }
 
-impl StageTally {
-    fn new(plan: Option<&Plan>) -> StageTally {
-        let Some(plan) = plan else {
-            return StageTally {
-                of: Vec::new(),
-                passes_on: Vec::new(),
-                stages: Vec::new(),
-            };
-        };
+impl StageMap {
+    pub(super) fn of(plan: &Plan) -> StageMap {
         let of: Vec<usize> = plan.streams.iter().map(|s| s.stage).collect();
         let mut passes_on = vec![false; of.len()];
         for (id, s) in plan.streams.iter().enumerate() {
@@ -56,38 +51,50 @@ impl StageTally {
         for (stream, _) in &plan.outputs {
             passes_on[*stream] = true;
         }
-        let stages = plan
-            .stages
-            .iter()
+        let empty = (plan.stages.iter())
             .map(|stage| {
                 let names: Vec<&str> = (stage.streams.iter())
                     .map(|&s| plan.streams[s].stream.name.as_str())
                     .collect();
-                let info = StageInfo {
+                StageInfo {
                     stage: stage.id,
                     streams: names.join(" → "),
                     tasks: stage.tasks,
                     time: Duration::ZERO,
                     records_out: 0,
-                };
-                (info, false)
+                }
             })
             .collect();
-        StageTally {
+        StageMap {
             of,
             passes_on,
-            stages,
+            empty,
         }
+    }
+}
+
+/// Per stage of the plan, the time and output of one batch.
+struct StageTally<'a> {
+    map: &'a StageMap,
+    /// Per stage, its figures and whether it ran.
+    stages: Vec<(StageInfo, bool)>,
+}
+
+impl StageTally<'_> {
+    fn new(map: &StageMap) -> StageTally<'_> {
+        let stages = map.empty.iter().map(|s| (s.clone(), false)).collect();
+        StageTally { map, stages }
     }
 
     /// The stage of stream `id` (0 without a plan).
     fn stage_of(&self, id: usize) -> usize {
-        self.of.get(id).copied().unwrap_or(0)
+        self.map.of.get(id).copied().unwrap_or(0)
     }
 
     /// Stream `id` was computed.
     fn stream(&mut self, id: usize, time: Duration, records: u64) {
-        let (Some(&stage), Some(&passes_on)) = (self.of.get(id), self.passes_on.get(id)) else {
+        let (Some(&stage), Some(&passes_on)) = (self.map.of.get(id), self.map.passes_on.get(id))
+        else {
             return;
         };
         let (info, ran) = &mut self.stages[stage];
@@ -100,7 +107,7 @@ impl StageTally {
 
     /// An output of stream `id` ran.
     fn output(&mut self, id: usize, time: Duration) {
-        if let Some(&stage) = self.of.get(id) {
+        if let Some(&stage) = self.map.of.get(id) {
             let (info, ran) = &mut self.stages[stage];
             info.time += time;
             *ran = true;
@@ -209,7 +216,8 @@ impl StreamingContext {
         inputs: Vec<Rdd>,
     ) -> Result<BatchRun> {
         let mut operators = Vec::new();
-        let mut stages = StageTally::new(g.plan.as_ref());
+        let map = g.stage_map.clone();
+        let mut stages = StageTally::new(&map);
         let n = g.nodes.len();
         let schedule = Schedule::of(g, time, first);
         let input_records = inputs.iter().map(|r| r.count() as u64).sum();
@@ -286,7 +294,7 @@ fn run_outputs(
     (time, index): (BatchTime, u64),
     schedule: &Schedule,
     values: &mut Values,
-    stages: &mut StageTally,
+    stages: &mut StageTally<'_>,
 ) -> Result<Vec<OperatorInfo>> {
     let mut infos = Vec::new();
     for i in 0..g.outputs.len() {

@@ -221,6 +221,8 @@ struct Graph {
     errors: Vec<(usize, String)>,
     /// The physical plan, made when the run starts.
     plan: Option<Plan>,
+    /// The stage of each stream, from the plan, for every batch's figures.
+    stage_map: Arc<batch::StageMap>,
     /// What `remember` keeps for `slice`; shared with the started graph.
     history: Arc<Mutex<History>>,
 }

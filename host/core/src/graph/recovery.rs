@@ -6,7 +6,7 @@
 use super::run::Loop;
 use super::{Graph, StreamingContext, graph_difference, plugin_versions};
 use crate::checkpoint::{
-    BatchRecord, Checkpoint, Checkpoints, PluginVersion, StateWriter, shard_name,
+    BatchRecord, Checkpoint, Checkpoints, PluginVersion, Shards, StateWriter, shard_name,
 };
 use crate::error::{Error, Result};
 use crate::exec::{Executor, run_tasks};
@@ -79,11 +79,12 @@ impl StreamingContext {
         crate::fsutil::retry_write(what, batch.millis(), || self.stop.is_stopped(), write)
     }
 
-    /// Restores `g` from checkpoint `cp`, refusing one of another graph.
+    /// Restores `g` from checkpoint `cp` and its state `shards`, refusing
+    /// one of another graph.
     pub(super) fn resume(
         &self,
         g: &mut Graph,
-        cp: &Checkpoint,
+        (cp, shards): (&Checkpoint, &Shards),
         graph: &str,
         plugins: &std::collections::BTreeMap<String, PluginVersion>,
         store: &Checkpoints,
@@ -116,9 +117,6 @@ impl StreamingContext {
                 source.restore(pos)?;
             }
         }
-        let shards = store
-            .read_shards(cp)
-            .map_err(|e| Error::Plan(format!("checkpoint {at}: {e}")))?;
         for (&id, bytes) in &cp.state {
             let node = g.nodes.get_mut(id as usize).ok_or_else(|| {
                 Error::Plan(format!(
@@ -162,7 +160,7 @@ impl Loop<'_> {
         if self.ssc.fresh {
             return store.clear();
         }
-        let Some((cp, skipped)) = store.latest()? else {
+        let Some((cp, shards, skipped)) = store.latest_with_shards()? else {
             return Ok(());
         };
         for s in &skipped {
@@ -170,7 +168,8 @@ impl Loop<'_> {
         }
         store.set_aside(&skipped)?;
         let plugins = plugin_versions(g);
-        self.ssc.resume(g, &cp, &self.graph, &plugins, store)?;
+        self.ssc
+            .resume(g, (&cp, &shards), &self.graph, &plugins, store)?;
         self.first = BatchTime(cp.first_batch_time);
         self.start = cp.batch_index + 1;
         let (records, problems) = store.batches_after(cp.batch_time)?;

@@ -4,7 +4,7 @@
 //! record it for recovery (`recovery`), report it, and set the receiving
 //! rate (backpressure).
 
-use super::batch::BatchRun;
+use super::batch::{BatchRun, StageMap};
 use super::listener::{BatchInfo, RunSummary};
 use super::recovery::DueCheckpoint;
 use super::{
@@ -110,6 +110,7 @@ impl StreamingContext {
             .collect();
         let plan = physical_plan(&shared, &self.name);
         let mut taken = std::mem::take(&mut *shared);
+        taken.stage_map = Arc::new(StageMap::of(&plan));
         taken.plan = Some(plan.clone());
         shared.started = Some(names);
         shared.plan = Some(plan);
