@@ -111,10 +111,6 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    fn parallelism(&self) -> usize {
-        self.workers.current_num_threads()
-    }
-
     fn run(&self, tasks: &[TaskId], task: &(dyn Fn(usize) + Sync)) {
         match tasks.len() {
             0 => {}

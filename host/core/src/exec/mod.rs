@@ -25,23 +25,8 @@ pub struct TaskId {
     pub batch: BatchTime,
 }
 
-impl std::fmt::Display for TaskId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "stage {} partition {} of batch {}",
-            self.stage,
-            self.partition,
-            self.batch.millis()
-        )
-    }
-}
-
 /// Runs tasks.
 pub trait Executor: Send + Sync {
-    /// How many tasks it can run at once.
-    fn parallelism(&self) -> usize;
-
     /// Runs `task(i)` for every `tasks[i]`, in parallel where it can, and
     /// returns once every one has run. A task that panics takes the panic
     /// to the caller.
