@@ -33,13 +33,7 @@ impl Rdd {
         let mut partitions = Vec::with_capacity(n);
         for p in 0..n {
             let (a, b) = (p * len / n, (p + 1) * len / n);
-            let mut col = Column::new();
-            if b > a {
-                let (start, end) = (values.offsets[a], values.offsets[b]);
-                col.bytes = values.bytes[start as usize..end as usize].to_vec();
-                col.offsets = values.offsets[a..=b].iter().map(|o| o - start).collect();
-            }
-            partitions.push(Batch::from_values(col));
+            partitions.push(Batch::from_values(slice(values, a, b)));
         }
         Rdd { partitions }
     }
@@ -65,6 +59,17 @@ impl Rdd {
             })
         })
     }
+}
+
+/// Elements `a..b` of a column, as a column of their own.
+pub(crate) fn slice(values: &Column, a: usize, b: usize) -> Column {
+    let mut col = Column::new();
+    if b > a {
+        let (start, end) = (values.offsets[a], values.offsets[b]);
+        col.bytes = values.bytes[start as usize..end as usize].to_vec();
+        col.offsets = values.offsets[a..=b].iter().map(|o| o - start).collect();
+    }
+    col
 }
 
 #[cfg(test)]

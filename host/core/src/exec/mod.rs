@@ -5,11 +5,15 @@
 //! partition-parallel work to the [`Executor`] of the run as tasks; the
 //! [`LocalExecutor`] runs them on the job's worker threads. Tasks take
 //! their input and give their output as values, never through shared
-//! state, so another executor can run them elsewhere.
+//! state, so another executor can run them elsewhere; across an exchange,
+//! map tasks write blocks to a [`Shuffle`] addressed by exchange (stage,
+//! input, batch time) and partition, and reduce tasks read them there.
 
 mod local;
+mod shuffle;
 
 pub use local::LocalExecutor;
+pub use shuffle::{BlockId, EncodedShuffle, ExchangeId, LocalShuffle, Shuffle};
 
 use crate::time::BatchTime;
 use std::sync::Mutex;

@@ -6,7 +6,7 @@ use super::listener::{OperatorInfo, StageInfo};
 use super::op::Step;
 use super::{Graph, Node, StreamingContext};
 use crate::error::{Error, Result};
-use crate::exec::Executor;
+use crate::exec::{Executor, Shuffle};
 use crate::func::Func;
 use crate::ops::{BatchContext, narrow};
 use crate::plan::Plan;
@@ -215,6 +215,20 @@ impl StreamingContext {
         first: BatchTime,
         inputs: Vec<Rdd>,
     ) -> Result<BatchRun> {
+        let run = self.compute_batch(g, executor, (time, index, first), inputs);
+        // Whether it ran or failed, nothing of this batch's exchanges stays.
+        self.shuffle.forget(time);
+        run
+    }
+
+    fn compute_batch(
+        &self,
+        g: &mut Graph,
+        executor: &dyn Executor,
+        (time, index, first): (BatchTime, u64, BatchTime),
+        inputs: Vec<Rdd>,
+    ) -> Result<BatchRun> {
+        let shuffle = &*self.shuffle;
         let mut operators = Vec::new();
         let map = g.stage_map.clone();
         let mut stages = StageTally::new(&map);
@@ -245,6 +259,8 @@ impl StreamingContext {
                         time,
                         executor,
                         stage: stages.stage_of(id),
+                        input_stages: &[],
+                        shuffle,
                         stream: &node.name,
                     };
                     let (rdd, names) =
@@ -252,7 +268,16 @@ impl StreamingContext {
                     (rdd, Some(names))
                 }
                 None => {
-                    let at = (executor, stages.stage_of(id), time, schedule.due[id]);
+                    let at = Placement {
+                        executor,
+                        shuffle,
+                        stage: stages.stage_of(id),
+                        input_stages: (g.nodes[id].parents.iter())
+                            .map(|&p| stages.stage_of(p))
+                            .collect(),
+                        time,
+                        due: schedule.due[id],
+                    };
                     let computed =
                         compute(&mut g.nodes[id], at, &schedule, &mut values, &mut sources)?;
                     let Some(rdd) = computed else {
@@ -318,13 +343,24 @@ fn run_outputs(
     Ok(infos)
 }
 
+/// Where a stream's tasks run and what they are named.
+struct Placement<'a> {
+    executor: &'a dyn Executor,
+    shuffle: &'a dyn Shuffle,
+    /// Its stage.
+    stage: usize,
+    /// Its inputs' stages.
+    input_stages: Vec<usize>,
+    time: BatchTime,
+    /// Its own batch is due (a window also runs when only its input's is).
+    due: bool,
+}
+
 /// Computes `node`'s batch with its operator, its inputs taken from
-/// `values` (`None`: nothing this batch). `(executor, stage, time, due)`
-/// say where its tasks run, what they are, and whether its own batch is
-/// due (a window also runs when only its input's is).
+/// `values` (`None`: nothing this batch), its tasks placed by `at`.
 fn compute(
     node: &mut Node,
-    (executor, stage, time, due): (&dyn Executor, usize, BatchTime, bool),
+    at: Placement<'_>,
     schedule: &Schedule,
     values: &mut Values,
     sources: &mut [Option<Rdd>],
@@ -336,15 +372,17 @@ fn compute(
         slide,
     } = node;
     let ctx = BatchContext {
-        time,
-        executor,
-        stage,
+        time: at.time,
+        executor: at.executor,
+        stage: at.stage,
+        input_stages: &at.input_stages,
+        shuffle: at.shuffle,
         stream: name,
     };
     let mut take = |i: usize| values.take(parents[i]);
     let mut step = Step {
         ctx: &ctx,
-        due,
+        due: at.due,
         slide: *slide,
         inputs_due: parents.iter().map(|&p| schedule.due[p]).collect(),
         take: &mut take,

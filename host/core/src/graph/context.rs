@@ -35,6 +35,7 @@ impl StreamingContext {
             uses: Mutex::default(),
             fresh: false,
             cpu_share: None,
+            shuffle: Arc::new(crate::exec::LocalShuffle::default()),
         }
     }
 
@@ -109,6 +110,15 @@ impl StreamingContext {
     /// Number of worker threads that run partitions in parallel.
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
+        self
+    }
+
+    /// Where exchanges keep their blocks between map and reduce tasks:
+    /// the process's memory by default ([`crate::exec::LocalShuffle`]); an
+    /// [`crate::exec::EncodedShuffle`] keeps them as bytes, as a shuffle
+    /// between processes does.
+    pub fn with_shuffle(mut self, shuffle: Arc<dyn crate::exec::Shuffle>) -> Self {
+        self.shuffle = shuffle;
         self
     }
 

@@ -291,6 +291,8 @@ pub struct StreamingContext {
     uses: Mutex<Vec<PluginUse>>,
     fresh: bool,
     cpu_share: Option<Arc<CpuShare>>,
+    /// Where exchanges' blocks wait between map and reduce tasks.
+    shuffle: Arc<dyn crate::exec::Shuffle>,
 }
 
 /// A stream of batches (Spark's DStream): a handle into its context's graph.

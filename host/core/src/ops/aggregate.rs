@@ -22,42 +22,42 @@ pub(crate) fn count(rdd: &Rdd) -> Rdd {
 /// partition reduced in parallel, then the partial results together.
 pub(crate) fn reduce(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
     let n = rdd.partitions.len() as u32;
-    let partials: Vec<Option<Column>> = ctx
-        .tasks(rdd.partitions, |p, batch| {
-            if batch.is_empty() {
-                return Ok(None);
-            }
-            let mut values = if batch.has_keys() {
-                batch.joined_values().into_owned()
-            } else {
-                batch.values
-            };
-            let len = values.len() as u32;
-            let site = CallSite {
-                batch: ctx.time,
-                partition: p as u32,
-                partitions: n,
-            };
-            func.apply_reduce(&mut values, vec![0, len], site).map(Some)
-        })
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    let mut all = Column::new();
-    for p in partials.iter().flatten() {
-        all.extend_from(p)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-    }
-    let out = if all.len() > 1 {
+    let exchanged = ctx.exchange(0, 1, rdd.partitions, |p, batch| {
+        if batch.is_empty() {
+            return Ok(vec![Batch::default()]);
+        }
+        let mut values = if batch.has_keys() {
+            batch.joined_values().into_owned()
+        } else {
+            batch.values
+        };
+        let len = values.len() as u32;
+        let site = CallSite {
+            batch: ctx.time,
+            partition: p as u32,
+            partitions: n,
+        };
+        let partial = func.apply_reduce(&mut values, vec![0, len], site)?;
+        Ok(vec![Batch::from_values(partial)])
+    })?;
+    let mut out = ctx.tasks(vec![()], |_, ()| {
+        let mut all = Column::new();
+        for p in ctx.read(&exchanged, 0)? {
+            all.extend_from(&p.values)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        if all.len() <= 1 {
+            return Ok(all);
+        }
         let len = all.len() as u32;
         let site = CallSite {
             batch: ctx.time,
             partition: 0,
             partitions: 1,
         };
-        func.apply_reduce(&mut all, vec![0, len], site)?
-    } else {
-        all
-    };
+        func.apply_reduce(&mut all, vec![0, len], site)
+    });
+    let out = out.pop().expect("one task")?;
     Ok(Rdd {
         partitions: vec![Batch::from_values(out)],
     })

@@ -6,8 +6,8 @@
 //! joins; `cogroup` gives `(k, ([left values], [right values]))` for every key
 //! on either side, values in arrival order.
 
-use super::BatchContext;
 use super::keyed::{keyed, partition_of};
+use super::{BatchContext, Exchanged};
 use crate::error::{Error, Result};
 use crate::rdd::Rdd;
 use hashbrown::HashMap;
@@ -51,14 +51,16 @@ pub(crate) fn array_header(out: &mut Vec<u8>, n: usize) {
     }
 }
 
-/// Hash-partitions one side into `partitions` keyed buckets per input partition.
+/// The map side of a hash exchange of `rdd` (input `input` of the
+/// stream) into `partitions` keyed partitions.
 pub(crate) fn bucket(
+    input: usize,
     rdd: Rdd,
     partitions: usize,
     ctx: &BatchContext<'_>,
     op: &str,
-) -> Result<Vec<Vec<Batch>>> {
-    ctx.tasks(rdd.partitions, |_, batch| {
+) -> Result<Exchanged> {
+    ctx.exchange(input, partitions, rdd.partitions, |_, batch| {
         let mut out = vec![Batch::default(); partitions];
         if batch.is_empty() {
             return Ok(out);
@@ -72,20 +74,6 @@ pub(crate) fn bucket(
         }
         Ok(out)
     })
-    .into_iter()
-    .collect()
-}
-
-pub(crate) fn gather(buckets: Vec<Vec<Batch>>, partitions: usize) -> Vec<Vec<Batch>> {
-    let mut gathered: Vec<Vec<Batch>> = (0..partitions).map(|_| Vec::new()).collect();
-    for row in buckets {
-        for (q, b) in row.into_iter().enumerate() {
-            if !b.is_empty() {
-                gathered[q].push(b);
-            }
-        }
-    }
-    gathered
 }
 
 /// Joins `left` and `right` into `partitions` partitions.
@@ -97,11 +85,12 @@ pub(crate) fn join(
     ctx: &BatchContext<'_>,
 ) -> Result<Rdd> {
     let partitions = partitions.max(1);
-    let lefts = gather(bucket(left, partitions, ctx, kind.name())?, partitions);
-    let rights = gather(bucket(right, partitions, ctx, kind.name())?, partitions);
-    let sides: Vec<_> = lefts.into_iter().zip(rights).collect();
+    let lefts = bucket(0, left, partitions, ctx, kind.name())?;
+    let rights = bucket(1, right, partitions, ctx, kind.name())?;
     let out = ctx
-        .tasks(sides, |_, (l, r)| join_partition(kind, &l, &r))
+        .tasks((0..partitions).collect(), |q, _| {
+            join_partition(kind, &ctx.read(&lefts, q)?, &ctx.read(&rights, q)?)
+        })
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
     Ok(Rdd { partitions: out })

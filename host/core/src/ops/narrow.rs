@@ -168,19 +168,50 @@ pub(crate) fn glom(rdd: Rdd) -> Rdd {
 }
 
 /// `repartition(n)`: the same elements spread evenly over `n` partitions.
-pub(crate) fn repartition(n: usize, rdd: Rdd) -> Rdd {
-    let mut all = Column::new();
-    for b in &rdd.partitions {
-        // A batch's elements already fit in a column.
-        let _ = all.extend_from(&b.joined_values());
-    }
-    Rdd::from_column(&all, n)
+pub(crate) fn repartition(n: usize, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let n = n.max(1);
+    let total = rdd.count();
+    // Each map task knows where its elements start in the batch, so it can
+    // cut them where the output partitions' even slices of the whole begin.
+    let mut start = 0;
+    let inputs: Vec<(Batch, usize)> = (rdd.partitions.into_iter())
+        .map(|b| {
+            let at = start;
+            start += b.len();
+            (b, at)
+        })
+        .collect();
+    let exchanged = ctx.exchange(0, n, inputs, |_, (batch, start)| {
+        let values = batch.joined_values();
+        let end = start + values.len();
+        Ok((0..n)
+            .map(|q| {
+                let (a, b) = ((q * total / n).max(start), ((q + 1) * total / n).min(end));
+                if a >= b {
+                    return Batch::default();
+                }
+                Batch::from_values(crate::rdd::slice(&values, a - start, b - start))
+            })
+            .collect())
+    })?;
+    let partitions = ctx
+        .tasks((0..n).collect(), |q, _| {
+            let mut col = Column::new();
+            for b in ctx.read(&exchanged, q)? {
+                col.extend_from(&b.values)
+                    .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+            }
+            Ok(Batch::from_values(col))
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Rdd { partitions })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{batch_of, rendered};
+    use crate::ops::testing::{batch_of, rendered, with_ctx};
 
     #[test]
     fn glom_and_repartition() {
@@ -192,8 +223,25 @@ mod tests {
             ],
         };
         assert_eq!(rendered(&glom(rdd.clone())), ["[1,2]", "[3]", "[]"]);
-        let r = repartition(4, rdd);
+        let r = with_ctx(|ctx| repartition(4, rdd, ctx)).unwrap();
         assert_eq!(r.partitions.len(), 4);
         assert_eq!(rendered(&r), ["1", "2", "3"]);
+        // The same even slices as cutting the batch's elements whole.
+        let many = Rdd {
+            partitions: vec![
+                batch_of(&[1i64, 2, 3, 4, 5]),
+                batch_of::<i64>(&[]),
+                batch_of(&[6i64, 7]),
+                batch_of(&[8i64, 9, 10]),
+            ],
+        };
+        let mut all = Column::new();
+        for b in &many.partitions {
+            all.extend_from(&b.values).unwrap();
+        }
+        for n in 1..12 {
+            let r = with_ctx(|ctx| repartition(n, many.clone(), ctx)).unwrap();
+            assert_eq!(r, Rdd::from_column(&all, n), "into {n}");
+        }
     }
 }

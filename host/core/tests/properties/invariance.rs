@@ -41,15 +41,19 @@ pub(super) fn collected(c: &Collected, normalize: fn(Value) -> Value) -> (Out, V
 }
 
 /// Runs `build` over queue streams of `inputs` in `p` partitions with `w`
-/// workers until every queue is exhausted.
+/// workers until every queue is exhausted; with `encoded`, every exchange's
+/// blocks pass as bytes, as between processes.
 pub(super) fn run(
     build: Build,
     normalize: fn(Value) -> Value,
     inputs: &[Batches],
-    p: usize,
-    w: usize,
+    (p, w): (usize, usize),
+    encoded: bool,
 ) -> (Out, Vec<usize>) {
-    let ssc = context(w);
+    let mut ssc = context(w);
+    if encoded {
+        ssc = ssc.with_shuffle(Arc::new(EncodedShuffle::default()));
+    }
     let sources: Vec<DStream> = inputs
         .iter()
         .map(|b| ssc.queue_stream(b.clone(), p))
@@ -60,8 +64,9 @@ pub(super) fn run(
 }
 
 /// The pipeline's output is the same (and in exactly `P` partitions) for
-/// every partition count `P` and worker count; it equals `model` if given,
-/// else the output with one partition and one worker.
+/// every partition count `P` and worker count, with the blocks of its
+/// exchanges moved in memory or passed as bytes; it equals `model` if
+/// given, else the output with one partition and one worker.
 pub(super) fn check_invariance(
     name: &str,
     build: Build,
@@ -72,14 +77,24 @@ pub(super) fn check_invariance(
     let mut reference = model;
     for p in PARTITIONS {
         for w in WORKERS {
-            let (out, parts) = run(build, normalize, inputs, p, w);
-            prop_assert!(
-                parts.iter().all(|&n| n == p),
-                "{name} with P={p}, W={w}: batches in {parts:?} partitions"
-            );
-            match &reference {
-                None => reference = Some(out),
-                Some(want) => prop_assert_eq!(&out, want, "{} with P={}, W={}", name, p, w),
+            for encoded in [false, true] {
+                let (out, parts) = run(build, normalize, inputs, (p, w), encoded);
+                prop_assert!(
+                    parts.iter().all(|&n| n == p),
+                    "{name} with P={p}, W={w}: batches in {parts:?} partitions"
+                );
+                match &reference {
+                    None => reference = Some(out),
+                    Some(want) => prop_assert_eq!(
+                        &out,
+                        want,
+                        "{} with P={}, W={}, encoded shuffle {}",
+                        name,
+                        p,
+                        w,
+                        encoded
+                    ),
+                }
             }
         }
     }

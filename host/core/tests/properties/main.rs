@@ -3,7 +3,8 @@
 //! - partition and worker invariance: a pipeline's output, batch by batch
 //!   (as a multiset), is the same for every partition count (of the queue
 //!   source and of every shuffle) and worker count, and equals a reference
-//!   model computed in plain Rust wherever one is easy to write;
+//!   model computed in plain Rust wherever one is easy to write, with the
+//!   blocks of every exchange moved in memory or passed as bytes;
 //! - recovery at every batch boundary: a checkpointed job with state that
 //!   stops (or crashes) after any batch and is resumed on its checkpoint
 //!   directory by a fresh context produces exactly the batches of an
@@ -15,6 +16,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use sluice_core::exec::EncodedShuffle;
 use sluice_core::{CollectedBatch, DStream, Error, Func, ManualClock, StreamingContext};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -116,6 +116,6 @@ impl Operator for Repartition {
     }
 
     fn compute(&mut self, step: &mut Step<'_, '_>) -> Result<Option<Rdd>> {
-        Ok(Some(narrow::repartition(self.0, step.input(0)?)))
+        narrow::repartition(self.0, step.input(0)?, step.ctx).map(Some)
     }
 }

@@ -136,54 +136,40 @@ pub(crate) fn combine_by_key(
     let partitions = partitions.max(1);
     let n_in = rdd.partitions.len() as u32;
     // Map side: combine within each input partition, then bucket by key hash.
-    let buckets: Vec<Vec<Batch>> = ctx
-        .tasks(rdd.partitions, |p, batch| {
-            let mut out = vec![Batch::default(); partitions];
-            if batch.is_empty() {
-                return Ok(out);
-            }
-            let site = CallSite {
-                batch: ctx.time,
-                partition: p as u32,
-                partitions: n_in,
-            };
-            let elements = KeyedElements::of(batch, ctx, op)?;
-            let (keys, values) =
-                combine_elements(elements, combiner.create, combiner.merge_value, site)?;
-            if partitions == 1 {
-                out[0] = Batch { keys, values };
-                return Ok(out);
-            }
-            for i in 0..keys.len() {
-                let k = keys.get(i);
-                let b = &mut out[partition_of(k, partitions)];
-                let _ = b.keys.push_encoded(k);
-                let _ = b.values.push_encoded(values.get(i));
-            }
-            Ok(out)
-        })
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    // Exchange: output partition q gathers bucket q of every input partition.
-    let mut gathered: Vec<Vec<Batch>> = (0..partitions)
-        .map(|_| Vec::with_capacity(buckets.len()))
-        .collect();
-    for row in buckets {
-        for (q, b) in row.into_iter().enumerate() {
-            if !b.is_empty() {
-                gathered[q].push(b);
-            }
+    let exchanged = ctx.exchange(0, partitions, rdd.partitions, |p, batch| {
+        let mut out = vec![Batch::default(); partitions];
+        if batch.is_empty() {
+            return Ok(out);
         }
-    }
-    // Reduce side: combine each output partition.
+        let site = CallSite {
+            batch: ctx.time,
+            partition: p as u32,
+            partitions: n_in,
+        };
+        let elements = KeyedElements::of(batch, ctx, op)?;
+        let (keys, values) =
+            combine_elements(elements, combiner.create, combiner.merge_value, site)?;
+        if partitions == 1 {
+            out[0] = Batch { keys, values };
+            return Ok(out);
+        }
+        for i in 0..keys.len() {
+            let k = keys.get(i);
+            let b = &mut out[partition_of(k, partitions)];
+            let _ = b.keys.push_encoded(k);
+            let _ = b.values.push_encoded(values.get(i));
+        }
+        Ok(out)
+    })?;
+    // Reduce side: each output partition reads its blocks and combines them.
     let out = ctx
-        .tasks(gathered, |q, parts| {
+        .tasks((0..partitions).collect(), |q, _| {
             let site = CallSite {
                 batch: ctx.time,
                 partition: q as u32,
                 partitions: partitions as u32,
             };
-            merge_buckets(&parts, combiner.merge_combiners, site)
+            merge_buckets(&ctx.read(&exchanged, q)?, combiner.merge_combiners, site)
         })
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
@@ -234,11 +220,12 @@ pub(crate) fn count_by_value(partitions: usize, rdd: Rdd, ctx: &BatchContext<'_>
 /// `group_by_key(partitions)`: per key, `(k, [values])` with the values in
 /// arrival order, in `partitions` partitions (hash of the key).
 pub(crate) fn group_by_key(partitions: usize, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
-    use super::join::{array_header, bucket, gather};
+    use super::join::{array_header, bucket};
     let partitions = partitions.max(1);
-    let gathered = gather(bucket(rdd, partitions, ctx, "group_by_key")?, partitions);
+    let exchanged = bucket(0, rdd, partitions, ctx, "group_by_key")?;
     let out = ctx
-        .tasks(gathered, |_, parts| {
+        .tasks((0..partitions).collect(), |q, _| {
+            let parts = ctx.read(&exchanged, q)?;
             let mut index: HashMap<&[u8], usize> = HashMap::new();
             let mut groups: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
             for b in &parts {

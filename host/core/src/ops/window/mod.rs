@@ -29,7 +29,7 @@ pub(crate) use reduce::{WindowFuncs, WindowedReduce};
 pub(crate) use state::StateByKey;
 
 use super::BatchContext;
-use super::join::{bucket, gather};
+use super::join::bucket;
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::func::CallSite;
@@ -260,6 +260,55 @@ impl OperatorState for WindowBuffer {
         }
         Ok(())
     }
+
+    /// Partition `p` of every batch held is shard `p`, written by the task
+    /// that computed it: as many shards as the widest batch has partitions.
+    fn shards(&self) -> usize {
+        let widest = self.batches.iter().map(|(_, r)| r.partitions.len()).max();
+        widest.unwrap_or(0).max(1)
+    }
+
+    /// The batches held: each one's time and partition count.
+    fn snapshot_header(&self, w: &mut StateWriter) {
+        w.u64(self.batches.len() as u64);
+        for (t, rdd) in &self.batches {
+            w.i64(t.millis());
+            w.u64(rdd.partitions.len() as u64);
+        }
+    }
+
+    fn snapshot_shard(&self, p: usize, w: &mut StateWriter) {
+        for (_, rdd) in &self.batches {
+            if let Some(b) = rdd.partitions.get(p) {
+                w.batch(b);
+            }
+        }
+    }
+
+    fn restore_shards(
+        &mut self,
+        header: &mut StateReader<'_>,
+        shards: &mut [StateReader<'_>],
+    ) -> Result<()> {
+        let n = header.u64()?;
+        let mut batches = VecDeque::new();
+        for _ in 0..n {
+            let t = BatchTime(header.i64()?);
+            let parts = header.u64()? as usize;
+            if parts > shards.len() {
+                return Err(Error::Plan(format!(
+                    "the checkpoint's window batch at {t} has {parts} partitions but {} shards",
+                    shards.len()
+                )));
+            }
+            let partitions = (shards[..parts].iter_mut())
+                .map(StateReader::batch)
+                .collect::<Result<Vec<_>>>()?;
+            batches.push_back((t, Arc::new(Rdd { partitions })));
+        }
+        self.batches = batches;
+        Ok(())
+    }
 }
 
 /// Hash-shuffles `rdd` into as many partitions as `state` has and runs `f`
@@ -277,17 +326,17 @@ where
     F: Fn(&mut P, &[Batch], CallSite) -> Result<R> + Sync,
 {
     let n = state.len();
-    let gathered = gather(bucket(rdd, n, ctx, op)?, n);
+    let exchanged = bucket(0, rdd, n, ctx, op)?;
     let mut parts = std::mem::take(state);
-    let shards: Vec<_> = parts.iter_mut().zip(gathered).collect();
+    let shards: Vec<_> = parts.iter_mut().collect();
     let result = ctx
-        .tasks(shards, |q, (part, batches)| {
+        .tasks(shards, |q, part| {
             let site = CallSite {
                 batch: ctx.time,
                 partition: q as u32,
                 partitions: n as u32,
             };
-            f(part, &batches, site)
+            f(part, &ctx.read(&exchanged, q)?, site)
         })
         .into_iter()
         .collect::<Result<Vec<R>>>();

@@ -6,7 +6,7 @@ use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
 use crate::func::{CallSite, Func};
 use crate::ops::BatchContext;
-use crate::ops::join::{bucket, gather};
+use crate::ops::join::bucket;
 use crate::rdd::Rdd;
 use indexmap::IndexMap;
 use sluice_sdk::{Batch, Column};
@@ -32,11 +32,9 @@ impl StateByKey {
     /// Adds `initial` `(key, state)` elements to the state.
     pub(crate) fn seed(&mut self, initial: Rdd, ctx: &BatchContext<'_>) -> Result<()> {
         let n = self.state.partitions.len();
-        for (q, parts) in gather(bucket(initial, n, ctx, "initial state")?, n)
-            .into_iter()
-            .enumerate()
-        {
-            for b in parts {
+        let exchanged = bucket(1, initial, n, ctx, "initial state")?;
+        for q in 0..n {
+            for b in ctx.read(&exchanged, q)? {
                 for i in 0..b.len() {
                     self.state.partitions[q].insert(b.keys.get(i).into(), b.values.get(i).into());
                 }

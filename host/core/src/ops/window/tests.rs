@@ -4,11 +4,13 @@ use super::*;
 use crate::func::Func;
 use crate::ops::testing::{batch_of, rendered, with_ctx};
 
-fn at(executor: &dyn crate::exec::Executor, ms: i64) -> BatchContext<'_> {
+fn at<'a>(ctx: &BatchContext<'a>, ms: i64) -> BatchContext<'a> {
     BatchContext {
         time: BatchTime(ms),
-        executor,
+        executor: ctx.executor,
         stage: 0,
+        input_stages: &[],
+        shuffle: ctx.shuffle,
         stream: "test",
     }
 }
@@ -31,9 +33,50 @@ fn window_buffer_keeps_only_what_windows_need() {
 }
 
 #[test]
+fn window_buffer_shards_hold_one_partition_of_every_batch() {
+    let mut w = WindowBuffer::default();
+    let wide = Rdd {
+        partitions: vec![batch_of(&[1i64]), batch_of(&[2i64, 3]), batch_of(&[4i64])],
+    };
+    w.push(BatchTime(1000), Arc::new(pairs(&[("x", 1)])));
+    w.push(BatchTime(2000), Arc::new(wide));
+    assert_eq!(w.shards(), 3, "as many as the widest batch has partitions");
+    let mut header = StateWriter::new();
+    w.snapshot_header(&mut header);
+    let shards: Vec<Vec<u8>> = (0..w.shards())
+        .map(|p| {
+            let mut s = StateWriter::new();
+            w.snapshot_shard(p, &mut s);
+            s.into_bytes()
+        })
+        .collect();
+    let header = header.into_bytes();
+    let mut back = WindowBuffer::default();
+    let mut readers: Vec<StateReader<'_>> = shards.iter().map(|s| StateReader::new(s)).collect();
+    back.restore_shards(&mut StateReader::new(&header), &mut readers)
+        .unwrap();
+    assert!(readers.iter().all(StateReader::is_empty));
+    let (a, b) = (
+        w.window(BatchTime(2000), 2000),
+        back.window(BatchTime(2000), 2000),
+    );
+    assert_eq!(a, b);
+    assert_eq!(b.partitions.len(), 4);
+    // A shard missing is an error, not a shorter window.
+    let mut back = WindowBuffer::default();
+    let mut two: Vec<StateReader<'_>> = shards[..2].iter().map(|s| StateReader::new(s)).collect();
+    let err = back
+        .restore_shards(&mut StateReader::new(&header), &mut two)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("3 partitions but 2 shards"),
+        "{err}"
+    );
+}
+
+#[test]
 fn incremental_window_keeps_zero_keys_unless_filtered() {
-    let pool = crate::ops::testing::executor();
-    {
+    with_ctx(|outer| {
         let add = Func::reduce("add", |a: i64, b: i64| a + b);
         let sub = Func::inverse_reduce("sub", |a: i64, b: i64| a - b);
         let positive = Func::filter("positive", |kv: (String, i64)| kv.1 > 0);
@@ -50,7 +93,7 @@ fn incremental_window_keeps_zero_keys_unless_filtered() {
             let mut w = WindowedReduce::new(2);
             let mut last = Vec::new();
             for (i, b) in batches.iter().enumerate() {
-                let ctx = at(pool, (i as i64 + 1) * 1000);
+                let ctx = at(outer, (i as i64 + 1) * 1000);
                 w.push(pairs(b), &add, &ctx).unwrap();
                 let out = w.window(2000, 1000, &funcs, &ctx).unwrap();
                 assert_eq!(out.partitions.len(), 2);
@@ -70,7 +113,7 @@ fn incremental_window_keeps_zero_keys_unless_filtered() {
             }
             assert_eq!(last, want_last);
         }
-    }
+    });
 }
 
 #[test]
@@ -133,6 +176,8 @@ fn operator_state_survives_a_snapshot() {
                 time: BatchTime((i as i64 + 1) * 1000),
                 executor: ctx.executor,
                 stage: 0,
+                input_stages: &[],
+                shuffle: ctx.shuffle,
                 stream: "test",
             };
             if i == 2 {
