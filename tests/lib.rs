@@ -3,6 +3,8 @@
 //! binary, the Spark reference outputs, and golden comparisons that print a
 //! readable expected/got diff.
 
+pub mod brokers;
+
 use serde_json::Value;
 use sluice::LoadPlugins;
 use sluice::{Runtime, RuntimeConfig};

@@ -158,6 +158,15 @@ pub enum Error {
         /// What is wrong, with a line or element where known.
         message: String,
     },
+    /// A source cannot go on: its server refused it, its stream is
+    /// missing, or records a batch must re-read are gone.
+    #[error("source `{name}`: {message}")]
+    Source {
+        /// The source, as the job names it.
+        name: String,
+        /// What is wrong, naming the server, stream or records.
+        message: String,
+    },
     /// An I/O operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -180,7 +189,7 @@ impl Error {
             Error::Spec { .. } | Error::Plan(_) | Error::Input { .. } | Error::Element { .. } => {
                 Domain::User
             }
-            Error::Io { .. } => Domain::External,
+            Error::Io { .. } | Error::Source { .. } => Domain::External,
             Error::Internal(_) => Domain::Internal,
         }
     }

@@ -219,6 +219,9 @@ impl Loop<'_> {
                 pending,
             } = due;
             ssc.retrying("checkpoint", time, || store.write_with_shards(&cp, &shards))?;
+            for (s, position) in self.g.sources.iter_mut().zip(&cp.sources) {
+                s.committed(position);
+            }
             self.batch_log = Some(ssc.retrying("batch log", time, || {
                 store.restart_batch_log(time.millis(), &pending)
             })?);

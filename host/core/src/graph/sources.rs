@@ -8,6 +8,12 @@ use crate::receiver::{SocketSource, Source};
 use std::path::Path;
 
 impl StreamingContext {
+    /// A stream read from `source`, any implementation of [`Source`] (the
+    /// broker connectors' way in).
+    pub fn source_stream(&self, name: &str, source: Box<dyn Source>) -> DStream {
+        self.add_source(name.to_string(), source)
+    }
+
     pub(super) fn add_source(&self, name: String, source: Box<dyn Source>) -> DStream {
         let mut g = lock(&self.graph);
         g.check_open();

@@ -17,8 +17,17 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// A source of batches for one input stream.
-pub(crate) trait Source: Send {
+/// A source of batches for one input stream: the seam a connector
+/// implements (this module's sockets, files, queues and generators; the
+/// broker connectors of `sluice-brokers`), added to a job with
+/// [`StreamingContext::source_stream`](crate::StreamingContext::source_stream).
+///
+/// The engine calls it from the batch loop, one call at a time: `restore`
+/// (resuming from a checkpoint), `start`, then per batch `next_batch` (or
+/// `replay_batch` for a batch re-run after a crash) followed by
+/// `batch_record`, and `committed` once a checkpoint holding its
+/// `position` is durable.
+pub trait Source: Send {
     /// What it reads, for the plan (`sluice explain`).
     fn describe(&self) -> String;
     /// Partitions per batch (a receiver cuts a large batch into more).
@@ -77,6 +86,10 @@ pub(crate) trait Source: Send {
     fn take_errors(&mut self) -> Vec<String> {
         Vec::new()
     }
+    /// A checkpoint holding `position` (what [`Source::position`] gave) is
+    /// durable: no recovery will read before it again, so a source may now
+    /// acknowledge what it took up to there (a broker's consumer).
+    fn committed(&mut self, _position: &[u8]) {}
 }
 
 /// Lines received but not yet sealed into a batch, already encoded; with a

@@ -130,6 +130,23 @@ fn check_plugins<'s>(
     Ok(())
 }
 
+/// The `host:port` of a broker URL (`nats://user@host:port`; NATS's
+/// default port when none is given).
+fn broker_endpoint(url: &str) -> String {
+    let rest = url.trim();
+    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    if rest
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        rest.to_string()
+    } else {
+        format!("{rest}:4222")
+    }
+}
+
 /// A confined spec's sources: their files (added to `paths`) and the
 /// endpoints of socket sources.
 fn check_sources<'s>(
@@ -144,9 +161,22 @@ fn check_sources<'s>(
             (&sec.path, "path"),
             (&sec.ledger, "ledger"),
             (&sec.demo_lines, "demo_lines"),
+            (&sec.credentials, "credentials"),
+            (&sec.ca, "ca"),
         ] {
             if let Some(v) = value.as_ref().filter(|v| !v.get_ref().is_empty()) {
                 paths.push((v, format!("sources.{}.{field}", name.get_ref())));
+            }
+        }
+        if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "nats") {
+            for endpoint in url.get_ref().split(',').map(broker_endpoint) {
+                if !grants.sockets.contains(&endpoint) {
+                    return cx.err(
+                        url.span(),
+                        &format!("sources.{}.url", name.get_ref()),
+                        format!("connecting to {endpoint} is not granted to this job"),
+                    );
+                }
             }
         }
         if sec.kind.get_ref() == "socket" {
@@ -166,4 +196,16 @@ fn check_sources<'s>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broker_endpoint;
+
+    #[test]
+    fn broker_endpoints_are_host_and_port() {
+        assert_eq!(broker_endpoint("nats://127.0.0.1:4333"), "127.0.0.1:4333");
+        assert_eq!(broker_endpoint(" nats://u:p@broker "), "broker:4222");
+        assert_eq!(broker_endpoint("tls://h:7422/x"), "h:7422");
+    }
 }

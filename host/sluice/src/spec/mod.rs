@@ -25,6 +25,10 @@
 //!                            # | queue (path, stream) | text_files (path = dir, include_existing,
 //!                            #   ledger = file remembering the names read; default `.sluice-JOB-SOURCE.read` in dir)
 //!                            # | generator (rate, words_per_line, vocabulary, seed)
+//!                            # | nats (url, stream, subject, durable, start = "all" | "new" | SEQ | "RFC 3339 time",
+//!                            #   max_rate, max_buffered, user, password, token, credentials, tls, ca,
+//!                            #   decoder = text | bytes | json | msgpack, element = value | keyed | record,
+//!                            #   on_undecodable = fail | skip, max_record_bytes = "1MiB")
 //! host = "127.0.0.1"
 //! port = 9999
 //! # max_rate = 5000         # socket: lines/s at most (also non_utf8, max_line_bytes,
@@ -50,6 +54,7 @@
 //! num = 10
 //! ```
 
+mod brokers;
 mod confine;
 mod outputs;
 mod plugins;

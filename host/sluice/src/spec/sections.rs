@@ -75,6 +75,30 @@ pub(super) struct SourceSection {
     pub(super) ledger: Option<Spanned<String>>,
     /// Socket sources: a file of lines that `sluice run --feed` serves.
     pub(super) demo_lines: Option<Spanned<String>>,
+    /// Broker sources: server URL(s), comma separated.
+    pub(super) url: Option<Spanned<String>>,
+    /// NATS: the subject filter.
+    pub(super) subject: Option<Spanned<String>>,
+    /// NATS: the durable consumer's name.
+    pub(super) durable: Option<Spanned<String>>,
+    /// Broker sources: where a job without a checkpoint starts (`all`,
+    /// `new`, a sequence number, or an RFC 3339 time).
+    pub(super) start: Option<Spanned<toml::Value>>,
+    /// Broker sources: credentials and TLS.
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) token: Option<Spanned<String>>,
+    pub(super) credentials: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<bool>>,
+    pub(super) ca: Option<Spanned<String>>,
+    /// Broker sources: text | bytes | json | msgpack.
+    pub(super) decoder: Option<Spanned<String>>,
+    /// Broker sources: value | keyed | record.
+    pub(super) element: Option<Spanned<String>>,
+    /// Broker sources: fail | skip.
+    pub(super) on_undecodable: Option<Spanned<String>>,
+    /// Broker sources: records over this size are undecodable.
+    pub(super) max_record_bytes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

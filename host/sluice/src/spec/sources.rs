@@ -1,5 +1,5 @@
 //! The job's sources (`[sources.NAME]`): sockets, queues, watched
-//! directories and generators.
+//! directories, generators and brokers (`brokers.rs`).
 
 use super::sections::{SourceSection, SpecFile};
 use super::{Ctx, SocketFeed, parse_size};
@@ -8,6 +8,7 @@ use crate::graph::{DStream, StreamingContext};
 use crate::receiver::generator::GeneratorConfig;
 use crate::receiver::queue::read_queue_file;
 use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
+use sluice_brokers::NatsSource;
 use std::collections::HashMap;
 use toml::Spanned;
 
@@ -67,12 +68,17 @@ pub(super) fn add_sources(
                 let config = generator_config(cx, name, sec)?;
                 ssc.generator_stream(config, partitions.unwrap_or(default_partitions))
             }
+            "nats" => {
+                let parts = partitions.unwrap_or(default_partitions);
+                let config = super::brokers::nats_config(cx, name, s, job_name, parts, ssc)?;
+                ssc.source_stream(name.get_ref(), Box::new(NatsSource::new(config)))
+            }
             other => {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
                     format!(
-                        "unknown source type `{other}` (use socket, queue, text_files or generator)"
+                        "unknown source type `{other}` (use socket, queue, text_files, generator or nats)"
                     ),
                 );
             }

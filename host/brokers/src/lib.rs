@@ -1,0 +1,17 @@
+//! Broker connectors for Sluice: sources (and later sinks) that read
+//! brokers in the direct model — each batch a range of the broker's own
+//! positions, recorded before the batch runs, so that a batch re-run after
+//! a crash reads exactly the same records.
+//!
+//! - [`nats`]: a NATS JetStream stream (`async-nats`).
+//!
+//! The connectors implement the engine's synchronous
+//! [`Source`](sluice_core::receiver::Source) trait over an async client
+//! on a runtime of their own; [`decode`] turns records into elements the
+//! same way for every broker.
+
+pub mod decode;
+pub mod nats;
+
+pub use decode::{Decoder, Decoding, Shape, Undecodable};
+pub use nats::{NatsAuth, NatsConfig, NatsSource, StartAt};

@@ -1,0 +1,170 @@
+//! Broker sources (`type = "nats"`): their settings, each checked and
+//! named in errors by its field.
+
+use super::sections::SourceSection;
+use super::{Ctx, parse_size};
+use crate::error::Result;
+use crate::graph::StreamingContext;
+use sluice_brokers::{Decoder, Decoding, NatsAuth, NatsConfig, Shape, StartAt, Undecodable};
+use toml::Spanned;
+
+/// A `nats` source's settings.
+pub(super) fn nats_config(
+    cx: &Ctx<'_>,
+    name: &Spanned<String>,
+    s: &Spanned<SourceSection>,
+    job_name: &str,
+    partitions: usize,
+    ssc: &StreamingContext,
+) -> Result<NatsConfig> {
+    let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+    let sec = s.get_ref();
+    let Some(url) = &sec.url else {
+        return cx.err(
+            s.span(),
+            &field("url"),
+            "a nats source needs a url (nats://host:port)",
+        );
+    };
+    let Some(stream) = &sec.stream else {
+        return cx.err(
+            s.span(),
+            &field("stream"),
+            "a nats source needs a JetStream stream name",
+        );
+    };
+    let mut c = NatsConfig::new(
+        name.get_ref(),
+        url.get_ref(),
+        stream.get_ref(),
+        ssc.batch_interval(),
+    );
+    c.durable = format!("sluice-{job_name}-{}", name.get_ref());
+    c.partitions = partitions;
+    if let Some(d) = &sec.durable {
+        let ok = !d.get_ref().is_empty()
+            && d.get_ref()
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if !ok {
+            return cx.err(
+                d.span(),
+                &field("durable"),
+                "a consumer name of letters, digits, - and _",
+            );
+        }
+        c.durable = d.get_ref().clone();
+    } else if !c
+        .durable
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        c.durable = c
+            .durable
+            .replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-', "_");
+    }
+    c.subject = sec.subject.as_ref().map(|v| v.get_ref().clone());
+    if let Some(start) = &sec.start {
+        c.start =
+            start_at(start.get_ref()).or_else(|e| cx.err(start.span(), &field("start"), e))?;
+    }
+    if let Some(r) = &sec.max_rate {
+        if *r.get_ref() == 0 {
+            return cx.err(r.span(), &field("max_rate"), "must be at least 1 record/s");
+        }
+        c.max_rate = Some(*r.get_ref());
+    }
+    if let Some(m) = &sec.max_buffered {
+        c.max_buffered_bytes = parse_size(m.get_ref())
+            .or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?
+            as usize;
+    }
+    c.auth = NatsAuth {
+        user: match (&sec.user, &sec.password) {
+            (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
+            (Some(u), None) => {
+                return cx.err(u.span(), &field("password"), "a user needs a password");
+            }
+            (None, Some(p)) => return cx.err(p.span(), &field("user"), "a password needs a user"),
+            (None, None) => None,
+        },
+        token: sec.token.as_ref().map(|t| t.get_ref().clone()),
+        credentials: sec.credentials.as_ref().map(|p| cx.resolve(p.get_ref())),
+        tls: sec.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        ca: sec.ca.as_ref().map(|p| cx.resolve(p.get_ref())),
+    };
+    c.decoding = decoding(cx, name, sec)?;
+    Ok(c)
+}
+
+/// `start`: `all`, `new`, a sequence number or an RFC 3339 time.
+fn start_at(v: &toml::Value) -> std::result::Result<StartAt, String> {
+    match v {
+        toml::Value::Integer(n) if *n >= 1 => Ok(StartAt::Sequence(*n as u64)),
+        toml::Value::String(s) if s == "all" || s == "earliest" => Ok(StartAt::All),
+        toml::Value::String(s) if s == "new" || s == "latest" => Ok(StartAt::New),
+        toml::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| StartAt::Time(t.timestamp_millis()))
+            .map_err(|e| format!("`{s}` is not all, new or an RFC 3339 time ({e})")),
+        toml::Value::Datetime(d) => chrono::DateTime::parse_from_rfc3339(&d.to_string())
+            .map(|t| StartAt::Time(t.timestamp_millis()))
+            .map_err(|e| format!("`{d}` needs a date, a time and an offset ({e})")),
+        other => Err(format!(
+            "`{other}` is not all, new, a sequence number (1 or more) or an RFC 3339 time"
+        )),
+    }
+}
+
+/// `decoder`, `element`, `on_undecodable` and `max_record_bytes`.
+fn decoding(cx: &Ctx<'_>, name: &Spanned<String>, sec: &SourceSection) -> Result<Decoding> {
+    let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+    let mut d = Decoding::default();
+    if let Some(v) = &sec.decoder {
+        d.decoder =
+            Decoder::parse(v.get_ref()).or_else(|e| cx.err(v.span(), &field("decoder"), e))?;
+    }
+    if let Some(v) = &sec.element {
+        d.shape = Shape::parse(v.get_ref()).or_else(|e| cx.err(v.span(), &field("element"), e))?;
+    }
+    if let Some(v) = &sec.on_undecodable {
+        d.on_undecodable = Undecodable::parse(v.get_ref())
+            .or_else(|e| cx.err(v.span(), &field("on_undecodable"), e))?;
+    }
+    if let Some(v) = &sec.max_record_bytes {
+        d.max_record_bytes = parse_size(v.get_ref())
+            .or_else(|e| cx.err(v.span(), &field("max_record_bytes"), e))?
+            as usize;
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions() {
+        assert_eq!(
+            start_at(&toml::Value::String("all".into())),
+            Ok(StartAt::All)
+        );
+        assert_eq!(
+            start_at(&toml::Value::String("new".into())),
+            Ok(StartAt::New)
+        );
+        assert_eq!(
+            start_at(&toml::Value::Integer(42)),
+            Ok(StartAt::Sequence(42))
+        );
+        assert_eq!(
+            start_at(&toml::Value::String("2026-12-06T00:00:01Z".into())),
+            Ok(StartAt::Time(1_796_515_201_000))
+        );
+        assert!(start_at(&toml::Value::Integer(0)).is_err());
+        assert!(
+            start_at(&toml::Value::String("yesterday".into()))
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Real brokers for the tests, on loopback: each test starts its own server
+//! on an ephemeral port, waits until it answers, and stops it by its pid.
+//! `scripts/test` installs them (`scripts/brokers`).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `nats-server` binary (≥ 2.11): `$SLUICE_NATS_SERVER`, else the one
+/// `scripts/brokers` installs under `target/`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLUICE_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let p = crate::root().join("target/brokers-venv/bin/nats-server");
+    assert!(
+        p.exists(),
+        "nats-server is not installed at {}: run scripts/test (or scripts/brokers), which installs it",
+        p.display()
+    );
+    p
+}
+
+/// A `nats-server -js` of the test's own, on 127.0.0.1.
+pub struct NatsServer {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    store: PathBuf,
+    extra: Vec<String>,
+}
+
+impl NatsServer {
+    /// Starts one with JetStream, its store in `dir`, and `extra`
+    /// arguments (`--user`, `--pass`, ...).
+    pub fn start(dir: &Path, extra: &[&str]) -> NatsServer {
+        NatsServer::start_on(dir, free_port(), extra)
+    }
+
+    /// [`NatsServer::start`] on a given port.
+    pub fn start_on(dir: &Path, port: u16, extra: &[&str]) -> NatsServer {
+        let mut s = NatsServer {
+            child: None,
+            port,
+            store: dir.join("nats-store"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.restart();
+        s
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again (after [`NatsServer::kill`]) on the same port and store.
+    pub fn restart(&mut self) {
+        let child = Command::new(nats_server_bin())
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(&self.store)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not answer on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (SIGKILL, by its pid) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A JetStream client for the tests' own publishing.
+pub struct NatsClient {
+    rt: tokio::runtime::Runtime,
+    js: async_nats::jetstream::Context,
+}
+
+impl NatsClient {
+    /// Connects to `url`.
+    pub fn connect(url: &str) -> NatsClient {
+        NatsClient::connect_with(url, async_nats::ConnectOptions::new())
+    }
+
+    /// Connects to `url` as `user` with `password`.
+    pub fn connect_as(url: &str, user: &str, password: &str) -> NatsClient {
+        let opts = async_nats::ConnectOptions::new()
+            .user_and_password(user.to_string(), password.to_string());
+        NatsClient::connect_with(url, opts)
+    }
+
+    fn connect_with(url: &str, opts: async_nats::ConnectOptions) -> NatsClient {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = rt
+            .block_on(opts.connect(url))
+            .expect("connecting to nats-server");
+        // The JetStream context starts a task of its own: in the runtime.
+        let js = {
+            let _in = rt.enter();
+            async_nats::jetstream::new(client)
+        };
+        NatsClient { rt, js }
+    }
+
+    /// Creates stream `name` on `subjects` (file storage).
+    pub fn create_stream(&self, name: &str, subjects: &[&str]) {
+        let config = async_nats::jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(self.js.create_stream(config))
+            .expect("creating a stream");
+    }
+
+    /// Publishes every payload on `subject`, each acknowledged by the stream.
+    pub fn publish(&self, subject: &str, payloads: impl IntoIterator<Item = Vec<u8>>) {
+        self.rt.block_on(async {
+            let mut acks = Vec::new();
+            for p in payloads {
+                acks.push(
+                    self.js
+                        .publish(subject.to_string(), p.into())
+                        .await
+                        .expect("publish"),
+                );
+                if acks.len() >= 256 {
+                    for a in acks.drain(..) {
+                        a.await.expect("stored");
+                    }
+                }
+            }
+            for a in acks {
+                a.await.expect("stored");
+            }
+        });
+    }
+
+    /// The stream's acknowledged position of consumer `durable`
+    /// (`ack_floor` stream sequence), if it exists.
+    pub fn acked(&self, stream: &str, durable: &str) -> Option<u64> {
+        self.rt.block_on(async {
+            let s = self.js.get_stream(stream).await.ok()?;
+            let info = s.consumer_info(durable).await.ok()?;
+            Some(info.ack_floor.stream_sequence)
+        })
+    }
+}
