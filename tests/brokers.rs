@@ -173,6 +173,24 @@ impl NatsClient {
         });
     }
 
+    /// Every message stored in `stream`, in order.
+    pub fn messages(&self, stream: &str) -> Vec<Vec<u8>> {
+        self.rt.block_on(async {
+            let mut s = self.js.get_stream(stream).await.expect("the stream");
+            let state = s.info().await.expect("stream info").state.clone();
+            let mut out = Vec::new();
+            if state.messages == 0 {
+                return out;
+            }
+            for seq in state.first_sequence..=state.last_sequence {
+                if let Ok(m) = s.get_raw_message(seq).await {
+                    out.push(m.payload.to_vec());
+                }
+            }
+            out
+        })
+    }
+
     /// The stream's acknowledged position of consumer `durable`
     /// (`ack_floor` stream sequence), if it exists.
     pub fn acked(&self, stream: &str, durable: &str) -> Option<u64> {

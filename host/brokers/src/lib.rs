@@ -14,4 +14,4 @@ pub mod decode;
 pub mod nats;
 
 pub use decode::{Decoder, Decoding, Shape, Undecodable};
-pub use nats::{NatsAuth, NatsConfig, NatsSource, StartAt};
+pub use nats::{Encoder, NatsAuth, NatsConfig, NatsSink, NatsSinkConfig, NatsSource, StartAt};

@@ -17,7 +17,12 @@
 //! committed offsets do. Redeliveries are dropped by sequence, so no record
 //! is counted twice.
 
+mod client;
+mod ranges;
 mod reader;
+mod sink;
+
+pub use sink::{Encoder, NatsSink, NatsSinkConfig};
 
 use crate::decode::{Decoding, Elements};
 use reader::{Received, Shared};
@@ -157,6 +162,10 @@ pub struct NatsSource {
     unacked: VecDeque<(u64, Received)>,
     /// The job keeps checkpoints: acknowledge on commit, not per batch.
     checkpointed: bool,
+    /// Where the source keeps its write-ahead record of batch ranges
+    /// (with checkpoints), and that record once opened.
+    log_dir: Option<PathBuf>,
+    ranges: Option<ranges::RangeLog>,
     /// Backpressure's rate, if lower than `max_rate`.
     rate: Option<f64>,
 }
@@ -173,6 +182,8 @@ impl NatsSource {
             last: Range::default(),
             unacked: VecDeque::new(),
             checkpointed: false,
+            log_dir: None,
+            ranges: None,
             rate: None,
         }
     }
@@ -213,6 +224,21 @@ impl NatsSource {
             Some(r) => ((r * self.config.interval.as_secs_f64()).floor() as usize).max(1),
             None => usize::MAX,
         }
+    }
+
+    /// The batch at `time` again, as it took `range` before.
+    fn reread(&mut self, time: BatchTime, range: Range) -> Result<Rdd> {
+        self.last = range;
+        if range.count == 0 {
+            return Ok(Rdd::empty(self.config.partitions));
+        }
+        let config = self.config.clone();
+        let records = self
+            .runtime()?
+            .block_on(reader::replay(config, range.first, range.last, range.count))
+            .map_err(|e| self.error(format!("re-running batch {time}: {e}")))?;
+        self.next = self.next.max(range.last + 1);
+        self.to_rdd(&records, time)
     }
 
     /// Decodes records into one column, then cuts it into the partitions.
@@ -321,6 +347,16 @@ impl Source for NatsSource {
         if let Some(fatal) = self.shared.fatal() {
             return Err(self.error(fatal));
         }
+        if let (Some(dir), None) = (&self.log_dir, &self.ranges) {
+            let log = ranges::RangeLog::open(dir)
+                .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+            self.ranges = Some(log);
+        }
+        if let Some(range) = self.ranges.as_ref().and_then(|l| l.get(time.millis())) {
+            // This batch ran before a crash, with its outputs perhaps out:
+            // the same records again.
+            return self.reread(time, range);
+        }
         let (taken, before) = self.shared.take(self.next, self.limit());
         if let Some(r) = before {
             self.unacked.push_back((r.sequence, r));
@@ -335,6 +371,14 @@ impl Source for NatsSource {
             last: last.sequence,
             count: taken.len() as u64,
         };
+        if let Some(log) = self.ranges.as_mut() {
+            log.put(time.millis(), range).map_err(|e| {
+                Error::io(
+                    format!("source `{}`: recording batch {time}", self.config.name),
+                    e,
+                )
+            })?;
+        }
         self.last = range;
         self.next = range.last + 1;
         let last = taken.into_iter().next_back().expect("not empty");
@@ -351,17 +395,7 @@ impl Source for NatsSource {
                 "the batch record of batch {time} is not a sequence range"
             ))
         })?;
-        self.last = range;
-        if range.count == 0 {
-            return Ok(Rdd::empty(self.config.partitions));
-        }
-        let config = self.config.clone();
-        let records = self
-            .runtime()?
-            .block_on(reader::replay(config, range.first, range.last, range.count))
-            .map_err(|e| self.error(format!("re-running batch {time}: {e}")))?;
-        self.next = self.next.max(range.last + 1);
-        self.to_rdd(&records, time)
+        self.reread(time, range)
     }
 
     fn batch_record(&self) -> Vec<u8> {
@@ -389,10 +423,21 @@ impl Source for NatsSource {
         Ok(())
     }
 
-    fn attach_log(&mut self, _dir: &Path) {
-        // The stream is the log: nothing to write, but acknowledge only
-        // what a checkpoint covers.
+    fn attach_log(&mut self, dir: &Path) {
+        // The stream is the log: only the range of each batch is written
+        // (before it runs), and only what a checkpoint covers is
+        // acknowledged. Opened at the first batch, after a fresh start
+        // cleared the directory.
         self.checkpointed = true;
+        self.log_dir = Some(dir.to_path_buf());
+    }
+
+    fn truncate_log(&mut self, oldest: BatchTime) {
+        if let Some(log) = self.ranges.as_mut()
+            && let Err(e) = log.truncate(oldest.millis())
+        {
+            tracing::warn!(source = %self.config.name, "truncating the batch ranges: {e}");
+        }
     }
 
     fn committed(&mut self, position: &[u8]) {

@@ -1,6 +1,7 @@
 //! The NATS side of the source: connecting, the durable consumer, the
 //! background reader that fills the buffer, and re-reading a batch's range.
 
+use super::client::{Failure, connect};
 use super::{NatsConfig, StartAt};
 use crate::decode::RecordRef;
 use async_nats::jetstream::{self, consumer, stream};
@@ -176,14 +177,6 @@ impl Shared {
     }
 }
 
-/// Why a session with the server ended.
-enum Failure {
-    /// Worth trying again (the server is down, the connection dropped).
-    Retry(String),
-    /// Not (the server refused the credentials; the stream does not exist).
-    Fatal(String),
-}
-
 /// Reads the stream into the buffer until the source stops, reconnecting
 /// with backoff; resumes after the last record buffered, or at `from`.
 pub(super) async fn read(config: Arc<NatsConfig>, shared: Arc<Shared>, from: Option<u64>) {
@@ -209,42 +202,6 @@ pub(super) async fn read(config: Arc<NatsConfig>, shared: Arc<Shared>, from: Opt
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Failure> {
-    let mut opts = async_nats::ConnectOptions::new()
-        .name(format!("sluice source {}", config.name))
-        .connection_timeout(Duration::from_secs(5));
-    let auth = &config.auth;
-    if let Some((user, password)) = &auth.user {
-        opts = opts.user_and_password(user.clone(), password.clone());
-    }
-    if let Some(token) = &auth.token {
-        opts = opts.token(token.clone());
-    }
-    if let Some(creds) = &auth.credentials {
-        opts = opts.credentials_file(creds).await.map_err(|e| {
-            Failure::Fatal(format!("reading the credentials {}: {e}", creds.display()))
-        })?;
-    }
-    if auth.tls {
-        opts = opts.require_tls(true);
-    }
-    if let Some(ca) = &auth.ca {
-        opts = opts.add_root_certificates(ca.clone());
-    }
-    let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
-    opts.connect(urls.as_slice()).await.map_err(|e| {
-        use async_nats::ConnectErrorKind as K;
-        match e.kind() {
-            K::AuthorizationViolation | K::Authentication => Failure::Fatal(format!(
-                "{}: the server refused the credentials ({e})",
-                config.url
-            )),
-            K::ServerParse | K::Tls => Failure::Fatal(format!("{}: {e}", config.url)),
-            _ => Failure::Retry(format!("cannot reach NATS at {}: {e}", config.url)),
-        }
-    })
 }
 
 /// The stream, or why not.
@@ -289,7 +246,7 @@ fn check_retained(config: &NatsConfig, info: &stream::Info, from: u64) -> Result
 /// One connection: creates the durable consumer at the position to resume
 /// from and buffers what it delivers.
 async fn session(config: &NatsConfig, shared: &Shared, resume: Option<u64>) -> Result<(), Failure> {
-    let client = connect(config).await?;
+    let client = connect(&config.name, &config.url, &config.auth).await?;
     let js = jetstream::new(client);
     let (stream, info) = open_stream(config, &js).await?;
     let from = match resume {
@@ -368,7 +325,7 @@ pub(super) async fn replay(
     let mut waited = Duration::ZERO;
     let (stream, info) = loop {
         let attempt = async {
-            let client = connect(&config).await?;
+            let client = connect(&config.name, &config.url, &config.auth).await?;
             open_stream(&config, &jetstream::new(client)).await
         };
         match attempt.await {

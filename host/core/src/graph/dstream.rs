@@ -205,6 +205,12 @@ impl DStream {
         self.derive_from("union", Union, parents)
     }
 
+    /// Sends every batch to `out`, any implementation of [`Output`] (the
+    /// broker connectors' way out).
+    pub fn output_to(&self, out: Box<dyn Output>) {
+        self.add_output(out);
+    }
+
     pub(super) fn add_output(&self, out: Box<dyn Output>) {
         let mut g = lock(&self.graph);
         g.check_open();

@@ -12,7 +12,13 @@ use crate::time::BatchTime;
 use std::sync::{Arc, Mutex};
 
 /// An output operation, run once per batch in registration order.
-pub(crate) trait Output: Send {
+/// Where a stream's batches go: the seam an output connector implements
+/// (this module's files and printers; the brokers of `sluice-brokers`),
+/// added with [`DStream::output_to`](crate::DStream::output_to). A batch
+/// re-run after a crash is emitted again with the same index and time: an
+/// exactly-once output writes it so that the second copy replaces or
+/// de-duplicates the first.
+pub trait Output: Send {
     /// Handles batch number `index` (from 0) at `time`.
     fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()>;
     /// What it is, for the plan (`sluice explain`).

@@ -1,11 +1,13 @@
-//! Broker sources (`type = "nats"`): their settings, each checked and
-//! named in errors by its field.
+//! Broker sources and outputs (`type = "nats"`): their settings, each
+//! checked and named in errors by its field.
 
-use super::sections::SourceSection;
+use super::sections::{OutputSection, SourceSection};
 use super::{Ctx, parse_size};
 use crate::error::Result;
 use crate::graph::StreamingContext;
-use sluice_brokers::{Decoder, Decoding, NatsAuth, NatsConfig, Shape, StartAt, Undecodable};
+use sluice_brokers::{
+    Decoder, Decoding, Encoder, NatsAuth, NatsConfig, NatsSinkConfig, Shape, StartAt, Undecodable,
+};
 use toml::Spanned;
 
 /// A `nats` source's settings.
@@ -94,6 +96,70 @@ pub(super) fn nats_config(
         ca: sec.ca.as_ref().map(|p| cx.resolve(p.get_ref())),
     };
     c.decoding = decoding(cx, name, sec)?;
+    Ok(c)
+}
+
+/// A broker section's credential and TLS fields.
+struct AuthFields<'a> {
+    user: &'a Option<Spanned<String>>,
+    password: &'a Option<Spanned<String>>,
+    token: &'a Option<Spanned<String>>,
+    credentials: &'a Option<Spanned<String>>,
+    tls: &'a Option<Spanned<bool>>,
+    ca: &'a Option<Spanned<String>>,
+}
+
+/// `user` and `password` (both or neither), `token`, `credentials` (a
+/// `.creds` file), `tls` and `ca`.
+fn auth(cx: &Ctx<'_>, field: &dyn Fn(&str) -> String, f: AuthFields<'_>) -> Result<NatsAuth> {
+    Ok(NatsAuth {
+        user: match (f.user, f.password) {
+            (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
+            (Some(u), None) => {
+                return cx.err(u.span(), &field("password"), "a user needs a password");
+            }
+            (None, Some(p)) => return cx.err(p.span(), &field("user"), "a password needs a user"),
+            (None, None) => None,
+        },
+        token: f.token.as_ref().map(|t| t.get_ref().clone()),
+        credentials: f.credentials.as_ref().map(|p| cx.resolve(p.get_ref())),
+        tls: f.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        ca: f.ca.as_ref().map(|p| cx.resolve(p.get_ref())),
+    })
+}
+
+/// A `nats` output's settings: `url`, `subject`, credentials, `encoder`.
+pub(super) fn nats_sink_config(
+    cx: &Ctx<'_>,
+    field: &dyn Fn(&str) -> String,
+    o: &Spanned<OutputSection>,
+    job_name: &str,
+) -> Result<NatsSinkConfig> {
+    let sec = o.get_ref();
+    let Some(url) = &sec.url else {
+        return cx.err(
+            o.span(),
+            &field("url"),
+            "a nats output needs a url (nats://host:port)",
+        );
+    };
+    let Some(subject) = &sec.subject else {
+        return cx.err(o.span(), &field("subject"), "a nats output needs a subject");
+    };
+    let mut c = NatsSinkConfig::new(job_name, url.get_ref(), subject.get_ref());
+    let fields = AuthFields {
+        user: &sec.user,
+        password: &sec.password,
+        token: &sec.token,
+        credentials: &sec.credentials,
+        tls: &sec.tls,
+        ca: &sec.ca,
+    };
+    c.auth = auth(cx, field, fields)?;
+    if let Some(e) = &sec.encoder {
+        c.encoder =
+            Encoder::parse(e.get_ref()).or_else(|m| cx.err(e.span(), &field("encoder"), m))?;
+    }
     Ok(c)
 }
 

@@ -71,10 +71,18 @@ pub(super) fn check_confined(
     }
     for (i, o) in spec.outputs.iter().enumerate() {
         let sec = o.get_ref();
-        for (value, field) in [(&sec.path, "path"), (&sec.prefix, "prefix")] {
+        for (value, field) in [
+            (&sec.path, "path"),
+            (&sec.prefix, "prefix"),
+            (&sec.credentials, "credentials"),
+            (&sec.ca, "ca"),
+        ] {
             if let Some(v) = value {
                 paths.push((v, format!("outputs[{i}].{field}")));
             }
+        }
+        if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "nats") {
+            check_broker_url(cx, grants, url, &format!("outputs[{i}].url"))?;
         }
     }
     for (value, field) in paths {
@@ -130,6 +138,20 @@ fn check_plugins<'s>(
     Ok(())
 }
 
+/// Every endpoint of a broker URL must be granted to a confined job.
+fn check_broker_url(cx: &Ctx, grants: &Grants, url: &Spanned<String>, field: &str) -> Result<()> {
+    for endpoint in url.get_ref().split(',').map(broker_endpoint) {
+        if !grants.sockets.contains(&endpoint) {
+            return cx.err(
+                url.span(),
+                field,
+                format!("connecting to {endpoint} is not granted to this job"),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The `host:port` of a broker URL (`nats://user@host:port`; NATS's
 /// default port when none is given).
 fn broker_endpoint(url: &str) -> String {
@@ -169,15 +191,7 @@ fn check_sources<'s>(
             }
         }
         if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "nats") {
-            for endpoint in url.get_ref().split(',').map(broker_endpoint) {
-                if !grants.sockets.contains(&endpoint) {
-                    return cx.err(
-                        url.span(),
-                        &format!("sources.{}.url", name.get_ref()),
-                        format!("connecting to {endpoint} is not granted to this job"),
-                    );
-                }
-            }
+            check_broker_url(cx, grants, url, &format!("sources.{}.url", name.get_ref()))?;
         }
         if sec.kind.get_ref() == "socket" {
             let host = sec

@@ -51,6 +51,7 @@
 //! [[outputs]]
 //! stream = "words"
 //! type = "pprint"            # pprint (num) | jsonl (path) | text_files (prefix, suffix)
+//!                            # | nats (url, subject, encoder = text | json | msgpack, user, password, ...)
 //! num = 10
 //! ```
 
@@ -253,7 +254,12 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     let (mut streams, socket_addrs) =
         sources::add_sources(&cx, &spec, &ssc, &job_name, default_partitions)?;
     let mut used = streams::add_streams(&cx, &spec, &mut streams, &plugins)?;
-    outputs::add_outputs(&cx, &spec, overrides, &streams, &plugins, &mut used)?;
+    let wiring = outputs::Wiring {
+        job_name: &job_name,
+        streams: &streams,
+        plugins: &plugins,
+    };
+    outputs::add_outputs(&cx, &spec, overrides, &wiring, &mut used)?;
     for (name, s) in spec
         .sources
         .iter()

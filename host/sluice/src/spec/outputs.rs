@@ -1,4 +1,5 @@
-//! The job's outputs (`[[outputs]]`): printing, files and sink functions.
+//! The job's outputs (`[[outputs]]`): printing, files, sink functions and
+//! brokers.
 
 use super::plugins::plugin_function;
 use super::sections::{OutputSection, SpecFile};
@@ -13,16 +14,23 @@ use std::path::Path;
 use std::sync::Arc;
 use toml::Spanned;
 
+/// What outputs are attached to: the job's name, its streams and plugins.
+pub(super) struct Wiring<'a> {
+    pub(super) job_name: &'a str,
+    pub(super) streams: &'a HashMap<String, DStream>,
+    pub(super) plugins: &'a BTreeMap<String, Arc<Plugin>>,
+}
+
 /// Registers the job's outputs on their streams (marking those `used`);
 /// file outputs go to `overrides.output_dir` when it is given.
 pub(super) fn add_outputs(
     cx: &Ctx<'_>,
     spec: &SpecFile,
     overrides: &Overrides,
-    streams: &HashMap<String, DStream>,
-    plugins: &BTreeMap<String, Arc<Plugin>>,
+    wiring: &Wiring<'_>,
     used: &mut HashSet<String>,
 ) -> Result<()> {
+    let (streams, plugins) = (wiring.streams, wiring.plugins);
     let output_path = |p: &str| match &overrides.output_dir {
         Some(dir) => dir.join(Path::new(p).file_name().unwrap_or_default()),
         None => cx.resolve(p),
@@ -79,12 +87,16 @@ pub(super) fn add_outputs(
                 let func = sink_function(cx, i, o, plugins)?;
                 stream.foreach_partition(func);
             }
+            "nats" => {
+                let config = super::brokers::nats_sink_config(cx, &field, o, wiring.job_name)?;
+                stream.output_to(Box::new(sluice_brokers::NatsSink::new(config)));
+            }
             other => {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
                     format!(
-                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files or sink)"
+                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files, sink or nats)"
                     ),
                 );
             }

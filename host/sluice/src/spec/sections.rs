@@ -136,4 +136,15 @@ pub(super) struct OutputSection {
     pub(super) prefix: Option<Spanned<String>>,
     pub(super) suffix: Option<Spanned<String>>,
     pub(super) function: Option<Spanned<String>>,
+    /// Broker outputs: server URL(s), the subject, credentials, TLS and
+    /// the encoder (text | json | msgpack).
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) subject: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) token: Option<Spanned<String>>,
+    pub(super) credentials: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<bool>>,
+    pub(super) ca: Option<Spanned<String>>,
+    pub(super) encoder: Option<Spanned<String>>,
 }

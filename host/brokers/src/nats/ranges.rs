@@ -1,0 +1,122 @@
+//! The source's own write-ahead record of what each batch took: a batch's
+//! sequence range is synced here *before* the batch runs, so that a batch
+//! whose outputs went out but whose record in the job's batch log did not
+//! (a crash in between) takes exactly the same records when it runs
+//! again — an output that de-duplicates by batch (NATS message ids) then
+//! sees the same messages, never different ones under the same ids.
+
+use super::Range;
+use sluice_core::framelog::{self, FrameLog};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+const RANGE: u8 = 1;
+/// Entries beyond the ones kept after which a truncation rewrites the file.
+const REWRITE_AFTER: usize = 1024;
+
+/// The ranges of the batches since the oldest checkpoint, by batch time.
+pub(super) struct RangeLog {
+    path: PathBuf,
+    log: FrameLog,
+    ranges: BTreeMap<i64, Range>,
+    /// Frames in the file (kept or not).
+    frames: usize,
+}
+
+fn encode(time: i64, r: &Range) -> Vec<u8> {
+    let mut p = time.to_le_bytes().to_vec();
+    p.extend_from_slice(&r.encode());
+    p
+}
+
+impl RangeLog {
+    /// Opens (or creates) the log in `dir`.
+    pub(super) fn open(dir: &Path) -> io::Result<RangeLog> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("ranges.log");
+        let (log, damage) = FrameLog::open_append(&path)?;
+        if let Some(d) = damage {
+            tracing::warn!("{d}: cut off (a batch it named had not run)");
+        }
+        let mut ranges = BTreeMap::new();
+        let contents = framelog::read(&path, 0)?;
+        for f in &contents.frames {
+            if f.kind != RANGE || f.payload.len() != 32 {
+                continue;
+            }
+            let time = i64::from_le_bytes(f.payload[..8].try_into().unwrap_or_default());
+            if let Some(r) = Range::decode(&f.payload[8..]) {
+                ranges.insert(time, r);
+            }
+        }
+        Ok(RangeLog {
+            path,
+            log,
+            frames: contents.frames.len(),
+            ranges,
+        })
+    }
+
+    /// The range batch `time` took before, if it ran.
+    pub(super) fn get(&self, time: i64) -> Option<Range> {
+        self.ranges.get(&time).copied()
+    }
+
+    /// Records, durably, that batch `time` takes `range`.
+    pub(super) fn put(&mut self, time: i64, range: Range) -> io::Result<()> {
+        self.log.append(RANGE, &encode(time, &range))?;
+        self.log.sync()?;
+        self.ranges.insert(time, range);
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Forgets the batches before `oldest` (no recovery re-runs them),
+    /// rewriting the file once it holds many such.
+    pub(super) fn truncate(&mut self, oldest: i64) -> io::Result<()> {
+        self.ranges = self.ranges.split_off(&oldest);
+        if self.frames < self.ranges.len() + REWRITE_AFTER {
+            return Ok(());
+        }
+        let fresh = self.path.with_extension("log.new");
+        let mut log = FrameLog::create(&fresh)?;
+        for (t, r) in &self.ranges {
+            log.append(RANGE, &encode(*t, r))?;
+        }
+        log.sync()?;
+        std::fs::rename(&fresh, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        (self.log, _) = FrameLog::open_append(&self.path)?;
+        self.frames = self.ranges.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_survive_a_reopen_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RangeLog::open(dir.path()).unwrap();
+        for t in 1..=1100 {
+            let r = Range {
+                first: t as u64 * 10,
+                last: t as u64 * 10 + 9,
+                count: 10,
+            };
+            log.put(t * 100, r).unwrap();
+        }
+        log.truncate(1090 * 100).unwrap();
+        assert_eq!(log.get(100), None);
+        assert_eq!(log.get(1095 * 100).map(|r| r.first), Some(10950));
+        drop(log);
+        let log = RangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.frames, 11, "rewritten with the kept ones");
+        assert_eq!(log.get(1100 * 100).map(|r| r.count), Some(10));
+    }
+}
