@@ -397,3 +397,61 @@ fn a_batch_run_again_after_a_crash_takes_the_records_it_took() {
     let want: Vec<String> = (0..10).map(|s| format!("\"k{} s{s}\"", s % 7)).collect();
     assert_eq!(all, want, "every record once, in order");
 }
+
+/// `examples/nats-wordcount.toml` as the README runs it, on the test's own
+/// server: lines in stream LINES, counts published to COUNTS.
+#[test]
+fn the_nats_example_counts_words_into_nats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = NatsServer::start(dir.path(), &[]);
+    let nats = NatsClient::connect(&server.url());
+    nats.create_stream("LINES", &["lines.>"]);
+    nats.create_stream("COUNTS", &["counts.>"]);
+    let line = b"the quick brown fox jumps over the lazy dog".to_vec();
+    nats.publish("lines.demo", std::iter::repeat_n(line, 100));
+    let text = std::fs::read_to_string(sluice_tests::root().join("examples/nats-wordcount.toml"))
+        .expect("the example")
+        .replace("nats://127.0.0.1:4222", &server.url())
+        .replace(
+            "\"../target/plugins/wasm32-wasip2/release/wordcount.wasm\"",
+            &format!(
+                "{:?}",
+                sluice_tests::plugin("wordcount").display().to_string()
+            ),
+        );
+    let job = dir.path().join("nats-wordcount.toml");
+    std::fs::write(&job, text).expect("job");
+    let out = Command::new(sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .args(["--batches", "2"])
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sums = std::collections::BTreeMap::<String, i64>::new();
+    for m in nats.messages("COUNTS") {
+        let v: serde_json::Value = serde_json::from_slice(&m).expect("[word, count]");
+        *sums
+            .entry(v[0].as_str().expect("word").to_string())
+            .or_default() += v[1].as_i64().expect("count");
+    }
+    let want: std::collections::BTreeMap<String, i64> = [
+        ("brown", 100),
+        ("dog", 100),
+        ("fox", 100),
+        ("jumps", 100),
+        ("lazy", 100),
+        ("over", 100),
+        ("quick", 100),
+        ("the", 200),
+    ]
+    .into_iter()
+    .map(|(w, n)| (w.to_string(), n))
+    .collect();
+    assert_eq!(sums, want);
+}
