@@ -64,19 +64,29 @@ impl NatsServer {
             .arg(&self.store)
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.log()).expect("nats-server log"))
             .spawn()
             .expect("starting nats-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not answer on {}",
-                self.port
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "nats-server did not answer on {} ({exited:?}): {}",
+                    self.port,
+                    std::fs::read_to_string(self.log()).unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.store.with_extension("log")
     }
 
     /// Kills it (SIGKILL, by its pid) and waits for it.

@@ -455,3 +455,71 @@ fn the_nats_example_counts_words_into_nats() {
     .collect();
     assert_eq!(sums, want);
 }
+
+/// A job held back by `max_rate` shows how far behind its NATS stream it
+/// is: on the status API, in `/metrics` and on the page in Chromium.
+#[test]
+fn the_lag_behind_the_stream_shows_on_the_page_and_in_metrics() {
+    use crate::ui::{get, metric};
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = NatsServer::start(dir.path(), &[]);
+    let nats = NatsClient::connect(&server.url());
+    nats.create_stream("SEQ", &["seq.>"]);
+    nats.create_stream("OUT", &["counts.>"]);
+    nats.publish("seq.a", lines(0..5000));
+    let job = totals_job(dir.path(), &server.url(), "max_rate = 200");
+    let mut child = Command::new(sluice_bin())
+        .args(["run", "--ui", "127.0.0.1:0"])
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the job ended before its UI")
+            .expect("stderr");
+        if let Some(at) = line.split("url=http://").nth(1) {
+            break at.trim_end_matches('/').to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let started = Instant::now();
+    let lag = loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&get(&addr, "/api/status")).expect("status");
+        let lag = status["lag"][0]["records"].as_u64().unwrap_or(0);
+        if lag > 0 && status["batches"].as_u64().unwrap_or(0) >= 3 {
+            assert_eq!(status["lag"][0]["source"], "lines");
+            assert_eq!(status["lag"][0]["partition"], "SEQ seq.>");
+            break lag;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no lag shown: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // 10 records a batch out of 5000: thousands behind.
+    assert!(lag > 1000, "lag {lag}");
+    let m = get(&addr, "/metrics");
+    let shown = metric(
+        &m,
+        "sluice_source_lag_records{job=\"natstotals\",source=\"lines\",partition=\"SEQ seq.>\"}",
+    );
+    assert!(shown > 1000.0, "{m}");
+    let dom = sluice_tests::chromium(&format!("http://{addr}/"), &["--dump-dom".to_string()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("class=\"lag\""),
+        "no lag rows rendered:\n{dom}"
+    );
+    assert!(dom.contains("SEQ seq.&gt;"), "no partition shown:\n{dom}");
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+}

@@ -48,8 +48,8 @@ pub mod time;
 pub use error::{Domain, Error, PluginFault, Result};
 pub use func::{AsGuest, Func};
 pub use graph::{
-    BatchInfo, DStream, OperatorInfo, RunSummary, StageInfo, StopHandle, StreamingContext,
-    StreamingListener, SwapHandle,
+    BatchInfo, DStream, OperatorInfo, RunSummary, SourceLag, StageInfo, StopHandle,
+    StreamingContext, StreamingListener, SwapHandle,
 };
 pub use sink::CollectedBatch;
 pub use time::{BatchTime, Clock, ManualClock, SystemClock};

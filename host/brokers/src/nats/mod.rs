@@ -467,6 +467,15 @@ impl Source for NatsSource {
     fn take_errors(&mut self) -> Vec<String> {
         self.shared.take_errors()
     }
+
+    /// One partition: the stream (with its subject filter).
+    fn lag(&self) -> Vec<(String, u64)> {
+        let name = match &self.config.subject {
+            Some(s) => format!("{} {s}", self.config.stream),
+            None => self.config.stream.clone(),
+        };
+        vec![(name, self.shared.lag())]
+    }
 }
 
 impl Drop for NatsSource {

@@ -7,7 +7,7 @@ use crate::decode::RecordRef;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 /// One record read from the stream, with what acknowledges it.
 pub(super) struct Received {
     pub(super) sequence: u64,
+    /// Records the server still had for the consumer after this one.
+    pending: u64,
     time_ms: i64,
     headers: Vec<(String, String)>,
     message: jetstream::Message,
@@ -26,6 +28,7 @@ impl Received {
             .info()
             .map_err(|e| format!("a message without JetStream metadata: {e}"))?;
         let sequence = info.stream_sequence;
+        let pending = info.pending;
         let time_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
         let headers = (message.message.headers.iter())
             .flat_map(|h| h.iter())
@@ -37,6 +40,7 @@ impl Received {
             .collect();
         Ok(Received {
             sequence,
+            pending,
             time_ms,
             headers,
             message,
@@ -75,6 +79,9 @@ pub(super) struct Shared {
     room: Notify,
     max_bytes: usize,
     closed: AtomicBool,
+    /// What the server had left for the consumer after the latest record
+    /// buffered.
+    pending: AtomicU64,
     errors: Mutex<Vec<String>>,
     /// An error no retry can mend (credentials, a missing stream).
     fatal: Mutex<Option<String>>,
@@ -100,6 +107,7 @@ impl Shared {
             room: Notify::new(),
             max_bytes,
             closed: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
             errors: Mutex::default(),
             fatal: Mutex::default(),
         }
@@ -144,12 +152,18 @@ impl Shared {
                 if b.bytes < self.max_bytes || b.records.is_empty() {
                     b.bytes += r.size();
                     b.last = Some(r.sequence);
+                    self.pending.store(r.pending, Ordering::Relaxed);
                     b.records.push_back(r);
                     return true;
                 }
             }
             room.await;
         }
+    }
+
+    /// Records not yet in a batch: buffered here, or still on the server.
+    pub(super) fn lag(&self) -> u64 {
+        lock(&self.buffer).records.len() as u64 + self.pending.load(Ordering::Relaxed)
     }
 
     fn last_buffered(&self) -> Option<u64> {

@@ -25,6 +25,20 @@ pub struct BatchInfo {
     /// The receiving rate in force after this batch (records/s), when a
     /// receiver is limited (backpressure or its maximum rate).
     pub rate_limit: Option<f64>,
+    /// How far behind its input each source that can tell is, per
+    /// partition of the input, after this batch.
+    pub source_lag: Vec<SourceLag>,
+}
+
+/// Records of one partition of a source's input not yet read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceLag {
+    /// The source stream's name.
+    pub source: String,
+    /// The partition of its input (a broker's partition or stream).
+    pub partition: String,
+    /// Records there not yet read.
+    pub records: u64,
 }
 
 /// The time and output of one operator (or output) in one batch.

@@ -32,7 +32,8 @@ mod tests;
 mod windowed;
 
 pub use listener::{
-    BatchInfo, Listener, OperatorInfo, RunSummary, StageInfo, StopHandle, StreamingListener,
+    BatchInfo, Listener, OperatorInfo, RunSummary, SourceLag, StageInfo, StopHandle,
+    StreamingListener,
 };
 use op::Operator;
 use swap::StagedSwap;

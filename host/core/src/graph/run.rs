@@ -5,7 +5,7 @@
 //! rate (backpressure).
 
 use super::batch::{BatchRun, StageMap};
-use super::listener::{BatchInfo, RunSummary};
+use super::listener::{BatchInfo, RunSummary, SourceLag};
 use super::recovery::DueCheckpoint;
 use super::{
     Graph, StreamingContext, default_checkpoint_interval, describe_graph, lock, physical_plan,
@@ -291,6 +291,7 @@ impl<'a> Loop<'a> {
             operators,
             stages,
             rate_limit: None,
+            source_lag: Vec::new(),
         };
         if ssc.backpressure
             && record.is_none()
@@ -303,6 +304,15 @@ impl<'a> Loop<'a> {
         {
             for s in self.g.sources.iter_mut() {
                 s.set_rate(Some(rate));
+            }
+        }
+        for (i, s) in self.g.sources.iter().enumerate() {
+            for (partition, records) in s.lag() {
+                info.source_lag.push(SourceLag {
+                    source: self.source_names[i].clone(),
+                    partition,
+                    records,
+                });
             }
         }
         info.rate_limit = self

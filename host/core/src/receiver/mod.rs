@@ -86,6 +86,12 @@ pub trait Source: Send {
     fn take_errors(&mut self) -> Vec<String> {
         Vec::new()
     }
+    /// How far behind the source's input the job is after a batch: per
+    /// partition of the input (a label), the records there not yet read
+    /// (empty: the source cannot tell).
+    fn lag(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
     /// A checkpoint holding `position` (what [`Source::position`] gave) is
     /// durable: no recovery will read before it again, so a source may now
     /// acknowledge what it took up to there (a broker's consumer).

@@ -90,6 +90,9 @@ struct Inner {
     /// By stage number.
     stages: std::collections::BTreeMap<usize, StageTotals>,
     receiver_errors: u64,
+    /// The latest lag of each source partition: (source, partition) →
+    /// records not yet read.
+    lag: std::collections::BTreeMap<(String, String), u64>,
     /// The latest receiver errors: (batch time, source, message).
     recent_errors: VecDeque<(i64, String, String)>,
     /// The batch being processed now.
@@ -289,6 +292,10 @@ impl Metrics {
             t.seconds += o.time.as_secs_f64();
             t.records_out += o.records_out;
         }
+        for l in &b.source_lag {
+            m.lag
+                .insert((l.source.clone(), l.partition.clone()), l.records);
+        }
         for s in &b.stages {
             let t = m.stages.entry(s.stage).or_default();
             t.stage = s.stage;
@@ -339,6 +346,9 @@ impl Metrics {
             "recent": m.recent,
             "operators": m.operators.values().collect::<Vec<_>>(),
             "stages": m.stages.values().collect::<Vec<_>>(),
+            "lag": m.lag.iter().map(|((source, partition), records)| serde_json::json!({
+                "source": source, "partition": partition, "records": records,
+            })).collect::<Vec<_>>(),
             "graph": *self.graph.lock().unwrap_or_else(|e| e.into_inner()),
             "functions": self.functions(),
             "plugins": self.watched().iter().map(|p| {
@@ -363,7 +373,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice::graph::{OperatorInfo, StageInfo};
+    use sluice::graph::{OperatorInfo, SourceLag, StageInfo};
     use sluice::time::BatchTime;
     use std::time::Duration;
 
@@ -389,6 +399,11 @@ mod tests {
                 records_out: records * 2,
             }],
             rate_limit: Some(250.0),
+            source_lag: vec![SourceLag {
+                source: "li\"nes".to_string(),
+                partition: "SEQ seq.>".to_string(),
+                records: 1000 - index,
+            }],
         }
     }
 
@@ -428,6 +443,12 @@ mod tests {
         assert_eq!(status["stages"][0]["tasks"], 2);
         assert!(text.contains("sluice_stage_records_out_total{job=\"wc\",stage=\"0\"} 80\n"));
         assert!(text.contains("sluice_stage_seconds_total{job=\"wc\",stage=\"0\"} 0.303\n"));
+        // The latest lag of each source partition.
+        assert_eq!(status["lag"][0]["records"], 999);
+        assert_eq!(status["lag"][0]["partition"], "SEQ seq.>");
+        assert!(text.contains(
+            "sluice_source_lag_records{job=\"wc\",source=\"li\\\"nes\",partition=\"SEQ seq.>\"} 999\n"
+        ), "{text}");
         for i in 2..(RECENT as u64 + 10) {
             m.record(&batch(i, 1, 1));
         }

@@ -179,8 +179,23 @@ fn operator_families(out: &mut String, m: &Inner, job: &str) {
     }
 }
 
-/// Time and output of each stage of the plan.
+/// Time and output of each stage of the plan, and the lag of each source
+/// partition.
 fn stage_families(out: &mut String, m: &Inner, job: &str) {
+    header(
+        out,
+        "sluice_source_lag_records",
+        "gauge",
+        "Records of each source partition not yet read, after the latest batch.",
+    );
+    for ((source, partition), records) in &m.lag {
+        let _ = writeln!(
+            out,
+            "sluice_source_lag_records{{{job},source=\"{}\",partition=\"{}\"}} {records}",
+            label(source),
+            label(partition)
+        );
+    }
     header(
         out,
         "sluice_stage_seconds_total",

@@ -1,0 +1,159 @@
+//! NATS JetStream → word count → NATS, against the raw consumer: the same
+//! records in one stream of a `nats-server` on loopback, read once by a
+//! plain `async-nats` pull consumer as fast as it goes (the limit of the
+//! client on this broker), and once by a Sluice job at 1 s batches — the
+//! NATS source, `split` → `pair` → `reduce_by_key` in the wasm word-count
+//! plugin, each batch's counts published back to NATS exactly once. Both
+//! in the same run; the table gives records/s and the ratio.
+//!
+//! `cargo bench -p sluice-tests --bench nats` (env: `BENCH_RECORDS`,
+//! default 2,000,000 lines of 10 words, about 60 bytes each; `BENCH_WORKERS`,
+//! default 2). `scripts/bench nats` installs the broker first.
+
+use sluice::LoadPlugins;
+use sluice::{BatchInfo, StreamingContext};
+use sluice_brokers::{NatsConfig, NatsSink, NatsSinkConfig, NatsSource};
+use sluice_tests::brokers::{NatsClient, NatsServer};
+use sluice_tests::{env_or, plugin, random_lines, runtime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Reads `n` records of `stream` with a pull consumer; records/s.
+fn raw_consumer(url: &str, stream: &str, n: usize) -> f64 {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let s = js.get_stream(stream).await.expect("stream");
+        let consumer: async_nats::jetstream::consumer::PullConsumer = s
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("raw".to_string()),
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(1000)
+            .messages()
+            .await
+            .expect("messages");
+        let started = Instant::now();
+        let mut bytes = 0usize;
+        for _ in 0..n {
+            let m = messages.next().await.expect("a message").expect("ok");
+            bytes += m.message.payload.len();
+        }
+        std::hint::black_box(bytes);
+        n as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// What the Sluice job did.
+struct JobRun {
+    rate: f64,
+    batches: usize,
+    max_processing: Duration,
+}
+
+/// Runs the word count over the `n` records of `LINES` on `workers`
+/// threads, until all are counted.
+fn sluice_job(url: &str, n: usize, workers: usize) -> JobRun {
+    let interval = Duration::from_secs(1);
+    let ssc = StreamingContext::new(interval)
+        .with_workers(workers)
+        .with_runtime(runtime());
+    let wc = ssc
+        .load_plugin("wordcount", plugin("wordcount"))
+        .expect("wordcount");
+    let mut config = NatsConfig::new("lines", url, "LINES", interval);
+    config.partitions = workers;
+    config.max_buffered_bytes = 256 << 20;
+    let counts = ssc
+        .source_stream("lines", Box::new(NatsSource::new(config)))
+        .flat_map(wc.func("split").expect("split"))
+        .map(wc.func("pair").expect("pair"))
+        .reduce_by_key(wc.func("add").expect("add"), workers);
+    counts.output_to(Box::new(NatsSink::new(NatsSinkConfig::new(
+        "bench",
+        url,
+        "counts.out",
+    ))));
+    let batches: Arc<Mutex<Vec<(i64, u64, Duration)>>> = Arc::default();
+    let seen = batches.clone();
+    let stop = ssc.stop_handle();
+    let mut total = 0u64;
+    ssc.add_listener(Box::new(move |b: &BatchInfo| {
+        total += b.input_records;
+        seen.lock()
+            .expect("batches")
+            .push((b.time.millis(), b.input_records, b.processing_time));
+        if total >= n as u64 {
+            stop.stop();
+        }
+    }));
+    ssc.run(None).expect("the job");
+    let batches = batches.lock().expect("batches").clone();
+    let first = batches
+        .iter()
+        .find(|b| b.1 > 0)
+        .expect("a batch with records");
+    let last = batches.iter().rev().find(|b| b.1 > 0).expect("a batch");
+    let busy: Vec<_> = batches.iter().filter(|b| b.1 > 0).collect();
+    // From the start of the first batch interval with records to the end
+    // of the last one's.
+    let span = (last.0 - first.0) as f64 / 1000.0 + interval.as_secs_f64();
+    JobRun {
+        rate: n as f64 / span,
+        batches: busy.len(),
+        max_processing: busy.iter().map(|b| b.2).max().unwrap_or_default(),
+    }
+}
+
+fn main() {
+    sluice::allocator::keep_freed_memory();
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let n = env_or("BENCH_RECORDS", if quick { 20_000 } else { 2_000_000 });
+    let workers = env_or("BENCH_WORKERS", 2);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = NatsServer::start(dir.path(), &[]);
+    let nats = NatsClient::connect(&server.url());
+    nats.create_stream("LINES", &["lines.>"]);
+    nats.create_stream("COUNTS", &["counts.>"]);
+    let lines = random_lines(n, 10_000, 7);
+    let bytes: usize = lines.iter().map(String::len).sum();
+    let started = Instant::now();
+    nats.publish("lines.bench", lines.into_iter().map(String::into_bytes));
+    eprintln!(
+        "published {n} records ({} bytes each on average) in {:.1} s",
+        bytes / n.max(1),
+        started.elapsed().as_secs_f64()
+    );
+    let raw = raw_consumer(&server.url(), "LINES", n);
+    eprintln!("raw consumer: {raw:.0} records/s");
+    let job = sluice_job(&server.url(), n, workers);
+    println!("## NATS JetStream → word count → NATS\n");
+    println!(
+        "{n} records of 10 words ({} bytes on average) in one stream of a nats-server on loopback; Sluice at 1 s batches with {workers} workers, wasm operators, counts published back exactly once.\n",
+        bytes / n.max(1)
+    );
+    println!("| reader | records/s | of the raw consumer |");
+    println!("|---|--:|--:|");
+    println!("| raw async-nats pull consumer (no processing) | {raw:.0} | 1.00 |");
+    println!(
+        "| Sluice word count, NATS in and out | {:.0} | {:.2} |",
+        job.rate,
+        job.rate / raw
+    );
+    println!(
+        "\nSluice: {} batches with records, the slowest processed in {:.0} ms.",
+        job.batches,
+        job.max_processing.as_secs_f64() * 1000.0
+    );
+}
