@@ -40,7 +40,7 @@ fn raw_consumer(url: &str, stream: &str, n: usize) -> f64 {
             .expect("consumer");
         let mut messages = consumer
             .stream()
-            .max_messages_per_batch(1000)
+            .max_messages_per_batch(10_000)
             .messages()
             .await
             .expect("messages");

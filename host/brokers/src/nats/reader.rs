@@ -308,7 +308,7 @@ async fn session(config: &NatsConfig, shared: &Shared, resume: Option<u64>) -> R
         .map_err(|e| Failure::Retry(format!("creating consumer `{}`: {e}", config.durable)))?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(1000)
+        .max_messages_per_batch(10_000)
         .heartbeat(Duration::from_secs(2))
         .expires(Duration::from_secs(10))
         .messages()
