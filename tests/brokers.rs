@@ -150,9 +150,16 @@ impl NatsClient {
 
     /// Creates stream `name` on `subjects` (file storage).
     pub fn create_stream(&self, name: &str, subjects: &[&str]) {
+        self.create_stream_keeping(name, subjects, -1);
+    }
+
+    /// Creates stream `name` on `subjects` that keeps at most `max_messages`
+    /// (the oldest are dropped; -1: no limit).
+    pub fn create_stream_keeping(&self, name: &str, subjects: &[&str], max_messages: i64) {
         let config = async_nats::jetstream::stream::Config {
             name: name.to_string(),
             subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            max_messages,
             ..Default::default()
         };
         self.rt

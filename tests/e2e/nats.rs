@@ -330,6 +330,14 @@ fn wrong_credentials_a_missing_stream_and_a_bad_record_stop_the_job() {
     nats.create_stream("SEQ", &["seq.>"]);
     nats.publish("seq.a", vec![b"{\"ok\": 1}".to_vec(), b"{broken".to_vec()]);
     let err = run(
+        "user = \"sluice\"\npassword = \"right\"\nmax_record_bytes = \"4\"",
+        "record over the limit",
+    );
+    assert!(
+        err.contains("record 1 on `seq.a` cannot be decoded as text: 9 bytes, over the limit of 4"),
+        "{err}"
+    );
+    let err = run(
         "user = \"sluice\"\npassword = \"right\"\ndecoder = \"json\"",
         "undecodable record",
     );
@@ -522,4 +530,38 @@ fn the_lag_behind_the_stream_shows_on_the_page_and_in_metrics() {
     assert!(dom.contains("SEQ seq.&gt;"), "no partition shown:\n{dom}");
     child.kill().expect("kill");
     child.wait().expect("reap");
+}
+
+/// A job that falls behind its stream's retention: restarted from its
+/// checkpoint after the records it had not read yet were dropped, it stops
+/// with an error naming the lost range, never skipping it silently.
+#[test]
+fn records_lost_to_retention_stop_the_job_naming_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = NatsServer::start(dir.path(), &[]);
+    let nats = NatsClient::connect(&server.url());
+    nats.create_stream_keeping("SEQ", &["seq.>"], 100);
+    nats.create_stream("OUT", &["counts.>"]);
+    nats.publish("seq.a", lines(0..50));
+    let job = totals_job(dir.path(), &server.url(), "");
+    let ck = dir.path().join("ck");
+    let first = sluice(&job, &ck)
+        .args(["--batches", "60"])
+        .output()
+        .expect("run");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(check_output(dir.path(), "the first run"), 50);
+    // 300 more: the stream keeps the newest 100 (sequences 251..=350).
+    nats.publish("seq.a", lines(50..350));
+    let again = sluice(&job, &ck).output().expect("run");
+    assert!(!again.status.success(), "the job must stop");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("source `lines`: records 51..=250 of stream `SEQ` are gone"),
+        "{err}"
+    );
 }
