@@ -394,3 +394,23 @@ pub fn seed_cache(cache: &Path) {
         }
     }
 }
+
+/// The address a `sluice run --ui 127.0.0.1:0` child serves its UI on (read
+/// from its log on stderr, which it must pipe); the rest of its stderr is
+/// drained on a thread so the job never blocks on it.
+pub fn ui_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("a piped stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the job ended before serving its UI")
+            .expect("stderr");
+        if let Some(at) = line.split("url=http://").nth(1) {
+            break at.trim_end_matches('/').to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}

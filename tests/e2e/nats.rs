@@ -469,7 +469,6 @@ fn the_nats_example_counts_words_into_nats() {
 #[test]
 fn the_lag_behind_the_stream_shows_on_the_page_and_in_metrics() {
     use crate::ui::{get, metric};
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("temp dir");
     let server = NatsServer::start(dir.path(), &[]);
     let nats = NatsClient::connect(&server.url());
@@ -486,17 +485,7 @@ fn the_lag_behind_the_stream_shows_on_the_page_and_in_metrics() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the job ended before its UI")
-            .expect("stderr");
-        if let Some(at) = line.split("url=http://").nth(1) {
-            break at.trim_end_matches('/').to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = sluice_tests::ui_address(&mut child);
     let started = Instant::now();
     let lag = loop {
         let status: serde_json::Value =

@@ -4,7 +4,7 @@
 //! taken).
 
 use sluice_tests::{chromium, root, sluice_bin};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// A GET over plain HTTP/1.1; returns the body.
@@ -43,19 +43,7 @@ fn the_ui_and_metrics_show_live_batches() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut lines = stderr.lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the job ended before serving its UI")
-            .expect("stderr");
-        if let Some(at) = line.split("url=http://").nth(1) {
-            break at.trim_end_matches('/').to_string();
-        }
-    };
-    // Drain stderr so the job never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
+    let addr = sluice_tests::ui_address(&mut child);
     let page = get(&addr, "/");
     assert!(page.contains("Sluice streaming"), "{page}");
     // Wait for a few batches (1 s each).

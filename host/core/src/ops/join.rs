@@ -6,7 +6,7 @@
 //! joins; `cogroup` gives `(k, ([left values], [right values]))` for every key
 //! on either side, values in arrival order.
 
-use super::keyed::{keyed, partition_of};
+use super::keyed::{keyed, split_by_key};
 use super::{BatchContext, Exchanged};
 use crate::error::{Error, Result};
 use crate::rdd::Rdd;
@@ -61,18 +61,11 @@ pub(crate) fn bucket(
     op: &str,
 ) -> Result<Exchanged> {
     ctx.exchange(input, partitions, rdd.partitions, |_, batch| {
-        let mut out = vec![Batch::default(); partitions];
         if batch.is_empty() {
-            return Ok(out);
+            return Ok(vec![Batch::default(); partitions]);
         }
         let (keys, values) = keyed(batch, ctx, op)?;
-        for i in 0..keys.len() {
-            let k = keys.get(i);
-            let b = &mut out[partition_of(k, partitions)];
-            let _ = b.keys.push_encoded(k);
-            let _ = b.values.push_encoded(values.get(i));
-        }
-        Ok(out)
+        Ok(split_by_key(&keys, &values, partitions))
     })
 }
 

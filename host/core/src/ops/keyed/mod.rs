@@ -20,6 +20,20 @@ pub(crate) fn partition_of(key: &[u8], partitions: usize) -> usize {
     (xxhash_rust::xxh3::xxh3_64(key) % partitions as u64) as usize
 }
 
+/// A partition's `(key, value)` elements split by the hash of their keys
+/// into `partitions` batches: the map side of a hash exchange.
+pub(crate) fn split_by_key(keys: &Column, values: &Column, partitions: usize) -> Vec<Batch> {
+    let mut out = vec![Batch::default(); partitions];
+    for i in 0..keys.len() {
+        let k = keys.get(i);
+        let b = &mut out[partition_of(k, partitions)];
+        // Sizes come from a valid column, so they fit.
+        let _ = b.keys.push_encoded(k);
+        let _ = b.values.push_encoded(values.get(i));
+    }
+    out
+}
+
 /// Splits every element into key and value columns: keyed elements as they
 /// are, others must be `[key, value]` pairs.
 pub(crate) fn keyed(batch: Batch, ctx: &BatchContext<'_>, op: &str) -> Result<(Column, Column)> {
@@ -153,13 +167,7 @@ pub(crate) fn combine_by_key(
             out[0] = Batch { keys, values };
             return Ok(out);
         }
-        for i in 0..keys.len() {
-            let k = keys.get(i);
-            let b = &mut out[partition_of(k, partitions)];
-            let _ = b.keys.push_encoded(k);
-            let _ = b.values.push_encoded(values.get(i));
-        }
-        Ok(out)
+        Ok(split_by_key(&keys, &values, partitions))
     })?;
     // Reduce side: each output partition reads its blocks and combines them.
     let out = ctx
