@@ -218,3 +218,93 @@ impl NatsClient {
         })
     }
 }
+
+/// A `mosquitto` of the test's own on 127.0.0.1 (Debian's package): anonymous
+/// clients, queued messages for offline persistent sessions unbounded.
+pub struct Mosquitto {
+    /// The server process (`None`: a handle to one started elsewhere).
+    pub child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Mosquitto {
+    /// Starts one with its config in `dir`.
+    pub fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\n"
+            ),
+        )
+        .expect("mosquitto.conf");
+        let bin = std::env::var_os("SLUICE_MOSQUITTO")
+            .map_or_else(|| PathBuf::from("/usr/sbin/mosquitto"), PathBuf::from);
+        assert!(
+            bin.exists(),
+            "mosquitto is not installed at {}: run scripts/test (or scripts/brokers), which installs it",
+            bin.display()
+        );
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not answer on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// Publishes every payload on `topic` at QoS 1, returning once the
+    /// broker acknowledged them all.
+    pub fn publish(&self, topic: &str, payloads: impl IntoIterator<Item = Vec<u8>>) {
+        use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+        let id = format!("test-publisher-{}", free_port());
+        let (client, mut connection) =
+            Client::new(MqttOptions::new(id, "127.0.0.1", self.port), 64);
+        let payloads: Vec<Vec<u8>> = payloads.into_iter().collect();
+        let n = payloads.len();
+        let topic = topic.to_string();
+        let sender = std::thread::spawn(move || {
+            for p in payloads {
+                client
+                    .publish(topic.as_str(), QoS::AtLeastOnce, false, p)
+                    .expect("publish");
+            }
+            client
+        });
+        let mut acked = 0;
+        for event in connection.iter() {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = event {
+                acked += 1;
+                if acked == n {
+                    break;
+                }
+            }
+        }
+        let client = sender.join().expect("publisher");
+        let _ = client.disconnect();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

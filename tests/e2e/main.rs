@@ -9,6 +9,7 @@ mod guests;
 mod hostile;
 mod invariance;
 mod keyed;
+mod mqtt;
 mod nats;
 mod runtime;
 mod serve;

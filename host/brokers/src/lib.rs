@@ -3,7 +3,9 @@
 //! positions, recorded before the batch runs, so that a batch re-run after
 //! a crash reads exactly the same records.
 //!
-//! - [`nats`]: a NATS JetStream stream (`async-nats`).
+//! - [`nats`]: a NATS JetStream stream (`async-nats`), in and out.
+//! - [`mqtt`]: MQTT topics (`rumqttc`), a receiver with core's
+//!   write-ahead log: MQTT cannot replay.
 //!
 //! The connectors implement the engine's synchronous
 //! [`Source`](sluice_core::receiver::Source) trait over an async client
@@ -11,7 +13,9 @@
 //! same way for every broker.
 
 pub mod decode;
+pub mod mqtt;
 pub mod nats;
 
 pub use decode::{Decoder, Decoding, Shape, Undecodable};
+pub use mqtt::MqttConfig;
 pub use nats::{Encoder, NatsAuth, NatsConfig, NatsSink, NatsSinkConfig, NatsSource, StartAt};

@@ -4,7 +4,7 @@ use super::op::Input;
 use super::{DStream, Node, StreamingContext, lock};
 use crate::receiver::queue::QueueSource;
 use crate::receiver::socket::SocketConfig;
-use crate::receiver::{SocketSource, Source};
+use crate::receiver::{LineSource, Source};
 use std::path::Path;
 
 impl StreamingContext {
@@ -48,7 +48,10 @@ impl StreamingContext {
     /// Lines from a TCP server, with receiver settings and a partition count.
     pub fn socket_text_stream_with(&self, config: SocketConfig, partitions: usize) -> DStream {
         let name = format!("socket {}:{}", config.host, config.port);
-        self.add_source(name, Box::new(SocketSource::new(config, partitions.max(1))))
+        self.add_source(
+            name,
+            Box::new(LineSource::socket(config, partitions.max(1))),
+        )
     }
 
     /// A stream whose batch `i` is `batches[i]` (then empty), each sliced into

@@ -245,13 +245,14 @@ impl BlockBuffer {
 
 /// `socket_text_stream`: a TCP client receiving lines (see [`socket`]);
 /// with checkpointing, every line is logged before it enters a batch.
-pub(crate) struct SocketSource {
-    config: Option<socket::SocketConfig>,
-    receiver: Option<socket::SocketReceiver>,
+pub struct LineSource {
+    /// Starts the receiver (taken when it starts).
+    start: Option<StartReceiver>,
+    receiver: Option<Box<dyn Receiver>>,
     buffer: BlockBuffer,
     partitions: usize,
-    /// `host:port`, for the plan.
-    addr: String,
+    /// What it receives from, for the plan (`socket 127.0.0.1:9999`).
+    what: String,
     /// The write-ahead log's directory, when the job checkpoints.
     log_dir: Option<PathBuf>,
     /// Where to read the log from on start (the checkpoint's position).
@@ -262,25 +263,80 @@ pub(crate) struct SocketSource {
     position: wal::LogPosition,
 }
 
-impl SocketSource {
-    pub(crate) fn new(config: socket::SocketConfig, partitions: usize) -> Self {
-        SocketSource {
-            buffer: BlockBuffer::new(config.max_rate.map(|r| r as f64), config.max_buffered_bytes),
-            addr: format!("{}:{}", config.host, config.port),
-            config: Some(config),
+/// A receiver thread feeding a [`LineSource`]: it ends when stopped.
+pub trait Receiver: Send {
+    /// Stops it (and waits for it).
+    fn stop(self: Box<Self>);
+    /// Its errors since the last call, for listeners.
+    fn take_errors(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Why it gave up, if it did (refused credentials): the job stops.
+    fn failed(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Starts a receiver that pushes what it receives into the sink (and, for
+/// a source that can be told to resend, acknowledges it only once
+/// [`LineSink::flush`] returned `true`: then it is in the write-ahead log).
+pub type StartReceiver =
+    Box<dyn FnOnce(Arc<dyn socket::LineSink>) -> std::io::Result<Box<dyn Receiver>> + Send>;
+
+impl LineSource {
+    /// A source of lines from a receiver that `start` starts, described as
+    /// `what`, in `partitions` partitions (more for a large batch), taking
+    /// at most `max_rate` lines/s and holding at most about `max_bytes`
+    /// unbatched. With checkpoints, every line is in the write-ahead log
+    /// before it can enter a batch.
+    pub fn new(
+        what: &str,
+        partitions: usize,
+        (max_rate, max_bytes): (Option<f64>, usize),
+        start: StartReceiver,
+    ) -> Self {
+        LineSource {
+            buffer: BlockBuffer::new(max_rate, max_bytes),
+            what: what.to_string(),
+            start: Some(start),
             receiver: None,
-            partitions,
+            partitions: partitions.max(1),
             log_dir: None,
             from: (0, 0),
             recovered: VecDeque::new(),
             position: (0, 0),
         }
     }
+
+    /// A TCP socket's lines (`socket_text_stream`).
+    pub(crate) fn socket(config: socket::SocketConfig, partitions: usize) -> Self {
+        let what = format!("socket {}:{}", config.host, config.port);
+        let limits = (config.max_rate.map(|r| r as f64), config.max_buffered_bytes);
+        LineSource::new(
+            &what,
+            partitions,
+            limits,
+            Box::new(move |sink| {
+                let r = socket::SocketReceiver::start(config, sink)?;
+                Ok(Box::new(r) as Box<dyn Receiver>)
+            }),
+        )
+    }
 }
 
-impl Source for SocketSource {
+impl Receiver for socket::SocketReceiver {
+    fn stop(self: Box<Self>) {
+        socket::SocketReceiver::stop(*self);
+    }
+
+    fn take_errors(&self) -> Vec<String> {
+        self.stats().take_errors()
+    }
+}
+
+impl Source for LineSource {
     fn describe(&self) -> String {
-        format!("socket {}", self.addr)
+        self.what.clone()
     }
     fn partitions(&self) -> usize {
         self.partitions
@@ -314,12 +370,9 @@ impl Source for SocketSource {
             self.recovered = recovered;
             self.buffer.lock().wal = Some(log);
         }
-        if let Some(config) = self.config.take() {
-            let what = format!(
-                "starting the socket receiver for {}:{}",
-                config.host, config.port
-            );
-            let r = socket::SocketReceiver::start(config, Arc::new(self.buffer.clone()))
+        if let Some(start) = self.start.take() {
+            let what = format!("starting the receiver of {}", self.what);
+            let r = start(Arc::new(self.buffer.clone()))
                 .map_err(|e| crate::error::Error::io(what, e))?;
             self.receiver = Some(r);
         }
@@ -327,6 +380,12 @@ impl Source for SocketSource {
     }
 
     fn next_batch(&mut self, time: BatchTime) -> Result<Rdd> {
+        if let Some(why) = self.receiver.as_ref().and_then(|r| r.failed()) {
+            return Err(crate::error::Error::Source {
+                name: self.what.clone(),
+                message: why,
+            });
+        }
         // Batches sealed before a crash come back with exactly their lines
         // (older ones, from before a restart at new times, merge in).
         let mut lines = Column::new();
@@ -388,7 +447,7 @@ impl Source for SocketSource {
     fn take_errors(&mut self) -> Vec<String> {
         self.receiver
             .as_ref()
-            .map(|r| r.stats().take_errors())
+            .map(|r| r.take_errors())
             .unwrap_or_default()
     }
 

@@ -6,7 +6,8 @@ use super::{Ctx, parse_size};
 use crate::error::Result;
 use crate::graph::StreamingContext;
 use sluice_brokers::{
-    Decoder, Decoding, Encoder, NatsAuth, NatsConfig, NatsSinkConfig, Shape, StartAt, Undecodable,
+    Decoder, Decoding, Encoder, MqttConfig, NatsAuth, NatsConfig, NatsSinkConfig, Shape, StartAt,
+    Undecodable,
 };
 use toml::Spanned;
 
@@ -97,6 +98,87 @@ pub(super) fn nats_config(
     };
     c.decoding = decoding(cx, name, sec)?;
     Ok(c)
+}
+
+/// An `mqtt` source's settings: `url` (`mqtt://host:port`), `topics`,
+/// `qos`, `client_id`, `clean_session`, `user`/`password`, `max_rate`,
+/// `max_buffered`.
+pub(super) fn mqtt_config(
+    cx: &Ctx<'_>,
+    name: &Spanned<String>,
+    s: &Spanned<SourceSection>,
+    job_name: &str,
+    partitions: usize,
+) -> Result<MqttConfig> {
+    let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+    let sec = s.get_ref();
+    let Some(url) = &sec.url else {
+        return cx.err(
+            s.span(),
+            &field("url"),
+            "an mqtt source needs a url (mqtt://host:port)",
+        );
+    };
+    let Some((host, port)) = mqtt_address(url.get_ref()) else {
+        return cx.err(
+            url.span(),
+            &field("url"),
+            "not mqtt://host[:port] (TLS, mqtts://, is not supported yet)",
+        );
+    };
+    let topics = match &sec.topics {
+        Some(t) if !t.get_ref().is_empty() => t.get_ref().clone(),
+        Some(t) => return cx.err(t.span(), &field("topics"), "at least one topic filter"),
+        None => return cx.err(s.span(), &field("topics"), "an mqtt source needs topics"),
+    };
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut c = MqttConfig::new(name.get_ref(), &host, port, &topic_refs);
+    c.client_id = format!("sluice-{job_name}-{}", name.get_ref());
+    c.partitions = partitions;
+    if let Some(q) = &sec.qos {
+        if *q.get_ref() > 2 {
+            return cx.err(q.span(), &field("qos"), "0, 1 or 2");
+        }
+        c.qos = *q.get_ref();
+    }
+    if let Some(id) = &sec.client_id {
+        c.client_id = id.get_ref().clone();
+    }
+    if let Some(clean) = &sec.clean_session {
+        c.clean_session = *clean.get_ref();
+    }
+    c.user = match (&sec.user, &sec.password) {
+        (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
+        (Some(u), None) => return cx.err(u.span(), &field("password"), "a user needs a password"),
+        (None, Some(p)) => return cx.err(p.span(), &field("user"), "a password needs a user"),
+        (None, None) => None,
+    };
+    if let Some(r) = &sec.max_rate {
+        if *r.get_ref() == 0 {
+            return cx.err(r.span(), &field("max_rate"), "must be at least 1 line/s");
+        }
+        c.max_rate = Some(*r.get_ref());
+    }
+    if let Some(m) = &sec.max_buffered {
+        c.max_buffered_bytes = parse_size(m.get_ref())
+            .or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?
+            as usize;
+    }
+    Ok(c)
+}
+
+/// `mqtt://host[:port]` → host and port (1883 by default).
+pub(super) fn mqtt_address(url: &str) -> Option<(String, u16)> {
+    let rest = url
+        .trim()
+        .strip_prefix("mqtt://")
+        .or_else(|| url.trim().strip_prefix("tcp://"))?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None if !rest.is_empty() => Some((rest.to_string(), 1883)),
+        None => None,
+    }
 }
 
 /// A broker section's credential and TLS fields.
@@ -227,6 +309,12 @@ mod tests {
             Ok(StartAt::Time(1_796_515_201_000))
         );
         assert!(start_at(&toml::Value::Integer(0)).is_err());
+        assert_eq!(mqtt_address("mqtt://h:1884"), Some(("h".to_string(), 1884)));
+        assert_eq!(
+            mqtt_address("mqtt://broker"),
+            Some(("broker".to_string(), 1883))
+        );
+        assert_eq!(mqtt_address("mqtts://broker"), None);
         assert!(
             start_at(&toml::Value::String("yesterday".into()))
                 .unwrap_err()

@@ -193,6 +193,17 @@ fn check_sources<'s>(
         if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "nats") {
             check_broker_url(cx, grants, url, &format!("sources.{}.url", name.get_ref()))?;
         }
+        if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "mqtt") {
+            let endpoint = super::brokers::mqtt_address(url.get_ref())
+                .map_or_else(|| url.get_ref().clone(), |(h, p)| format!("{h}:{p}"));
+            if !grants.sockets.contains(&endpoint) {
+                return cx.err(
+                    url.span(),
+                    &format!("sources.{}.url", name.get_ref()),
+                    format!("connecting to {endpoint} is not granted to this job"),
+                );
+            }
+        }
         if sec.kind.get_ref() == "socket" {
             let host = sec
                 .host

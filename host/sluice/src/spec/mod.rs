@@ -29,6 +29,8 @@
 //!                            #   max_rate, max_buffered, user, password, token, credentials, tls, ca,
 //!                            #   decoder = text | bytes | json | msgpack, element = value | keyed | record,
 //!                            #   on_undecodable = fail | skip, max_record_bytes = "1MiB")
+//!                            # | mqtt (url = "mqtt://host:port", topics = ["a/#"], qos = 1, client_id,
+//!                            #   clean_session = false, user, password, max_rate, max_buffered)
 //! host = "127.0.0.1"
 //! port = 9999
 //! # max_rate = 5000         # socket: lines/s at most (also non_utf8, max_line_bytes,

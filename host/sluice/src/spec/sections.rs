@@ -99,6 +99,11 @@ pub(super) struct SourceSection {
     pub(super) on_undecodable: Option<Spanned<String>>,
     /// Broker sources: records over this size are undecodable.
     pub(super) max_record_bytes: Option<Spanned<String>>,
+    /// MQTT: topic filters, quality of service, client id, clean session.
+    pub(super) topics: Option<Spanned<Vec<String>>>,
+    pub(super) qos: Option<Spanned<u8>>,
+    pub(super) client_id: Option<Spanned<String>>,
+    pub(super) clean_session: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

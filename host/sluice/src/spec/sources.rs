@@ -68,6 +68,11 @@ pub(super) fn add_sources(
                 let config = generator_config(cx, name, sec)?;
                 ssc.generator_stream(config, partitions.unwrap_or(default_partitions))
             }
+            "mqtt" => {
+                let parts = partitions.unwrap_or(default_partitions);
+                let config = super::brokers::mqtt_config(cx, name, s, job_name, parts)?;
+                ssc.source_stream(name.get_ref(), Box::new(config.source()))
+            }
             "nats" => {
                 let parts = partitions.unwrap_or(default_partitions);
                 let config = super::brokers::nats_config(cx, name, s, job_name, parts, ssc)?;
@@ -78,7 +83,7 @@ pub(super) fn add_sources(
                     sec.kind.span(),
                     &field("type"),
                     format!(
-                        "unknown source type `{other}` (use socket, queue, text_files, generator or nats)"
+                        "unknown source type `{other}` (use socket, queue, text_files, generator, nats or mqtt)"
                     ),
                 );
             }

@@ -1,0 +1,237 @@
+//! `mqtt`: topics of an MQTT broker as a source of text lines.
+//!
+//! MQTT cannot replay what it delivered, so this is a *receiver* with the
+//! write-ahead log of core's [`LineSource`]: each message's lines go into
+//! the log (with checkpoints) before the message is acknowledged to the
+//! broker (manual acks, QoS 1 and 2), and a batch is made only of logged
+//! lines. A persistent session (`clean_session = false`, a fixed client id)
+//! keeps the broker holding QoS 1/2 messages for the job while it is down,
+//! and redelivering the ones it had not acknowledged. So nothing is lost
+//! through `kill -9`; a message that was logged but not yet acknowledged
+//! when the process died comes again (MQTT's at-least-once: at most the
+//! messages in flight at the kill).
+//!
+//! A message's payload is UTF-8 text (invalid sequences replaced), split
+//! into lines on `\n`: each line is an element.
+
+use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
+use sluice_core::receiver::socket::LineSink;
+use sluice_core::receiver::{LineSource, Receiver};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// An `mqtt` source's settings.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// The source's name, in errors and logs.
+    pub name: String,
+    /// The broker's host.
+    pub host: String,
+    /// Its port (1883 by default).
+    pub port: u16,
+    /// Topic filters (`+` and `#` wildcards).
+    pub topics: Vec<String>,
+    /// The subscription's quality of service: 0, 1 or 2.
+    pub qos: u8,
+    /// The client id (the persistent session's name).
+    pub client_id: String,
+    /// Start a fresh session each time (`false`: the broker keeps the
+    /// job's session, and its messages, across restarts).
+    pub clean_session: bool,
+    /// User name and password.
+    pub user: Option<(String, String)>,
+    /// Lines per second at most.
+    pub max_rate: Option<u64>,
+    /// Lines received but not yet in a batch, in bytes, before receiving
+    /// waits.
+    pub max_buffered_bytes: usize,
+    /// Partitions of each batch.
+    pub partitions: usize,
+}
+
+impl MqttConfig {
+    /// `topics` of the broker at `host:port`, QoS 1, a persistent session
+    /// named `sluice-<name>`.
+    pub fn new(name: &str, host: &str, port: u16, topics: &[&str]) -> MqttConfig {
+        MqttConfig {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            qos: 1,
+            client_id: format!("sluice-{name}"),
+            clean_session: false,
+            user: None,
+            max_rate: None,
+            max_buffered_bytes: 64 << 20,
+            partitions: 2,
+        }
+    }
+
+    /// The source.
+    pub fn source(self) -> LineSource {
+        let what = format!(
+            "mqtt {} on {}:{} (qos {})",
+            self.topics.join(","),
+            self.host,
+            self.port,
+            self.qos
+        );
+        let limits = (self.max_rate.map(|r| r as f64), self.max_buffered_bytes);
+        let partitions = self.partitions;
+        LineSource::new(
+            &what,
+            partitions,
+            limits,
+            Box::new(move |sink| {
+                let r = MqttReceiver::start(self, sink)?;
+                Ok(Box::new(r) as Box<dyn Receiver>)
+            }),
+        )
+    }
+}
+
+fn qos(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// The receiving thread.
+struct MqttReceiver {
+    stop: Arc<AtomicBool>,
+    errors: Arc<Mutex<Vec<String>>>,
+    fatal: Arc<Mutex<Option<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MqttReceiver {
+    fn start(config: MqttConfig, sink: Arc<dyn LineSink>) -> std::io::Result<MqttReceiver> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let fatal: Arc<Mutex<Option<String>>> = Arc::default();
+        let (s, e, f) = (stop.clone(), errors.clone(), fatal.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("sluice-mqtt-{}", config.name))
+            .spawn(move || receive(&config, sink.as_ref(), &s, &e, &f))?;
+        Ok(MqttReceiver {
+            stop,
+            errors,
+            fatal,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Receiver for MqttReceiver {
+    fn stop(mut self: Box<Self>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn take_errors(&self) -> Vec<String> {
+        std::mem::take(&mut *self.errors.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for MqttReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Receives until stopped: each message's lines into the sink, logged,
+/// then acknowledged.
+fn receive(
+    config: &MqttConfig,
+    sink: &dyn LineSink,
+    stop: &AtomicBool,
+    errors: &Mutex<Vec<String>>,
+    fatal: &Mutex<Option<String>>,
+) {
+    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+    options
+        .set_clean_session(config.clean_session)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(10));
+    if let Some((user, password)) = &config.user {
+        options.set_credentials(user, password);
+    }
+    let (client, mut connection) = Client::new(options, 1024);
+    let report = |m: String| {
+        tracing::warn!(source = %config.name, "{m}");
+        let mut e = errors.lock().unwrap_or_else(|e| e.into_inner());
+        if e.len() < 100 {
+            e.push(m);
+        }
+    };
+    let mut unacked = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        match connection.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                backoff = Duration::from_millis(100);
+                let topics = config
+                    .topics
+                    .iter()
+                    .map(|t| rumqttc::SubscribeFilter::new(t.clone(), qos(config.qos)));
+                if let Err(e) = client.try_subscribe_many(topics) {
+                    report(format!("subscribing to {}: {e}", config.topics.join(",")));
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let text = String::from_utf8_lossy(&p.payload);
+                let lines: Vec<&str> = (text.split('\n'))
+                    .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                    .collect();
+                sink.push_lines(&lines);
+                // In the write-ahead log before the broker hears of it.
+                while !sink.flush() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if p.qos != QoS::AtMostOnce {
+                    unacked.push(p);
+                }
+            }
+            Ok(Ok(_)) | Err(rumqttc::RecvTimeoutError::Timeout) => {}
+            Ok(Err(ConnectionError::ConnectionRefused(
+                code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+            ))) => {
+                let m = format!(
+                    "{}:{}: the broker refused the credentials ({code:?})",
+                    config.host, config.port
+                );
+                tracing::error!(source = %config.name, "{m}");
+                *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+                return;
+            }
+            Ok(Err(e)) => {
+                report(format!(
+                    "cannot reach MQTT at {}:{}: {e}",
+                    config.host, config.port
+                ));
+                let until = std::time::Instant::now() + backoff;
+                while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+        }
+        unacked.retain(|p| client.try_ack(p).is_err());
+    }
+    let _ = client.try_disconnect();
+}
