@@ -231,15 +231,34 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts one with its config in `dir`.
     pub fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, None)
+    }
+
+    /// Starts one that admits only `user` with `password` (when given).
+    pub fn start_with(dir: &Path, user: Option<(&str, &str)>) -> Mosquitto {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\n"
-            ),
-        )
-        .expect("mosquitto.conf");
+        let mut text = format!(
+            "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\n"
+        );
+        match user {
+            None => text.push_str("allow_anonymous true\n"),
+            Some((u, p)) => {
+                let file = dir.join("mosquitto.passwd");
+                let status = Command::new("mosquitto_passwd")
+                    .args(["-b", "-c"])
+                    .arg(&file)
+                    .args([u, p])
+                    .status()
+                    .expect("mosquitto_passwd");
+                assert!(status.success(), "mosquitto_passwd");
+                text.push_str(&format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    file.display()
+                ));
+            }
+        }
+        std::fs::write(&conf, text).expect("mosquitto.conf");
         let bin = std::env::var_os("SLUICE_MOSQUITTO")
             .map_or_else(|| PathBuf::from("/usr/sbin/mosquitto"), PathBuf::from);
         assert!(

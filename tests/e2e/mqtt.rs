@@ -167,3 +167,87 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
         "more than the messages in flight at the kills: {twice:?}"
     );
 }
+
+/// `examples/iot-mqtt.toml` on the test's own broker: device lines
+/// published per device topic are counted per device, the malformed one
+/// skipped by the plugin.
+#[test]
+fn the_iot_example_counts_device_actions_from_mqtt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Mosquitto::start(dir.path());
+    let text = std::fs::read_to_string(sluice_tests::root().join("examples/iot-mqtt.toml"))
+        .expect("the example")
+        .replace(
+            "mqtt://127.0.0.1:1883",
+            &format!("mqtt://127.0.0.1:{}", broker.port),
+        )
+        .replace(
+            "\"../target/plugins/wasm32-wasip2/release/iot.wasm\"",
+            &format!("{:?}", sluice_tests::plugin("iot").display().to_string()),
+        );
+    let job = dir.path().join("iot-mqtt.toml");
+    std::fs::write(
+        &job,
+        text + "\n[[outputs]]\nstream = \"per_device\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+    )
+    .expect("job");
+    let mut child = sluice(&job, &dir.path().join("ck"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Subscribed once its first batch ran.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.path().join("out.jsonl").exists() {
+        assert!(Instant::now() < deadline, "no batch in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    broker.publish(
+        "devices/lamp-hall/log",
+        ["1 lamp-hall power on", "2 lamp-hall power off", "garbage"].map(|l| l.as_bytes().to_vec()),
+    );
+    broker.publish("devices/fan/log", [b"3 fan power on".to_vec()]);
+    let mut totals = std::collections::BTreeMap::<String, i64>::new();
+    while totals.values().sum::<i64>() < 3 {
+        assert!(Instant::now() < deadline, "counted {totals:?} in 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+        totals.clear();
+        for batch in read_jsonl(&dir.path().join("out.jsonl")) {
+            for r in batch["records"].as_array().expect("records") {
+                *totals.entry(r[0].to_string()).or_default() += r[1].as_i64().unwrap_or(0);
+            }
+        }
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert_eq!(totals.values().sum::<i64>(), 3, "{totals:?}");
+    assert!(totals.keys().any(|k| k.contains("lamp-hall")), "{totals:?}");
+    assert!(totals.keys().any(|k| k.contains("fan")), "{totals:?}");
+}
+
+/// Refused credentials stop the job at once, naming the broker; no retry
+/// storm.
+#[test]
+fn wrong_mqtt_credentials_stop_the_job() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Mosquitto::start_with(dir.path(), Some(("sluice", "right")));
+    let job = totals_job(dir.path(), broker.port);
+    let text = std::fs::read_to_string(&job).expect("job").replace(
+        "qos = 1\n",
+        "qos = 1\nuser = \"sluice\"\npassword = \"wrong\"\n",
+    );
+    std::fs::write(&job, text).expect("job");
+    let started = Instant::now();
+    let out = sluice(&job, &dir.path().join("ck")).output().expect("run");
+    assert!(!out.status.success(), "the job must fail");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "127.0.0.1:{}: the broker refused the credentials",
+            broker.port
+        )),
+        "{err}"
+    );
+}
