@@ -251,3 +251,107 @@ fn wrong_mqtt_credentials_stop_the_job() {
         "{err}"
     );
 }
+
+/// The `mqtt` output: a word count's counts published at QoS 1, every
+/// batch acknowledged by the broker before it counts as written.
+#[test]
+fn word_counts_are_published_to_mqtt() {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Mosquitto::start(dir.path());
+    // A subscriber, before the job publishes.
+    let (client, mut connection) = Client::new(
+        MqttOptions::new("test-subscriber", "127.0.0.1", broker.port),
+        64,
+    );
+    client
+        .subscribe("counts/#", QoS::AtLeastOnce)
+        .expect("subscribe");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = subscribed_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if tx.send(p.payload.to_vec()).is_err() => {
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+    std::fs::write(
+        dir.path().join("batches.json"),
+        r#"[["a b a"], ["b c"], []]"#,
+    )
+    .expect("batches");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "mqttout"
+batch_interval = "100ms"
+
+[plugins.wordcount]
+path = "{}"
+
+[sources.lines]
+type = "queue"
+path = "batches.json"
+
+[streams.words]
+from = "lines"
+op = "flat_map"
+function = "wordcount.split"
+
+[streams.pairs]
+from = "words"
+op = "map"
+function = "wordcount.pair"
+
+[streams.counts]
+from = "pairs"
+op = "reduce_by_key"
+function = "wordcount.add"
+
+[[outputs]]
+stream = "counts"
+type = "mqtt"
+url = "mqtt://127.0.0.1:{}"
+topic = "counts/out"
+"#,
+            sluice_tests::plugin("wordcount").display(),
+            broker.port
+        ),
+    )
+    .expect("job");
+    let out = Command::new(sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got = Vec::new();
+    while let Ok(m) = rx.recv_timeout(Duration::from_secs(5)) {
+        got.push(String::from_utf8(m).expect("text"));
+        if got.len() == 4 {
+            break;
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [r#"["a",2]"#, r#"["b",1]"#, r#"["b",1]"#, r#"["c",1]"#]
+    );
+}

@@ -17,5 +17,5 @@ pub mod mqtt;
 pub mod nats;
 
 pub use decode::{Decoder, Decoding, Shape, Undecodable};
-pub use mqtt::MqttConfig;
+pub use mqtt::{MqttConfig, MqttSink, MqttSinkConfig};
 pub use nats::{Encoder, NatsAuth, NatsConfig, NatsSink, NatsSinkConfig, NatsSource, StartAt};

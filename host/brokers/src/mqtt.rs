@@ -13,11 +13,22 @@
 //!
 //! A message's payload is UTF-8 text (invalid sequences replaced), split
 //! into lines on `\n`: each line is an element.
+//!
+//! The `mqtt` output publishes each element as a message at QoS 1 (or
+//! the QoS asked for) and counts a batch written once the broker has
+//! acknowledged every message: at least once (a batch re-run after a crash
+//! is published again).
 
+use crate::nats::Encoder;
 use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
+use sluice_core::error::{Error, Result};
+use sluice_core::rdd::Rdd;
 use sluice_core::receiver::socket::LineSink;
 use sluice_core::receiver::{LineSource, Receiver};
+use sluice_core::sink::Output;
+use sluice_core::time::BatchTime;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -234,4 +245,190 @@ fn receive(
         unacked.retain(|p| client.try_ack(p).is_err());
     }
     let _ = client.try_disconnect();
+}
+
+/// An `mqtt` output's settings.
+#[derive(Debug, Clone)]
+pub struct MqttSinkConfig {
+    /// The broker's host and port.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The topic published to.
+    pub topic: String,
+    /// 0, 1 (the default) or 2.
+    pub qos: u8,
+    /// The client id.
+    pub client_id: String,
+    /// User name and password.
+    pub user: Option<(String, String)>,
+    /// How elements become payloads.
+    pub encoder: Encoder,
+    /// How long a batch waits for the broker's acknowledgements before
+    /// the job fails.
+    pub ack_timeout: Duration,
+}
+
+impl MqttSinkConfig {
+    /// Publishes to `topic` at `host:port`, QoS 1, as client `client_id`.
+    pub fn new(host: &str, port: u16, topic: &str, client_id: &str) -> MqttSinkConfig {
+        MqttSinkConfig {
+            host: host.to_string(),
+            port,
+            topic: topic.to_string(),
+            qos: 1,
+            client_id: client_id.to_string(),
+            user: None,
+            encoder: Encoder::Text,
+            ack_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A connection and the thread that drives it, telling acknowledgements.
+struct Publisher {
+    client: Client,
+    acks: mpsc::Receiver<std::result::Result<(), String>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Publisher {
+    fn connect(config: &MqttSinkConfig) -> Publisher {
+        let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+        options.set_keep_alive(Duration::from_secs(10));
+        if let Some((user, password)) = &config.user {
+            options.set_credentials(user, password);
+        }
+        let (client, mut connection) = Client::new(options, 1024);
+        let (tx, acks) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sluice-mqtt-out".to_string())
+            .spawn(move || {
+                for event in connection.iter() {
+                    let told = match event {
+                        Ok(Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_))) => {
+                            tx.send(Ok(()))
+                        }
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            let told = tx.send(Err(e.to_string()));
+                            std::thread::sleep(Duration::from_millis(100));
+                            told
+                        }
+                    };
+                    if told.is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Publisher {
+            client,
+            acks,
+            thread,
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.client.try_disconnect();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `mqtt` output.
+pub struct MqttSink {
+    config: MqttSinkConfig,
+    publisher: Option<Publisher>,
+}
+
+impl MqttSink {
+    /// An output with these settings; it connects at its first batch.
+    pub fn new(config: MqttSinkConfig) -> MqttSink {
+        MqttSink {
+            config,
+            publisher: None,
+        }
+    }
+
+    fn failed(&self, time: BatchTime, message: &str) -> Error {
+        Error::io(
+            format!(
+                "output to mqtt topic `{}` on {}:{} at batch {time}",
+                self.config.topic, self.config.host, self.config.port
+            ),
+            std::io::Error::other(message.to_string()),
+        )
+    }
+}
+
+impl Output for MqttSink {
+    fn describe(&self) -> String {
+        format!(
+            "mqtt topic {} on {}:{} (qos {})",
+            self.config.topic, self.config.host, self.config.port, self.config.qos
+        )
+    }
+
+    fn emit(&mut self, time: BatchTime, _index: u64, rdd: &Rdd) -> Result<()> {
+        let payloads: Vec<Vec<u8>> = (rdd.partitions.iter())
+            .flat_map(|b| {
+                let encoder = self.config.encoder;
+                (0..b.len()).map(move |i| {
+                    let key = if b.has_keys() { b.keys.get(i) } else { &[][..] };
+                    encoder.encode(key, b.values.get(i))
+                })
+            })
+            .collect();
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let config = self.config.clone();
+        let publisher = self
+            .publisher
+            .get_or_insert_with(|| Publisher::connect(&config));
+        // Acknowledgements of earlier batches' resent messages: not ours.
+        while publisher.acks.try_recv().is_ok() {}
+        let n = payloads.len();
+        for p in payloads {
+            if let Err(e) =
+                publisher
+                    .client
+                    .publish(config.topic.as_str(), qos(config.qos), false, p)
+            {
+                let m = format!("publishing: {e}");
+                self.publisher = None;
+                return Err(self.failed(time, &m));
+            }
+        }
+        if config.qos == 0 {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + config.ack_timeout;
+        let mut acked = 0;
+        let mut last_error = String::new();
+        while acked < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match publisher.acks.recv_timeout(left) {
+                Ok(Ok(())) => acked += 1,
+                Ok(Err(e)) => {
+                    tracing::warn!(topic = %config.topic, batch = %time, "{e}; the client reconnects and resends");
+                    last_error = e;
+                }
+                Err(_) => {
+                    self.publisher = None;
+                    let m = format!(
+                        "{acked} of {n} messages acknowledged in {:?} (last error: {last_error})",
+                        config.ack_timeout
+                    );
+                    return Err(self.failed(time, &m));
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -42,7 +42,8 @@ impl Encoder {
         })
     }
 
-    fn encode(self, key: &[u8], value: &[u8]) -> Vec<u8> {
+    /// An element (`key` empty when it has none) as a payload.
+    pub fn encode(self, key: &[u8], value: &[u8]) -> Vec<u8> {
         match self {
             Encoder::MessagePack if key.is_empty() => value.to_vec(),
             Encoder::MessagePack => {

@@ -6,8 +6,8 @@ use super::{Ctx, parse_size};
 use crate::error::Result;
 use crate::graph::StreamingContext;
 use sluice_brokers::{
-    Decoder, Decoding, Encoder, MqttConfig, NatsAuth, NatsConfig, NatsSinkConfig, Shape, StartAt,
-    Undecodable,
+    Decoder, Decoding, Encoder, MqttConfig, MqttSinkConfig, NatsAuth, NatsConfig, NatsSinkConfig,
+    Shape, StartAt, Undecodable,
 };
 use toml::Spanned;
 
@@ -163,6 +163,61 @@ pub(super) fn mqtt_config(
         c.max_buffered_bytes = parse_size(m.get_ref())
             .or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?
             as usize;
+    }
+    Ok(c)
+}
+
+/// An `mqtt` output's settings: `url`, `topic`, `qos`, `user`/`password`,
+/// `encoder`.
+pub(super) fn mqtt_sink_config(
+    cx: &Ctx<'_>,
+    field: &dyn Fn(&str) -> String,
+    o: &Spanned<OutputSection>,
+    job_name: &str,
+    index: usize,
+) -> Result<MqttSinkConfig> {
+    let sec = o.get_ref();
+    let Some(url) = &sec.url else {
+        return cx.err(
+            o.span(),
+            &field("url"),
+            "an mqtt output needs a url (mqtt://host:port)",
+        );
+    };
+    let Some((host, port)) = mqtt_address(url.get_ref()) else {
+        return cx.err(
+            url.span(),
+            &field("url"),
+            "not mqtt://host[:port] (TLS, mqtts://, is not supported yet)",
+        );
+    };
+    let Some(topic) = &sec.topic else {
+        return cx.err(o.span(), &field("topic"), "an mqtt output needs a topic");
+    };
+    if topic.get_ref().is_empty() || topic.get_ref().contains(['+', '#']) {
+        return cx.err(
+            topic.span(),
+            &field("topic"),
+            "a topic to publish to, without wildcards",
+        );
+    }
+    let client_id = format!("sluice-{job_name}-output-{index}");
+    let mut c = MqttSinkConfig::new(&host, port, topic.get_ref(), &client_id);
+    if let Some(q) = &sec.qos {
+        if *q.get_ref() > 2 {
+            return cx.err(q.span(), &field("qos"), "0, 1 or 2");
+        }
+        c.qos = *q.get_ref();
+    }
+    c.user = match (&sec.user, &sec.password) {
+        (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
+        (Some(u), None) => return cx.err(u.span(), &field("password"), "a user needs a password"),
+        (None, Some(p)) => return cx.err(p.span(), &field("user"), "a password needs a user"),
+        (None, None) => None,
+    };
+    if let Some(e) = &sec.encoder {
+        c.encoder =
+            Encoder::parse(e.get_ref()).or_else(|m| cx.err(e.span(), &field("encoder"), m))?;
     }
     Ok(c)
 }

@@ -84,6 +84,9 @@ pub(super) fn check_confined(
         if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "nats") {
             check_broker_url(cx, grants, url, &format!("outputs[{i}].url"))?;
         }
+        if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "mqtt") {
+            check_mqtt_url(cx, grants, url, &format!("outputs[{i}].url"))?;
+        }
     }
     for (value, field) in paths {
         if let Some(why) = escapes(root, value.get_ref()) {
@@ -152,6 +155,20 @@ fn check_broker_url(cx: &Ctx, grants: &Grants, url: &Spanned<String>, field: &st
     Ok(())
 }
 
+/// An MQTT broker's `host:port` must be granted to a confined job.
+fn check_mqtt_url(cx: &Ctx, grants: &Grants, url: &Spanned<String>, field: &str) -> Result<()> {
+    let endpoint = super::brokers::mqtt_address(url.get_ref())
+        .map_or_else(|| url.get_ref().clone(), |(h, p)| format!("{h}:{p}"));
+    if grants.sockets.contains(&endpoint) {
+        return Ok(());
+    }
+    cx.err(
+        url.span(),
+        field,
+        format!("connecting to {endpoint} is not granted to this job"),
+    )
+}
+
 /// The `host:port` of a broker URL (`nats://user@host:port`; NATS's
 /// default port when none is given).
 fn broker_endpoint(url: &str) -> String {
@@ -194,15 +211,7 @@ fn check_sources<'s>(
             check_broker_url(cx, grants, url, &format!("sources.{}.url", name.get_ref()))?;
         }
         if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "mqtt") {
-            let endpoint = super::brokers::mqtt_address(url.get_ref())
-                .map_or_else(|| url.get_ref().clone(), |(h, p)| format!("{h}:{p}"));
-            if !grants.sockets.contains(&endpoint) {
-                return cx.err(
-                    url.span(),
-                    &format!("sources.{}.url", name.get_ref()),
-                    format!("connecting to {endpoint} is not granted to this job"),
-                );
-            }
+            check_mqtt_url(cx, grants, url, &format!("sources.{}.url", name.get_ref()))?;
         }
         if sec.kind.get_ref() == "socket" {
             let host = sec

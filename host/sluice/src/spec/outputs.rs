@@ -87,6 +87,10 @@ pub(super) fn add_outputs(
                 let func = sink_function(cx, i, o, plugins)?;
                 stream.foreach_partition(func);
             }
+            "mqtt" => {
+                let config = super::brokers::mqtt_sink_config(cx, &field, o, wiring.job_name, i)?;
+                stream.output_to(Box::new(sluice_brokers::MqttSink::new(config)));
+            }
             "nats" => {
                 let config = super::brokers::nats_sink_config(cx, &field, o, wiring.job_name)?;
                 stream.output_to(Box::new(sluice_brokers::NatsSink::new(config)));
@@ -96,7 +100,7 @@ pub(super) fn add_outputs(
                     sec.kind.span(),
                     &field("type"),
                     format!(
-                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files, sink or nats)"
+                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files, sink, nats or mqtt)"
                     ),
                 );
             }

@@ -152,4 +152,7 @@ pub(super) struct OutputSection {
     pub(super) tls: Option<Spanned<bool>>,
     pub(super) ca: Option<Spanned<String>>,
     pub(super) encoder: Option<Spanned<String>>,
+    /// MQTT outputs: the topic and the quality of service.
+    pub(super) topic: Option<Spanned<String>>,
+    pub(super) qos: Option<Spanned<u8>>,
 }
