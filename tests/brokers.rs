@@ -236,7 +236,11 @@ impl Mosquitto {
 
     /// Starts one that admits only `user` with `password` (when given).
     pub fn start_with(dir: &Path, user: Option<(&str, &str)>) -> Mosquitto {
-        let port = free_port();
+        Mosquitto::start_on(dir, free_port(), user)
+    }
+
+    /// [`Mosquitto::start_with`] on a given port.
+    pub fn start_on(dir: &Path, port: u16, user: Option<(&str, &str)>) -> Mosquitto {
         let conf = dir.join("mosquitto.conf");
         let mut text = format!(
             "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\n"
@@ -287,6 +291,14 @@ impl Mosquitto {
         }
     }
 
+    /// Kills it (SIGKILL, by its pid) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Publishes every payload on `topic` at QoS 1, returning once the
     /// broker acknowledged them all.
     pub fn publish(&self, topic: &str, payloads: impl IntoIterator<Item = Vec<u8>>) {
@@ -321,9 +333,6 @@ impl Mosquitto {
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }

@@ -355,3 +355,78 @@ topic = "counts/out"
         [r#"["a",2]"#, r#"["b",1]"#, r#"["b",1]"#, r#"["c",1]"#]
     );
 }
+
+/// The broker is down when the job starts (the job runs, reports it, and
+/// retries), comes up, and is killed with -9 and started again mid-job:
+/// the job subscribes again each time and counts what is published while
+/// the broker is up.
+#[test]
+fn the_mqtt_broker_down_at_start_and_killed_mid_job() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = sluice_tests::brokers::free_port();
+    let job = totals_job(dir.path(), port);
+    let mut child = sluice(&job, &dir.path().join("ck"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log"))
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the job runs without its broker"
+    );
+    let wait_for = |n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seq_counts(dir.path()).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: counted {} of {n}",
+                seq_counts(dir.path()).len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let lines = |seqs: std::ops::Range<u64>| seqs.map(|s| format!("k{} s{s}", s % 7).into_bytes());
+    let mut broker = Mosquitto::start_on(dir.path(), port, None);
+    // Subscribed once the receiver connected: publish until counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seq_counts(dir.path()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing counted after the broker came up"
+        );
+        broker.publish("seq/a", lines(0..1));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.publish("seq/a", lines(1..100));
+    wait_for(100, "before the broker's kill");
+    broker.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let broker = Mosquitto::start_on(dir.path(), port, None);
+    // The restarted broker lost the session: what is published before the
+    // receiver subscribes again reaches no one, so the same line until it
+    // is counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seq_counts(dir.path()).len() <= 100 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing counted after the broker's restart"
+        );
+        broker.publish("seq/a", lines(100..101));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.publish("seq/a", lines(101..200));
+    wait_for(200, "after the broker's restart");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let counts = seq_counts(dir.path());
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (0..200).collect::<Vec<_>>()
+    );
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).expect("log");
+    assert!(
+        log.contains("cannot reach MQTT at"),
+        "the receiver's error is reported: {log}"
+    );
+}
