@@ -1,5 +1,5 @@
-//! Broker sources and outputs (`type = "nats"`): their settings, each
-//! checked and named in errors by its field.
+//! Broker sources and outputs (`type = "nats"`, `type = "mqtt"`): their
+//! settings, each checked and named in errors by its field.
 
 use super::sections::{OutputSection, SourceSection};
 use super::{Ctx, parse_size};
@@ -36,68 +36,44 @@ pub(super) fn nats_config(
             "a nats source needs a JetStream stream name",
         );
     };
-    let mut c = NatsConfig::new(
-        name.get_ref(),
-        url.get_ref(),
-        stream.get_ref(),
-        ssc.batch_interval(),
-    );
-    c.durable = format!("sluice-{job_name}-{}", name.get_ref());
+    let interval = ssc.batch_interval();
+    let mut c = NatsConfig::new(name.get_ref(), url.get_ref(), stream.get_ref(), interval);
     c.partitions = partitions;
-    if let Some(d) = &sec.durable {
-        let ok = !d.get_ref().is_empty()
-            && d.get_ref()
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
-        if !ok {
+    c.durable = match &sec.durable {
+        Some(d) if consumer_name(d.get_ref()) => d.get_ref().clone(),
+        Some(d) => {
             return cx.err(
                 d.span(),
                 &field("durable"),
                 "a consumer name of letters, digits, - and _",
             );
         }
-        c.durable = d.get_ref().clone();
-    } else if !c
-        .durable
-        .chars()
-        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-    {
-        c.durable = c
-            .durable
-            .replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-', "_");
-    }
+        // Job and source names may hold characters NATS refuses in one.
+        None => {
+            format!("sluice-{job_name}-{}", name.get_ref()).replace(|ch| !consumer_char(ch), "_")
+        }
+    };
     c.subject = sec.subject.as_ref().map(|v| v.get_ref().clone());
     if let Some(start) = &sec.start {
         c.start =
             start_at(start.get_ref()).or_else(|e| cx.err(start.span(), &field("start"), e))?;
     }
-    if let Some(r) = &sec.max_rate {
-        if *r.get_ref() == 0 {
-            return cx.err(r.span(), &field("max_rate"), "must be at least 1 record/s");
-        }
-        c.max_rate = Some(*r.get_ref());
+    c.max_rate = max_rate(cx, &field, &sec.max_rate, "record")?;
+    if let Some(bytes) = max_buffered(cx, &field, &sec.max_buffered)? {
+        c.max_buffered_bytes = bytes;
     }
-    if let Some(m) = &sec.max_buffered {
-        c.max_buffered_bytes = parse_size(m.get_ref())
-            .or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?
-            as usize;
-    }
-    c.auth = NatsAuth {
-        user: match (&sec.user, &sec.password) {
-            (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
-            (Some(u), None) => {
-                return cx.err(u.span(), &field("password"), "a user needs a password");
-            }
-            (None, Some(p)) => return cx.err(p.span(), &field("user"), "a password needs a user"),
-            (None, None) => None,
-        },
-        token: sec.token.as_ref().map(|t| t.get_ref().clone()),
-        credentials: sec.credentials.as_ref().map(|p| cx.resolve(p.get_ref())),
-        tls: sec.tls.as_ref().is_some_and(|t| *t.get_ref()),
-        ca: sec.ca.as_ref().map(|p| cx.resolve(p.get_ref())),
-    };
+    c.auth = nats_auth(cx, &field, AuthFields::of_source(sec))?;
     c.decoding = decoding(cx, name, sec)?;
     Ok(c)
+}
+
+/// Whether NATS takes `s` as a consumer name.
+fn consumer_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(consumer_char)
+}
+
+fn consumer_char(ch: char) -> bool {
+    ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'
 }
 
 /// An `mqtt` source's settings: `url` (`mqtt://host:port`), `topics`,
@@ -112,20 +88,7 @@ pub(super) fn mqtt_config(
 ) -> Result<MqttConfig> {
     let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
     let sec = s.get_ref();
-    let Some(url) = &sec.url else {
-        return cx.err(
-            s.span(),
-            &field("url"),
-            "an mqtt source needs a url (mqtt://host:port)",
-        );
-    };
-    let Some((host, port)) = mqtt_address(url.get_ref()) else {
-        return cx.err(
-            url.span(),
-            &field("url"),
-            "not mqtt://host[:port] (TLS, mqtts://, is not supported yet)",
-        );
-    };
+    let (host, port) = mqtt_broker(cx, &field, (s.span(), &sec.url), "source")?;
     let topics = match &sec.topics {
         Some(t) if !t.get_ref().is_empty() => t.get_ref().clone(),
         Some(t) => return cx.err(t.span(), &field("topics"), "at least one topic filter"),
@@ -135,11 +98,8 @@ pub(super) fn mqtt_config(
     let mut c = MqttConfig::new(name.get_ref(), &host, port, &topic_refs);
     c.client_id = format!("sluice-{job_name}-{}", name.get_ref());
     c.partitions = partitions;
-    if let Some(q) = &sec.qos {
-        if *q.get_ref() > 2 {
-            return cx.err(q.span(), &field("qos"), "0, 1 or 2");
-        }
-        c.qos = *q.get_ref();
+    if let Some(q) = qos(cx, &field, &sec.qos)? {
+        c.qos = q;
     }
     if let Some(id) = &sec.client_id {
         c.client_id = id.get_ref().clone();
@@ -147,22 +107,10 @@ pub(super) fn mqtt_config(
     if let Some(clean) = &sec.clean_session {
         c.clean_session = *clean.get_ref();
     }
-    c.user = match (&sec.user, &sec.password) {
-        (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
-        (Some(u), None) => return cx.err(u.span(), &field("password"), "a user needs a password"),
-        (None, Some(p)) => return cx.err(p.span(), &field("user"), "a password needs a user"),
-        (None, None) => None,
-    };
-    if let Some(r) = &sec.max_rate {
-        if *r.get_ref() == 0 {
-            return cx.err(r.span(), &field("max_rate"), "must be at least 1 line/s");
-        }
-        c.max_rate = Some(*r.get_ref());
-    }
-    if let Some(m) = &sec.max_buffered {
-        c.max_buffered_bytes = parse_size(m.get_ref())
-            .or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?
-            as usize;
+    c.user = user_password(cx, &field, &sec.user, &sec.password)?;
+    c.max_rate = max_rate(cx, &field, &sec.max_rate, "line")?;
+    if let Some(bytes) = max_buffered(cx, &field, &sec.max_buffered)? {
+        c.max_buffered_bytes = bytes;
     }
     Ok(c)
 }
@@ -177,20 +125,7 @@ pub(super) fn mqtt_sink_config(
     index: usize,
 ) -> Result<MqttSinkConfig> {
     let sec = o.get_ref();
-    let Some(url) = &sec.url else {
-        return cx.err(
-            o.span(),
-            &field("url"),
-            "an mqtt output needs a url (mqtt://host:port)",
-        );
-    };
-    let Some((host, port)) = mqtt_address(url.get_ref()) else {
-        return cx.err(
-            url.span(),
-            &field("url"),
-            "not mqtt://host[:port] (TLS, mqtts://, is not supported yet)",
-        );
-    };
+    let (host, port) = mqtt_broker(cx, field, (o.span(), &sec.url), "output")?;
     let Some(topic) = &sec.topic else {
         return cx.err(o.span(), &field("topic"), "an mqtt output needs a topic");
     };
@@ -203,66 +138,14 @@ pub(super) fn mqtt_sink_config(
     }
     let client_id = format!("sluice-{job_name}-output-{index}");
     let mut c = MqttSinkConfig::new(&host, port, topic.get_ref(), &client_id);
-    if let Some(q) = &sec.qos {
-        if *q.get_ref() > 2 {
-            return cx.err(q.span(), &field("qos"), "0, 1 or 2");
-        }
-        c.qos = *q.get_ref();
+    if let Some(q) = qos(cx, field, &sec.qos)? {
+        c.qos = q;
     }
-    c.user = match (&sec.user, &sec.password) {
-        (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
-        (Some(u), None) => return cx.err(u.span(), &field("password"), "a user needs a password"),
-        (None, Some(p)) => return cx.err(p.span(), &field("user"), "a password needs a user"),
-        (None, None) => None,
-    };
+    c.user = user_password(cx, field, &sec.user, &sec.password)?;
     if let Some(e) = &sec.encoder {
-        c.encoder =
-            Encoder::parse(e.get_ref()).or_else(|m| cx.err(e.span(), &field("encoder"), m))?;
+        c.encoder = encoder(cx, field, e)?;
     }
     Ok(c)
-}
-
-/// `mqtt://host[:port]` → host and port (1883 by default).
-pub(super) fn mqtt_address(url: &str) -> Option<(String, u16)> {
-    let rest = url
-        .trim()
-        .strip_prefix("mqtt://")
-        .or_else(|| url.trim().strip_prefix("tcp://"))?;
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
-        None if !rest.is_empty() => Some((rest.to_string(), 1883)),
-        None => None,
-    }
-}
-
-/// A broker section's credential and TLS fields.
-struct AuthFields<'a> {
-    user: &'a Option<Spanned<String>>,
-    password: &'a Option<Spanned<String>>,
-    token: &'a Option<Spanned<String>>,
-    credentials: &'a Option<Spanned<String>>,
-    tls: &'a Option<Spanned<bool>>,
-    ca: &'a Option<Spanned<String>>,
-}
-
-/// `user` and `password` (both or neither), `token`, `credentials` (a
-/// `.creds` file), `tls` and `ca`.
-fn auth(cx: &Ctx<'_>, field: &dyn Fn(&str) -> String, f: AuthFields<'_>) -> Result<NatsAuth> {
-    Ok(NatsAuth {
-        user: match (f.user, f.password) {
-            (Some(u), Some(p)) => Some((u.get_ref().clone(), p.get_ref().clone())),
-            (Some(u), None) => {
-                return cx.err(u.span(), &field("password"), "a user needs a password");
-            }
-            (None, Some(p)) => return cx.err(p.span(), &field("user"), "a password needs a user"),
-            (None, None) => None,
-        },
-        token: f.token.as_ref().map(|t| t.get_ref().clone()),
-        credentials: f.credentials.as_ref().map(|p| cx.resolve(p.get_ref())),
-        tls: f.tls.as_ref().is_some_and(|t| *t.get_ref()),
-        ca: f.ca.as_ref().map(|p| cx.resolve(p.get_ref())),
-    })
 }
 
 /// A `nats` output's settings: `url`, `subject`, credentials, `encoder`.
@@ -284,20 +167,157 @@ pub(super) fn nats_sink_config(
         return cx.err(o.span(), &field("subject"), "a nats output needs a subject");
     };
     let mut c = NatsSinkConfig::new(job_name, url.get_ref(), subject.get_ref());
-    let fields = AuthFields {
-        user: &sec.user,
-        password: &sec.password,
-        token: &sec.token,
-        credentials: &sec.credentials,
-        tls: &sec.tls,
-        ca: &sec.ca,
-    };
-    c.auth = auth(cx, field, fields)?;
+    c.auth = nats_auth(cx, field, AuthFields::of_output(sec))?;
     if let Some(e) = &sec.encoder {
-        c.encoder =
-            Encoder::parse(e.get_ref()).or_else(|m| cx.err(e.span(), &field("encoder"), m))?;
+        c.encoder = encoder(cx, field, e)?;
     }
     Ok(c)
+}
+
+/// `mqtt://host[:port]` → host and port (1883 by default).
+pub(super) fn mqtt_address(url: &str) -> Option<(String, u16)> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None if !rest.is_empty() => Some((rest.to_string(), 1883)),
+        None => None,
+    }
+}
+
+/// A section's MQTT `url` (given at `span` if missing) as host and port.
+fn mqtt_broker(
+    cx: &Ctx<'_>,
+    field: &dyn Fn(&str) -> String,
+    (span, url): (std::ops::Range<usize>, &Option<Spanned<String>>),
+    what: &str,
+) -> Result<(String, u16)> {
+    let Some(url) = url else {
+        return cx.err(
+            span,
+            &field("url"),
+            format!("an mqtt {what} needs a url (mqtt://host:port)"),
+        );
+    };
+    match mqtt_address(url.get_ref()) {
+        Some(address) => Ok(address),
+        None => cx.err(
+            url.span(),
+            &field("url"),
+            "not mqtt://host[:port] (TLS, mqtts://, is not supported yet)",
+        ),
+    }
+}
+
+/// `qos`: 0, 1 or 2.
+fn qos(
+    cx: &Ctx<'_>,
+    field: &dyn Fn(&str) -> String,
+    q: &Option<Spanned<u8>>,
+) -> Result<Option<u8>> {
+    match q {
+        Some(q) if *q.get_ref() > 2 => cx.err(q.span(), &field("qos"), "0, 1 or 2"),
+        q => Ok(q.as_ref().map(|q| *q.get_ref())),
+    }
+}
+
+/// `max_rate`: at least one `unit` a second.
+fn max_rate(
+    cx: &Ctx<'_>,
+    field: &dyn Fn(&str) -> String,
+    r: &Option<Spanned<u64>>,
+    unit: &str,
+) -> Result<Option<u64>> {
+    match r {
+        Some(r) if *r.get_ref() == 0 => cx.err(
+            r.span(),
+            &field("max_rate"),
+            format!("must be at least 1 {unit}/s"),
+        ),
+        r => Ok(r.as_ref().map(|r| *r.get_ref())),
+    }
+}
+
+/// `max_buffered`: a size.
+fn max_buffered(
+    cx: &Ctx<'_>,
+    field: &dyn Fn(&str) -> String,
+    m: &Option<Spanned<String>>,
+) -> Result<Option<usize>> {
+    let Some(m) = m else {
+        return Ok(None);
+    };
+    let bytes = parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?;
+    Ok(Some(bytes as usize))
+}
+
+/// `encoder`: text, json or msgpack.
+fn encoder(cx: &Ctx<'_>, field: &dyn Fn(&str) -> String, e: &Spanned<String>) -> Result<Encoder> {
+    Encoder::parse(e.get_ref()).or_else(|m| cx.err(e.span(), &field("encoder"), m))
+}
+
+/// `user` and `password`: both or neither.
+fn user_password(
+    cx: &Ctx<'_>,
+    field: &dyn Fn(&str) -> String,
+    user: &Option<Spanned<String>>,
+    password: &Option<Spanned<String>>,
+) -> Result<Option<(String, String)>> {
+    match (user, password) {
+        (Some(u), Some(p)) => Ok(Some((u.get_ref().clone(), p.get_ref().clone()))),
+        (Some(u), None) => cx.err(u.span(), &field("password"), "a user needs a password"),
+        (None, Some(p)) => cx.err(p.span(), &field("user"), "a password needs a user"),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A broker section's credential and TLS fields.
+struct AuthFields<'a> {
+    user: &'a Option<Spanned<String>>,
+    password: &'a Option<Spanned<String>>,
+    token: &'a Option<Spanned<String>>,
+    credentials: &'a Option<Spanned<String>>,
+    tls: &'a Option<Spanned<bool>>,
+    ca: &'a Option<Spanned<String>>,
+}
+
+impl AuthFields<'_> {
+    fn of_source(sec: &SourceSection) -> AuthFields<'_> {
+        AuthFields {
+            user: &sec.user,
+            password: &sec.password,
+            token: &sec.token,
+            credentials: &sec.credentials,
+            tls: &sec.tls,
+            ca: &sec.ca,
+        }
+    }
+
+    fn of_output(sec: &OutputSection) -> AuthFields<'_> {
+        AuthFields {
+            user: &sec.user,
+            password: &sec.password,
+            token: &sec.token,
+            credentials: &sec.credentials,
+            tls: &sec.tls,
+            ca: &sec.ca,
+        }
+    }
+}
+
+/// NATS credentials: `user` and `password`, `token`, `credentials` (a
+/// `.creds` file), `tls` and `ca`.
+fn nats_auth(cx: &Ctx<'_>, field: &dyn Fn(&str) -> String, f: AuthFields<'_>) -> Result<NatsAuth> {
+    Ok(NatsAuth {
+        user: user_password(cx, field, f.user, f.password)?,
+        token: f.token.as_ref().map(|t| t.get_ref().clone()),
+        credentials: f.credentials.as_ref().map(|p| cx.resolve(p.get_ref())),
+        tls: f.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        ca: f.ca.as_ref().map(|p| cx.resolve(p.get_ref())),
+    })
 }
 
 /// `start`: `all`, `new`, a sequence number or an RFC 3339 time.
@@ -364,6 +384,7 @@ mod tests {
             Ok(StartAt::Time(1_796_515_201_000))
         );
         assert!(start_at(&toml::Value::Integer(0)).is_err());
+        assert!(consumer_name("sluice-job_1") && !consumer_name("a.b") && !consumer_name(""));
         assert_eq!(mqtt_address("mqtt://h:1884"), Some(("h".to_string(), 1884)));
         assert_eq!(
             mqtt_address("mqtt://broker"),
