@@ -7,6 +7,74 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Lines `k<seq % 7> s<seq>` for `seqs`: every line names its sequence,
+/// so a count of the `s` words shows each line lost or counted twice.
+pub fn seq_lines(seqs: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    seqs.map(|s| format!("k{} s{s}", s % 7).into_bytes())
+        .collect()
+}
+
+/// A job spec `job.toml` in `dir`: job `name`, 50 ms batches, checkpoints
+/// every 200 ms, source `lines` of the section body `source`, running word
+/// totals (stream `totals`, in `out.jsonl`), and with `counts_to` (an
+/// output section's body) each batch's word counts sent there.
+pub fn totals_job(dir: &Path, name: &str, source: &str, counts_to: Option<&str>) -> PathBuf {
+    let counts = counts_to.map_or(String::new(), |output| {
+        format!(
+            "\n[streams.counts]\nfrom = \"pairs\"\nop = \"reduce_by_key\"\nfunction = \"wordcount.add\"\n\n[[outputs]]\nstream = \"counts\"\n{output}"
+        )
+    });
+    let job = dir.join("job.toml");
+    let text = format!(
+        r#"[job]
+name = "{name}"
+batch_interval = "50ms"
+checkpoint_interval = "200ms"
+
+[plugins.wordcount]
+path = "{}"
+
+[sources.lines]
+{source}
+
+[streams.words]
+from = "lines"
+op = "flat_map"
+function = "wordcount.split"
+
+[streams.pairs]
+from = "words"
+op = "map"
+function = "wordcount.pair"
+
+[streams.totals]
+from = "pairs"
+op = "update_state_by_key"
+function = "wordcount.running_total"
+
+[[outputs]]
+stream = "totals"
+type = "jsonl"
+path = "out.jsonl"
+{counts}
+"#,
+        crate::plugin("wordcount").display()
+    );
+    std::fs::write(&job, text).expect("job");
+    job
+}
+
+/// `sluice run JOB --checkpoint CK`, with the tests' compile cache.
+pub fn sluice_run(job: &Path, ck: &Path) -> Command {
+    let mut c = Command::new(crate::sluice_bin());
+    c.arg("run")
+        .arg(job)
+        .arg("--checkpoint")
+        .arg(ck)
+        .env("SLUICE_CACHE_DIR", crate::cache_dir());
+    c
+}
+
 /// The `nats-server` binary (≥ 2.11): `$SLUICE_NATS_SERVER`, else the one
 /// `scripts/brokers` installs under `target/`.
 pub fn nats_server_bin() -> PathBuf {

@@ -1,7 +1,7 @@
 //! MQTT sources against a real `mosquitto` on loopback: a receiver with the
 //! write-ahead log, through `kill -9` of the job while messages arrive.
 
-use sluice_tests::brokers::Mosquitto;
+use sluice_tests::brokers::{self, Mosquitto, seq_lines, sluice_run};
 use sluice_tests::{read_jsonl, sluice_bin};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,59 +9,10 @@ use std::time::{Duration, Instant};
 
 /// Running word totals over `seq/#` at QoS 1, 50 ms batches, into `out.jsonl`.
 fn totals_job(dir: &Path, port: u16) -> PathBuf {
-    let job = dir.join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            r#"[job]
-name = "mqtttotals"
-batch_interval = "50ms"
-checkpoint_interval = "200ms"
-
-[plugins.wordcount]
-path = "{}"
-
-[sources.lines]
-type = "mqtt"
-url = "mqtt://127.0.0.1:{port}"
-topics = ["seq/#"]
-qos = 1
-
-[streams.words]
-from = "lines"
-op = "flat_map"
-function = "wordcount.split"
-
-[streams.pairs]
-from = "words"
-op = "map"
-function = "wordcount.pair"
-
-[streams.totals]
-from = "pairs"
-op = "update_state_by_key"
-function = "wordcount.running_total"
-
-[[outputs]]
-stream = "totals"
-type = "jsonl"
-path = "out.jsonl"
-"#,
-            sluice_tests::plugin("wordcount").display()
-        ),
-    )
-    .expect("job");
-    job
-}
-
-fn sluice(job: &Path, ck: &Path) -> Command {
-    let mut c = Command::new(sluice_bin());
-    c.arg("run")
-        .arg(job)
-        .arg("--checkpoint")
-        .arg(ck)
-        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir());
-    c
+    let source = format!(
+        "type = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopics = [\"seq/#\"]\nqos = 1\n"
+    );
+    brokers::totals_job(dir, "mqtttotals", &source, None)
 }
 
 /// The last batch's count of each `s<seq>` word, by sequence.
@@ -93,7 +44,7 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
     let job = totals_job(dir.path(), broker.port);
     let ck = dir.path().join("ck");
     // A first run makes the persistent session and its subscription.
-    let mut first = sluice(&job, &ck)
+    let mut first = sluice_run(&job, &ck)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -105,9 +56,7 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
     let publisher = std::thread::spawn(move || {
         let broker = Mosquitto { child: None, port };
         for chunk in 0..100u64 {
-            let lines =
-                (chunk * 12..chunk * 12 + 12).map(|s| format!("k{} s{s}", s % 7).into_bytes());
-            broker.publish("seq/a", lines);
+            broker.publish("seq/a", seq_lines(chunk * 12..chunk * 12 + 12));
             std::thread::sleep(Duration::from_millis(30));
         }
     });
@@ -118,7 +67,7 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
         | 1;
     let kills = 6;
     for _ in 0..kills {
-        let mut child = sluice(&job, &ck)
+        let mut child = sluice_run(&job, &ck)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -131,7 +80,7 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
         child.wait().expect("wait");
     }
     publisher.join().expect("publisher");
-    let mut child = sluice(&job, &ck)
+    let mut child = sluice_run(&job, &ck)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -191,7 +140,7 @@ fn the_iot_example_counts_device_actions_from_mqtt() {
         text + "\n[[outputs]]\nstream = \"per_device\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
     )
     .expect("job");
-    let mut child = sluice(&job, &dir.path().join("ck"))
+    let mut child = sluice_run(&job, &dir.path().join("ck"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -239,7 +188,9 @@ fn wrong_mqtt_credentials_stop_the_job() {
     );
     std::fs::write(&job, text).expect("job");
     let started = Instant::now();
-    let out = sluice(&job, &dir.path().join("ck")).output().expect("run");
+    let out = sluice_run(&job, &dir.path().join("ck"))
+        .output()
+        .expect("run");
     assert!(!out.status.success(), "the job must fail");
     assert!(started.elapsed() < Duration::from_secs(30));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -365,7 +316,7 @@ fn the_mqtt_broker_down_at_start_and_killed_mid_job() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = sluice_tests::brokers::free_port();
     let job = totals_job(dir.path(), port);
-    let mut child = sluice(&job, &dir.path().join("ck"))
+    let mut child = sluice_run(&job, &dir.path().join("ck"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log"))
         .spawn()
@@ -386,7 +337,6 @@ fn the_mqtt_broker_down_at_start_and_killed_mid_job() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let lines = |seqs: std::ops::Range<u64>| seqs.map(|s| format!("k{} s{s}", s % 7).into_bytes());
     let mut broker = Mosquitto::start_on(dir.path(), port, None);
     // Subscribed once the receiver connected: publish until counted.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -395,10 +345,10 @@ fn the_mqtt_broker_down_at_start_and_killed_mid_job() {
             Instant::now() < deadline,
             "nothing counted after the broker came up"
         );
-        broker.publish("seq/a", lines(0..1));
+        broker.publish("seq/a", seq_lines(0..1));
         std::thread::sleep(Duration::from_millis(200));
     }
-    broker.publish("seq/a", lines(1..100));
+    broker.publish("seq/a", seq_lines(1..100));
     wait_for(100, "before the broker's kill");
     broker.kill();
     std::thread::sleep(Duration::from_millis(500));
@@ -412,10 +362,10 @@ fn the_mqtt_broker_down_at_start_and_killed_mid_job() {
             Instant::now() < deadline,
             "nothing counted after the broker's restart"
         );
-        broker.publish("seq/a", lines(100..101));
+        broker.publish("seq/a", seq_lines(100..101));
         std::thread::sleep(Duration::from_millis(200));
     }
-    broker.publish("seq/a", lines(101..200));
+    broker.publish("seq/a", seq_lines(101..200));
     wait_for(200, "after the broker's restart");
     child.kill().expect("kill");
     child.wait().expect("wait");

@@ -3,84 +3,33 @@
 //! down at start and killed mid-job, and the errors that must stop a job
 //! (wrong credentials, a missing stream, an undecodable record).
 
-use sluice_tests::brokers::{NatsClient, NatsServer, free_port};
+use sluice_tests::brokers::{
+    self, NatsClient, NatsServer, free_port, seq_lines as lines, sluice_run,
+};
 use sluice_tests::{read_jsonl, sluice_bin};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Lines `k<seq % 7> s<seq>` for `seqs`.
-fn lines(seqs: std::ops::Range<u64>) -> Vec<Vec<u8>> {
-    seqs.map(|s| format!("k{} s{s}", s % 7).into_bytes())
-        .collect()
-}
-
-/// A job of running word totals over stream `SEQ` at `url`, into
-/// `out.jsonl`, 50 ms batches, `extra` added to the source's section; and
-/// each batch's word counts published to `counts.out` (exactly once by
-/// message id).
+/// Running word totals over stream `SEQ` (subjects `seq.>`) at `url`, into
+/// `out.jsonl`, `extra` added to the source's section; each batch's word
+/// counts published to `counts.out` (exactly once by message id), with
+/// the source's user and password if it has them.
 fn totals_job(dir: &Path, url: &str, extra: &str) -> PathBuf {
-    let job = dir.join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            r#"[job]
-name = "natstotals"
-batch_interval = "50ms"
-checkpoint_interval = "200ms"
-
-[plugins.wordcount]
-path = "{}"
-
-[sources.lines]
-type = "nats"
-url = "{url}"
-stream = "SEQ"
-subject = "seq.>"
-{extra}
-
-[streams.words]
-from = "lines"
-op = "flat_map"
-function = "wordcount.split"
-
-[streams.pairs]
-from = "words"
-op = "map"
-function = "wordcount.pair"
-
-[streams.totals]
-from = "pairs"
-op = "update_state_by_key"
-function = "wordcount.running_total"
-
-[streams.counts]
-from = "pairs"
-op = "reduce_by_key"
-function = "wordcount.add"
-
-[[outputs]]
-stream = "totals"
-type = "jsonl"
-path = "out.jsonl"
-
-[[outputs]]
-stream = "counts"
-type = "nats"
-url = "{url}"
-subject = "counts.out"
-{sink_extra}
-"#,
-            sluice_tests::plugin("wordcount").display(),
-            sink_extra = extra
-                .lines()
-                .filter(|l| l.starts_with("user") || l.starts_with("password"))
-                .collect::<Vec<_>>()
-                .join("\n"),
+    let credentials: Vec<&str> = (extra.lines())
+        .filter(|l| l.starts_with("user") || l.starts_with("password"))
+        .collect();
+    brokers::totals_job(
+        dir,
+        "natstotals",
+        &format!(
+            "type = \"nats\"\nurl = \"{url}\"\nstream = \"SEQ\"\nsubject = \"seq.>\"\n{extra}"
         ),
+        Some(&format!(
+            "type = \"nats\"\nurl = \"{url}\"\nsubject = \"counts.out\"\n{}",
+            credentials.join("\n")
+        )),
     )
-    .expect("job");
-    job
 }
 
 /// The word counts published to stream `OUT`, summed per word.
@@ -98,16 +47,6 @@ fn published_totals(nats: &NatsClient) -> Vec<(String, i64)> {
 /// The job's stderr, kept in `stderr.log` (a pipe nobody reads could fill).
 fn log_file(dir: &Path) -> std::fs::File {
     std::fs::File::create(dir.join("stderr.log")).expect("log file")
-}
-
-fn sluice(job: &Path, ck: &Path) -> Command {
-    let mut c = Command::new(sluice_bin());
-    c.arg("run")
-        .arg(job)
-        .arg("--checkpoint")
-        .arg(ck)
-        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir());
-    c
 }
 
 /// The `(word, count)` records of a batch, sorted.
@@ -227,7 +166,7 @@ fn kill_nine_of_the_job_loses_and_duplicates_nothing() {
         .as_nanos() as u64
         | 1;
     for _ in 0..12 {
-        let mut child = sluice(&job, &ck)
+        let mut child = sluice_run(&job, &ck)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -245,7 +184,7 @@ fn kill_nine_of_the_job_loses_and_duplicates_nothing() {
     let before = check_output(dir.path(), "before the last run");
     assert!(before > 0, "the killed runs counted nothing");
     eprintln!("the killed runs counted {before} of 1200 records");
-    let child = sluice(&job, &ck)
+    let child = sluice_run(&job, &ck)
         .stdout(Stdio::null())
         .stderr(log_file(dir.path()))
         .spawn()
@@ -268,7 +207,7 @@ fn the_broker_down_at_start_and_killed_mid_job() {
     let url = format!("nats://127.0.0.1:{port}");
     let job = totals_job(dir.path(), &url, "");
     let ck = dir.path().join("ck");
-    let mut child = sluice(&job, &ck)
+    let mut child = sluice_run(&job, &ck)
         .stdout(Stdio::null())
         .stderr(log_file(dir.path()))
         .spawn()
@@ -310,7 +249,9 @@ fn wrong_credentials_a_missing_stream_and_a_bad_record_stop_the_job() {
         let d = tempfile::tempdir_in(dir.path()).expect("temp dir");
         let job = totals_job(d.path(), &url, extra);
         let started = Instant::now();
-        let out = sluice(&job, &d.path().join("ck")).output().expect("run");
+        let out = sluice_run(&job, &d.path().join("ck"))
+            .output()
+            .expect("run");
         assert!(!out.status.success(), "{what}: the job must fail");
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -534,7 +475,7 @@ fn records_lost_to_retention_stop_the_job_naming_them() {
     nats.publish("seq.a", lines(0..50));
     let job = totals_job(dir.path(), &server.url(), "");
     let ck = dir.path().join("ck");
-    let first = sluice(&job, &ck)
+    let first = sluice_run(&job, &ck)
         .args(["--batches", "60"])
         .output()
         .expect("run");
@@ -546,7 +487,7 @@ fn records_lost_to_retention_stop_the_job_naming_them() {
     assert_eq!(check_output(dir.path(), "the first run"), 50);
     // 300 more: the stream keeps the newest 100 (sequences 251..=350).
     nats.publish("seq.a", lines(50..350));
-    let again = sluice(&job, &ck).output().expect("run");
+    let again = sluice_run(&job, &ck).output().expect("run");
     assert!(!again.status.success(), "the job must stop");
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(
