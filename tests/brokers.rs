@@ -2,6 +2,7 @@
 //! on an ephemeral port, waits until it answers, and stops it by its pid.
 //! `scripts/test` installs them (`scripts/brokers`).
 
+use crate::read_jsonl;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -403,4 +404,96 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The job's stderr, kept in `stderr.log` (a pipe nobody reads could fill).
+pub fn log_file(dir: &Path) -> std::fs::File {
+    std::fs::File::create(dir.join("stderr.log")).expect("log file")
+}
+
+/// The `(word, count)` records of a batch, sorted.
+pub fn counts(batch: &serde_json::Value) -> Vec<(String, i64)> {
+    let mut got: Vec<(String, i64)> = (batch["records"].as_array().expect("records").iter())
+        .map(|r| {
+            let word = r[0].as_str().expect("key").to_string();
+            (word, r[1].as_i64().expect("n"))
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+/// The totals of lines `0..n`.
+pub fn expected(n: u64) -> Vec<(String, i64)> {
+    let mut want: Vec<(String, i64)> = (0..7u64.min(n))
+        .map(|k| {
+            (
+                format!("k{k}"),
+                (0..n).filter(|s| s % 7 == k).count() as i64,
+            )
+        })
+        .chain((0..n).map(|s| (format!("s{s}"), 1)))
+        .collect();
+    want.sort();
+    want
+}
+
+/// Checks the output: every batch once, in order, each the totals of the
+/// stream's first records (nothing lost, nothing counted twice, in stream
+/// order); returns how many records the last batch had counted.
+pub fn check_output(dir: &Path, what: &str) -> u64 {
+    let out = read_jsonl(&dir.join("out.jsonl"));
+    let indexes: Vec<u64> = out
+        .iter()
+        .map(|b| b["batch"].as_u64().expect("batch"))
+        .collect();
+    assert_eq!(
+        indexes,
+        (0..out.len() as u64).collect::<Vec<_>>(),
+        "{what}: every batch once"
+    );
+    let mut seen = 0;
+    for batch in &out {
+        let c = counts(batch);
+        let n = c.iter().filter(|(w, _)| w.starts_with('s')).count() as u64;
+        assert_eq!(c, expected(n), "{what}: batch {}", batch["batch"]);
+        assert!(n >= seen, "{what}: totals went back");
+        seen = n;
+    }
+    seen
+}
+
+/// Waits until the job's output has counted `n` records, then stops it
+/// with SIGTERM (a last checkpoint) and waits for it.
+pub fn finish(mut child: Child, dir: &Path, n: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("{what}: the job ended early: {status}");
+        }
+        let out = dir.join("out.jsonl");
+        let counted = out
+            .exists()
+            .then(|| read_jsonl(&out))
+            .and_then(|o| {
+                o.last()
+                    .map(|b| counts(b).iter().filter(|(w, _)| w.starts_with('s')).count())
+            })
+            .unwrap_or(0) as u64;
+        if counted >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: counted {counted} of {n} records in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{what}: {status}");
 }

@@ -4,6 +4,7 @@
 //! readable expected/got diff.
 
 pub mod brokers;
+pub mod tansu;
 
 use serde_json::Value;
 use sluice::LoadPlugins;

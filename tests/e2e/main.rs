@@ -8,6 +8,7 @@ mod golden;
 mod guests;
 mod hostile;
 mod invariance;
+mod kafka;
 mod keyed;
 mod mqtt;
 mod nats;

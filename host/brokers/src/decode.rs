@@ -82,11 +82,14 @@ pub enum Shape {
     /// Its decoded payload (the default).
     #[default]
     Value,
-    /// Keyed by its subject (NATS) or key (Kafka), its value the decoded
-    /// payload: ready for `reduce_by_key` and the like.
+    /// Keyed by its subject (NATS) or key (Kafka: UTF-8 text as a
+    /// string, other bytes as binary, a null key as nil), its value the
+    /// decoded payload: ready for `reduce_by_key` and the like.
     Keyed,
     /// A map of its metadata and value: `subject`, `sequence`, `time` (ms
-    /// since the epoch), `headers` (name → list of values) and `value`.
+    /// since the epoch), `headers` (name → list of values) and `value` for
+    /// NATS; `topic`, `partition`, `offset`, `key`, `time`, `headers` and
+    /// `value` for Kafka.
     Record,
 }
 
@@ -156,8 +159,12 @@ impl Default for Decoding {
 /// One record as a broker gave it.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordRef<'a> {
-    /// Its subject (NATS) or topic.
+    /// Its subject (NATS) or topic (Kafka, MQTT).
     pub subject: &'a str,
+    /// Its partition (Kafka).
+    pub partition: Option<i32>,
+    /// Its key (Kafka; `None` for a null key).
+    pub key: Option<&'a [u8]>,
     /// Its position: stream sequence (NATS) or offset (Kafka).
     pub sequence: u64,
     /// When the broker stored it (ms since the epoch).
@@ -213,16 +220,35 @@ impl Elements {
         match d.shape {
             Shape::Value => self.values.push_encoded(&self.scratch).map_err(bad)?,
             Shape::Keyed => {
-                self.keys.push_str(record.subject).map_err(bad)?;
+                match (record.partition, record.key) {
+                    (None, _) => self.keys.push_str(record.subject).map_err(bad)?,
+                    (Some(_), key) => {
+                        let mut k = Vec::new();
+                        write_key(&mut k, key);
+                        self.keys.push_encoded(&k).map_err(bad)?;
+                    }
+                }
                 self.values.push_encoded(&self.scratch).map_err(bad)?;
             }
             Shape::Record => {
                 let mut out = Vec::with_capacity(self.scratch.len() + 64);
-                let _ = rmp::encode::write_map_len(&mut out, 5);
-                let _ = rmp::encode::write_str(&mut out, "subject");
-                let _ = rmp::encode::write_str(&mut out, record.subject);
-                let _ = rmp::encode::write_str(&mut out, "sequence");
-                let _ = rmp::encode::write_uint(&mut out, record.sequence);
+                if let Some(partition) = record.partition {
+                    let _ = rmp::encode::write_map_len(&mut out, 7);
+                    let _ = rmp::encode::write_str(&mut out, "topic");
+                    let _ = rmp::encode::write_str(&mut out, record.subject);
+                    let _ = rmp::encode::write_str(&mut out, "partition");
+                    let _ = rmp::encode::write_sint(&mut out, i64::from(partition));
+                    let _ = rmp::encode::write_str(&mut out, "offset");
+                    let _ = rmp::encode::write_uint(&mut out, record.sequence);
+                    let _ = rmp::encode::write_str(&mut out, "key");
+                    write_key(&mut out, record.key);
+                } else {
+                    let _ = rmp::encode::write_map_len(&mut out, 5);
+                    let _ = rmp::encode::write_str(&mut out, "subject");
+                    let _ = rmp::encode::write_str(&mut out, record.subject);
+                    let _ = rmp::encode::write_str(&mut out, "sequence");
+                    let _ = rmp::encode::write_uint(&mut out, record.sequence);
+                }
                 let _ = rmp::encode::write_str(&mut out, "time");
                 let _ = rmp::encode::write_sint(&mut out, record.time_ms);
                 let _ = rmp::encode::write_str(&mut out, "headers");
@@ -241,6 +267,23 @@ impl Elements {
             keys: self.keys,
             values: self.values,
         }
+    }
+}
+
+/// A Kafka key: UTF-8 text as a string, other bytes as binary, none as nil.
+fn write_key(out: &mut Vec<u8>, key: Option<&[u8]>) {
+    match key {
+        None => {
+            let _ = rmp::encode::write_nil(out);
+        }
+        Some(k) => match std::str::from_utf8(k) {
+            Ok(text) => {
+                let _ = rmp::encode::write_str(out, text);
+            }
+            Err(_) => {
+                let _ = rmp::encode::write_bin(out, k);
+            }
+        },
     }
 }
 
@@ -275,6 +318,8 @@ mod tests {
     fn record<'a>(payload: &'a [u8], headers: &'a [(String, String)]) -> RecordRef<'a> {
         RecordRef {
             subject: "events.a",
+            partition: None,
+            key: None,
             sequence: 7,
             time_ms: 1_700_000_000_000,
             headers,
@@ -339,6 +384,49 @@ mod tests {
                          "headers": {"a": ["1", "2"]}, "value": "hi"})
             ]
         );
+    }
+
+    #[test]
+    fn kafka_records_carry_partition_offset_and_key() {
+        let kafka = RecordRef {
+            subject: "clicks",
+            partition: Some(2),
+            key: Some(b"user-1"),
+            ..record(b"7", &[])
+        };
+        let d = Decoding {
+            decoder: Decoder::Json,
+            shape: Shape::Record,
+            ..Decoding::default()
+        };
+        let mut e = Elements::default();
+        e.push(&d, kafka).unwrap();
+        assert_eq!(
+            rendered(&e.into_batch()),
+            vec![
+                json!({"topic": "clicks", "partition": 2, "offset": 7, "key": "user-1",
+                   "time": 1_700_000_000_000i64, "headers": {}, "value": 7})
+            ]
+        );
+        let keyed = Decoding {
+            shape: Shape::Keyed,
+            ..d
+        };
+        let mut e = Elements::default();
+        e.push(&keyed, kafka).unwrap();
+        e.push(&keyed, RecordRef { key: None, ..kafka }).unwrap();
+        e.push(
+            &keyed,
+            RecordRef {
+                key: Some(&[0xff]),
+                ..kafka
+            },
+        )
+        .unwrap();
+        let rows = rendered(&e.into_batch());
+        assert_eq!(rows[0], json!(["user-1", 7]));
+        assert_eq!(rows[1], json!([null, 7]));
+        assert_eq!(rows.len(), 3, "a binary key too");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! acknowledged every message: at least once (a batch re-run after a crash
 //! is published again).
 
-use crate::nats::Encoder;
+use crate::encode::Encoder;
 use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
 use sluice_core::error::{Error, Result};
 use sluice_core::rdd::Rdd;

@@ -18,11 +18,10 @@
 //! is counted twice.
 
 mod client;
-mod ranges;
 mod reader;
 mod sink;
 
-pub use sink::{Encoder, NatsSink, NatsSinkConfig};
+pub use sink::{NatsSink, NatsSinkConfig};
 
 use crate::decode::{Decoding, Elements};
 use reader::{Received, Shared};
@@ -165,7 +164,7 @@ pub struct NatsSource {
     /// Where the source keeps its write-ahead record of batch ranges
     /// (with checkpoints), and that record once opened.
     log_dir: Option<PathBuf>,
-    ranges: Option<ranges::RangeLog>,
+    ranges: Option<crate::ranges::RangeLog>,
     /// Backpressure's rate, if lower than `max_rate`.
     rate: Option<f64>,
 }
@@ -348,14 +347,15 @@ impl Source for NatsSource {
             return Err(self.error(fatal));
         }
         if let (Some(dir), None) = (&self.log_dir, &self.ranges) {
-            let log = ranges::RangeLog::open(dir)
+            let log = crate::ranges::RangeLog::open(dir)
                 .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
             self.ranges = Some(log);
         }
-        if let Some(range) = self.ranges.as_ref().and_then(|l| l.get(time.millis())) {
+        if let Some(record) = self.ranges.as_ref().and_then(|l| l.get(time.millis())) {
             // This batch ran before a crash, with its outputs perhaps out:
             // the same records again.
-            return self.reread(time, range);
+            let record = record.to_vec();
+            return self.replay_batch(time, &record);
         }
         let (taken, before) = self.shared.take(self.next, self.limit());
         if let Some(r) = before {
@@ -372,7 +372,7 @@ impl Source for NatsSource {
             count: taken.len() as u64,
         };
         if let Some(log) = self.ranges.as_mut() {
-            log.put(time.millis(), range).map_err(|e| {
+            log.put(time.millis(), &range.encode()).map_err(|e| {
                 Error::io(
                     format!("source `{}`: recording batch {time}", self.config.name),
                     e,

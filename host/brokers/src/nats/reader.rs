@@ -50,6 +50,8 @@ impl Received {
     pub(super) fn as_record(&self) -> RecordRef<'_> {
         RecordRef {
             subject: self.message.message.subject.as_str(),
+            partition: None,
+            key: None,
             sequence: self.sequence,
             time_ms: self.time_ms,
             headers: &self.headers,

@@ -1,4 +1,5 @@
-//! Broker sources and outputs (`type = "nats"`, `type = "mqtt"`): their
+//! Broker sources and outputs (`type = "nats"`, `type = "mqtt"`; Kafka's
+//! are in [`super::kafka`]): their
 //! settings, each checked and named in errors by its field.
 
 use super::sections::{OutputSection, SourceSection};
@@ -225,7 +226,7 @@ fn qos(
 }
 
 /// `max_rate`: at least one `unit` a second.
-fn max_rate(
+pub(super) fn max_rate(
     cx: &Ctx<'_>,
     field: &dyn Fn(&str) -> String,
     r: &Option<Spanned<u64>>,
@@ -242,7 +243,7 @@ fn max_rate(
 }
 
 /// `max_buffered`: a size.
-fn max_buffered(
+pub(super) fn max_buffered(
     cx: &Ctx<'_>,
     field: &dyn Fn(&str) -> String,
     m: &Option<Spanned<String>>,
@@ -255,12 +256,16 @@ fn max_buffered(
 }
 
 /// `encoder`: text, json or msgpack.
-fn encoder(cx: &Ctx<'_>, field: &dyn Fn(&str) -> String, e: &Spanned<String>) -> Result<Encoder> {
+pub(super) fn encoder(
+    cx: &Ctx<'_>,
+    field: &dyn Fn(&str) -> String,
+    e: &Spanned<String>,
+) -> Result<Encoder> {
     Encoder::parse(e.get_ref()).or_else(|m| cx.err(e.span(), &field("encoder"), m))
 }
 
 /// `user` and `password`: both or neither.
-fn user_password(
+pub(super) fn user_password(
     cx: &Ctx<'_>,
     field: &dyn Fn(&str) -> String,
     user: &Option<Spanned<String>>,
@@ -339,7 +344,11 @@ fn start_at(v: &toml::Value) -> std::result::Result<StartAt, String> {
 }
 
 /// `decoder`, `element`, `on_undecodable` and `max_record_bytes`.
-fn decoding(cx: &Ctx<'_>, name: &Spanned<String>, sec: &SourceSection) -> Result<Decoding> {
+pub(super) fn decoding(
+    cx: &Ctx<'_>,
+    name: &Spanned<String>,
+    sec: &SourceSection,
+) -> Result<Decoding> {
     let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
     let mut d = Decoding::default();
     if let Some(v) = &sec.decoder {

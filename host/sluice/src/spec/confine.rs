@@ -87,6 +87,13 @@ pub(super) fn check_confined(
         if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "mqtt") {
             check_mqtt_url(cx, grants, url, &format!("outputs[{i}].url"))?;
         }
+        if let Some(b) = sec
+            .brokers
+            .as_ref()
+            .filter(|_| sec.kind.get_ref() == "kafka")
+        {
+            check_kafka_brokers(cx, grants, b, &format!("outputs[{i}].brokers"))?;
+        }
     }
     for (value, field) in paths {
         if let Some(why) = escapes(root, value.get_ref()) {
@@ -169,6 +176,29 @@ fn check_mqtt_url(cx: &Ctx, grants: &Grants, url: &Spanned<String>, field: &str)
     )
 }
 
+/// Every bootstrap broker of a Kafka source or output must be granted to
+/// a confined job. (The brokers a cluster's metadata names beyond them
+/// are its own: grant those too.)
+fn check_kafka_brokers(
+    cx: &Ctx,
+    grants: &Grants,
+    brokers: &Spanned<String>,
+    field: &str,
+) -> Result<()> {
+    for entry in brokers.get_ref().split(',') {
+        let endpoint =
+            super::kafka::broker_endpoint(entry).unwrap_or_else(|| entry.trim().to_string());
+        if !grants.sockets.contains(&endpoint) {
+            return cx.err(
+                brokers.span(),
+                field,
+                format!("connecting to {endpoint} is not granted to this job"),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The `host:port` of a broker URL (`nats://user@host:port`; NATS's
 /// default port when none is given).
 fn broker_endpoint(url: &str) -> String {
@@ -212,6 +242,18 @@ fn check_sources<'s>(
         }
         if let Some(url) = sec.url.as_ref().filter(|_| sec.kind.get_ref() == "mqtt") {
             check_mqtt_url(cx, grants, url, &format!("sources.{}.url", name.get_ref()))?;
+        }
+        if let Some(b) = sec
+            .brokers
+            .as_ref()
+            .filter(|_| sec.kind.get_ref() == "kafka")
+        {
+            check_kafka_brokers(
+                cx,
+                grants,
+                b,
+                &format!("sources.{}.brokers", name.get_ref()),
+            )?;
         }
         if sec.kind.get_ref() == "socket" {
             let host = sec

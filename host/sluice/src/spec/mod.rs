@@ -31,6 +31,10 @@
 //!                            #   on_undecodable = fail | skip, max_record_bytes = "1MiB")
 //!                            # | mqtt (url = "mqtt://host:port", topics = ["a/#"], qos = 1, client_id,
 //!                            #   clean_session = false, user, password, max_rate, max_buffered)
+//!                            # | kafka (brokers = "host:port,...", topics = ["t"] | topic_pattern = "regex",
+//!                            #   group_id, start = "earliest" | "latest" | "RFC 3339 time" | { "t:0" = OFFSET },
+//!                            #   max_rate_per_partition, max_buffered, properties = { librdkafka settings },
+//!                            #   user, password (SASL SCRAM-SHA-512 by default), tls, ca, and the decoding fields)
 //! host = "127.0.0.1"
 //! port = 9999
 //! # max_rate = 5000         # socket: lines/s at most (also non_utf8, max_line_bytes,
@@ -54,11 +58,14 @@
 //! stream = "words"
 //! type = "pprint"            # pprint (num) | jsonl (path) | text_files (prefix, suffix)
 //!                            # | nats (url, subject, encoder = text | json | msgpack, user, password, ...)
+//!                            # | mqtt (url, topic, qos, user, password, encoder)
+//!                            # | kafka (brokers, topic, encoder, exactly_once = false, commit_topic, properties, ...)
 //! num = 10
 //! ```
 
 mod brokers;
 mod confine;
+mod kafka;
 mod outputs;
 mod plugins;
 mod sections;

@@ -95,12 +95,16 @@ pub(super) fn add_outputs(
                 let config = super::brokers::nats_sink_config(cx, &field, o, wiring.job_name)?;
                 stream.output_to(Box::new(sluice_brokers::NatsSink::new(config)));
             }
+            "kafka" => {
+                let config = super::kafka::kafka_sink_config(cx, &field, o, wiring.job_name, i)?;
+                stream.output_to(Box::new(sluice_brokers::KafkaSink::new(config)));
+            }
             other => {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
                     format!(
-                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files, sink, nats or mqtt)"
+                        "unknown output type `{other}` (use pprint, jsonl, text_files, object_files, sink, nats, mqtt or kafka)"
                     ),
                 );
             }

@@ -104,6 +104,14 @@ pub(super) struct SourceSection {
     pub(super) qos: Option<Spanned<u8>>,
     pub(super) client_id: Option<Spanned<String>>,
     pub(super) clean_session: Option<Spanned<bool>>,
+    /// Kafka: bootstrap brokers, a topic pattern (instead of `topics`),
+    /// the consumer group, librdkafka properties, records per second per
+    /// partition.
+    pub(super) brokers: Option<Spanned<String>>,
+    pub(super) topic_pattern: Option<Spanned<String>>,
+    pub(super) group_id: Option<Spanned<String>>,
+    pub(super) properties: Option<Spanned<toml::Table>>,
+    pub(super) max_rate_per_partition: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,4 +163,10 @@ pub(super) struct OutputSection {
     /// MQTT outputs: the topic and the quality of service.
     pub(super) topic: Option<Spanned<String>>,
     pub(super) qos: Option<Spanned<u8>>,
+    /// Kafka outputs: bootstrap brokers, librdkafka properties, one
+    /// transaction per batch and partition, the markers' topic.
+    pub(super) brokers: Option<Spanned<String>>,
+    pub(super) properties: Option<Spanned<toml::Table>>,
+    pub(super) exactly_once: Option<Spanned<bool>>,
+    pub(super) commit_topic: Option<Spanned<String>>,
 }

@@ -9,6 +9,7 @@ use crate::receiver::generator::GeneratorConfig;
 use crate::receiver::queue::read_queue_file;
 use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
 use sluice_brokers::NatsSource;
+use sluice_brokers::kafka::KafkaSource;
 use std::collections::HashMap;
 use toml::Spanned;
 
@@ -78,12 +79,17 @@ pub(super) fn add_sources(
                 let config = super::brokers::nats_config(cx, name, s, job_name, parts, ssc)?;
                 ssc.source_stream(name.get_ref(), Box::new(NatsSource::new(config)))
             }
+            "kafka" => {
+                let parts = partitions.unwrap_or(default_partitions);
+                let config = super::kafka::kafka_config(cx, name, s, job_name, parts, ssc)?;
+                ssc.source_stream(name.get_ref(), Box::new(KafkaSource::new(config)))
+            }
             other => {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
                     format!(
-                        "unknown source type `{other}` (use socket, queue, text_files, generator, nats or mqtt)"
+                        "unknown source type `{other}` (use socket, queue, text_files, generator, nats, mqtt or kafka)"
                     ),
                 );
             }

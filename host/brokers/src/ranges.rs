@@ -1,11 +1,11 @@
-//! The source's own write-ahead record of what each batch took: a batch's
-//! sequence range is synced here *before* the batch runs, so that a batch
-//! whose outputs went out but whose record in the job's batch log did not
-//! (a crash in between) takes exactly the same records when it runs
-//! again — an output that de-duplicates by batch (NATS message ids) then
-//! sees the same messages, never different ones under the same ids.
+//! A direct-model source's own write-ahead record of what each batch
+//! took (a NATS sequence range, Kafka offset ranges): synced here *before*
+//! the batch runs, so that a batch whose outputs went out but whose record
+//! in the job's batch log did not (a crash in between) takes exactly the
+//! same records when it runs again — an output that de-duplicates by batch
+//! (NATS message ids, Kafka transactions) then sees the same messages,
+//! never different ones under the same ids.
 
-use super::Range;
 use sluice_core::framelog::{self, FrameLog};
 use std::collections::BTreeMap;
 use std::io;
@@ -16,23 +16,23 @@ const RANGE: u8 = 1;
 const REWRITE_AFTER: usize = 1024;
 
 /// The ranges of the batches since the oldest checkpoint, by batch time.
-pub(super) struct RangeLog {
+pub(crate) struct RangeLog {
     path: PathBuf,
     log: FrameLog,
-    ranges: BTreeMap<i64, Range>,
+    ranges: BTreeMap<i64, Vec<u8>>,
     /// Frames in the file (kept or not).
     frames: usize,
 }
 
-fn encode(time: i64, r: &Range) -> Vec<u8> {
+fn encode(time: i64, record: &[u8]) -> Vec<u8> {
     let mut p = time.to_le_bytes().to_vec();
-    p.extend_from_slice(&r.encode());
+    p.extend_from_slice(record);
     p
 }
 
 impl RangeLog {
     /// Opens (or creates) the log in `dir`.
-    pub(super) fn open(dir: &Path) -> io::Result<RangeLog> {
+    pub(crate) fn open(dir: &Path) -> io::Result<RangeLog> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("ranges.log");
         let (log, damage) = FrameLog::open_append(&path)?;
@@ -42,13 +42,11 @@ impl RangeLog {
         let mut ranges = BTreeMap::new();
         let contents = framelog::read(&path, 0)?;
         for f in &contents.frames {
-            if f.kind != RANGE || f.payload.len() != 32 {
+            if f.kind != RANGE || f.payload.len() < 8 {
                 continue;
             }
             let time = i64::from_le_bytes(f.payload[..8].try_into().unwrap_or_default());
-            if let Some(r) = Range::decode(&f.payload[8..]) {
-                ranges.insert(time, r);
-            }
+            ranges.insert(time, f.payload[8..].to_vec());
         }
         Ok(RangeLog {
             path,
@@ -58,23 +56,23 @@ impl RangeLog {
         })
     }
 
-    /// The range batch `time` took before, if it ran.
-    pub(super) fn get(&self, time: i64) -> Option<Range> {
-        self.ranges.get(&time).copied()
+    /// The record of what batch `time` took before, if it ran.
+    pub(crate) fn get(&self, time: i64) -> Option<&[u8]> {
+        self.ranges.get(&time).map(Vec::as_slice)
     }
 
-    /// Records, durably, that batch `time` takes `range`.
-    pub(super) fn put(&mut self, time: i64, range: Range) -> io::Result<()> {
-        self.log.append(RANGE, &encode(time, &range))?;
+    /// Records, durably, that batch `time` takes what `record` says.
+    pub(crate) fn put(&mut self, time: i64, record: &[u8]) -> io::Result<()> {
+        self.log.append(RANGE, &encode(time, record))?;
         self.log.sync()?;
-        self.ranges.insert(time, range);
+        self.ranges.insert(time, record.to_vec());
         self.frames += 1;
         Ok(())
     }
 
     /// Forgets the batches before `oldest` (no recovery re-runs them),
     /// rewriting the file once it holds many such.
-    pub(super) fn truncate(&mut self, oldest: i64) -> io::Result<()> {
+    pub(crate) fn truncate(&mut self, oldest: i64) -> io::Result<()> {
         self.ranges = self.ranges.split_off(&oldest);
         if self.frames < self.ranges.len() + REWRITE_AFTER {
             return Ok(());
@@ -103,20 +101,15 @@ mod tests {
     fn ranges_survive_a_reopen_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = RangeLog::open(dir.path()).unwrap();
-        for t in 1..=1100 {
-            let r = Range {
-                first: t as u64 * 10,
-                last: t as u64 * 10 + 9,
-                count: 10,
-            };
-            log.put(t * 100, r).unwrap();
+        for t in 1..=1100i64 {
+            log.put(t * 100, &t.to_le_bytes()).unwrap();
         }
         log.truncate(1090 * 100).unwrap();
         assert_eq!(log.get(100), None);
-        assert_eq!(log.get(1095 * 100).map(|r| r.first), Some(10950));
+        assert_eq!(log.get(1095 * 100), Some(&1095i64.to_le_bytes()[..]));
         drop(log);
         let log = RangeLog::open(dir.path()).unwrap();
         assert_eq!(log.frames, 11, "rewritten with the kept ones");
-        assert_eq!(log.get(1100 * 100).map(|r| r.count), Some(10));
+        assert_eq!(log.get(1100 * 100), Some(&1100i64.to_le_bytes()[..]));
     }
 }
