@@ -178,6 +178,24 @@ impl Tansu {
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    /// Writes each `(time, payload)` to `topic` partition `partition`
+    /// with that record time, one request each (so this Tansu's end
+    /// offsets, which count batches, are right).
+    pub fn produce_at(&self, topic: &str, partition: i32, records: &[(i64, Vec<u8>)]) {
+        let producer: BaseProducer = self.config().create().expect("producer");
+        for (time, payload) in records {
+            let record = BaseRecord::<(), _>::to(topic)
+                .payload(payload)
+                .partition(partition)
+                .timestamp(*time);
+            producer
+                .send(record)
+                .map_err(|(e, _)| e)
+                .expect("producing");
+            producer.flush(Duration::from_secs(30)).expect("flush");
+        }
+    }
+
     /// Every committed record of `topic` (partitions 0..`partitions`), as
     /// key and payload, in order of partition and offset.
     pub fn read_committed(&self, topic: &str, partitions: i32) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -367,3 +367,138 @@ fn a_batch_committed_before_a_restart_is_not_written_again() {
         .collect();
     assert_eq!(markers, ["job/output-0/0=1000", "job/output-0/0=1100"]);
 }
+
+/// A Kappa replay (`sluice run --from earliest --output-dir DIR`) cuts
+/// batches by record time: records written in a burst now, stamped over
+/// twenty past seconds, come out in the batches — and the sliding windows
+/// — their times fall in, as a live run would have made them, and the run
+/// ends at the end of the history. A replay into a broker, or of a source
+/// that keeps no history, is refused.
+#[test]
+fn a_replay_cuts_batches_and_windows_by_record_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kafka = Tansu::start();
+    kafka.create_topic("events", 2);
+    // Twenty seconds of events, an hour ago: at t0 + 100 ms × k, word
+    // `w<k % 3>`, alternating partitions.
+    let t0 = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as i64
+        / 1000
+        - 3600)
+        * 1000;
+    let times: Vec<(i64, String)> = (0..200i64)
+        .filter(|k| k % 7 != 3) // some gaps
+        .map(|k| (t0 + 100 * k + 1, format!("w{}", k % 3)))
+        .collect();
+    for p in 0..2 {
+        let mine: Vec<(i64, Vec<u8>)> = (times.iter().enumerate())
+            .filter(|(i, _)| *i as i32 % 2 == p)
+            .map(|(_, (t, w))| (*t, w.clone().into_bytes()))
+            .collect();
+        kafka.produce_at("events", p, &mine);
+    }
+    let job = dir.path().join("job.toml");
+    let spec = |output: &str| {
+        format!(
+            r#"[job]
+name = "replayed"
+batch_interval = "1s"
+
+[plugins.wordcount]
+path = "{}"
+
+[sources.events]
+type = "kafka"
+brokers = "{}"
+topics = ["events"]
+
+[streams.pairs]
+from = "events"
+op = "map"
+function = "wordcount.pair"
+
+[streams.windowed]
+from = "pairs"
+op = "reduce_by_key_and_window"
+function = "wordcount.add"
+window = "3s"
+slide = "1s"
+
+[[outputs]]
+stream = "windowed"
+{output}
+"#,
+            sluice_tests::plugin("wordcount").display(),
+            kafka.brokers()
+        )
+    };
+    std::fs::write(&job, spec("type = \"jsonl\"\npath = \"windows.jsonl\"")).expect("job");
+    let out = dir.path().join("replay");
+    let status = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["run", "--from", "earliest", "--to"])
+        .arg((t0 + 30_000).to_string())
+        .arg("--output-dir")
+        .arg(&out)
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .stderr(log_file(dir.path()))
+        .status()
+        .expect("replay");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(status.success(), "the replay: {log}");
+    let batches = sluice_tests::read_jsonl(&out.join("windows.jsonl"));
+    // Batches from the first record's interval to --to; every window the
+    // counts of the records stamped in (t - 3 s, t].
+    assert_eq!(
+        batches[0]["time"].as_i64(),
+        Some(t0 + 1000),
+        "the first batch"
+    );
+    assert_eq!(batches.len(), 30, "up to --to");
+    let mut checked = 0;
+    for b in &batches {
+        let t = b["time"].as_i64().expect("time");
+        let mut want = std::collections::BTreeMap::<String, i64>::new();
+        for (time, word) in &times {
+            if *time > t - 3000 && *time <= t {
+                *want.entry(word.clone()).or_default() += 1;
+            }
+        }
+        let mut got = std::collections::BTreeMap::<String, i64>::new();
+        for r in b["records"].as_array().expect("records") {
+            got.insert(
+                r[0].as_str().expect("word").to_string(),
+                r[1].as_i64().expect("n"),
+            );
+        }
+        assert_eq!(
+            got,
+            want,
+            "the window ending at batch {t} (t0 + {})",
+            t - t0
+        );
+        checked += usize::from(!want.is_empty());
+    }
+    assert_eq!(checked, 22, "every window over the twenty seconds");
+    // A broker output, or a socket source, cannot be replayed.
+    std::fs::write(
+        &job,
+        spec("type = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopic = \"x\""),
+    )
+    .expect("job");
+    let refused = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["run", "--from", "earliest", "--output-dir"])
+        .arg(&out)
+        .arg(&job)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && err.contains("outputs[0].type")
+            && err.contains("never to the live job's brokers"),
+        "{err}"
+    );
+}

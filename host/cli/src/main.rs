@@ -69,6 +69,18 @@ enum Command {
         /// With --confine: a `host:port` socket sources may connect to.
         #[arg(long, value_name = "HOST:PORT")]
         grant_socket: Vec<String>,
+        /// Kappa replay: reprocess the history the job's broker sources
+        /// keep, from `earliest` or a time (RFC 3339, or ms since the
+        /// epoch), in batches cut by record time, as fast as it goes;
+        /// needs --output-dir, keeps no checkpoints.
+        #[arg(long, value_name = "earliest|TIME")]
+        from: Option<String>,
+        /// With --from: the end of the replayed history (`now` by default).
+        #[arg(long, value_name = "now|TIME", requires = "from")]
+        to: Option<String>,
+        /// Write every file output (jsonl, text files) into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
     },
     /// Prints a job's physical plan: its streams cut into stages at the
     /// shuffles, the tasks of each stage, and where each output reads.
@@ -360,14 +372,18 @@ fn real_main() -> Result<()> {
             ui,
             confine,
             grant_socket,
+            from,
+            to,
+            output_dir,
         } => run::run(
             job,
-            batches,
+            (batches, run::Replay::parse(from.as_deref(), to.as_deref())?),
             (feed, feed_rate),
             ui,
             Overrides {
                 workers,
-                output_dir: None,
+                replay: from.is_some(),
+                output_dir,
                 checkpoint,
                 fresh,
                 confine: confine.then_some(spec::Grants {

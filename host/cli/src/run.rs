@@ -32,14 +32,62 @@ pub(crate) fn explain(job: &Path, format: &str, workers: Option<usize>) -> Resul
 
 /// `sluice run`: loads the job, starts what `--feed` and `--ui` ask for,
 /// and runs it until it ends, `batches` are done or a signal stops it.
+/// `--from`/`--to`: the history a Kappa replay reads (ms since the epoch;
+/// `from` `None`: the earliest retained).
+pub(crate) struct Replay {
+    from: Option<i64>,
+    to: i64,
+}
+
+impl Replay {
+    /// The replay `--from` and `--to` ask for, if any.
+    pub(crate) fn parse(from: Option<&str>, to: Option<&str>) -> Result<Option<Replay>> {
+        let Some(from) = from else {
+            return Ok(None);
+        };
+        let time = |flag: &str, v: &str| -> Result<i64> {
+            if let Ok(ms) = v.parse::<i64>() {
+                return Ok(ms);
+            }
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .with_context(|| format!("{flag} {v}: not an RFC 3339 time (2026-12-06T08:00:00Z) nor ms since the epoch"))
+        };
+        let from = match from {
+            "earliest" => None,
+            t => Some(time("--from", t)?),
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let to = match to {
+            None | Some("now") => now,
+            Some(t) => time("--to", t)?,
+        };
+        if from.is_some_and(|f| f > to) {
+            bail!("--from is after --to: nothing to replay");
+        }
+        Ok(Some(Replay { from, to }))
+    }
+}
+
 pub(crate) fn run(
     job: PathBuf,
-    batches: Option<u64>,
+    (batches, replay): (Option<u64>, Option<Replay>),
     (feed, feed_rate): (bool, u32),
     ui: Option<String>,
     overrides: Overrides,
 ) -> Result<()> {
     let started = Instant::now();
+    if replay.is_some() {
+        if overrides.output_dir.is_none() {
+            bail!("a replay writes into a separate output: give --output-dir DIR");
+        }
+        if overrides.checkpoint.is_some() {
+            bail!("a replay keeps no checkpoints: leave out --checkpoint");
+        }
+        if feed {
+            bail!("--feed: a replay reads history, not sockets");
+        }
+    }
     let job = {
         let _progress = Progress::start("loading the job and compiling its plugins");
         spec::load(&job, &overrides)?
@@ -62,6 +110,18 @@ pub(crate) fn run(
     // SIGINT/SIGTERM: finish with a last batch and checkpoint; a second
     // signal exits at once.
     stop_on_signals(&job.context.stop_handle().flag())?;
+    let batches = match &replay {
+        Some(r) => {
+            let n = job.context.replay(r.from, r.to)?;
+            if n == 0 {
+                tracing::info!(job = %job.name, "nothing stored in the replayed range");
+                return Ok(());
+            }
+            tracing::info!(job = %job.name, batches = n, "replaying history");
+            Some(batches.map_or(n, |b| b.min(n)))
+        }
+        None => batches,
+    };
     let summary = job.context.run(batches)?;
     tracing::info!(job = %job.name, batches = summary.batches, records = summary.input_records, "job finished");
     for f in feeders {

@@ -21,6 +21,7 @@
 //! group's offsets are where a job without one starts.
 
 mod client;
+mod history;
 mod reader;
 mod sink;
 
@@ -111,6 +112,9 @@ pub struct KafkaConfig {
     pub partitions: usize,
     /// The job's batch interval (for the rate).
     pub interval: Duration,
+    /// Reading history for a replay (set by [`Source::replay_history`]):
+    /// only the partitions found then, no offsets committed.
+    replaying: bool,
 }
 
 impl KafkaConfig {
@@ -129,6 +133,7 @@ impl KafkaConfig {
             decoding: Decoding::default(),
             partitions: 2,
             interval,
+            replaying: false,
         }
     }
 }
@@ -176,6 +181,14 @@ pub struct KafkaSource {
     ranges: Option<crate::ranges::RangeLog>,
     /// Backpressure's rate (records per second, all partitions).
     rate: Option<f64>,
+    /// A replay: up to when (ms), and where each partition's history ends.
+    replay: Option<Replay>,
+}
+
+/// What a replay reads.
+struct Replay {
+    to: i64,
+    ends: BTreeMap<TopicPartition, i64>,
 }
 
 impl KafkaSource {
@@ -193,6 +206,7 @@ impl KafkaSource {
             log_dir: None,
             ranges: None,
             rate: None,
+            replay: None,
         }
     }
 
@@ -266,7 +280,7 @@ impl KafkaSource {
     /// The batch at `time` again, as it took `ranges` before.
     fn reread(&mut self, time: BatchTime, ranges: Vec<OffsetRange>) -> Result<Rdd> {
         let with_headers = self.config.decoding.shape == crate::Shape::Record;
-        let records = reader::replay(&self.config, &ranges, with_headers)
+        let records = history::replay(&self.config, &ranges, with_headers)
             .map_err(|e| self.error(format!("re-running batch {time}: {e}")))?;
         for r in &ranges {
             let next = self
@@ -320,6 +334,9 @@ impl Source for KafkaSource {
     fn next_batch(&mut self, time: BatchTime) -> Result<Rdd> {
         if let Some(fatal) = self.shared.reports.fatal() {
             return Err(self.error(fatal));
+        }
+        if self.replay.is_some() {
+            return self.history_batch(time);
         }
         if let Some(done) = self.done.take() {
             // The previous batch ran: its offsets to the group.
@@ -422,6 +439,23 @@ impl Source for KafkaSource {
         {
             tracing::warn!(source = %self.config.name, "truncating the batch ranges: {e}");
         }
+    }
+
+    fn replay_history(&mut self, from: Option<i64>, to: i64) -> Result<Option<i64>> {
+        let mut config = (*self.config).clone();
+        config.replaying = true;
+        let history::History { ranges, first } =
+            history::history(&config, from).map_err(|e| self.error(e))?;
+        self.config = Arc::new(config);
+        self.next = ranges
+            .iter()
+            .map(|(tp, (start, _))| (tp.clone(), *start))
+            .collect();
+        self.replay = Some(Replay {
+            to,
+            ends: ranges.into_iter().map(|(tp, (_, end))| (tp, end)).collect(),
+        });
+        Ok(first)
     }
 
     fn committed(&mut self, position: &[u8]) {

@@ -3,7 +3,7 @@
 //! and re-reading a batch's offset ranges.
 
 use super::client::{Context, Reports, TopicPartition, is_fatal, settings};
-use super::{KafkaConfig, OffsetRange, StartAt, Topics};
+use super::{KafkaConfig, StartAt, Topics};
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -24,7 +24,7 @@ pub(super) struct Held {
 }
 
 impl Held {
-    fn of(m: &BorrowedMessage<'_>, with_headers: bool) -> Held {
+    pub(super) fn of(m: &BorrowedMessage<'_>, with_headers: bool) -> Held {
         let headers = match (with_headers, m.headers()) {
             (true, Some(h)) => (h.iter())
                 .map(|h| {
@@ -110,6 +110,39 @@ impl Shared {
         drop(b);
         self.room.notify_all();
         out
+    }
+
+    /// Takes the records of `tp` from offset `next` on stored at or before
+    /// `cut` (ms), in offset order, stopping at the first stored later;
+    /// and that one's time, if there is one buffered (left for a later
+    /// batch).
+    pub(super) fn take_until(
+        &self,
+        tp: &TopicPartition,
+        next: i64,
+        cut: i64,
+    ) -> (Vec<Held>, Option<i64>) {
+        let mut b = lock(&self.buffers);
+        let mut out = Vec::new();
+        let mut freed = 0;
+        let mut later = None;
+        if let Some(q) = b.parts.get_mut(tp) {
+            while let Some(r) = q.front() {
+                if r.offset >= next && r.time_ms > cut {
+                    later = Some(r.time_ms);
+                    break;
+                }
+                let r = q.pop_front().expect("a front");
+                freed += r.size();
+                if r.offset >= next {
+                    out.push(r);
+                }
+            }
+        }
+        b.bytes -= freed;
+        drop(b);
+        self.room.notify_all();
+        (out, later)
     }
 
     /// Records buffered and not yet in a batch, per partition.
@@ -243,7 +276,9 @@ pub(super) fn read(
                 }
             }
         }
-        commit(&config, &consumer, &shared, CommitMode::Async);
+        if !config.replaying {
+            commit(&config, &consumer, &shared, CommitMode::Async);
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(m)) => {
@@ -262,7 +297,9 @@ pub(super) fn read(
         }
     }
     // The last checkpoint's offsets, before the job goes.
-    commit(&config, &consumer, &shared, CommitMode::Sync);
+    if !config.replaying {
+        commit(&config, &consumer, &shared, CommitMode::Sync);
+    }
 }
 
 /// Commits the offsets a batch or checkpoint asked for, if any.
@@ -300,7 +337,7 @@ const MISSING_GRACE: Duration = Duration::from_secs(5);
 
 /// What a consumer error means: `Some` when no retry can mend it (a
 /// position deleted by retention, refused credentials).
-fn consume_error(
+pub(super) fn consume_error(
     config: &KafkaConfig,
     consumer: &BaseConsumer<Context>,
     e: &KafkaError,
@@ -357,7 +394,7 @@ fn consume_error(
 
 /// Partitions of the configured topics not in `known`, each with the
 /// offset to start at.
-fn discover(
+pub(super) fn discover(
     config: &KafkaConfig,
     consumer: &BaseConsumer<Context>,
     known: &BTreeMap<TopicPartition, i64>,
@@ -371,6 +408,11 @@ fn discover(
     let mut present = Vec::new();
     for t in metadata.topics() {
         if !config.topics.matches(t.name()) || t.error().is_some() {
+            continue;
+        }
+        if config.replaying && !from.is_empty() && !from.keys().any(|(topic, _)| topic == t.name())
+        {
+            // A replay reads the partitions it started with.
             continue;
         }
         present.push(t.name().to_string());
@@ -470,94 +512,6 @@ fn starting_offsets(
         for el in at.elements() {
             if let Offset::Offset(o) = el.offset() {
                 out.insert((el.topic().to_string(), el.partition()), o);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Reads the records of `ranges` again (a batch re-run after a crash),
-/// by topic-partition.
-pub(super) fn replay(
-    config: &KafkaConfig,
-    ranges: &[OffsetRange],
-    with_headers: bool,
-) -> Result<BTreeMap<TopicPartition, Vec<Held>>, String> {
-    let reports = Arc::new(Reports::default());
-    let consumer = consumer(
-        config,
-        &format!("source `{}` (re-reading)", config.name),
-        reports.clone(),
-    )?;
-    let mut tpl = TopicPartitionList::new();
-    let mut out: BTreeMap<TopicPartition, Vec<Held>> = BTreeMap::new();
-    let mut open = 0;
-    for r in ranges.iter().filter(|r| r.count > 0) {
-        let _ = tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from));
-        out.insert((r.topic.clone(), r.partition), Vec::new());
-        open += 1;
-    }
-    if open == 0 {
-        return Ok(out);
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let mut last_progress = Instant::now();
-    while open > 0 {
-        if let Some(f) = reports.fatal() {
-            return Err(f);
-        }
-        if last_progress.elapsed() > Duration::from_secs(30) {
-            let missing: Vec<String> = (ranges.iter())
-                .filter(|r| r.count > 0)
-                .filter(|r| {
-                    out.get(&(r.topic.clone(), r.partition))
-                        .is_none_or(|v| (v.len() as u64) < r.count)
-                })
-                .map(|r| {
-                    format!(
-                        "topic `{}` partition {} offsets {}..{}",
-                        r.topic,
-                        r.partition,
-                        r.from,
-                        r.until - 1
-                    )
-                })
-                .collect();
-            return Err(format!(
-                "{} could not be read again in 30 s (brokers down, or the records deleted by retention): {}",
-                missing.join(", "),
-                reports.take_errors().join("; ")
-            ));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(e)) => {
-                if let Some(fatal) = consume_error(config, &consumer, &e) {
-                    return Err(fatal);
-                }
-            }
-            Some(Ok(m)) => {
-                let tp = (m.topic().to_string(), m.partition());
-                let Some(range) = ranges
-                    .iter()
-                    .find(|r| (&r.topic, r.partition) == (&tp.0, tp.1))
-                else {
-                    continue;
-                };
-                let Some(held) = out.get_mut(&tp) else {
-                    continue;
-                };
-                if (held.len() as u64) >= range.count
-                    || m.offset() < range.from
-                    || m.offset() >= range.until
-                {
-                    continue;
-                }
-                held.push(Held::of(&m, with_headers));
-                last_progress = Instant::now();
-                if held.len() as u64 == range.count {
-                    open -= 1;
-                }
             }
         }
     }

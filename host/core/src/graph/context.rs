@@ -227,6 +227,54 @@ impl StreamingContext {
         Ok(())
     }
 
+    /// Makes the run a Kappa replay (see [`crate::receiver::Source::replay_history`]): every
+    /// source reads its history from `from` (`None`: the earliest
+    /// retained) to `to`, batches back to back on the manual clock, the
+    /// first at the interval holding the first record. Returns how many
+    /// batches cover the range (0: nothing to replay), the count to give
+    /// [`StreamingContext::run`].
+    pub fn replay(&self, from: Option<i64>, to: i64) -> Result<u64> {
+        if !self.clock.is_manual() {
+            return Err(Error::Plan(
+                "a replay runs on the manual clock (batches back to back)".to_string(),
+            ));
+        }
+        let mut g = lock(&self.graph);
+        g.check_open();
+        let names: Vec<String> = (0..g.sources.len())
+            .map(|i| {
+                (g.nodes.iter())
+                    .find(|n| n.op.source() == Some(i))
+                    .map_or_else(|| format!("source {i}"), |n| n.name.clone())
+            })
+            .collect();
+        let mut first: Option<i64> = None;
+        for (s, name) in g.sources.iter_mut().zip(&names) {
+            let t = s.replay_history(from, to).map_err(|e| match e {
+                Error::Plan(m) => Error::Source {
+                    name: name.clone(),
+                    message: m,
+                },
+                other => other,
+            })?;
+            first = match (first, t) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let Some(start) = from.or(first) else {
+            return Ok(0);
+        };
+        let i = self.interval.as_millis().max(1) as i64;
+        let ceil = |t: i64| (t + i - 1).div_euclid(i) * i;
+        let (t0, end) = (ceil(start), ceil(to));
+        if end < t0 {
+            return Ok(0);
+        }
+        self.clock.advance_to(t0 - 1);
+        Ok(((end - t0) / i + 1) as u64)
+    }
+
     /// Keeps every stream's batches for at least `duration`, so that
     /// [`DStream::slice`] can return them (Spark's `remember`). Without it no
     /// batch is kept.

@@ -96,6 +96,19 @@ pub trait Source: Send {
     /// durable: no recovery will read before it again, so a source may now
     /// acknowledge what it took up to there (a broker's consumer).
     fn committed(&mut self, _position: &[u8]) {}
+    /// A Kappa replay: read the history stored from `from` (ms since the
+    /// epoch; `None`: the earliest retained) up to `to` instead of live
+    /// input, each batch at `t` taking the records stored in
+    /// `(t - interval, t]` — so the batches, and the windows over them, are
+    /// those a live run had. Called before `start`; returns the time of the
+    /// first record in the range (`None`: nothing there). Sources that
+    /// cannot replay (a socket, MQTT) refuse.
+    fn replay_history(&mut self, _from: Option<i64>, _to: i64) -> Result<Option<i64>> {
+        Err(crate::error::Error::Plan(format!(
+            "{} cannot replay history: only broker sources that keep it (kafka) can",
+            self.describe()
+        )))
+    }
 }
 
 /// Lines received but not yet sealed into a batch, already encoded; with a

@@ -117,6 +117,9 @@ pub struct Overrides {
     /// Every source and every shuffle in this many partitions, whatever
     /// the spec says (tests and benches that vary the partitioning).
     pub partitions: Option<usize>,
+    /// A Kappa replay (`sluice run --from`): the manual clock, no
+    /// checkpoints, and no outputs to brokers (the live job's).
+    pub replay: bool,
 }
 
 /// Makes the writer each `pprint` output prints to.
@@ -348,7 +351,7 @@ fn job_context(
     if let Some(share) = &overrides.cpu_share {
         ssc = ssc.with_cpu_share(share.clone());
     }
-    if manual {
+    if manual || overrides.replay {
         ssc = ssc.with_clock(Arc::new(ManualClock::new(0)));
     } else {
         ssc = ssc.with_clock(Arc::new(SystemClock));
@@ -385,7 +388,7 @@ fn configure(
         .checkpoint
         .clone()
         .or_else(|| job.checkpoint.as_ref().map(|c| cx.resolve(c.get_ref())));
-    if let Some(dir) = checkpoint {
+    if let Some(dir) = checkpoint.filter(|_| !overrides.replay) {
         ssc = ssc.with_checkpoint(dir).with_fresh_start(overrides.fresh);
     }
     if let Some(every) = &job.checkpoint_interval {

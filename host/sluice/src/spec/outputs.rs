@@ -38,6 +38,16 @@ pub(super) fn add_outputs(
     for (i, o) in spec.outputs.iter().enumerate() {
         let field = |f: &str| format!("outputs[{i}].{f}");
         let sec = o.get_ref();
+        let kind = sec.kind.get_ref().as_str();
+        if overrides.replay && matches!(kind, "kafka" | "nats" | "mqtt") {
+            return cx.err(
+                sec.kind.span(),
+                &field("type"),
+                format!(
+                    "a replay writes only to files in --output-dir, never to the live job's brokers, and this is a {kind} output"
+                ),
+            );
+        }
         let Some(stream) = streams.get(sec.stream.get_ref()) else {
             return cx.err(
                 sec.stream.span(),
