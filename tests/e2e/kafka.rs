@@ -502,3 +502,53 @@ stream = "windowed"
         "{err}"
     );
 }
+
+/// `examples/kafka-wordcount.toml`, pointed at a broker of the test's own:
+/// the counts of the lines written to `lines` arrive in `counts`.
+#[test]
+fn the_kafka_example_counts_words_into_kafka() {
+    let kafka = Tansu::start();
+    kafka.create_topic("lines", 2);
+    kafka.create_topic("counts", 2);
+    let line = b"the quick brown fox jumps over the lazy dog".to_vec();
+    kafka.produce("lines", 2, &vec![line; 100]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(sluice_tests::root().join("examples/kafka-wordcount.toml"))
+        .expect("the example")
+        .replace("127.0.0.1:9092", &kafka.brokers())
+        .replace(
+            "\"../target/plugins/wasm32-wasip2/release/wordcount.wasm\"",
+            &format!(
+                "{:?}",
+                sluice_tests::plugin("wordcount").display().to_string()
+            ),
+        );
+    let job = dir.path().join("kafka-wordcount.toml");
+    std::fs::write(&job, text).expect("job");
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .args(["--batches", "4"])
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<(String, i64)> = [
+        ("brown", 100),
+        ("dog", 100),
+        ("fox", 100),
+        ("jumps", 100),
+        ("lazy", 100),
+        ("over", 100),
+        ("quick", 100),
+        ("the", 200),
+    ]
+    .into_iter()
+    .map(|(w, n)| (w.to_string(), n))
+    .collect();
+    assert_eq!(written_totals(&kafka), want);
+}
