@@ -76,6 +76,29 @@ pub fn sluice_run(job: &Path, ck: &Path) -> Command {
     c
 }
 
+/// Runs the job `times` times, each killed with SIGKILL after a random
+/// `least` to `least + spread` ms (a new seed each test run).
+pub fn kill_nine_runs(job: &Path, ck: &Path, times: usize, least: u64, spread: u64) {
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_nanos() as u64
+        | 1;
+    for _ in 0..times {
+        let mut child = sluice_run(job, ck)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        std::thread::sleep(Duration::from_millis(least + x % spread));
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+    }
+}
+
 /// The `nats-server` binary (≥ 2.11): `$SLUICE_NATS_SERVER`, else the one
 /// `scripts/brokers` installs under `target/`.
 pub fn nats_server_bin() -> PathBuf {
@@ -496,4 +519,55 @@ pub fn finish(mut child: Child, dir: &Path, n: u64, what: &str) {
     assert!(status.success());
     let status = child.wait().expect("wait");
     assert!(status.success(), "{what}: {status}");
+}
+
+/// What a broker bench's Sluice job did.
+pub struct JobRun {
+    /// Records per second over the span of its batches with records.
+    pub rate: f64,
+    /// Batches with records.
+    pub batches: usize,
+    /// The slowest of those to process.
+    pub max_processing: std::time::Duration,
+}
+
+/// Runs `ssc` until its batches have taken `n` records, then stops it.
+pub fn run_until_counted(ssc: &sluice::StreamingContext, n: usize) -> JobRun {
+    use std::sync::{Arc, Mutex};
+    let interval = ssc.batch_interval();
+    let batches: Arc<Mutex<Vec<(i64, u64, Duration)>>> = Arc::default();
+    let seen = batches.clone();
+    let stop = ssc.stop_handle();
+    let mut total = 0u64;
+    ssc.add_listener(Box::new(move |b: &sluice::BatchInfo| {
+        total += b.input_records;
+        seen.lock()
+            .expect("batches")
+            .push((b.time.millis(), b.input_records, b.processing_time));
+        if total >= n as u64 {
+            stop.stop();
+        }
+    }));
+    ssc.run(None).expect("the job");
+    let batches = batches.lock().expect("batches").clone();
+    let busy: Vec<_> = batches.iter().filter(|b| b.1 > 0).collect();
+    let (first, last) = (
+        busy.first().expect("a batch with records"),
+        busy.last().expect("a batch"),
+    );
+    // From the start of the first batch interval with records to the end
+    // of the last one's.
+    let span = (last.0 - first.0) as f64 / 1000.0 + interval.as_secs_f64();
+    JobRun {
+        rate: n as f64 / span,
+        batches: busy.len(),
+        max_processing: busy.iter().map(|b| b.2).max().unwrap_or_default(),
+    }
+}
+
+/// The records of a batch, rendered.
+pub fn rendered(rdd: &sluice::rdd::Rdd) -> Vec<String> {
+    rdd.elements()
+        .map(|(k, v)| sluice::render::to_json(&sluice::render::element(k, v)).to_string())
+        .collect()
 }

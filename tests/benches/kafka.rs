@@ -18,11 +18,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use sluice::LoadPlugins;
-use sluice::{BatchInfo, StreamingContext};
+use sluice::StreamingContext;
 use sluice_brokers::kafka::{KafkaConfig, KafkaSink, KafkaSinkConfig, KafkaSource, Topics};
+use sluice_tests::brokers::{JobRun, run_until_counted};
 use sluice_tests::tansu::Tansu;
 use sluice_tests::{env_or, plugin, random_lines, runtime};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 2;
@@ -53,13 +53,6 @@ fn raw_consumer(brokers: &str, topic: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// What the Sluice job did.
-struct JobRun {
-    rate: f64,
-    batches: usize,
-    max_processing: Duration,
-}
-
 /// Runs the word count over the `n` records of `lines` on `workers`
 /// threads, until all are counted.
 fn sluice_job(brokers: &str, n: usize, workers: usize) -> JobRun {
@@ -86,35 +79,7 @@ fn sluice_job(brokers: &str, n: usize, workers: usize) -> JobRun {
     let mut out = KafkaSinkConfig::new("bench", "output-0", brokers, "counts");
     out.exactly_once = env_or("BENCH_EXACTLY_ONCE", 1) == 1;
     counts.output_to(Box::new(KafkaSink::new(out)));
-    let batches: Arc<Mutex<Vec<(i64, u64, Duration)>>> = Arc::default();
-    let seen = batches.clone();
-    let stop = ssc.stop_handle();
-    let mut total = 0u64;
-    ssc.add_listener(Box::new(move |b: &BatchInfo| {
-        total += b.input_records;
-        seen.lock()
-            .expect("batches")
-            .push((b.time.millis(), b.input_records, b.processing_time));
-        if total >= n as u64 {
-            stop.stop();
-        }
-    }));
-    ssc.run(None).expect("the job");
-    let batches = batches.lock().expect("batches").clone();
-    let first = batches
-        .iter()
-        .find(|b| b.1 > 0)
-        .expect("a batch with records");
-    let last = batches.iter().rev().find(|b| b.1 > 0).expect("a batch");
-    let busy: Vec<_> = batches.iter().filter(|b| b.1 > 0).collect();
-    // From the start of the first batch interval with records to the end
-    // of the last one's.
-    let span = (last.0 - first.0) as f64 / 1000.0 + interval.as_secs_f64();
-    JobRun {
-        rate: n as f64 / span,
-        batches: busy.len(),
-        max_processing: busy.iter().map(|b| b.2).max().unwrap_or_default(),
-    }
+    run_until_counted(&ssc, n)
 }
 
 fn main() {

@@ -11,11 +11,10 @@
 //! default 2). `scripts/bench nats` installs the broker first.
 
 use sluice::LoadPlugins;
-use sluice::{BatchInfo, StreamingContext};
+use sluice::StreamingContext;
 use sluice_brokers::{NatsConfig, NatsSink, NatsSinkConfig, NatsSource};
-use sluice_tests::brokers::{NatsClient, NatsServer};
+use sluice_tests::brokers::{JobRun, NatsClient, NatsServer, run_until_counted};
 use sluice_tests::{env_or, plugin, random_lines, runtime};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Reads `n` records of `stream` with a pull consumer; records/s.
@@ -55,13 +54,6 @@ fn raw_consumer(url: &str, stream: &str, n: usize) -> f64 {
     })
 }
 
-/// What the Sluice job did.
-struct JobRun {
-    rate: f64,
-    batches: usize,
-    max_processing: Duration,
-}
-
 /// Runs the word count over the `n` records of `LINES` on `workers`
 /// threads, until all are counted.
 fn sluice_job(url: &str, n: usize, workers: usize) -> JobRun {
@@ -85,35 +77,7 @@ fn sluice_job(url: &str, n: usize, workers: usize) -> JobRun {
         url,
         "counts.out",
     ))));
-    let batches: Arc<Mutex<Vec<(i64, u64, Duration)>>> = Arc::default();
-    let seen = batches.clone();
-    let stop = ssc.stop_handle();
-    let mut total = 0u64;
-    ssc.add_listener(Box::new(move |b: &BatchInfo| {
-        total += b.input_records;
-        seen.lock()
-            .expect("batches")
-            .push((b.time.millis(), b.input_records, b.processing_time));
-        if total >= n as u64 {
-            stop.stop();
-        }
-    }));
-    ssc.run(None).expect("the job");
-    let batches = batches.lock().expect("batches").clone();
-    let first = batches
-        .iter()
-        .find(|b| b.1 > 0)
-        .expect("a batch with records");
-    let last = batches.iter().rev().find(|b| b.1 > 0).expect("a batch");
-    let busy: Vec<_> = batches.iter().filter(|b| b.1 > 0).collect();
-    // From the start of the first batch interval with records to the end
-    // of the last one's.
-    let span = (last.0 - first.0) as f64 / 1000.0 + interval.as_secs_f64();
-    JobRun {
-        rate: n as f64 / span,
-        batches: busy.len(),
-        max_processing: busy.iter().map(|b| b.2).max().unwrap_or_default(),
-    }
+    run_until_counted(&ssc, n)
 }
 
 fn main() {

@@ -5,7 +5,8 @@
 //! stop a job (a missing topic, refused credentials, a bad record).
 
 use sluice_tests::brokers::{
-    self, check_output, expected, finish, free_port, log_file, seq_lines as lines, sluice_run,
+    self, check_output, expected, finish, free_port, log_file, rendered, seq_lines as lines,
+    sluice_run,
 };
 use sluice_tests::tansu::Tansu;
 use std::path::{Path, PathBuf};
@@ -74,24 +75,7 @@ fn kill_nine_of_a_kafka_job_loses_and_duplicates_nothing() {
     };
     let job = totals_job(dir.path(), &brokers, "");
     let ck = dir.path().join("ck");
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_nanos() as u64
-        | 1;
-    for _ in 0..12 {
-        let mut child = sluice_run(&job, &ck)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        std::thread::sleep(Duration::from_millis(1000 + x % 1500));
-        child.kill().expect("kill -9");
-        child.wait().expect("wait");
-    }
+    brokers::kill_nine_runs(&job, &ck, 12, 1000, 1500);
     producer.join().expect("producer");
     let before = check_output(dir.path(), "before the last run");
     assert!(before > 0, "the killed runs counted nothing");
@@ -221,13 +205,6 @@ fn a_missing_topic_refused_credentials_and_bad_records_stop_the_job() {
         err.contains("source `lines`") && err.contains("SASL"),
         "{err}"
     );
-}
-
-/// The records of a batch, rendered.
-fn rendered(rdd: &sluice::rdd::Rdd) -> Vec<String> {
-    rdd.elements()
-        .map(|(k, v)| sluice::render::to_json(&sluice::render::element(k, v)).to_string())
-        .collect()
 }
 
 /// A batch whose outputs went out but whose record in the job's batch log

@@ -60,25 +60,8 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
             std::thread::sleep(Duration::from_millis(30));
         }
     });
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_nanos() as u64
-        | 1;
     let kills = 6;
-    for _ in 0..kills {
-        let mut child = sluice_run(&job, &ck)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        std::thread::sleep(Duration::from_millis(200 + x % 400));
-        child.kill().expect("kill -9");
-        child.wait().expect("wait");
-    }
+    brokers::kill_nine_runs(&job, &ck, kills, 200, 400);
     publisher.join().expect("publisher");
     let mut child = sluice_run(&job, &ck)
         .stdout(Stdio::null())

@@ -4,7 +4,7 @@
 //! (wrong credentials, a missing stream, an undecodable record).
 
 use sluice_tests::brokers::{
-    self, NatsClient, NatsServer, check_output, expected, finish, free_port, log_file,
+    self, NatsClient, NatsServer, check_output, expected, finish, free_port, log_file, rendered,
     seq_lines as lines, sluice_run,
 };
 use sluice_tests::sluice_bin;
@@ -69,24 +69,7 @@ fn kill_nine_of_the_job_loses_and_duplicates_nothing() {
     });
     let job = totals_job(dir.path(), &server.url(), "");
     let ck = dir.path().join("ck");
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_nanos() as u64
-        | 1;
-    for _ in 0..12 {
-        let mut child = sluice_run(&job, &ck)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        std::thread::sleep(Duration::from_millis(150 + x % 300));
-        child.kill().expect("kill -9");
-        child.wait().expect("wait");
-    }
+    brokers::kill_nine_runs(&job, &ck, 12, 150, 300);
     publisher.join().expect("publisher");
     // The killed runs got through part of the stream (so the kills hit a
     // job at work, and the last run resumes mid-stream).
@@ -195,13 +178,6 @@ fn wrong_credentials_a_missing_stream_and_a_bad_record_stop_the_job() {
         err.contains("record 2 on `seq.a` cannot be decoded as json"),
         "{err}"
     );
-}
-
-/// The records of a batch, rendered.
-fn rendered(rdd: &sluice::rdd::Rdd) -> Vec<String> {
-    rdd.elements()
-        .map(|(k, v)| sluice::render::to_json(&sluice::render::element(k, v)).to_string())
-        .collect()
 }
 
 /// A batch whose outputs went out but whose record in the job's batch log

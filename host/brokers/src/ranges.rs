@@ -6,7 +6,9 @@
 //! (NATS message ids, Kafka transactions) then sees the same messages,
 //! never different ones under the same ids.
 
+use sluice_core::error::{Error, Result};
 use sluice_core::framelog::{self, FrameLog};
+use sluice_core::time::BatchTime;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -90,6 +92,60 @@ impl RangeLog {
         (self.log, _) = FrameLog::open_append(&self.path)?;
         self.frames = self.ranges.len();
         Ok(())
+    }
+}
+
+/// A direct source's range log as the source holds it: attached when the
+/// job keeps checkpoints, opened at the first batch (after a fresh start
+/// cleared the directory).
+#[derive(Default)]
+pub(crate) struct BatchRanges {
+    dir: Option<PathBuf>,
+    log: Option<RangeLog>,
+}
+
+impl BatchRanges {
+    /// The job checkpoints into `dir`'s parent: keep the log there.
+    pub(crate) fn attach(&mut self, dir: &Path) {
+        self.dir = Some(dir.to_path_buf());
+    }
+
+    /// Whether the job keeps checkpoints (and so this log).
+    pub(crate) fn attached(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// What batch `time` took before a crash, if it ran.
+    pub(crate) fn taken_before(&mut self, time: BatchTime) -> Result<Option<Vec<u8>>> {
+        if let (Some(dir), None) = (&self.dir, &self.log) {
+            let log = RangeLog::open(dir)
+                .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+            self.log = Some(log);
+        }
+        Ok(self
+            .log
+            .as_ref()
+            .and_then(|l| l.get(time.millis()))
+            .map(<[u8]>::to_vec))
+    }
+
+    /// Records, durably, what batch `time` of source `source` takes.
+    pub(crate) fn record(&mut self, source: &str, time: BatchTime, record: &[u8]) -> Result<()> {
+        match self.log.as_mut() {
+            Some(log) => log
+                .put(time.millis(), record)
+                .map_err(|e| Error::io(format!("source `{source}`: recording batch {time}"), e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets the batches before `oldest`.
+    pub(crate) fn truncate(&mut self, source: &str, oldest: BatchTime) {
+        if let Some(log) = self.log.as_mut()
+            && let Err(e) = log.truncate(oldest.millis())
+        {
+            tracing::warn!(source = %source, "truncating the batch ranges: {e}");
+        }
     }
 }
 

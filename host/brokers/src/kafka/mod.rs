@@ -29,6 +29,7 @@ pub use client::{RESERVED, TopicPartition};
 pub use sink::{KafkaSink, KafkaSinkConfig};
 
 use crate::decode::{Decoding, Elements, RecordRef};
+use crate::ranges::BatchRanges;
 use reader::{Held, Shared};
 use serde::{Deserialize, Serialize};
 use sluice_core::error::{Error, Result};
@@ -36,7 +37,7 @@ use sluice_core::rdd::Rdd;
 use sluice_core::receiver::Source;
 use sluice_core::time::BatchTime;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,9 +177,8 @@ pub struct KafkaSource {
     /// Offsets to commit to the group once the current batch is done
     /// (without checkpoints).
     done: Option<BTreeMap<TopicPartition, i64>>,
-    checkpointed: bool,
-    log_dir: Option<PathBuf>,
-    ranges: Option<crate::ranges::RangeLog>,
+    /// The write-ahead record of batch ranges (with checkpoints).
+    log: BatchRanges,
     /// Backpressure's rate (records per second, all partitions).
     rate: Option<f64>,
     /// A replay: up to when (ms), and where each partition's history ends.
@@ -202,9 +202,7 @@ impl KafkaSource {
             next: BTreeMap::new(),
             last: Vec::new(),
             done: None,
-            checkpointed: false,
-            log_dir: None,
-            ranges: None,
+            log: BatchRanges::default(),
             rate: None,
             replay: None,
         }
@@ -342,15 +340,9 @@ impl Source for KafkaSource {
             // The previous batch ran: its offsets to the group.
             self.shared.commit(done);
         }
-        if let (Some(dir), None) = (&self.log_dir, &self.ranges) {
-            let log = crate::ranges::RangeLog::open(dir)
-                .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
-            self.ranges = Some(log);
-        }
-        if let Some(record) = self.ranges.as_ref().and_then(|l| l.get(time.millis())) {
+        if let Some(record) = self.log.taken_before(time)? {
             // This batch ran before a crash, with its outputs perhaps out:
             // the same records again.
-            let record = record.to_vec();
             return self.replay_batch(time, &record);
         }
         for (tp, start) in self.shared.starts() {
@@ -372,17 +364,10 @@ impl Source for KafkaSource {
             records.insert(tp.clone(), taken);
         }
         let rdd = self.to_rdd(time, &ranges, &records)?;
-        if let Some(log) = self.ranges.as_mut() {
-            log.put(time.millis(), &encode_ranges(&ranges))
-                .map_err(|e| {
-                    Error::io(
-                        format!("source `{}`: recording batch {time}", self.config.name),
-                        e,
-                    )
-                })?;
-        }
+        self.log
+            .record(&self.config.name, time, &encode_ranges(&ranges))?;
         self.next = Self::offsets_of(&ranges);
-        if !self.checkpointed {
+        if !self.log.attached() {
             self.done = Some(self.next.clone());
         }
         self.last = ranges;
@@ -429,16 +414,11 @@ impl Source for KafkaSource {
     }
 
     fn attach_log(&mut self, dir: &Path) {
-        self.checkpointed = true;
-        self.log_dir = Some(dir.to_path_buf());
+        self.log.attach(dir);
     }
 
     fn truncate_log(&mut self, oldest: BatchTime) {
-        if let Some(log) = self.ranges.as_mut()
-            && let Err(e) = log.truncate(oldest.millis())
-        {
-            tracing::warn!(source = %self.config.name, "truncating the batch ranges: {e}");
-        }
+        self.log.truncate(&self.config.name, oldest);
     }
 
     fn replay_history(&mut self, from: Option<i64>, to: i64) -> Result<Option<i64>> {

@@ -24,6 +24,7 @@ mod sink;
 pub use sink::{NatsSink, NatsSinkConfig};
 
 use crate::decode::{Decoding, Elements};
+use crate::ranges::BatchRanges;
 use reader::{Received, Shared};
 use sluice_core::error::{Error, Result};
 use sluice_core::rdd::Rdd;
@@ -160,11 +161,8 @@ pub struct NatsSource {
     /// the record), acknowledged when a checkpoint past it commits.
     unacked: VecDeque<(u64, Received)>,
     /// The job keeps checkpoints: acknowledge on commit, not per batch.
-    checkpointed: bool,
-    /// Where the source keeps its write-ahead record of batch ranges
-    /// (with checkpoints), and that record once opened.
-    log_dir: Option<PathBuf>,
-    ranges: Option<crate::ranges::RangeLog>,
+    /// The write-ahead record of batch ranges (with checkpoints).
+    log: BatchRanges,
     /// Backpressure's rate, if lower than `max_rate`.
     rate: Option<f64>,
 }
@@ -180,9 +178,7 @@ impl NatsSource {
             next: 0,
             last: Range::default(),
             unacked: VecDeque::new(),
-            checkpointed: false,
-            log_dir: None,
-            ranges: None,
+            log: BatchRanges::default(),
             rate: None,
         }
     }
@@ -281,7 +277,7 @@ impl NatsSource {
             return;
         };
         let name = self.config.name.clone();
-        if self.checkpointed {
+        if self.log.attached() {
             let confirmed = rt.block_on(async {
                 tokio::time::timeout(Duration::from_secs(2), record.ack_confirmed()).await
             });
@@ -346,15 +342,9 @@ impl Source for NatsSource {
         if let Some(fatal) = self.shared.fatal() {
             return Err(self.error(fatal));
         }
-        if let (Some(dir), None) = (&self.log_dir, &self.ranges) {
-            let log = crate::ranges::RangeLog::open(dir)
-                .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
-            self.ranges = Some(log);
-        }
-        if let Some(record) = self.ranges.as_ref().and_then(|l| l.get(time.millis())) {
+        if let Some(record) = self.log.taken_before(time)? {
             // This batch ran before a crash, with its outputs perhaps out:
             // the same records again.
-            let record = record.to_vec();
             return self.replay_batch(time, &record);
         }
         let (taken, before) = self.shared.take(self.next, self.limit());
@@ -371,19 +361,12 @@ impl Source for NatsSource {
             last: last.sequence,
             count: taken.len() as u64,
         };
-        if let Some(log) = self.ranges.as_mut() {
-            log.put(time.millis(), &range.encode()).map_err(|e| {
-                Error::io(
-                    format!("source `{}`: recording batch {time}", self.config.name),
-                    e,
-                )
-            })?;
-        }
+        self.log.record(&self.config.name, time, &range.encode())?;
         self.last = range;
         self.next = range.last + 1;
         let last = taken.into_iter().next_back().expect("not empty");
         self.unacked.push_back((range.last, last));
-        if !self.checkpointed {
+        if !self.log.attached() {
             self.ack_before(self.next);
         }
         Ok(rdd)
@@ -428,16 +411,11 @@ impl Source for NatsSource {
         // (before it runs), and only what a checkpoint covers is
         // acknowledged. Opened at the first batch, after a fresh start
         // cleared the directory.
-        self.checkpointed = true;
-        self.log_dir = Some(dir.to_path_buf());
+        self.log.attach(dir);
     }
 
     fn truncate_log(&mut self, oldest: BatchTime) {
-        if let Some(log) = self.ranges.as_mut()
-            && let Err(e) = log.truncate(oldest.millis())
-        {
-            tracing::warn!(source = %self.config.name, "truncating the batch ranges: {e}");
-        }
+        self.log.truncate(&self.config.name, oldest);
     }
 
     fn committed(&mut self, position: &[u8]) {

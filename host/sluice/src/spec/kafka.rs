@@ -67,14 +67,7 @@ pub(super) fn kafka_config(
         cx,
         &field,
         &sec.properties,
-        Security {
-            user: user_password(cx, &field, &sec.user, &sec.password)?,
-            tls: sec.tls.as_ref().is_some_and(|t| *t.get_ref()),
-            ca: sec
-                .ca
-                .as_ref()
-                .map(|p| cx.resolve(p.get_ref()).display().to_string()),
-        },
+        Security::of(cx, &field, (&sec.user, &sec.password), &sec.tls, &sec.ca)?,
     )?;
     c.decoding = decoding(cx, name, sec)?;
     Ok(c)
@@ -118,14 +111,7 @@ pub(super) fn kafka_sink_config(
         cx,
         field,
         &sec.properties,
-        Security {
-            user: user_password(cx, field, &sec.user, &sec.password)?,
-            tls: sec.tls.as_ref().is_some_and(|t| *t.get_ref()),
-            ca: sec
-                .ca
-                .as_ref()
-                .map(|p| cx.resolve(p.get_ref()).display().to_string()),
-        },
+        Security::of(cx, field, (&sec.user, &sec.password), &sec.tls, &sec.ca)?,
     )?;
     Ok(c)
 }
@@ -169,6 +155,27 @@ struct Security {
     user: Option<(String, String)>,
     tls: bool,
     ca: Option<String>,
+}
+
+type Field = Option<Spanned<String>>;
+
+impl Security {
+    /// A section's `user`/`password`, `tls` and `ca`.
+    fn of(
+        cx: &Ctx<'_>,
+        field: &dyn Fn(&str) -> String,
+        (user, password): (&Field, &Field),
+        tls: &Option<Spanned<bool>>,
+        ca: &Field,
+    ) -> Result<Security> {
+        Ok(Security {
+            user: user_password(cx, field, user, password)?,
+            tls: tls.as_ref().is_some_and(|t| *t.get_ref()),
+            ca: ca
+                .as_ref()
+                .map(|p| cx.resolve(p.get_ref()).display().to_string()),
+        })
+    }
 }
 
 /// `properties` (librdkafka's, as strings; Sluice's own refused), with
