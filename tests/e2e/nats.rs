@@ -380,3 +380,91 @@ fn records_lost_to_retention_stop_the_job_naming_them() {
         "{err}"
     );
 }
+
+/// A wasm `sink` plugin granted a broker's endpoint (`connect`) and a
+/// directory (its `nats.conf`) publishes each batch to NATS itself, with
+/// message ids of batch time, partition and index: running the same job
+/// twice stores every line once, and the plugin reaches nothing it was not
+/// granted.
+#[test]
+fn a_wasm_sink_granted_the_broker_publishes_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = NatsServer::start(dir.path(), &[]);
+    let nats = NatsClient::connect(&server.url());
+    nats.create_stream("AUDIT", &["audit.>"]);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    std::fs::write(
+        out.join("nats.conf"),
+        format!("127.0.0.1:{} audit.lines", server.port),
+    )
+    .expect("conf");
+    std::fs::write(
+        dir.path().join("in.json"),
+        r#"[["a", "b", "c"], ["d"], [], ["e", "f"]]"#,
+    )
+    .expect("queue");
+    let job = dir.path().join("job.toml");
+    let spec = |grant: u16| {
+        format!(
+            r#"[job]
+name = "published"
+batch_interval = "1s"
+
+[plugins.text]
+path = "{}"
+dir = "out"
+connect = ["127.0.0.1:{grant}"]
+
+[sources.lines]
+type = "queue"
+path = "in.json"
+partitions = 2
+
+[[outputs]]
+stream = "lines"
+type = "sink"
+function = "text.publish_nats"
+"#,
+            sluice_tests::plugin("text").display()
+        )
+    };
+    std::fs::write(&job, spec(server.port)).expect("job");
+    for run in 0..2 {
+        let done = Command::new(sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+            .output()
+            .expect("run");
+        assert!(
+            done.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    }
+    let mut stored: Vec<String> = (nats.messages("AUDIT").into_iter())
+        .map(|m| String::from_utf8(m).expect("text"))
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        ["a", "b", "c", "d", "e", "f"],
+        "each line once, after two runs"
+    );
+    // Without the grant, the connection is refused and the job fails naming the sink.
+    std::fs::write(&job, spec(free_port())).expect("job");
+    let refused = Command::new(sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && err.contains("publish_nats")
+            && err.contains("connecting to 127.0.0.1"),
+        "{err}"
+    );
+}

@@ -112,7 +112,63 @@ fn audit(lines: Vec<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// Publishes each line of a partition-batch to NATS (JetStream stores
+/// it if a stream captures the subject), each with a `Nats-Msg-Id` of
+/// batch time, partition and index, so a re-run batch is dropped as a
+/// duplicate; the server and subject come from `nats.conf` (`host:port
+/// subject`) in the plugin's granted directory, and the endpoint must be
+/// granted (`connect`). Waits for the server's answer to a PING after the
+/// batch, failing on any `-ERR`. A sink that reaches a broker itself.
+#[sluice::sink]
+fn publish_nats(lines: Vec<&str>) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let conf =
+        std::fs::read_to_string("nats.conf").map_err(|e| format!("reading nats.conf: {e}"))?;
+    let mut fields = conf.split_whitespace();
+    let (Some(addr), Some(subject)) = (fields.next(), fields.next()) else {
+        return Err("nats.conf: want `host:port subject`".to_string());
+    };
+    let mut conn =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let ctx = sluice::context();
+    let mut out = String::from("CONNECT {\"verbose\":false,\"headers\":true}\r\n");
+    for (i, line) in lines.iter().enumerate() {
+        let headers = format!(
+            "NATS/1.0\r\nNats-Msg-Id: {}/{}/{i}\r\n\r\n",
+            ctx.batch_time_ms, ctx.partition
+        );
+        out.push_str(&format!(
+            "HPUB {subject} {} {}\r\n{headers}{line}\r\n",
+            headers.len(),
+            headers.len() + line.len()
+        ));
+    }
+    out.push_str("PING\r\n");
+    conn.write_all(out.as_bytes())
+        .map_err(|e| format!("writing to {addr}: {e}"))?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn
+            .read(&mut buf)
+            .map_err(|e| format!("reading from {addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection"));
+        }
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some(err) = text.lines().find(|l| l.starts_with("-ERR")) {
+            return Err(format!("{addr}: {err}"));
+        }
+        if text.lines().any(|l| l == "PONG") {
+            sluice::info!("published {} lines to {subject}", lines.len());
+            return Ok(());
+        }
+    }
+}
+
 sluice::export!(
+    publish_nats,
     audit,
     upper,
     long,
