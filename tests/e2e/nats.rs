@@ -468,3 +468,73 @@ function = "text.publish_nats"
         "{err}"
     );
 }
+
+/// A Kappa replay of a NATS stream (`--from earliest`) puts each record in
+/// the batch of the second it was stored in — records stored over a few
+/// seconds, replayed at once — reads them all once, and leaves the job's
+/// durable consumer alone.
+#[test]
+fn a_replay_of_a_stream_cuts_batches_by_record_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = NatsServer::start(dir.path(), &[]);
+    let nats = NatsClient::connect(&server.url());
+    nats.create_stream("SEQ", &["seq.>"]);
+    for burst in 0..6u64 {
+        nats.publish("seq.a", lines(burst * 5..burst * 5 + 5));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "replayed"
+batch_interval = "1s"
+
+[sources.lines]
+type = "nats"
+url = "{}"
+stream = "SEQ"
+element = "record"
+
+[[outputs]]
+stream = "lines"
+type = "jsonl"
+path = "records.jsonl"
+"#,
+            server.url()
+        ),
+    )
+    .expect("job");
+    let out = dir.path().join("replay");
+    let done = Command::new(sluice_bin())
+        .args(["run", "--from", "earliest", "--output-dir"])
+        .arg(&out)
+        .arg(&job)
+        .output()
+        .expect("replay");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let mut sequences = Vec::new();
+    for batch in sluice_tests::read_jsonl(&out.join("records.jsonl")) {
+        let t = batch["time"].as_i64().expect("time");
+        for r in batch["records"].as_array().expect("records") {
+            let stored = r["time"].as_i64().expect("record time");
+            assert!(
+                stored > t - 1000 && stored <= t,
+                "record stored at {stored} in batch {t}"
+            );
+            sequences.push(r["sequence"].as_u64().expect("sequence"));
+        }
+    }
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=30).collect::<Vec<_>>(), "every record once");
+    assert_eq!(
+        nats.acked("SEQ", "sluice-replayed-lines"),
+        None,
+        "no durable consumer made"
+    );
+}

@@ -18,6 +18,7 @@
 //! is counted twice.
 
 mod client;
+mod history;
 mod reader;
 mod sink;
 
@@ -165,6 +166,8 @@ pub struct NatsSource {
     log: BatchRanges,
     /// Backpressure's rate, if lower than `max_rate`.
     rate: Option<f64>,
+    /// A Kappa replay's bounds, when replaying.
+    replay: Option<history::Replay>,
 }
 
 impl NatsSource {
@@ -180,6 +183,7 @@ impl NatsSource {
             unacked: VecDeque::new(),
             log: BatchRanges::default(),
             rate: None,
+            replay: None,
         }
     }
 
@@ -334,13 +338,30 @@ impl Source for NatsSource {
         let from = (self.next > 0).then_some(self.next);
         let config = self.config.clone();
         let shared = self.shared.clone();
-        self.runtime()?.spawn(reader::read(config, shared, from));
+        match &self.replay {
+            Some(r) if r.end > 0 => {
+                let (next, end) = (self.next, r.end);
+                self.runtime()?
+                    .spawn(history::read(config, shared, next, end));
+            }
+            Some(_) => {}
+            None => {
+                self.runtime()?.spawn(reader::read(config, shared, from));
+            }
+        }
         Ok(())
+    }
+
+    fn replay_history(&mut self, from: Option<i64>, to: i64) -> Result<Option<i64>> {
+        self.find_history(from, to)
     }
 
     fn next_batch(&mut self, time: BatchTime) -> Result<Rdd> {
         if let Some(fatal) = self.shared.fatal() {
             return Err(self.error(fatal));
+        }
+        if self.replay.is_some() {
+            return self.history_batch(time);
         }
         if let Some(record) = self.log.taken_before(time)? {
             // This batch ran before a crash, with its outputs perhaps out:

@@ -23,7 +23,7 @@ pub(super) struct Received {
 }
 
 impl Received {
-    fn new(message: jetstream::Message) -> Result<Received, String> {
+    pub(super) fn new(message: jetstream::Message) -> Result<Received, String> {
         let info = message
             .info()
             .map_err(|e| format!("a message without JetStream metadata: {e}"))?;
@@ -45,6 +45,11 @@ impl Received {
             headers,
             message,
         })
+    }
+
+    /// When the stream stored it (ms since the epoch).
+    pub(super) fn time_ms(&self) -> i64 {
+        self.time_ms
     }
 
     pub(super) fn as_record(&self) -> RecordRef<'_> {
@@ -140,7 +145,7 @@ impl Shared {
     }
 
     /// Buffers `r` once there is room; `false` once the source stopped.
-    async fn push(&self, r: Received) -> bool {
+    pub(super) async fn push(&self, r: Received) -> bool {
         loop {
             let room = self.room.notified();
             {
@@ -161,6 +166,33 @@ impl Shared {
             }
             room.await;
         }
+    }
+
+    /// Takes the buffered records from sequence `next` on published at or
+    /// before `cut` (ms), stopping at the first published later; and
+    /// whether there is such a one (left for a later batch).
+    pub(super) fn take_until(&self, next: u64, cut: i64) -> (Vec<Received>, bool) {
+        let mut b = lock(&self.buffer);
+        let mut out = Vec::new();
+        let mut later = false;
+        while let Some(r) = b.records.front() {
+            if r.sequence >= next && r.time_ms > cut {
+                later = true;
+                break;
+            }
+            let r = b.records.pop_front().expect("a front");
+            b.bytes -= r.size();
+            if r.sequence >= next {
+                out.push(r);
+            }
+        }
+        drop(b);
+        self.room.notify_waiters();
+        (out, later)
+    }
+
+    pub(super) fn set_fatal(&self, error: String) {
+        lock(&self.fatal).get_or_insert(error);
     }
 
     /// Records not yet in a batch: buffered here, or still on the server.
@@ -221,7 +253,7 @@ pub(super) async fn read(config: Arc<NatsConfig>, shared: Arc<Shared>, from: Opt
 }
 
 /// The stream, or why not.
-async fn open_stream(
+pub(super) async fn open_stream(
     config: &NatsConfig,
     js: &jetstream::Context,
 ) -> Result<(stream::Stream, stream::Info), Failure> {

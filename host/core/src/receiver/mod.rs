@@ -105,7 +105,7 @@ pub trait Source: Send {
     /// cannot replay (a socket, MQTT) refuse.
     fn replay_history(&mut self, _from: Option<i64>, _to: i64) -> Result<Option<i64>> {
         Err(crate::error::Error::Plan(format!(
-            "{} cannot replay history: only broker sources that keep it (kafka) can",
+            "{} cannot replay history: only broker sources that keep it (kafka, nats) can",
             self.describe()
         )))
     }
