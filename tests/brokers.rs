@@ -333,6 +333,97 @@ impl Mosquitto {
 
     /// [`Mosquitto::start_with`] on a given port.
     pub fn start_on(dir: &Path, port: u16, user: Option<(&str, &str)>) -> Mosquitto {
+        Mosquitto::start_with_listeners(dir, port, user, "")
+    }
+
+    /// Starts one with a second listener, on the port returned, that
+    /// speaks TLS with a certificate for 127.0.0.1 signed by a CA made for
+    /// the test (`openssl`), whose certificate is `dir/ca.pem`.
+    pub fn start_tls(dir: &Path) -> (Mosquitto, u16) {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sluice test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let tls_port = free_port();
+        let tls = format!(
+            // Run as root, mosquitto would drop to its own user, who
+            // cannot read the test's key in its private temp dir.
+            "user root\nlistener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            dir.join("ca.pem").display(),
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        );
+        let m = Mosquitto::start_with_listeners(dir, free_port(), None, &tls);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto's TLS listener did not answer on {tls_port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (m, tls_port)
+    }
+
+    fn start_with_listeners(
+        dir: &Path,
+        port: u16,
+        user: Option<(&str, &str)>,
+        more: &str,
+    ) -> Mosquitto {
         let conf = dir.join("mosquitto.conf");
         let mut text = format!(
             "listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\n"
@@ -354,6 +445,7 @@ impl Mosquitto {
                 ));
             }
         }
+        text.push_str(more);
         std::fs::write(&conf, text).expect("mosquitto.conf");
         let bin = std::env::var_os("SLUICE_MOSQUITTO")
             .map_or_else(|| PathBuf::from("/usr/sbin/mosquitto"), PathBuf::from);

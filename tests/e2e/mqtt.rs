@@ -363,3 +363,75 @@ fn the_mqtt_broker_down_at_start_and_killed_mid_job() {
         "the receiver's error is reported: {log}"
     );
 }
+
+/// `mqtts://` with the broker's CA: the job reads over TLS; with another
+/// CA it stops at once, naming TLS (no retry storm).
+#[test]
+fn an_mqtt_source_over_tls_trusts_only_its_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (broker, tls_port) = Mosquitto::start_tls(dir.path());
+    let tls_job = |d: &Path, ca: &Path| {
+        let source = format!(
+            "type = \"mqtt\"\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nca = \"{}\"\ntopics = [\"seq/#\"]\nqos = 1\n",
+            ca.display()
+        );
+        brokers::totals_job(d, "mqtttls", &source, None)
+    };
+    let job = tls_job(dir.path(), &dir.path().join("ca.pem"));
+    let mut child = sluice_run(&job, &dir.path().join("ck"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Published (on the plain listener) again each second until the job,
+    // once subscribed over TLS, has counted them all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next_publish = Instant::now();
+    while seq_counts(dir.path()).len() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "the TLS job counted {} of 50 lines",
+            seq_counts(dir.path()).len()
+        );
+        if Instant::now() >= next_publish {
+            broker.publish("seq/a", seq_lines(0..50));
+            next_publish = Instant::now() + Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    // Another CA: refused, at once.
+    let other = tempfile::tempdir_in(dir.path()).expect("temp dir");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other",
+        ])
+        .current_dir(other.path())
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let job = tls_job(other.path(), &other.path().join("other.pem"));
+    let started = Instant::now();
+    let out = sluice_run(&job, &other.path().join("ck"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&format!("127.0.0.1:{tls_port}: TLS")),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

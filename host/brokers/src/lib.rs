@@ -24,5 +24,5 @@ mod ranges;
 pub use decode::{Decoder, Decoding, Shape, Undecodable};
 pub use encode::Encoder;
 pub use kafka::{KafkaConfig, KafkaSink, KafkaSinkConfig, KafkaSource};
-pub use mqtt::{MqttConfig, MqttSink, MqttSinkConfig};
+pub use mqtt::{MqttConfig, MqttSink, MqttSinkConfig, MqttTls};
 pub use nats::{NatsAuth, NatsConfig, NatsSink, NatsSinkConfig, NatsSource, StartAt};

@@ -53,6 +53,8 @@ pub struct MqttConfig {
     pub clean_session: bool,
     /// User name and password.
     pub user: Option<(String, String)>,
+    /// TLS (`mqtts://`), if used.
+    pub tls: Option<MqttTls>,
     /// Lines per second at most.
     pub max_rate: Option<u64>,
     /// Lines received but not yet in a batch, in bytes, before receiving
@@ -75,6 +77,7 @@ impl MqttConfig {
             client_id: format!("sluice-{name}"),
             clean_session: false,
             user: None,
+            tls: None,
             max_rate: None,
             max_buffered_bytes: 64 << 20,
             partitions: 2,
@@ -170,14 +173,21 @@ fn receive(
     errors: &Mutex<Vec<String>>,
     fatal: &Mutex<Option<String>>,
 ) {
-    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+    let mut options = match options(
+        &config.client_id,
+        (&config.host, config.port),
+        &config.user,
+        &config.tls,
+    ) {
+        Ok(o) => o,
+        Err(m) => {
+            *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+            return;
+        }
+    };
     options
         .set_clean_session(config.clean_session)
-        .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(10));
-    if let Some((user, password)) = &config.user {
-        options.set_credentials(user, password);
-    }
+        .set_manual_acks(true);
     let (client, mut connection) = Client::new(options, 1024);
     let report = |m: String| {
         tracing::warn!(source = %config.name, "{m}");
@@ -229,6 +239,12 @@ fn receive(
                 *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
                 return;
             }
+            Ok(Err(ConnectionError::Tls(e))) => {
+                let m = format!("{}:{}: TLS: {e}", config.host, config.port);
+                tracing::error!(source = %config.name, "{m}");
+                *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+                return;
+            }
             Ok(Err(e)) => {
                 report(format!(
                     "cannot reach MQTT at {}:{}: {e}",
@@ -247,6 +263,54 @@ fn receive(
     let _ = client.try_disconnect();
 }
 
+/// TLS to the broker.
+#[derive(Debug, Clone, Default)]
+pub struct MqttTls {
+    /// CA certificates (PEM) to trust (`None`: the system's).
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// A client's options: keep-alive, credentials, TLS.
+fn options(
+    client_id: &str,
+    (host, port): (&str, u16),
+    user: &Option<(String, String)>,
+    tls: &Option<MqttTls>,
+) -> std::result::Result<MqttOptions, String> {
+    let mut options = MqttOptions::new(client_id, host, port);
+    options.set_keep_alive(Duration::from_secs(10));
+    if let Some((user, password)) = user {
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = tls {
+        // One crypto provider for the process: ring, which async-nats
+        // builds already (aws-lc-rs, with post-quantum key exchange, would
+        // add a C build of its own).
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = match &tls.ca {
+            Some(ca) => rumqttc::TlsConfiguration::Simple {
+                ca: std::fs::read(ca)
+                    .map_err(|e| format!("reading the CA {}: {e}", ca.display()))?,
+                alpn: None,
+                client_auth: None,
+            },
+            None => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+                let config = rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(config))
+            }
+        };
+        options.set_transport(rumqttc::Transport::tls_with_config(config));
+    }
+    Ok(options)
+}
+
 /// An `mqtt` output's settings.
 #[derive(Debug, Clone)]
 pub struct MqttSinkConfig {
@@ -262,6 +326,8 @@ pub struct MqttSinkConfig {
     pub client_id: String,
     /// User name and password.
     pub user: Option<(String, String)>,
+    /// TLS (`mqtts://`), if used.
+    pub tls: Option<MqttTls>,
     /// How elements become payloads.
     pub encoder: Encoder,
     /// How long a batch waits for the broker's acknowledgements before
@@ -279,6 +345,7 @@ impl MqttSinkConfig {
             qos: 1,
             client_id: client_id.to_string(),
             user: None,
+            tls: None,
             encoder: Encoder::Text,
             ack_timeout: Duration::from_secs(30),
         }
@@ -293,12 +360,13 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn connect(config: &MqttSinkConfig) -> Publisher {
-        let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
-        options.set_keep_alive(Duration::from_secs(10));
-        if let Some((user, password)) = &config.user {
-            options.set_credentials(user, password);
-        }
+    fn connect(config: &MqttSinkConfig) -> std::result::Result<Publisher, String> {
+        let options = options(
+            &config.client_id,
+            (&config.host, config.port),
+            &config.user,
+            &config.tls,
+        )?;
         let (client, mut connection) = Client::new(options, 1024);
         let (tx, acks) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -323,11 +391,11 @@ impl Publisher {
                 }
             })
             .ok();
-        Publisher {
+        Ok(Publisher {
             client,
             acks,
             thread,
-        }
+        })
     }
 }
 
@@ -388,9 +456,11 @@ impl Output for MqttSink {
             return Ok(());
         }
         let config = self.config.clone();
-        let publisher = self
-            .publisher
-            .get_or_insert_with(|| Publisher::connect(&config));
+        if self.publisher.is_none() {
+            let connected = Publisher::connect(&config).map_err(|m| self.failed(time, &m))?;
+            self.publisher = Some(connected);
+        }
+        let publisher = self.publisher.as_mut().expect("just made");
         // Acknowledgements of earlier batches' resent messages: not ours.
         while publisher.acks.try_recv().is_ok() {}
         let n = payloads.len();

@@ -7,8 +7,8 @@ use super::{Ctx, parse_size};
 use crate::error::Result;
 use crate::graph::StreamingContext;
 use sluice_brokers::{
-    Decoder, Decoding, Encoder, MqttConfig, MqttSinkConfig, NatsAuth, NatsConfig, NatsSinkConfig,
-    Shape, StartAt, Undecodable,
+    Decoder, Decoding, Encoder, MqttConfig, MqttSinkConfig, MqttTls, NatsAuth, NatsConfig,
+    NatsSinkConfig, Shape, StartAt, Undecodable,
 };
 use toml::Spanned;
 
@@ -89,7 +89,7 @@ pub(super) fn mqtt_config(
 ) -> Result<MqttConfig> {
     let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
     let sec = s.get_ref();
-    let (host, port) = mqtt_broker(cx, &field, (s.span(), &sec.url), "source")?;
+    let (host, port, tls) = mqtt_broker(cx, &field, (s.span(), &sec.url), ("source", &sec.ca))?;
     let topics = match &sec.topics {
         Some(t) if !t.get_ref().is_empty() => t.get_ref().clone(),
         Some(t) => return cx.err(t.span(), &field("topics"), "at least one topic filter"),
@@ -99,6 +99,7 @@ pub(super) fn mqtt_config(
     let mut c = MqttConfig::new(name.get_ref(), &host, port, &topic_refs);
     c.client_id = format!("sluice-{job_name}-{}", name.get_ref());
     c.partitions = partitions;
+    c.tls = tls;
     if let Some(q) = qos(cx, &field, &sec.qos)? {
         c.qos = q;
     }
@@ -126,7 +127,7 @@ pub(super) fn mqtt_sink_config(
     index: usize,
 ) -> Result<MqttSinkConfig> {
     let sec = o.get_ref();
-    let (host, port) = mqtt_broker(cx, field, (o.span(), &sec.url), "output")?;
+    let (host, port, tls) = mqtt_broker(cx, field, (o.span(), &sec.url), ("output", &sec.ca))?;
     let Some(topic) = &sec.topic else {
         return cx.err(o.span(), &field("topic"), "an mqtt output needs a topic");
     };
@@ -139,6 +140,7 @@ pub(super) fn mqtt_sink_config(
     }
     let client_id = format!("sluice-{job_name}-output-{index}");
     let mut c = MqttSinkConfig::new(&host, port, topic.get_ref(), &client_id);
+    c.tls = tls;
     if let Some(q) = qos(cx, field, &sec.qos)? {
         c.qos = q;
     }
@@ -175,27 +177,34 @@ pub(super) fn nats_sink_config(
     Ok(c)
 }
 
-/// `mqtt://host[:port]` → host and port (1883 by default).
-pub(super) fn mqtt_address(url: &str) -> Option<(String, u16)> {
+/// `mqtt://host[:port]` → host, port (1883 by default) and no TLS;
+/// `mqtts://host[:port]` → host, port (8883 by default) and TLS.
+pub(super) fn mqtt_address(url: &str) -> Option<(String, u16, bool)> {
     let url = url.trim();
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))?;
+    let (rest, tls) = match url.strip_prefix("mqtts://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("mqtt://")
+                .or_else(|| url.strip_prefix("tcp://"))?,
+            false,
+        ),
+    };
     let rest = rest.trim_end_matches('/');
     match rest.rsplit_once(':') {
-        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
-        None if !rest.is_empty() => Some((rest.to_string(), 1883)),
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?, tls)),
+        None if !rest.is_empty() => Some((rest.to_string(), if tls { 8883 } else { 1883 }, tls)),
         None => None,
     }
 }
 
-/// A section's MQTT `url` (given at `span` if missing) as host and port.
+/// A section's MQTT `url` (given at `span` if missing) as host, port and
+/// TLS (with `ca`, the CA file to trust, resolved).
 fn mqtt_broker(
     cx: &Ctx<'_>,
     field: &dyn Fn(&str) -> String,
     (span, url): (std::ops::Range<usize>, &Option<Spanned<String>>),
-    what: &str,
-) -> Result<(String, u16)> {
+    (what, ca): (&str, &Option<Spanned<String>>),
+) -> Result<(String, u16, Option<MqttTls>)> {
     let Some(url) = url else {
         return cx.err(
             span,
@@ -204,11 +213,20 @@ fn mqtt_broker(
         );
     };
     match mqtt_address(url.get_ref()) {
-        Some(address) => Ok(address),
+        Some((host, port, true)) => {
+            let ca = ca.as_ref().map(|p| cx.resolve(p.get_ref()));
+            Ok((host, port, Some(MqttTls { ca })))
+        }
+        Some((_, _, false)) if ca.is_some() => cx.err(
+            url.span(),
+            &field("url"),
+            "a `ca` is for TLS: use mqtts://host[:port]",
+        ),
+        Some((host, port, false)) => Ok((host, port, None)),
         None => cx.err(
             url.span(),
             &field("url"),
-            "not mqtt://host[:port] (TLS, mqtts://, is not supported yet)",
+            "not mqtt://host[:port] or mqtts://host[:port]",
         ),
     }
 }
@@ -394,12 +412,19 @@ mod tests {
         );
         assert!(start_at(&toml::Value::Integer(0)).is_err());
         assert!(consumer_name("sluice-job_1") && !consumer_name("a.b") && !consumer_name(""));
-        assert_eq!(mqtt_address("mqtt://h:1884"), Some(("h".to_string(), 1884)));
+        assert_eq!(
+            mqtt_address("mqtt://h:1884"),
+            Some(("h".to_string(), 1884, false))
+        );
         assert_eq!(
             mqtt_address("mqtt://broker"),
-            Some(("broker".to_string(), 1883))
+            Some(("broker".to_string(), 1883, false))
         );
-        assert_eq!(mqtt_address("mqtts://broker"), None);
+        assert_eq!(
+            mqtt_address("mqtts://broker"),
+            Some(("broker".to_string(), 8883, true))
+        );
+        assert_eq!(mqtt_address("http://broker"), None);
         assert!(
             start_at(&toml::Value::String("yesterday".into()))
                 .unwrap_err()

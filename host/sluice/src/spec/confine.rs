@@ -165,7 +165,7 @@ fn check_broker_url(cx: &Ctx, grants: &Grants, url: &Spanned<String>, field: &st
 /// An MQTT broker's `host:port` must be granted to a confined job.
 fn check_mqtt_url(cx: &Ctx, grants: &Grants, url: &Spanned<String>, field: &str) -> Result<()> {
     let endpoint = super::brokers::mqtt_address(url.get_ref())
-        .map_or_else(|| url.get_ref().clone(), |(h, p)| format!("{h}:{p}"));
+        .map_or_else(|| url.get_ref().clone(), |(h, p, _)| format!("{h}:{p}"));
     if grants.sockets.contains(&endpoint) {
         return Ok(());
     }
