@@ -4,6 +4,7 @@
 //! readable expected/got diff.
 
 pub mod brokers;
+pub mod mosquitto;
 pub mod tansu;
 
 use serde_json::Value;

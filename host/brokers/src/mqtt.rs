@@ -164,6 +164,24 @@ impl Drop for MqttReceiver {
     }
 }
 
+/// Puts a message's lines into the sink and waits until they are in the
+/// write-ahead log, before the broker hears of it; `false` if stopped
+/// first.
+fn logged(p: &rumqttc::Publish, sink: &dyn LineSink, stop: &AtomicBool) -> bool {
+    let text = String::from_utf8_lossy(&p.payload);
+    let lines: Vec<&str> = (text.split('\n'))
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    sink.push_lines(&lines);
+    while !sink.flush() {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 /// Receives until stopped: each message's lines into the sink, logged,
 /// then acknowledged.
 fn receive(
@@ -173,6 +191,10 @@ fn receive(
     errors: &Mutex<Vec<String>>,
     fatal: &Mutex<Option<String>>,
 ) {
+    let fail = |m: String| {
+        tracing::error!(source = %config.name, "{m}");
+        *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+    };
     let mut options = match options(
         &config.client_id,
         (&config.host, config.port),
@@ -180,10 +202,7 @@ fn receive(
         &config.tls,
     ) {
         Ok(o) => o,
-        Err(m) => {
-            *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
-            return;
-        }
+        Err(m) => return fail(m),
     };
     options
         .set_clean_session(config.clean_session)
@@ -211,17 +230,8 @@ fn receive(
                 }
             }
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                let text = String::from_utf8_lossy(&p.payload);
-                let lines: Vec<&str> = (text.split('\n'))
-                    .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                    .collect();
-                sink.push_lines(&lines);
-                // In the write-ahead log before the broker hears of it.
-                while !sink.flush() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
+                if !logged(&p, sink, stop) {
+                    return;
                 }
                 if p.qos != QoS::AtMostOnce {
                     unacked.push(p);
@@ -231,19 +241,13 @@ fn receive(
             Ok(Err(ConnectionError::ConnectionRefused(
                 code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
             ))) => {
-                let m = format!(
-                    "{}:{}: the broker refused the credentials ({code:?})",
-                    config.host, config.port
-                );
-                tracing::error!(source = %config.name, "{m}");
-                *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
-                return;
+                let (host, port) = (&config.host, config.port);
+                return fail(format!(
+                    "{host}:{port}: the broker refused the credentials ({code:?})"
+                ));
             }
             Ok(Err(ConnectionError::Tls(e))) => {
-                let m = format!("{}:{}: TLS: {e}", config.host, config.port);
-                tracing::error!(source = %config.name, "{m}");
-                *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
-                return;
+                return fail(format!("{}:{}: TLS: {e}", config.host, config.port));
             }
             Ok(Err(e)) => {
                 report(format!(

@@ -107,22 +107,7 @@ pub(super) fn replay(
             return Err(f);
         }
         if last_progress.elapsed() > Duration::from_secs(30) {
-            let missing: Vec<String> = (ranges.iter())
-                .filter(|r| r.count > 0)
-                .filter(|r| {
-                    out.get(&(r.topic.clone(), r.partition))
-                        .is_none_or(|v| (v.len() as u64) < r.count)
-                })
-                .map(|r| {
-                    format!(
-                        "topic `{}` partition {} offsets {}..{}",
-                        r.topic,
-                        r.partition,
-                        r.from,
-                        r.until - 1
-                    )
-                })
-                .collect();
+            let missing = unread(ranges, &out);
             return Err(format!(
                 "{} could not be read again in 30 s (brokers down, or the records deleted by retention): {}",
                 missing.join(", "),
@@ -162,6 +147,24 @@ pub(super) fn replay(
         }
     }
     Ok(out)
+}
+
+/// The ranges of `ranges` not read in full into `got`, described.
+fn unread(ranges: &[OffsetRange], got: &BTreeMap<TopicPartition, Vec<Held>>) -> Vec<String> {
+    (ranges.iter())
+        .filter(|r| r.count > 0)
+        .filter(|r| {
+            got.get(&(r.topic.clone(), r.partition))
+                .is_none_or(|v| (v.len() as u64) < r.count)
+        })
+        .map(|r| {
+            let last = r.until - 1;
+            format!(
+                "topic `{}` partition {} offsets {}..{last}",
+                r.topic, r.partition, r.from
+            )
+        })
+        .collect()
 }
 
 /// The history a replay reads: per partition of the topics, the offsets
