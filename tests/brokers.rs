@@ -100,6 +100,34 @@ pub fn kill_nine_runs(job: &Path, ck: &Path, times: usize, least: u64, spread: u
     }
 }
 
+/// `sluice run JOB --checkpoint CK` in the background, its stderr kept in
+/// `dir/stderr.log`.
+pub fn spawn_logged(job: &Path, ck: &Path, dir: &Path) -> Child {
+    sluice_run(job, ck)
+        .stdout(Stdio::null())
+        .stderr(log_file(dir))
+        .spawn()
+        .expect("spawn")
+}
+
+/// Starts the job while its broker is down ([`spawn_logged`]) and checks,
+/// `wait` later, that it still runs.
+pub fn start_without_broker(job: &Path, ck: &Path, dir: &Path, wait: Duration) -> Child {
+    let mut child = spawn_logged(job, ck, dir);
+    std::thread::sleep(wait);
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the job runs without its broker"
+    );
+    child
+}
+
+/// Checks that the job's `dir/stderr.log` reports `what`.
+pub fn assert_logged(dir: &Path, what: &str) {
+    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+    assert!(log.contains(what), "the log reports `{what}`: {log}");
+}
+
 /// The `nats-server` binary (≥ 2.11): `$SLUICE_NATS_SERVER`, else the one
 /// `scripts/brokers` installs under `target/`.
 pub fn nats_server_bin() -> PathBuf {
@@ -348,6 +376,37 @@ pub fn expected(n: u64) -> Vec<(String, i64)> {
 /// stream's first records (nothing lost, nothing counted twice, in stream
 /// order); returns how many records the last batch had counted.
 pub fn check_output(dir: &Path, what: &str) -> u64 {
+    check_batches(dir, what, |c, n| {
+        assert_eq!(c, expected(n), "{what}: the first {n} records");
+    })
+}
+
+/// [`check_output`] for a source of several partitions, which may each be
+/// read further than the others: every batch once, in order, each the
+/// totals of some records counted once each (every `s` word once, each
+/// `k` word as often as the `s` words of its residue).
+pub fn check_output_of_partitions(dir: &Path, what: &str) -> u64 {
+    check_batches(dir, what, |c, _| {
+        let mut by_residue = [0i64; 7];
+        for (w, count) in c {
+            if let Some(s) = w.strip_prefix('s').and_then(|s| s.parse::<u64>().ok()) {
+                assert_eq!(*count, 1, "{what}: record {s} counted {count} times");
+                by_residue[(s % 7) as usize] += 1;
+            }
+        }
+        for (k, want) in by_residue.iter().enumerate() {
+            let got = (c.iter())
+                .find(|(w, _)| *w == format!("k{k}"))
+                .map_or(0, |(_, n)| *n);
+            assert_eq!(got, *want, "{what}: k{k} against the records counted");
+        }
+    })
+}
+
+/// Every batch once, in order, its totals never going back, each checked
+/// by `check` (given its totals and how many records they count); how
+/// many the last counted.
+fn check_batches(dir: &Path, what: &str, check: impl Fn(&[(String, i64)], u64)) -> u64 {
     let out = read_jsonl(&dir.join("out.jsonl"));
     let indexes: Vec<u64> = out
         .iter()
@@ -362,8 +421,12 @@ pub fn check_output(dir: &Path, what: &str) -> u64 {
     for batch in &out {
         let c = counts(batch);
         let n = c.iter().filter(|(w, _)| w.starts_with('s')).count() as u64;
-        assert_eq!(c, expected(n), "{what}: batch {}", batch["batch"]);
-        assert!(n >= seen, "{what}: totals went back");
+        check(&c, n);
+        assert!(
+            n >= seen,
+            "{what}: totals went back at batch {}",
+            batch["batch"]
+        );
         seen = n;
     }
     seen
@@ -453,4 +516,25 @@ pub fn rendered(rdd: &sluice::rdd::Rdd) -> Vec<String> {
     rdd.elements()
         .map(|(k, v)| sluice::render::to_json(&sluice::render::element(k, v)).to_string())
         .collect()
+}
+
+impl JobRun {
+    /// Prints a broker bench's table: the raw consumer's rate (`raw`,
+    /// read by `raw_reader`) and this job's (`job_reader`), with the ratio,
+    /// and the job's batches.
+    pub fn print_against(&self, raw: f64, raw_reader: &str, job_reader: &str) {
+        println!("| reader | records/s | of the raw consumer |");
+        println!("|---|--:|--:|");
+        println!("| {raw_reader} | {raw:.0} | 1.00 |");
+        println!(
+            "| {job_reader} | {:.0} | {:.2} |",
+            self.rate,
+            self.rate / raw
+        );
+        println!(
+            "\nSluice: {} batches with records, the slowest processed in {:.0} ms.",
+            self.batches,
+            self.max_processing.as_secs_f64() * 1000.0
+        );
+    }
 }

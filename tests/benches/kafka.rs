@@ -110,17 +110,9 @@ fn main() {
         "{n} records of 10 words ({} bytes on average) in one topic of {PARTITIONS} partitions on a Tansu broker (memory storage) on loopback; Sluice at 1 s batches with {workers} workers, wasm operators, counts written back in transactions.\n",
         bytes / n.max(1)
     );
-    println!("| reader | records/s | of the raw consumer |");
-    println!("|---|--:|--:|");
-    println!("| raw rdkafka consumer (no processing) | {raw:.0} | 1.00 |");
-    println!(
-        "| Sluice word count, Kafka in and out | {:.0} | {:.2} |",
-        job.rate,
-        job.rate / raw
-    );
-    println!(
-        "\nSluice: {} batches with records, the slowest processed in {:.0} ms.",
-        job.batches,
-        job.max_processing.as_secs_f64() * 1000.0
+    job.print_against(
+        raw,
+        "raw rdkafka consumer (no processing)",
+        "Sluice word count, Kafka in and out",
     );
 }

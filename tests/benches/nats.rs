@@ -107,17 +107,9 @@ fn main() {
         "{n} records of 10 words ({} bytes on average) in one stream of a nats-server on loopback; Sluice at 1 s batches with {workers} workers, wasm operators, counts published back exactly once.\n",
         bytes / n.max(1)
     );
-    println!("| reader | records/s | of the raw consumer |");
-    println!("|---|--:|--:|");
-    println!("| raw async-nats pull consumer (no processing) | {raw:.0} | 1.00 |");
-    println!(
-        "| Sluice word count, NATS in and out | {:.0} | {:.2} |",
-        job.rate,
-        job.rate / raw
-    );
-    println!(
-        "\nSluice: {} batches with records, the slowest processed in {:.0} ms.",
-        job.batches,
-        job.max_processing.as_secs_f64() * 1000.0
+    job.print_against(
+        raw,
+        "raw async-nats pull consumer (no processing)",
+        "Sluice word count, NATS in and out",
     );
 }

@@ -5,12 +5,11 @@
 //! stop a job (a missing topic, refused credentials, a bad record).
 
 use sluice_tests::brokers::{
-    self, check_output, expected, finish, free_port, log_file, rendered, seq_lines as lines,
-    sluice_run,
+    self, check_output_of_partitions as check_output, expected, finish, free_port, log_file,
+    rendered, seq_lines as lines, sluice_run, spawn_logged, start_without_broker,
 };
 use sluice_tests::tansu::Tansu;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Running word totals over topic `seq` (3 partitions, one task each) on
@@ -80,11 +79,7 @@ fn kill_nine_of_a_kafka_job_loses_and_duplicates_nothing() {
     let before = check_output(dir.path(), "before the last run");
     assert!(before > 0, "the killed runs counted nothing");
     eprintln!("the killed runs counted {before} of 1200 records");
-    let child = sluice_run(&job, &ck)
-        .stdout(Stdio::null())
-        .stderr(log_file(dir.path()))
-        .spawn()
-        .expect("spawn");
+    let child = spawn_logged(&job, &ck, dir.path());
     finish(child, dir.path(), 1200, "after 12 kills");
     assert_eq!(check_output(dir.path(), "after 12 kills"), 1200);
     let want = expected(1200);
@@ -117,16 +112,7 @@ fn the_kafka_broker_down_at_start() {
     let brokers = format!("127.0.0.1:{port}");
     let job = totals_job(dir.path(), &brokers, "");
     let ck = dir.path().join("ck");
-    let mut child = sluice_run(&job, &ck)
-        .stdout(Stdio::null())
-        .stderr(log_file(dir.path()))
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        child.try_wait().expect("wait").is_none(),
-        "the job runs without its broker"
-    );
+    let child = start_without_broker(&job, &ck, dir.path(), Duration::from_millis(1500));
     let kafka = Tansu::start_on(port, &[]);
     kafka.create_topic("seq", 3);
     kafka.create_topic("counts", 2);
@@ -136,11 +122,7 @@ fn the_kafka_broker_down_at_start() {
     finish(child, dir.path(), 600, "broker down at start");
     assert_eq!(check_output(dir.path(), "broker down at start"), 600);
     assert_eq!(written_totals(&kafka), expected(600), "the kafka output");
-    let log = std::fs::read_to_string(dir.path().join("stderr.log")).expect("stderr");
-    assert!(
-        log.contains("cannot reach Kafka at"),
-        "the error is reported: {log}"
-    );
+    brokers::assert_logged(dir.path(), "cannot reach Kafka at");
 }
 
 /// Errors no retry mends stop the job at once, naming the source and the

@@ -299,15 +299,11 @@ fn the_mqtt_broker_down_at_start_and_killed_mid_job() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = sluice_tests::brokers::free_port();
     let job = totals_job(dir.path(), port);
-    let mut child = sluice_run(&job, &dir.path().join("ck"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log"))
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(
-        child.try_wait().expect("wait").is_none(),
-        "the job runs without its broker"
+    let mut child = brokers::start_without_broker(
+        &job,
+        &dir.path().join("ck"),
+        dir.path(),
+        Duration::from_millis(800),
     );
     let wait_for = |n: usize, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -357,11 +353,7 @@ fn the_mqtt_broker_down_at_start_and_killed_mid_job() {
         counts.keys().copied().collect::<Vec<_>>(),
         (0..200).collect::<Vec<_>>()
     );
-    let log = std::fs::read_to_string(dir.path().join("stderr.log")).expect("log");
-    assert!(
-        log.contains("cannot reach MQTT at"),
-        "the receiver's error is reported: {log}"
-    );
+    brokers::assert_logged(dir.path(), "cannot reach MQTT at");
 }
 
 /// `mqtts://` with the broker's CA: the job reads over TLS; with another

@@ -4,8 +4,8 @@
 //! (wrong credentials, a missing stream, an undecodable record).
 
 use sluice_tests::brokers::{
-    self, NatsClient, NatsServer, check_output, expected, finish, free_port, log_file, rendered,
-    seq_lines as lines, sluice_run,
+    self, NatsClient, NatsServer, check_output, expected, finish, free_port, rendered,
+    seq_lines as lines, sluice_run, spawn_logged, start_without_broker,
 };
 use sluice_tests::sluice_bin;
 use std::path::{Path, PathBuf};
@@ -76,11 +76,7 @@ fn kill_nine_of_the_job_loses_and_duplicates_nothing() {
     let before = check_output(dir.path(), "before the last run");
     assert!(before > 0, "the killed runs counted nothing");
     eprintln!("the killed runs counted {before} of 1200 records");
-    let child = sluice_run(&job, &ck)
-        .stdout(Stdio::null())
-        .stderr(log_file(dir.path()))
-        .spawn()
-        .expect("spawn");
+    let child = spawn_logged(&job, &ck, dir.path());
     finish(child, dir.path(), 1200, "after 12 kills");
     assert_eq!(check_output(dir.path(), "after 12 kills"), 1200);
     let acked = nats
@@ -99,16 +95,7 @@ fn the_broker_down_at_start_and_killed_mid_job() {
     let url = format!("nats://127.0.0.1:{port}");
     let job = totals_job(dir.path(), &url, "");
     let ck = dir.path().join("ck");
-    let mut child = sluice_run(&job, &ck)
-        .stdout(Stdio::null())
-        .stderr(log_file(dir.path()))
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(
-        child.try_wait().expect("wait").is_none(),
-        "the job runs without its broker"
-    );
+    let child = start_without_broker(&job, &ck, dir.path(), Duration::from_millis(800));
     let mut server = NatsServer::start_on(dir.path(), port, &[]);
     let nats = NatsClient::connect(&server.url());
     nats.create_stream("SEQ", &["seq.>"]);
@@ -123,11 +110,7 @@ fn the_broker_down_at_start_and_killed_mid_job() {
     finish(child, dir.path(), 600, "broker down, then killed");
     assert_eq!(check_output(dir.path(), "broker down, then killed"), 600);
     assert_eq!(published_totals(&nats), expected(600), "the nats output");
-    let log = std::fs::read_to_string(dir.path().join("stderr.log")).expect("stderr");
-    assert!(
-        log.contains("cannot reach NATS at"),
-        "the receiver's error is reported: {log}"
-    );
+    brokers::assert_logged(dir.path(), "cannot reach NATS at");
 }
 
 /// Errors no retry mends stop the job at once, naming the source and the

@@ -44,8 +44,8 @@ pub struct KafkaSinkConfig {
     pub encoder: Encoder,
     /// One transaction per batch and partition, never twice.
     pub exactly_once: bool,
-    /// Where the transactions' markers go (one partition; created if
-    /// missing).
+    /// Where the transactions' markers go (one partition, compacted;
+    /// created if missing).
     pub commit_topic: String,
     /// How long a batch keeps trying while the brokers are unreachable
     /// before the job fails (it re-runs the batch when restarted).
@@ -322,7 +322,9 @@ fn ensure_topic(config: &KafkaSinkConfig, context: &Context) -> std::result::Res
     let admin: AdminClient<Context> = settings(&config.brokers, &config.properties, &[])
         .create_with_context(context.clone())
         .map_err(|e| e.to_string())?;
-    let topic = NewTopic::new(&config.commit_topic, 1, TopicReplication::Fixed(1));
+    // Compacted: a restart reads one marker per key, not every batch's.
+    let topic = NewTopic::new(&config.commit_topic, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
