@@ -135,6 +135,19 @@ impl Checkpoints {
         })
     }
 
+    /// The checkpoints of `store`, with batch logs and write-ahead logs in
+    /// the local directory `dir` (created if needed).
+    pub fn with_store(dir: impl AsRef<Path>, store: Arc<dyn CheckpointStore>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::io(
+                format!("creating the checkpoint log directory {}", dir.display()),
+                e,
+            )
+        })?;
+        Ok(Checkpoints { store, dir })
+    }
+
     /// The local directory (batch logs, write-ahead logs).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -279,7 +292,7 @@ impl Checkpoints {
             .collect();
         Err(Error::Plan(format!(
             "no valid checkpoint in {} (start over with --fresh): {}",
-            self.dir.display(),
+            self.store.locate(""),
             reasons.join("; ")
         )))
     }

@@ -28,6 +28,7 @@ impl StreamingContext {
             listeners: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
             checkpoint: None,
+            checkpoint_store: None,
             checkpoint_interval: None,
             backpressure: false,
             initial_rate: None,
@@ -59,6 +60,19 @@ impl StreamingContext {
     /// is an error.
     pub fn with_checkpoint(mut self, dir: impl AsRef<Path>) -> Self {
         self.checkpoint = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// [`Self::with_checkpoint`] with the checkpoint objects (full
+    /// checkpoints and state shards) in `store` — object storage, say —
+    /// and only the batch logs and write-ahead logs in the local `dir`.
+    pub fn with_checkpoint_store(
+        mut self,
+        dir: impl AsRef<Path>,
+        store: Arc<dyn crate::checkpoint::CheckpointStore>,
+    ) -> Self {
+        self.checkpoint = Some(dir.as_ref().to_path_buf());
+        self.checkpoint_store = Some(store);
         self
     }
 

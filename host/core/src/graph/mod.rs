@@ -283,6 +283,8 @@ pub struct StreamingContext {
     listeners: Mutex<Vec<Box<dyn StreamingListener>>>,
     started: AtomicBool,
     checkpoint: Option<std::path::PathBuf>,
+    /// Where checkpoint objects go when not in `checkpoint` itself.
+    checkpoint_store: Option<Arc<dyn crate::checkpoint::CheckpointStore>>,
     checkpoint_interval: Option<Duration>,
     backpressure: bool,
     initial_rate: Option<f64>,

@@ -147,7 +147,11 @@ impl<'a> Loop<'a> {
         batches: Option<u64>,
     ) -> Result<Loop<'a>> {
         *ssc.uses.lock().unwrap_or_else(|e| e.into_inner()) = plugin_uses(&g);
-        let store = ssc.checkpoint.as_ref().map(Checkpoints::open).transpose()?;
+        let store = match (&ssc.checkpoint, &ssc.checkpoint_store) {
+            (Some(dir), Some(objects)) => Some(Checkpoints::with_store(dir, objects.clone())?),
+            (Some(dir), None) => Some(Checkpoints::open(dir)?),
+            (None, _) => None,
+        };
         let every = ssc
             .checkpoint_interval
             .map(|d| d.as_millis() as i64)
