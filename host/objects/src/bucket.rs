@@ -1,0 +1,201 @@
+//! A blocking client of one bucket under one prefix.
+
+use crate::url::{S3Settings, S3Url};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig};
+use sluice_core::error::{Error, Result};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The tokio runtime every [`Bucket`]'s requests run on: one thread is
+/// plenty for waiting on the network.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sluice-objects")
+            .enable_all()
+            .build()
+            .expect("the object storage runtime starts")
+    })
+}
+
+/// Runs `fut` on the shared runtime and waits for it; callable from any
+/// thread, a tokio worker's included (it blocks that thread, not the
+/// runtime).
+fn wait<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().expect("the object storage runtime runs")
+}
+
+/// One bucket under one prefix: names are relative to the prefix.
+#[derive(Clone)]
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    url: S3Url,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bucket({})", self.url)
+    }
+}
+
+impl Bucket {
+    /// A client of `url` reached as `settings` say. Nothing is sent yet:
+    /// an unreachable server or a wrong key shows in the first request.
+    pub fn open(url: &S3Url, settings: &S3Settings) -> Result<Bucket> {
+        // reqwest's rustls needs a process-wide crypto provider: ring, as
+        // the rest of Sluice's TLS clients use (already set is no error).
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&url.bucket)
+            .with_virtual_hosted_style_request(settings.virtual_hosted_style)
+            .with_retry(RetryConfig {
+                max_retries: 4,
+                retry_timeout: Duration::from_secs(20),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(60)),
+            );
+        if std::env::var_os("AWS_REGION").is_none() && settings.region.is_none() {
+            b = b.with_region("us-east-1");
+        }
+        if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
+            b = b.with_endpoint(e);
+        }
+        let set = |b: AmazonS3Builder, key, v: &Option<String>| match v {
+            Some(v) => b.with_config(key, v),
+            None => b,
+        };
+        b = set(b, AmazonS3ConfigKey::Endpoint, &settings.endpoint);
+        b = set(b, AmazonS3ConfigKey::Region, &settings.region);
+        b = set(b, AmazonS3ConfigKey::AccessKeyId, &settings.access_key_id);
+        b = set(
+            b,
+            AmazonS3ConfigKey::SecretAccessKey,
+            &settings.secret_access_key,
+        );
+        b = set(b, AmazonS3ConfigKey::Token, &settings.session_token);
+        let endpoint = settings
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+        if endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            b = b.with_allow_http(true);
+        }
+        let store = b
+            .build()
+            .map_err(|e| Error::Plan(format!("object storage {url}: {e}")))?;
+        Ok(Bucket {
+            store: Arc::new(store),
+            url: url.clone(),
+        })
+    }
+
+    /// The location of `name`, for messages.
+    pub fn locate(&self, name: &str) -> String {
+        self.url.object(name)
+    }
+
+    fn path(&self, name: &str) -> Path {
+        if self.url.prefix.is_empty() {
+            Path::from(name)
+        } else {
+            Path::from(format!("{}/{name}", self.url.prefix))
+        }
+    }
+
+    fn error(&self, doing: &str, name: &str, e: object_store::Error) -> Error {
+        Error::io(
+            format!("{doing} {}", self.locate(name)),
+            std::io::Error::other(e.to_string()),
+        )
+    }
+
+    /// Writes `bytes` as `name` unless it exists (`If-None-Match: *`):
+    /// `Ok(true)` when written, `Ok(false)` when something was there.
+    pub fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let (store, path) = (self.store.clone(), self.path(name));
+        let payload = Bytes::copy_from_slice(bytes);
+        let r = wait(async move {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            store.put_opts(&path, payload.into(), opts).await
+        });
+        match r {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.error("writing", name, e)),
+        }
+    }
+
+    /// The object `name`, or `None` when there is none.
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let (store, path) = (self.store.clone(), self.path(name));
+        let r = wait(async move {
+            match store.get(&path).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        r.map(|b| b.map(|b| b.to_vec()))
+            .map_err(|e| self.error("reading", name, e))
+    }
+
+    /// The names under the prefix that start with `start` (all of them,
+    /// however many pages the listing takes), sorted.
+    pub fn list(&self, start: &str) -> Result<Vec<String>> {
+        let store = self.store.clone();
+        let base = self.path("");
+        let base = (!self.url.prefix.is_empty()).then_some(base);
+        let r = wait(async move {
+            store
+                .list(base.as_ref())
+                .map_ok(|m| m.location.to_string())
+                .try_collect::<Vec<String>>()
+                .await
+        });
+        let keys = r.map_err(|e| self.error("listing", "", e))?;
+        let strip = if self.url.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.url.prefix)
+        };
+        let mut names: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&strip))
+            .filter(|n| !n.contains('/') && n.starts_with(start))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes `name`; removing what is not there is no error.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let (store, path) = (self.store.clone(), self.path(name));
+        match wait(async move { store.delete(&path).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("removing", name, e)),
+        }
+    }
+}

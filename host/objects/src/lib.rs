@@ -1,0 +1,19 @@
+//! Sluice on object storage: S3 and S3-compatible servers (MinIO, R2,
+//! SeaweedFS, moto, ...), reached through the `object_store` crate.
+//!
+//! - [`S3Url`] and [`S3Settings`]: where (`s3://bucket/prefix`) and how
+//!   (endpoint, region, credentials, addressing style);
+//! - [`Bucket`]: a blocking client of one bucket under one prefix, for the
+//!   engine's synchronous threads (its requests run on one shared tokio
+//!   runtime);
+//! - [`S3Store`]: the engine's [`sluice_core::checkpoint::CheckpointStore`]
+//!   on a bucket, whose create-only puts (`If-None-Match: *`) keep two
+//!   processes that think they own a job from both committing a checkpoint.
+
+mod bucket;
+mod checkpoint;
+mod url;
+
+pub use bucket::Bucket;
+pub use checkpoint::S3Store;
+pub use url::{S3Settings, S3Url};
