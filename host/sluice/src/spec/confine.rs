@@ -60,7 +60,17 @@ pub(super) fn check_confined(
         .unwrap_or(Path::new("."));
     let mut paths: Vec<(&Spanned<String>, String)> = Vec::new();
     if let Some(c) = &spec.job.get_ref().checkpoint {
+        if c.get_ref().contains("://") {
+            return cx.err(
+                c.span(),
+                "job.checkpoint",
+                "checkpoints in object storage are not granted to jobs run on a server: use a directory beside the spec",
+            );
+        }
         paths.push((c, "job.checkpoint".to_string()));
+    }
+    if let Some(c) = &spec.job.get_ref().checkpoint_logs {
+        paths.push((c, "job.checkpoint_logs".to_string()));
     }
     check_plugins(cx, spec, grants, overrides, &mut paths)?;
     check_sources(cx, spec, grants, &mut paths)?;

@@ -8,9 +8,13 @@
 //! workers = 2                # default: one per core
 //! # clock = "manual"         # default: manual when every source is a queue
 //! # checkpoint = "ckpt"      # resume from / checkpoint into this directory (or --checkpoint)
+//!                            #   or "s3://bucket/prefix" with checkpoint_logs = "dir" for the batch logs
 //! # checkpoint_interval = "10s"  # full checkpoints; default max(10s, 5 × the longest slide)
 //! # backpressure = true     # a PID controller limits receivers to what the job keeps up with
 //! # initial_rate = 1000     # records/s until its first estimate
+//!
+//! # [object_store]          # how s3:// places are reached (each field defaults to the AWS environment):
+//! # endpoint, region, access_key_id, secret_access_key, session_token, virtual_hosted_style
 //!
 //! [plugins.wordcount]
 //! path = "../plugins/target/wasm32-wasip2/release/wordcount.wasm"  # relative to this file
@@ -70,16 +74,18 @@ mod outputs;
 mod plugins;
 mod sections;
 mod sources;
+mod storage;
 mod streams;
 
 use crate::error::{Error, Result};
 use crate::graph::StreamingContext;
 use crate::plugin::{Limits, LoadPlugins, Plugin};
 use crate::time::{ManualClock, SystemClock, parse_duration};
-use sections::{JobSection, SpecFile};
+use sections::{JobSection, ObjectStoreSection, SpecFile};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use toml::Spanned;
 
 /// Options given on the command line that override the spec.
 #[derive(Debug, Clone, Default)]
@@ -356,7 +362,8 @@ fn job_context(
     } else {
         ssc = ssc.with_clock(Arc::new(SystemClock));
     }
-    configure(cx, job, overrides, ssc).map(|(ssc, partitions)| (ssc, job_name, partitions))
+    configure(cx, job, spec.object_store.as_ref(), overrides, ssc)
+        .map(|(ssc, partitions)| (ssc, job_name, partitions))
 }
 
 /// The job's workers, checkpoints and backpressure; the context and the
@@ -364,6 +371,7 @@ fn job_context(
 fn configure(
     cx: &Ctx<'_>,
     job: &JobSection,
+    objects: Option<&Spanned<ObjectStoreSection>>,
     overrides: &Overrides,
     mut ssc: StreamingContext,
 ) -> Result<(StreamingContext, usize)> {
@@ -384,12 +392,16 @@ fn configure(
         }
         ssc = ssc.with_workers(w);
     }
-    let checkpoint = overrides
-        .checkpoint
-        .clone()
-        .or_else(|| job.checkpoint.as_ref().map(|c| cx.resolve(c.get_ref())));
-    if let Some(dir) = checkpoint.filter(|_| !overrides.replay) {
-        ssc = ssc.with_checkpoint(dir).with_fresh_start(overrides.fresh);
+    match storage::checkpoint(cx, job, objects, overrides)?.filter(|_| !overrides.replay) {
+        Some(storage::Checkpoint::Dir(dir)) => {
+            ssc = ssc.with_checkpoint(dir).with_fresh_start(overrides.fresh);
+        }
+        Some(storage::Checkpoint::Objects { logs, store }) => {
+            ssc = ssc
+                .with_checkpoint_store(logs, store)
+                .with_fresh_start(overrides.fresh);
+        }
+        None => {}
     }
     if let Some(every) = &job.checkpoint_interval {
         let d = parse_duration(every.get_ref())

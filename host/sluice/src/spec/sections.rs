@@ -17,6 +17,21 @@ pub(super) struct SpecFile {
     pub(super) streams: BTreeMap<Spanned<String>, Spanned<StreamSection>>,
     #[serde(default)]
     pub(super) outputs: Vec<Spanned<OutputSection>>,
+    /// How `s3://` locations are reached.
+    pub(super) object_store: Option<Spanned<ObjectStoreSection>>,
+}
+
+/// `[object_store]`: the S3 endpoint and credentials for `s3://` places
+/// (each field defaults to the AWS environment).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ObjectStoreSection {
+    pub(super) endpoint: Option<String>,
+    pub(super) region: Option<String>,
+    pub(super) access_key_id: Option<String>,
+    pub(super) secret_access_key: Option<String>,
+    pub(super) session_token: Option<String>,
+    pub(super) virtual_hosted_style: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -26,8 +41,11 @@ pub(super) struct JobSection {
     pub(super) batch_interval: Spanned<String>,
     pub(super) workers: Option<Spanned<usize>>,
     pub(super) clock: Option<Spanned<String>>,
-    /// Checkpoint directory, relative to the spec.
+    /// Checkpoint directory, relative to the spec, or `s3://bucket/prefix`.
     pub(super) checkpoint: Option<Spanned<String>>,
+    /// With checkpoints in object storage: the local directory of the
+    /// batch logs and write-ahead logs.
+    pub(super) checkpoint_logs: Option<Spanned<String>>,
     pub(super) checkpoint_interval: Option<Spanned<String>>,
     /// Spark's backpressure: a PID controller sets the receiving rate.
     pub(super) backpressure: Option<bool>,
