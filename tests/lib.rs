@@ -5,6 +5,7 @@
 
 pub mod brokers;
 pub mod mosquitto;
+pub mod s3;
 pub mod tansu;
 
 use serde_json::Value;

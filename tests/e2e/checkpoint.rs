@@ -177,6 +177,47 @@ fn windowed_and_stateful_jobs_resume_exactly() {
 #[test]
 fn kill_nine_twenty_times_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let ck = dir.path().join("ck");
+    kill_nine_twenty_times(dir.path(), &ck, "", "");
+}
+
+/// The same with the checkpoints in S3 (a moto server on loopback) and
+/// only the batch logs on the local disk.
+#[test]
+fn kill_nine_twenty_times_with_checkpoints_in_s3() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s3 = sluice_tests::s3::S3Server::start();
+    s3.create_bucket("ckpts");
+    kill_nine_twenty_times(
+        dir.path(),
+        Path::new("s3://ckpts/jobs/seq"),
+        "checkpoint_logs = \"logs\"\n",
+        &s3.spec_section(),
+    );
+    let names = sluice::checkpoint::CheckpointStore::list(
+        &sluice_objects::S3Store::new(s3.bucket("ckpts", "jobs/seq")),
+        "checkpoint-",
+    )
+    .expect("list");
+    assert!(!names.is_empty(), "the checkpoints are in the bucket");
+    assert!(
+        !std::fs::read_dir(dir.path().join("logs"))
+            .expect("logs")
+            .any(|e| e
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkpoint-")),
+        "and none on the local disk"
+    );
+}
+
+/// A job of running totals and an incremental window over 60 batches of
+/// sequence-numbered words, killed with SIGKILL 20 times at random and
+/// resumed from its checkpoint `ck` each time; `job_more` is added to its
+/// `[job]` section and `more` to its end. Its outputs come out as an
+/// uninterrupted run's.
+fn kill_nine_twenty_times(dir: &Path, ck: &Path, job_more: &str, more: &str) {
     // 60 batches of sequence-numbered lines `k<key>-<seq>`, on the system clock.
     let batches: Vec<Vec<String>> = (0..60)
         .map(|b| {
@@ -189,11 +230,11 @@ fn kill_nine_twenty_times_loses_and_duplicates_nothing() {
         })
         .collect();
     std::fs::write(
-        dir.path().join("input.json"),
+        dir.join("input.json"),
         serde_json::to_string(&batches).expect("json"),
     )
     .expect("input");
-    let job = dir.path().join("job.toml");
+    let job = dir.join("job.toml");
     std::fs::write(
         &job,
         format!(
@@ -201,7 +242,7 @@ fn kill_nine_twenty_times_loses_and_duplicates_nothing() {
 name = "seq"
 batch_interval = "50ms"
 clock = "system"
-
+{}
 [plugins.wordcount]
 path = "{}"
 
@@ -242,16 +283,16 @@ stream = "recent"
 type = "jsonl"
 path = "recent.jsonl"
 "#,
+            job_more,
             sluice_tests::plugin("wordcount").display()
-        ),
+        ) + more,
     )
     .expect("job");
-    let ck = dir.path().join("ck");
     let seed = time_seed();
     let mut x = seed;
     let mut kills = 0;
     while kills < 20 {
-        let mut child = spawn_quietly(&job, &ck);
+        let mut child = spawn_quietly(&job, ck);
         let r = xorshift(&mut x);
         std::thread::sleep(std::time::Duration::from_millis(20 + r % 200));
         if child.try_wait().expect("wait").is_some() {
@@ -263,7 +304,7 @@ path = "recent.jsonl"
     }
     let finish = sluice(&job)
         .arg("--checkpoint")
-        .arg(&ck)
+        .arg(ck)
         .output()
         .expect("run");
     assert!(
@@ -274,7 +315,7 @@ path = "recent.jsonl"
     // The file output holds every batch exactly once (re-runs replaced
     // their earlier copies), each with the running totals of an
     // uninterrupted run: every key k0..k6 and every sequence word once.
-    let out = read_jsonl(&dir.path().join("out.jsonl"));
+    let out = read_jsonl(&dir.join("out.jsonl"));
     let indexes: Vec<u64> = out
         .iter()
         .map(|b| b["batch"].as_u64().expect("batch"))
@@ -293,7 +334,7 @@ path = "recent.jsonl"
     }
     // The incremental window (4 batches, every 2) at the end: the last 4
     // batches' counts (keys that left stay at 0: no filter).
-    let recent = read_jsonl(&dir.path().join("recent.jsonl"));
+    let recent = read_jsonl(&dir.join("recent.jsonl"));
     let last = recent
         .iter()
         .rev()

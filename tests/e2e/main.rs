@@ -12,6 +12,7 @@ mod kafka;
 mod keyed;
 mod mqtt;
 mod nats;
+mod objects;
 mod runtime;
 mod serve;
 mod sink;
