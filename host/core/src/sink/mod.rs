@@ -4,7 +4,7 @@ pub(crate) mod jsonl;
 pub mod objects;
 pub(crate) mod plugin;
 pub(crate) mod pprint;
-pub(crate) mod text;
+pub mod text;
 
 use crate::error::Result;
 use crate::rdd::Rdd;
@@ -23,6 +23,41 @@ pub trait Output: Send {
     fn emit(&mut self, time: BatchTime, index: u64, rdd: &Rdd) -> Result<()>;
     /// What it is, for the plan (`sluice explain`).
     fn describe(&self) -> String;
+}
+
+/// The part-file formats of [`DStream::save_as_text_files`] and
+/// [`DStream::save_as_object_files`](crate::DStream::save_as_object_files),
+/// for outputs that write the same layout elsewhere (object storage).
+///
+/// [`DStream::save_as_text_files`]: crate::DStream::save_as_text_files
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartFormat {
+    /// One line per element, Python's `str` of it.
+    Text,
+    /// Sluice's binary object format ([`objects`]).
+    Objects,
+}
+
+impl PartFormat {
+    /// Writes one partition as a part file.
+    pub fn write(
+        self,
+        out: &mut dyn std::io::Write,
+        part: &sluice_sdk::Batch,
+    ) -> std::io::Result<()> {
+        match self {
+            PartFormat::Text => text::write_text_part(out, part),
+            PartFormat::Objects => objects::write_object_part(out, part),
+        }
+    }
+
+    /// The output operation's name, for the plan.
+    pub fn operation(self) -> &'static str {
+        match self {
+            PartFormat::Text => "save_as_text_files",
+            PartFormat::Objects => "save_as_object_files",
+        }
+    }
 }
 
 /// One batch as an output saw it: elements rendered as JSON, in partition order.

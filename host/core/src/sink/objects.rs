@@ -40,7 +40,7 @@ pub(crate) struct ObjectFiles {
     pub(crate) prefix: PathBuf,
 }
 
-fn write_object_part(f: &mut dyn Write, b: &Batch) -> std::io::Result<()> {
+pub(crate) fn write_object_part(f: &mut dyn Write, b: &Batch) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(b.keys.bytes.len() + b.values.bytes.len() + 8 * b.len() + 32);
     buf.extend_from_slice(MAGIC);
     buf.push(VERSION);

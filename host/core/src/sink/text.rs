@@ -24,20 +24,26 @@ pub(crate) struct TextFiles {
 
 /// The directory of one batch: `prefix-<ms>[.suffix]`.
 pub(crate) fn batch_dir(prefix: &Path, suffix: Option<&str>, time: BatchTime) -> PathBuf {
-    let mut name = prefix
+    let name = prefix
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    name.push_str(&format!("-{}", time.millis()));
+    prefix.with_file_name(batch_dir_name(&name, suffix, time))
+}
+
+/// The name of one batch's directory for the prefix named `name`:
+/// `name-<ms>[.suffix]`, Spark's.
+pub fn batch_dir_name(name: &str, suffix: Option<&str>, time: BatchTime) -> String {
+    let mut name = format!("{name}-{}", time.millis());
     if let Some(s) = suffix.filter(|s| !s.is_empty()) {
         name.push('.');
         name.push_str(s);
     }
-    prefix.with_file_name(name)
+    name
 }
 
 /// Writes one line per element: Python's `str` of it.
-fn write_text_part(f: &mut dyn Write, b: &Batch) -> std::io::Result<()> {
+pub(crate) fn write_text_part(f: &mut dyn Write, b: &Batch) -> std::io::Result<()> {
     let empty: &[u8] = &[];
     for j in 0..b.len() {
         let k = if b.has_keys() { b.keys.get(j) } else { empty };
