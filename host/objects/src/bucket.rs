@@ -131,19 +131,46 @@ impl Bucket {
     /// Writes `bytes` as `name` unless it exists (`If-None-Match: *`):
     /// `Ok(true)` when written, `Ok(false)` when something was there.
     pub fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool> {
-        let (store, path) = (self.store.clone(), self.path(name));
-        let payload = Bytes::copy_from_slice(bytes);
-        let r = wait(async move {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            store.put_opts(&path, payload.into(), opts).await
+        let written = self.put_all_if_absent(vec![(name.to_string(), bytes.to_vec())])?;
+        Ok(written[0])
+    }
+
+    /// Writes each `(name, bytes)` unless it exists, all at once (the
+    /// requests run concurrently): for each, as [`Self::put_if_absent`]
+    /// says, whether it was written.
+    pub fn put_all_if_absent(&self, objects: Vec<(String, Vec<u8>)>) -> Result<Vec<bool>> {
+        let (names, payloads): (Vec<String>, Vec<Vec<u8>>) = objects.into_iter().unzip();
+        let puts = names.iter().zip(payloads).map(|(name, bytes)| {
+            let (store, path) = (self.store.clone(), self.path(name));
+            let payload = Bytes::from(bytes);
+            async move {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                match store.put_opts(&path, payload.into(), opts).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
         });
-        match r {
+        let all = futures_util::future::join_all(puts);
+        let results = wait(all);
+        names
+            .iter()
+            .zip(results)
+            .map(|(name, r)| r.map_err(|e| self.error("writing", name, e)))
+            .collect()
+    }
+
+    /// Whether an object `name` exists (a `HEAD` request).
+    pub fn exists(&self, name: &str) -> Result<bool> {
+        let (store, path) = (self.store.clone(), self.path(name));
+        match wait(async move { store.head(&path).await }) {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(self.error("writing", name, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error("looking for", name, e)),
         }
     }
 

@@ -8,12 +8,17 @@
 //!   runtime);
 //! - [`S3Store`]: the engine's [`sluice_core::checkpoint::CheckpointStore`]
 //!   on a bucket, whose create-only puts (`If-None-Match: *`) keep two
-//!   processes that think they own a job from both committing a checkpoint.
+//!   processes that think they own a job from both committing a checkpoint;
+//! - [`S3Files`]: `save_as_text_files` / `save_as_object_files` to a
+//!   bucket, exactly once (create-only parts, then a `_SUCCESS` marker that
+//!   a re-run batch finds).
 
 mod bucket;
 mod checkpoint;
+mod files;
 mod url;
 
 pub use bucket::Bucket;
 pub use checkpoint::S3Store;
+pub use files::{S3Files, SUCCESS};
 pub use url::{S3Settings, S3Url};

@@ -60,13 +60,6 @@ pub(super) fn check_confined(
         .unwrap_or(Path::new("."));
     let mut paths: Vec<(&Spanned<String>, String)> = Vec::new();
     if let Some(c) = &spec.job.get_ref().checkpoint {
-        if c.get_ref().contains("://") {
-            return cx.err(
-                c.span(),
-                "job.checkpoint",
-                "checkpoints in object storage are not granted to jobs run on a server: use a directory beside the spec",
-            );
-        }
         paths.push((c, "job.checkpoint".to_string()));
     }
     if let Some(c) = &spec.job.get_ref().checkpoint_logs {
@@ -106,6 +99,13 @@ pub(super) fn check_confined(
         }
     }
     for (value, field) in paths {
+        if value.get_ref().contains("://") {
+            return cx.err(
+                value.span(),
+                &field,
+                "object storage is not granted to jobs run on a server: use a path beside the spec",
+            );
+        }
         if let Some(why) = escapes(root, value.get_ref()) {
             return cx.err(value.span(), &field, why);
         }

@@ -61,6 +61,7 @@
 //! [[outputs]]
 //! stream = "words"
 //! type = "pprint"            # pprint (num) | jsonl (path) | text_files (prefix, suffix)
+//!                            # | object_files (prefix); a prefix may be s3://bucket/path/name
 //!                            # | nats (url, subject, encoder = text | json | msgpack, user, password, ...)
 //!                            # | mqtt (url, topic, qos, user, password, encoder)
 //!                            # | kafka (brokers, topic, encoder, exactly_once = false, commit_topic, properties, ...)

@@ -9,6 +9,8 @@ use crate::error::Result;
 use crate::func::Func;
 use crate::graph::DStream;
 use crate::plugin::Plugin;
+use crate::sink::{Output, PartFormat};
+use sluice_objects::{S3Files, S3Url};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -78,9 +80,19 @@ pub(super) fn add_outputs(
                         "a text_files output needs a prefix",
                     );
                 };
-                let prefix = output_path(p.get_ref());
-                stream
-                    .save_as_text_files(prefix, sec.suffix.as_ref().map(|s| s.get_ref().as_str()));
+                let suffix = sec.suffix.as_ref().map(|s| s.get_ref().as_str());
+                match object_output(
+                    cx,
+                    spec,
+                    overrides,
+                    p,
+                    &field("prefix"),
+                    PartFormat::Text,
+                    suffix,
+                )? {
+                    Some(out) => stream.output_to(out),
+                    None => stream.save_as_text_files(output_path(p.get_ref()), suffix),
+                }
             }
             "object_files" => {
                 let Some(p) = &sec.prefix else {
@@ -90,8 +102,18 @@ pub(super) fn add_outputs(
                         "an object_files output needs a prefix",
                     );
                 };
-                let prefix = output_path(p.get_ref());
-                stream.save_as_object_files(prefix);
+                match object_output(
+                    cx,
+                    spec,
+                    overrides,
+                    p,
+                    &field("prefix"),
+                    PartFormat::Objects,
+                    None,
+                )? {
+                    Some(out) => stream.output_to(out),
+                    None => stream.save_as_object_files(output_path(p.get_ref())),
+                }
             }
             "sink" => {
                 let func = sink_function(cx, i, o, plugins)?;
@@ -121,6 +143,28 @@ pub(super) fn add_outputs(
         }
     }
     Ok(())
+}
+
+/// A file output to object storage when `prefix` is a URL (`s3://…`) and
+/// no `--output-dir` takes the files elsewhere; `None` for a local prefix.
+fn object_output(
+    cx: &Ctx<'_>,
+    spec: &SpecFile,
+    overrides: &Overrides,
+    prefix: &Spanned<String>,
+    field: &str,
+    format: PartFormat,
+    suffix: Option<&str>,
+) -> Result<Option<Box<dyn Output>>> {
+    if !prefix.get_ref().contains("://") || overrides.output_dir.is_some() {
+        return Ok(None);
+    }
+    let url =
+        S3Url::parse(prefix.get_ref()).or_else(|e| cx.err(prefix.span(), field, e.to_string()))?;
+    let settings = super::storage::settings(spec.object_store.as_ref());
+    let out = S3Files::new(&url, &settings, format, suffix)
+        .or_else(|e| cx.err(prefix.span(), field, e.to_string()))?;
+    Ok(Some(Box::new(out)))
 }
 
 /// A sink output's `function`, which must be a sink function.
