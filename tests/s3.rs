@@ -70,6 +70,29 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("creating bucket {name}: {e}"));
     }
 
+    /// Every key in `bucket` under `prefix`, straight from the server's
+    /// listing (ListObjectsV2), sorted.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let xml = ureq::get(format!(
+            "{}/{bucket}?list-type=2&prefix={prefix}",
+            self.endpoint()
+        ))
+        .call()
+        .and_then(|mut r| r.body_mut().read_to_string())
+        .unwrap_or_else(|e| panic!("listing {bucket}/{prefix}: {e}"));
+        assert!(
+            !xml.contains("<IsTruncated>true"),
+            "one page holds the test's keys"
+        );
+        let mut keys: Vec<String> = xml
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// A client of `s3://bucket/prefix` on this server.
     pub fn bucket(&self, bucket: &str, prefix: &str) -> sluice_objects::Bucket {
         let url = sluice_objects::S3Url::parse(&format!("s3://{bucket}/{prefix}")).expect("url");

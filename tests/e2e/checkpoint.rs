@@ -3,6 +3,7 @@
 //! a checkpoint of another graph is refused; `--fresh` starts over.
 
 use sluice_tests::{assert_matches_golden, case_job, read_jsonl, reference, run_ok, sluice_bin};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -182,7 +183,9 @@ fn kill_nine_twenty_times_loses_and_duplicates_nothing() {
 }
 
 /// The same with the checkpoints in S3 (a moto server on loopback) and
-/// only the batch logs on the local disk.
+/// only the batch logs on the local disk, and the running totals also
+/// written as text files to S3: each batch there exactly once, as the
+/// local output file has it.
 #[test]
 fn kill_nine_twenty_times_with_checkpoints_in_s3() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -192,8 +195,43 @@ fn kill_nine_twenty_times_with_checkpoints_in_s3() {
         dir.path(),
         Path::new("s3://ckpts/jobs/seq"),
         "checkpoint_logs = \"logs\"\n",
-        &s3.spec_section(),
+        &(s3.spec_section()
+            + "[[outputs]]\nstream = \"totals\"\ntype = \"text_files\"\nprefix = \"s3://ckpts/out/totals\"\n"),
     );
+    // Batch directories `out/totals-<ms>/` in time order, each with its
+    // marker and the lines of the same batch in out.jsonl.
+    let mut batches: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for key in s3.keys("ckpts", "out/") {
+        let (dir, file) = key
+            .strip_prefix("out/totals-")
+            .and_then(|k| k.split_once('/'))
+            .unwrap_or_else(|| panic!("an unexpected object {key}"));
+        let lines = batches.entry(dir.parse().expect("batch ms")).or_default();
+        let text = s3
+            .bucket("ckpts", "")
+            .get(&key)
+            .expect("get")
+            .expect("object");
+        let text = String::from_utf8(text).expect("utf-8");
+        match file {
+            "_SUCCESS" => lines.push(file.to_string()),
+            part if part.starts_with("part-") => lines.extend(text.lines().map(str::to_string)),
+            other => panic!("an unexpected object {other} in {key}"),
+        }
+    }
+    let out = read_jsonl(&dir.path().join("out.jsonl"));
+    assert_eq!(batches.len(), out.len(), "one directory per batch");
+    for (b, (lines, batch)) in batches.into_values().zip(&out).enumerate() {
+        let mut want: Vec<String> = counts(batch)
+            .into_iter()
+            .map(|(w, n)| format!("('{w}', {n})"))
+            .chain(["_SUCCESS".to_string()])
+            .collect();
+        want.sort();
+        let mut got = lines;
+        got.sort();
+        assert_eq!(got, want, "batch {b} in S3");
+    }
     let names = sluice::checkpoint::CheckpointStore::list(
         &sluice_objects::S3Store::new(s3.bucket("ckpts", "jobs/seq")),
         "checkpoint-",

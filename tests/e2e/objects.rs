@@ -1,10 +1,11 @@
-//! Checkpoints in object storage, against a real S3 server (moto) on
-//! loopback: written once with create-only puts, so that of two writers
-//! of one checkpoint only one commits; damaged ones skipped; an
-//! unreachable server named in the error.
+//! Object storage against a real S3 server (moto) on loopback.
+//! Checkpoints: written once with create-only puts, so that of two
+//! writers of one checkpoint only one commits; damaged ones skipped; an
+//! unreachable server named in the error. File outputs: what a local run
+//! writes, exactly once, the `_SUCCESS` marker deciding.
 
 use sluice::checkpoint::{Checkpoint, CheckpointStore, Checkpoints, KEEP};
-use sluice_objects::S3Store;
+use sluice_objects::{S3Files, S3Store, S3Url};
 use sluice_tests::s3::S3Server;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -118,4 +119,152 @@ fn an_unreachable_object_store_is_an_error_naming_the_object() {
     assert!(e.contains("writing s3://gone/job/checkpoint-1"), "{e}");
     let e = bucket.list("checkpoint-").unwrap_err().to_string();
     assert!(e.contains("listing s3://gone/job/"), "{e}");
+}
+
+/// `text_files` outputs to S3 through the CLI (the `saveAsTextFiles`
+/// golden case with its prefixes in a bucket) hold exactly the objects,
+/// names and lines the same job writes to a local directory.
+#[test]
+fn text_files_in_s3_hold_what_local_ones_do() {
+    let s3 = S3Server::start();
+    s3.create_bucket("outs");
+    let local = tempfile::tempdir().expect("temp dir");
+    sluice_tests::run_job(&sluice_tests::case_job("saveAsTextFiles", local.path()));
+    let mut want: BTreeMap<String, String> = BTreeMap::new();
+    let out = local.path().join("out");
+    for d in std::fs::read_dir(&out).expect("out") {
+        let d = d.expect("entry").path();
+        for f in std::fs::read_dir(&d).expect("batch dir") {
+            let f = f.expect("entry").path();
+            let key = f
+                .strip_prefix(local.path())
+                .expect("under")
+                .to_string_lossy();
+            want.insert(key.into_owned(), std::fs::read_to_string(&f).expect("part"));
+        }
+    }
+    assert!(want.len() > 6, "the local run wrote batches: {want:?}");
+
+    let remote = tempfile::tempdir().expect("temp dir");
+    let job = sluice_tests::case_job("saveAsTextFiles", remote.path());
+    let text = std::fs::read_to_string(&job).expect("job");
+    let text = text.replace("prefix = \"out/", "prefix = \"s3://outs/out/") + &s3.spec_section();
+    std::fs::write(&job, text).expect("job");
+    let explained = sluice_tests::run_ok(
+        std::process::Command::new(sluice_tests::sluice_bin())
+            .arg("explain")
+            .arg(&job),
+    );
+    assert!(
+        explained.contains("save_as_text_files s3://outs/out/counts txt"),
+        "{explained}"
+    );
+    sluice_tests::run_job(&job);
+    let keys = s3.keys("outs", "");
+    assert_eq!(keys, want.keys().cloned().collect::<Vec<_>>());
+    let bucket = s3.bucket("outs", "");
+    for (key, text) in &want {
+        let got = bucket.get(key).expect("get").expect("the object");
+        assert_eq!(String::from_utf8(got).expect("utf-8"), *text, "{key}");
+    }
+    assert!(
+        !remote.path().join("out").exists(),
+        "nothing written to the local disk"
+    );
+}
+
+/// The exactly-once rules of file outputs in object storage: a batch
+/// whose earlier run died before its marker keeps the parts it wrote and
+/// gets the rest and the marker; a batch run again once its marker is
+/// there writes nothing; object files are Sluice's object format.
+#[test]
+fn a_rerun_batch_in_s3_finds_its_marker_and_writes_nothing() {
+    use sluice::sink::{Output, PartFormat};
+    use sluice::{BatchTime, rdd::Rdd};
+    use sluice_sdk::{Batch, Column};
+    let s3 = S3Server::start();
+    s3.create_bucket("outs");
+    let rdd = |words: &[&str]| {
+        let mut c = Column::new();
+        for w in words {
+            c.push(w).expect("push");
+        }
+        Rdd {
+            partitions: vec![Batch::from_values(c), Batch::default()],
+        }
+    };
+    let url = S3Url::parse("s3://outs/jobs/counts").expect("url");
+    let mut out = S3Files::new(&url, &s3.settings(), PartFormat::Text, Some("txt")).expect("out");
+    assert_eq!(
+        out.describe(),
+        "save_as_text_files s3://outs/jobs/counts txt"
+    );
+    let bucket = s3.bucket("outs", "jobs");
+    let text = |name: &str| {
+        bucket
+            .get(name)
+            .expect("get")
+            .map(|b| String::from_utf8(b).expect("utf-8"))
+    };
+    // A run that died after writing its first part.
+    assert!(
+        bucket
+            .put_if_absent("counts-1000.txt/part-00000", b"a\n")
+            .expect("put")
+    );
+    out.emit(BatchTime(1000), 0, &rdd(&["a"])).expect("emit");
+    assert_eq!(text("counts-1000.txt/part-00000").as_deref(), Some("a\n"));
+    assert_eq!(text("counts-1000.txt/part-00001").as_deref(), Some(""));
+    assert_eq!(text("counts-1000.txt/_SUCCESS").as_deref(), Some(""));
+    // Run again (say, with other input in three partitions): its marker
+    // is there, nothing is written (no part-00002 either).
+    let mut other = rdd(&["z", "y"]);
+    other.partitions.push(Batch::default());
+    out.emit(BatchTime(1000), 0, &other).expect("emit");
+    assert_eq!(text("counts-1000.txt/part-00000").as_deref(), Some("a\n"));
+    out.emit(BatchTime(2000), 1, &rdd(&["b", "c"]))
+        .expect("emit");
+    assert_eq!(
+        text("counts-2000.txt/part-00000").as_deref(),
+        Some("b\nc\n")
+    );
+    assert_eq!(
+        s3.keys("outs", "jobs/"),
+        [
+            "jobs/counts-1000.txt/_SUCCESS",
+            "jobs/counts-1000.txt/part-00000",
+            "jobs/counts-1000.txt/part-00001",
+            "jobs/counts-2000.txt/_SUCCESS",
+            "jobs/counts-2000.txt/part-00000",
+            "jobs/counts-2000.txt/part-00001",
+        ]
+    );
+
+    // Object files read back with Sluice's reader.
+    let url = S3Url::parse("s3://outs/objs").expect("url");
+    let mut out = S3Files::new(&url, &s3.settings(), PartFormat::Objects, None).expect("out");
+    out.emit(BatchTime(3000), 2, &rdd(&["x", "y"]))
+        .expect("emit");
+    let local = tempfile::tempdir().expect("temp dir");
+    let root = s3.bucket("outs", "");
+    for name in ["part-00000", "part-00001", "_SUCCESS"] {
+        let bytes = root
+            .get(&format!("objs-3000/{name}"))
+            .expect("get")
+            .expect("the object");
+        std::fs::write(local.path().join(name), bytes).expect("write");
+    }
+    let elements = sluice::sink::objects::read_object_dir(local.path()).expect("read back");
+    assert_eq!(elements.len(), 2, "{elements:?}");
+
+    // A prefix without a name for the batches' directories.
+    let e = S3Files::new(
+        &S3Url::parse("s3://outs").expect("url"),
+        &s3.settings(),
+        PartFormat::Text,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("s3://outs/") && e.contains("NAME"), "{e}");
 }
