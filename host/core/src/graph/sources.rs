@@ -78,13 +78,8 @@ impl StreamingContext {
         include_existing: bool,
         partitions: usize,
     ) -> DStream {
-        let dir = dir.as_ref().to_path_buf();
-        let source = crate::receiver::file::FileSource::new(
-            dir.clone(),
-            include_existing,
-            partitions.max(1),
-        );
-        self.add_source(format!("files {}", dir.display()), Box::new(source))
+        let store = crate::receiver::file_store::LocalDir(dir.as_ref().to_path_buf());
+        self.text_file_stream_in(Box::new(store), include_existing, partitions, None, None)
     }
 
     /// [`StreamingContext::text_file_stream_with`] remembering the names of
@@ -98,14 +93,38 @@ impl StreamingContext {
         partitions: usize,
         ledger: impl AsRef<Path>,
     ) -> DStream {
-        let dir = dir.as_ref().to_path_buf();
-        let source = crate::receiver::file::FileSource::new(
-            dir.clone(),
+        let store = crate::receiver::file_store::LocalDir(dir.as_ref().to_path_buf());
+        self.text_file_stream_in(
+            Box::new(store),
             include_existing,
-            partitions.max(1),
+            partitions,
+            None,
+            Some(ledger.as_ref()),
         )
-        .with_ledger(ledger.as_ref().to_path_buf());
-        self.add_source(format!("files {}", dir.display()), Box::new(source))
+    }
+
+    /// [`StreamingContext::text_file_stream_with`] on any
+    /// [`FileStore`](crate::receiver::file_store::FileStore) — object
+    /// storage, say — reading at most `max_files` files per batch,
+    /// remembering the names read in `ledger` when given.
+    pub fn text_file_stream_in(
+        &self,
+        store: Box<dyn crate::receiver::file_store::FileStore>,
+        include_existing: bool,
+        partitions: usize,
+        max_files: Option<usize>,
+        ledger: Option<&Path>,
+    ) -> DStream {
+        let name = format!("files {}", store.describe());
+        let mut source =
+            crate::receiver::file::FileSource::on(store, include_existing, partitions.max(1));
+        if let Some(max) = max_files {
+            source = source.with_max_files(max);
+        }
+        if let Some(l) = ledger {
+            source = source.with_ledger(l.to_path_buf());
+        }
+        self.add_source(name, Box::new(source))
     }
 
     /// Synthetic lines at a given rate (demos, benchmarks): see

@@ -10,12 +10,24 @@
 //!   `include_existing` is set (Spark's `newFilesOnly`).
 //! - A file is new by its *name*, not its modification time: unlike Spark, a
 //!   file moved in with an old mtime is still read.
+//! - The files may be in a local directory or in object storage (a
+//!   [`FileStore`]; `s3://bucket/prefix/` from `sluice-objects`): the same
+//!   rules hold for both. A store that cannot be listed fails the stream
+//!   when it is local; a remote one gives empty batches meanwhile, each
+//!   failure reported, and its new files come in the first batch that
+//!   lists it again.
+//! - `max_files` bounds the files read per batch (oldest first; the rest
+//!   wait for the next batches).
+//! - Files are read in 1 MiB chunks and split into lines as they arrive,
+//!   so a large file is held once, as the batch's lines.
 //! - Nested directories are not watched; names starting with `.` or `_`
 //!   (temporary files, `_SUCCESS` markers) are skipped.
 //! - Lines end at `\n` (a trailing `\r` is dropped); non-UTF-8 bytes are
 //!   replaced with U+FFFD and reported.
-//! - A file that vanishes before it is read, or cannot be read, is reported
-//!   and skipped (never retried); the batch goes on.
+//! - A file that vanishes before it is read is reported and skipped; one
+//!   that cannot be read is reported and skipped for good when local, and
+//!   tried again at the next batch when remote (its lines read so far are
+//!   taken back). The batch goes on.
 //! - Memory stays bounded by the directory: names no longer listed are
 //!   forgotten, so a file removed and later re-added under the same name is
 //!   read again.
@@ -38,6 +50,7 @@
 //!   batch at or after its modification time), not all in the first.
 
 use super::Source;
+use super::file_store::{FileStore, LineSplitter, truncate};
 use crate::error::{Error, Result};
 use crate::rdd::Rdd;
 use crate::time::BatchTime;
@@ -45,11 +58,18 @@ use sluice_sdk::Column;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 pub(crate) struct FileSource {
-    dir: PathBuf,
+    store: Box<dyn FileStore>,
     include_existing: bool,
     partitions: usize,
+    /// At most this many files per batch.
+    max_files: usize,
+    /// A remote store that could not be listed when the stream started:
+    /// the names read before (checkpoint or ledger) and the start time,
+    /// for the first listing that works.
+    pending_start: Option<(Option<HashSet<OsString>>, SystemTime)>,
     seen: HashSet<OsString>,
     /// Where the names read are remembered across restarts.
     ledger: Option<PathBuf>,
@@ -67,11 +87,23 @@ pub(crate) struct FileSource {
 }
 
 impl FileSource {
+    #[cfg(test)]
     pub(crate) fn new(dir: PathBuf, include_existing: bool, partitions: usize) -> Self {
-        FileSource {
-            dir,
+        Self::on(
+            Box::new(super::file_store::LocalDir(dir)),
             include_existing,
             partitions,
+        )
+    }
+
+    /// The files of `store`.
+    pub(crate) fn on(store: Box<dyn FileStore>, include_existing: bool, partitions: usize) -> Self {
+        FileSource {
+            store,
+            include_existing,
+            partitions,
+            max_files: usize::MAX,
+            pending_start: None,
             seen: HashSet::new(),
             ledger: None,
             restored: None,
@@ -80,6 +112,12 @@ impl FileSource {
             errors: Vec::new(),
             catch_up_until: None,
         }
+    }
+
+    /// Reads at most `max` files per batch.
+    pub(crate) fn with_max_files(mut self, max: usize) -> Self {
+        self.max_files = max.max(1);
+        self
     }
 
     /// Remembers the names read in `ledger` (see the module's policy).
@@ -129,75 +167,88 @@ impl FileSource {
         }
     }
 
-    /// Candidate files: regular files, not hidden, not markers.
-    fn list(&self) -> Result<Vec<(std::time::SystemTime, OsString)>> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
-            Error::io(
-                format!("listing the watched directory {}", self.dir.display()),
-                e,
-            )
-        })?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let Ok(entry) = entry else { continue };
-            let name = entry.file_name();
-            let text = name.to_string_lossy();
-            if text.starts_with('.') || text.starts_with('_') {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            files.push((mtime, name));
-        }
+    /// Candidate files, oldest first (then by name).
+    fn list(&self) -> Result<Vec<(SystemTime, OsString)>> {
+        let mut files = self.store.list()?;
         files.sort();
         Ok(files)
+    }
+
+    /// [`Self::list`], or `None` with the failure reported when the
+    /// store is remote (its files wait for a listing that works).
+    fn list_or_report(&mut self, time: BatchTime) -> Result<Option<Vec<(SystemTime, OsString)>>> {
+        match self.list() {
+            Ok(files) => Ok(Some(files)),
+            Err(e) if self.store.remote() => {
+                tracing::warn!(files = %self.store.describe(), batch = time.millis(), "cannot list the watched files (tried again next batch): {e}");
+                self.errors.push(format!("{e} (tried again next batch)"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decides what was read before this start: exactly the names of
+    /// `read` (a checkpoint's or the ledger's) when there are some, else
+    /// every file listed unless `include_existing` — with a `started`
+    /// time (a remote store listed late), only files modified before it.
+    fn first_listing(
+        &mut self,
+        files: &[(SystemTime, OsString)],
+        read: Option<HashSet<OsString>>,
+        started: Option<SystemTime>,
+    ) {
+        self.seen = match read {
+            Some(read) => files
+                .iter()
+                .filter(|(_, n)| read.contains(n))
+                .map(|(_, n)| n.clone())
+                .collect(),
+            None if self.include_existing => HashSet::new(),
+            None => files
+                .iter()
+                .filter(|(mtime, _)| started.is_none_or(|s| *mtime < s))
+                .map(|(_, n)| n.clone())
+                .collect(),
+        };
+        self.save_ledger();
     }
 }
 
 impl Source for FileSource {
     fn describe(&self) -> String {
-        format!("text files in {}", self.dir.display())
+        format!("text files in {}", self.store.describe())
     }
     fn partitions(&self) -> usize {
         self.partitions
     }
     fn start(&mut self) -> Result<()> {
-        let files = self.list()?;
-        if let Some(read) = self.restored.take() {
-            // Resumed from a checkpoint: exactly the names it had read.
-            self.seen = files
-                .into_iter()
-                .map(|(_, n)| n)
-                .filter(|n| read.contains(n))
-                .collect();
-            self.save_ledger();
-            return Ok(());
-        }
-        match self.load_ledger()? {
-            // A restart: everything not read before is new.
-            Some(read) => {
-                self.seen = files
-                    .into_iter()
-                    .map(|(_, n)| n)
-                    .filter(|n| read.contains(n))
-                    .collect();
+        // Resumed from a checkpoint: exactly the names it had read; else
+        // after a restart with a ledger: everything not read before is new.
+        let read = match self.restored.take() {
+            Some(read) => Some(read),
+            None => self.load_ledger()?,
+        };
+        match self.list() {
+            Ok(files) => self.first_listing(&files, read, None),
+            Err(e) if self.store.remote() => {
+                tracing::warn!(files = %self.store.describe(), "cannot list the watched files at start (tried again every batch): {e}");
+                self.errors.push(format!("{e} (tried again next batch)"));
+                self.pending_start = Some((read, SystemTime::now()));
             }
-            None => {
-                if !self.include_existing {
-                    self.seen = files.into_iter().map(|(_, n)| n).collect();
-                }
-                self.save_ledger();
-            }
+            Err(e) => return Err(e),
         }
         Ok(())
     }
 
     fn next_batch(&mut self, time: BatchTime) -> Result<Rdd> {
-        let files = self.list()?;
-        let listed: HashSet<OsString> = files.iter().map(|(_, n)| n.clone()).collect();
+        let Some(files) = self.list_or_report(time)? else {
+            return self.read_files(time, Vec::new(), false, false);
+        };
+        if let Some((read, started)) = self.pending_start.take() {
+            self.first_listing(&files, read, Some(started));
+        }
+        let listed: HashSet<&OsString> = files.iter().map(|(_, n)| n).collect();
         // Forget names that are gone: memory stays bounded by the directory.
         let before = self.seen.len();
         self.seen.retain(|n| listed.contains(n));
@@ -211,11 +262,12 @@ impl Source for FileSource {
                     + std::time::Duration::from_millis(time.millis().max(0) as u64)
             });
         let names: Vec<OsString> = files
-            .into_iter()
+            .iter()
             .filter(|(mtime, name)| !self.seen.contains(name) && cutoff.is_none_or(|c| *mtime <= c))
-            .map(|(_, n)| n)
+            .take(self.max_files)
+            .map(|(_, n)| n.clone())
             .collect();
-        self.read_files(time, names, changed)
+        self.read_files(time, names, changed, false)
     }
 
     fn batch_record(&self) -> Vec<u8> {
@@ -229,7 +281,7 @@ impl Source for FileSource {
             ))
         })?;
         let names = names.into_iter().map(OsString::from).collect();
-        self.read_files(time, names, false)
+        self.read_files(time, names, false, true)
     }
 
     fn take_errors(&mut self) -> Vec<String> {
@@ -259,45 +311,58 @@ impl Source for FileSource {
 
 impl FileSource {
     /// Reads the files `names` (in order) into the batch at `time` and
-    /// remembers them as read.
+    /// remembers them as read. A file of a remote store that cannot be
+    /// read is left for the next batch — or, in a batch re-run on
+    /// recovery (`replaying`), which must read exactly its files, fails it.
     fn read_files(
         &mut self,
         time: BatchTime,
         names: Vec<OsString>,
         mut changed: bool,
+        replaying: bool,
     ) -> Result<Rdd> {
         self.last_batch.clear();
         let mut lines = Column::new();
         for name in names {
-            self.seen.insert(name.clone());
-            changed = true;
+            let before = lines.len();
+            let mut split = LineSplitter::new(&mut lines);
+            let read = self
+                .store
+                .read(&name, &mut |chunk| split.feed(chunk))
+                .and_then(|found| Ok((found, split.finish()?)));
+            let at = self.store.locate(&name);
+            match read {
+                Ok((true, invalid)) => {
+                    self.files_read += 1;
+                    if invalid > 0 {
+                        tracing::warn!(file = %at, lines = invalid, "file is not valid UTF-8: invalid bytes replaced with U+FFFD");
+                    }
+                }
+                Ok((false, _)) => {
+                    tracing::warn!(file = %at, batch = time.millis(), "skipping a file that vanished before it was read");
+                    self.errors
+                        .push(format!("{}: vanished before it was read, skipped", at));
+                }
+                Err(e) if self.store.remote() => {
+                    truncate(&mut lines, before);
+                    if replaying {
+                        return Err(e);
+                    }
+                    tracing::warn!(file = %at, batch = time.millis(), "cannot read a file (tried again next batch): {e}");
+                    self.errors.push(format!("{e} (tried again next batch)"));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(file = %at, batch = time.millis(), "skipping a file that cannot be read: {e}");
+                    self.errors
+                        .push(format!("{}: cannot be read, skipped: {e}", at));
+                }
+            }
             if let Some(n) = name.to_str() {
                 self.last_batch.push(n.to_string());
             }
-            let path = self.dir.join(&name);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), batch = time.millis(), "skipping a file that cannot be read: {e}");
-                    self.errors
-                        .push(format!("{}: cannot be read, skipped: {e}", path.display()));
-                    continue;
-                }
-            };
-            self.files_read += 1;
-            let text = match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), "file is not valid UTF-8: invalid bytes replaced with U+FFFD");
-                    String::from_utf8_lossy(e.as_bytes()).into_owned()
-                }
-            };
-            for line in text.lines() {
-                lines.push_str(line).map_err(|e| Error::Input {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            }
+            self.seen.insert(name);
+            changed = true;
         }
         if changed {
             self.save_ledger();
@@ -309,6 +374,9 @@ impl FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receiver::file_store::LocalDir;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
     fn lines_of(rdd: &Rdd) -> Vec<String> {
         let mut v: Vec<String> = rdd
@@ -449,6 +517,83 @@ mod tests {
         s.restore(&checkpointed).unwrap();
         s.start().unwrap();
         assert_eq!(lines_of(&s.next_batch(BatchTime(2)).unwrap()), ["b"]);
+    }
+
+    /// A local directory that behaves as a remote store whose listing
+    /// fails while `.1` is set and whose reads fail half-way while `.2` is.
+    struct Flaky(LocalDir, Arc<AtomicBool>, Arc<AtomicBool>);
+
+    impl FileStore for Flaky {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn locate(&self, name: &std::ffi::OsStr) -> String {
+            self.0.locate(name)
+        }
+        fn list(&self) -> Result<Vec<(SystemTime, OsString)>> {
+            if self.1.load(SeqCst) {
+                return Err(Error::Internal("the store is down".into()));
+            }
+            self.0.list()
+        }
+        fn read(
+            &self,
+            name: &std::ffi::OsStr,
+            chunk: &mut dyn FnMut(&[u8]) -> Result<()>,
+        ) -> Result<bool> {
+            if self.2.load(SeqCst) {
+                chunk(b"a line of a read cut short\n")?;
+                return Err(Error::Internal("the store went down".into()));
+            }
+            self.0.read(name, chunk)
+        }
+        fn remote(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_remote_store_that_fails_loses_nothing_and_max_files_bounds_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("old.txt"), "old\n").unwrap();
+        let (list_down, read_down) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let store = Flaky(
+            LocalDir(d.to_path_buf()),
+            list_down.clone(),
+            read_down.clone(),
+        );
+        let mut s = FileSource::on(Box::new(store), false, 1).with_max_files(2);
+        // Down at start: no error but a report; old.txt (modified before
+        // the start) stays ignored once the store answers.
+        s.start().unwrap();
+        assert_eq!(s.take_errors().len(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for f in ["a", "b", "c"] {
+            std::fs::write(d.join(f), format!("{f}\n")).unwrap();
+        }
+        assert!(lines_of(&s.next_batch(BatchTime(1)).unwrap()).is_empty());
+        assert_eq!(s.take_errors().len(), 1, "the failed listing is reported");
+        // Listed, but the reads fail half-way: their lines are taken back
+        // and the files wait for the next batch.
+        list_down.store(false, SeqCst);
+        read_down.store(true, SeqCst);
+        assert!(lines_of(&s.next_batch(BatchTime(2)).unwrap()).is_empty());
+        assert_eq!(s.take_errors().len(), 2);
+        assert_eq!(s.batch_record(), b"[]");
+        read_down.store(false, SeqCst);
+        // Two files a batch at most, oldest first.
+        assert_eq!(lines_of(&s.next_batch(BatchTime(3)).unwrap()), ["a", "b"]);
+        assert_eq!(lines_of(&s.next_batch(BatchTime(4)).unwrap()), ["c"]);
+        assert!(lines_of(&s.next_batch(BatchTime(5)).unwrap()).is_empty());
+        assert_eq!(s.files_read, 3);
+        // A batch re-run on recovery must read its files: a failure fails it.
+        read_down.store(true, SeqCst);
+        let e = s.replay_batch(BatchTime(3), br#"["a"]"#).unwrap_err();
+        assert!(e.to_string().contains("went down"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! batch's partitions. Replayable sources (queue) produce their batch directly.
 
 pub(crate) mod file;
+pub mod file_store;
 pub mod generator;
 pub mod queue;
 pub mod rate;
