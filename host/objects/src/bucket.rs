@@ -2,7 +2,7 @@
 
 use crate::url::{S3Settings, S3Url};
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig};
@@ -35,6 +35,17 @@ fn wait<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> T {
     rx.recv().expect("the object storage runtime runs")
 }
 
+/// An object found by [`Bucket::list_objects`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its name, relative to the prefix.
+    pub name: String,
+    /// When it was last written.
+    pub modified: std::time::SystemTime,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// One bucket under one prefix: names are relative to the prefix.
 #[derive(Clone)]
 pub struct Bucket {
@@ -52,6 +63,18 @@ impl Bucket {
     /// A client of `url` reached as `settings` say. Nothing is sent yet:
     /// an unreachable server or a wrong key shows in the first request.
     pub fn open(url: &S3Url, settings: &S3Settings) -> Result<Bucket> {
+        Bucket::open_retrying(url, settings, 4, Duration::from_secs(20))
+    }
+
+    /// [`Self::open`] with its requests retried at most `retries` times
+    /// within `within` (`open`: 4 within 20 s) — fewer for a caller that
+    /// tries again itself, such as a file source at its next batch.
+    pub fn open_retrying(
+        url: &S3Url,
+        settings: &S3Settings,
+        retries: usize,
+        within: Duration,
+    ) -> Result<Bucket> {
         // reqwest's rustls needs a process-wide crypto provider: ring, as
         // the rest of Sluice's TLS clients use (already set is no error).
         #[allow(deprecated)]
@@ -60,8 +83,8 @@ impl Bucket {
             .with_bucket_name(&url.bucket)
             .with_virtual_hosted_style_request(settings.virtual_hosted_style)
             .with_retry(RetryConfig {
-                max_retries: 4,
-                retry_timeout: Duration::from_secs(20),
+                max_retries: retries,
+                retry_timeout: within,
                 ..RetryConfig::default()
             })
             .with_client_options(
@@ -191,30 +214,84 @@ impl Bucket {
     /// The names under the prefix that start with `start` (all of them,
     /// however many pages the listing takes), sorted.
     pub fn list(&self, start: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .list_objects()?
+            .into_iter()
+            .map(|o| o.name)
+            .filter(|n| n.starts_with(start))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The objects directly under the prefix (not in nested "folders"),
+    /// with their times and sizes: every page of the listing, in no
+    /// particular order.
+    pub fn list_objects(&self) -> Result<Vec<ObjectInfo>> {
         let store = self.store.clone();
-        let base = self.path("");
-        let base = (!self.url.prefix.is_empty()).then_some(base);
-        let r = wait(async move {
-            store
-                .list(base.as_ref())
-                .map_ok(|m| m.location.to_string())
-                .try_collect::<Vec<String>>()
-                .await
-        });
-        let keys = r.map_err(|e| self.error("listing", "", e))?;
+        let base = (!self.url.prefix.is_empty()).then(|| self.path(""));
+        let r = wait(async move { store.list_with_delimiter(base.as_ref()).await });
+        let listed = r.map_err(|e| self.error("listing", "", e))?;
         let strip = if self.url.prefix.is_empty() {
             String::new()
         } else {
             format!("{}/", self.url.prefix)
         };
-        let mut names: Vec<String> = keys
-            .iter()
-            .filter_map(|k| k.strip_prefix(&strip))
-            .filter(|n| !n.contains('/') && n.starts_with(start))
-            .map(str::to_string)
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.as_ref().strip_prefix(&strip)?.to_string();
+                Some(ObjectInfo {
+                    name,
+                    modified: std::time::SystemTime::from(m.last_modified),
+                    size: m.size,
+                })
+            })
+            .collect())
+    }
+
+    /// Reads the object `name`, handing its bytes to `chunk` as they
+    /// arrive (a few chunks are buffered, so memory stays bounded whatever
+    /// the object's size); `Ok(false)` when there is no such object.
+    pub fn read_chunks(
+        &self,
+        name: &str,
+        chunk: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        let (store, path) = (self.store.clone(), self.path(name));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<object_store::Result<Option<Bytes>>>(8);
+        runtime().spawn(async move {
+            let mut body = match store.get(&path).await {
+                Ok(r) => r.into_stream(),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            while let Some(piece) = body.next().await {
+                let end = piece.is_err();
+                // A reader that stopped (its callback failed) ends the read.
+                if tx.send(piece.map(Some)).is_err() || end {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(None));
+        });
+        loop {
+            match rx.recv() {
+                Ok(Ok(Some(bytes))) => chunk(&bytes)?,
+                Ok(Ok(None)) => return Ok(true),
+                Ok(Err(object_store::Error::NotFound { .. })) => return Ok(false),
+                Ok(Err(e)) => return Err(self.error("reading", name, e)),
+                Err(_) => {
+                    return Err(Error::Internal(format!(
+                        "reading {}: the object storage runtime stopped",
+                        self.locate(name)
+                    )));
+                }
+            }
+        }
     }
 
     /// Removes `name`; removing what is not there is no error.

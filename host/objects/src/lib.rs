@@ -11,14 +11,18 @@
 //!   processes that think they own a job from both committing a checkpoint;
 //! - [`S3Files`]: `save_as_text_files` / `save_as_object_files` to a
 //!   bucket, exactly once (create-only parts, then a `_SUCCESS` marker that
-//!   a re-run batch finds).
+//!   a re-run batch finds);
+//! - [`S3Dir`]: the objects under a prefix as a `text_file_stream`'s
+//!   files (Spark's `textFileStream` on S3).
 
 mod bucket;
 mod checkpoint;
 mod files;
+mod source;
 mod url;
 
-pub use bucket::Bucket;
+pub use bucket::{Bucket, ObjectInfo};
 pub use checkpoint::S3Store;
 pub use files::{S3Files, SUCCESS};
+pub use source::S3Dir;
 pub use url::{S3Settings, S3Url};
