@@ -27,7 +27,8 @@
 //! [sources.lines]
 //! type = "socket"            # socket (host, port, demo_lines = file served by --feed)
 //!                            # | queue (path, stream) | text_files (path = dir, include_existing,
-//!                            #   ledger = file remembering the names read; default `.sluice-JOB-SOURCE.read` in dir)
+//!                            #   ledger = file remembering the names read; default `.sluice-JOB-SOURCE.read` in dir,
+//!                            #   max_files = per batch; path may be s3://bucket/prefix/)
 //!                            # | generator (rate, words_per_line, vocabulary, seed)
 //!                            # | nats (url, stream, subject, durable, start = "all" | "new" | SEQ | "RFC 3339 time",
 //!                            #   max_rate, max_buffered, user, password, token, credentials, tls, ca,
@@ -468,6 +469,28 @@ mod tests {
         assert_eq!(
             job.socket_addrs[0].buffered_bytes,
             crate::receiver::MAX_BUFFERED_BYTES as u64
+        );
+    }
+
+    #[test]
+    fn watched_files_may_be_in_object_storage() {
+        let spec = |path: &str, more: &str| {
+            format!(
+                "[job]\nbatch_interval = \"1s\"\n[sources.files]\ntype = \"text_files\"\npath = \"{path}\"\n{more}[[outputs]]\nstream = \"files\"\ntype = \"pprint\"\n[object_store]\nendpoint = \"http://127.0.0.1:9\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n"
+            )
+        };
+        let ok = |text: &str| build(Path::new("job.toml"), text, &Overrides::default()).map(|_| ());
+        ok(&spec("s3://inbox/drop/", "max_files = 10\n")).expect("an S3 prefix");
+        let e = err_of(&spec("s3://inbox/drop/", "max_files = 0\n"));
+        assert!(
+            e.starts_with("job.toml:6: sources.files.max_files: must be at least 1"),
+            "{e}"
+        );
+        let e = err_of(&spec("s3://x/drop/", ""));
+        assert!(
+            e.starts_with("job.toml:5: sources.files.path:")
+                && e.contains("`s3://x/drop/` is not an S3 location"),
+            "{e}"
         );
     }
 

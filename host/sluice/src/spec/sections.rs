@@ -89,8 +89,11 @@ pub(super) struct SourceSection {
     pub(super) seed: Option<Spanned<u64>>,
     pub(super) include_existing: Option<Spanned<bool>>,
     /// text_files sources: where the names read are remembered across
-    /// restarts (default: hidden in the directory; "" for memory only).
+    /// restarts (default: hidden in the directory, none for object
+    /// storage; "" for memory only).
     pub(super) ledger: Option<Spanned<String>>,
+    /// text_files sources: at most this many files per batch.
+    pub(super) max_files: Option<Spanned<usize>>,
     /// Socket sources: a file of lines that `sluice run --feed` serves.
     pub(super) demo_lines: Option<Spanned<String>>,
     /// Broker sources: server URL(s), comma separated.

@@ -1,16 +1,20 @@
 //! The job's sources (`[sources.NAME]`): sockets, queues, watched
-//! directories, generators and brokers (`brokers.rs`).
+//! directories (local or in object storage), generators and brokers
+//! (`brokers.rs`).
 
 use super::sections::{SourceSection, SpecFile};
 use super::{Ctx, SocketFeed, parse_size};
 use crate::error::Result;
 use crate::graph::{DStream, StreamingContext};
+use crate::receiver::file_store::{FileStore, LocalDir};
 use crate::receiver::generator::GeneratorConfig;
 use crate::receiver::queue::read_queue_file;
 use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
 use sluice_brokers::NatsSource;
 use sluice_brokers::kafka::KafkaSource;
+use sluice_objects::{S3Dir, S3Url};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use toml::Spanned;
 
 /// The job's sources as streams of `ssc` by name, and its socket sources
@@ -62,9 +66,15 @@ pub(super) fn add_sources(
                 let parts = partitions.or(q.partitions).unwrap_or(2);
                 ssc.queue_stream(q.batches, parts)
             }
-            "text_files" => {
-                text_files_source(cx, ssc, job_name, name, s, partitions, default_partitions)?
-            }
+            "text_files" => text_files_source(
+                cx,
+                spec,
+                ssc,
+                job_name,
+                name,
+                s,
+                partitions.unwrap_or(default_partitions),
+            )?,
             "generator" => {
                 let config = generator_config(cx, name, sec)?;
                 ssc.generator_stream(config, partitions.unwrap_or(default_partitions))
@@ -157,12 +167,12 @@ fn socket_config(
 /// read in its ledger, unless that is `""`).
 fn text_files_source(
     cx: &Ctx<'_>,
+    spec: &SpecFile,
     ssc: &StreamingContext,
     job_name: &str,
     name: &Spanned<String>,
     s: &Spanned<SourceSection>,
-    partitions: Option<usize>,
-    default_partitions: usize,
+    partitions: usize,
 ) -> Result<DStream> {
     let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
     let sec = s.get_ref();
@@ -170,28 +180,41 @@ fn text_files_source(
         return cx.err(
             s.span(),
             &field("path"),
-            "a text_files source needs the path of a directory to watch",
+            "a text_files source needs the path of a directory to watch (or s3://bucket/prefix/)",
         );
     };
-    let dir = cx.resolve(p.get_ref());
-    if !dir.is_dir() {
-        return cx.err(
-            p.span(),
-            &field("path"),
-            format!("{} is not a directory", dir.display()),
-        );
-    }
     let include = sec.include_existing.as_ref().is_some_and(|b| *b.get_ref());
-    let ledger = match &sec.ledger {
+    let max_files = match &sec.max_files {
+        Some(m) if *m.get_ref() == 0 => {
+            return cx.err(m.span(), &field("max_files"), "must be at least 1");
+        }
+        m => m.as_ref().map(|m| *m.get_ref()),
+    };
+    let ledger = |default: Option<PathBuf>| match &sec.ledger {
         Some(l) if l.get_ref().is_empty() => None,
         Some(l) => Some(cx.resolve(l.get_ref())),
-        None => Some(dir.join(format!(".sluice-{}-{}.read", job_name, name.get_ref()))),
+        None => default,
     };
-    let parts = partitions.unwrap_or(default_partitions);
-    Ok(match ledger {
-        Some(l) => ssc.text_file_stream_remembered(&dir, include, parts, l),
-        None => ssc.text_file_stream_with(&dir, include, parts),
-    })
+    let (store, ledger): (Box<dyn FileStore>, _) = if p.get_ref().contains("://") {
+        let url = S3Url::parse(p.get_ref())
+            .or_else(|e| cx.err(p.span(), &field("path"), e.to_string()))?;
+        let settings = super::storage::settings(spec.object_store.as_ref());
+        let dir = S3Dir::new(&url, &settings)
+            .or_else(|e| cx.err(p.span(), &field("path"), e.to_string()))?;
+        (Box::new(dir), ledger(None))
+    } else {
+        let dir = cx.resolve(p.get_ref());
+        if !dir.is_dir() {
+            return cx.err(
+                p.span(),
+                &field("path"),
+                format!("{} is not a directory", dir.display()),
+            );
+        }
+        let hidden = dir.join(format!(".sluice-{}-{}.read", job_name, name.get_ref()));
+        (Box::new(LocalDir(dir)), ledger(Some(hidden)))
+    };
+    Ok(ssc.text_file_stream_in(store, include, partitions, max_files, ledger.as_deref()))
 }
 
 /// A generator source's settings: `rate`, `words_per_line`, `vocabulary`
