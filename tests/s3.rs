@@ -1,7 +1,8 @@
 //! A real S3 server for the tests: moto's (PyPI `moto[server]`, installed
 //! by scripts/brokers) on an ephemeral loopback port, stopped by its pid.
 //! It keeps objects in memory and honours create-only puts
-//! (`If-None-Match: *` → 412) as S3 does; it does not check signatures.
+//! (`If-None-Match: *` → 412) as S3 does; it checks no signature unless
+//! started to refuse every key.
 
 use crate::brokers::free_port;
 use std::net::TcpStream;
@@ -35,7 +36,26 @@ impl S3Server {
 
     /// Starts one on `port`, waiting until it answers.
     pub fn start_on(port: u16) -> S3Server {
-        let child = Command::new(moto_bin())
+        S3Server::spawn(port, None)
+    }
+
+    /// Starts one that creates `buckets` and then checks every request's
+    /// signature (moto's `INITIAL_NO_AUTH_ACTION_COUNT`): it knows no key,
+    /// so it refuses every client.
+    pub fn start_refusing_every_key(buckets: &[&str]) -> S3Server {
+        let s = S3Server::spawn(free_port(), Some(buckets.len()));
+        for b in buckets {
+            s.create_bucket(b);
+        }
+        s
+    }
+
+    fn spawn(port: u16, unchecked_requests: Option<usize>) -> S3Server {
+        let mut command = Command::new(moto_bin());
+        if let Some(n) = unchecked_requests {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
+        let child = command
             .args(["-H", "127.0.0.1", "-p"])
             .arg(port.to_string())
             .stdout(Stdio::null())

@@ -413,3 +413,53 @@ fn s3_objects_are_streamed_in_chunks_and_a_deleted_one_is_gone() {
         .expect("no error");
     assert!(!found, "a deleted object is gone");
 }
+
+/// Keys the S3 server refuses: a file source, a file output and a
+/// checkpoint store in that bucket each stop the job with an error naming
+/// the bucket, rather than retrying for ever.
+#[test]
+fn refused_credentials_stop_the_job_naming_the_bucket() {
+    let s3 = S3Server::start_refusing_every_key(&["locked"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("q.json"), r#"[["a b"], ["c"]]"#).expect("queue");
+    let queue = "type = \"queue\"\npath = \"q.json\"\n";
+    for (what, job, source, output) in [
+        (
+            "a file source",
+            "",
+            "type = \"text_files\"\npath = \"s3://locked/in/\"\n",
+            "type = \"pprint\"\n",
+        ),
+        (
+            "a file output",
+            "",
+            queue,
+            "type = \"text_files\"\nprefix = \"s3://locked/out/lines\"\n",
+        ),
+        (
+            "a checkpoint store",
+            "checkpoint = \"s3://locked/ck\"\ncheckpoint_logs = \"logs\"\n",
+            queue,
+            "type = \"pprint\"\n",
+        ),
+    ] {
+        let spec = format!(
+            "[job]\nname = \"locked\"\nbatch_interval = \"100ms\"\n{job}[sources.lines]\n{source}[[outputs]]\nstream = \"lines\"\n{output}{}",
+            s3.spec_section()
+        );
+        let path = dir.path().join("job.toml");
+        std::fs::write(&path, spec).expect("job");
+        let run = std::process::Command::new(sluice_tests::sluice_bin())
+            .args(["run", "--batches", "20"])
+            .arg(&path)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{what}: the job failed");
+        assert!(
+            stderr.contains("refused the credentials") && stderr.contains("bucket `locked`"),
+            "{what}: {stderr}"
+        );
+    }
+}

@@ -144,11 +144,31 @@ impl Bucket {
         }
     }
 
+    /// The error of `doing` the object `name`. Refused credentials or
+    /// permissions are an I/O error of kind `PermissionDenied` naming the
+    /// bucket, which no retry mends.
     fn error(&self, doing: &str, name: &str, e: object_store::Error) -> Error {
-        Error::io(
-            format!("{doing} {}", self.locate(name)),
-            std::io::Error::other(e.to_string()),
-        )
+        // Some requests (listings) report a refusal only as a generic
+        // error with the HTTP status in its text.
+        let text = e.to_string();
+        let refused = matches!(
+            e,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        ) || text.contains("403 Forbidden")
+            || text.contains("401 Unauthorized");
+        let cause = if refused {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "the object store refused the credentials or their permissions for bucket `{}`: {text}",
+                    self.url.bucket
+                ),
+            )
+        } else {
+            std::io::Error::other(text)
+        };
+        Error::io(format!("{doing} {}", self.locate(name)), cause)
     }
 
     /// Writes `bytes` as `name` unless it exists (`If-None-Match: *`):

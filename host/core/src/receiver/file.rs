@@ -15,7 +15,8 @@
 //!   rules hold for both. A store that cannot be listed fails the stream
 //!   when it is local; a remote one gives empty batches meanwhile, each
 //!   failure reported, and its new files come in the first batch that
-//!   lists it again.
+//!   lists it again — unless it refuses the credentials, which fails the
+//!   stream naming the bucket.
 //! - `max_files` bounds the files read per batch (oldest first; the rest
 //!   wait for the next batches).
 //! - Files are read in 1 MiB chunks and split into lines as they arrive,
@@ -179,7 +180,7 @@ impl FileSource {
     fn list_or_report(&mut self, time: BatchTime) -> Result<Option<Vec<(SystemTime, OsString)>>> {
         match self.list() {
             Ok(files) => Ok(Some(files)),
-            Err(e) if self.store.remote() => {
+            Err(e) if self.store.passing(&e) => {
                 tracing::warn!(files = %self.store.describe(), batch = time.millis(), "cannot list the watched files (tried again next batch): {e}");
                 self.errors.push(format!("{e} (tried again next batch)"));
                 Ok(None)
@@ -231,7 +232,7 @@ impl Source for FileSource {
         };
         match self.list() {
             Ok(files) => self.first_listing(&files, read, None),
-            Err(e) if self.store.remote() => {
+            Err(e) if self.store.passing(&e) => {
                 tracing::warn!(files = %self.store.describe(), "cannot list the watched files at start (tried again every batch): {e}");
                 self.errors.push(format!("{e} (tried again next batch)"));
                 self.pending_start = Some((read, SystemTime::now()));
@@ -343,7 +344,7 @@ impl FileSource {
                     self.errors
                         .push(format!("{}: vanished before it was read, skipped", at));
                 }
-                Err(e) if self.store.remote() => {
+                Err(e) if self.store.passing(&e) => {
                     truncate(&mut lines, before);
                     if replaying {
                         return Err(e);
@@ -352,6 +353,8 @@ impl FileSource {
                     self.errors.push(format!("{e} (tried again next batch)"));
                     continue;
                 }
+                // A remote store that refuses: no retry mends it.
+                Err(e) if self.store.remote() => return Err(e),
                 Err(e) => {
                     tracing::warn!(file = %at, batch = time.millis(), "skipping a file that cannot be read: {e}");
                     self.errors

@@ -36,6 +36,14 @@ pub trait FileStore: Send {
     fn remote(&self) -> bool {
         false
     }
+
+    /// Whether `e`, a failure of this store, may pass: a remote store's,
+    /// unless it is a refusal (credentials, permissions), which trying
+    /// again does not mend.
+    fn passing(&self, e: &Error) -> bool {
+        let refused = matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied);
+        self.remote() && !refused
+    }
 }
 
 /// A local directory (nested directories are not watched).
