@@ -106,8 +106,10 @@ pub struct BatchRecord {
 /// A checkpoint that could not be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
-    /// The file.
-    pub path: PathBuf,
+    /// Its name in the store.
+    pub name: String,
+    /// Where it is (a file, or an object's URL), for messages.
+    pub location: String,
     /// What is wrong with it.
     pub reason: String,
 }
@@ -272,8 +274,9 @@ impl Checkpoints {
             return Ok(None);
         }
         let mut skipped = Vec::new();
-        for (ms, path) in files {
-            let read = match self.store.get(&name_of(ms)) {
+        for (ms, _) in files {
+            let name = name_of(ms);
+            let read = match self.store.get(&name) {
                 Ok(Some(bytes)) => decode(&bytes).and_then(|cp| {
                     // A checkpoint is valid only with every shard it names.
                     self.read_shards(&cp).map(|shards| (cp, shards))
@@ -283,12 +286,16 @@ impl Checkpoints {
             };
             match read {
                 Ok((cp, shards)) => return Ok(Some((cp, shards, skipped))),
-                Err(reason) => skipped.push(Skipped { path, reason }),
+                Err(reason) => skipped.push(Skipped {
+                    location: self.store.locate(&name),
+                    name,
+                    reason,
+                }),
             }
         }
         let reasons: Vec<String> = skipped
             .iter()
-            .map(|s| format!("{}: {}", s.path.display(), s.reason))
+            .map(|s| format!("{}: {}", s.location, s.reason))
             .collect();
         Err(Error::Plan(format!(
             "no valid checkpoint in {} (start over with --fresh): {}",
@@ -302,9 +309,7 @@ impl Checkpoints {
     /// held can be checkpointed again when they are re-run.
     pub fn set_aside(&self, skipped: &[Skipped]) -> Result<()> {
         for s in skipped {
-            let Some(name) = s.path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
+            let name = s.name.as_str();
             if let Ok(Some(bytes)) = self.store.get(name) {
                 self.store
                     .put_if_absent(&format!("{name}.damaged"), &bytes)?;

@@ -164,7 +164,7 @@ impl Loop<'_> {
             return Ok(());
         };
         for s in &skipped {
-            tracing::warn!(checkpoint = %s.path.display(), "skipping an unusable checkpoint (set aside as .damaged): {}", s.reason);
+            tracing::warn!(checkpoint = %s.location, "skipping an unusable checkpoint (set aside as .damaged): {}", s.reason);
         }
         store.set_aside(&skipped)?;
         let plugins = plugin_versions(g);
