@@ -52,9 +52,14 @@ enum Command {
         /// Worker threads (default: the spec's, else one per core).
         #[arg(long)]
         workers: Option<usize>,
-        /// Checkpoint into DIR and resume from its newest valid checkpoint.
+        /// Checkpoint into DIR (or s3://bucket/prefix) and resume from its
+        /// newest valid checkpoint.
         #[arg(long, value_name = "DIR")]
         checkpoint: Option<PathBuf>,
+        /// With --checkpoint s3://…: the local directory of the batch logs
+        /// and write-ahead logs.
+        #[arg(long, value_name = "DIR")]
+        checkpoint_logs: Option<PathBuf>,
         /// With a checkpoint directory: remove its checkpoints and start over.
         #[arg(long)]
         fresh: bool,
@@ -368,6 +373,7 @@ fn real_main() -> Result<()> {
             feed_rate,
             workers,
             checkpoint,
+            checkpoint_logs,
             fresh,
             ui,
             confine,
@@ -385,6 +391,7 @@ fn real_main() -> Result<()> {
                 replay: from.is_some(),
                 output_dir,
                 checkpoint,
+                checkpoint_logs,
                 fresh,
                 confine: confine.then_some(spec::Grants {
                     sockets: grant_socket,

@@ -96,8 +96,12 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// Puts every file output (jsonl, text files) in this directory instead.
     pub output_dir: Option<PathBuf>,
-    /// Checkpoint directory (overrides `job.checkpoint`).
+    /// Checkpoint directory, or `s3://bucket/prefix` (overrides
+    /// `job.checkpoint`).
     pub checkpoint: Option<PathBuf>,
+    /// With checkpoints in object storage: the local directory of the
+    /// batch logs and write-ahead logs (overrides `job.checkpoint_logs`).
+    pub checkpoint_logs: Option<PathBuf>,
     /// Start over: remove the checkpoints instead of resuming.
     pub fresh: bool,
     /// Confine the spec to the directory it is in (a tenant's job on a

@@ -4,7 +4,7 @@
 
 use super::sections::{JobSection, ObjectStoreSection};
 use super::{Ctx, Overrides};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use sluice_objects::{Bucket, S3Settings, S3Store, S3Url};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,11 +37,21 @@ pub(super) fn checkpoint(
                 if let Some(l) = &job.checkpoint_logs {
                     return cx.err(l.span(), "job.checkpoint_logs", "needs job.checkpoint");
                 }
+                if overrides.checkpoint_logs.is_some() {
+                    return Err(Error::Plan(
+                        "--checkpoint-logs needs a checkpoint in object storage (--checkpoint s3://…)".into(),
+                    ));
+                }
                 return Ok(None);
             }
         },
     };
     if !named.contains("://") {
+        if overrides.checkpoint_logs.is_some() {
+            return Err(Error::Plan(format!(
+                "--checkpoint-logs is for checkpoints in object storage; the checkpoint directory {named} holds its own logs"
+            )));
+        }
         if let Some(l) = &job.checkpoint_logs {
             return cx.err(
                 l.span(),
@@ -57,19 +67,23 @@ pub(super) fn checkpoint(
     }
     let url =
         S3Url::parse(&named).or_else(|e| cx.err(span.clone(), "job.checkpoint", e.to_string()))?;
-    let Some(logs) = &job.checkpoint_logs else {
-        return cx.err(
-            span,
-            "job.checkpoint",
-            format!(
-                "checkpoints in {url} need job.checkpoint_logs: a local directory for the batch logs and write-ahead logs"
-            ),
-        );
+    let logs = match (&overrides.checkpoint_logs, &job.checkpoint_logs) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(logs)) => cx.resolve(logs.get_ref()),
+        (None, None) => {
+            return cx.err(
+                span,
+                "job.checkpoint",
+                format!(
+                    "checkpoints in {url} need job.checkpoint_logs (or --checkpoint-logs): a local directory for the batch logs and write-ahead logs"
+                ),
+            );
+        }
     };
     let bucket = Bucket::open(&url, &settings(objects))
         .or_else(|e| cx.err(span, "job.checkpoint", e.to_string()))?;
     Ok(Some(Checkpoint::Objects {
-        logs: cx.resolve(logs.get_ref()),
+        logs,
         store: Arc::new(S3Store::new(bucket)),
     }))
 }
