@@ -165,3 +165,38 @@ fn every_golden_job_recovers_to_the_same_output_at_every_batch_boundary() {
         }
     }
 }
+
+/// The same with the checkpoints in S3 (a moto server on loopback) and the
+/// batch logs on the local disk: the recovery tests hold on object storage
+/// as on a local directory.
+#[test]
+fn every_golden_job_recovers_from_checkpoints_in_s3_at_every_batch_boundary() {
+    let s3 = sluice_tests::s3::S3Server::start();
+    s3.create_bucket("ckpts");
+    for case in cases() {
+        let want = expected(&case);
+        let batches = want.values().map(Vec::len).max().unwrap_or(0) as u64;
+        for k in 1..batches {
+            let dir = tempfile::tempdir().expect("temp dir");
+            case_job(&case, dir.path());
+            let job = dir.path().join("job.toml");
+            let spec = std::fs::read_to_string(&job).expect("job") + &s3.spec_section();
+            std::fs::write(&job, spec).expect("job");
+            let place = PathBuf::from(format!("s3://ckpts/{case}/{k}"));
+            let mut first = overrides(Some(2), 2);
+            first.checkpoint = Some(place.clone());
+            first.checkpoint_logs = Some(dir.path().join("logs"));
+            run(&case, dir.path(), &first, Some(k));
+            let keys = s3.keys("ckpts", &format!("{case}/{k}/"));
+            assert!(
+                keys.iter().any(|k| k.contains("/checkpoint-")),
+                "{case}: the checkpoints are in the bucket: {keys:?}"
+            );
+            let mut again = overrides(Some(2), 1);
+            again.checkpoint = Some(place);
+            again.checkpoint_logs = Some(dir.path().join("logs"));
+            let got = run(&case, dir.path(), &again, None);
+            assert_same(&got, &want, &format!("{case} stopped after batch {k}, S3"));
+        }
+    }
+}
