@@ -124,7 +124,7 @@ pub(super) fn mqtt_sink_config(
     field: &dyn Fn(&str) -> String,
     o: &Spanned<OutputSection>,
     job_name: &str,
-    index: usize,
+    output: &str,
 ) -> Result<MqttSinkConfig> {
     let sec = o.get_ref();
     let (host, port, tls) = mqtt_broker(cx, field, (o.span(), &sec.url), ("output", &sec.ca))?;
@@ -138,7 +138,7 @@ pub(super) fn mqtt_sink_config(
             "a topic to publish to, without wildcards",
         );
     }
-    let client_id = format!("sluice-{job_name}-output-{index}");
+    let client_id = format!("sluice-{job_name}-{output}");
     let mut c = MqttSinkConfig::new(&host, port, topic.get_ref(), &client_id);
     c.tls = tls;
     if let Some(q) = qos(cx, field, &sec.qos)? {

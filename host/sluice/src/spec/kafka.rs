@@ -80,19 +80,14 @@ pub(super) fn kafka_sink_config(
     field: &dyn Fn(&str) -> String,
     o: &Spanned<OutputSection>,
     job_name: &str,
-    index: usize,
+    output: &str,
 ) -> Result<KafkaSinkConfig> {
     let sec = o.get_ref();
     let brokers = brokers(cx, field, (o.span(), &sec.brokers), "output")?;
     let Some(topic) = &sec.topic else {
         return cx.err(o.span(), &field("topic"), "a kafka output needs a topic");
     };
-    let mut c = KafkaSinkConfig::new(
-        job_name,
-        &format!("output-{index}"),
-        &brokers,
-        topic.get_ref(),
-    );
+    let mut c = KafkaSinkConfig::new(job_name, output, &brokers, topic.get_ref());
     if let Some(e) = &sec.encoder {
         c.encoder = encoder(cx, field, e)?;
     }

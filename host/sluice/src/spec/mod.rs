@@ -60,6 +60,7 @@
 //! function = "wordcount.split"
 //!
 //! [[outputs]]
+//! # name = "counts"          # stable name (default output-INDEX): Kafka transactions and markers, MQTT client id
 //! stream = "words"
 //! type = "pprint"            # pprint (num) | jsonl (path) | text_files (prefix, suffix)
 //!                            # | object_files (prefix); a prefix may be s3://bucket/path/name
@@ -494,6 +495,33 @@ mod tests {
         assert!(
             e.starts_with("job.toml:5: sources.files.path:")
                 && e.contains("`s3://x/drop/` is not an S3 location"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn output_names_are_valid_and_unique() {
+        let spec = |a: &str, b: &str| {
+            format!(
+                "[job]\nbatch_interval = \"1s\"\n[sources.lines]\ntype = \"socket\"\nport = 9\n[[outputs]]\n{a}stream = \"lines\"\ntype = \"pprint\"\n[[outputs]]\n{b}stream = \"lines\"\ntype = \"pprint\"\n"
+            )
+        };
+        let ok = |text: &str| build(Path::new("job.toml"), text, &Overrides::default()).map(|_| ());
+        ok(&spec("name = \"counts\"\n", "name = \"totals.v2\"\n")).expect("two names");
+        ok(&spec("name = \"counts\"\n", "")).expect("a name and a default");
+        let e = err_of(&spec("name = \"a b\"\n", ""));
+        assert!(
+            e.starts_with("job.toml:7: outputs[0].name: a name of letters"),
+            "{e}"
+        );
+        let e = err_of(&spec("name = \"x\"\n", "name = \"x\"\n"));
+        assert!(
+            e.starts_with("job.toml:11: outputs[1].name: another output is already named `x`"),
+            "{e}"
+        );
+        let e = err_of(&spec("name = \"output-1\"\n", ""));
+        assert!(
+            e.contains("outputs[1]: its default name `output-1` is another output's"),
             "{e}"
         );
     }

@@ -37,9 +37,11 @@ pub(super) fn add_outputs(
         Some(dir) => dir.join(Path::new(p).file_name().unwrap_or_default()),
         None => cx.resolve(p),
     };
+    let names = output_names(cx, spec)?;
     for (i, o) in spec.outputs.iter().enumerate() {
         let field = |f: &str| format!("outputs[{i}].{f}");
         let sec = o.get_ref();
+        let output_name = names[i].as_str();
         let kind = sec.kind.get_ref().as_str();
         if overrides.replay && matches!(kind, "kafka" | "nats" | "mqtt") {
             return cx.err(
@@ -120,7 +122,8 @@ pub(super) fn add_outputs(
                 stream.foreach_partition(func);
             }
             "mqtt" => {
-                let config = super::brokers::mqtt_sink_config(cx, &field, o, wiring.job_name, i)?;
+                let config =
+                    super::brokers::mqtt_sink_config(cx, &field, o, wiring.job_name, output_name)?;
                 stream.output_to(Box::new(sluice_brokers::MqttSink::new(config)));
             }
             "nats" => {
@@ -128,7 +131,8 @@ pub(super) fn add_outputs(
                 stream.output_to(Box::new(sluice_brokers::NatsSink::new(config)));
             }
             "kafka" => {
-                let config = super::kafka::kafka_sink_config(cx, &field, o, wiring.job_name, i)?;
+                let config =
+                    super::kafka::kafka_sink_config(cx, &field, o, wiring.job_name, output_name)?;
                 stream.output_to(Box::new(sluice_brokers::KafkaSink::new(config)));
             }
             other => {
@@ -143,6 +147,47 @@ pub(super) fn add_outputs(
         }
     }
     Ok(())
+}
+
+/// Every output's name: its `name`, else `output-INDEX`; a name must be
+/// letters, digits, `.`, `_` or `-`, and unique.
+fn output_names(cx: &Ctx<'_>, spec: &SpecFile) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::with_capacity(spec.outputs.len());
+    for (i, o) in spec.outputs.iter().enumerate() {
+        let Some(n) = &o.get_ref().name else {
+            let name = format!("output-{i}");
+            if names.contains(&name) {
+                return cx.err(
+                    o.span(),
+                    &format!("outputs[{i}]"),
+                    format!("its default name `{name}` is another output's: name this one"),
+                );
+            }
+            names.push(name);
+            continue;
+        };
+        let name = n.get_ref();
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            return cx.err(
+                n.span(),
+                &format!("outputs[{i}].name"),
+                "a name of letters, digits, `.`, `_` or `-`",
+            );
+        }
+        if names.contains(name) {
+            return cx.err(
+                n.span(),
+                &format!("outputs[{i}].name"),
+                format!("another output is already named `{name}`"),
+            );
+        }
+        names.push(name.clone());
+    }
+    Ok(names)
 }
 
 /// A file output to object storage when `prefix` is a URL (`s3://…`) and

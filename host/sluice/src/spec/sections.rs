@@ -162,6 +162,10 @@ pub(super) struct StreamSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OutputSection {
+    /// The output's stable name (default `output-INDEX`): it names a Kafka
+    /// output's transactions and markers and an MQTT output's client, so
+    /// that reordering a job's outputs keeps them.
+    pub(super) name: Option<Spanned<String>>,
     pub(super) stream: Spanned<String>,
     #[serde(rename = "type")]
     pub(super) kind: Spanned<String>,
