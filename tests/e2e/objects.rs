@@ -463,3 +463,36 @@ fn refused_credentials_stop_the_job_naming_the_bucket() {
         );
     }
 }
+
+/// The S3 server down when the job starts: the job runs, reports that it
+/// cannot list the prefix, and once the server answers reads every object
+/// put since the job started, once.
+#[test]
+fn a_file_source_started_while_s3_is_down_catches_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = sluice_tests::brokers::free_port();
+    let job = totals_job(
+        dir.path(),
+        "s3late",
+        "type = \"text_files\"\npath = \"s3://inbox/drop/\"",
+        None,
+    );
+    let section = format!(
+        "[object_store]\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\naccess_key_id = \"sluice-test\"\nsecret_access_key = \"sluice-test-secret\"\n"
+    );
+    let spec = std::fs::read_to_string(&job).expect("job") + &section;
+    std::fs::write(&job, spec).expect("job");
+    let ck = dir.path().join("ck");
+    let mut child = spawn_logged(&job, &ck, dir.path());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the job runs without its store"
+    );
+    assert_logged(dir.path(), "cannot list the watched files at start");
+    let s3 = S3Server::start_on(port);
+    s3.create_bucket("inbox");
+    put_seq_objects(&s3.bucket("inbox", "drop"), 0..5, Duration::ZERO);
+    finish(child, dir.path(), 250, "s3 down at start");
+    assert_eq!(check_output(dir.path(), "s3 down at start"), 250);
+}
