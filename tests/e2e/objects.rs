@@ -496,3 +496,63 @@ fn a_file_source_started_while_s3_is_down_catches_up() {
     finish(child, dir.path(), 250, "s3 down at start");
     assert_eq!(check_output(dir.path(), "s3 down at start"), 250);
 }
+
+/// The S3 server of a job's checkpoints killed mid-job and started again
+/// (empty: moto keeps objects in memory): the checkpoint writes that fail
+/// meanwhile are retried (by the client, then before the next batch), the
+/// job goes on and every record is counted once.
+#[test]
+fn a_checkpoint_store_down_mid_job_is_retried_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut s3 = S3Server::start();
+    s3.create_bucket("ckpts");
+    let batches: Vec<Vec<String>> = (0..60u64)
+        .map(|b| {
+            seq_lines(b * 10..(b + 1) * 10)
+                .into_iter()
+                .map(|l| String::from_utf8(l).expect("utf-8"))
+                .collect()
+        })
+        .collect();
+    std::fs::write(
+        dir.path().join("input.json"),
+        serde_json::to_string(&batches).expect("json"),
+    )
+    .expect("input");
+    let job = totals_job(
+        dir.path(),
+        "s3ck",
+        "type = \"queue\"\npath = \"input.json\"",
+        None,
+    );
+    let spec = std::fs::read_to_string(&job)
+        .expect("job")
+        .replace(
+            "batch_interval = \"50ms\"\n",
+            "batch_interval = \"50ms\"\nclock = \"system\"\ncheckpoint = \"s3://ckpts/job\"\ncheckpoint_logs = \"logs\"\n",
+        )
+        + &s3.spec_section();
+    std::fs::write(&job, spec).expect("job");
+    let run = std::process::Command::new(sluice_tests::sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(sluice_tests::brokers::log_file(dir.path()))
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(800));
+    let port = s3.port;
+    s3.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let s3 = S3Server::start_on(port);
+    s3.create_bucket("ckpts");
+    let out = run.wait_with_output().expect("wait");
+    assert!(out.status.success(), "the job finished: {}", out.status);
+    assert_eq!(check_output(dir.path(), "checkpoints down"), 600);
+    let keys = s3.keys("ckpts", "job/");
+    assert!(
+        keys.iter().any(|k| k.starts_with("job/checkpoint-")),
+        "checkpoints written again once the store came back: {keys:?}"
+    );
+}
