@@ -356,6 +356,7 @@ impl FileSource {
                 // A remote store that refuses: no retry mends it.
                 Err(e) if self.store.remote() => return Err(e),
                 Err(e) => {
+                    truncate(&mut lines, before);
                     tracing::warn!(file = %at, batch = time.millis(), "skipping a file that cannot be read: {e}");
                     self.errors
                         .push(format!("{}: cannot be read, skipped: {e}", at));
