@@ -10,7 +10,7 @@ use crate::func::Func;
 use crate::graph::DStream;
 use crate::plugin::Plugin;
 use crate::sink::{Output, PartFormat};
-use sluice_objects::{S3Files, S3Url};
+use sluice_objects::S3Files;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -204,11 +204,10 @@ fn object_output(
     if !prefix.get_ref().contains("://") || overrides.output_dir.is_some() {
         return Ok(None);
     }
-    let url =
-        S3Url::parse(prefix.get_ref()).or_else(|e| cx.err(prefix.span(), field, e.to_string()))?;
-    let settings = super::storage::settings(spec.object_store.as_ref());
-    let out = S3Files::new(&url, &settings, format, suffix)
-        .or_else(|e| cx.err(prefix.span(), field, e.to_string()))?;
+    let place = (prefix.get_ref().as_str(), prefix.span(), field);
+    let out = super::storage::open(cx, spec.object_store.as_ref(), place, |url, settings| {
+        S3Files::new(url, settings, format, suffix)
+    })?;
     Ok(Some(Box::new(out)))
 }
 

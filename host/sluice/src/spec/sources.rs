@@ -12,7 +12,7 @@ use crate::receiver::queue::read_queue_file;
 use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
 use sluice_brokers::NatsSource;
 use sluice_brokers::kafka::KafkaSource;
-use sluice_objects::{S3Dir, S3Url};
+use sluice_objects::S3Dir;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use toml::Spanned;
@@ -196,11 +196,9 @@ fn text_files_source(
         None => default,
     };
     let (store, ledger): (Box<dyn FileStore>, _) = if p.get_ref().contains("://") {
-        let url = S3Url::parse(p.get_ref())
-            .or_else(|e| cx.err(p.span(), &field("path"), e.to_string()))?;
-        let settings = super::storage::settings(spec.object_store.as_ref());
-        let dir = S3Dir::new(&url, &settings)
-            .or_else(|e| cx.err(p.span(), &field("path"), e.to_string()))?;
+        let at = field("path");
+        let place = (p.get_ref().as_str(), p.span(), at.as_str());
+        let dir = super::storage::open(cx, spec.object_store.as_ref(), place, S3Dir::new)?;
         (Box::new(dir), ledger(None))
     } else {
         let dir = cx.resolve(p.get_ref());

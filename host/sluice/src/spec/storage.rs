@@ -65,8 +65,6 @@ pub(super) fn checkpoint(
         };
         return Ok(Some(Checkpoint::Dir(dir)));
     }
-    let url =
-        S3Url::parse(&named).or_else(|e| cx.err(span.clone(), "job.checkpoint", e.to_string()))?;
     let logs = match (&overrides.checkpoint_logs, &job.checkpoint_logs) {
         (Some(dir), _) => dir.clone(),
         (None, Some(logs)) => cx.resolve(logs.get_ref()),
@@ -75,22 +73,34 @@ pub(super) fn checkpoint(
                 span,
                 "job.checkpoint",
                 format!(
-                    "checkpoints in {url} need job.checkpoint_logs (or --checkpoint-logs): a local directory for the batch logs and write-ahead logs"
+                    "checkpoints in {named} need job.checkpoint_logs (or --checkpoint-logs): a local directory for the batch logs and write-ahead logs"
                 ),
             );
         }
     };
-    let bucket = Bucket::open(&url, &settings(objects))
-        .or_else(|e| cx.err(span, "job.checkpoint", e.to_string()))?;
+    let bucket = open(cx, objects, (&named, span, "job.checkpoint"), Bucket::open)?;
     Ok(Some(Checkpoint::Objects {
         logs,
         store: Arc::new(S3Store::new(bucket)),
     }))
 }
 
+/// What `text` — the `s3://` value of `field`, at `span` — names, opened
+/// with `open`, reached as the `[object_store]` section says; an error
+/// names the field.
+pub(super) fn open<T>(
+    cx: &Ctx<'_>,
+    objects: Option<&Spanned<ObjectStoreSection>>,
+    (text, span, field): (&str, std::ops::Range<usize>, &str),
+    open: impl FnOnce(&S3Url, &S3Settings) -> Result<T>,
+) -> Result<T> {
+    let url = S3Url::parse(text).or_else(|e| cx.err(span.clone(), field, e.to_string()))?;
+    open(&url, &settings(objects)).or_else(|e| cx.err(span, field, e.to_string()))
+}
+
 /// The `[object_store]` section as client settings (the environment
 /// fills in what it leaves out).
-pub(super) fn settings(objects: Option<&Spanned<ObjectStoreSection>>) -> S3Settings {
+fn settings(objects: Option<&Spanned<ObjectStoreSection>>) -> S3Settings {
     let Some(o) = objects.map(Spanned::get_ref) else {
         return S3Settings::default();
     };
@@ -127,7 +137,7 @@ mod tests {
     fn checkpoints_in_object_storage_need_a_log_directory_and_a_valid_url() {
         let e = error_of("checkpoint = \"s3://ckpts/jobs\"\n", "").expect("an error");
         assert!(
-            e.contains("job.toml:3: job.checkpoint: checkpoints in s3://ckpts/jobs/ need job.checkpoint_logs"),
+            e.contains("job.toml:3: job.checkpoint: checkpoints in s3://ckpts/jobs need job.checkpoint_logs"),
             "{e}"
         );
         let e = error_of("checkpoint_logs = \"logs\"\n", "").expect("an error");
