@@ -90,6 +90,18 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("creating bucket {name}: {e}"));
     }
 
+    /// An outage: kills the server, waits `down`, and starts a new one on
+    /// the same port with `bucket` (moto keeps objects in memory: the new
+    /// one starts empty).
+    pub fn outage(mut self, down: Duration, bucket: &str) -> S3Server {
+        let port = self.port;
+        self.kill();
+        std::thread::sleep(down);
+        let s = S3Server::start_on(port);
+        s.create_bucket(bucket);
+        s
+    }
+
     /// Every key in `bucket` under `prefix`, straight from the server's
     /// listing (ListObjectsV2), sorted.
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {

@@ -304,7 +304,7 @@ fn put_seq_objects(
 #[test]
 fn objects_in_s3_are_read_once_through_kill_nine_and_an_outage() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut s3 = S3Server::start();
+    let s3 = S3Server::start();
     s3.create_bucket("inbox");
     let bucket = s3.bucket("inbox", "drop");
     assert!(bucket.put_if_absent("old.txt", b"old\n").expect("put"));
@@ -343,11 +343,7 @@ fn objects_in_s3_are_read_once_through_kill_nine_and_an_outage() {
 
     let child = spawn_logged(&job, &ck, dir.path());
     std::thread::sleep(Duration::from_millis(800));
-    let port = s3.port;
-    s3.kill();
-    std::thread::sleep(Duration::from_millis(2500));
-    let s3 = S3Server::start_on(port);
-    s3.create_bucket("inbox");
+    let s3 = s3.outage(Duration::from_millis(2500), "inbox");
     put_seq_objects(&s3.bucket("inbox", "drop"), 40..50, Duration::ZERO);
     finish(child, dir.path(), 2500, "s3 files");
     assert_eq!(check_output(dir.path(), "s3 files"), 2500);
@@ -504,7 +500,7 @@ fn a_file_source_started_while_s3_is_down_catches_up() {
 #[test]
 fn a_checkpoint_store_down_mid_job_is_retried_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut s3 = S3Server::start();
+    let s3 = S3Server::start();
     s3.create_bucket("ckpts");
     let batches: Vec<Vec<String>> = (0..60u64)
         .map(|b| {
@@ -542,11 +538,7 @@ fn a_checkpoint_store_down_mid_job_is_retried_and_loses_nothing() {
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(800));
-    let port = s3.port;
-    s3.kill();
-    std::thread::sleep(Duration::from_millis(1500));
-    let s3 = S3Server::start_on(port);
-    s3.create_bucket("ckpts");
+    let s3 = s3.outage(Duration::from_millis(1500), "ckpts");
     let out = run.wait_with_output().expect("wait");
     assert!(out.status.success(), "the job finished: {}", out.status);
     assert_eq!(check_output(dir.path(), "checkpoints down"), 600);
