@@ -91,7 +91,10 @@ impl FileStore for LocalDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(Error::io(what(), e)),
         };
-        let mut buf = vec![0u8; 1 << 20];
+        // A buffer of the file's size (one read of a small file, no 1 MiB
+        // allocation per file), at most 1 MiB.
+        let size = f.metadata().map_or(0, |m| m.len()) as usize;
+        let mut buf = vec![0u8; (size + 1).clamp(8 << 10, 1 << 20)];
         loop {
             match f.read(&mut buf) {
                 Ok(0) => return Ok(true),
