@@ -1,4 +1,4 @@
-//! The wasm side: generated bindings of `sluice:plugin` (the `chained-plugin`
+//! The wasm side: generated bindings of `sluice:plugin` (the `full-plugin`
 //! world) and the dispatcher behind every plugin's `describe`, `invoke` and
 //! `invoke-chain` exports.
 
@@ -7,7 +7,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "chained-plugin",
+        world: "full-plugin",
         pub_export_macro: true,
         default_bindings_module: "sluice_sdk::bindings",
     });
@@ -41,6 +41,7 @@ fn kind(k: Kind) -> wit::FunctionKind {
         Kind::MapState => wit::FunctionKind::MapState,
         Kind::Transform => wit::FunctionKind::Transform,
         Kind::Sink => wit::FunctionKind::Sink,
+        Kind::Receiver => wit::FunctionKind::Receiver,
     }
 }
 
@@ -170,6 +171,14 @@ pub fn invoke(
         Call::UpdateState(call) => {
             call(&primary.values, &input.groups, &column(input.secondary)).map(batch)
         }
+        Call::Receiver(_) => Err(CallError {
+            kind: ErrorKind::Unsupported,
+            message: format!(
+                "{} is a receiver: a job uses it as a source, not as an operator",
+                f.name
+            ),
+            element: None,
+        }),
     };
     result.map_err(error)
 }
@@ -218,4 +227,77 @@ pub fn invoke_chain(
         values: to_wit(current),
         counts,
     })
+}
+
+thread_local! {
+    /// The receiver this instance runs (the host gives each receiver
+    /// source an instance of its own).
+    static RECEIVER: std::cell::RefCell<Option<Box<dyn crate::Receiver>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn failed(message: String) -> wit::PluginError {
+    error(CallError {
+        kind: ErrorKind::Failed,
+        message,
+        element: None,
+    })
+}
+
+/// The `receiver.start` export: starts receiver function `index`.
+pub fn receiver_start(
+    functions: &[Function],
+    index: u32,
+    settings: Vec<(String, String)>,
+) -> Result<(), wit::PluginError> {
+    install_panic_hook();
+    let start = match functions.get(index as usize) {
+        Some(Function {
+            call: Call::Receiver(start),
+            ..
+        }) => start,
+        Some(f) => {
+            return Err(error(CallError {
+                kind: ErrorKind::Unsupported,
+                message: format!("{} is a {} function, not a receiver", f.name, f.kind),
+                element: None,
+            }));
+        }
+        None => return Err(error(unknown_function(index, functions))),
+    };
+    let receiver = start(&crate::Settings::new(settings)).map_err(error)?;
+    RECEIVER.with(|r| *r.borrow_mut() = Some(receiver));
+    Ok(())
+}
+
+/// Runs `f` on the started receiver.
+fn with_receiver<T>(
+    f: impl FnOnce(&mut dyn crate::Receiver) -> Result<T, String>,
+) -> Result<T, wit::PluginError> {
+    RECEIVER.with(|r| match r.borrow_mut().as_mut() {
+        Some(receiver) => f(receiver.as_mut()).map_err(failed),
+        None => Err(failed("the receiver is not started".to_string())),
+    })
+}
+
+/// The `receiver.poll` export.
+pub fn receiver_poll(max_records: u32, wait_ms: u32) -> Result<Vec<String>, wit::PluginError> {
+    with_receiver(|r| {
+        r.poll(
+            max_records as usize,
+            std::time::Duration::from_millis(wait_ms.into()),
+        )
+    })
+}
+
+/// The `receiver.ack` export.
+pub fn receiver_ack() -> Result<(), wit::PluginError> {
+    with_receiver(|r| r.ack())
+}
+
+/// The `receiver.stop` export.
+pub fn receiver_stop() {
+    if let Some(mut r) = RECEIVER.with(|r| r.borrow_mut().take()) {
+        r.stop();
+    }
 }

@@ -68,6 +68,7 @@
 //! | `#[sluice::map_partitions]` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | a whole partition at once |
 //! | `#[sluice::transform]` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | a whole batch at once (e.g. a top 3) |
 //! | `#[sluice::sink]` | `fn(Vec<A>)` or `fn(Vec<A>) -> Result<(), E>` | consumes a partition-batch (`foreach_rdd`) |
+//! | `#[sluice::receiver]` | `fn(&Settings) -> Result<R, E>`, `R:` [`Receiver`] | a source of its own (see [`receiver`]) |
 //!
 //! An `Err(e)` from a function fails the call with an `invalid-input` error
 //! naming the element; a panic traps, and the host retries the partition-batch
@@ -89,6 +90,7 @@ mod fastser;
 pub mod msgpack;
 #[doc(hidden)]
 pub mod plain;
+pub mod receiver;
 pub mod run;
 mod text;
 
@@ -99,9 +101,10 @@ mod guest;
 pub use guest::bindings;
 
 pub use columnar::{Batch, Column, EncodeError, ValidationError};
+pub use receiver::{Receiver, Settings};
 pub use run::{CallError, ErrorKind, State};
 pub use sluice_sdk_macros::{
-    filter, flat_map, fold, inverse_reduce, map, map_partitions, map_state, reduce, sink,
+    filter, flat_map, fold, inverse_reduce, map, map_partitions, map_state, receiver, reduce, sink,
     transform, transform_with, update_state,
 };
 pub use text::{SplitOn, split_on};
@@ -131,6 +134,8 @@ pub enum Kind {
     Transform,
     /// Consumes a partition-batch.
     Sink,
+    /// A custom receiver: a source, started and polled by the host (see [`Receiver`]).
+    Receiver,
 }
 
 impl Kind {
@@ -147,6 +152,7 @@ impl Kind {
             Kind::MapState => "map-state",
             Kind::Transform => "transform",
             Kind::Sink => "sink",
+            Kind::Receiver => "receiver",
         }
     }
 }
@@ -178,6 +184,8 @@ pub enum Call {
     /// mapped element per value (absent: none), then one state per group
     /// (absent: remove) out (map-state).
     MapState(fn(&Batch, &[u32], &Column) -> Result<Column, CallError>),
+    /// Settings in, a running receiver out (receiver: not invoked per batch).
+    Receiver(fn(&Settings) -> Result<Box<dyn Receiver>, CallError>),
 }
 
 /// One exported function: what the attribute macros produce.
@@ -284,7 +292,7 @@ macro_rules! error {
 }
 
 /// Registers a plugin's functions and exports them as the `sluice:plugin`
-/// `chained-plugin` world: `sluice::export!(split, pair, add);` with every
+/// `full-plugin` world: `sluice::export!(split, pair, add);` with every
 /// function marked by an attribute. The host may then run consecutive map
 /// and flat-map stages of a job in one call (`invoke-chain`), each on the
 /// output of the one before, inside the guest. Also defines `__sluice_plugin_functions()`, the list of them, which
@@ -328,6 +336,29 @@ macro_rules! __export_guest {
                 $crate::__private::invoke(__sluice_plugin_functions(), function, context, input)
             }
         }
+        impl $crate::bindings::exports::sluice::plugin::receiver::Guest for __SluicePlugin {
+            fn start(
+                function: u32,
+                settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+            ) -> ::std::result::Result<(), $crate::bindings::sluice::plugin::types::PluginError> {
+                $crate::__private::receiver_start(__sluice_plugin_functions(), function, settings)
+            }
+            fn poll(
+                max_records: u32,
+                wait_ms: u32,
+            ) -> ::std::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                $crate::bindings::sluice::plugin::types::PluginError,
+            > {
+                $crate::__private::receiver_poll(max_records, wait_ms)
+            }
+            fn ack() -> ::std::result::Result<(), $crate::bindings::sluice::plugin::types::PluginError> {
+                $crate::__private::receiver_ack()
+            }
+            fn stop() {
+                $crate::__private::receiver_stop()
+            }
+        }
         impl $crate::bindings::exports::sluice::plugin::chain::Guest for __SluicePlugin {
             fn invoke_chain(
                 functions: ::std::vec::Vec<u32>,
@@ -355,8 +386,11 @@ macro_rules! __export_guest {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use crate::guest::{describe, invoke, invoke_chain};
+    pub use crate::guest::{
+        describe, invoke, invoke_chain, receiver_ack, receiver_poll, receiver_start, receiver_stop,
+    };
     pub use crate::plain::{Pick, PickPlain, PickSerde, PlainCodec, SerdeCodec};
+    pub use crate::receiver::start as start_receiver;
     pub use crate::run::{
         filter, filter_with, flat_map, flat_map_with, fold, fold_with, inverse_reduce,
         inverse_reduce_with, map, map_partitions, map_state, map_with, reduce, reduce_with, sink,

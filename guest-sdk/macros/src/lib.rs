@@ -164,7 +164,6 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let f = parse_macro_input!(item as ItemFn);
     let name = &f.sig.ident;
-    let vis = &f.vis;
     let arity = f.sig.inputs.len();
     let want = match kind {
         Kind::MapState => 3,
@@ -184,8 +183,6 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
         .into();
     }
     let fallible = returns_result(&f.sig);
-    let name_str = name.to_string();
-    let doc = doc_line(&f);
     let adapter = format_ident!("__sluice_call");
     // The codecs of the element-wise kinds' arguments and results.
     let generic = f
@@ -356,6 +353,17 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
             },
         ),
     };
+    registered(&f, kind_tokens, quote! { #picks #call })
+}
+
+/// `f` as written, and beside it the module of the same name holding its
+/// registration for `sluice_sdk::export!`: kind `kind`, adapter `call` (a
+/// block's statements ending in the `sluice_sdk::Call`).
+fn registered(f: &ItemFn, kind: Tokens, call: Tokens) -> TokenStream {
+    let name = &f.sig.ident;
+    let vis = &f.vis;
+    let name_str = name.to_string();
+    let doc = doc_line(f);
     quote! {
         #f
 
@@ -366,9 +374,8 @@ fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
             pub const FUNCTION: ::sluice_sdk::Function = ::sluice_sdk::Function {
                 name: #name_str,
                 doc: #doc,
-                kind: ::sluice_sdk::Kind::#kind_tokens,
+                kind: ::sluice_sdk::Kind::#kind,
                 call: {
-                    #picks
                     #call
                 },
             };
@@ -421,6 +428,42 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn sink(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Sink, attr, item)
+}
+
+/// Marks `fn(&sluice_sdk::Settings) -> Result<R, E>` (`R:
+/// sluice_sdk::Receiver`, `E: Display`) as a `receiver`: a source of the
+/// plugin's own, started with the job's settings on a receiver thread of
+/// the host and polled there. An `Err` (a missing or bad setting) stops the
+/// job with its message.
+#[proc_macro_attribute]
+pub fn receiver(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "sluice function attributes take no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let f = parse_macro_input!(item as ItemFn);
+    if f.sig.inputs.len() != 1 || !returns_result(&f.sig) {
+        return syn::Error::new_spanned(
+            &f.sig,
+            "a sluice receiver is `fn(&sluice::Settings) -> Result<R, E>` with `R: sluice::Receiver`",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let name = &f.sig.ident;
+    let call = quote! {
+        fn __sluice_start(
+            settings: &::sluice_sdk::Settings,
+        ) -> ::std::result::Result<::std::boxed::Box<dyn ::sluice_sdk::Receiver>, ::sluice_sdk::CallError> {
+            ::sluice_sdk::__private::start_receiver(settings, super::#name)
+        }
+        ::sluice_sdk::Call::Receiver(__sluice_start)
+    };
+    registered(&f, quote!(Receiver), call)
 }
 
 /// Marks `fn(C, V) -> C` as a `reduce`-kind fold: in each group the first

@@ -1,5 +1,5 @@
 //! Host bindings of the `sluice:plugin` world, generated from `wit/` (the one
-//! copy of the contract), and of the optional `chain` export.
+//! copy of the contract), and of the optional `chain` and `receiver` exports.
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
@@ -21,11 +21,27 @@ pub mod chained {
     });
 }
 
+/// The `receiver-plugin` world: `plugin` plus the optional `receiver`
+/// export (custom receivers), looked up in each component that has it.
+pub mod receiving {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "receiver-plugin",
+        with: {
+            "sluice:plugin/types": super::sluice::plugin::types,
+            "sluice:plugin/host": super::sluice::plugin::host,
+        },
+    });
+}
+
 pub use self::chained::exports::sluice::plugin::chain::{
     Guest as ChainExport, GuestIndices as ChainIndices,
 };
 pub use self::exports::sluice::plugin::operator::{
     CallContext, CallInput, CallOutput, PluginError,
+};
+pub use self::receiving::exports::sluice::plugin::receiver::{
+    Guest as ReceiverExport, GuestIndices as ReceiverIndices,
 };
 pub use self::sluice::plugin::host::LogLevel;
 pub use self::sluice::plugin::types::{

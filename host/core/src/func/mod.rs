@@ -35,6 +35,8 @@ enum Native {
     Pair(Arc<PairFn>),
     UpdateState(Arc<UpdateFn>),
     MapState(Arc<MapStateFn>),
+    /// A receiver compiled natively: a source, never called as an operator.
+    Receiver,
 }
 
 #[derive(Clone)]
@@ -142,6 +144,7 @@ impl Func {
             sluice_sdk::Call::Pair(c) => Native::Pair(Arc::new(c)),
             sluice_sdk::Call::UpdateState(c) => Native::UpdateState(Arc::new(c)),
             sluice_sdk::Call::MapState(c) => Native::MapState(Arc::new(c)),
+            sluice_sdk::Call::Receiver(_) => Native::Receiver,
         };
         Func {
             limit: None,

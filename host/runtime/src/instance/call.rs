@@ -169,7 +169,12 @@ impl Plugin {
 
     /// Emits the call's guest log lines and captured output through `tracing`,
     /// tagged with plugin, function and batch; returns the last error line.
-    fn flush_logs(&self, inst: &mut Instance, function: &str, batch: BatchTime) -> Option<String> {
+    pub(super) fn flush_logs(
+        &self,
+        inst: &mut Instance,
+        function: &str,
+        batch: BatchTime,
+    ) -> Option<String> {
         let state = inst.store.data_mut();
         let logs = std::mem::take(&mut state.logs);
         let (out, out_dropped) = state.stdout.take();
@@ -223,7 +228,7 @@ impl Plugin {
 
     /// Counts a call of `functions` that took `nanos` (and trapped, if
     /// `trapped`) in the plugin's and each function's counters.
-    fn account(&self, functions: &[u32], nanos: u64, trapped: bool) {
+    pub(super) fn account(&self, functions: &[u32], nanos: u64, trapped: bool) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
         // A chain's time is shared equally among its functions: the
@@ -242,7 +247,7 @@ impl Plugin {
 
     /// The function at fault (of `functions`, called as `name`) and the
     /// fault, for a typed error `e` of the function at `position`.
-    fn refused(
+    pub(super) fn refused(
         &self,
         functions: &[u32],
         name: &str,
@@ -286,7 +291,7 @@ impl Plugin {
 
     /// What a trap means: the deadline, the memory limit (`memory_hit`) or
     /// the guest's failure (its `last_error` logged, if any).
-    fn trap_fault(
+    pub(super) fn trap_fault(
         &self,
         trap: &wasmtime::Error,
         memory_hit: bool,

@@ -27,6 +27,7 @@ fn kind_of(k: bindings::FunctionKind) -> Kind {
         F::MapState => Kind::MapState,
         F::Transform => Kind::Transform,
         F::Sink => Kind::Sink,
+        F::Receiver => Kind::Receiver,
     }
 }
 
@@ -170,6 +171,8 @@ impl Plugin {
         })?;
         // Optional: a plugin without it is called one function at a time.
         let chain = bindings::ChainIndices::new(&instance_pre).ok();
+        // Optional: only a plugin with receivers needs it.
+        let receiver = bindings::ReceiverIndices::new(&instance_pre).ok();
         let mut plugin = Plugin {
             job: job.to_string(),
             name: name.to_string(),
@@ -185,6 +188,7 @@ impl Plugin {
             pre: instance_pre,
             indices,
             chain,
+            receiver,
             limits,
             capabilities,
             pool: Mutex::new(Vec::new()),

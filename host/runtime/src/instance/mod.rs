@@ -5,8 +5,10 @@
 mod call;
 mod guest;
 mod loading;
+mod receiver;
 mod store;
 
+pub use receiver::{MAX_PAUSE, MAX_RECORDS_PER_POLL, POLL_WAIT};
 pub use store::StoreState;
 
 use crate::bindings;
@@ -81,6 +83,8 @@ pub struct Plugin {
     indices: bindings::PluginIndices,
     /// Where the optional `chain` export is, when the component has one.
     chain: Option<bindings::ChainIndices>,
+    /// Where the optional `receiver` export is, when the component has one.
+    receiver: Option<bindings::ReceiverIndices>,
     limits: Limits,
     capabilities: Capabilities,
     pool: Mutex<Vec<Instance>>,
@@ -193,6 +197,12 @@ impl Plugin {
     /// can run several of its functions in one call.
     pub fn chains(&self) -> bool {
         self.chain.is_some()
+    }
+
+    /// Whether the component exports `receiver`, so that its receiver
+    /// functions can be sources ([`Plugin::receiver_source`]).
+    pub fn receives(&self) -> bool {
+        self.receiver.is_some()
     }
 }
 

@@ -138,12 +138,24 @@ impl wasmtime_wasi::HostMonotonicClock for BatchClock {
     }
 }
 
+/// What an instance's clocks read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Clocks {
+    /// The time of the batch being processed (operators: reproducible).
+    Batch,
+    /// The host's clocks (receivers, which wait, time out and stamp what
+    /// they receive).
+    Host,
+}
+
 /// A live instance, pooled between calls.
 pub(super) struct Instance {
     pub(super) store: Store<StoreState>,
     pub(super) plugin: bindings::Plugin,
     /// The `chain` export, when the component has one.
     pub(super) chain: Option<bindings::ChainExport>,
+    /// The `receiver` export, when the component has one.
+    pub(super) receiver: Option<bindings::ReceiverExport>,
     pub(super) clock: Arc<AtomicI64>,
 }
 
@@ -157,16 +169,23 @@ impl Instance {
 
 impl Plugin {
     /// A fresh instance in its own `Store`, granted the plugin's
-    /// capabilities and nothing else.
+    /// capabilities and nothing else; its clocks read the batch time.
     pub(super) fn instantiate(&self) -> std::result::Result<Instance, String> {
+        self.instantiate_with(Clocks::Batch)
+    }
+
+    /// A fresh instance whose clocks are `clocks`.
+    pub(super) fn instantiate_with(&self, clocks: Clocks) -> std::result::Result<Instance, String> {
         let stdout = Capture::new(self.limits.log_call_bytes);
         let stderr = Capture::new(self.limits.log_call_bytes);
         let clock = Arc::new(AtomicI64::new(0));
         let mut wasi = WasiCtx::builder();
+        if clocks == Clocks::Batch {
+            wasi.wall_clock(BatchClock(clock.clone()))
+                .monotonic_clock(BatchClock(clock.clone()));
+        }
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
-            .wall_clock(BatchClock(clock.clone()))
-            .monotonic_clock(BatchClock(clock.clone()))
             .insecure_random_seed(0x5eed_5eed)
             .allow_tcp(false)
             .allow_udp(false)
@@ -175,20 +194,36 @@ impl Plugin {
             wasi.preopened_dir(dir, ".", wasmtime_wasi::FsPerms::ReadWrite)
                 .map_err(|e| format!("granting directory {}: {e:#}", dir.display()))?;
         }
-        if !self.capabilities.connect.is_empty() {
-            let allowed = Arc::new(self.capabilities.connect.clone());
-            wasi.allow_tcp(true).socket_addr_check(move |addr, used| {
-                use wasmtime_wasi::sockets::SocketAddrUse as Use;
-                let ok = match used {
-                    Use::TcpConnect => allowed.contains(&addr),
-                    // The implicit bind before a connect (to the wildcard
-                    // address, any port); listening stays refused.
-                    Use::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
-                    _ => false,
-                };
-                Box::pin(async move { ok })
-            });
-        }
+        // Sockets may connect only to the granted endpoints (none: no
+        // connection at all); every other use is refused by the host and
+        // logged (the first ten refusals of an instance, then at powers of
+        // two, so that a plugin cannot flood the log).
+        let allowed = Arc::new(self.capabilities.connect.clone());
+        let (job, plugin) = (self.job.clone(), self.name.clone());
+        let refusals = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        wasi.allow_tcp(true).socket_addr_check(move |addr, used| {
+            use wasmtime_wasi::sockets::SocketAddrUse as Use;
+            let ok = match used {
+                Use::TcpConnect => allowed.contains(&addr),
+                // The implicit bind before a connect (to the wildcard
+                // address, any port): the connect is checked next, and
+                // listening (checked apart) stays refused.
+                Use::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
+            if !ok {
+                let n = refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                if n <= 10 || n.is_power_of_two() {
+                    tracing::warn!(
+                        job = %job,
+                        plugin = %plugin,
+                        refusals = n,
+                        "refused the plugin's {used:?} to {addr}: not among its granted endpoints"
+                    );
+                }
+            }
+            Box::pin(async move { ok })
+        });
         let wasi = wasi.build();
         let state = StoreState {
             wasi,
@@ -225,11 +260,19 @@ impl Plugin {
             ),
             None => None,
         };
+        let receiver = match &self.receiver {
+            Some(r) => Some(
+                r.load(&mut store, &instance)
+                    .map_err(|e| format!("the `receiver` export: {e:#}"))?,
+            ),
+            None => None,
+        };
         self.stats.instances.fetch_add(1, Ordering::Relaxed);
         Ok(Instance {
             store,
             plugin,
             chain,
+            receiver,
             clock,
         })
     }

@@ -277,7 +277,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     let (ssc, job_name, default_partitions) = job_context(&cx, &spec, overrides)?;
     let plugins = plugins::load_plugins(&cx, &spec, overrides, &ssc)?;
     let (mut streams, socket_addrs) =
-        sources::add_sources(&cx, &spec, &ssc, &job_name, default_partitions)?;
+        sources::add_sources(&cx, &spec, &ssc, (&job_name, &plugins), default_partitions)?;
     let mut used = streams::add_streams(&cx, &spec, &mut streams, &plugins)?;
     let wiring = outputs::Wiring {
         job_name: &job_name,

@@ -127,6 +127,18 @@ pub(super) fn plugin_function(
     cx: &Ctx<'_>,
     field: &str,
 ) -> Result<Func> {
+    let (p, fname) = plugin_of(f, plugins, cx, field)?;
+    p.func(fname).or_else(|e| plan_error(cx, f, field, e))
+}
+
+/// The plugin and function name of `plugin.function`, the plugin among the
+/// job's.
+pub(super) fn plugin_of<'a, 'f>(
+    f: &'f Spanned<String>,
+    plugins: &'a BTreeMap<String, Arc<Plugin>>,
+    cx: &Ctx<'_>,
+    field: &str,
+) -> Result<(&'a Arc<Plugin>, &'f str)> {
     let Some((plugin, fname)) = f.get_ref().split_once('.') else {
         return cx.err(
             f.span(),
@@ -142,12 +154,15 @@ pub(super) fn plugin_function(
             format!("unknown plugin `{plugin}` (declared: {})", known.join(", ")),
         );
     };
-    p.func(fname).or_else(|e| {
-        // The spec error already says where; keep only what is wrong.
-        let message = match e {
-            Error::Plan(m) => m,
-            other => other.to_string(),
-        };
-        cx.err(f.span(), field, message)
-    })
+    Ok((p, fname))
+}
+
+/// `e`, about the function `f` names, as the spec error at `f`: the spec
+/// error already says where, so only what is wrong is kept.
+pub(super) fn plan_error<T>(cx: &Ctx<'_>, f: &Spanned<String>, field: &str, e: Error) -> Result<T> {
+    let message = match e {
+        Error::Plan(m) => m,
+        other => other.to_string(),
+    };
+    cx.err(f.span(), field, message)
 }

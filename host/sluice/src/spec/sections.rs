@@ -133,6 +133,10 @@ pub(super) struct SourceSection {
     pub(super) group_id: Option<Spanned<String>>,
     pub(super) properties: Option<Spanned<toml::Table>>,
     pub(super) max_rate_per_partition: Option<Spanned<u64>>,
+    /// Receiver sources: the plugin's receiver function (`plugin.function`)
+    /// and its settings (values given to it as text).
+    pub(super) function: Option<Spanned<String>>,
+    pub(super) settings: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,11 +1,12 @@
 //! The job's sources (`[sources.NAME]`): sockets, queues, watched
-//! directories (local or in object storage), generators and brokers
-//! (`brokers.rs`).
+//! directories (local or in object storage), generators, brokers
+//! (`brokers.rs`) and plugins' custom receivers.
 
 use super::sections::{SourceSection, SpecFile};
 use super::{Ctx, SocketFeed, parse_size};
 use crate::error::Result;
 use crate::graph::{DStream, StreamingContext};
+use crate::plugin::Plugin;
 use crate::receiver::file_store::{FileStore, LocalDir};
 use crate::receiver::generator::GeneratorConfig;
 use crate::receiver::queue::read_queue_file;
@@ -13,8 +14,9 @@ use crate::receiver::socket::{NonUtf8Policy, SocketConfig};
 use sluice_brokers::NatsSource;
 use sluice_brokers::kafka::KafkaSource;
 use sluice_objects::S3Dir;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use toml::Spanned;
 
 /// The job's sources as streams of `ssc` by name, and its socket sources
@@ -23,7 +25,7 @@ pub(super) fn add_sources(
     cx: &Ctx<'_>,
     spec: &SpecFile,
     ssc: &StreamingContext,
-    job_name: &str,
+    (job_name, plugins): (&str, &BTreeMap<String, Arc<Plugin>>),
     default_partitions: usize,
 ) -> Result<(HashMap<String, DStream>, Vec<SocketFeed>)> {
     let mut streams: HashMap<String, DStream> = HashMap::new();
@@ -94,12 +96,17 @@ pub(super) fn add_sources(
                 let config = super::kafka::kafka_config(cx, name, s, job_name, parts, ssc)?;
                 ssc.source_stream(name.get_ref(), Box::new(KafkaSource::new(config)))
             }
+            "receiver" => {
+                let parts = partitions.unwrap_or(default_partitions);
+                let source = receiver_source(cx, name, s, plugins, parts)?;
+                ssc.source_stream(name.get_ref(), Box::new(source))
+            }
             other => {
                 return cx.err(
                     sec.kind.span(),
                     &field("type"),
                     format!(
-                        "unknown source type `{other}` (use socket, queue, text_files, generator, nats, mqtt or kafka)"
+                        "unknown source type `{other}` (use socket, queue, text_files, generator, nats, mqtt, kafka or receiver)"
                     ),
                 );
             }
@@ -161,6 +168,66 @@ fn socket_config(
         };
     }
     Ok(config)
+}
+
+/// A plugin's custom receiver: `function = "plugin.name"`, its `settings`
+/// (a table of strings, numbers and booleans, given to it as text),
+/// `max_rate` (records/s) and `max_buffered`.
+fn receiver_source(
+    cx: &Ctx<'_>,
+    name: &Spanned<String>,
+    s: &Spanned<SourceSection>,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    partitions: usize,
+) -> Result<crate::receiver::LineSource> {
+    let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+    let sec = s.get_ref();
+    let Some(f) = &sec.function else {
+        return cx.err(
+            s.span(),
+            &field("function"),
+            "a receiver source needs `function = \"plugin.receiver\"`",
+        );
+    };
+    let (p, function) = super::plugins::plugin_of(f, plugins, cx, &field("function"))?;
+    let mut settings = Vec::new();
+    if let Some(t) = &sec.settings {
+        for (key, value) in t.get_ref() {
+            let text = match value {
+                toml::Value::String(v) => v.clone(),
+                toml::Value::Integer(v) => v.to_string(),
+                toml::Value::Float(v) => v.to_string(),
+                toml::Value::Boolean(v) => v.to_string(),
+                toml::Value::Datetime(v) => v.to_string(),
+                toml::Value::Array(_) | toml::Value::Table(_) => {
+                    return cx.err(
+                        t.span(),
+                        &field(&format!("settings.{key}")),
+                        "a receiver setting is a string, number or boolean",
+                    );
+                }
+            };
+            settings.push((key.clone(), text));
+        }
+    }
+    let mut rate = None;
+    if let Some(r) = &sec.max_rate {
+        if *r.get_ref() == 0 {
+            return cx.err(r.span(), &field("max_rate"), "must be at least 1 record/s");
+        }
+        rate = Some(*r.get_ref() as f64);
+    }
+    let mut buffered = crate::receiver::MAX_BUFFERED_BYTES;
+    if let Some(m) = &sec.max_buffered {
+        let bytes =
+            parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?;
+        if bytes < 1 << 20 {
+            return cx.err(m.span(), &field("max_buffered"), "must be at least 1MiB");
+        }
+        buffered = bytes as usize;
+    }
+    p.receiver_source(function, settings, partitions, (rate, buffered))
+        .or_else(|e| super::plugins::plan_error(cx, f, &field("function"), e))
 }
 
 /// A source watching a directory for new text files (remembering the names
