@@ -42,7 +42,18 @@ decorator         function                                    used by
 ``map_state``     ``f(key, value or None, state) -> out``     map_with_state
 ``fold``          ``f(acc, value) -> acc``                    combine_by_key
 ``sink``          ``f(list) -> None``                         foreach_rdd sinks
+``receiver``      ``f(settings) -> obj`` (see below)          ``type = "receiver"`` sources
 ================  ==========================================  =================
+
+A receiver is a source of the plugin's own (Spark's Receiver API): a class
+(or function) that takes the source's ``settings`` (a dict of strings) and
+returns an object with ``poll(max_records, wait_ms)`` (a list of text
+records, at most ``max_records``, waiting at most ``wait_ms`` for the first)
+and optionally ``ack()`` (everything polled so far is stored: acknowledge it
+to the source) and ``stop()``. A missing setting (``KeyError``,
+``ValueError`` or ``Refuse`` from the constructor) stops the job; an
+``OSError`` or ``Refuse`` from ``poll`` or ``ack`` is reported and retried.
+A module with receivers also assigns ``Receiver = Operator.Receiver``.
 
 Raise ``sluice.Refuse("why")`` to refuse an element: the host fails the
 batch naming the element. Any other exception is a bug: the instance traps,
@@ -67,6 +78,7 @@ __all__ = [
     "fold",
     "State",
     "sink",
+    "receiver",
     "export",
     "Refuse",
     "context",
@@ -149,6 +161,7 @@ inverse_reduce = _decorator("inverse-reduce")
 update_state = _decorator("update-state")
 map_state = _decorator("map-state")
 sink = _decorator("sink")
+receiver = _decorator("receiver")
 #: A reduce-kind function whose accumulator differs from its values
 #: (combine_by_key's merge_value): the same call shape as ``reduce``.
 fold = reduce
@@ -247,5 +260,24 @@ def export(*functions, name, version="0.1.0"):
         def invoke(self, function, context, input):
             return _guest.invoke(fns, function, context, input)
 
+    try:
+        receiver_base = exports.Receiver
+    except (NameError, AttributeError):  # no receivers, or outside a component
+        receiver_base = object
+
+    class Receiver(receiver_base):
+        def start(self, function, settings):
+            return _guest.receiver_start(fns, function, settings)
+
+        def poll(self, max_records, wait_ms):
+            return _guest.receiver_poll(max_records, wait_ms)
+
+        def ack(self):
+            return _guest.receiver_ack()
+
+        def stop(self):
+            return _guest.receiver_stop()
+
     Operator.__doc__ = f"The `{name}` plugin, version {version}."
+    Operator.Receiver = Receiver
     return Operator

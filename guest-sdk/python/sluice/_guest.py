@@ -18,6 +18,7 @@ _KINDS = {
     "map-state": "MAP_STATE",
     "transform": "TRANSFORM",
     "sink": "SINK",
+    "receiver": "RECEIVER",
 }
 
 _ABSENT = object()
@@ -104,12 +105,14 @@ def _refusing(i, call, *args):
         raise _CallError("INVALID_INPUT", str(e) or "refused", i) from None
 
 
-def invoke(functions, index, ctx, inp):
+def _guarded(call, *args):
+    """``call(*args)`` as an export: a ``_CallError`` becomes the typed
+    error, any other exception traps after logging where it came from."""
     from componentize_py_types import Err
     from wit_world.imports import types as t
 
     try:
-        return _invoke(t, functions, index, ctx, inp)
+        return call(t, *args)
     except _CallError as e:
         raise Err(
             t.PluginError(kind=getattr(t.ErrorKind, e.kind), message=e.message, element=e.element)
@@ -121,6 +124,74 @@ def invoke(functions, index, ctx, inp):
         where = f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
         sluice.error(f"{type(e).__name__}: {e}{where}")
         raise
+
+
+def invoke(functions, index, ctx, inp):
+    return _guarded(_invoke, functions, index, ctx, inp)
+
+
+# The receiver this instance runs (the host gives each receiver source an
+# instance of its own).
+_receiver = None
+
+
+def _failing(what, call, *args):
+    """``call(*args)``; ``Refuse`` and ``OSError`` (a connection lost) are
+    typed ``failed`` errors, which the host reports and retries."""
+    try:
+        return call(*args)
+    except (sluice.Refuse, OSError) as e:
+        raise _CallError("FAILED", f"{what}: {type(e).__name__}: {e}") from None
+
+
+def _start(t, functions, index, settings):
+    global _receiver
+    if index >= len(functions):
+        raise _CallError("UNKNOWN_FUNCTION", f"no function {index}: the plugin has {len(functions)} functions")
+    f = functions[index]
+    if f.kind != "receiver":
+        raise _CallError("UNSUPPORTED", f"{f.name} is a {f.kind} function, not a receiver")
+    try:
+        _receiver = f.fn(dict(settings))
+    except (sluice.Refuse, KeyError, ValueError) as e:
+        # A missing or bad setting: the job stops with this message.
+        raise _CallError("INVALID_INPUT", f"{type(e).__name__}: {e}") from None
+    except OSError as e:
+        raise _CallError("FAILED", f"{type(e).__name__}: {e}") from None
+
+
+def _running():
+    if _receiver is None:
+        raise _CallError("FAILED", "the receiver is not started")
+    return _receiver
+
+
+def receiver_start(functions, index, settings):
+    return _guarded(_start, functions, index, settings)
+
+
+def receiver_poll(max_records, wait_ms):
+    def poll(t):
+        got = _failing("poll", _running().poll, max_records, wait_ms)
+        return [r if isinstance(r, str) else str(r) for r in got or []]
+
+    return _guarded(poll)
+
+
+def receiver_ack():
+    def ack(t):
+        r = _running()
+        if hasattr(r, "ack"):
+            _failing("ack", r.ack)
+
+    return _guarded(ack)
+
+
+def receiver_stop():
+    global _receiver
+    r, _receiver = _receiver, None
+    if r is not None and hasattr(r, "stop"):
+        r.stop()
 
 
 def _invoke(t, functions, index, ctx, inp):
@@ -258,4 +329,6 @@ def _invoke(t, functions, index, ctx, inp):
             else:
                 out.push(final)
         return batch()
+    if kind == "receiver":
+        raise _CallError("UNSUPPORTED", f"{f.name} is a receiver: a job uses it as a source, not as an operator")
     raise _CallError("UNSUPPORTED", f"function kind {kind} is not supported by {sluice.SDK}")

@@ -299,6 +299,11 @@ enum PluginCommand {
         /// The guest language: rust, python, js or c.
         #[arg(long, default_value = "rust")]
         lang: String,
+        /// What the example is: `operator` (a word count's functions) or
+        /// `receiver` (a custom source reading lines from a TCP server;
+        /// rust and python).
+        #[arg(long, default_value = "operator")]
+        kind: String,
         /// Where the guest SDK is (default: the one this sluice was built from,
         /// or $SLUICE_SDK_PATH).
         #[arg(long)]
@@ -443,7 +448,12 @@ fn plugin_command(command: PluginCommand) -> Result<()> {
             max_instances,
             name,
         } => plugin::precompile(&wasm, cache_dir, max_instances, name),
-        PluginCommand::New { name, lang, sdk } => plugin::new_plugin(&name, &lang, sdk),
+        PluginCommand::New {
+            name,
+            lang,
+            kind,
+            sdk,
+        } => plugin::new_plugin(&name, &lang, &kind, sdk),
         PluginCommand::Build { dir } => plugin::build_plugin(&dir),
         PluginCommand::Test {
             wasm,

@@ -77,10 +77,18 @@ pub(crate) fn plugin_sources(
 }
 
 /// `sluice plugin new`: a project for `lang` in a new directory `name`.
-pub(crate) fn new_plugin(name: &str, lang: &str, sdk: Option<PathBuf>) -> Result<()> {
+pub(crate) fn new_plugin(name: &str, lang: &str, kind: &str, sdk: Option<PathBuf>) -> Result<()> {
     if !matches!(lang, "rust" | "python" | "js" | "c") {
         bail!("--lang {lang}: rust, python, js and c plugins can be scaffolded");
     }
+    let receiver = match kind {
+        "operator" => false,
+        "receiver" if matches!(lang, "rust" | "python") => true,
+        "receiver" => bail!(
+            "--kind receiver: the rust and python SDKs write receivers (the {lang} SDK writes operators)"
+        ),
+        other => bail!("--kind {other}: use operator or receiver"),
+    };
     let valid = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && name
@@ -94,11 +102,20 @@ pub(crate) fn new_plugin(name: &str, lang: &str, sdk: Option<PathBuf>) -> Result
         bail!("{} already exists", dir.display());
     }
     match lang {
-        "python" => python_plugin::new_python_plugin(name),
+        "python" => python_plugin::new_python_plugin(name, receiver),
         "js" => js_plugin::new_js_plugin(name),
         "c" => c_plugin::new_c_plugin(name),
-        _ => new_rust_plugin(name, sdk),
+        _ => new_rust_plugin(name, receiver, sdk),
     }
+}
+
+/// The `src/lib.rs` of a new Rust receiver project: the line-protocol
+/// receiver of `plugins/lines`, renamed.
+fn rust_receiver_lib(name: &str) -> String {
+    include_str!("../../../plugins/lines/src/lib.rs")
+        .replace("[plugins.lines]", &format!("[plugins.{name}]"))
+        .replace("release/lines.wasm", &format!("release/{name}.wasm"))
+        .replace("\"lines.tcp_lines\"", &format!("\"{name}.tcp_lines\""))
 }
 
 /// The `src/lib.rs` of a new Rust plugin project (`NAME`: its name).
@@ -142,8 +159,8 @@ mod tests {
 "#;
 
 /// `sluice plugin new NAME` (Rust): a crate depending on the guest SDK,
-/// with an example plugin and its unit test.
-fn new_rust_plugin(name: &str, sdk: Option<PathBuf>) -> Result<()> {
+/// with an example plugin (a receiver's, with `receiver`) and its unit test.
+fn new_rust_plugin(name: &str, receiver: bool, sdk: Option<PathBuf>) -> Result<()> {
     let dir = PathBuf::from(name);
     let sdk = sdk_path(sdk)?;
     std::fs::create_dir_all(dir.join("src"))
@@ -173,7 +190,11 @@ strip = "debuginfo"
 "#,
         sdk = sdk.display().to_string()
     );
-    let lib = RUST_LIB.replace("NAME", name);
+    let lib = if receiver {
+        rust_receiver_lib(name)
+    } else {
+        RUST_LIB.replace("NAME", name)
+    };
     std::fs::write(dir.join("Cargo.toml"), manifest).context("writing Cargo.toml")?;
     std::fs::write(dir.join("src").join("lib.rs"), lib).context("writing src/lib.rs")?;
     std::fs::write(
@@ -266,6 +287,16 @@ pub(crate) fn check_plugin(wasm: &Path) -> Result<()> {
     }
     if d.version.trim().is_empty() {
         problems.push("it describes no version".to_string());
+    }
+    if d.functions
+        .iter()
+        .any(|f| f.kind == sluice_sdk::Kind::Receiver)
+        && !plugin.receives()
+    {
+        problems.push(
+            "it describes receiver functions but does not export sluice:plugin/receiver"
+                .to_string(),
+        );
     }
     for f in &d.functions {
         let ok = !f.name.is_empty()

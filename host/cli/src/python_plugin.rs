@@ -23,11 +23,39 @@ const PYTHON_SDK: [(&str, &str); 3] = [
 ];
 
 /// `sluice plugin new --lang python NAME`: a module, its unit test, and a
-/// copy of the SDK (so `python3 -m unittest` runs as is).
-pub(crate) fn new_python_plugin(name: &str) -> Result<()> {
+/// copy of the SDK (so `python3 -m unittest` runs as is); with `receiver`,
+/// the line-protocol receiver of `plugins/python/lines`, renamed.
+pub(crate) fn new_python_plugin(name: &str, receiver: bool) -> Result<()> {
     let module = name.replace('-', "_");
     let dir = PathBuf::from(name);
     write_files(&dir.join("sluice"), &PYTHON_SDK)?;
+    let (code, test) = if receiver {
+        let code = include_str!("../../../plugins/python/lines/lines.py")
+            .replace("name=\"lines\"", &format!("name=\"{name}\""));
+        let test = include_str!("../../../plugins/python/lines/test_lines.py")
+            .replace("import lines", &format!("import {module}"))
+            .replace("lines.tcp_lines", &format!("{module}.tcp_lines"));
+        (code, test)
+    } else {
+        python_operator(name, &module)
+    };
+    std::fs::write(dir.join(format!("{module}.py")), code).context("writing the module")?;
+    std::fs::write(dir.join(format!("test_{module}.py")), test).context("writing the test")?;
+    std::fs::write(dir.join(".gitignore"), "/build\n__pycache__/\n")
+        .context("writing .gitignore")?;
+    let what = if receiver {
+        format!("python receiver, a source `function = \"{name}.tcp_lines\"`")
+    } else {
+        "python".to_string()
+    };
+    println!(
+        "created {name}/ ({what}): `cd {name} && python3 -m unittest`, then `sluice plugin build` (needs `pip install componentize-py`)"
+    );
+    Ok(())
+}
+
+/// The example operator module of a new Python project, and its test.
+fn python_operator(name: &str, module: &str) -> (String, String) {
     let code = r#""""A Sluice plugin in Python. Build it with `sluice plugin build`, try a
 function with `sluice plugin test build/NAME.wasm split "a b"`, and use it in
 a job spec as `NAME.split`."""
@@ -71,15 +99,8 @@ class Test(unittest.TestCase):
 if __name__ == "__main__":
     unittest.main()
 "#
-    .replace("MODULE", &module);
-    std::fs::write(dir.join(format!("{module}.py")), code).context("writing the module")?;
-    std::fs::write(dir.join(format!("test_{module}.py")), test).context("writing the test")?;
-    std::fs::write(dir.join(".gitignore"), "/build\n__pycache__/\n")
-        .context("writing .gitignore")?;
-    println!(
-        "created {name}/ (python): `cd {name} && python3 -m unittest`, then `sluice plugin build` (needs `pip install componentize-py`)"
-    );
-    Ok(())
+    .replace("MODULE", module);
+    (code, test)
 }
 
 /// `sluice plugin build` of a Python project: the module that calls
@@ -115,10 +136,24 @@ pub(crate) fn build_python_plugin(dir: &Path) -> Result<PathBuf> {
     write_files(&build.join("wit"), &WIT)?;
     write_files(&build.join("sdk").join("sluice"), &PYTHON_SDK)?;
     let wasm = build.join(format!("{module}.wasm"));
+    // A module with receivers exports them too (and assigns `Receiver`).
+    let source = std::fs::read_to_string(dir.join(format!("{module}.py")))
+        .with_context(|| format!("reading {module}.py"))?;
+    let world = if source.contains("@sluice.receiver") {
+        if !source.contains("Receiver = ") {
+            bail!(
+                "{}: a module with receivers must also assign `Receiver = Operator.Receiver`",
+                dir.join(format!("{module}.py")).display()
+            );
+        }
+        "receiver-plugin"
+    } else {
+        "plugin"
+    };
     let status = std::process::Command::new("componentize-py")
         .arg("-d")
         .arg(build.join("wit"))
-        .args(["-w", "plugin", "componentize", &module, "-p"])
+        .args(["-w", world, "componentize", &module, "-p"])
         .arg(dir)
         .arg("-p")
         .arg(build.join("sdk"))
