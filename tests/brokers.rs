@@ -66,6 +66,25 @@ path = "out.jsonl"
     job
 }
 
+/// The running totals of each `s<seq>` word in the last batch of
+/// `dir/out.jsonl` ([`totals_job`]), by sequence.
+pub fn seq_counts(dir: &Path) -> std::collections::BTreeMap<u64, i64> {
+    let out = dir.join("out.jsonl");
+    if !out.exists() {
+        return Default::default();
+    }
+    let batches = read_jsonl(&out);
+    let Some(last) = batches.last() else {
+        return Default::default();
+    };
+    (last["records"].as_array().expect("records").iter())
+        .filter_map(|r| {
+            let w = r[0].as_str()?;
+            Some((w.strip_prefix('s')?.parse().ok()?, r[1].as_i64()?))
+        })
+        .collect()
+}
+
 /// `sluice run JOB --checkpoint CK`, with the tests' compile cache.
 pub fn sluice_run(job: &Path, ck: &Path) -> Command {
     let mut c = Command::new(crate::sluice_bin());

@@ -24,6 +24,8 @@ fn main() {
         "plugins/text",
         "plugins/hostile",
         "plugins/iot",
+        "plugins/redis",
+        "plugins/lines",
         "guest-sdk/src",
         "guest-sdk/macros/src",
         "guest-sdk/Cargo.toml",
@@ -106,10 +108,17 @@ fn build_python_plugins(root: &std::path::Path, out_dir: &std::path::Path) {
         if built > newest(&dir).max(newest(&sdk)).max(newest(&wit)) {
             continue;
         }
+        // A module with receivers exports them too.
+        let module = std::fs::read_to_string(dir.join(format!("{name}.py"))).unwrap_or_default();
+        let world = if module.contains("@sluice.receiver") {
+            "receiver-plugin"
+        } else {
+            "plugin"
+        };
         let status = Command::new("componentize-py")
             .arg("-d")
             .arg(&wit)
-            .args(["-w", "plugin", "componentize", &name, "-p"])
+            .args(["-w", world, "componentize", &name, "-p"])
             .arg(&dir)
             .arg("-p")
             .arg(&sdk)

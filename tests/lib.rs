@@ -5,6 +5,7 @@
 
 pub mod brokers;
 pub mod mosquitto;
+pub mod redis;
 pub mod s3;
 pub mod tansu;
 

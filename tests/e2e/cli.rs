@@ -49,7 +49,7 @@ fn a_bad_spec_names_file_line_and_field() {
 
 /// Runs the spec `text` (as `dir/job.toml`), which must be refused with
 /// exit code 1 and `job.toml` + `want` (`:line: field: message`) on stderr.
-fn assert_refused(dir: &std::path::Path, text: &str, want: &str) {
+pub(crate) fn assert_refused(dir: &std::path::Path, text: &str, want: &str) {
     let job = dir.join("job.toml");
     std::fs::write(&job, text).expect("write");
     let out = sluice().arg("run").arg(&job).output().expect("run");
@@ -365,10 +365,27 @@ fn scaffold(
     unit: &mut Command,
     env: (&str, std::path::PathBuf),
 ) -> String {
+    let (wasm, built) = scaffold_kind(dir, (lang, "operator"), name, unit, env);
+    assert!(built.contains("3 functions"), "{built}");
+    let words = run_ok(sluice().args(["plugin", "test", &wasm, "split", " a b"]));
+    assert_eq!(words, "\"a\"\n\"b\"\n");
+    wasm
+}
+
+/// Scaffolds plugin `name` of `kind` in `lang` in `dir`, runs its own unit
+/// test (`unit`, in the project) and builds it (with `env`); returns the
+/// component's path and what the build printed.
+pub(crate) fn scaffold_kind(
+    dir: &std::path::Path,
+    (lang, kind): (&str, &str),
+    name: &str,
+    unit: &mut Command,
+    env: (&str, std::path::PathBuf),
+) -> (String, String) {
     let made = run_ok(
         sluice()
             .current_dir(dir)
-            .args(["plugin", "new", "--lang", lang, name]),
+            .args(["plugin", "new", "--lang", lang, "--kind", kind, name]),
     );
     assert!(made.contains(&format!("created {name}/")), "{made}");
     let project = dir.join(name);
@@ -386,10 +403,7 @@ fn scaffold(
         .expect("the component's path")
         .to_string();
     assert!(wasm.ends_with(&format!("{name}.wasm")), "{built}");
-    assert!(built.contains("3 functions"), "{built}");
-    let words = run_ok(sluice().args(["plugin", "test", &wasm, "split", " a b"]));
-    assert_eq!(words, "\"a\"\n\"b\"\n");
-    wasm
+    (wasm, built)
 }
 
 /// Runs the word count of the scaffolded plugin `name` (at `wasm`) on two

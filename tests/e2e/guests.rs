@@ -354,3 +354,26 @@ fn map_with_state_and_windows_give_the_same_outputs_in_every_language() {
         }
     }
 }
+
+/// The receiver examples' own unit tests, natively: the Redis Streams
+/// receiver's reply parser and settings, and the line receivers (Rust and
+/// Python) against a line server of their tests' own.
+#[test]
+fn the_receiver_examples_own_unit_tests_pass() {
+    let root = sluice_tests::root();
+    sluice_tests::run_ok(
+        std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .args(["test", "-q", "-p", "redis_streams", "-p", "lines"])
+            .arg("--manifest-path")
+            .arg(root.join("plugins/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", root.join("target/plugins-native"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS"),
+    );
+    sluice_tests::run_ok(
+        std::process::Command::new("python3")
+            .args(["-B", "-m", "unittest", "-q", "test_lines"])
+            .current_dir(root.join("plugins/python/lines"))
+            .env("PYTHONPATH", root.join("guest-sdk/python")),
+    );
+}

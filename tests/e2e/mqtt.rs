@@ -1,7 +1,7 @@
 //! MQTT sources against a real `mosquitto` on loopback: a receiver with the
 //! write-ahead log, through `kill -9` of the job while messages arrive.
 
-use sluice_tests::brokers::{self, Mosquitto, seq_lines, sluice_run};
+use sluice_tests::brokers::{self, Mosquitto, seq_counts, seq_lines, sluice_run};
 use sluice_tests::{read_jsonl, sluice_bin};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,24 +13,6 @@ fn totals_job(dir: &Path, port: u16) -> PathBuf {
         "type = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopics = [\"seq/#\"]\nqos = 1\n"
     );
     brokers::totals_job(dir, "mqtttotals", &source, None)
-}
-
-/// The last batch's count of each `s<seq>` word, by sequence.
-fn seq_counts(dir: &Path) -> std::collections::BTreeMap<u64, i64> {
-    let out = dir.join("out.jsonl");
-    if !out.exists() {
-        return Default::default();
-    }
-    let batches = read_jsonl(&out);
-    let Some(last) = batches.last() else {
-        return Default::default();
-    };
-    (last["records"].as_array().expect("records").iter())
-        .filter_map(|r| {
-            let w = r[0].as_str()?;
-            Some((w.strip_prefix('s')?.parse().ok()?, r[1].as_i64()?))
-        })
-        .collect()
 }
 
 /// `kill -9` of the job six times while 1200 messages arrive at QoS 1 on

@@ -115,6 +115,73 @@ fn environment(_s: &str) -> i64 {
     (std::env::vars().count() + std::env::args().count()) as i64
 }
 
+/// A receiver that panics on every third poll (after giving two batches
+/// of records `crash-N`): each panic discards its instance.
+pub struct Crashing {
+    polls: u64,
+}
+
+impl sluice::Receiver for Crashing {
+    fn poll(&mut self, _max: usize, wait: std::time::Duration) -> Result<Vec<String>, String> {
+        self.polls += 1;
+        if self.polls.is_multiple_of(3) {
+            panic!("receiver crash requested on poll {}", self.polls);
+        }
+        std::thread::sleep(wait);
+        Ok(vec![format!("crash-{}", self.polls)])
+    }
+}
+
+/// Gives one record, then panics every third poll.
+#[sluice::receiver]
+fn crashing(_settings: &sluice::Settings) -> Result<Crashing, String> {
+    Ok(Crashing { polls: 0 })
+}
+
+/// A receiver that gives `before`, then loops for ever in its next poll:
+/// the deadline must stop it.
+pub struct Looping {
+    polled: bool,
+}
+
+impl sluice::Receiver for Looping {
+    fn poll(&mut self, _max: usize, _wait: std::time::Duration) -> Result<Vec<String>, String> {
+        if !std::mem::replace(&mut self.polled, true) {
+            return Ok(vec!["before".to_string()]);
+        }
+        let mut x: u64 = 0;
+        loop {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+}
+
+/// Gives `before`, then spins.
+#[sluice::receiver]
+fn looping(_settings: &sluice::Settings) -> Result<Looping, String> {
+    Ok(Looping { polled: false })
+}
+
+/// A receiver that returns as many records as it may on every poll,
+/// without waiting: only the host's backpressure holds it back.
+pub struct Flooding {
+    line: String,
+}
+
+impl sluice::Receiver for Flooding {
+    fn poll(&mut self, max: usize, _wait: std::time::Duration) -> Result<Vec<String>, String> {
+        Ok(vec![self.line.clone(); max])
+    }
+}
+
+/// Floods with `line` (a setting, default `flood`).
+#[sluice::receiver]
+fn flooding(settings: &sluice::Settings) -> Result<Flooding, String> {
+    Ok(Flooding {
+        line: settings.get("line").unwrap_or("flood").to_string(),
+    })
+}
+
 sluice::export!(
     trap,
     flaky,
@@ -126,5 +193,8 @@ sluice::export!(
     snoop,
     scribble,
     dial,
-    environment
+    environment,
+    crashing,
+    looping,
+    flooding
 );
