@@ -548,3 +548,69 @@ fn a_checkpoint_store_down_mid_job_is_retried_and_loses_nothing() {
         "checkpoints written again once the store came back: {keys:?}"
     );
 }
+
+/// The README's S3 word count (`examples/wordcount-s3.toml`) against the
+/// test's own S3 server: an object uploaded while it runs is counted, and
+/// the batch's counts land in the bucket with their marker.
+#[test]
+fn the_s3_word_count_example_counts_an_uploaded_object() {
+    let s3 = S3Server::start();
+    s3.create_bucket("words");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(sluice_tests::root().join("examples/wordcount-s3.toml"))
+        .expect("the example")
+        .replace("http://127.0.0.1:9000", &s3.endpoint())
+        .replace(
+            "\"../target/plugins/wasm32-wasip2/release/wordcount.wasm\"",
+            &format!(
+                "{:?}",
+                sluice_tests::plugin("wordcount").display().to_string()
+            ),
+        )
+        .replace("\"../target/s3-wordcount-logs\"", "\"logs\"");
+    let job = dir.path().join("wordcount-s3.toml");
+    std::fs::write(&job, text).expect("job");
+    let mut child = std::process::Command::new(sluice_tests::sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).expect("log"))
+        .spawn()
+        .expect("spawn");
+    // Running once its first checkpoint is in the bucket.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s3.keys("words", "checkpoints/").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint in 30 s: {}",
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s3.bucket("words", "incoming")
+        .put_if_absent("hamlet.txt", b"to be or not to be\n")
+        .expect("upload");
+    let counts = s3.bucket("words", "counts");
+    let found = loop {
+        assert!(Instant::now() < deadline, "no counts in 30 s");
+        let done: Vec<String> = (s3.keys("words", "counts/").into_iter())
+            .filter_map(|k| k.strip_suffix("/_SUCCESS").map(str::to_string))
+            .collect();
+        let text: String = (done.iter())
+            .map(|d| d.strip_prefix("counts/").unwrap_or(d))
+            .flat_map(|d| (0..2).map(move |p| format!("{d}/part-0000{p}")))
+            .filter_map(|part| counts.get(&part).ok().flatten())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        if text.contains("('to', 2)") {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    for want in ["('to', 2)", "('be', 2)", "('or', 1)", "('not', 1)"] {
+        assert!(found.contains(want), "{want} in {found}");
+    }
+}
