@@ -7,10 +7,10 @@
 //!    prefix, `BENCH_FILES / 10` files a batch: lines/s of each, and the
 //!    ratio;
 //! 2. a stateful word count (`update_state_by_key` running totals over
-//!    `BENCH_VOCAB` words, `BENCH_LINES` lines a batch) with a full
-//!    checkpoint every batch in a local directory and in S3, and without
-//!    checkpoints: batch time p50 and p99 of each, and S3's p99 against
-//!    the local one's.
+//!    `BENCH_VOCAB` words, `BENCH_LINES` lines a batch, batches of
+//!    `BENCH_INTERVAL_MS` on the real clock) with a full checkpoint every
+//!    batch in a local directory and in S3, and without checkpoints: total
+//!    delay p50 and p99 of each, and S3's p99 against the local one's.
 //!
 //! `cargo bench -p sluice-tests --bench objects` (or `scripts/bench objects`).
 
@@ -22,6 +22,9 @@ use sluice_tests::s3::S3Server;
 use sluice_tests::{env_or, plugin, random_lines, runtime};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Puts a context's checkpoints somewhere.
+type WithCheckpoints<'a> = &'a dyn Fn(StreamingContext) -> StreamingContext;
 
 fn context() -> StreamingContext {
     StreamingContext::new(Duration::from_secs(1))
@@ -56,33 +59,42 @@ fn file_word_count(store: Box<dyn FileStore>, files: usize, per_batch: usize) ->
     (started.elapsed(), n)
 }
 
-/// Batch times (after the first 5) of the stateful word count with a full
-/// checkpoint every batch where `checkpoint` puts it (`None`: none).
+/// Total delays (scheduling delay + processing time, after the first 5
+/// batches) of the stateful word count on the real clock at `interval`,
+/// with a full checkpoint every batch where `checkpoint` puts it (`None`:
+/// none).
 fn stateful(
     input: &[Vec<String>],
-    checkpoint: Option<&dyn Fn(StreamingContext) -> StreamingContext>,
+    interval: Duration,
+    checkpoint: Option<WithCheckpoints<'_>>,
 ) -> Vec<Duration> {
-    let mut ssc = context();
+    let mut ssc = StreamingContext::new(interval)
+        .with_workers(2)
+        .with_runtime(runtime());
     if let Some(with) = checkpoint {
-        ssc = with(ssc).with_checkpoint_interval(Duration::from_secs(1));
+        ssc = with(ssc).with_checkpoint_interval(interval);
     }
     let wc = ssc
         .load_plugin("wordcount", plugin("wordcount"))
         .expect("loading wordcount");
     let f = |n: &str| wc.func(n).expect("function");
-    let done: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let seen = done.clone();
     ssc.queue_stream(input.to_vec(), 2)
         .flat_map(f("split"))
         .map(f("pair"))
         .update_state_by_key(f("running_total"), 2)
-        .foreach_batch(move |_| {
-            seen.lock().expect("done").push(Instant::now());
-            Ok(())
-        });
+        .foreach_batch(|_| Ok(()));
+    let delays: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let seen = delays.clone();
+    ssc.add_listener(Box::new(move |info: &sluice::BatchInfo| {
+        if info.index >= 5 {
+            seen.lock()
+                .expect("delays")
+                .push(info.scheduling_delay + info.processing_time);
+        }
+    }));
     ssc.run(None).expect("stateful word count");
-    let done = done.lock().expect("done");
-    done.windows(2).skip(4).map(|w| w[1] - w[0]).collect()
+    let delays = delays.lock().expect("delays");
+    delays.clone()
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
@@ -146,7 +158,8 @@ fn main() {
     // 2. Checkpoints every batch: none, local, S3.
     let batch_lines = env_or("BENCH_LINES", 20_000);
     let vocab = env_or("BENCH_VOCAB", 10_000) as u64;
-    let input: Vec<Vec<String>> = (0..40)
+    let interval = Duration::from_millis(env_or("BENCH_INTERVAL_MS", 100) as u64);
+    let input: Vec<Vec<String>> = (0..60)
         .map(|b| random_lines(batch_lines, vocab, b + 1))
         .collect();
     let ck_dir = tempfile::tempdir().expect("temp dir");
@@ -154,18 +167,19 @@ fn main() {
     let store = Arc::new(S3Store::new(s3.bucket("bench", "checkpoints")));
     let local_ck = |ssc: StreamingContext| ssc.with_checkpoint(ck_dir.path());
     let s3_ck = |ssc: StreamingContext| ssc.with_checkpoint_store(logs.path(), store.clone());
-    let runs: [(&str, Option<&dyn Fn(StreamingContext) -> StreamingContext>); 3] = [
+    let runs: [(&str, Option<WithCheckpoints<'_>>); 3] = [
         ("no checkpoints", None),
         ("local directory", Some(&local_ck)),
         ("s3:// prefix", Some(&s3_ck)),
     ];
     println!(
-        "\n## Object storage: checkpoint cost on batch time\n\nStateful word count (`update_state_by_key`), {batch_lines} lines a batch over {vocab} words, a full checkpoint every batch, 35 batches measured.\n"
+        "\n## Object storage: checkpoint cost on batch time\n\nStateful word count (`update_state_by_key`), {batch_lines} lines a batch over {vocab} words, {} ms batches on the real clock, a full checkpoint every batch, 55 batches measured: total delay (scheduling delay + processing time).\n",
+        interval.as_millis()
     );
-    println!("| checkpoints in | batch p50 | batch p99 | p99 of local |\n|---|---|---|---|");
+    println!("| checkpoints in | total delay p50 | p99 | p99 of local |\n|---|---|---|---|");
     let mut local_p99 = None;
     for (what, with) in runs {
-        let mut times = stateful(&input, with);
+        let mut times = stateful(&input, interval, with);
         times.sort();
         let p99 = quantile(&times, 0.99);
         if what == "local directory" {

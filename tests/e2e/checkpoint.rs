@@ -543,10 +543,11 @@ fn a_second_signal_exits_at_once() {
 }
 
 /// A checkpoint that cannot be written (here: its name is taken by a
-/// directory, as a full disk would fail it) is retried before the next
-/// batch runs; once writable, the job goes on and nothing is lost.
+/// directory, as a full disk would fail it) is retried — while the next
+/// batch runs, the next checkpoint waiting for it — and the run does not
+/// end before it is written; nothing is lost.
 #[test]
-fn a_failing_checkpoint_write_is_retried_before_the_next_batch() {
+fn a_failing_checkpoint_write_is_retried_until_it_is_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ck = dir.path().join("ck");
     // Batch 2 is at 3 s on the manual clock starting at 0; its checkpoint's

@@ -120,14 +120,21 @@ impl Checkpoints {
             .map_err(|e| Error::io(format!("creating the batch log {}", path.display()), e))
     }
 
-    /// The batches recorded after the checkpoint at `after` (from its log
-    /// and any later one), in time order, each once; and what was wrong
+    /// The batches recorded after the checkpoint at `after` (from the log
+    /// current at `after` and any later one), in time order, each once; and what was wrong
     /// with the logs, if anything (reading stops at damage, so the batches
     /// after it are re-run from their sources as new).
     pub fn batches_after(&self, after: i64) -> Result<(Vec<BatchRecord>, Vec<String>)> {
         let mut records = BTreeMap::new();
         let mut problems = Vec::new();
-        for (_, path) in self.batch_logs()?.into_iter().filter(|(t, _)| *t >= after) {
+        // The log that was current at `after` may hold later records too
+        // (batches run while that checkpoint was being written).
+        let logs = self.batch_logs()?;
+        let from = (logs.iter().map(|(t, _)| *t))
+            .filter(|t| *t <= after)
+            .max()
+            .unwrap_or(i64::MIN);
+        for (_, path) in logs.into_iter().filter(|(t, _)| *t >= from) {
             let contents = match crate::framelog::read(&path, 0) {
                 Ok(c) => c,
                 Err(e) => {
@@ -225,5 +232,32 @@ mod tests {
         let times: Vec<i64> = records.iter().map(|r| r.batch_time).collect();
         assert_eq!(times, [4000, 9000]);
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn records_logged_while_a_checkpoint_was_written_are_found_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
+        // The log after the checkpoint at 1000 goes on while the one at
+        // 3000 is written: it holds batches 2000 to 5000.
+        let mut log = store.restart_batch_log(1000, &[]).unwrap();
+        for t in 2..=5 {
+            log.append(&record(t * 1000)).unwrap();
+        }
+        drop(log);
+        let times = |after| {
+            let (records, problems) = store.batches_after(after).unwrap();
+            assert!(problems.is_empty(), "{problems:?}");
+            records.iter().map(|r| r.batch_time).collect::<Vec<_>>()
+        };
+        // Recovering from the checkpoint at 3000 before its log began.
+        assert_eq!(times(3000), [4000, 5000]);
+        // Once it began, with those records, later ones go there.
+        let (after, _) = store.batches_after(3000).unwrap();
+        let mut log = store.restart_batch_log(3000, &after).unwrap();
+        log.append(&record(6000)).unwrap();
+        drop(log);
+        assert_eq!(times(3000), [4000, 5000, 6000]);
+        assert_eq!(times(1000), [2000, 3000, 4000, 5000, 6000]);
     }
 }

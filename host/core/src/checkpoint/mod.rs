@@ -177,6 +177,18 @@ impl Checkpoints {
         cp: &Checkpoint,
         shards: &[(String, Vec<u8>)],
     ) -> Result<PathBuf> {
+        self.write_pruned(cp, shards)?;
+        Ok(self.dir.join(name_of(cp.batch_time)))
+    }
+
+    /// [`Checkpoints::write_with_shards`], returning the time of the
+    /// oldest checkpoint kept after pruning (what write-ahead logs must
+    /// still cover).
+    pub fn write_pruned(
+        &self,
+        cp: &Checkpoint,
+        shards: &[(String, Vec<u8>)],
+    ) -> Result<Option<i64>> {
         let name = name_of(cp.batch_time);
         self.put_shards(cp.batch_time, shards)?;
         let bytes = encode(cp)?;
@@ -189,8 +201,7 @@ impl Checkpoints {
                 )));
             }
         }
-        self.prune()?;
-        Ok(self.dir.join(name))
+        self.prune()
     }
 
     /// Removes every checkpoint, batch log and write-ahead log (`--fresh`).

@@ -15,12 +15,25 @@ use std::collections::BTreeMap;
 
 /// A batch's full checkpoint, its state shards (object name and bytes),
 /// its time and the batch records to start the next batch log with:
-/// written before the next batch runs.
+/// handed to a writer before the next batch runs.
 pub(super) struct DueCheckpoint {
     time: BatchTime,
     cp: Checkpoint,
     shards: Vec<(String, Vec<u8>)>,
     pending: Vec<BatchRecord>,
+}
+
+/// A checkpoint being written by a thread of its own while the next
+/// batches run (as Spark's `CheckpointWriter`): until it is durable the
+/// previous checkpoint and the batch log, which records every batch,
+/// recover the job; once it is, the sources are told its positions are
+/// committed and the batch log starts again after it.
+pub(super) struct InFlight {
+    time: BatchTime,
+    positions: Vec<Vec<u8>>,
+    pending: Vec<BatchRecord>,
+    /// The writer's result: the oldest checkpoint kept.
+    done: std::sync::mpsc::Receiver<Result<Option<i64>>>,
 }
 
 /// The state of every stateful stream at `time`, for a checkpoint: whole,
@@ -67,7 +80,7 @@ pub(super) struct StateSnapshot {
 }
 
 impl StreamingContext {
-    /// Writes a batch's checkpoint or batch record, retrying I/O errors
+    /// Writes a batch record (or starts a batch log), retrying I/O errors
     /// before the next batch runs (the previous checkpoint stays valid);
     /// the job only gives up when asked to stop.
     pub(super) fn retrying<T>(
@@ -199,10 +212,12 @@ impl Loop<'_> {
     }
 
     /// Makes the previous batch durable: its batch record, once that batch
-    /// is reported and before this one commits anything, then its full
-    /// checkpoint if one was due. The checkpoint syncs several files,
-    /// which is no part of that batch's processing (a crash before this
-    /// point re-runs the batch, as one before the batch log's settle).
+    /// is reported and before this one commits anything; then, if its
+    /// full checkpoint is due, hands it to a writer of its own (after the
+    /// one before it is done), so that writing it — several objects,
+    /// synced, or a chain of round trips to object storage — overlaps the
+    /// next batches instead of delaying them. A crash before it is durable
+    /// recovers from the previous checkpoint and the batch log.
     pub(super) fn settle_previous(&mut self, index: u64) -> Result<()> {
         let ssc = self.ssc;
         if let Some(log) = self.batch_log.as_mut() {
@@ -211,24 +226,94 @@ impl Loop<'_> {
                 .plus(ssc.interval * index.saturating_sub(1) as u32);
             ssc.retrying("batch log", previous, || log.settle())?;
         }
-        if let (Some(store), Some(due)) = (&self.store, self.checkpoint_due.take()) {
-            let DueCheckpoint {
-                time,
-                cp,
-                shards,
-                pending,
-            } = due;
-            ssc.retrying("checkpoint", time, || store.write_with_shards(&cp, &shards))?;
-            for (s, position) in self.g.sources.iter_mut().zip(&cp.sources) {
-                s.committed(position);
+        self.finish_checkpoint(false)?;
+        let Some(due) = self.checkpoint_due.take() else {
+            return Ok(());
+        };
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        // One at a time, in order.
+        self.finish_checkpoint(true)?;
+        let DueCheckpoint {
+            time,
+            cp,
+            shards,
+            pending,
+        } = due;
+        let positions = cp.sources.clone();
+        let (tx, done) = std::sync::mpsc::channel();
+        let stop = ssc.stop.clone();
+        std::thread::Builder::new()
+            .name("sluice-checkpoint".into())
+            .spawn(move || {
+                let written = crate::fsutil::retry_write(
+                    "checkpoint",
+                    time.millis(),
+                    || stop.is_stopped(),
+                    || store.write_pruned(&cp, &shards),
+                );
+                let _ = tx.send(written);
+            })
+            .map_err(|e| Error::io("starting the checkpoint writer", e))?;
+        self.in_flight = Some(InFlight {
+            time,
+            positions,
+            pending,
+            done,
+        });
+        Ok(())
+    }
+
+    /// Once the checkpoint in flight is durable (waiting for it when
+    /// `wait`): tells the sources their positions in it are committed,
+    /// starts the batch log again after it with every batch record since
+    /// (those to re-run, and those of the batches run while it was being
+    /// written), and lets the write-ahead logs go up to the oldest
+    /// checkpoint kept.
+    pub(super) fn finish_checkpoint(&mut self, wait: bool) -> Result<()> {
+        let Some(f) = &self.in_flight else {
+            return Ok(());
+        };
+        let written = if wait {
+            f.done.recv()
+        } else {
+            match f.done.try_recv() {
+                Ok(r) => Ok(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(std::sync::mpsc::RecvError),
             }
-            self.batch_log = Some(ssc.retrying("batch log", time, || {
-                store.restart_batch_log(time.millis(), &pending)
-            })?);
-            if let Some(oldest) = store.oldest()? {
-                for s in self.g.sources.iter_mut() {
-                    s.truncate_log(BatchTime(oldest));
-                }
+        };
+        let InFlight {
+            time,
+            positions,
+            pending,
+            ..
+        } = self.in_flight.take().expect("a checkpoint in flight");
+        let oldest = written.map_err(|_| {
+            Error::Internal("the checkpoint writer ended without a result".into())
+        })??;
+        for (s, position) in self.g.sources.iter_mut().zip(&positions) {
+            s.committed(position);
+        }
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let ssc = self.ssc;
+        let (logged, problems) = store.batches_after(time.millis())?;
+        for p in problems {
+            tracing::warn!("batch log: {p}");
+        }
+        let mut records: BTreeMap<i64, BatchRecord> =
+            pending.into_iter().map(|r| (r.batch_time, r)).collect();
+        records.extend(logged.into_iter().map(|r| (r.batch_time, r)));
+        let records: Vec<BatchRecord> = records.into_values().collect();
+        self.batch_log = Some(ssc.retrying("batch log", time, || {
+            store.restart_batch_log(time.millis(), &records)
+        })?);
+        if let Some(oldest) = oldest {
+            for s in self.g.sources.iter_mut() {
+                s.truncate_log(BatchTime(oldest));
             }
         }
         Ok(())
@@ -264,7 +349,7 @@ impl Loop<'_> {
                 state: snap.state,
                 shards: snap.shards,
             };
-            // Written before the next batch (`settle_previous`).
+            // Handed to a writer before the next batch (`settle_previous`).
             let pending: Vec<BatchRecord> = self.replay.values().cloned().collect();
             self.checkpoint_due = Some(DueCheckpoint {
                 time,
@@ -273,7 +358,11 @@ impl Loop<'_> {
                 pending,
             });
             self.last_data = Some(time.millis());
-        } else if !replayed && let Some(log) = self.batch_log.as_mut() {
+        }
+        // Every batch has its record, the checkpointed ones too: until
+        // their checkpoint is durable, the previous one and this record
+        // recover them.
+        if !replayed && let Some(log) = self.batch_log.as_mut() {
             let r = BatchRecord {
                 batch_time: time.millis(),
                 batch_index: index,

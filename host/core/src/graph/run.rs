@@ -6,7 +6,7 @@
 
 use super::batch::{BatchRun, StageMap};
 use super::listener::{BatchInfo, RunSummary, SourceLag};
-use super::recovery::DueCheckpoint;
+use super::recovery::{DueCheckpoint, InFlight};
 use super::{
     Graph, StreamingContext, default_checkpoint_interval, describe_graph, lock, physical_plan,
     plugin_uses,
@@ -46,6 +46,8 @@ pub(super) struct Loop<'a> {
     /// The time of the last batch with a full checkpoint.
     pub(super) last_data: Option<i64>,
     pub(super) checkpoint_due: Option<DueCheckpoint>,
+    /// The checkpoint being written while the next batches run.
+    pub(super) in_flight: Option<InFlight>,
     pub(super) estimator: PidRateEstimator,
     /// Source streams' names, by source index (for listeners).
     pub(super) source_names: Vec<String>,
@@ -169,6 +171,7 @@ impl<'a> Loop<'a> {
             batch_log: None,
             last_data: None,
             checkpoint_due: None,
+            in_flight: None,
             estimator: PidRateEstimator::new(ssc.interval),
             source_names: Vec::new(),
             stopping: false,
@@ -206,6 +209,14 @@ impl<'a> Loop<'a> {
 
     /// The loop: one batch per interval until the limit or a stop.
     fn batches(&mut self) -> Result<()> {
+        let result = self.run_batches();
+        // The last checkpoint is durable before the run returns (after a
+        // failure too: a run started again at once must not race it).
+        let written = self.finish_checkpoint(true);
+        result.and(written)
+    }
+
+    fn run_batches(&mut self) -> Result<()> {
         let ssc = self.ssc;
         for index in self.start.. {
             self.settle_previous(index)?;
