@@ -614,3 +614,57 @@ fn the_s3_word_count_example_counts_an_uploaded_object() {
         assert!(found.contains(want), "{want} in {found}");
     }
 }
+
+/// Keys and region from the AWS shared profile files, the spec giving
+/// only the endpoint and the environment no keys: the job's output
+/// reaches the bucket with the keys of the profile `AWS_PROFILE` names
+/// (without any, the client would have none to sign with).
+#[test]
+fn keys_come_from_the_aws_profile_files() {
+    let s3 = S3Server::start();
+    s3.create_bucket("outs");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("credentials"),
+        "[sluice]\naws_access_key_id = AKIPROFILE\naws_secret_access_key = from-the-profile\n",
+    )
+    .expect("credentials");
+    std::fs::write(
+        dir.path().join("config"),
+        "[profile sluice]\nregion = us-east-1\n",
+    )
+    .expect("config");
+    let job = sluice_tests::case_job("saveAsTextFiles", dir.path());
+    let text = std::fs::read_to_string(&job)
+        .expect("job")
+        .replace("prefix = \"out/", "prefix = \"s3://outs/out/")
+        + &format!("[object_store]\nendpoint = \"{}\"\n", s3.endpoint());
+    std::fs::write(&job, text).expect("job");
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .arg("run")
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.path().join("credentials"),
+        )
+        .env("AWS_CONFIG_FILE", dir.path().join("config"))
+        .env("AWS_PROFILE", "sluice")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        s3.keys("outs", "out/")
+            .iter()
+            .any(|k| k.ends_with("/_SUCCESS")),
+        "the batches are in the bucket"
+    );
+}

@@ -92,8 +92,17 @@ impl Bucket {
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(60)),
             );
+        // The shared profile files give the keys (and the region) where
+        // neither the spec nor the environment does, as for the AWS tools.
+        let profile = crate::profile::from_environment();
+        let mut settings = settings.clone();
+        if settings.access_key_id.is_none() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            settings.access_key_id = profile.access_key_id;
+            settings.secret_access_key = profile.secret_access_key;
+            settings.session_token = profile.session_token;
+        }
         if std::env::var_os("AWS_REGION").is_none() && settings.region.is_none() {
-            b = b.with_region("us-east-1");
+            b = b.with_region(profile.region.as_deref().unwrap_or("us-east-1"));
         }
         if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
             b = b.with_endpoint(e);

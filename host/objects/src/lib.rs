@@ -18,6 +18,7 @@
 mod bucket;
 mod checkpoint;
 mod files;
+mod profile;
 mod source;
 mod url;
 

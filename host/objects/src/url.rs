@@ -57,8 +57,10 @@ impl std::fmt::Display for S3Url {
 /// How to reach a bucket. Fields left `None` come from the environment
 /// as the AWS tools read it (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT`,
 /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_SESSION_TOKEN`), then from the instance's metadata service or web
-/// identity (on EC2, ECS, EKS). Profiles in `~/.aws/config` are not read.
+/// `AWS_SESSION_TOKEN`), then from the shared profile files
+/// (`~/.aws/credentials`, `~/.aws/config`; profile `$AWS_PROFILE` or
+/// `default`), then from web identity or the instance's metadata service
+/// (on EC2, ECS, EKS).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct S3Settings {
     /// The server, e.g. `http://127.0.0.1:9000`; AWS itself when `None`.
