@@ -85,6 +85,18 @@ pub fn seq_counts(dir: &Path) -> std::collections::BTreeMap<u64, i64> {
         .collect()
 }
 
+/// The totals of [`seq_counts`] after a run fed sequences `0..n`, checked
+/// to hold every one of them (none lost), `what` naming them.
+pub fn assert_none_lost(dir: &Path, n: u64, what: &str) -> std::collections::BTreeMap<u64, i64> {
+    let counts = seq_counts(dir);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>(),
+        "every {what}, none lost"
+    );
+    counts
+}
+
 /// `sluice run JOB --checkpoint CK`, with the tests' compile cache.
 pub fn sluice_run(job: &Path, ck: &Path) -> Command {
     let mut c = Command::new(crate::sluice_bin());

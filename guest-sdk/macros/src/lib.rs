@@ -153,14 +153,21 @@ fn doc_line(f: &ItemFn) -> String {
     String::new()
 }
 
-fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(
+/// The error for an attribute given arguments (none takes any).
+fn refuse_arguments(attr: &TokenStream) -> Option<TokenStream> {
+    (!attr.is_empty()).then(|| {
+        syn::Error::new(
             proc_macro2::Span::call_site(),
             "sluice function attributes take no arguments",
         )
         .to_compile_error()
-        .into();
+        .into()
+    })
+}
+
+fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    if let Some(refused) = refuse_arguments(&attr) {
+        return refused;
     }
     let f = parse_macro_input!(item as ItemFn);
     let name = &f.sig.ident;
@@ -437,13 +444,8 @@ pub fn sink(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// job with its message.
 #[proc_macro_attribute]
 pub fn receiver(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "sluice function attributes take no arguments",
-        )
-        .to_compile_error()
-        .into();
+    if let Some(refused) = refuse_arguments(&attr) {
+        return refused;
     }
     let f = parse_macro_input!(item as ItemFn);
     if f.sig.inputs.len() != 1 || !returns_result(&f.sig) {

@@ -135,24 +135,15 @@ fn socket_config(
             return cx.err(s.span(), &field("port"), "a socket source needs a port");
         }
     }
-    if let Some(r) = &sec.max_rate {
-        if *r.get_ref() == 0 {
-            return cx.err(r.span(), &field("max_rate"), "must be at least 1 line/s");
-        }
-        config.max_rate = Some(*r.get_ref());
+    let (rate, buffered) = receiving_limits(cx, name, sec, "line")?;
+    config.max_rate = rate;
+    if let Some(b) = buffered {
+        config.max_buffered_bytes = b;
     }
     if let Some(m) = &sec.max_line_bytes {
         config.max_line_bytes = parse_size(m.get_ref())
             .or_else(|e| cx.err(m.span(), &field("max_line_bytes"), e))?
             as usize;
-    }
-    if let Some(m) = &sec.max_buffered {
-        let bytes =
-            parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?;
-        if bytes < 1 << 20 {
-            return cx.err(m.span(), &field("max_buffered"), "must be at least 1MiB");
-        }
-        config.max_buffered_bytes = bytes as usize;
     }
     if let Some(p) = &sec.non_utf8 {
         config.non_utf8 = match p.get_ref().as_str() {
@@ -168,6 +159,38 @@ fn socket_config(
         };
     }
     Ok(config)
+}
+
+/// A receiver's `max_rate` (`unit`s a second, at least one) and
+/// `max_buffered` (a size, at least 1 MiB), where the spec sets them.
+fn receiving_limits(
+    cx: &Ctx<'_>,
+    name: &Spanned<String>,
+    sec: &SourceSection,
+    unit: &str,
+) -> Result<(Option<u64>, Option<usize>)> {
+    let field = |f: &str| format!("sources.{}.{f}", name.get_ref());
+    let mut rate = None;
+    if let Some(r) = &sec.max_rate {
+        if *r.get_ref() == 0 {
+            return cx.err(
+                r.span(),
+                &field("max_rate"),
+                format!("must be at least 1 {unit}/s"),
+            );
+        }
+        rate = Some(*r.get_ref());
+    }
+    let mut buffered = None;
+    if let Some(m) = &sec.max_buffered {
+        let bytes =
+            parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?;
+        if bytes < 1 << 20 {
+            return cx.err(m.span(), &field("max_buffered"), "must be at least 1MiB");
+        }
+        buffered = Some(bytes as usize);
+    }
+    Ok((rate, buffered))
 }
 
 /// A plugin's custom receiver: `function = "plugin.name"`, its `settings`
@@ -210,23 +233,12 @@ fn receiver_source(
             settings.push((key.clone(), text));
         }
     }
-    let mut rate = None;
-    if let Some(r) = &sec.max_rate {
-        if *r.get_ref() == 0 {
-            return cx.err(r.span(), &field("max_rate"), "must be at least 1 record/s");
-        }
-        rate = Some(*r.get_ref() as f64);
-    }
-    let mut buffered = crate::receiver::MAX_BUFFERED_BYTES;
-    if let Some(m) = &sec.max_buffered {
-        let bytes =
-            parse_size(m.get_ref()).or_else(|e| cx.err(m.span(), &field("max_buffered"), e))?;
-        if bytes < 1 << 20 {
-            return cx.err(m.span(), &field("max_buffered"), "must be at least 1MiB");
-        }
-        buffered = bytes as usize;
-    }
-    p.receiver_source(function, settings, partitions, (rate, buffered))
+    let (rate, buffered) = receiving_limits(cx, name, sec, "record")?;
+    let limits = (
+        rate.map(|r| r as f64),
+        buffered.unwrap_or(crate::receiver::MAX_BUFFERED_BYTES),
+    );
+    p.receiver_source(function, settings, partitions, limits)
         .or_else(|e| super::plugins::plan_error(cx, f, &field("function"), e))
 }
 
