@@ -295,7 +295,12 @@ fn run(
             }
             Err(f) => {
                 shared.error(format!("{what}: cannot start: {f}"));
-                discard(&plugin, inst, index);
+                match f {
+                    // Told to stop, as it may have connected.
+                    Failure::Refused(_) => discard(&plugin, inst, index),
+                    // Trapped: it cannot be called again.
+                    Failure::Fault(_) => sluice_core::share::hold_processor(|| drop(inst)),
+                }
                 shared.pause(&mut pause);
                 continue;
             }
