@@ -194,6 +194,12 @@ impl Error {
         }
     }
 
+    /// Whether this is a refusal (credentials, permissions): trying again
+    /// does not mend it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+
     /// An I/O error with what was being done.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

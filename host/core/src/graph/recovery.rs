@@ -247,12 +247,18 @@ impl Loop<'_> {
         std::thread::Builder::new()
             .name("sluice-checkpoint".into())
             .spawn(move || {
+                // Failures are retried, refusals (credentials,
+                // permissions) not: trying again does not mend them.
                 let written = crate::fsutil::retry_write(
                     "checkpoint",
                     time.millis(),
                     || stop.is_stopped(),
-                    || store.write_pruned(&cp, &shards),
-                );
+                    || match store.write_pruned(&cp, &shards) {
+                        Err(e) if e.is_refusal() => Ok(Err(e)),
+                        other => other.map(Ok),
+                    },
+                )
+                .and_then(|r| r);
                 let _ = tx.send(written);
             })
             .map_err(|e| Error::io("starting the checkpoint writer", e))?;

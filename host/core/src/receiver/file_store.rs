@@ -41,8 +41,7 @@ pub trait FileStore: Send {
     /// unless it is a refusal (credentials, permissions), which trying
     /// again does not mend.
     fn passing(&self, e: &Error) -> bool {
-        let refused = matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied);
-        self.remote() && !refused
+        self.remote() && !e.is_refusal()
     }
 }
 
