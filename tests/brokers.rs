@@ -220,21 +220,13 @@ impl NatsServer {
             .spawn()
             .expect("starting nats-server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() > deadline {
-                panic!(
-                    "nats-server did not answer on {} ({exited:?}): {}",
-                    self.port,
-                    std::fs::read_to_string(self.log()).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (port, log) = (self.port, self.log());
+        wait_for_server(
+            self.child.as_mut(),
+            &format!("nats-server on {port}"),
+            &log,
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
     }
 
     fn log(&self) -> PathBuf {
@@ -253,6 +245,27 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits up to 20 s until the server `child` (`what`, logging to `log`)
+/// is `ready`; panics with its log if it exits or does not get ready.
+pub fn wait_for_server(
+    mut child: Option<&mut Child>,
+    what: &str,
+    log: &Path,
+    ready: impl Fn() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        if exited.is_some() || Instant::now() > deadline {
+            panic!(
+                "{what} did not answer ({exited:?}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

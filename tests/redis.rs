@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A `redis-server` of the test's own on 127.0.0.1.
 pub struct RedisServer {
@@ -49,26 +48,17 @@ impl RedisServer {
                 "starting redis-server (Debian's redis-server package; scripts/test installs it)",
             );
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port))
-                && matches!(command(&mut c, &[b"PING"]).as_deref(), Ok("+PONG"))
-            {
-                return;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() > deadline {
-                panic!(
-                    "redis-server did not answer on {} ({exited:?}): {}",
-                    self.port,
-                    std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = self.port;
+        crate::brokers::wait_for_server(
+            self.child.as_mut(),
+            &format!("redis-server on {port}"),
+            &self.dir.join("redis.log"),
+            || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut c| {
+                    matches!(command(&mut c, &[b"PING"]).as_deref(), Ok("+PONG"))
+                })
+            },
+        );
     }
 
     /// Stops it by its pid.
