@@ -265,6 +265,71 @@ fn a_kafka_batch_run_again_reads_its_offset_ranges() {
     );
 }
 
+/// With `min_partitions`, a batch whose records all sit in one partition
+/// (a job catching up on a lagging one) is split into contiguous offset
+/// pieces over both tasks: every record once, each piece in offset order;
+/// without it, one task takes the partition whole, as Spark's KafkaRDD.
+#[test]
+fn min_partitions_spreads_one_lagging_partition_over_the_tasks() {
+    use sluice::BatchTime;
+    use sluice::receiver::Source;
+    use sluice_brokers::kafka::{KafkaConfig, KafkaSource, Topics};
+    let kafka = Tansu::start();
+    kafka.create_topic("seq", 2);
+    let records: Vec<(i64, Vec<u8>)> = (0..8)
+        .map(|i| (1000 + i, format!("r{i}").into_bytes()))
+        .collect();
+    kafka.produce_at("seq", 0, &records);
+    // The tasks of the first batch with records, once one takes all 8 (the
+    // reader may hand a first batch only some: then again, a new group).
+    let mut attempt = 0;
+    let mut tasks_of = |min_partitions: Option<usize>| loop {
+        attempt += 1;
+        assert!(attempt <= 6, "no batch took all 8 records in one go");
+        let mut config = KafkaConfig::new(
+            "lines",
+            &kafka.brokers(),
+            Topics::Names(vec!["seq".into()]),
+            Duration::from_millis(100),
+        );
+        config.group_id = format!("attempt-{attempt}");
+        config.partitions = 2;
+        config.min_partitions = min_partitions;
+        let mut source = KafkaSource::new(config);
+        source.start().expect("start");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut t = 1000;
+        let batch = loop {
+            assert!(Instant::now() < deadline, "no records read in 30 s");
+            std::thread::sleep(Duration::from_millis(500));
+            let batch = source.next_batch(BatchTime(t)).expect("batch");
+            t += 100;
+            if batch.count() > 0 {
+                break batch;
+            }
+        };
+        if batch.count() < 8 {
+            continue;
+        }
+        assert_eq!(batch.partitions.len(), 2);
+        break (batch.partitions.iter())
+            .map(|part| {
+                rendered(&sluice::rdd::Rdd {
+                    partitions: vec![part.clone()],
+                })
+            })
+            .collect::<Vec<_>>();
+    };
+    let quoted = |r: std::ops::Range<usize>| r.map(|i| format!("\"r{i}\"")).collect::<Vec<_>>();
+    assert_eq!(tasks_of(None), [quoted(0..8), vec![]]);
+    // Four pieces of two records, dealt round-robin onto the two tasks.
+    let mut first = quoted(0..2);
+    first.extend(quoted(4..6));
+    let mut second = quoted(2..4);
+    second.extend(quoted(6..8));
+    assert_eq!(tasks_of(Some(4)), [first, second]);
+}
+
 /// The exactly-once output's markers: a batch whose transaction committed
 /// before a restart is not written again by the restarted job (a new
 /// output, as after a crash), a later batch is, and an empty batch writes

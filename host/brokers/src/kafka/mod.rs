@@ -13,7 +13,11 @@
 //!
 //! Partitions map onto the stage's tasks: the batch's topic-partitions,
 //! in order, go to task 0, 1, … round-robin (one Kafka partition per task
-//! when `partitions` equals their number, as Spark's KafkaRDD).
+//! when `partitions` equals their number, as Spark's KafkaRDD). With
+//! `min_partitions` (Spark's `minPartitions`), a batch whose records sit
+//! in fewer topic-partitions than that has their ranges split into
+//! contiguous offset pieces first: a partition that lags behind the
+//! others, or a job catching up on one, keeps every task busy.
 //!
 //! Offsets are committed to the consumer group (`group_id`) after each
 //! checkpoint (or after each batch without checkpoints), for monitoring
@@ -111,6 +115,12 @@ pub struct KafkaConfig {
     pub decoding: Decoding,
     /// Partitions (tasks) of each batch.
     pub partitions: usize,
+    /// Spark's `minPartitions`: when fewer topic-partitions than this have
+    /// records in a batch, their ranges are split into contiguous offset
+    /// pieces, in proportion to their sizes, so that the batch has about
+    /// this many; the pieces are dealt onto the tasks. `None` (the
+    /// default): one piece per topic-partition, as Spark's KafkaRDD.
+    pub min_partitions: Option<usize>,
     /// The job's batch interval (for the rate).
     pub interval: Duration,
     /// Reading history for a replay (set by [`Source::replay_history`]):
@@ -133,6 +143,7 @@ impl KafkaConfig {
             max_buffered_bytes: 64 << 20,
             decoding: Decoding::default(),
             partitions: 2,
+            min_partitions: None,
             interval,
             replaying: false,
         }
@@ -154,6 +165,25 @@ pub struct OffsetRange {
     pub until: i64,
     /// Records it took.
     pub count: u64,
+}
+
+/// A batch's records as pieces, each a range's index in the batch and a
+/// span of its records, given each range's record count: one piece per
+/// range; or, when fewer than `min` ranges have records, each range with
+/// records split into contiguous pieces in proportion to its share of the
+/// batch (at least one each), Spark's `minPartitions` rule.
+fn pieces(counts: &[usize], min: Option<usize>) -> Vec<(usize, std::ops::Range<usize>)> {
+    let with_records = counts.iter().filter(|&&c| c > 0).count();
+    let Some(min) = min.filter(|&m| with_records > 0 && with_records < m) else {
+        return counts.iter().enumerate().map(|(i, &c)| (i, 0..c)).collect();
+    };
+    let total: usize = counts.iter().sum();
+    let mut out = Vec::with_capacity(min + with_records);
+    for (i, &c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let parts = ((c as f64 / total as f64 * min as f64).round() as usize).clamp(1, c);
+        out.extend((0..parts).map(|k| (i, c * k / parts..c * (k + 1) / parts)));
+    }
+    out
 }
 
 /// A batch's ranges, as the batch record and the range log keep them.
@@ -227,8 +257,9 @@ impl KafkaSource {
         per_second.map_or(usize::MAX, |r| ((r * interval).floor() as usize).max(1))
     }
 
-    /// Elements of `records` by topic-partition, the partitions (in the
-    /// order of `ranges`) dealt round-robin onto the tasks.
+    /// Elements of `records` by topic-partition: the ranges (in the order
+    /// of `ranges`), or the pieces [`pieces`] splits them into, dealt
+    /// round-robin onto the tasks.
     fn to_rdd(
         &self,
         time: BatchTime,
@@ -237,12 +268,21 @@ impl KafkaSource {
     ) -> Result<Rdd> {
         let n = self.config.partitions.max(1);
         let mut tasks: Vec<Elements> = (0..n).map(|_| Elements::default()).collect();
-        for (i, r) in ranges.iter().enumerate() {
-            let Some(held) = records.get(&(r.topic.clone(), r.partition)) else {
-                continue;
-            };
-            let task = &mut tasks[i % n];
-            for h in held {
+        let held: Vec<&[Held]> = (ranges.iter())
+            .map(|r| {
+                records
+                    .get(&(r.topic.clone(), r.partition))
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .collect();
+        let counts: Vec<usize> = held.iter().map(|h| h.len()).collect();
+        for (j, (i, span)) in pieces(&counts, self.config.min_partitions)
+            .into_iter()
+            .enumerate()
+        {
+            let r = &ranges[i];
+            let task = &mut tasks[j % n];
+            for h in &held[i][span] {
                 let record = RecordRef {
                     subject: &r.topic,
                     partition: Some(r.partition),
@@ -539,6 +579,38 @@ mod tests {
         p.restore(&pos).unwrap();
         assert_eq!(p.next.get(&("a".to_string(), 1)), Some(&7));
         assert!(b.restore(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn min_partitions_splits_the_ranges_with_records_in_proportion() {
+        // One piece per range, empty ones too, without it or with enough
+        // ranges.
+        assert_eq!(
+            pieces(&[3, 0, 5], None),
+            vec![(0, 0..3), (1, 0..0), (2, 0..5)]
+        );
+        assert_eq!(pieces(&[3, 5], Some(2)), vec![(0, 0..3), (1, 0..5)]);
+        // A lagging partition: its range in three pieces, the other whole.
+        assert_eq!(
+            pieces(&[900, 0, 300], Some(4)),
+            vec![(0, 0..300), (0, 300..600), (0, 600..900), (2, 0..300)]
+        );
+        // Every record once, in order, whatever the sizes.
+        for counts in [vec![1, 0, 0], vec![7], vec![10, 1], vec![0, 13, 2]] {
+            for min in 1..6 {
+                let p = pieces(&counts, Some(min));
+                for (i, &c) in counts.iter().enumerate() {
+                    let spans: Vec<_> = p
+                        .iter()
+                        .filter(|(r, _)| *r == i)
+                        .map(|(_, s)| s.clone())
+                        .collect();
+                    let joined: Vec<usize> = spans.iter().flat_map(|s| s.clone()).collect();
+                    assert_eq!(joined, (0..c).collect::<Vec<_>>(), "{counts:?} min {min}");
+                }
+            }
+        }
+        assert!(pieces(&[0, 0], Some(4)).iter().all(|(_, s)| s.is_empty()));
     }
 
     #[test]

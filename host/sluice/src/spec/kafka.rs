@@ -10,7 +10,7 @@ use sluice_brokers::kafka::{KafkaConfig, KafkaSinkConfig, RESERVED, StartAt, Top
 use toml::Spanned;
 
 /// A `kafka` source's settings: `brokers`, `topics` or `topic_pattern`,
-/// `group_id`, `start`, `max_rate_per_partition`, `max_buffered`,
+/// `group_id`, `start`, `max_rate_per_partition`, `min_partitions`, `max_buffered`,
 /// `properties`, `user`/`password`, `tls`, `ca` and the decoding fields.
 pub(super) fn kafka_config(
     cx: &Ctx<'_>,
@@ -59,6 +59,12 @@ pub(super) fn kafka_config(
     }
     if let Some(r) = max_rate(cx, &field, &sec.max_rate_per_partition, "record")? {
         c.max_rate_per_partition = Some(r);
+    }
+    if let Some(m) = &sec.min_partitions {
+        if *m.get_ref() == 0 {
+            return cx.err(m.span(), &field("min_partitions"), "at least 1");
+        }
+        c.min_partitions = Some(*m.get_ref());
     }
     if let Some(bytes) = max_buffered(cx, &field, &sec.max_buffered)? {
         c.max_buffered_bytes = bytes;

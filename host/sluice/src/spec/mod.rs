@@ -38,7 +38,7 @@
 //!                            #   clean_session = false, user, password, max_rate, max_buffered)
 //!                            # | kafka (brokers = "host:port,...", topics = ["t"] | topic_pattern = "regex",
 //!                            #   group_id, start = "earliest" | "latest" | "RFC 3339 time" | { "t:0" = OFFSET },
-//!                            #   max_rate_per_partition, max_buffered, properties = { librdkafka settings },
+//!                            #   max_rate_per_partition, min_partitions, max_buffered, properties = { librdkafka settings },
 //!                            #   user, password (SASL SCRAM-SHA-512 by default), tls, ca, and the decoding fields)
 //! host = "127.0.0.1"
 //! port = 9999

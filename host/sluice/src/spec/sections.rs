@@ -127,12 +127,13 @@ pub(super) struct SourceSection {
     pub(super) clean_session: Option<Spanned<bool>>,
     /// Kafka: bootstrap brokers, a topic pattern (instead of `topics`),
     /// the consumer group, librdkafka properties, records per second per
-    /// partition.
+    /// partition, the least pieces a batch's ranges are split into.
     pub(super) brokers: Option<Spanned<String>>,
     pub(super) topic_pattern: Option<Spanned<String>>,
     pub(super) group_id: Option<Spanned<String>>,
     pub(super) properties: Option<Spanned<toml::Table>>,
     pub(super) max_rate_per_partition: Option<Spanned<u64>>,
+    pub(super) min_partitions: Option<Spanned<usize>>,
     /// Receiver sources: the plugin's receiver function (`plugin.function`)
     /// and its settings (values given to it as text).
     pub(super) function: Option<Spanned<String>>,
