@@ -513,45 +513,88 @@ pub fn finish(mut child: Child, dir: &Path, n: u64, what: &str) {
 
 /// What a broker bench's Sluice job did.
 pub struct JobRun {
-    /// Records per second over the span of its batches with records.
+    /// Records per second from the start of the first batch interval with
+    /// records to the end of the last one's processing: what went through
+    /// the whole job, however far behind its batches fell.
     pub rate: f64,
+    /// The same after its first batch with records (which also connects
+    /// the outputs and warms the plugins' instances): from the end of that
+    /// batch's processing to the end of the last one's (`None` with one
+    /// batch).
+    pub after_first: Option<f64>,
     /// Batches with records.
     pub batches: usize,
     /// The slowest of those to process.
-    pub max_processing: std::time::Duration,
+    pub max_processing: Duration,
+    /// The longest total delay (scheduling delay and processing) of those:
+    /// within the batch interval when the job kept up with its intake.
+    pub max_total_delay: Duration,
+    /// The batch interval.
+    pub interval: Duration,
 }
 
 /// Runs `ssc` until its batches have taken `n` records, then stops it.
 pub fn run_until_counted(ssc: &sluice::StreamingContext, n: usize) -> JobRun {
     use std::sync::{Arc, Mutex};
     let interval = ssc.batch_interval();
-    let batches: Arc<Mutex<Vec<(i64, u64, Duration)>>> = Arc::default();
+    let batches: Arc<Mutex<Vec<sluice::BatchInfo>>> = Arc::default();
     let seen = batches.clone();
     let stop = ssc.stop_handle();
     let mut total = 0u64;
     ssc.add_listener(Box::new(move |b: &sluice::BatchInfo| {
         total += b.input_records;
-        seen.lock()
-            .expect("batches")
-            .push((b.time.millis(), b.input_records, b.processing_time));
+        eprintln!(
+            "batch {}: {} records, processed in {} ms after a delay of {} ms",
+            b.time,
+            b.input_records,
+            b.processing_time.as_millis(),
+            b.scheduling_delay.as_millis()
+        );
+        for s in &b.stages {
+            eprintln!(
+                "  stage {} ({}): {} ms, {} out",
+                s.stage,
+                s.streams,
+                s.time.as_millis(),
+                s.records_out
+            );
+        }
+        seen.lock().expect("batches").push(b.clone());
         if total >= n as u64 {
             stop.stop();
         }
     }));
     ssc.run(None).expect("the job");
     let batches = batches.lock().expect("batches").clone();
-    let busy: Vec<_> = batches.iter().filter(|b| b.1 > 0).collect();
+    let busy: Vec<_> = batches.iter().filter(|b| b.input_records > 0).collect();
     let (first, last) = (
         busy.first().expect("a batch with records"),
         busy.last().expect("a batch"),
     );
-    // From the start of the first batch interval with records to the end
-    // of the last one's.
-    let span = (last.0 - first.0) as f64 / 1000.0 + interval.as_secs_f64();
+    let span = Duration::from_millis((last.time.millis() - first.time.millis()) as u64)
+        + interval
+        + last.total_delay();
+    let end =
+        |b: &sluice::BatchInfo| b.time.millis() as f64 / 1000.0 + b.total_delay().as_secs_f64();
+    let after_first = (busy.len() > 1).then(|| {
+        let records: u64 = busy.iter().skip(1).map(|b| b.input_records).sum();
+        records as f64 / (end(last) - end(first))
+    });
     JobRun {
-        rate: n as f64 / span,
+        rate: n as f64 / span.as_secs_f64(),
+        after_first,
         batches: busy.len(),
-        max_processing: busy.iter().map(|b| b.2).max().unwrap_or_default(),
+        max_processing: busy
+            .iter()
+            .map(|b| b.processing_time)
+            .max()
+            .unwrap_or_default(),
+        max_total_delay: busy
+            .iter()
+            .map(|b| b.total_delay())
+            .max()
+            .unwrap_or_default(),
+        interval,
     }
 }
 
@@ -575,10 +618,23 @@ impl JobRun {
             self.rate,
             self.rate / raw
         );
+        if let Some(r) = self.after_first {
+            println!(
+                "| the same after its first batch | {r:.0} | {:.2} |",
+                r / raw
+            );
+        }
         println!(
-            "\nSluice: {} batches with records, the slowest processed in {:.0} ms.",
+            "\nSluice: {} batches with records, the slowest processed in {:.0} ms; the longest total delay {:.0} ms ({} the {:.0} ms interval).",
             self.batches,
-            self.max_processing.as_secs_f64() * 1000.0
+            self.max_processing.as_secs_f64() * 1000.0,
+            self.max_total_delay.as_secs_f64() * 1000.0,
+            if self.max_total_delay <= self.interval {
+                "kept up: within"
+            } else {
+                "fell behind: over"
+            },
+            self.interval.as_secs_f64() * 1000.0
         );
     }
 }

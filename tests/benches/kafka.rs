@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p sluice-tests --bench kafka` (env: `BENCH_RECORDS`,
 //! default 2,000,000 lines of 10 words, about 60 bytes each;
-//! `BENCH_WORKERS`, default 2). `scripts/bench kafka` installs the broker
+//! `BENCH_WORKERS`, default 2; `BENCH_KAFKA_PROPERTIES`, librdkafka
+//! consumer properties for both readers, `name=value,…`). `scripts/bench kafka` installs the broker
 //! first.
 
 use rdkafka::Offset;
@@ -27,14 +28,34 @@ use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 2;
 
+/// Consumer properties both readers get (`BENCH_KAFKA_PROPERTIES`,
+/// `name=value,name=value`: librdkafka tuning, measured alike).
+fn properties() -> Vec<(String, String)> {
+    let given = std::env::var("BENCH_KAFKA_PROPERTIES").unwrap_or_default();
+    (given.split(',').filter(|p| !p.is_empty()))
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .expect("BENCH_KAFKA_PROPERTIES: name=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// Reads `n` records of `topic` with a plain consumer; records/s.
 fn raw_consumer(brokers: &str, topic: &str, n: usize) -> f64 {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", "raw")
         .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+        // As the source's consumer: without it this broker's fetches held
+        // both to ~150k records/s (see the source's settings).
+        .set("fetch.queue.backoff.ms", "10");
+    for (k, v) in properties() {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
@@ -70,6 +91,10 @@ fn sluice_job(brokers: &str, n: usize, workers: usize) -> JobRun {
         interval,
     );
     config.partitions = workers;
+    // librdkafka fetches one partition ahead of the other while a job
+    // catches up: pieces keep both workers busy.
+    config.min_partitions = Some(2 * workers);
+    config.properties = properties();
     config.max_buffered_bytes = 256 << 20;
     let counts = ssc
         .source_stream("lines", Box::new(KafkaSource::new(config)))
