@@ -92,7 +92,7 @@ pub(super) async fn read(config: Arc<NatsConfig>, shared: Arc<Shared>, from: u64
         while let Some(m) = messages.next().await {
             let r = Received::new(m.map_err(|e| e.to_string())?)?;
             let last = r.sequence >= end;
-            if r.sequence > end || !shared.push(r).await || last {
+            if r.sequence > end || !shared.push(&mut vec![r]).await || last {
                 break;
             }
         }

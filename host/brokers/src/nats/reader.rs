@@ -5,7 +5,7 @@ use super::client::{Failure, connect};
 use super::{NatsConfig, StartAt};
 use crate::decode::RecordRef;
 use async_nats::jetstream::{self, consumer, stream};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,6 +79,9 @@ impl Received {
     }
 }
 
+/// Most records the reader collects before buffering them.
+const COLLECT: usize = 4096;
+
 /// What the reader and the batches share.
 pub(super) struct Shared {
     buffer: Mutex<Buffer>,
@@ -144,8 +147,11 @@ impl Shared {
         (out, before)
     }
 
-    /// Buffers `r` once there is room; `false` once the source stopped.
-    pub(super) async fn push(&self, r: Received) -> bool {
+    /// Buffers `records` (emptying it) once there is room: the buffer may
+    /// go over its bound by one collection, [`COLLECT`] records.
+    /// Redeliveries of records buffered before are dropped. `false` once
+    /// the source stopped.
+    pub(super) async fn push(&self, records: &mut Vec<Received>) -> bool {
         loop {
             let room = self.room.notified();
             {
@@ -153,14 +159,16 @@ impl Shared {
                 if self.closed.load(Ordering::SeqCst) {
                     return false;
                 }
-                if b.last.is_some_and(|last| r.sequence <= last) {
-                    return true;
-                }
                 if b.bytes < self.max_bytes || b.records.is_empty() {
-                    b.bytes += r.size();
-                    b.last = Some(r.sequence);
-                    self.pending.store(r.pending, Ordering::Relaxed);
-                    b.records.push_back(r);
+                    for r in records.drain(..) {
+                        if b.last.is_some_and(|last| r.sequence <= last) {
+                            continue;
+                        }
+                        b.bytes += r.size();
+                        b.last = Some(r.sequence);
+                        self.pending.store(r.pending, Ordering::Relaxed);
+                        b.records.push_back(r);
+                    }
                     return true;
                 }
             }
@@ -348,11 +356,28 @@ async fn session(config: &NatsConfig, shared: &Shared, resume: Option<u64>) -> R
         .messages()
         .await
         .map_err(|e| Failure::Retry(format!("pulling from `{}`: {e}", config.durable)))?;
-    while let Some(m) = messages.next().await {
+    // Takes what the client has in hand without waiting, up to
+    // [`COLLECT`], and buffers it with one lock and one wake-up.
+    let received = |m: Result<jetstream::Message, _>| {
         let m =
             m.map_err(|e| Failure::Retry(format!("reading stream `{}`: {e}", config.stream)))?;
-        let r = Received::new(m).map_err(Failure::Retry)?;
-        if !shared.push(r).await {
+        Received::new(m).map_err(Failure::Retry)
+    };
+    let mut collected = Vec::with_capacity(COLLECT);
+    let mut ended = false;
+    while !ended && let Some(m) = messages.next().await {
+        collected.push(received(m)?);
+        while collected.len() < COLLECT {
+            match messages.next().now_or_never() {
+                Some(Some(m)) => collected.push(received(m)?),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !shared.push(&mut collected).await {
             return Ok(());
         }
     }
