@@ -606,22 +606,25 @@ pub fn rendered(rdd: &sluice::rdd::Rdd) -> Vec<String> {
 }
 
 impl JobRun {
-    /// Prints a broker bench's table: the raw consumer's rate (`raw`,
-    /// read by `raw_reader`) and this job's (`job_reader`), with the ratio,
+    /// Prints a broker bench's table: the raw consumers' rates (the first
+    /// is the reference the ratios are of) and this job's (`job_reader`),
     /// and the job's batches.
-    pub fn print_against(&self, raw: f64, raw_reader: &str, job_reader: &str) {
+    pub fn print_against(&self, raw: &[(&str, f64)], job_reader: &str) {
+        let reference = raw[0].1;
         println!("| reader | records/s | of the raw consumer |");
         println!("|---|--:|--:|");
-        println!("| {raw_reader} | {raw:.0} | 1.00 |");
+        for (reader, rate) in raw {
+            println!("| {reader} | {rate:.0} | {:.2} |", rate / reference);
+        }
         println!(
             "| {job_reader} | {:.0} | {:.2} |",
             self.rate,
-            self.rate / raw
+            self.rate / reference
         );
         if let Some(r) = self.after_first {
             println!(
                 "| the same after its first batch | {r:.0} | {:.2} |",
-                r / raw
+                r / reference
             );
         }
         println!(

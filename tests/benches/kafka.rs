@@ -136,8 +136,7 @@ fn main() {
         bytes / n.max(1)
     );
     job.print_against(
-        raw,
-        "raw rdkafka consumer (no processing)",
+        &[("raw rdkafka consumer (no processing)", raw)],
         "Sluice word count, Kafka in and out",
     );
 }

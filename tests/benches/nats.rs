@@ -17,8 +17,16 @@ use sluice_tests::brokers::{JobRun, NatsClient, NatsServer, run_until_counted};
 use sluice_tests::{env_or, plugin, random_lines, runtime};
 use std::time::{Duration, Instant};
 
-/// Reads `n` records of `stream` with a pull consumer; records/s.
-fn raw_consumer(url: &str, stream: &str, n: usize) -> f64 {
+/// Records between the acknowledgements of the acking raw consumer: about
+/// what a batch of the job takes, which acknowledges after each batch.
+const ACK_EVERY: usize = 250_000;
+
+/// Reads `n` records of `stream` with a pull consumer; records/s. With
+/// `acking`, the consumer's ack policy is the source's (all) and it
+/// acknowledges every [`ACK_EVERY`] records: the server then tracks
+/// every delivery until acknowledged, as for the job.
+fn raw_consumer(url: &str, stream: &str, n: usize, acking: bool) -> f64 {
+    use async_nats::jetstream::consumer::AckPolicy;
     use futures_util::StreamExt;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -31,8 +39,13 @@ fn raw_consumer(url: &str, stream: &str, n: usize) -> f64 {
         let s = js.get_stream(stream).await.expect("stream");
         let consumer: async_nats::jetstream::consumer::PullConsumer = s
             .create_consumer(async_nats::jetstream::consumer::pull::Config {
-                durable_name: Some("raw".to_string()),
-                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                durable_name: Some(if acking { "raw-acking" } else { "raw" }.to_string()),
+                ack_policy: if acking {
+                    AckPolicy::All
+                } else {
+                    AckPolicy::None
+                },
+                max_ack_pending: -1,
                 ..Default::default()
             })
             .await
@@ -45,9 +58,12 @@ fn raw_consumer(url: &str, stream: &str, n: usize) -> f64 {
             .expect("messages");
         let started = Instant::now();
         let mut bytes = 0usize;
-        for _ in 0..n {
+        for i in 1..=n {
             let m = messages.next().await.expect("a message").expect("ok");
             bytes += m.message.payload.len();
+            if acking && (i % ACK_EVERY == 0 || i == n) {
+                m.ack().await.expect("ack");
+            }
         }
         std::hint::black_box(bytes);
         n as f64 / started.elapsed().as_secs_f64()
@@ -99,8 +115,10 @@ fn main() {
         bytes / n.max(1),
         started.elapsed().as_secs_f64()
     );
-    let raw = raw_consumer(&server.url(), "LINES", n);
+    let raw = raw_consumer(&server.url(), "LINES", n, false);
     eprintln!("raw consumer: {raw:.0} records/s");
+    let acking = raw_consumer(&server.url(), "LINES", n, true);
+    eprintln!("raw consumer, acking: {acking:.0} records/s");
     let job = sluice_job(&server.url(), n, workers);
     println!("## NATS JetStream → word count → NATS\n");
     println!(
@@ -108,8 +126,13 @@ fn main() {
         bytes / n.max(1)
     );
     job.print_against(
-        raw,
-        "raw async-nats pull consumer (no processing)",
+        &[
+            ("raw async-nats pull consumer (no processing)", raw),
+            (
+                "the same, acknowledging as the source does (ack all, every 250,000)",
+                acking,
+            ),
+        ],
         "Sluice word count, NATS in and out",
     );
 }
