@@ -479,6 +479,19 @@ fn check_batches(dir: &Path, what: &str, check: impl Fn(&[(String, i64)], u64)) 
 /// Waits until the job's output has counted `n` records, then stops it
 /// with SIGTERM (a last checkpoint) and waits for it.
 pub fn finish(mut child: Child, dir: &Path, n: u64, what: &str) {
+    wait_counted(&mut child, dir, n, what);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{what}: {status}");
+}
+
+/// Waits (60 s at most) until the job's output has counted `n` records;
+/// panics if the job ends first.
+pub fn wait_counted(child: &mut Child, dir: &Path, n: u64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -502,13 +515,6 @@ pub fn finish(mut child: Child, dir: &Path, n: u64, what: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "{what}: {status}");
 }
 
 /// What a broker bench's Sluice job did.

@@ -3,9 +3,12 @@
 //! ephemeral loopback port, stopped by its pid; and a Kafka client
 //! (`rdkafka`) for the tests' own producing and reading.
 //!
+//! By default it keeps topics in memory (a killed broker comes back
+//! empty); [`Tansu::start_on_s3`] keeps them in an S3 bucket (moto on
+//! loopback), so that a broker killed with `kill -9` comes back with them.
+//!
 //! What this Tansu build lacks, and the tests therefore do not check:
-//! storage that survives the broker (it keeps topics in memory, so a
-//! killed broker comes back empty), deleting records (`DeleteRecords`:
+//! deleting records (`DeleteRecords`:
 //! retention loss cannot be made to happen), the correct end offset from
 //! `ListOffsets` (it answers the last batch's base offset + 1; fetch
 //! responses carry the right one), and creating SCRAM users on a broker
@@ -52,6 +55,8 @@ pub struct Tansu {
     /// Its port.
     pub port: u16,
     extra: Vec<String>,
+    /// Its environment (the S3 storage's endpoint and keys).
+    env: Vec<(String, String)>,
 }
 
 impl Tansu {
@@ -66,6 +71,31 @@ impl Tansu {
             child: None,
             port,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+        };
+        t.restart();
+        t
+    }
+
+    /// Starts one on a free port keeping its topics in `bucket` of `s3`
+    /// (created here): it survives `kill -9` and [`Tansu::restart`].
+    pub fn start_on_s3(s3: &crate::s3::S3Server, bucket: &str) -> Tansu {
+        s3.create_bucket(bucket);
+        let settings = s3.settings();
+        let env = [
+            ("AWS_ENDPOINT", settings.endpoint),
+            ("AWS_ALLOW_HTTP", Some("true".to_string())),
+            ("AWS_DEFAULT_REGION", settings.region),
+            ("AWS_ACCESS_KEY_ID", settings.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", settings.secret_access_key),
+        ];
+        let mut t = Tansu {
+            child: None,
+            port: crate::brokers::free_port(),
+            extra: vec!["--storage-engine".to_string(), format!("s3://{bucket}/")],
+            env: (env.into_iter())
+                .map(|(k, v)| (k.to_string(), v.expect("an S3 setting")))
+                .collect(),
         };
         t.restart();
         t
@@ -81,6 +111,7 @@ impl Tansu {
             child: None,
             port,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -89,7 +120,7 @@ impl Tansu {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (again, empty) on its port.
+    /// Starts it (again: empty, unless its storage is S3) on its port.
     pub fn restart(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(tansu_bin())
@@ -101,6 +132,7 @@ impl Tansu {
                 &url,
             ])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -102,9 +102,7 @@ fn kill_nine_of_a_kafka_job_loses_and_duplicates_nothing() {
 }
 
 /// The broker is down when the job starts: the job runs, says so, retries,
-/// and counts everything once the broker is there. (Tansu keeps topics in
-/// memory, so a broker killed mid-job comes back empty — a different
-/// cluster as far as offsets go; that case is not tested here.)
+/// and counts everything once the broker is there.
 #[test]
 fn the_kafka_broker_down_at_start() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -121,6 +119,35 @@ fn the_kafka_broker_down_at_start() {
     kafka.produce("seq", 3, &lines(300..600));
     finish(child, dir.path(), 600, "broker down at start");
     assert_eq!(check_output(dir.path(), "broker down at start"), 600);
+    assert_eq!(written_totals(&kafka), expected(600), "the kafka output");
+    brokers::assert_logged(dir.path(), "cannot reach Kafka at");
+}
+
+/// The broker killed with `kill -9` mid-job and started again, Tansu
+/// keeping its topics in S3 (moto on loopback) so that it comes back with
+/// them: the job says it lost the broker, goes on from its offsets once it
+/// is back, and counts every record once, in its file output and in the
+/// Kafka output's transactions.
+#[test]
+fn the_kafka_broker_killed_mid_job_and_restarted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s3 = sluice_tests::s3::S3Server::start();
+    let mut kafka = Tansu::start_on_s3(&s3, "tansu");
+    kafka.create_topic("seq", 3);
+    kafka.create_topic("counts", 2);
+    let job = totals_job(dir.path(), &kafka.brokers(), "");
+    let ck = dir.path().join("ck");
+    let mut child = spawn_logged(&job, &ck, dir.path());
+    kafka.produce("seq", 3, &lines(0..300));
+    brokers::wait_counted(&mut child, dir.path(), 300, "before the broker's kill");
+    // Mid-job: batches keep coming, some with their output in flight.
+    kafka.produce("seq", 3, &lines(300..330));
+    kafka.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    kafka.restart();
+    kafka.produce("seq", 3, &lines(330..600));
+    finish(child, dir.path(), 600, "after the broker's restart");
+    assert_eq!(check_output(dir.path(), "after the broker's restart"), 600);
     assert_eq!(written_totals(&kafka), expected(600), "the kafka output");
     brokers::assert_logged(dir.path(), "cannot reach Kafka at");
 }
