@@ -141,22 +141,43 @@ struct Blocks {
     ready: Column,
     /// With a log: lines received, `\n`-terminated, not yet logged.
     pending: Vec<u8>,
+    /// With a log: elements received (from a receiver of elements rather
+    /// than lines), not yet logged.
+    pending_values: Column,
     wal: Option<wal::Wal>,
     /// The log is failing (reported once until it works again).
     failing: bool,
 }
 
 impl Blocks {
-    /// Logs the pending lines, then makes them ready. `false` on a log error
-    /// (reported; the lines stay pending).
+    /// Logs the pending lines and elements, then makes them ready. `false`
+    /// on a log error (reported; they stay pending).
     fn flush(&mut self) -> bool {
         let Some(log) = self.wal.as_mut() else {
             return true;
         };
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.pending_values.is_empty() {
             return true;
         }
-        if let Err(e) = log.append_lines(&self.pending) {
+        let mut logged = Ok(());
+        if !self.pending.is_empty() {
+            logged = log.append_lines(&self.pending);
+            if logged.is_ok() {
+                let text = String::from_utf8_lossy(&self.pending);
+                for line in text.split_terminator('\n') {
+                    let _ = self.ready.push_str(line);
+                }
+                self.pending.clear();
+            }
+        }
+        if logged.is_ok() && !self.pending_values.is_empty() {
+            logged = log.append_values(&self.pending_values.bytes);
+            if logged.is_ok() {
+                let _ = self.ready.extend_from(&self.pending_values);
+                self.pending_values.clear();
+            }
+        }
+        if let Err(e) = logged {
             if !std::mem::replace(&mut self.failing, true) {
                 tracing::error!(
                     "write-ahead log: cannot log received lines, not reading until it works: {e}"
@@ -167,11 +188,6 @@ impl Blocks {
         if std::mem::take(&mut self.failing) {
             tracing::info!("write-ahead log: writing again");
         }
-        let text = String::from_utf8_lossy(&self.pending);
-        for line in text.split_terminator('\n') {
-            let _ = self.ready.push_str(line);
-        }
-        self.pending.clear();
         true
     }
 }
@@ -228,22 +244,55 @@ impl socket::LineSink for BlockBuffer {
         }
     }
 
+    fn push_encoded(&self, values: &Column) {
+        if self.throttle.limit().is_some() {
+            for v in values.iter() {
+                self.throttle.acquire();
+                let mut b = self.room();
+                push_value(&mut b, v);
+            }
+        } else {
+            let mut b = self.room();
+            if b.wal.is_some() {
+                let _ = b.pending_values.extend_from(values);
+            } else {
+                let _ = b.ready.extend_from(values);
+            }
+        }
+    }
+
     fn flush(&self) -> bool {
         self.lock().flush()
     }
 }
 
+/// Adds one encoded element: pending with a log, else ready.
+fn push_value(b: &mut Blocks, value: &[u8]) {
+    // Values come from a valid column, so they fit.
+    if b.wal.is_some() {
+        let _ = b.pending_values.push_encoded(value);
+    } else {
+        let _ = b.ready.push_encoded(value);
+    }
+}
+
 impl BlockBuffer {
-    /// Adds `lines` once there is room for them.
-    fn push_now(&self, lines: &[&str]) {
+    /// The buffer, once it has room (or the source stopped).
+    fn room(&self) -> std::sync::MutexGuard<'_, Blocks> {
         let mut b = self.lock();
-        while b.ready.bytes.len() + b.pending.len() > self.max_bytes
+        while b.ready.bytes.len() + b.pending.len() + b.pending_values.bytes.len() > self.max_bytes
             && !self.closed.load(std::sync::atomic::Ordering::Relaxed)
         {
             drop(b);
             std::thread::sleep(std::time::Duration::from_millis(5));
             b = self.lock();
         }
+        b
+    }
+
+    /// Adds `lines` once there is room for them.
+    fn push_now(&self, lines: &[&str]) {
+        let mut b = self.room();
         if b.wal.is_some() {
             for line in lines {
                 b.pending.extend_from_slice(line.as_bytes());

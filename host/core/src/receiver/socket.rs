@@ -95,6 +95,7 @@ mod tests;
 mod worker;
 
 use crate::stop::StopSignal;
+use sluice_sdk::Column;
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +114,10 @@ pub trait LineSink: Send + Sync + 'static {
             self.push_line(line);
         }
     }
+    /// Elements already encoded (one MessagePack value each), in order:
+    /// from a receiver whose records are not text lines (an MQTT source
+    /// decoding JSON). Logged as they are where the sink logs.
+    fn push_encoded(&self, values: &Column);
     /// Called after the lines of each read: makes them durable where the
     /// sink logs (the write-ahead log). `false`: not done (the error is the
     /// sink's to report); the receiver stops reading and calls again later.

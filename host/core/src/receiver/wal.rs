@@ -3,7 +3,9 @@
 //! A socket cannot replay, so what it receives is logged before it can
 //! enter a batch: the receiver thread appends the complete lines of every
 //! read as one frame (a `write` per read, so `kill -9` loses at most the
-//! read in flight), and only then hands them to the block buffer. Sealing
+//! read in flight), and only then hands them to the block buffer. A
+//! receiver whose records are not text lines (an MQTT source decoding
+//! JSON) logs its elements, encoded, as frames of their own. Sealing
 //! the batch at time T appends a *seal* frame naming T and syncs the log to
 //! disk before the batch runs. The log is a directory of segments
 //! `segment-<n>` ([`crate::framelog`] files); a new segment starts at the
@@ -25,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 const LINES: u8 = 1;
 const SEAL: u8 = 2;
+/// Elements, one MessagePack value each, back to back.
+const VALUES: u8 = 3;
 const PREFIX: &str = "segment-";
 
 /// A place in the log: (segment number, byte offset).
@@ -93,6 +97,20 @@ fn push_lines(payload: &[u8], into: &mut Column) -> io::Result<()> {
     Ok(())
 }
 
+/// Splits a `VALUES` payload (MessagePack values back to back) into
+/// `into`.
+fn push_values(payload: &[u8], into: &mut Column) -> io::Result<()> {
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let n = sluice_sdk::msgpack::value_len(rest).map_err(|e| bad(e.to_string()))?;
+        into.push_encoded(&rest[..n])
+            .map_err(|e| bad(e.to_string()))?;
+        rest = &rest[n..];
+    }
+    Ok(())
+}
+
 impl Wal {
     /// Opens the log in `dir` (created if missing), reads back everything
     /// from `from` on, and starts a new segment for what comes next.
@@ -111,6 +129,9 @@ impl Wal {
                 let end = (seq, frame.end);
                 match frame.kind {
                     LINES => push_lines(&frame.payload, &mut lines)?,
+                    VALUES => push_values(&frame.payload, &mut lines).map_err(|e| {
+                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?,
                     SEAL => {
                         let time = frame
                             .payload
@@ -176,6 +197,11 @@ impl Wal {
     /// Logs complete lines (each followed by `\n`) as one frame.
     pub(crate) fn append_lines(&mut self, lines: &[u8]) -> io::Result<()> {
         self.log.append(LINES, lines).map(|_| ())
+    }
+
+    /// Logs elements (MessagePack values back to back) as one frame.
+    pub(crate) fn append_values(&mut self, values: &[u8]) -> io::Result<()> {
+        self.log.append(VALUES, values).map(|_| ())
     }
 
     /// Logs that everything before now is the batch at `time`, durably;
@@ -257,6 +283,43 @@ mod tests {
         let got: Vec<(Option<i64>, Vec<String>)> =
             groups.iter().map(|g| (g.time, lines(g))).collect();
         assert_eq!(got, [(Some(3000), vec!["d".to_string(), "e".to_string()])]);
+    }
+
+    #[test]
+    fn logged_elements_come_back_as_they_were_among_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), (0, 0)).unwrap();
+        let mut values = Column::new();
+        values
+            .push(&serde_json::json!({"t": 21.5, "id": "d1"}))
+            .unwrap();
+        values.push(&serde_json::json!([1, "two"])).unwrap();
+        values.push_str("a\nb").unwrap();
+        wal.append_values(&values.bytes).unwrap();
+        wal.append_lines(b"line\n").unwrap();
+        wal.seal(1000).unwrap();
+        drop(wal);
+        let (_, groups) = Wal::open(dir.path(), (0, 0)).unwrap();
+        assert_eq!(groups.len(), 1);
+        let got: Vec<serde_json::Value> = (groups[0].lines.iter())
+            .map(|b| rmp_serde::from_slice(b).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                serde_json::json!({"t": 21.5, "id": "d1"}),
+                serde_json::json!([1, "two"]),
+                serde_json::json!("a\nb"),
+                serde_json::json!("line"),
+            ]
+        );
+        // A damaged values frame is an error naming the segment, not lost
+        // elements.
+        let (mut wal, _) = Wal::open(dir.path(), (0, 0)).unwrap();
+        wal.append_values(&[0x92, 0x01]).unwrap(); // an array of 2 cut short
+        drop(wal);
+        let err = Wal::open(dir.path(), (0, 0)).unwrap_err();
+        assert!(err.to_string().contains("segment-"), "{err}");
     }
 
     #[test]

@@ -24,6 +24,10 @@ impl LineSink for Collect {
         self.lines.lock().unwrap().push(line.to_string());
         self.cv.notify_all();
     }
+
+    fn push_encoded(&self, _: &Column) {
+        unreachable!("a socket receiver pushes lines");
+    }
 }
 
 impl Collect {
@@ -149,6 +153,10 @@ fn thread_is_named_after_endpoint() {
     impl LineSink for Name {
         fn push_line(&self, _: &str) {
             *self.0.lock().unwrap() = thread::current().name().map(str::to_string);
+        }
+
+        fn push_encoded(&self, _: &Column) {
+            unreachable!("a socket receiver pushes lines");
         }
     }
     let (l, port) = listener();
