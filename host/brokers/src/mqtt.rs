@@ -1,4 +1,5 @@
-//! `mqtt`: topics of an MQTT broker as a source of text lines.
+//! `mqtt`: topics of an MQTT broker as a source of text lines, or of
+//! decoded messages.
 //!
 //! MQTT cannot replay what it delivered, so this is a *receiver* with the
 //! write-ahead log of core's [`LineSource`]: each message's lines go into
@@ -11,14 +12,22 @@
 //! when the process died comes again (MQTT's at-least-once: at most the
 //! messages in flight at the kill).
 //!
-//! A message's payload is UTF-8 text (invalid sequences replaced), split
-//! into lines on `\n`: each line is an element.
+//! With the `text` decoder (the default) a message's payload is UTF-8 text
+//! split into lines on `\n`: each line is an element. With `bytes`, `json`
+//! or `msgpack` the whole payload is one element. The element is the
+//! value, or keyed by the message's topic, or a record of its `topic`,
+//! `qos`, `retain`, `time` (when it was received, ms since the epoch: MQTT
+//! carries no timestamp) and `value`. A message that cannot be decoded
+//! (or is over `max_record_bytes`) stops the job, naming its topic, or with
+//! `on_undecodable = "skip"` is left out, counted and reported; either way
+//! nothing of it is logged, and only a skipped one is acknowledged.
 //!
 //! The `mqtt` output publishes each element as a message at QoS 1 (or
 //! the QoS asked for) and counts a batch written once the broker has
 //! acknowledged every message: at least once (a batch re-run after a crash
 //! is published again).
 
+use crate::decode::{Decoder, Decoding, Shape, Undecodable};
 use crate::encode::Encoder;
 use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
 use sluice_core::error::{Error, Result};
@@ -27,6 +36,7 @@ use sluice_core::receiver::socket::LineSink;
 use sluice_core::receiver::{LineSource, Receiver};
 use sluice_core::sink::Output;
 use sluice_core::time::BatchTime;
+use sluice_sdk::Column;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -62,6 +72,8 @@ pub struct MqttConfig {
     pub max_buffered_bytes: usize,
     /// Partitions of each batch.
     pub partitions: usize,
+    /// How messages become elements.
+    pub decoding: Decoding,
 }
 
 impl MqttConfig {
@@ -81,6 +93,7 @@ impl MqttConfig {
             max_rate: None,
             max_buffered_bytes: 64 << 20,
             partitions: 2,
+            decoding: Decoding::default(),
         }
     }
 
@@ -164,22 +177,108 @@ impl Drop for MqttReceiver {
     }
 }
 
-/// Puts a message's lines into the sink and waits until they are in the
-/// write-ahead log, before the broker hears of it; `false` if stopped
-/// first.
-fn logged(p: &rumqttc::Publish, sink: &dyn LineSink, stop: &AtomicBool) -> bool {
-    let text = String::from_utf8_lossy(&p.payload);
-    let lines: Vec<&str> = (text.split('\n'))
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
-    sink.push_lines(&lines);
+/// Puts a message's elements into the sink (see the module's docs), or
+/// why it cannot be decoded.
+fn push_message(p: &rumqttc::Publish, d: &Decoding, sink: &dyn LineSink) -> Result<(), String> {
+    if p.payload.len() > d.max_record_bytes {
+        return Err(format!(
+            "{} bytes, over the limit of {}",
+            p.payload.len(),
+            d.max_record_bytes
+        ));
+    }
+    let mut elements = Column::new();
+    let mut value = Vec::new();
+    if d.decoder == Decoder::Text {
+        let text = std::str::from_utf8(&p.payload).map_err(|e| format!("not UTF-8 text: {e}"))?;
+        let lines: Vec<&str> = (text.split('\n'))
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .collect();
+        if d.shape == Shape::Value {
+            sink.push_lines(&lines);
+            return Ok(());
+        }
+        for line in lines {
+            value.clear();
+            let _ = rmp::encode::write_str(&mut value, line);
+            shaped(p, d.shape, &value, &mut elements)?;
+        }
+    } else {
+        d.decoder.decode_into(&p.payload, &mut value)?;
+        shaped(p, d.shape, &value, &mut elements)?;
+    }
+    sink.push_encoded(&elements);
+    Ok(())
+}
+
+/// Adds the element `shape` makes of message `p` with decoded `value`.
+fn shaped(
+    p: &rumqttc::Publish,
+    shape: Shape,
+    value: &[u8],
+    into: &mut Column,
+) -> Result<(), String> {
+    let mut out = Vec::with_capacity(value.len() + p.topic.len() + 48);
+    match shape {
+        Shape::Value => out.extend_from_slice(value),
+        Shape::Keyed => {
+            let _ = rmp::encode::write_array_len(&mut out, 2);
+            let _ = rmp::encode::write_str(&mut out, &p.topic);
+            out.extend_from_slice(value);
+        }
+        Shape::Record => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let _ = rmp::encode::write_map_len(&mut out, 5);
+            let _ = rmp::encode::write_str(&mut out, "topic");
+            let _ = rmp::encode::write_str(&mut out, &p.topic);
+            let _ = rmp::encode::write_str(&mut out, "qos");
+            let _ = rmp::encode::write_uint(&mut out, p.qos as u64);
+            let _ = rmp::encode::write_str(&mut out, "retain");
+            let _ = rmp::encode::write_bool(&mut out, p.retain);
+            let _ = rmp::encode::write_str(&mut out, "time");
+            let _ = rmp::encode::write_sint(&mut out, now);
+            let _ = rmp::encode::write_str(&mut out, "value");
+            out.extend_from_slice(value);
+        }
+    }
+    into.push_encoded(&out).map_err(|e| e.to_string())
+}
+
+/// Puts a message's elements into the sink and waits until they are in the
+/// write-ahead log, before the broker hears of it: `Ok(false)` if stopped
+/// first. An undecodable message is the error when the policy says fail,
+/// else it is left out (counted in `skipped`, reported).
+fn logged(
+    p: &rumqttc::Publish,
+    config: &MqttConfig,
+    sink: &dyn LineSink,
+    stop: &AtomicBool,
+    (skipped, report): (&mut u64, &dyn Fn(String)),
+) -> Result<bool, String> {
+    if let Err(why) = push_message(p, &config.decoding, sink) {
+        let what = format!(
+            "a message on topic `{}` cannot be decoded as {}: {why}",
+            p.topic, config.decoding.decoder
+        );
+        if config.decoding.on_undecodable == Undecodable::Fail {
+            return Err(what);
+        }
+        *skipped += 1;
+        if *skipped <= 3 || skipped.is_multiple_of(1000) {
+            report(format!(
+                "left out {skipped} undecodable messages so far; the latest: {what}"
+            ));
+        }
+    }
     while !sink.flush() {
         if stop.load(Ordering::SeqCst) {
-            return false;
+            return Ok(false);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    true
+    Ok(true)
 }
 
 /// Receives until stopped: each message's lines into the sink, logged,
@@ -216,6 +315,7 @@ fn receive(
         }
     };
     let mut unacked = Vec::new();
+    let mut skipped = 0;
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::SeqCst) {
         match connection.recv_timeout(Duration::from_millis(50)) {
@@ -230,8 +330,10 @@ fn receive(
                 }
             }
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                if !logged(&p, sink, stop) {
-                    return;
+                match logged(&p, config, sink, stop, (&mut skipped, &report)) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(m) => return fail(m),
                 }
                 if p.qos != QoS::AtMostOnce {
                     unacked.push(p);
@@ -504,5 +606,87 @@ impl Output for MqttSink {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps what a receiver pushes, lines rendered as JSON strings.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<serde_json::Value>>);
+
+    impl LineSink for Kept {
+        fn push_line(&self, line: &str) {
+            self.0.lock().unwrap().push(serde_json::json!(line));
+        }
+
+        fn push_encoded(&self, values: &Column) {
+            for v in values.iter() {
+                let v = sluice_core::render::to_json(&sluice_core::render::decode(v));
+                self.0.lock().unwrap().push(v);
+            }
+        }
+    }
+
+    fn pushed(payload: &[u8], decoding: Decoding) -> Result<Vec<serde_json::Value>, String> {
+        let p = rumqttc::Publish::new("dev/7", QoS::AtLeastOnce, payload.to_vec());
+        let kept = Kept::default();
+        push_message(&p, &decoding, &kept)?;
+        Ok(kept.0.into_inner().unwrap())
+    }
+
+    fn decoding(decoder: Decoder, shape: Shape) -> Decoding {
+        Decoding {
+            decoder,
+            shape,
+            ..Decoding::default()
+        }
+    }
+
+    #[test]
+    fn a_message_becomes_lines_or_one_decoded_element() {
+        use serde_json::json;
+        // Text: each line an element, keyed by the topic on request.
+        assert_eq!(
+            pushed(b"a b\r\nc", Decoding::default()),
+            Ok(vec![json!("a b"), json!("c")])
+        );
+        assert_eq!(
+            pushed(b"a\nb", decoding(Decoder::Text, Shape::Keyed)),
+            Ok(vec![json!(["dev/7", "a"]), json!(["dev/7", "b"])])
+        );
+        // JSON: the whole payload one element.
+        let reading = br#"{"t": 21.5, "id": "d7"}"#;
+        assert_eq!(
+            pushed(reading, decoding(Decoder::Json, Shape::Value)),
+            Ok(vec![json!({"t": 21.5, "id": "d7"})])
+        );
+        assert_eq!(
+            pushed(reading, decoding(Decoder::Json, Shape::Keyed)),
+            Ok(vec![json!(["dev/7", {"t": 21.5, "id": "d7"}])])
+        );
+        let record = pushed(b"\x01\x02", decoding(Decoder::Bytes, Shape::Record)).unwrap();
+        assert_eq!(record.len(), 1);
+        let r = &record[0];
+        assert_eq!(
+            (&r["topic"], &r["qos"], &r["retain"], &r["value"]),
+            (&json!("dev/7"), &json!(1), &json!(false), &json!([1, 2]))
+        );
+        assert!(r["time"].as_i64().unwrap() > 1_700_000_000_000, "{r}");
+        // What cannot be decoded says why, and nothing of it is pushed.
+        let err = pushed(b"{not json", decoding(Decoder::Json, Shape::Value)).unwrap_err();
+        assert!(err.starts_with("not JSON"), "{err}");
+        let err = pushed(b"\xff\xfe", Decoding::default()).unwrap_err();
+        assert!(err.starts_with("not UTF-8"), "{err}");
+        let small = Decoding {
+            max_record_bytes: 4,
+            ..Decoding::default()
+        };
+        assert_eq!(
+            pushed(b"12345", small),
+            Err("5 bytes, over the limit of 4".to_string())
+        );
     }
 }

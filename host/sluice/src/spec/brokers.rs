@@ -79,7 +79,7 @@ fn consumer_char(ch: char) -> bool {
 
 /// An `mqtt` source's settings: `url` (`mqtt://host:port`), `topics`,
 /// `qos`, `client_id`, `clean_session`, `user`/`password`, `max_rate`,
-/// `max_buffered`.
+/// `max_buffered` and the decoding fields.
 pub(super) fn mqtt_config(
     cx: &Ctx<'_>,
     name: &Spanned<String>,
@@ -114,6 +114,7 @@ pub(super) fn mqtt_config(
     if let Some(bytes) = max_buffered(cx, &field, &sec.max_buffered)? {
         c.max_buffered_bytes = bytes;
     }
+    c.decoding = decoding(cx, name, sec)?;
     Ok(c)
 }
 

@@ -35,7 +35,8 @@
 //!                            #   decoder = text | bytes | json | msgpack, element = value | keyed | record,
 //!                            #   on_undecodable = fail | skip, max_record_bytes = "1MiB")
 //!                            # | mqtt (url = "mqtt://host:port", topics = ["a/#"], qos = 1, client_id,
-//!                            #   clean_session = false, user, password, max_rate, max_buffered)
+//!                            #   clean_session = false, user, password, max_rate, max_buffered,
+//!                            #   and the decoding fields: text lines by default)
 //!                            # | kafka (brokers = "host:port,...", topics = ["t"] | topic_pattern = "regex",
 //!                            #   group_id, start = "earliest" | "latest" | "RFC 3339 time" | { "t:0" = OFFSET },
 //!                            #   max_rate_per_partition, min_partitions, max_buffered, properties = { librdkafka settings },
