@@ -220,21 +220,35 @@ impl Column {
 
     /// Appends all elements of `other`.
     pub fn extend_from(&mut self, other: &Column) -> Result<(), EncodeError> {
-        if other.is_empty() {
+        self.extend_from_range(other, 0..other.len())
+    }
+
+    /// Appends elements `range` of `other`, in one copy.
+    ///
+    /// # Panics
+    /// When `range` is not within `other`.
+    pub fn extend_from_range(
+        &mut self,
+        other: &Column,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), EncodeError> {
+        if range.is_empty() {
             return Ok(());
         }
         self.start_element();
         let base = self.bytes.len();
-        let total = base + other.bytes.len();
-        if u32::try_from(total).is_err() {
+        let (from, to) = (
+            other.offsets[range.start] as usize,
+            other.offsets[range.end] as usize,
+        );
+        if u32::try_from(base + to - from).is_err() {
             return Err(EncodeError::TooLarge);
         }
-        self.bytes.extend_from_slice(&other.bytes);
-        let first = other.offsets[0] as usize;
+        self.bytes.extend_from_slice(&other.bytes[from..to]);
         self.offsets.extend(
-            other.offsets[1..]
+            other.offsets[range.start + 1..=range.end]
                 .iter()
-                .map(|&o| (base + o as usize - first) as u32),
+                .map(|&o| (base + o as usize - from) as u32),
         );
         Ok(())
     }
@@ -729,5 +743,26 @@ mod tests {
         assert_eq!(a.get(1), b"\xa2yy");
         assert_eq!(a.get(2), b"\xa1z");
         a.validate().unwrap();
+    }
+
+    #[test]
+    fn a_range_of_a_column_appends_as_its_elements_would() {
+        let mut other = Column::new();
+        for s in ["a", "", "ccc", "dd"] {
+            other.push_str(s).unwrap();
+        }
+        other.push_absent().unwrap();
+        for range in [0..0, 0..5, 1..3, 2..5, 4..5] {
+            let mut got = Column::new();
+            got.push_str("first").unwrap();
+            got.extend_from_range(&other, range.clone()).unwrap();
+            let mut want = Column::new();
+            want.push_str("first").unwrap();
+            for i in range.clone() {
+                want.push_encoded(other.get(i)).unwrap();
+            }
+            assert_eq!(got, want, "{range:?}");
+            got.validate().unwrap();
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! the same run; the table gives records/s and the ratio.
 //!
 //! `cargo bench -p sluice-tests --bench kafka` (env: `BENCH_RECORDS`,
-//! default 2,000,000 lines of 10 words, about 60 bytes each;
+//! default 4,000,000 lines of 10 words, about 60 bytes each;
 //! `BENCH_WORKERS`, default 2; `BENCH_KAFKA_PROPERTIES`, librdkafka
 //! consumer properties for both readers, `name=value,…`). `scripts/bench kafka` installs the broker
 //! first.
@@ -110,7 +110,7 @@ fn sluice_job(brokers: &str, n: usize, workers: usize) -> JobRun {
 fn main() {
     sluice::allocator::keep_freed_memory();
     let quick = !std::env::args().any(|a| a == "--bench");
-    let n = env_or("BENCH_RECORDS", if quick { 20_000 } else { 2_000_000 });
+    let n = env_or("BENCH_RECORDS", if quick { 20_000 } else { 4_000_000 });
     let workers = env_or("BENCH_WORKERS", 2);
     let kafka = Tansu::start();
     kafka.create_topic("lines", PARTITIONS);

@@ -261,6 +261,32 @@ impl Elements {
         Ok(())
     }
 
+    /// Elements so far.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Appends elements `range` of `other` (made with the same shape).
+    pub fn extend_range(
+        &mut self,
+        other: &Elements,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), String> {
+        if !other.keys.is_empty() {
+            (self.keys)
+                .extend_from_range(&other.keys, range.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        (self.values)
+            .extend_from_range(&other.values, range)
+            .map_err(|e| e.to_string())
+    }
+
     /// The elements so far, as one partition's batch.
     pub fn into_batch(self) -> Batch {
         Batch {

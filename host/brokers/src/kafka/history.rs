@@ -2,7 +2,7 @@
 //! again after a crash, and the history a Kappa replay reads.
 
 use super::client::{Reports, TopicPartition};
-use super::reader::{Failure, Held, consume_error, consumer, discover};
+use super::reader::{Collected, Failure, Records, consume_error, consumer, discover};
 use super::{KafkaConfig, KafkaSource, OffsetRange};
 use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
@@ -38,15 +38,15 @@ impl KafkaSource {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         for (tp, next) in &self.next {
             let end = replay.ends.get(tp).copied().unwrap_or(*next);
-            let mut taken: Vec<Held> = Vec::new();
+            let mut taken = Records::default();
             let mut at = *next;
             loop {
                 if let Some(fatal) = self.shared.reports.fatal() {
                     return Err(self.error(fatal));
                 }
                 let (more, later) = self.shared.take_until(tp, at, cut);
-                if let Some(last) = more.last() {
-                    at = last.offset + 1;
+                if let Some(last) = more.last_offset() {
+                    at = last + 1;
                 }
                 taken.extend(more);
                 if later.is_some() || at >= end {
@@ -81,8 +81,7 @@ impl KafkaSource {
 pub(super) fn replay(
     config: &KafkaConfig,
     ranges: &[OffsetRange],
-    with_headers: bool,
-) -> Result<BTreeMap<TopicPartition, Vec<Held>>, String> {
+) -> Result<BTreeMap<TopicPartition, Records>, String> {
     let reports = Arc::new(Reports::default());
     let consumer = consumer(
         config,
@@ -90,15 +89,14 @@ pub(super) fn replay(
         reports.clone(),
     )?;
     let mut tpl = TopicPartitionList::new();
-    let mut out: BTreeMap<TopicPartition, Vec<Held>> = BTreeMap::new();
+    let mut got = Collected::new(config.decoding);
     let mut open = 0;
     for r in ranges.iter().filter(|r| r.count > 0) {
         let _ = tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from));
-        out.insert((r.topic.clone(), r.partition), Vec::new());
         open += 1;
     }
     if open == 0 {
-        return Ok(out);
+        return Ok(BTreeMap::new());
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut last_progress = Instant::now();
@@ -107,7 +105,7 @@ pub(super) fn replay(
             return Err(f);
         }
         if last_progress.elapsed() > Duration::from_secs(30) {
-            let missing = unread(ranges, &out);
+            let missing = unread(ranges, &got);
             return Err(format!(
                 "{} could not be read again in 30 s (brokers down, or the records deleted by retention): {}",
                 missing.join(", "),
@@ -122,41 +120,35 @@ pub(super) fn replay(
                 }
             }
             Some(Ok(m)) => {
-                let tp = (m.topic().to_string(), m.partition());
                 let Some(range) = ranges
                     .iter()
-                    .find(|r| (&r.topic, r.partition) == (&tp.0, tp.1))
+                    .find(|r| r.partition == m.partition() && r.topic == m.topic())
                 else {
                     continue;
                 };
-                let Some(held) = out.get_mut(&tp) else {
-                    continue;
-                };
-                if (held.len() as u64) >= range.count
+                let tp = (range.topic.clone(), range.partition);
+                if (got.count_of(&tp) as u64) >= range.count
                     || m.offset() < range.from
                     || m.offset() >= range.until
                 {
                     continue;
                 }
-                held.push(Held::of(&m, with_headers));
+                got.add(&m);
                 last_progress = Instant::now();
-                if held.len() as u64 == range.count {
+                if got.count_of(&tp) as u64 == range.count {
                     open -= 1;
                 }
             }
         }
     }
-    Ok(out)
+    Ok(got.into_records())
 }
 
 /// The ranges of `ranges` not read in full into `got`, described.
-fn unread(ranges: &[OffsetRange], got: &BTreeMap<TopicPartition, Vec<Held>>) -> Vec<String> {
+fn unread(ranges: &[OffsetRange], got: &Collected) -> Vec<String> {
     (ranges.iter())
         .filter(|r| r.count > 0)
-        .filter(|r| {
-            got.get(&(r.topic.clone(), r.partition))
-                .is_none_or(|v| (v.len() as u64) < r.count)
-        })
+        .filter(|r| (got.count_of(&(r.topic.clone(), r.partition)) as u64) < r.count)
         .map(|r| {
             let last = r.until - 1;
             format!(

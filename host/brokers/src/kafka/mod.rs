@@ -32,9 +32,9 @@ mod sink;
 pub use client::{RESERVED, TopicPartition};
 pub use sink::{KafkaSink, KafkaSinkConfig};
 
-use crate::decode::{Decoding, Elements, RecordRef};
+use crate::decode::{Decoding, Elements};
 use crate::ranges::BatchRanges;
-use reader::{Held, Shared};
+use reader::{Records, Shared};
 use serde::{Deserialize, Serialize};
 use sluice_core::error::{Error, Result};
 use sluice_core::rdd::Rdd;
@@ -264,15 +264,16 @@ impl KafkaSource {
         &self,
         time: BatchTime,
         ranges: &[OffsetRange],
-        records: &BTreeMap<TopicPartition, Vec<Held>>,
+        records: &BTreeMap<TopicPartition, Records>,
     ) -> Result<Rdd> {
         let n = self.config.partitions.max(1);
         let mut tasks: Vec<Elements> = (0..n).map(|_| Elements::default()).collect();
-        let held: Vec<&[Held]> = (ranges.iter())
+        let none = Records::default();
+        let held: Vec<&Records> = (ranges.iter())
             .map(|r| {
                 records
                     .get(&(r.topic.clone(), r.partition))
-                    .map_or(&[][..], Vec::as_slice)
+                    .unwrap_or(&none)
             })
             .collect();
         let counts: Vec<usize> = held.iter().map(|h| h.len()).collect();
@@ -280,22 +281,14 @@ impl KafkaSource {
             .into_iter()
             .enumerate()
         {
-            let r = &ranges[i];
-            let task = &mut tasks[j % n];
-            for h in &held[i][span] {
-                let record = RecordRef {
-                    subject: &r.topic,
-                    partition: Some(r.partition),
-                    key: h.key.as_deref(),
-                    sequence: h.offset as u64,
-                    time_ms: h.time_ms,
-                    headers: &h.headers,
-                    payload: &h.payload,
-                };
-                task.push(&self.config.decoding, record).map_err(|e| {
-                    self.error(format!("batch {time}: partition {}: {e}", r.partition))
+            held[i]
+                .elements_into(span, self.config.decoding.on_undecodable, &mut tasks[j % n])
+                .map_err(|e| {
+                    self.error(format!(
+                        "batch {time}: partition {}: {e}",
+                        ranges[i].partition
+                    ))
                 })?;
-            }
         }
         let skipped: u64 = tasks.iter().map(|t| t.skipped).sum();
         if skipped > 0 {
@@ -317,8 +310,7 @@ impl KafkaSource {
 
     /// The batch at `time` again, as it took `ranges` before.
     fn reread(&mut self, time: BatchTime, ranges: Vec<OffsetRange>) -> Result<Rdd> {
-        let with_headers = self.config.decoding.shape == crate::Shape::Record;
-        let records = history::replay(&self.config, &ranges, with_headers)
+        let records = history::replay(&self.config, &ranges)
             .map_err(|e| self.error(format!("re-running batch {time}: {e}")))?;
         for r in &ranges {
             let next = self
@@ -393,7 +385,7 @@ impl Source for KafkaSource {
         let mut records = BTreeMap::new();
         for (tp, next) in &self.next {
             let taken = self.shared.take(tp, *next, limit);
-            let until = taken.last().map_or(*next, |h| h.offset + 1);
+            let until = taken.last_offset().map_or(*next, |o| o + 1);
             ranges.push(OffsetRange {
                 topic: tp.0.clone(),
                 partition: tp.1,

@@ -4,28 +4,55 @@
 
 use super::client::{Context, Reports, TopicPartition, is_fatal, settings};
 use super::{KafkaConfig, StartAt, Topics};
+use crate::decode::{Decoding, Elements, RecordRef, Undecodable};
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// One record, held until a batch takes it.
-pub(super) struct Held {
-    pub(super) offset: i64,
-    pub(super) time_ms: i64,
-    pub(super) key: Option<Vec<u8>>,
-    pub(super) payload: Vec<u8>,
-    pub(super) headers: Vec<(String, String)>,
+/// A record's place in a [`Chunk`].
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    offset: i64,
+    /// When it was stored (ms since the epoch).
+    time_ms: i64,
+    /// Its element's index in the chunk, or [`LEFT_OUT`].
+    element: u32,
 }
 
-impl Held {
-    pub(super) fn of(m: &BorrowedMessage<'_>, with_headers: bool) -> Held {
-        let headers = match (with_headers, m.headers()) {
+/// The element index of a record that could not be decoded.
+const LEFT_OUT: u32 = u32::MAX;
+
+/// Records of one partition, up to a collection's worth, decoded as the
+/// reader polled them: their elements in columns, ready for a batch to
+/// copy whole, with no allocation per record.
+#[derive(Default)]
+pub(super) struct Chunk {
+    records: Vec<Meta>,
+    elements: Elements,
+    /// The records that could not be decoded: index, and why. The policy
+    /// applies when a batch takes them.
+    undecodable: Vec<(usize, String)>,
+    /// Bytes it holds, for the buffer's bound.
+    bytes: usize,
+}
+
+impl Chunk {
+    /// Decodes `m` (of `topic`) onto the end.
+    pub(super) fn add(
+        &mut self,
+        d: &Decoding,
+        topic: &str,
+        m: &BorrowedMessage<'_>,
+        with_headers: bool,
+    ) {
+        let headers: Vec<(String, String)> = match (with_headers, m.headers()) {
             (true, Some(h)) => (h.iter())
                 .map(|h| {
                     let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
@@ -34,17 +61,121 @@ impl Held {
                 .collect(),
             _ => Vec::new(),
         };
-        Held {
-            offset: m.offset(),
-            time_ms: m.timestamp().to_millis().unwrap_or(0),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers,
+        self.add_record(
+            d,
+            RecordRef {
+                subject: topic,
+                partition: Some(m.partition()),
+                key: m.key(),
+                sequence: m.offset() as u64,
+                time_ms: m.timestamp().to_millis().unwrap_or(0),
+                headers: &headers,
+                payload: m.payload().unwrap_or_default(),
+            },
+        );
+    }
+
+    /// Decodes `record` onto the end.
+    fn add_record(&mut self, d: &Decoding, record: RecordRef<'_>) {
+        let (offset, time_ms) = (record.sequence as i64, record.time_ms);
+        let bytes = record.payload.len() + record.key.map_or(0, <[u8]>::len) + 48;
+        // Every undecodable record is kept as such here; whether it fails
+        // its batch or is left out is for the batch.
+        let strict = Decoding {
+            on_undecodable: Undecodable::Fail,
+            ..*d
+        };
+        let before = self.elements.len();
+        let element = match self.elements.push(&strict, record) {
+            Ok(()) => before as u32,
+            Err(why) => {
+                self.undecodable.push((self.records.len(), why));
+                LEFT_OUT
+            }
+        };
+        self.records.push(Meta {
+            offset,
+            time_ms,
+            element,
+        });
+        self.bytes += bytes;
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Elements of the records before record `i`.
+    fn elements_before(&self, i: usize) -> usize {
+        (self.records[i..].iter())
+            .find(|r| r.element != LEFT_OUT)
+            .map_or(self.elements.len(), |r| r.element as usize)
+    }
+}
+
+/// Records a batch took of one partition: spans of chunks, in offset
+/// order.
+#[derive(Default)]
+pub(super) struct Records {
+    spans: Vec<(Arc<Chunk>, Range<usize>)>,
+}
+
+impl Records {
+    /// A chunk's records, all of them.
+    pub(super) fn whole(chunk: Chunk) -> Records {
+        let n = chunk.len();
+        Records {
+            spans: vec![(Arc::new(chunk), 0..n)],
         }
     }
 
-    fn size(&self) -> usize {
-        self.payload.len() + self.key.as_ref().map_or(0, Vec::len) + 48
+    pub(super) fn len(&self) -> usize {
+        self.spans.iter().map(|(_, s)| s.len()).sum()
+    }
+
+    /// The offset of the last record.
+    pub(super) fn last_offset(&self) -> Option<i64> {
+        let (chunk, span) = self.spans.last()?;
+        Some(chunk.records[span.end - 1].offset)
+    }
+
+    pub(super) fn extend(&mut self, other: Records) {
+        self.spans.extend(other.spans);
+    }
+
+    /// Appends the elements of records `span` (counted over all of them)
+    /// to `into`. An undecodable record among them is the error under
+    /// `fail`, else it is counted in `into.skipped` (the first few
+    /// described in `into.samples`).
+    pub(super) fn elements_into(
+        &self,
+        span: Range<usize>,
+        policy: Undecodable,
+        into: &mut Elements,
+    ) -> Result<(), String> {
+        let mut at = 0;
+        for (chunk, s) in &self.spans {
+            // This span's records among all of them: `at..at + s.len()`.
+            let (from, to) = (span.start.max(at), span.end.min(at + s.len()));
+            let base = at;
+            at += s.len();
+            if from >= to {
+                continue;
+            }
+            let records = (s.start + from - base)..(s.start + to - base);
+            for (_, why) in (chunk.undecodable.iter()).filter(|(i, _)| records.contains(i)) {
+                if policy == Undecodable::Fail {
+                    return Err(why.clone());
+                }
+                into.skipped += 1;
+                if into.samples.len() < 3 {
+                    into.samples.push(why.clone());
+                }
+            }
+            let elements = chunk.elements_before(records.start)..chunk.elements_before(records.end);
+            into.extend_range(&chunk.elements, elements)?;
+        }
+        Ok(())
     }
 }
 
@@ -65,7 +196,9 @@ pub(super) struct Shared {
 
 #[derive(Default)]
 struct Buffers {
-    parts: BTreeMap<TopicPartition, VecDeque<Held>>,
+    /// Per partition, chunks and where each starts (records before it
+    /// were taken).
+    parts: BTreeMap<TopicPartition, VecDeque<(Arc<Chunk>, usize)>>,
     bytes: usize,
 }
 
@@ -93,23 +226,8 @@ impl Shared {
 
     /// Takes up to `limit` records of `tp` from offset `next` on (records
     /// before it were taken by earlier batches and are dropped).
-    pub(super) fn take(&self, tp: &TopicPartition, next: i64, limit: usize) -> Vec<Held> {
-        let mut b = lock(&self.buffers);
-        let mut out = Vec::new();
-        let mut freed = 0;
-        if let Some(q) = b.parts.get_mut(tp) {
-            while out.len() < limit {
-                let Some(r) = q.pop_front() else { break };
-                freed += r.size();
-                if r.offset >= next {
-                    out.push(r);
-                }
-            }
-        }
-        b.bytes -= freed;
-        drop(b);
-        self.room.notify_all();
-        out
+    pub(super) fn take(&self, tp: &TopicPartition, next: i64, limit: usize) -> Records {
+        self.take_while(tp, next, |taken, _| taken < limit)
     }
 
     /// Takes the records of `tp` from offset `next` on stored at or before
@@ -121,34 +239,64 @@ impl Shared {
         tp: &TopicPartition,
         next: i64,
         cut: i64,
-    ) -> (Vec<Held>, Option<i64>) {
-        let mut b = lock(&self.buffers);
-        let mut out = Vec::new();
-        let mut freed = 0;
+    ) -> (Records, Option<i64>) {
         let mut later = None;
+        let taken = self.take_while(tp, next, |_, r| {
+            if r.time_ms > cut {
+                later = Some(r.time_ms);
+                return false;
+            }
+            true
+        });
+        (taken, later)
+    }
+
+    /// Takes the records of `tp` from offset `next` on while `more(taken
+    /// so far, next record)` says so.
+    fn take_while(
+        &self,
+        tp: &TopicPartition,
+        next: i64,
+        mut more: impl FnMut(usize, &Meta) -> bool,
+    ) -> Records {
+        let mut b = lock(&self.buffers);
+        let mut out = Records::default();
+        let mut taken = 0;
+        let mut freed = 0;
         if let Some(q) = b.parts.get_mut(tp) {
-            while let Some(r) = q.front() {
-                if r.offset >= next && r.time_ms > cut {
-                    later = Some(r.time_ms);
-                    break;
+            'chunks: while let Some((chunk, start)) = q.front_mut() {
+                // Records before `next` were taken by batches a recovery
+                // re-ran.
+                let from = *start + chunk.records[*start..].partition_point(|r| r.offset < next);
+                let mut end = from;
+                while end < chunk.len() {
+                    if !more(taken, &chunk.records[end]) {
+                        if end > from {
+                            out.spans.push((chunk.clone(), from..end));
+                        }
+                        *start = end;
+                        break 'chunks;
+                    }
+                    end += 1;
+                    taken += 1;
                 }
-                let r = q.pop_front().expect("a front");
-                freed += r.size();
-                if r.offset >= next {
-                    out.push(r);
+                if end > from {
+                    out.spans.push((chunk.clone(), from..end));
                 }
+                freed += chunk.bytes;
+                q.pop_front();
             }
         }
         b.bytes -= freed;
         drop(b);
         self.room.notify_all();
-        (out, later)
+        out
     }
 
     /// Records buffered and not yet in a batch, per partition.
     pub(super) fn buffered(&self) -> BTreeMap<TopicPartition, usize> {
         (lock(&self.buffers).parts.iter())
-            .map(|(tp, q)| (tp.clone(), q.len()))
+            .map(|(tp, q)| (tp.clone(), q.iter().map(|(c, start)| c.len() - start).sum()))
             .collect()
     }
 
@@ -167,20 +315,15 @@ impl Shared {
         if self.closed.load(Ordering::SeqCst) {
             return false;
         }
-        b.bytes += collected.bytes;
-        for (tp, records) in collected.parts.iter_mut() {
-            if records.is_empty() {
+        for (tp, chunk) in collected.parts.iter_mut() {
+            if chunk.len() == 0 {
                 continue;
             }
-            match b.parts.get_mut(tp) {
-                Some(q) => q.extend(records.drain(..)),
-                None => {
-                    b.parts.insert(tp.clone(), records.drain(..).collect());
-                }
-            }
+            let chunk = Arc::new(std::mem::take(chunk));
+            b.bytes += chunk.bytes;
+            b.parts.entry(tp.clone()).or_default().push_back((chunk, 0));
         }
         collected.count = 0;
-        collected.bytes = 0;
         true
     }
 
@@ -204,33 +347,55 @@ impl Shared {
 const COLLECT: usize = 4096;
 
 /// Records the reader polled and has not buffered yet, by partition.
-#[derive(Default)]
-struct Collected {
+pub(super) struct Collected {
     /// Few partitions per source: a list, the last one used first.
-    parts: Vec<(TopicPartition, Vec<Held>)>,
+    parts: Vec<(TopicPartition, Chunk)>,
     last: usize,
     count: usize,
-    bytes: usize,
+    decoding: Decoding,
+    with_headers: bool,
 }
 
 impl Collected {
-    fn add(&mut self, m: &BorrowedMessage<'_>, with_headers: bool) {
+    pub(super) fn new(decoding: Decoding) -> Collected {
+        Collected {
+            parts: Vec::new(),
+            last: 0,
+            count: 0,
+            decoding,
+            with_headers: decoding.shape == crate::Shape::Record,
+        }
+    }
+
+    pub(super) fn add(&mut self, m: &BorrowedMessage<'_>) {
         let (topic, partition) = (m.topic(), m.partition());
-        let same = |(tp, _): &(TopicPartition, Vec<Held>)| tp.1 == partition && tp.0 == topic;
+        let same = |(tp, _): &(TopicPartition, Chunk)| tp.1 == partition && tp.0 == topic;
         if !self.parts.get(self.last).is_some_and(same) {
             self.last = match self.parts.iter().position(same) {
                 Some(i) => i,
                 None => {
-                    self.parts
-                        .push(((topic.to_string(), partition), Vec::new()));
+                    (self.parts).push(((topic.to_string(), partition), Chunk::default()));
                     self.parts.len() - 1
                 }
             };
         }
-        let held = Held::of(m, with_headers);
-        self.bytes += held.size();
+        let (tp, chunk) = &mut self.parts[self.last];
+        chunk.add(&self.decoding, &tp.0, m, self.with_headers);
         self.count += 1;
-        self.parts[self.last].1.push(held);
+    }
+
+    /// The records collected, by partition.
+    pub(super) fn into_records(self) -> BTreeMap<TopicPartition, Records> {
+        (self.parts.into_iter())
+            .map(|(tp, chunk)| (tp, Records::whole(chunk)))
+            .collect()
+    }
+
+    /// Records collected of `tp`.
+    pub(super) fn count_of(&self, tp: &TopicPartition) -> usize {
+        (self.parts.iter())
+            .find(|(t, _)| t == tp)
+            .map_or(0, |(_, c)| c.len())
     }
 }
 
@@ -280,12 +445,11 @@ pub(super) fn read(
         Ok(c) => c,
         Err(e) => return shared.reports.set_fatal(e),
     };
-    let with_headers = config.decoding.shape == crate::Shape::Record;
     let mut assigned: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     let mut backoff = Duration::from_millis(200);
     let mut next_discovery = Instant::now();
     let mut missing_since: Option<Instant> = None;
-    let mut collected = Collected::default();
+    let mut collected = Collected::new(config.decoding);
     while !shared.closed() {
         if Instant::now() >= next_discovery {
             let timeout = (backoff * 5).clamp(Duration::from_secs(1), Duration::from_secs(10));
@@ -329,7 +493,7 @@ pub(super) fn read(
         if !config.replaying {
             commit(&config, &consumer, &shared, CommitMode::Async);
         }
-        let error = collect(&consumer, &mut collected, with_headers);
+        let error = collect(&consumer, &mut collected);
         if collected.count > 0 && !shared.push(&mut collected) {
             break;
         }
@@ -350,15 +514,11 @@ pub(super) fn read(
 /// Polls records into `collected`, waiting up to 100 ms for the first and
 /// not at all for the rest, until they pause or [`COLLECT`] are in hand;
 /// an error the consumer reported stops it.
-fn collect(
-    consumer: &BaseConsumer<Context>,
-    collected: &mut Collected,
-    with_headers: bool,
-) -> Option<KafkaError> {
+fn collect(consumer: &BaseConsumer<Context>, collected: &mut Collected) -> Option<KafkaError> {
     let mut wait = Duration::from_millis(100);
     while collected.count < COLLECT {
         match consumer.poll(wait)? {
-            Ok(m) => collected.add(&m, with_headers),
+            Ok(m) => collected.add(&m),
             Err(e) => return Some(e),
         }
         wait = Duration::ZERO;
@@ -580,4 +740,100 @@ fn starting_offsets(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of `topic` partition 0 holding `payloads` from `offset` on,
+    /// stored at 1000 ms + offset.
+    fn chunk(offset: i64, payloads: &[&[u8]]) -> Chunk {
+        let mut c = Chunk::default();
+        for (i, p) in payloads.iter().enumerate() {
+            let o = offset + i as i64;
+            c.add_record(
+                &Decoding::default(),
+                RecordRef {
+                    subject: "t",
+                    partition: Some(0),
+                    key: None,
+                    sequence: o as u64,
+                    time_ms: 1000 + o,
+                    headers: &[],
+                    payload: p,
+                },
+            );
+        }
+        c
+    }
+
+    fn buffered(shared: &Shared, chunks: Vec<Chunk>) {
+        let tp = ("t".to_string(), 0);
+        let mut b = lock(&shared.buffers);
+        for c in chunks {
+            b.bytes += c.bytes;
+            b.parts
+                .entry(tp.clone())
+                .or_default()
+                .push_back((Arc::new(c), 0));
+        }
+    }
+
+    fn texts(
+        records: &Records,
+        span: Range<usize>,
+        policy: Undecodable,
+    ) -> Result<(Vec<String>, u64), String> {
+        let mut e = Elements::default();
+        records.elements_into(span, policy, &mut e)?;
+        let skipped = e.skipped;
+        let batch = e.into_batch();
+        let texts = (batch.values.iter())
+            .map(|v| rmp_serde::from_slice::<String>(v).expect("a string"))
+            .collect();
+        Ok((texts, skipped))
+    }
+
+    #[test]
+    fn batches_take_spans_of_chunks_with_their_elements_in_offset_order() {
+        let shared = Shared::new(1 << 20);
+        let tp = ("t".to_string(), 0);
+        buffered(
+            &shared,
+            vec![
+                chunk(0, &[b"a", b"b", b"\xff", b"d"]),
+                chunk(4, &[b"e", b"f", b"g"]),
+            ],
+        );
+        // Offsets before `next` (taken before a restart) are dropped; a
+        // take may end inside a chunk, the next one goes on from there.
+        let first = shared.take(&tp, 1, 4);
+        assert_eq!((first.len(), first.last_offset()), (4, Some(4)));
+        assert_eq!(shared.buffered()[&tp], 2);
+        // The undecodable record: left out and counted, or the error.
+        assert_eq!(
+            texts(&first, 0..4, Undecodable::Skip),
+            Ok((vec!["b".to_string(), "d".to_string(), "e".to_string()], 1))
+        );
+        let err = texts(&first, 1..3, Undecodable::Fail).unwrap_err();
+        assert!(
+            err.starts_with("record 2 on `t` cannot be decoded as text"),
+            "{err}"
+        );
+        assert_eq!(
+            texts(&first, 2..4, Undecodable::Fail),
+            Ok((vec!["d".to_string(), "e".to_string()], 0))
+        );
+        // By time: up to 1005 ms, and the next one's time.
+        let (rest, later) = shared.take_until(&tp, 5, 1005);
+        assert_eq!((rest.len(), later), (1, Some(1006)));
+        assert_eq!(
+            texts(&rest, 0..1, Undecodable::Fail),
+            Ok((vec!["f".to_string()], 0))
+        );
+        let last = shared.take(&tp, 6, usize::MAX);
+        assert_eq!((last.len(), last.last_offset()), (1, Some(6)));
+        assert!(shared.buffered()[&tp] == 0 && lock(&shared.buffers).bytes == 0);
+    }
 }
