@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p sluice-tests --bench kafka` (env: `BENCH_RECORDS`,
 //! default 4,000,000 lines of 10 words, about 60 bytes each;
-//! `BENCH_WORKERS`, default 2; `BENCH_KAFKA_PROPERTIES`, librdkafka
+//! `BENCH_WORKERS`, default 2; `BENCH_RATE`, records/s the job may take
+//! in all, default none; `BENCH_KAFKA_PROPERTIES`, librdkafka
 //! consumer properties for both readers, `name=value,…`). `scripts/bench kafka` installs the broker
 //! first.
 
@@ -94,6 +95,13 @@ fn sluice_job(brokers: &str, n: usize, workers: usize) -> JobRun {
     // librdkafka fetches one partition ahead of the other while a job
     // catches up: pieces keep both workers busy.
     config.min_partitions = Some(2 * workers);
+    // A cap (records/s in all) holds each batch to what one interval
+    // should carry: the job sustains it when every batch is processed
+    // within its interval.
+    let cap = env_or("BENCH_RATE", 0) as u64;
+    if cap > 0 {
+        config.max_rate_per_partition = Some(cap / PARTITIONS as u64);
+    }
     config.properties = properties();
     config.max_buffered_bytes = 256 << 20;
     let counts = ssc
