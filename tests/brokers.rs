@@ -489,6 +489,16 @@ pub fn finish(mut child: Child, dir: &Path, n: u64, what: &str) {
     assert!(status.success(), "{what}: {status}");
 }
 
+/// Waits (`timeout` at most, looking every 50 ms) until `done()`; panics
+/// saying `progress()` when it does not come.
+pub fn wait_until(timeout: Duration, done: impl Fn() -> bool, progress: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{} in {timeout:?}", progress());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits (60 s at most) until the job's output has counted `n` records;
 /// panics if the job ends first.
 pub fn wait_counted(child: &mut Child, dir: &Path, n: u64, what: &str) {

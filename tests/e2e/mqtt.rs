@@ -15,6 +15,15 @@ fn totals_job(dir: &Path, port: u16) -> PathBuf {
     brokers::totals_job(dir, "mqtttotals", &source, None)
 }
 
+/// A first run of `job`, killed with -9: it makes the persistent session
+/// and its subscription, so that the broker keeps what is published next.
+fn first_session(job: &Path, ck: &Path, dir: &Path) {
+    let mut first = brokers::spawn_logged(job, ck, dir);
+    std::thread::sleep(Duration::from_millis(1500));
+    first.kill().expect("kill -9");
+    first.wait().expect("wait");
+}
+
 /// `kill -9` of the job six times while 1200 messages arrive at QoS 1 on
 /// a persistent session: every message is counted (none lost: each was in
 /// the write-ahead log before the broker was told), and only one in
@@ -25,15 +34,7 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
     let broker = Mosquitto::start(dir.path());
     let job = totals_job(dir.path(), broker.port);
     let ck = dir.path().join("ck");
-    // A first run makes the persistent session and its subscription.
-    let mut first = sluice_run(&job, &ck)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_millis(1500));
-    first.kill().expect("kill -9");
-    first.wait().expect("wait");
+    first_session(&job, &ck, dir.path());
     let port = broker.port;
     let publisher = std::thread::spawn(move || {
         let broker = Mosquitto { child: None, port };
@@ -50,15 +51,11 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seq_counts(dir.path()).len() < 1200 {
-        assert!(
-            Instant::now() < deadline,
-            "counted {} of 1200 messages in 60 s",
-            seq_counts(dir.path()).len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    brokers::wait_until(
+        Duration::from_secs(60),
+        || seq_counts(dir.path()).len() >= 1200,
+        || format!("counted {} of 1200 messages", seq_counts(dir.path()).len()),
+    );
     child.kill().expect("kill");
     child.wait().expect("wait");
     let counts = brokers::assert_none_lost(dir.path(), 1200, "message");
@@ -475,11 +472,7 @@ fn json_messages_through_kill_nine_none_lost_the_undecodable_skipped() {
     let broker = Mosquitto::start(dir.path());
     let job = readings_job(dir.path(), broker.port, "skip");
     let ck = dir.path().join("ck");
-    // A first run makes the persistent session and its subscription.
-    let mut first = brokers::spawn_logged(&job, &ck, dir.path());
-    std::thread::sleep(Duration::from_millis(1500));
-    first.kill().expect("kill -9");
-    first.wait().expect("wait");
+    first_session(&job, &ck, dir.path());
     let port = broker.port;
     let publisher = std::thread::spawn(move || {
         let broker = Mosquitto { child: None, port };
@@ -494,15 +487,11 @@ fn json_messages_through_kill_nine_none_lost_the_undecodable_skipped() {
     let mut child = brokers::spawn_logged(&job, &ck, dir.path());
     broker.publish("dev/0", [b"{not json".to_vec()]);
     broker.publish("dev/1", [reading(301)]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !readings(dir.path()).contains_key(&301) || readings(dir.path()).len() < 301 {
-        assert!(
-            Instant::now() < deadline,
-            "output {} of 301 readings in 60 s",
-            readings(dir.path()).len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    brokers::wait_until(
+        Duration::from_secs(60),
+        || readings(dir.path()).len() >= 301 && readings(dir.path()).contains_key(&301),
+        || format!("output {} of 301 readings", readings(dir.path()).len()),
+    );
     child.kill().expect("kill");
     child.wait().expect("wait");
     let seen = readings(dir.path());
