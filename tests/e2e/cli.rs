@@ -106,6 +106,9 @@ fn window_durations_are_checked_at_their_spec_line() {
     }
 }
 
+/// `pprint` as Spark prints it: the header, then each record as Python's
+/// `print` writes it (PySpark's `pprint` calls `print(record)`): words as
+/// their text, not their repr.
 #[test]
 fn pprint_prints_spark_format() {
     let dir = tempfile::tempdir().expect("temp");
@@ -126,7 +129,7 @@ fn pprint_prints_spark_format() {
     let stdout = run_ok(sluice().arg("run").arg(&job).env("TZ", "UTC"));
     let dashes = "-".repeat(43);
     let want = format!(
-        "{dashes}\nTime: 1970-01-01 00:00:01\n{dashes}\n'b'\n'a'\n'b'\n'c'\n'd'\n'e'\n'f'\n'g'\n'h'\n'i'\n...\n\n{dashes}\nTime: 1970-01-01 00:00:02\n{dashes}\n\n"
+        "{dashes}\nTime: 1970-01-01 00:00:01\n{dashes}\nb\na\nb\nc\nd\ne\nf\ng\nh\ni\n...\n\n{dashes}\nTime: 1970-01-01 00:00:02\n{dashes}\n\n"
     );
     assert_eq!(stdout, want);
 }

@@ -9,13 +9,15 @@
 //!
 //! ```
 //! 43 dashes; the batch time in local time (`.ffffff` only for non-whole
-//! seconds); at most `num` elements as Python reprs in partition order; `...`
-//! when there are more; an empty line.
+//! seconds); at most `num` elements in partition order, each as Python's
+//! `print` writes it (PySpark's `pprint` calls `print(record)`, Scala's
+//! `print()` `println(record)`): a string as its text, anything else as its
+//! repr (`('b', 1)`); `...` when there are more; an empty line.
 
 use super::Output;
 use crate::error::{Error, Result};
 use crate::rdd::Rdd;
-use crate::render::{element, py_repr};
+use crate::render::{element, py_str};
 use crate::time::BatchTime;
 use chrono::TimeZone;
 use std::io::Write;
@@ -44,7 +46,7 @@ pub(crate) fn render(time: BatchTime, rdd: &Rdd, num: usize) -> String {
             s.push_str("...\n");
             break;
         }
-        s.push_str(&py_repr(&element(k, v)));
+        s.push_str(&py_str(&element(k, v)));
         s.push('\n');
     }
     s.push('\n');
@@ -88,5 +90,23 @@ mod tests {
         assert!(text.ends_with("...\n\n"));
         let empty = render(BatchTime(0), &Rdd::empty(2), 10);
         assert_eq!(empty.lines().count(), 4);
+    }
+
+    /// PySpark prints each record with `print`: a string is its own text
+    /// (`plain`, not `'plain'`), inside a tuple its repr; floats as Python
+    /// writes them.
+    #[test]
+    fn a_string_prints_as_itself_as_pyspark_s_print_does() {
+        let mut c = Column::new();
+        c.push("plain").unwrap();
+        c.push("it's\ta tab").unwrap();
+        c.push(&("w", 1.0f64)).unwrap();
+        c.push(&2.5f64).unwrap();
+        let rdd = Rdd {
+            partitions: vec![Batch::from_values(c)],
+        };
+        let text = render(BatchTime(0), &rdd, 10);
+        let lines: Vec<&str> = text.lines().skip(3).collect();
+        assert_eq!(lines, ["plain", "it's\ta tab", "('w', 1.0)", "2.5", ""]);
     }
 }
