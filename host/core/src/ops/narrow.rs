@@ -105,7 +105,10 @@ fn select(values: &Column, kept: &[u32]) -> Column {
 }
 
 /// `transform(f)`: `f` sees the whole batch (every partition, in order) in
-/// one call and returns the new batch, as one partition.
+/// one call and returns the new batch, in as many partitions as its input
+/// had (consecutive elements each, as Spark's `parallelize` slices): as in
+/// Spark, where `transform(rdd => rdd.map(…))` keeps the input's
+/// partitioning, the stages after it keep their parallelism.
 pub(crate) fn transform(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result<Rdd> {
     let mut all = concat(&rdd)?;
     let site = CallSite {
@@ -114,9 +117,7 @@ pub(crate) fn transform(func: &Func, rdd: Rdd, ctx: &BatchContext<'_>) -> Result
         partitions: 1,
     };
     let out = func.apply_values(&mut all, site)?;
-    Ok(Rdd {
-        partitions: vec![Batch::from_values(out)],
-    })
+    Ok(Rdd::from_column(&out, rdd.partitions.len()))
 }
 
 /// `transform_with(other, func)`: `func` sees both whole batches in one
@@ -243,5 +244,30 @@ mod tests {
             let r = with_ctx(|ctx| repartition(n, many.clone(), ctx)).unwrap();
             assert_eq!(r, Rdd::from_column(&all, n), "into {n}");
         }
+    }
+
+    /// Spark's `transform(rdd => rdd.map(f))` keeps the input's
+    /// partitions; here the function sees the batch whole and its result is
+    /// sliced back into as many partitions, in order.
+    #[test]
+    fn transform_keeps_the_number_of_partitions() {
+        let twice = Func::native_values("twice", sluice_sdk::Kind::Transform, |c| {
+            sluice_sdk::run::map(c, |x: i64| x * 2)
+        });
+        let rdd = Rdd {
+            partitions: vec![
+                batch_of(&[1i64, 2, 3]),
+                batch_of::<i64>(&[]),
+                batch_of(&[4i64]),
+            ],
+        };
+        let out = with_ctx(|ctx| transform(&twice, rdd, ctx)).unwrap();
+        assert_eq!(out.partitions.len(), 3);
+        assert_eq!(rendered(&out), ["2", "4", "6", "8"]);
+        let mut all = Column::new();
+        for x in [2i64, 4, 6, 8] {
+            all.push(&x).unwrap();
+        }
+        assert_eq!(out, Rdd::from_column(&all, 3));
     }
 }
