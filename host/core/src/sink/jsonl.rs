@@ -74,8 +74,13 @@ impl Output for Jsonl {
             "partitions": b.partitions,
             "records": b.sorted_records(),
         });
+        // The whole line in one write: a reader following the file (a test
+        // waiting for counts, `tail -f`) never sees half a batch, as it did
+        // when a line longer than the buffer went out in pieces.
+        let mut text = line.to_string();
+        text.push('\n');
         if let Some(f) = self.file.as_mut() {
-            writeln!(f, "{line}")
+            f.write_all(text.as_bytes())
                 .and_then(|()| f.flush())
                 .map_err(|e| Error::io(what(), e))?;
         }
