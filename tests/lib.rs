@@ -255,19 +255,40 @@ pub fn random_lines(lines: usize, vocab: u64, seed: u64) -> Vec<String> {
 /// free port (so tests run in parallel), its plugins and demo files by
 /// absolute path.
 pub fn example_job(name: &str, dir: &Path) -> PathBuf {
-    let examples = root().join("examples");
-    let text = std::fs::read_to_string(examples.join(name)).expect("example");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
     let mut out = String::new();
     let mut ported = false;
-    for line in text.lines() {
-        let line = if line.starts_with("port = ") {
+    for line in example_spec(name, &[]).lines() {
+        if line.starts_with("port = ") {
             ported = true;
-            format!("port = {port}")
-        } else if let Some(rest) = line
+            out.push_str(&format!("port = {port}"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert!(ported, "{name} has a socket port");
+    let job = dir.join(name);
+    std::fs::write(&job, out).expect("write the example");
+    job
+}
+
+/// The text of `examples/NAME` as the tests run it: each `(from, to)` of
+/// `replacements` made (a broker's address), its plugins and demo files by
+/// absolute path.
+pub fn example_spec(name: &str, replacements: &[(&str, &str)]) -> String {
+    let examples = root().join("examples");
+    let mut text = std::fs::read_to_string(examples.join(name)).expect("example");
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{name} holds {from}");
+        text = text.replace(from, to);
+    }
+    let mut out = String::new();
+    for line in text.lines() {
+        let line = if let Some(rest) = line
             .strip_prefix("path = \"../target/plugins/wasm32-wasip2/release/")
             .and_then(|r| r.strip_suffix(".wasm\""))
         {
@@ -286,10 +307,7 @@ pub fn example_job(name: &str, dir: &Path) -> PathBuf {
         out.push_str(&line);
         out.push('\n');
     }
-    assert!(ported, "{name} has a socket port");
-    let job = dir.join(name);
-    std::fs::write(&job, out).expect("write the example");
-    job
+    out
 }
 
 /// Opens `url` in headless Chromium (Debian's `chromium`, which `.ci/run`

@@ -564,29 +564,18 @@ fn the_kafka_example_counts_words_into_kafka() {
     let line = b"the quick brown fox jumps over the lazy dog".to_vec();
     kafka.produce("lines", 2, &vec![line; 100]);
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = std::fs::read_to_string(sluice_tests::root().join("examples/kafka-wordcount.toml"))
-        .expect("the example")
-        .replace("127.0.0.1:9092", &kafka.brokers())
-        .replace(
-            "\"../target/plugins/wasm32-wasip2/release/wordcount.wasm\"",
-            &format!(
-                "{:?}",
-                sluice_tests::plugin("wordcount").display().to_string()
-            ),
-        );
+    let text = sluice_tests::example_spec(
+        "kafka-wordcount.toml",
+        &[("127.0.0.1:9092", &kafka.brokers())],
+    );
     let job = dir.path().join("kafka-wordcount.toml");
     std::fs::write(&job, text).expect("job");
-    let out = std::process::Command::new(sluice_tests::sluice_bin())
-        .arg("run")
-        .arg(&job)
-        .args(["--batches", "4"])
-        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sluice_tests::run_ok(
+        std::process::Command::new(sluice_tests::sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .args(["--batches", "4"])
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
     );
     let want: Vec<(String, i64)> = [
         ("brown", 100),

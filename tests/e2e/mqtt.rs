@@ -81,16 +81,13 @@ fn kill_nine_of_an_mqtt_job_loses_nothing() {
 fn the_iot_example_counts_device_actions_from_mqtt() {
     let dir = tempfile::tempdir().expect("temp dir");
     let broker = Mosquitto::start(dir.path());
-    let text = std::fs::read_to_string(sluice_tests::root().join("examples/iot-mqtt.toml"))
-        .expect("the example")
-        .replace(
+    let text = sluice_tests::example_spec(
+        "iot-mqtt.toml",
+        &[(
             "mqtt://127.0.0.1:1883",
             &format!("mqtt://127.0.0.1:{}", broker.port),
-        )
-        .replace(
-            "\"../target/plugins/wasm32-wasip2/release/iot.wasm\"",
-            &format!("{:?}", sluice_tests::plugin("iot").display().to_string()),
-        );
+        )],
+    );
     let job = dir.path().join("iot-mqtt.toml");
     std::fs::write(
         &job,
@@ -239,16 +236,11 @@ topic = "counts/out"
         ),
     )
     .expect("job");
-    let out = Command::new(sluice_bin())
-        .arg("run")
-        .arg(&job)
-        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sluice_tests::run_ok(
+        Command::new(sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
     );
     let mut got = Vec::new();
     while let Ok(m) = rx.recv_timeout(Duration::from_secs(5)) {

@@ -226,29 +226,18 @@ fn the_nats_example_counts_words_into_nats() {
     nats.create_stream("COUNTS", &["counts.>"]);
     let line = b"the quick brown fox jumps over the lazy dog".to_vec();
     nats.publish("lines.demo", std::iter::repeat_n(line, 100));
-    let text = std::fs::read_to_string(sluice_tests::root().join("examples/nats-wordcount.toml"))
-        .expect("the example")
-        .replace("nats://127.0.0.1:4222", &server.url())
-        .replace(
-            "\"../target/plugins/wasm32-wasip2/release/wordcount.wasm\"",
-            &format!(
-                "{:?}",
-                sluice_tests::plugin("wordcount").display().to_string()
-            ),
-        );
+    let text = sluice_tests::example_spec(
+        "nats-wordcount.toml",
+        &[("nats://127.0.0.1:4222", &server.url())],
+    );
     let job = dir.path().join("nats-wordcount.toml");
     std::fs::write(&job, text).expect("job");
-    let out = Command::new(sluice_bin())
-        .arg("run")
-        .arg(&job)
-        .args(["--batches", "2"])
-        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sluice_tests::run_ok(
+        Command::new(sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .args(["--batches", "2"])
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir()),
     );
     let mut sums = std::collections::BTreeMap::<String, i64>::new();
     for m in nats.messages("COUNTS") {

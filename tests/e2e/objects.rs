@@ -557,17 +557,13 @@ fn the_s3_word_count_example_counts_an_uploaded_object() {
     let s3 = S3Server::start();
     s3.create_bucket("words");
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = std::fs::read_to_string(sluice_tests::root().join("examples/wordcount-s3.toml"))
-        .expect("the example")
-        .replace("http://127.0.0.1:9000", &s3.endpoint())
-        .replace(
-            "\"../target/plugins/wasm32-wasip2/release/wordcount.wasm\"",
-            &format!(
-                "{:?}",
-                sluice_tests::plugin("wordcount").display().to_string()
-            ),
-        )
-        .replace("\"../target/s3-wordcount-logs\"", "\"logs\"");
+    let text = sluice_tests::example_spec(
+        "wordcount-s3.toml",
+        &[
+            ("http://127.0.0.1:9000", &s3.endpoint()),
+            ("\"../target/s3-wordcount-logs\"", "\"logs\""),
+        ],
+    );
     let job = dir.path().join("wordcount-s3.toml");
     std::fs::write(&job, text).expect("job");
     let mut child = std::process::Command::new(sluice_tests::sluice_bin())
@@ -640,26 +636,21 @@ fn keys_come_from_the_aws_profile_files() {
         .replace("prefix = \"out/", "prefix = \"s3://outs/out/")
         + &format!("[object_store]\nendpoint = \"{}\"\n", s3.endpoint());
     std::fs::write(&job, text).expect("job");
-    let out = std::process::Command::new(sluice_tests::sluice_bin())
-        .arg("run")
-        .arg(&job)
-        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("credentials"),
-        )
-        .env("AWS_CONFIG_FILE", dir.path().join("config"))
-        .env("AWS_PROFILE", "sluice")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_REGION")
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sluice_tests::run_ok(
+        std::process::Command::new(sluice_tests::sluice_bin())
+            .arg("run")
+            .arg(&job)
+            .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("credentials"),
+            )
+            .env("AWS_CONFIG_FILE", dir.path().join("config"))
+            .env("AWS_PROFILE", "sluice")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_REGION"),
     );
     assert!(
         s3.keys("outs", "out/")
