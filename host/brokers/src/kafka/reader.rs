@@ -75,18 +75,14 @@ impl Chunk {
         );
     }
 
-    /// Decodes `record` onto the end.
+    /// Decodes `record` onto the end. `d`'s policy must be `fail`: every
+    /// undecodable record is kept as such here, and whether it fails its
+    /// batch or is left out is for the batch ([`Collected::new`] makes it so).
     fn add_record(&mut self, d: &Decoding, record: RecordRef<'_>) {
         let (offset, time_ms) = (record.sequence as i64, record.time_ms);
         let bytes = record.payload.len() + record.key.map_or(0, <[u8]>::len) + 48;
-        // Every undecodable record is kept as such here; whether it fails
-        // its batch or is left out is for the batch.
-        let strict = Decoding {
-            on_undecodable: Undecodable::Fail,
-            ..*d
-        };
         let before = self.elements.len();
-        let element = match self.elements.push(&strict, record) {
+        let element = match self.elements.push(d, record) {
             Ok(()) => before as u32,
             Err(why) => {
                 self.undecodable.push((self.records.len(), why));
@@ -362,7 +358,10 @@ impl Collected {
             parts: Vec::new(),
             last: 0,
             count: 0,
-            decoding,
+            decoding: Decoding {
+                on_undecodable: Undecodable::Fail,
+                ..decoding
+            },
             with_headers: decoding.shape == crate::Shape::Record,
         }
     }
@@ -753,7 +752,7 @@ mod tests {
         for (i, p) in payloads.iter().enumerate() {
             let o = offset + i as i64;
             c.add_record(
-                &Decoding::default(),
+                &Decoding::default(), // the default policy: fail
                 RecordRef {
                     subject: "t",
                     partition: Some(0),
