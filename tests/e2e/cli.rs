@@ -106,6 +106,41 @@ fn window_durations_are_checked_at_their_spec_line() {
     }
 }
 
+/// map_with_state's timeout is a duration or a number of batches, and
+/// `state_snapshots` reads a map_with_state stream: anything else is
+/// refused at its spec line.
+#[test]
+fn map_with_state_fields_are_checked_at_their_spec_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(dir.path().join("in.json"), r#"[["a"]]"#).expect("write");
+    let head = format!(
+        "[job]\nbatch_interval = \"1s\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.pairs]\nfrom = \"lines\"\nop = \"map\"\nfunction = \"wordcount.pair\"\n",
+        plugin("wordcount").display()
+    );
+    let running = "[streams.running]\nfrom = \"pairs\"\nop = \"map_with_state\"\nfunction = \"wordcount.running_count\"\n";
+    let tail = "[[outputs]]\nstream = \"snap\"\ntype = \"pprint\"\n";
+    for (fields, want) in [
+        (
+            format!(
+                "{running}timeout = \"soon\"\n[streams.snap]\nfrom = \"running\"\nop = \"state_snapshots\"\n"
+            ),
+            ":16: streams.running.timeout: `soon` is not a duration (e.g. `1s`, `500ms`)",
+        ),
+        (
+            format!(
+                "{running}timeout = -1\n[streams.snap]\nfrom = \"running\"\nop = \"state_snapshots\"\n"
+            ),
+            ":16: streams.running.timeout: must be a duration (e.g. \"30s\") or a number of batches",
+        ),
+        (
+            "[streams.snap]\nfrom = \"pairs\"\nop = \"state_snapshots\"\n".to_string(),
+            ":13: streams.snap.from: state_snapshots reads a map_with_state stream; `pairs` is not one",
+        ),
+    ] {
+        assert_refused(dir.path(), &format!("{head}{fields}{tail}"), want);
+    }
+}
+
 /// `pprint` as Spark prints it: the header, then each record as Python's
 /// `print` writes it (PySpark's `pprint` calls `print(record)`): words as
 /// their text, not their repr.

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 use sluice::Func;
 use sluice::LoadPlugins;
+use sluice::StateSpec;
 use sluice_tests::{case_job, read_jsonl, test_context};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -150,8 +151,10 @@ fn iot_actions_per_device_over_the_last_three_seconds() {
 }
 
 /// map_with_state: each value is mapped with its key's running state; a key
-/// idle for the timeout (2 batches) gets one last call and is dropped, and
-/// comes back from nothing.
+/// idle for at least the timeout (2 s, two batches) gets one last call and
+/// is dropped, and comes back from nothing. Spark's rule: a key last
+/// updated at batch time T times out at the first batch B with
+/// T < B - timeout, so `b` (last seen at 1 s) at 4 s, not at 3 s.
 #[test]
 fn map_with_state_maps_each_value_and_times_keys_out() {
     let ssc = test_context();
@@ -166,21 +169,18 @@ fn map_with_state_maps_each_value_and_times_keys_out() {
         vec![],
         vec!["b".to_string()],
     ];
+    let spec = StateSpec::function(f("running_count"))
+        .num_partitions(3)
+        .timeout(Duration::from_secs(2));
     let out = ssc
         .queue_stream(batches, 2)
         .flat_map(f("split"))
         .map(f("pair"))
-        .map_with_state(f("running_count"), 3, Some(2))
+        .map_with_state(spec)
         .collect();
     ssc.run(None).expect("run");
-    let got: Vec<Vec<Value>> = out
-        .lock()
-        .expect("collected")
-        .iter()
-        .map(|b| b.sorted_records())
-        .collect();
     assert_eq!(
-        got,
+        sorted_batches(&out),
         vec![
             vec![
                 json!(["a", 1, false]),
@@ -188,11 +188,193 @@ fn map_with_state_maps_each_value_and_times_keys_out() {
                 json!(["b", 1, false])
             ],
             vec![json!(["a", 3, false])],
+            vec![],
             vec![json!(["b", 1, true])],
-            vec![json!(["a", 3, true])],
-            vec![json!(["b", 1, false])],
+            vec![json!(["a", 3, true]), json!(["b", 1, false])],
         ]
     );
+}
+
+/// map_with_state's `state_snapshots` is every key's state after each
+/// batch, and an initial state counts as updated at the first batch, as
+/// Spark's `StateSpec.initialState` (`c` times out at 4 s: idle since 1 s).
+#[test]
+fn map_with_state_snapshots_include_the_initial_state_until_it_times_out() {
+    let ssc = test_context();
+    let wc = ssc
+        .load_plugin("wordcount", sluice_tests::plugin("wordcount"))
+        .expect("plugin");
+    let f = |n: &str| wc.func(n).expect("function");
+    let batches = vec![
+        vec!["a b a".to_string()],
+        vec!["a c".to_string()],
+        vec![],
+        vec![],
+        vec!["b".to_string()],
+    ];
+    let spec = StateSpec::function(f("running_count"))
+        .num_partitions(2)
+        .timeout(Duration::from_millis(2500))
+        .initial_state(&[("c", 10i64), ("d", 5)]);
+    let mapped = ssc
+        .queue_stream(batches, 2)
+        .flat_map(f("split"))
+        .map(f("pair"))
+        .map_with_state(spec);
+    let snapshots = mapped.state_snapshots();
+    let (mapped, snapshots) = (mapped.collect(), snapshots.collect());
+    ssc.run(None).expect("run");
+    // 2.5 s: idle for two whole batches (3 s > 2.5 s > 2 s), as 2 s.
+    assert_eq!(
+        sorted_batches(&mapped),
+        vec![
+            vec![
+                json!(["a", 1, false]),
+                json!(["a", 2, false]),
+                json!(["b", 1, false])
+            ],
+            vec![json!(["a", 3, false]), json!(["c", 11, false])],
+            vec![],
+            vec![json!(["b", 1, true]), json!(["d", 5, true])],
+            vec![
+                json!(["a", 3, true]),
+                json!(["b", 1, false]),
+                json!(["c", 11, true])
+            ],
+        ]
+    );
+    assert_eq!(
+        sorted_batches(&snapshots),
+        vec![
+            vec![
+                json!(["a", 2]),
+                json!(["b", 1]),
+                json!(["c", 10]),
+                json!(["d", 5])
+            ],
+            vec![
+                json!(["a", 3]),
+                json!(["b", 1]),
+                json!(["c", 11]),
+                json!(["d", 5])
+            ],
+            vec![
+                json!(["a", 3]),
+                json!(["b", 1]),
+                json!(["c", 11]),
+                json!(["d", 5])
+            ],
+            vec![json!(["a", 3]), json!(["c", 11])],
+            vec![json!(["b", 1])],
+        ]
+    );
+    assert!(
+        snapshots
+            .lock()
+            .expect("collected")
+            .iter()
+            .all(|b| b.partitions == 2)
+    );
+}
+
+/// The same from a job spec: `timeout` as a duration, `initial_state` from
+/// a file and a `state_snapshots` stream written out.
+#[test]
+fn map_with_state_snapshots_and_initial_state_from_a_job_spec() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("in.json"),
+        r#"[["a b a"], ["a c"], [], [], ["b"]]"#,
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("initial.json"), r#"[["c", 10], ["d", 5]]"#).expect("write");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "snapshots"
+batch_interval = "1s"
+[plugins.wordcount]
+path = "{}"
+[sources.lines]
+type = "queue"
+path = "in.json"
+[streams.pairs]
+from = "lines"
+op = "flat_map"
+function = "wordcount.split"
+[streams.ones]
+from = "pairs"
+op = "map"
+function = "wordcount.pair"
+[streams.running]
+from = "ones"
+op = "map_with_state"
+function = "wordcount.running_count"
+timeout = "2500ms"
+initial_state = "initial.json"
+[streams.state]
+from = "running"
+op = "state_snapshots"
+[[outputs]]
+stream = "running"
+type = "jsonl"
+path = "running.jsonl"
+[[outputs]]
+stream = "state"
+type = "jsonl"
+path = "state.jsonl"
+"#,
+            sluice_tests::plugin("wordcount").display()
+        ),
+    )
+    .expect("write");
+    sluice_tests::run_job(&job);
+    let batches = |f: &str| -> Vec<Vec<String>> {
+        read_jsonl(&dir.path().join(f))
+            .iter()
+            .map(|b| {
+                let mut r: Vec<String> = (b["records"].as_array().expect("records").iter())
+                    .map(Value::to_string)
+                    .collect();
+                r.sort();
+                r
+            })
+            .collect()
+    };
+    let strings = |rows: &[&[&str]]| -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|r| r.iter().map(|s| s.to_string()).collect())
+            .collect()
+    };
+    assert_eq!(
+        batches("running.jsonl"),
+        strings(&[
+            &[r#"["a",1,false]"#, r#"["a",2,false]"#, r#"["b",1,false]"#],
+            &[r#"["a",3,false]"#, r#"["c",11,false]"#],
+            &[],
+            &[r#"["b",1,true]"#, r#"["d",5,true]"#],
+            &[r#"["a",3,true]"#, r#"["b",1,false]"#, r#"["c",11,true]"#],
+        ])
+    );
+    assert_eq!(
+        batches("state.jsonl"),
+        strings(&[
+            &[r#"["a",2]"#, r#"["b",1]"#, r#"["c",10]"#, r#"["d",5]"#],
+            &[r#"["a",3]"#, r#"["b",1]"#, r#"["c",11]"#, r#"["d",5]"#],
+            &[r#"["a",3]"#, r#"["b",1]"#, r#"["c",11]"#, r#"["d",5]"#],
+            &[r#"["a",3]"#, r#"["c",11]"#],
+            &[r#"["b",1]"#],
+        ])
+    );
+}
+
+/// Each collected batch's records, sorted.
+fn sorted_batches(out: &Arc<std::sync::Mutex<Vec<sluice::CollectedBatch>>>) -> Vec<Vec<Value>> {
+    (out.lock().expect("collected").iter())
+        .map(|b| b.sorted_records())
+        .collect()
 }
 
 /// slice(from, to) after a run with `remember`: both ends included, bounds
@@ -261,7 +443,8 @@ fn window_and_state_operators_from_a_job_spec() {
             vec![json!(lengths.iter().sum::<i64>())]
         };
         total_length.push(json!({"batch": i, "records": records}));
-        // map_with_state: updates are numbered from 1; idle for 2 updates -> timeout.
+        // map_with_state: updates are numbered from 1; a key times out at the
+        // first update more than 2 after its last (Spark: last < now - 2 s).
         let tick = i + 1;
         let mut records = Vec::new();
         for x in news {
@@ -272,7 +455,7 @@ fn window_and_state_operators_from_a_job_spec() {
         }
         let idle: Vec<String> = state
             .iter()
-            .filter(|(k, (_, last))| tick - last >= 2 && !news.contains(k))
+            .filter(|(k, (_, last))| tick - last > 2 && !news.contains(k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in idle {

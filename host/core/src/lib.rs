@@ -48,7 +48,7 @@ pub mod time;
 pub use error::{Domain, Error, PluginFault, Result};
 pub use func::{AsGuest, Func};
 pub use graph::{
-    BatchInfo, DStream, OperatorInfo, RunSummary, SourceLag, StageInfo, StopHandle,
+    BatchInfo, DStream, OperatorInfo, RunSummary, SourceLag, StageInfo, StateSpec, StopHandle,
     StreamingContext, StreamingListener, SwapHandle,
 };
 pub use sink::CollectedBatch;

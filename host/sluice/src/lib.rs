@@ -39,8 +39,8 @@ pub mod spec;
 
 pub use sluice_core::{
     BatchInfo, BatchTime, Clock, CollectedBatch, DStream, Domain, Error, Func, ManualClock,
-    OperatorInfo, PluginFault, Result, RunSummary, StopHandle, StreamingContext, StreamingListener,
-    SwapHandle, SystemClock,
+    OperatorInfo, PluginFault, Result, RunSummary, StateSpec, StopHandle, StreamingContext,
+    StreamingListener, SwapHandle, SystemClock,
 };
 pub use sluice_core::{
     allocator, checkpoint, error, framelog, fsutil, func, graph, guest, rdd, receiver, render,

@@ -38,6 +38,7 @@ pub use listener::{
 use op::Operator;
 use swap::StagedSwap;
 pub use swap::SwapHandle;
+pub use windowed::StateSpec;
 
 /// The physical plan of the graph (see [`crate::plan`]).
 fn physical_plan(g: &Graph, job: &str) -> Plan {

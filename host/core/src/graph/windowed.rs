@@ -1,9 +1,10 @@
 //! DStream: windows and keyed state.
 
-use super::DStream;
 use super::op::{
-    Rekey, Rekeyed, UpdateState, Window, Windowed, WithState, count_add, count_subtract,
+    Rekey, Rekeyed, StateSnapshots, UpdateState, Window, Windowed, WithState, count_add,
+    count_subtract,
 };
+use super::{DStream, lock};
 use crate::func::Func;
 use crate::ops::window::{MapWithState, StateByKey, WindowBuffer, WindowedReduce};
 use crate::rdd::Rdd;
@@ -158,21 +159,125 @@ impl DStream {
         )
     }
 
-    /// `map_with_state(f, partitions, timeout)`: per-record mapping with a
-    /// state per key, kept by the host. For each new value of a key, in
-    /// order, `f(key, Some(value), state)` may read, update or remove the
-    /// key's state and returns a mapped element or none; the stream is the
-    /// mapped elements. Only keys with new values are processed. With a
-    /// `timeout` of N batches, a key without values for N batches gets one
-    /// last call `f(key, None, state)` (`state.is_timing_out()`) and is
-    /// removed. Elements must be `(key, value)` pairs.
-    pub fn map_with_state(&self, f: Func, partitions: usize, timeout: Option<u64>) -> DStream {
+    /// `map_with_state(spec)`: per-record mapping with a state per key,
+    /// kept by the host (Spark's `mapWithState(StateSpec)`). For each new
+    /// value of a key, in order, the spec's function `f(key, Some(value),
+    /// state)` may read, update or remove the key's state and returns a
+    /// mapped element or none; the stream is the mapped elements. Only keys
+    /// with new values are processed. With a timeout, a key idle for at
+    /// least the timeout (Spark's rule: last updated before the batch time
+    /// minus the timeout) gets one last call `f(key, None, state)`
+    /// (`state.is_timing_out()`) and is removed; the timeout is counted in
+    /// this stream's batches (whole slides of the timeout). Elements must be
+    /// `(key, value)` pairs. [`DStream::state_snapshots`] of the result is
+    /// the state itself.
+    pub fn map_with_state(&self, spec: StateSpec) -> DStream {
+        let slide = {
+            let g = lock(&self.graph);
+            g.check_open();
+            g.nodes[self.id].slide.max(1)
+        };
+        let timeout = spec.timeout.map(|t| t.as_millis() as u64 / slide as u64);
+        let partitions = spec.partitions.max(1);
         self.derive(
             "map_with_state",
             WithState {
-                func: f,
-                state: MapWithState::new(partitions.max(1), timeout),
+                func: spec.func,
+                initial: spec.initial.map(|seed| Rdd {
+                    partitions: vec![seed],
+                }),
+                state: MapWithState::new(partitions, timeout),
+                snapshots: None,
             },
         )
+    }
+
+    /// `state_snapshots()` of a [`DStream::map_with_state`] stream: after
+    /// each of its batches, every key with its state, in the state's
+    /// partitions (Spark's `stateSnapshots`). On any other stream, `run`
+    /// fails naming it.
+    pub fn state_snapshots(&self) -> DStream {
+        let slot = {
+            let mut g = lock(&self.graph);
+            g.check_open();
+            g.nodes[self.id].op.snapshot_slot()
+        };
+        let (slot, partitions) = slot.unwrap_or_default();
+        let stream = self.derive("state_snapshots", StateSnapshots { slot, partitions });
+        if partitions == 0 {
+            let mut g = lock(&self.graph);
+            let error = format!(
+                "state_snapshots applies to a map_with_state stream; `{}` is not one",
+                g.nodes[self.id].name
+            );
+            g.errors.push((stream.id, error));
+        }
+        stream
+    }
+}
+
+/// What [`DStream::map_with_state`] does (Spark's `StateSpec`): the
+/// function, the state's partitions (default 2), the timeout and the
+/// initial state.
+///
+/// ```
+/// # use sluice_core::{Func, StateSpec};
+/// # let f = Func::map_state("count", |k: String, v: Option<i64>, s: &mut sluice_sdk::State<i64>| {
+/// #     let n = s.get().copied().unwrap_or(0) + v.unwrap_or(0);
+/// #     s.update(n);
+/// #     Some((k, n))
+/// # });
+/// let spec = StateSpec::function(f)
+///     .num_partitions(4)
+///     .timeout(std::time::Duration::from_secs(30))
+///     .initial_state(&[("a", 10i64)]);
+/// ```
+#[derive(Clone)]
+pub struct StateSpec {
+    func: Func,
+    partitions: usize,
+    timeout: Option<Duration>,
+    initial: Option<Batch>,
+}
+
+impl StateSpec {
+    /// A spec of the `map-state` function `f`.
+    pub fn function(f: Func) -> StateSpec {
+        StateSpec {
+            func: f,
+            partitions: 2,
+            timeout: None,
+            initial: None,
+        }
+    }
+
+    /// The state's hash partitions.
+    pub fn num_partitions(mut self, n: usize) -> StateSpec {
+        self.partitions = n;
+        self
+    }
+
+    /// A key without values for at least `idle` times out.
+    pub fn timeout(mut self, idle: Duration) -> StateSpec {
+        self.timeout = Some(idle);
+        self
+    }
+
+    /// The state starts as these `(key, state)` pairs, as updated at the
+    /// first batch.
+    ///
+    /// # Panics
+    /// When a key or state cannot be encoded.
+    pub fn initial_state<K: serde::Serialize, S: serde::Serialize>(
+        mut self,
+        initial: &[(K, S)],
+    ) -> StateSpec {
+        let mut seed = Batch::default();
+        for (k, s) in initial {
+            seed.keys.push(k).expect("an initial key that encodes");
+            seed.values.push(s).expect("an initial state that encodes");
+        }
+        self.initial = Some(seed);
+        self
     }
 }

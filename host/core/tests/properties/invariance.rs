@@ -338,10 +338,22 @@ proptest! {
         )?;
         check_invariance(
             "map_with_state occurrences",
-            |s, p| s[0].flat_map(split()).map(pair()).map_with_state(occurrence(), p, None),
+            |s, p| s[0].flat_map(split()).map(pair()).map_with_state(StateSpec::function(occurrence()).num_partitions(p)),
             identity,
             inputs,
             Some(occurrence_model(&input)),
+        )?;
+        check_invariance(
+            "map_with_state occurrences timing out after 2 idle batches",
+            |s, p| {
+                let spec = StateSpec::function(occurrence())
+                    .num_partitions(p)
+                    .timeout(2 * SECOND);
+                s[0].flat_map(split()).map(pair()).map_with_state(spec)
+            },
+            identity,
+            inputs,
+            Some(timed_occurrence_model(&input, 2)),
         )?;
     }
 

@@ -17,7 +17,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use sluice_core::exec::EncodedShuffle;
-use sluice_core::{CollectedBatch, DStream, Error, Func, ManualClock, StreamingContext};
+use sluice_core::{CollectedBatch, DStream, Error, Func, ManualClock, StateSpec, StreamingContext};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

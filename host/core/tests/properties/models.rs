@@ -106,6 +106,31 @@ pub(super) fn occurrence_model(input: &Batches) -> Out {
     }))
 }
 
+/// [`occurrence_model`] with a timeout of `timeout` batches, Spark's rule:
+/// a key last updated in batch `t` times out in the first batch `i` with
+/// `t < i - timeout`, with one last `(key, occurrences)` and starts again
+/// from 0 if it comes back.
+pub(super) fn timed_occurrence_model(input: &Batches, timeout: usize) -> Out {
+    let mut seen: BTreeMap<String, (i64, usize)> = BTreeMap::new();
+    out_of(input.iter().enumerate().map(|(i, b)| {
+        let mut out = Vec::new();
+        let news = counts(b);
+        for (k, n) in &news {
+            let before = seen.get(k).map_or(0, |s| s.0);
+            out.extend((before + 1..=before + n).map(|c| json!([k, c])));
+            seen.insert(k.clone(), (before + n, i));
+        }
+        seen.retain(|k, (n, last)| {
+            let idle = *last + timeout < i && !news.contains_key(k);
+            if idle {
+                out.push(json!([k, n]));
+            }
+            !idle
+        });
+        (i as u64, out)
+    }))
+}
+
 /// Batch `i` of `input`, empty past its end.
 pub(super) fn batch(input: &Batches, i: usize) -> &[String] {
     input.get(i).map_or(&[], Vec::as_slice)

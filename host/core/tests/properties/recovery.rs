@@ -4,13 +4,15 @@ use super::invariance::*;
 use super::*;
 
 /// The streams of the recovery job whose outputs are compared.
-pub(super) const RECOVERY_STREAMS: [&str; 6] = [
+pub(super) const RECOVERY_STREAMS: [&str; 8] = [
     "running totals",
     "incremental window, slide 1",
     "window, slide 2",
     "map_with_state",
     "window + count_by_value, slide 2",
     "update_state_by_key removing keys",
+    "state snapshots of a map_with_state with a timeout and an initial state",
+    "that map_with_state",
 ];
 
 /// A run's outputs of the recovery job: per (stream, batch index).
@@ -36,13 +38,21 @@ pub(super) fn recovery_job(
     let words = ssc.queue_stream(input.clone(), p).flat_map(split());
     let pairs = words.map(pair());
     let totals = pairs.update_state_by_key(running_total(), p);
+    let timed = pairs.map_with_state(
+        StateSpec::function(occurrence())
+            .num_partitions(p)
+            .timeout(SECOND)
+            .initial_state(&[("a", 7i64), ("never", 1)]),
+    );
     let streams = [
         totals.clone(),
         pairs.reduce_by_key_and_window(add(), Some(subtract()), 3 * SECOND, SECOND, p, None),
         pairs.reduce_by_key_and_window(add(), None, 3 * SECOND, 2 * SECOND, p, None),
-        pairs.map_with_state(occurrence(), p, None),
+        pairs.map_with_state(StateSpec::function(occurrence()).num_partitions(p)),
         words.window(3 * SECOND, 2 * SECOND).count_by_value(p),
         pairs.update_state_by_key(streak_total(), p),
+        timed.state_snapshots(),
+        timed,
     ];
     let outs = streams.iter().map(DStream::collect).collect();
     totals.foreach_batch(move |b| match crash_at {

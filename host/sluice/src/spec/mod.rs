@@ -57,7 +57,8 @@
 //!                            #   | count_by_value_and_window (window = "30s", slide = "10s",
 //!                            #   inverse = "plugin.fn", filter = "plugin.fn", partitions)
 //!                            # | update_state_by_key (function, partitions, initial_state = "file.json")
-//!                            # | map_with_state (function, partitions, timeout = N batches)
+//!                            # | map_with_state (function, partitions, timeout = "30s" or N batches,
+//!                            #   initial_state = "file.json") | state_snapshots (from a map_with_state)
 //! function = "wordcount.split"
 //!
 //! [[outputs]]

@@ -160,8 +160,9 @@ pub(super) struct StreamSection {
     pub(super) filter: Option<Spanned<String>>,
     /// update_state_by_key: a JSON file of `[key, state]` pairs.
     pub(super) initial_state: Option<Spanned<String>>,
-    /// map_with_state: batches without values after which a key times out.
-    pub(super) timeout: Option<Spanned<u64>>,
+    /// map_with_state: how long a key may go without values before it
+    /// times out: a duration, or a number of the parent's batches.
+    pub(super) timeout: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

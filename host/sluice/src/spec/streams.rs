@@ -6,7 +6,7 @@ use super::plugins::plugin_function;
 use super::sections::{SpecFile, StreamSection};
 use crate::error::{Error, Result};
 use crate::func::Func;
-use crate::graph::DStream;
+use crate::graph::{DStream, StateSpec};
 use crate::plugin::Plugin;
 use crate::time::parse_duration;
 use sluice_sdk::Kind;
@@ -126,6 +126,17 @@ fn resolve_stream<'a>(
     let op = sec.op.get_ref().as_str();
     if let Some(message) = arity_error(op, parents.len()) {
         return cx.err(sec.from.span(), &field("from"), message);
+    }
+    let parent_op = defs.get(from[0]).map(|d| d.get_ref().op.get_ref().as_str());
+    if op == "state_snapshots" && parent_op != Some("map_with_state") {
+        return cx.err(
+            sec.from.span(),
+            &field("from"),
+            format!(
+                "state_snapshots reads a map_with_state stream; `{}` is not one",
+                from[0]
+            ),
+        );
     }
     let stream = Op {
         name,
@@ -276,6 +287,27 @@ impl Op<'_> {
         Ok((length, slide))
     }
 
+    /// map_with_state's `timeout`: a duration (`"30s"`) or a number of the
+    /// parent's batches.
+    fn state_timeout(&self, parent: &DStream) -> Result<Option<std::time::Duration>> {
+        let (cx, sec) = (self.cx, self.def.get_ref());
+        let Some(t) = &sec.timeout else {
+            return Ok(None);
+        };
+        let field = self.field("timeout");
+        match t.get_ref() {
+            toml::Value::Integer(n) if *n >= 0 => Ok(Some(parent.slide() * *n as u32)),
+            toml::Value::String(d) => parse_duration(d)
+                .map(Some)
+                .or_else(|m| cx.err(t.span(), &field, m)),
+            _ => cx.err(
+                t.span(),
+                &field,
+                "must be a duration (e.g. \"30s\") or a number of batches",
+            ),
+        }
+    }
+
     /// The `initial_state` file's `[key, state]` pairs (none if not given).
     fn initial_state(&self) -> Result<Vec<(serde_json::Value, serde_json::Value)>> {
         let (cx, sec) = (self.cx, self.def.get_ref());
@@ -359,11 +391,19 @@ impl Op<'_> {
                 let (length, slide) = self.windowing(&parent)?;
                 parent.count_by_value_and_window(length, slide, self.partitions(2)?)
             }
-            "map_with_state" => parent.map_with_state(
-                self.func(Kind::MapState)?,
-                self.partitions(2)?,
-                sec.timeout.as_ref().map(|t| *t.get_ref()),
-            ),
+            "map_with_state" => {
+                let mut spec = StateSpec::function(self.func(Kind::MapState)?)
+                    .num_partitions(self.partitions(2)?);
+                if let Some(t) = self.state_timeout(&parent)? {
+                    spec = spec.timeout(t);
+                }
+                let initial = self.initial_state()?;
+                if !initial.is_empty() {
+                    spec = spec.initial_state(&initial);
+                }
+                parent.map_with_state(spec)
+            }
+            "state_snapshots" => parent.state_snapshots(),
             "update_state_by_key" => {
                 let initial = self.initial_state()?;
                 if initial.is_empty() {
@@ -401,7 +441,7 @@ impl Op<'_> {
                     sec.op.span(),
                     &field("op"),
                     format!(
-                        "unknown operation `{other}` (use map, flat_map, filter, map_values, flat_map_values, map_partitions, transform, transform_with, reduce_by_key, combine_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, window, reduce_by_key_and_window, reduce_by_window, count_by_window, count_by_value_and_window, update_state_by_key or map_with_state)"
+                        "unknown operation `{other}` (use map, flat_map, filter, map_values, flat_map_values, map_partitions, transform, transform_with, reduce_by_key, combine_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, window, reduce_by_key_and_window, reduce_by_window, count_by_window, count_by_value_and_window, update_state_by_key, map_with_state or state_snapshots)"
                     ),
                 );
             }

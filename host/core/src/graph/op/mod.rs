@@ -22,7 +22,7 @@ pub(super) use join::Join;
 pub(super) use keyed::{CombineByKey, CountByValue, GroupByKey, ReduceByKey};
 pub(super) use narrow::{FlatMapValues, Glom, MapValues, NarrowOp, Rekey, Rekeyed, Union};
 pub(super) use source::Input;
-pub(super) use state::{UpdateState, WithState};
+pub(super) use state::{SnapshotSlot, StateSnapshots, UpdateState, WithState};
 pub(super) use window::{Window, Windowed, count_add, count_subtract};
 
 use crate::checkpoint::{StateReader, StateWriter};
@@ -98,6 +98,13 @@ pub(super) trait Operator: Send {
     /// An initial state not applied yet (`update_state_by_key` with one):
     /// a hot swap that rolls a batch back puts it back.
     fn seed(&mut self) -> Option<&mut Option<Rdd>> {
+        None
+    }
+
+    /// For `map_with_state`: where it leaves its state after each batch
+    /// (made on the first call), and its partitions, for a
+    /// `state_snapshots` stream.
+    fn snapshot_slot(&mut self) -> Option<(SnapshotSlot, usize)> {
         None
     }
 

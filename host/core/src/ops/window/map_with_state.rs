@@ -1,8 +1,13 @@
 //! `map_with_state`: per-record mapping with a state per key and an
 //! optional timeout; only keys with news are touched.
+//!
+//! The timeout is Spark's rule: a key last updated at batch `T` times out
+//! at the first batch `B` with `T < B - timeout`, that is after `timeout`
+//! batches in a row without a value for it (here counted in updates).
 
 use super::{
-    OperatorState, check_shards, internal, read_partition, restore_partitions, shuffled_into,
+    OperatorState, check_shards, internal, pairs_rdd, read_partition, restore_partitions,
+    seed_partitions, shuffled_into,
 };
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
@@ -48,15 +53,12 @@ impl TimedPartition {
         }
     }
 
-    /// The keys whose last value came `timeout` updates before `tick` or
-    /// earlier; their expiry entries are consumed.
+    /// The keys whose last value came more than `timeout` updates before
+    /// `tick` (Spark: last update time < batch time - timeout); their
+    /// expiry entries are consumed.
     fn expired(&mut self, tick: u64, timeout: u64) -> Vec<Box<[u8]>> {
         let mut out = Vec::new();
-        while self
-            .expiry
-            .front()
-            .is_some_and(|(t, _)| t + timeout <= tick)
-        {
+        while self.expiry.front().is_some_and(|(t, _)| t + timeout < tick) {
             if let Some((t, key)) = self.expiry.pop_front()
                 && self.state.get(&key).is_some_and(|(_, last)| *last == t)
             {
@@ -73,7 +75,8 @@ impl TimedPartition {
 #[derive(Debug)]
 pub(crate) struct MapWithState {
     partitions: Vec<TimedPartition>,
-    /// Updates without a value after which a key times out.
+    /// Updates in a row without a value that a key outlives: it times out
+    /// at the next.
     timeout: Option<u64>,
     /// Updates so far.
     tick: u64,
@@ -85,9 +88,31 @@ impl MapWithState {
             partitions: (0..partitions.max(1))
                 .map(|_| TimedPartition::default())
                 .collect(),
-            timeout: timeout.filter(|&t| t > 0),
+            timeout,
             tick: 0,
         }
+    }
+
+    /// Adds `initial` `(key, state)` elements to the state, as updated by
+    /// the coming update (Spark gives an initial state the first batch's
+    /// time).
+    pub(crate) fn seed(&mut self, initial: Rdd, ctx: &BatchContext<'_>) -> Result<()> {
+        let (tick, timed) = (self.tick + 1, self.timeout.is_some());
+        let parts = &mut self.partitions;
+        seed_partitions(initial, parts.len(), ctx, |q, k, v| {
+            parts[q].state.insert(k.into(), (v.into(), tick));
+            if timed {
+                parts[q].expiry.push_back((tick, k.into()));
+            }
+        })
+    }
+
+    /// Every key with its state, one RDD partition per state partition
+    /// (Spark's `stateSnapshots`).
+    pub(crate) fn snapshots(&self) -> Result<Rdd> {
+        pairs_rdd(
+            (self.partitions.iter()).map(|p| p.state.iter().map(|(k, (s, _))| (&k[..], &s[..]))),
+        )
     }
 
     /// Number of hash partitions.
@@ -168,13 +193,17 @@ fn map_partition(
         group_keys.push(k);
     }
     let (mapped, new_states) = func.apply_map_state(&mut input, groups, &mut states, site)?;
+    // A key timing out is removed whatever state its last call left.
+    let updated = by_key.len();
     for (g, k) in group_keys.into_iter().enumerate() {
         let s = new_states.get(g);
-        if s.is_empty() {
+        if s.is_empty() || g >= updated {
             part.swap_remove(k);
         } else {
-            part.insert(k.into(), (s.into(), tick));
-            if timeout.is_some() {
+            let before = part.insert(k.into(), (s.into(), tick));
+            // One expiry entry per key and update (an initial state has one
+            // for this update already).
+            if timeout.is_some() && before.is_none_or(|(_, last)| last != tick) {
                 expiry.push_back((tick, k.into()));
             }
         }

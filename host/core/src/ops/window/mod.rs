@@ -44,6 +44,50 @@ fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(e.to_string())
 }
 
+/// An RDD of `(key, value)` elements, one partition per iterator.
+fn pairs_rdd<'a, P, I>(partitions: P) -> Result<Rdd>
+where
+    P: Iterator<Item = I>,
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    let partitions = partitions
+        .map(|p| {
+            let (n, bytes) = p
+                .clone()
+                .fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
+            let mut b = Batch {
+                keys: Column::with_capacity(n, bytes / 2),
+                values: Column::with_capacity(n, bytes / 2),
+            };
+            for (k, v) in p {
+                b.keys.push_encoded(k).map_err(internal)?;
+                b.values.push_encoded(v).map_err(internal)?;
+            }
+            Ok(b)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Rdd { partitions })
+}
+
+/// Hashes `initial` `(key, state)` elements into `n` partitions and hands
+/// each to `put` with its partition: an initial state's seeding.
+fn seed_partitions(
+    initial: Rdd,
+    n: usize,
+    ctx: &BatchContext<'_>,
+    mut put: impl FnMut(usize, &[u8], &[u8]),
+) -> Result<()> {
+    let exchanged = bucket(1, initial, n, ctx, "initial state")?;
+    for q in 0..n {
+        for b in ctx.read(&exchanged, q)? {
+            for i in 0..b.len() {
+                put(q, b.keys.get(i), b.values.get(i));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The value per key of one hash partition, in order of first arrival.
 pub(crate) type PartitionState = IndexMap<Box<[u8]>, Box<[u8]>>;
 
@@ -99,23 +143,11 @@ impl KeyedState {
 
     /// Every `(key, value)`, one RDD partition per state partition.
     pub(crate) fn to_rdd(&self) -> Result<Rdd> {
-        let partitions = self
-            .partitions
-            .iter()
-            .map(|p| {
-                let bytes: usize = p.iter().map(|(k, v)| k.len() + v.len()).sum();
-                let mut b = Batch {
-                    keys: Column::with_capacity(p.len(), bytes / 2),
-                    values: Column::with_capacity(p.len(), bytes / 2),
-                };
-                for (k, v) in p {
-                    b.keys.push_encoded(k).map_err(internal)?;
-                    b.values.push_encoded(v).map_err(internal)?;
-                }
-                Ok(b)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Rdd { partitions })
+        pairs_rdd(
+            self.partitions
+                .iter()
+                .map(|p| p.iter().map(|(k, v)| (&k[..], &v[..]))),
+        )
     }
 
     /// Number of keys.

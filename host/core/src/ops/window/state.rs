@@ -1,12 +1,11 @@
 //! `update_state_by_key`: the state per key, updated by the new values of
 //! each batch.
 
-use super::{KeyedState, OperatorState, PartitionState, internal, shuffled_into};
+use super::{KeyedState, OperatorState, PartitionState, internal, seed_partitions, shuffled_into};
 use crate::checkpoint::{StateReader, StateWriter};
 use crate::error::Result;
 use crate::func::{CallSite, Func};
 use crate::ops::BatchContext;
-use crate::ops::join::bucket;
 use crate::rdd::Rdd;
 use indexmap::IndexMap;
 use sluice_sdk::{Batch, Column};
@@ -31,16 +30,10 @@ impl StateByKey {
 
     /// Adds `initial` `(key, state)` elements to the state.
     pub(crate) fn seed(&mut self, initial: Rdd, ctx: &BatchContext<'_>) -> Result<()> {
-        let n = self.state.partitions.len();
-        let exchanged = bucket(1, initial, n, ctx, "initial state")?;
-        for q in 0..n {
-            for b in ctx.read(&exchanged, q)? {
-                for i in 0..b.len() {
-                    self.state.partitions[q].insert(b.keys.get(i).into(), b.values.get(i).into());
-                }
-            }
-        }
-        Ok(())
+        let parts = &mut self.state.partitions;
+        seed_partitions(initial, parts.len(), ctx, |q, k, v| {
+            parts[q].insert(k.into(), v.into());
+        })
     }
 
     /// One batch: `update` runs for every key with state or new values (in
