@@ -73,6 +73,94 @@ fn transform_with_sees_both_streams() {
     assert_matches_golden(&run_case("transformWith"), &expected, "transform_with");
 }
 
+/// Spark's `StreamingContext.transform` over three streams: the function
+/// sees one element per stream, the array of its batch (`text.in_every`:
+/// the words in every stream's batch), through the library and through a
+/// spec whose `transform` takes a list of streams. The result has as many
+/// partitions as the first stream.
+#[test]
+fn transform_of_several_streams_sees_each_streams_batch() {
+    let streams: BTreeMap<&str, Vec<Vec<&str>>> = BTreeMap::from([
+        (
+            "x",
+            vec![vec!["a b c", "d"], vec!["a"], vec![], vec!["q r"]],
+        ),
+        ("y", vec![vec!["c d"], vec!["a a"], vec!["z"], vec!["r q"]]),
+        ("z", vec![vec!["d c x"], vec!["b"], vec!["z"], vec!["q"]]),
+    ]);
+    let expected: Vec<Value> = (0..4)
+        .map(|i| {
+            let words = |s: &str| -> BTreeSet<&str> {
+                streams[s][i].iter().flat_map(|l| l.split(' ')).collect()
+            };
+            let common: Vec<&str> = (words("x").intersection(&words("y")))
+                .filter(|w| words("z").contains(*w))
+                .copied()
+                .collect();
+            json!({"batch": i, "records": common, "partitions": 2})
+        })
+        .collect();
+    assert_eq!(
+        expected[0]["records"],
+        json!(["c", "d"]),
+        "the expectation itself"
+    );
+
+    // The library.
+    let ssc = sluice_tests::test_context();
+    let (text, wc) = (
+        ssc.load_plugin("text", plugin("text")).expect("plugin"),
+        ssc.load_plugin("wordcount", plugin("wordcount"))
+            .expect("plugin"),
+    );
+    let inputs: Vec<sluice::DStream> = streams
+        .values()
+        .map(|batches| {
+            let batches = batches
+                .iter()
+                .map(|b| b.iter().map(|l| l.to_string()).collect())
+                .collect();
+            ssc.queue_stream(batches, 2)
+                .flat_map(wc.func("split").expect("split"))
+        })
+        .collect();
+    let out = ssc
+        .transform(&inputs, text.func("in_every").expect("in_every"))
+        .collect();
+    ssc.run(None).expect("run");
+    let got: Vec<Value> = (out.lock().expect("collected").iter())
+        .map(|b| json!({"batch": b.index, "records": b.records, "partitions": b.partitions}))
+        .collect();
+    assert_eq!(got, expected);
+
+    // The spec.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("in.json"),
+        json!({"partitions": 2, "streams": streams}).to_string(),
+    )
+    .expect("write");
+    let mut spec = format!(
+        "[job]\nbatch_interval = \"1s\"\n[plugins.text]\npath = \"{}\"\n[plugins.wordcount]\npath = \"{}\"\n",
+        plugin("text").display(),
+        plugin("wordcount").display()
+    );
+    for s in streams.keys() {
+        spec.push_str(&format!(
+            "[sources.{s}]\ntype = \"queue\"\npath = \"in.json\"\nstream = \"{s}\"\n[streams.{s}_words]\nfrom = \"{s}\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n"
+        ));
+    }
+    spec.push_str("[streams.common]\nfrom = [\"x_words\", \"y_words\", \"z_words\"]\nop = \"transform\"\nfunction = \"text.in_every\"\n[[outputs]]\nstream = \"common\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n");
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, spec).expect("write");
+    sluice_tests::run_job(&job);
+    assert_matches_golden(
+        &read_jsonl(&dir.path().join("out.jsonl")),
+        &expected,
+        "transform of three streams",
+    );
+}
+
 /// flat_map_values hands the plugin only the values and keeps each output's
 /// key: `(word, "L:" + line)` pairs flat-mapped by `text.words` give
 /// `(word, token)` for every token of `"L:" + line`, partitions kept.

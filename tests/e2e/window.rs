@@ -370,6 +370,67 @@ path = "state.jsonl"
     );
 }
 
+/// group_by_key_and_window(3 s, 2 s): per word of the last three batches,
+/// every other batch, its values; through the library and the spec
+/// (Spark's `groupByKeyAndWindow`).
+#[test]
+fn group_by_key_and_window_groups_the_values_of_each_window() {
+    let text = std::fs::read_to_string(sluice_tests::reference().join("inputs/window_3_1.json"))
+        .expect("input");
+    let input: Value = serde_json::from_str(&text).expect("json");
+    let batches: Vec<Vec<String>> =
+        serde_json::from_value(input["streams"]["lines"].clone()).expect("lines");
+    // Batch i's output (slide 2 s: batches 1, 3, 5, ...): each word of
+    // batches i-2..=i with one 1 per occurrence.
+    let expected: Vec<Value> = (1..batches.len())
+        .step_by(2)
+        .map(|i| {
+            let mut groups: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+            for line in batches[i.saturating_sub(2)..=i].iter().flatten() {
+                for w in line.split(' ') {
+                    groups.entry(w).or_default().push(1);
+                }
+            }
+            let records: Vec<Value> = groups.iter().map(|(w, ones)| json!([w, ones])).collect();
+            json!({"batch": i, "records": records, "partitions": 3})
+        })
+        .collect();
+
+    let ssc = test_context();
+    let wc = ssc
+        .load_plugin("wordcount", sluice_tests::plugin("wordcount"))
+        .expect("plugin");
+    let out = ssc
+        .queue_stream(batches.clone(), 2)
+        .flat_map(wc.func("split").expect("split"))
+        .map(wc.func("pair").expect("pair"))
+        .group_by_key_and_window(Duration::from_secs(3), Duration::from_secs(2), 3)
+        .collect();
+    ssc.run(None).expect("run");
+    let got: Vec<Value> = (out.lock().expect("collected").iter())
+        .map(|b| json!({"batch": b.index, "records": b.records, "partitions": b.partitions}))
+        .collect();
+    sluice_tests::assert_matches_golden(&got, &expected, "group_by_key_and_window (library)");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nbatch_interval = \"1s\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"queue\"\npath = \"{}\"\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"wordcount.pair\"\n[streams.groups]\nfrom = \"pairs\"\nop = \"group_by_key_and_window\"\nwindow = \"3s\"\nslide = \"2s\"\npartitions = 3\n[[outputs]]\nstream = \"groups\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+            sluice_tests::plugin("wordcount").display(),
+            sluice_tests::reference().join("inputs/window_3_1.json").display()
+        ),
+    )
+    .expect("write");
+    sluice_tests::run_job(&job);
+    sluice_tests::assert_matches_golden(
+        &read_jsonl(&dir.path().join("out.jsonl")),
+        &expected,
+        "group_by_key_and_window (spec)",
+    );
+}
+
 /// Each collected batch's records, sorted.
 fn sorted_batches(out: &Arc<std::sync::Mutex<Vec<sluice::CollectedBatch>>>) -> Vec<Vec<Value>> {
     (out.lock().expect("collected").iter())

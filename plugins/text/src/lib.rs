@@ -62,6 +62,21 @@ fn top3(mut counts: Vec<(String, i64)>) -> Vec<(String, i64)> {
     counts
 }
 
+/// The elements found in the batch of every stream, sorted, each once: a
+/// transform of several streams (Spark's `StreamingContext.transform`)
+/// sees one element per stream, the array of its batch.
+#[sluice::transform]
+fn in_every(batches: Vec<Vec<String>>) -> Vec<String> {
+    let mut streams = batches.into_iter();
+    let mut common: Vec<String> = streams.next().unwrap_or_default();
+    for batch in streams {
+        common.retain(|e| batch.contains(e));
+    }
+    common.sort();
+    common.dedup();
+    common
+}
+
 /// The number of values in each partition: one value per partition, empty ones included.
 #[sluice::map_partitions]
 fn partition_size(values: Vec<&str>) -> [i64; 1] {
@@ -179,6 +194,7 @@ sluice::export!(
     tag_left,
     tag_right,
     top3,
+    in_every,
     partition_size,
     start_average,
     add_to_average,

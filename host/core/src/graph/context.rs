@@ -1,8 +1,9 @@
 //! The context's settings, listeners and validation.
 
 use super::listener::{Completed, Listener, StopHandle, StreamingListener};
-use super::{Graph, StreamingContext, describe_graph, lock, physical_plan};
+use super::{DStream, Graph, StreamingContext, describe_graph, lock, physical_plan};
 use crate::error::{Error, Result};
+use crate::func::Func;
 use crate::plan::Plan;
 use crate::share::CpuShare;
 use crate::time::{Clock, SystemClock};
@@ -12,6 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 impl StreamingContext {
+    /// `transform(streams, f)` (Spark's `StreamingContext.transform`): see
+    /// [`DStream::transform_all`].
+    ///
+    /// # Panics
+    /// When `streams` is empty or a stream comes from another context.
+    pub fn transform(&self, streams: &[DStream], f: Func) -> DStream {
+        assert!(
+            streams.iter().all(|s| Arc::ptr_eq(&self.graph, &s.graph)),
+            "transform of streams from another StreamingContext"
+        );
+        DStream::transform_all(streams, f)
+    }
+
     /// A context with `batch_interval`, the system clock and one worker per core.
     pub fn new(batch_interval: Duration) -> Self {
         StreamingContext {

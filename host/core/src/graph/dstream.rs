@@ -1,6 +1,8 @@
 //! DStream: naming, narrow transformations, aggregates and outputs.
 
-use super::op::{Count, Glom, NarrowOp, Operator, Reduce, Repartition, Transform, Union};
+use super::op::{
+    Count, Glom, NarrowOp, Operator, Reduce, Repartition, Transform, TransformAll, Union,
+};
 use super::{DStream, Node, fits_slide, lock};
 use crate::error::Result;
 use crate::func::Func;
@@ -161,9 +163,29 @@ impl DStream {
     }
 
     /// `transform(f)`: `f` sees each whole batch (all partitions, in order) in
-    /// one call and returns the new batch (one partition), e.g. a top 3.
+    /// one call and returns the new batch, e.g. a top 3, in as many
+    /// partitions as this stream's batch had (as Spark's `transform` keeps
+    /// the partitioning of an RDD mapped inside it).
     pub fn transform(&self, f: Func) -> DStream {
         self.derive("transform", Transform(f))
+    }
+
+    /// `transform_all(streams, f)` (Spark's `StreamingContext.transform`):
+    /// every batch, `f` (a `transform` function) sees one element per
+    /// stream, in order, the array of that stream's whole batch, and returns
+    /// the new batch, in as many partitions as the first stream's. The
+    /// streams must have the same slide.
+    ///
+    /// # Panics
+    /// When `streams` is empty or its streams come from different contexts.
+    pub fn transform_all(streams: &[DStream], f: Func) -> DStream {
+        let first = streams.first().expect("transform of no streams");
+        assert!(
+            streams.iter().all(|s| Arc::ptr_eq(&first.graph, &s.graph)),
+            "transform of streams from different StreamingContexts"
+        );
+        let parents = streams.iter().map(|s| s.id).collect();
+        first.derive_from("transform", TransformAll(f, streams.len()), parents)
     }
 
     /// `glom()`: each partition as one element, the array of its elements.

@@ -86,6 +86,21 @@ impl DStream {
         }
     }
 
+    /// `group_by_key_and_window(length, slide, partitions)`: per key of the
+    /// last `length`, `(k, [values])` (values in arrival order), every
+    /// `slide`, in `partitions` partitions. Elements must be `(key, value)`
+    /// pairs.
+    pub fn group_by_key_and_window(
+        &self,
+        length: Duration,
+        slide: Duration,
+        partitions: usize,
+    ) -> DStream {
+        self.window(length, slide)
+            .group_by_key(partitions)
+            .renamed("group_by_key_and_window")
+    }
+
     /// `count_by_window(length, slide)`: the number of elements of the last
     /// `length`, every `slide` (incremental; `0` for an emptied window).
     pub fn count_by_window(&self, length: Duration, slide: Duration) -> DStream {

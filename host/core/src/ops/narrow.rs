@@ -139,6 +139,35 @@ pub(crate) fn transform_with(
     })
 }
 
+/// `StreamingContext::transform(streams, func)`: `func` sees a batch of one
+/// element per stream, the array of that stream's whole batch (every
+/// partition, in order), and returns the new batch, in as many partitions
+/// as the first stream's.
+pub(crate) fn transform_all(func: &Func, rdds: &[&Rdd], ctx: &BatchContext<'_>) -> Result<Rdd> {
+    let mut batches = Column::new();
+    for rdd in rdds {
+        batches
+            .push_encoded(&as_array(&concat(rdd)?))
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+    }
+    let site = CallSite {
+        batch: ctx.time,
+        partition: 0,
+        partitions: 1,
+    };
+    let out = func.apply_values(&mut batches, site)?;
+    let partitions = rdds.first().map_or(1, |r| r.partitions.len());
+    Ok(Rdd::from_column(&out, partitions))
+}
+
+/// The elements of `values` as one MessagePack array.
+fn as_array(values: &Column) -> Vec<u8> {
+    let mut value = Vec::with_capacity(values.bytes.len() + 5);
+    super::join::array_header(&mut value, values.len());
+    value.extend_from_slice(&values.bytes);
+    value
+}
+
 /// Every element of `rdd` in one column, keyed elements as pairs.
 fn concat(rdd: &Rdd) -> Result<Column> {
     let mut all = Column::new();
@@ -155,13 +184,9 @@ pub(crate) fn glom(rdd: Rdd) -> Rdd {
         .partitions
         .into_iter()
         .map(|b| {
-            let values = b.joined_values();
-            let mut value = Vec::with_capacity(values.bytes.len() + 5);
-            super::join::array_header(&mut value, values.len());
-            value.extend_from_slice(&values.bytes);
             let mut c = Column::new();
             // A partition's bytes already fit in a column.
-            let _ = c.push_encoded(&value);
+            let _ = c.push_encoded(&as_array(&b.joined_values()));
             Batch::from_values(c)
         })
         .collect();

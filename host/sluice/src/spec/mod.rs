@@ -53,8 +53,9 @@
 //!                            # | map_partitions | transform | reduce | count | count_by_value | glom | repartition
 //!                            # | union | join | left_outer_join | right_outer_join | full_outer_join | cogroup
 //!                            # | transform_with (from = [left, right])
+//!                            # | transform (from = [a, b, c]: one element per stream, its batch as an array)
 //!                            # | window | reduce_by_key_and_window | reduce_by_window | count_by_window
-//!                            #   | count_by_value_and_window (window = "30s", slide = "10s",
+//!                            #   | count_by_value_and_window | group_by_key_and_window (window = "30s", slide = "10s",
 //!                            #   inverse = "plugin.fn", filter = "plugin.fn", partitions)
 //!                            # | update_state_by_key (function, partitions, initial_state = "file.json")
 //!                            # | map_with_state (function, partitions, timeout = "30s" or N batches,

@@ -124,7 +124,8 @@ fn resolve_stream<'a>(
     }
     chain.pop();
     let op = sec.op.get_ref().as_str();
-    if let Some(message) = arity_error(op, parents.len()) {
+    let listed = sec.from.get_ref().is_array();
+    if let Some(message) = arity_error(op, parents.len(), listed) {
         return cx.err(sec.from.span(), &field("from"), message);
     }
     let parent_op = defs.get(from[0]).map(|d| d.get_ref().op.get_ref().as_str());
@@ -150,8 +151,9 @@ fn resolve_stream<'a>(
     Ok(stream)
 }
 
-/// Why `op` cannot take `parents` streams, if it cannot.
-fn arity_error(op: &str, parents: usize) -> Option<String> {
+/// Why `op` cannot take `parents` streams (`listed`: given as a list), if
+/// it cannot.
+fn arity_error(op: &str, parents: usize, listed: bool) -> Option<String> {
     let joins = [
         "join",
         "left_outer_join",
@@ -166,9 +168,12 @@ fn arity_error(op: &str, parents: usize) -> Option<String> {
         Some(format!(
             "`{op}` needs a list of exactly two streams: [left, right]"
         ))
+    } else if op == "transform" && listed {
+        // Spark's StreamingContext.transform: any number of streams.
+        None
     } else if op != "union" && !joins.contains(&op) && parents > 1 {
         Some(format!(
-            "`{op}` takes one stream; only union, the joins and transform_with take a list"
+            "`{op}` takes one stream; only union, the joins, transform_with and transform take a list"
         ))
     } else {
         None
@@ -387,6 +392,10 @@ impl Op<'_> {
                 let (length, slide) = self.windowing(&parent)?;
                 parent.count_by_window(length, slide)
             }
+            "group_by_key_and_window" => {
+                let (length, slide) = self.windowing(&parent)?;
+                parent.group_by_key_and_window(length, slide, self.partitions(2)?)
+            }
             "count_by_value_and_window" => {
                 let (length, slide) = self.windowing(&parent)?;
                 parent.count_by_value_and_window(length, slide, self.partitions(2)?)
@@ -418,6 +427,9 @@ impl Op<'_> {
             }
             "glom" => parent.glom(),
             "map_partitions" => parent.map_partitions(self.func(Kind::MapPartitions)?),
+            "transform" if sec.from.get_ref().is_array() => {
+                DStream::transform_all(parents, self.func(Kind::Transform)?)
+            }
             "transform" => parent.transform(self.func(Kind::Transform)?),
             "repartition" => match &sec.partitions {
                 Some(_) => parent.repartition(self.partitions(1)?),
@@ -441,7 +453,7 @@ impl Op<'_> {
                     sec.op.span(),
                     &field("op"),
                     format!(
-                        "unknown operation `{other}` (use map, flat_map, filter, map_values, flat_map_values, map_partitions, transform, transform_with, reduce_by_key, combine_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, window, reduce_by_key_and_window, reduce_by_window, count_by_window, count_by_value_and_window, update_state_by_key, map_with_state or state_snapshots)"
+                        "unknown operation `{other}` (use map, flat_map, filter, map_values, flat_map_values, map_partitions, transform, transform_with, reduce_by_key, combine_by_key, group_by_key, reduce, count, count_by_value, glom, repartition, union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, window, reduce_by_key_and_window, reduce_by_window, count_by_window, count_by_value_and_window, group_by_key_and_window, update_state_by_key, map_with_state or state_snapshots)"
                     ),
                 );
             }

@@ -100,6 +100,32 @@ impl Operator for TransformWith {
     }
 }
 
+/// `StreamingContext::transform(streams, f)`: `f` sees every input's whole
+/// batch, one array each.
+pub(in crate::graph) struct TransformAll(pub(in crate::graph) Func, pub(in crate::graph) usize);
+
+impl Operator for TransformAll {
+    fn describe(&self) -> String {
+        format!("transform of {} streams {}", self.1, label(&self.0))
+    }
+
+    fn functions(&self) -> Vec<(&Func, &'static [Kind])> {
+        vec![(&self.0, &[Kind::Transform])]
+    }
+
+    fn shape(&self, _: Option<i64>, _: &[usize]) -> Shape {
+        gather(None)
+    }
+
+    fn compute(&mut self, step: &mut Step<'_, '_>) -> Result<Option<Rdd>> {
+        let inputs = (0..self.1)
+            .map(|i| step.shared_input(i))
+            .collect::<Result<Vec<_>>>()?;
+        let rdds: Vec<&Rdd> = inputs.iter().map(|r| &**r).collect();
+        narrow::transform_all(&self.0, &rdds, step.ctx).map(Some)
+    }
+}
+
 /// `repartition(n)`: the elements spread round robin into `n` partitions.
 pub(in crate::graph) struct Repartition(pub(in crate::graph) usize);
 

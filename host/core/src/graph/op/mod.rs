@@ -17,7 +17,7 @@ mod source;
 mod state;
 mod window;
 
-pub(super) use aggregate::{Count, Reduce, Repartition, Transform, TransformWith};
+pub(super) use aggregate::{Count, Reduce, Repartition, Transform, TransformAll, TransformWith};
 pub(super) use join::Join;
 pub(super) use keyed::{CombineByKey, CountByValue, GroupByKey, ReduceByKey};
 pub(super) use narrow::{FlatMapValues, Glom, MapValues, NarrowOp, Rekey, Rekeyed, Union};
