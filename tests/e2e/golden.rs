@@ -442,3 +442,67 @@ fn incremental_window_follows_sparks_scala_api() {
 fn update_state_by_key_matches_spark() {
     run_case_through_cli("updateStateByKey");
 }
+
+/// Spark's `queueStream(queue, oneAtATime, default)`: one item per batch,
+/// or every item in the first batch (their partitions side by side); once
+/// the queue is empty the default batch, else empty batches. Through the
+/// spec (`one_at_a_time`, `default`); a second queue keeps the run going.
+#[test]
+fn queue_sources_take_their_batches_as_sparks_queue_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("three.json"),
+        r#"[["a b"], ["c"], ["d e f"]]"#,
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("five.json"), r#"[[], [], [], [], []]"#).expect("write");
+    let job = dir.path().join("job.toml");
+    let mut spec = "[job]\nbatch_interval = \"1s\"\n[sources.ticks]\ntype = \"queue\"\npath = \"five.json\"\npartitions = 1\n[[outputs]]\nstream = \"ticks\"\ntype = \"jsonl\"\npath = \"ticks.jsonl\"\n".to_string();
+    for (name, fields) in [
+        ("one_default", "default = [\"z\"]\n"),
+        ("all", "one_at_a_time = false\n"),
+        (
+            "all_default",
+            "one_at_a_time = false\ndefault = [\"z\", \"y\"]\n",
+        ),
+        ("one", ""),
+    ] {
+        spec.push_str(&format!(
+            "[sources.{name}]\ntype = \"queue\"\npath = \"three.json\"\npartitions = 2\n{fields}[[outputs]]\nstream = \"{name}\"\ntype = \"jsonl\"\npath = \"{name}.jsonl\"\n"
+        ));
+    }
+    std::fs::write(&job, spec).expect("write");
+    sluice_tests::run_job(&job);
+    let got = |name: &str| -> Vec<(Vec<String>, usize)> {
+        read_jsonl(&dir.path().join(format!("{name}.jsonl")))
+            .iter()
+            .map(|b| {
+                let records = serde_json::from_value(b["records"].clone()).expect("lines");
+                (
+                    records,
+                    b["partitions"].as_u64().expect("partitions") as usize,
+                )
+            })
+            .collect()
+    };
+    let batch = |lines: &[&str], partitions: usize| {
+        (lines.iter().map(|l| l.to_string()).collect(), partitions)
+    };
+    let items = [batch(&["a b"], 2), batch(&["c"], 2), batch(&["d e f"], 2)];
+    // jsonl outputs write each batch's records sorted.
+    let (none, z, zy) = (batch(&[], 2), batch(&["z"], 2), batch(&["y", "z"], 2));
+    let all = batch(&["a b", "c", "d e f"], 6);
+    assert_eq!(
+        got("one"),
+        [&items[..], &[none.clone(), none.clone()]].concat()
+    );
+    assert_eq!(got("one_default"), [&items[..], &[z.clone(), z]].concat());
+    assert_eq!(
+        got("all"),
+        [all.clone(), none.clone(), none.clone(), none.clone(), none]
+    );
+    assert_eq!(
+        got("all_default"),
+        [all, zy.clone(), zy.clone(), zy.clone(), zy]
+    );
+}

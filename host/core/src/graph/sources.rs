@@ -57,10 +57,24 @@ impl StreamingContext {
     /// A stream whose batch `i` is `batches[i]` (then empty), each sliced into
     /// `partitions` (Spark's `queueStream` with `oneAtATime`).
     pub fn queue_stream(&self, batches: Vec<Vec<String>>, partitions: usize) -> DStream {
-        self.add_source(
-            "queue".to_string(),
-            Box::new(QueueSource::new(batches, partitions.max(1))),
-        )
+        self.queue_stream_with(batches, partitions, true, None)
+    }
+
+    /// Spark's `queueStream(queue, oneAtATime, default)`: with
+    /// `one_at_a_time` batch `i` is `batches[i]`, else the first batch is
+    /// every one of them (their partitions side by side, as Spark's union of
+    /// the queued RDDs); once they are taken, every batch is `default`, or
+    /// empty without one. A run without a batch limit ends when the queue is
+    /// taken, the default being for streams that other sources keep going.
+    pub fn queue_stream_with(
+        &self,
+        batches: Vec<Vec<String>>,
+        partitions: usize,
+        one_at_a_time: bool,
+        default: Option<Vec<String>>,
+    ) -> DStream {
+        let source = QueueSource::new(batches, partitions.max(1), one_at_a_time, default);
+        self.add_source("queue".to_string(), Box::new(source))
     }
 
     /// Lines of the files that appear in `dir` (Spark's `textFileStream`): each

@@ -10,51 +10,89 @@ use sluice_sdk::Column;
 use std::collections::VecDeque;
 use std::path::Path;
 
-/// A queue of batches of lines; batch `i` is the `i`-th item; afterwards empty batches.
+/// A queue of batches of lines, taken as Spark's `queueStream(queue,
+/// oneAtATime, default)` takes them: one item per batch (`one_at_a_time`)
+/// or every item in the first batch; once the queue is empty, the default
+/// batch, if any, every batch, else empty batches.
 pub(crate) struct QueueSource {
     items: VecDeque<Column>,
     total: u64,
     partitions: usize,
+    one_at_a_time: bool,
+    default: Option<Column>,
+}
+
+/// One batch's lines as a column.
+fn column_of(lines: &[String]) -> Column {
+    let mut c = Column::with_capacity(lines.len(), lines.iter().map(|l| l.len() + 5).sum());
+    for l in lines {
+        let _ = c.push_str(l);
+    }
+    c
 }
 
 impl QueueSource {
-    pub(crate) fn new(batches: Vec<Vec<String>>, partitions: usize) -> Self {
-        let total = batches.len() as u64;
-        let items = batches
-            .into_iter()
-            .map(|lines| {
-                let mut c =
-                    Column::with_capacity(lines.len(), lines.iter().map(|l| l.len() + 5).sum());
-                for l in &lines {
-                    let _ = c.push_str(l);
-                }
-                c
-            })
-            .collect();
+    pub(crate) fn new(
+        batches: Vec<Vec<String>>,
+        partitions: usize,
+        one_at_a_time: bool,
+        default: Option<Vec<String>>,
+    ) -> Self {
         QueueSource {
-            items,
-            total,
+            total: batches.len() as u64,
+            items: batches.iter().map(|b| column_of(b)).collect(),
             partitions,
+            one_at_a_time,
+            default: default.as_deref().map(column_of),
         }
     }
 }
 
 impl Source for QueueSource {
     fn describe(&self) -> String {
-        format!("queue of {} batches", self.total)
+        format!(
+            "queue of {} batches{}{}",
+            self.total,
+            if self.one_at_a_time {
+                ""
+            } else {
+                ", all at once"
+            },
+            if self.default.is_some() {
+                ", with a default"
+            } else {
+                ""
+            }
+        )
     }
     fn partitions(&self) -> usize {
         self.partitions
     }
     fn next_batch(&mut self, _time: BatchTime) -> Result<Rdd> {
-        Ok(match self.items.pop_front() {
-            Some(c) => Rdd::from_column(&c, self.partitions),
+        let taken = if self.one_at_a_time {
+            self.items.pop_front()
+        } else if self.items.is_empty() {
+            None
+        } else {
+            // Spark unions the queued RDDs, each keeping its partitions.
+            let mut partitions = Vec::new();
+            for c in self.items.drain(..) {
+                partitions.extend(Rdd::from_column(&c, self.partitions).partitions);
+            }
+            return Ok(Rdd { partitions });
+        };
+        Ok(match taken.as_ref().or(self.default.as_ref()) {
+            Some(c) => Rdd::from_column(c, self.partitions),
             None => Rdd::empty(self.partitions),
         })
     }
 
     fn finite_batches(&self) -> Option<u64> {
-        Some(self.total)
+        Some(if self.one_at_a_time {
+            self.total
+        } else {
+            self.total.min(1)
+        })
     }
 
     fn position(&self) -> Option<Vec<u8>> {

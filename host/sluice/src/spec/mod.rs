@@ -26,7 +26,8 @@
 //!
 //! [sources.lines]
 //! type = "socket"            # socket (host, port, demo_lines = file served by --feed)
-//!                            # | queue (path, stream) | text_files (path = dir, include_existing,
+//!                            # | queue (path, stream, one_at_a_time = true, default = ["line", ...])
+//!                            # | text_files (path = dir, include_existing,
 //!                            #   ledger = file remembering the names read; default `.sluice-JOB-SOURCE.read` in dir,
 //!                            #   max_files = per batch; path may be s3://bucket/prefix/)
 //!                            # | generator (rate, words_per_line, vocabulary, seed)

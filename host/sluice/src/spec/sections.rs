@@ -88,6 +88,10 @@ pub(super) struct SourceSection {
     pub(super) vocabulary: Option<Spanned<Vec<String>>>,
     pub(super) seed: Option<Spanned<u64>>,
     pub(super) include_existing: Option<Spanned<bool>>,
+    /// queue sources: one batch of the file per batch (default), or all of
+    /// them in the first; the lines of every batch after them.
+    pub(super) one_at_a_time: Option<Spanned<bool>>,
+    pub(super) default: Option<Spanned<Vec<String>>>,
     /// text_files sources: where the names read are remembered across
     /// restarts (default: hidden in the directory, none for object
     /// storage; "" for memory only).

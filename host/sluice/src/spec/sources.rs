@@ -66,7 +66,12 @@ pub(super) fn add_sources(
                 )
                 .or_else(|e| cx.err(p.span(), &field("path"), e.to_string()))?;
                 let parts = partitions.or(q.partitions).unwrap_or(2);
-                ssc.queue_stream(q.batches, parts)
+                ssc.queue_stream_with(
+                    q.batches,
+                    parts,
+                    sec.one_at_a_time.as_ref().is_none_or(|o| *o.get_ref()),
+                    sec.default.as_ref().map(|d| d.get_ref().clone()),
+                )
             }
             "text_files" => text_files_source(
                 cx,
