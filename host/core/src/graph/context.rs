@@ -1,7 +1,9 @@
 //! The context's settings, listeners and validation.
 
 use super::listener::{Completed, Listener, StopHandle, StreamingListener};
-use super::{DStream, Graph, StreamingContext, describe_graph, lock, physical_plan};
+use super::{
+    ADDED_AFTER_START, DStream, Graph, StreamingContext, describe_graph, lock, physical_plan,
+};
 use crate::error::{Error, Result};
 use crate::func::Func;
 use crate::plan::Plan;
@@ -268,7 +270,11 @@ impl StreamingContext {
             ));
         }
         let mut g = lock(&self.graph);
-        g.check_open();
+        if g.started {
+            return Err(Error::Plan(format!(
+                "{ADDED_AFTER_START} (a replay of a started context)"
+            )));
+        }
         let names: Vec<String> = (0..g.sources.len())
             .map(|i| {
                 (g.nodes.iter())
@@ -307,8 +313,10 @@ impl StreamingContext {
     /// [`DStream::slice`] can return them (Spark's `remember`). Without it no
     /// batch is kept.
     pub fn remember(&self, duration: Duration) {
-        let g = lock(&self.graph);
-        g.check_open();
+        let mut g = lock(&self.graph);
+        if !g.check_open("remember") {
+            return;
+        }
         g.history.lock().unwrap_or_else(|e| e.into_inner()).remember = duration.as_millis() as i64;
     }
 }

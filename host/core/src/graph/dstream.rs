@@ -39,9 +39,9 @@ impl DStream {
         slide: Option<i64>,
     ) -> DStream {
         let mut g = lock(&self.graph);
-        g.check_open();
         let id = g.nodes.len();
         let name = format!("{name}#{id}");
+        g.check_open(&format!("stream `{name}`"));
         let parent_slide = g.nodes[parents[0]].slide;
         if parents.iter().any(|&p| g.nodes[p].slide != parent_slide) {
             let slides: Vec<String> = parents
@@ -71,22 +71,13 @@ impl DStream {
     /// How often this stream produces a batch: the batch interval for input
     /// streams, the slide for windows, else its parent's.
     pub fn slide(&self) -> Duration {
-        let g = lock(&self.graph);
-        let slide = match &g.started {
-            Some(names) => names[self.id].1,
-            None => g.nodes[self.id].slide,
-        };
-        Duration::from_millis(slide as u64)
+        Duration::from_millis(lock(&self.graph).nodes[self.id].slide as u64)
     }
 
     /// Checks a window's durations against this (the parent) stream's slide;
     /// an error names both, as Spark's does.
     pub(super) fn window_durations(&self, length: Duration, slide: Duration) -> Option<String> {
-        let parent = {
-            let g = lock(&self.graph);
-            g.check_open();
-            g.nodes[self.id].slide
-        };
+        let parent = lock(&self.graph).nodes[self.id].slide;
         if !fits_slide(length, parent) {
             Some(format!(
                 "the window duration ({} ms) must be a multiple of the slide duration of the parent stream ({parent} ms)",
@@ -121,19 +112,16 @@ impl DStream {
     /// Names this stream (used in error messages; the job spec names every stream).
     pub fn named(self, name: &str) -> DStream {
         let mut g = lock(&self.graph);
-        g.check_open();
-        g.nodes[self.id].name = name.to_string();
+        if g.check_open(&format!("naming `{name}`")) {
+            g.nodes[self.id].name = name.to_string();
+        }
         drop(g);
         self
     }
 
     /// The stream's name.
     pub fn name(&self) -> String {
-        let g = lock(&self.graph);
-        match &g.started {
-            Some(names) => names[self.id].0.clone(),
-            None => g.nodes[self.id].name.clone(),
-        }
+        lock(&self.graph).nodes[self.id].name.clone()
     }
 
     /// `map(f)`: one output per element.
@@ -235,8 +223,10 @@ impl DStream {
 
     pub(super) fn add_output(&self, out: Box<dyn Output>) {
         let mut g = lock(&self.graph);
-        g.check_open();
-        g.outputs.push((self.id, out));
+        let what = format!("an output of `{}`", g.nodes[self.id].name);
+        if g.check_open(&what) {
+            g.outputs.push((self.id, out));
+        }
     }
 
     /// `pprint(num)`: prints the first `num` elements of every batch to stdout.
@@ -326,10 +316,7 @@ impl DStream {
     /// Only batches kept by [`StreamingContext::remember`] are returned.
     pub fn slice(&self, from: BatchTime, to: BatchTime) -> Vec<CollectedBatch> {
         let g = lock(&self.graph);
-        let slide = match &g.started {
-            Some(names) => names[self.id].1,
-            None => g.nodes[self.id].slide,
-        };
+        let slide = g.nodes[self.id].slide;
         let history = g.history.lock().unwrap_or_else(|e| e.into_inner());
         let Some(zero) = history.zero else {
             return Vec::new();

@@ -215,8 +215,13 @@ struct Graph {
     nodes: Vec<Node>,
     sources: Vec<Box<dyn Source>>,
     outputs: Vec<(usize, Box<dyn Output>)>,
-    /// Set by `run`, which takes the streams out; the names stay for `DStream::name`.
-    started: Option<Vec<(String, i64)>>,
+    /// Set by `run`, which takes the operators, sources and outputs out;
+    /// the streams' names, parents and slides stay (for `DStream::name`,
+    /// `slide` and `slice`), each with a stand-in operator.
+    started: bool,
+    /// What was added after the start, refused (never run): `run` returns
+    /// it as its error when it ends.
+    late: Vec<String>,
     /// The batch interval (ms): the slide of every input stream.
     interval: i64,
     /// Misuses found while building (stream id, message), reported by `run`.
@@ -244,9 +249,17 @@ struct History {
 const ADDED_AFTER_START: &str = "adding new inputs, transformations, and output operations after starting a context is not supported";
 
 impl Graph {
-    /// Panics when the context has started (Spark's `IllegalStateException`).
-    fn check_open(&self) {
-        assert!(self.started.is_none(), "{ADDED_AFTER_START}");
+    /// Whether the graph may still change; once the context has started,
+    /// records (and logs) that `what` was refused, which `run` returns as
+    /// its error (Spark's `IllegalStateException`, without a panic).
+    fn check_open(&mut self, what: &str) -> bool {
+        if !self.started {
+            return true;
+        }
+        let message = format!("{ADDED_AFTER_START} ({what})");
+        tracing::error!("{message}");
+        self.late.push(message);
+        false
     }
 }
 

@@ -6,14 +6,16 @@
 
 use super::batch::{BatchRun, StageMap};
 use super::listener::{BatchInfo, RunSummary, SourceLag};
+use super::op::{Operator, Step};
 use super::recovery::{DueCheckpoint, InFlight};
 use super::{
-    Graph, StreamingContext, default_checkpoint_interval, describe_graph, lock, physical_plan,
-    plugin_uses,
+    Graph, Node, StreamingContext, default_checkpoint_interval, describe_graph, lock,
+    physical_plan, plugin_uses,
 };
 use crate::checkpoint::{BatchLog, BatchRecord, Checkpoints};
 use crate::error::{Error, Result};
 use crate::exec::LocalExecutor;
+use crate::plan::Shape;
 use crate::rdd::Rdd;
 use crate::receiver::rate::PidRateEstimator;
 use crate::share::{JobCpu, ThreadGroup};
@@ -96,27 +98,47 @@ impl StreamingContext {
         for s in run.g.sources.iter_mut() {
             s.stop();
         }
-        result.map(|()| run.summary.clone())
+        result?;
+        // What was added while it ran never ran: the run says so.
+        match lock(&self.graph).late.first() {
+            Some(late) => Err(Error::Plan(late.clone())),
+            None => Ok(run.summary.clone()),
+        }
     }
 
-    /// Takes the streams out of the context: the run does not hold the
-    /// lock, and anything added from now on is refused instead of silently
-    /// never running.
+    /// Takes the operators, sources and outputs out of the context: the run
+    /// does not hold the lock, and anything added from now on is refused
+    /// instead of silently never running. The streams stay, each with a
+    /// stand-in operator, for their names and slides.
     fn take_graph(&self) -> Result<Graph> {
         let mut shared = lock(&self.graph);
         self.validate(&shared)?;
-        let names = shared
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.slide))
-            .collect();
         let plan = physical_plan(&shared, &self.name);
-        let mut taken = std::mem::take(&mut *shared);
-        taken.stage_map = Arc::new(StageMap::of(&plan));
-        taken.plan = Some(plan.clone());
-        shared.started = Some(names);
+        let nodes = (shared.nodes.iter_mut())
+            .map(|n| {
+                let stand_in = Box::new(Started(n.op.describe()));
+                Node {
+                    name: n.name.clone(),
+                    op: std::mem::replace(&mut n.op, stand_in),
+                    parents: n.parents.clone(),
+                    slide: n.slide,
+                }
+            })
+            .collect();
+        let taken = Graph {
+            nodes,
+            sources: std::mem::take(&mut shared.sources),
+            outputs: std::mem::take(&mut shared.outputs),
+            started: false,
+            late: Vec::new(),
+            interval: shared.interval,
+            errors: Vec::new(),
+            plan: Some(plan.clone()),
+            stage_map: Arc::new(StageMap::of(&plan)),
+            history: shared.history.clone(),
+        };
+        shared.started = true;
         shared.plan = Some(plan);
-        shared.history = taken.history.clone();
         Ok(taken)
     }
 
@@ -338,5 +360,25 @@ impl<'a> Loop<'a> {
             .reduce(f64::min);
         ssc.tell(|l| l.on_batch_completed(&info));
         Ok(())
+    }
+}
+
+/// The operator a started context keeps in place of each stream's (which
+/// the run took): it describes it, and never runs.
+struct Started(String);
+
+impl Operator for Started {
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+
+    fn shape(&self, _: Option<i64>, _: &[usize]) -> Shape {
+        Shape::Narrow
+    }
+
+    fn compute(&mut self, _: &mut Step<'_, '_>) -> Result<Option<Rdd>> {
+        Err(Error::Internal(
+            "a started context's stream ran".to_string(),
+        ))
     }
 }

@@ -16,7 +16,7 @@ impl StreamingContext {
 
     pub(super) fn add_source(&self, name: String, source: Box<dyn Source>) -> DStream {
         let mut g = lock(&self.graph);
-        g.check_open();
+        g.check_open(&format!("source `{name}`"));
         let index = g.sources.len();
         g.sources.push(source);
         let id = g.nodes.len();

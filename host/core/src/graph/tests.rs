@@ -19,15 +19,35 @@ fn a_context_without_outputs_or_run_twice_is_refused() {
     assert!(e.contains("already been started"), "{e}");
 }
 
+/// Adding to a started context is refused without a panic (Spark throws
+/// `IllegalStateException`): nothing added runs, and the run, which goes
+/// on, ends with the error naming what was added.
 #[test]
-#[should_panic(expected = "after starting a context is not supported")]
-fn adding_after_start_panics_like_spark() {
+fn adding_after_start_is_an_error_not_a_panic() {
     let ssc = ctx();
-    let lines = ssc.queue_stream(vec![vec!["a".into()]], 1);
-    lines.collect();
-    ssc.run(None).unwrap();
-    assert!(lines.name().starts_with("queue"), "names survive the start");
-    lines.count();
+    let lines = ssc.queue_stream(vec![vec!["a".into()], vec!["b".into()]], 1);
+    let seen = lines.collect();
+    let late = lines.clone();
+    lines.foreach_batch(move |b| {
+        if b.index == 0 {
+            let counts = late.count();
+            counts.collect();
+            assert!(late.name().starts_with("queue"), "names survive the start");
+            assert_eq!(late.slide(), Duration::from_secs(1));
+        }
+        Ok(())
+    });
+    let e = ssc.run(None).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "adding new inputs, transformations, and output operations after starting a context is not supported (stream `count#"
+        ),
+        "{e}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2, "the run went on");
+    // After the run as well: refused, no panic.
+    lines.map(Func::map("id", |l: String| l)).collect();
+    assert!(ssc.run(None).is_err());
 }
 
 #[test]

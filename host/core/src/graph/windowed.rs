@@ -187,11 +187,7 @@ impl DStream {
     /// `(key, value)` pairs. [`DStream::state_snapshots`] of the result is
     /// the state itself.
     pub fn map_with_state(&self, spec: StateSpec) -> DStream {
-        let slide = {
-            let g = lock(&self.graph);
-            g.check_open();
-            g.nodes[self.id].slide.max(1)
-        };
+        let slide = lock(&self.graph).nodes[self.id].slide.max(1);
         let timeout = spec.timeout.map(|t| t.as_millis() as u64 / slide as u64);
         let partitions = spec.partitions.max(1);
         self.derive(
@@ -212,11 +208,7 @@ impl DStream {
     /// partitions (Spark's `stateSnapshots`). On any other stream, `run`
     /// fails naming it.
     pub fn state_snapshots(&self) -> DStream {
-        let slot = {
-            let mut g = lock(&self.graph);
-            g.check_open();
-            g.nodes[self.id].op.snapshot_slot()
-        };
+        let slot = lock(&self.graph).nodes[self.id].op.snapshot_slot();
         let (slot, partitions) = slot.unwrap_or_default();
         let stream = self.derive("state_snapshots", StateSnapshots { slot, partitions });
         if partitions == 0 {
