@@ -186,11 +186,12 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
 }
 
 /// A context for library tests: 1 s batches on a manual clock (batches run
-/// back to back), the shared runtime.
+/// back to back), the shared runtime, state in memory (no checkpoint).
 pub fn test_context() -> sluice::StreamingContext {
     sluice::StreamingContext::new(std::time::Duration::from_secs(1))
         .with_clock(Arc::new(sluice::ManualClock::new(0)))
         .with_runtime(runtime())
+        .with_state_in_memory()
 }
 
 /// `sluice run JOB` with the shared compile cache; returns its stdout.

@@ -106,6 +106,51 @@ fn window_durations_are_checked_at_their_spec_line() {
     }
 }
 
+/// A stream that keeps state across batches (keyed state, an incremental
+/// window) needs a checkpoint directory, as in Spark ("The checkpoint
+/// directory has not been set"): refused at its `op` line before anything
+/// runs; a window reduced anew needs none; `--checkpoint` lets it run.
+#[test]
+fn state_without_a_checkpoint_directory_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(dir.path().join("in.json"), r#"[["a b a"], ["b"]]"#).expect("write");
+    let head = format!(
+        "[job]\nbatch_interval = \"1s\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"wordcount.pair\"\n[streams.counts]\nfrom = \"pairs\"\n",
+        plugin("wordcount").display()
+    );
+    let tail = "[[outputs]]\nstream = \"counts\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n";
+    let refusal = |op: &str| {
+        format!(
+            ":18: streams.counts.op: `{op}` keeps state across batches, but the checkpoint directory has not been set: set `checkpoint = \"DIR\"` under [job] or run with --checkpoint DIR"
+        )
+    };
+    for (fields, op) in [
+        (
+            "op = \"update_state_by_key\"\nfunction = \"wordcount.running_total\"\n",
+            "update_state_by_key",
+        ),
+        (
+            "op = \"count_by_window\"\nwindow = \"2s\"\n",
+            "count_by_window",
+        ),
+        (
+            "op = \"reduce_by_key_and_window\"\nfunction = \"wordcount.add\"\ninverse = \"wordcount.subtract\"\nwindow = \"2s\"\n",
+            "reduce_by_key_and_window",
+        ),
+    ] {
+        let text = format!("{head}{fields}{tail}");
+        assert_refused(dir.path(), &text, &refusal(op));
+        let job = dir.path().join("job.toml");
+        let ckpt = dir.path().join(format!("ckpt-{op}"));
+        run_ok(sluice().arg("run").arg(&job).arg("--checkpoint").arg(&ckpt));
+        assert!(ckpt.is_dir(), "{op}: checkpointed");
+    }
+    let anew = "op = \"reduce_by_key_and_window\"\nfunction = \"wordcount.add\"\nwindow = \"2s\"\n";
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, format!("{head}{anew}{tail}")).expect("write");
+    run_ok(sluice().arg("run").arg(&job));
+}
+
 /// map_with_state's timeout is a duration or a number of batches, and
 /// `state_snapshots` reads a map_with_state stream: anything else is
 /// refused at its spec line.

@@ -51,6 +51,7 @@ impl StreamingContext {
             swaps: Mutex::default(),
             uses: Mutex::default(),
             fresh: false,
+            state_in_memory: false,
             cpu_share: None,
             shuffle: Arc::new(crate::exec::LocalShuffle::default()),
         }
@@ -77,6 +78,21 @@ impl StreamingContext {
     pub fn with_checkpoint(mut self, dir: impl AsRef<Path>) -> Self {
         self.checkpoint = Some(dir.as_ref().to_path_buf());
         self
+    }
+
+    /// Lets stateful operators (keyed state, incremental windows) run
+    /// without a checkpoint directory: their state lives in memory only, and
+    /// a run that stops or fails starts over. For tests and replays; without
+    /// it (or a checkpoint), `run` refuses them, as Spark's `start` does.
+    pub fn with_state_in_memory(mut self) -> Self {
+        self.state_in_memory = true;
+        self
+    }
+
+    /// Whether `run` would refuse a stateful operator: no checkpoint
+    /// directory, and no [`Self::with_state_in_memory`].
+    pub fn refuses_state(&self) -> bool {
+        self.checkpoint.is_none() && !self.state_in_memory
     }
 
     /// [`Self::with_checkpoint`] with the checkpoint objects (full
@@ -240,6 +256,14 @@ impl StreamingContext {
             return Err(Error::Plan(
                 "no output operations registered, so nothing to execute".to_string(),
             ));
+        }
+        if self.refuses_state() {
+            if let Some(node) = g.nodes.iter().find(|n| n.op.needs_checkpoint()) {
+                return Err(Error::Plan(format!(
+                    "stream `{}` keeps state across batches, but the checkpoint directory has not been set: set it with StreamingContext::with_checkpoint (or keep the state in memory only with with_state_in_memory)",
+                    node.name
+                )));
+            }
         }
         for node in &g.nodes {
             for (func, want) in node.op.functions() {

@@ -307,6 +307,8 @@ pub struct StreamingContext {
     /// The plugin functions the job uses: (plugin it was made from, function, kind).
     uses: Mutex<Vec<PluginUse>>,
     fresh: bool,
+    /// Stateful operators may run without a checkpoint directory.
+    state_in_memory: bool,
     cpu_share: Option<Arc<CpuShare>>,
     /// Where exchanges' blocks wait between map and reduce tasks.
     shuffle: Arc<dyn crate::exec::Shuffle>,

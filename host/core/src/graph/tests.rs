@@ -84,3 +84,77 @@ fn every_batch_reports_the_time_and_output_of_each_stage_of_the_plan() {
     // Once it runs, the context explains the plan it runs.
     assert_eq!(ssc.explain().stages.len(), 2);
 }
+
+/// Keyed state and incremental windows need a checkpoint directory, as in
+/// Spark ("The checkpoint directory has not been set", at start); a window
+/// reduced anew needs none; `with_state_in_memory` runs them without.
+#[test]
+fn state_without_a_checkpoint_directory_is_refused_at_start() {
+    let add = || Func::reduce("add", |a: i64, b: i64| a + b);
+    let sub = || Func::inverse_reduce("sub", |a: i64, b: i64| a - b);
+    let pairs = |ssc: &StreamingContext| {
+        ssc.queue_stream(vec![vec!["a".into()]], 1)
+            .map(Func::map("pair", |w: String| (w, 1i64)))
+    };
+    let sum = || {
+        Func::update_state("sum", |v: Vec<i64>, s: Option<i64>| {
+            Some(v.iter().sum::<i64>() + s.unwrap_or(0))
+        })
+    };
+    let secs = Duration::from_secs;
+    let cases: Vec<(&str, Box<dyn Fn(&DStream) -> DStream>, bool)> = vec![
+        (
+            "update_state_by_key",
+            Box::new(move |p| p.update_state_by_key(sum(), 2)),
+            true,
+        ),
+        (
+            "reduce_by_key_and_window",
+            Box::new(move |p| {
+                p.reduce_by_key_and_window(add(), Some(sub()), secs(3), secs(1), 2, None)
+            }),
+            true,
+        ),
+        (
+            "reduce_by_key_and_window",
+            Box::new(move |p| p.count_by_window(secs(3), secs(1))),
+            true,
+        ),
+        (
+            "count_by_value_and_window",
+            Box::new(move |p| {
+                p.map(Func::map("v", |kv: (String, i64)| kv.0))
+                    .count_by_value_and_window(secs(3), secs(1), 2)
+            }),
+            true,
+        ),
+        (
+            "",
+            Box::new(move |p| p.reduce_by_key_and_window(add(), None, secs(3), secs(1), 2, None)),
+            false,
+        ),
+    ];
+    for (stream, build, refused) in cases {
+        let ssc = ctx();
+        build(&pairs(&ssc)).collect();
+        match ssc.run(None) {
+            Err(e) if refused => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("the checkpoint directory has not been set"),
+                    "{e}"
+                );
+                assert!(e.contains(&format!("stream `{stream}#")), "{e}");
+            }
+            Ok(_) if !refused => {}
+            other => panic!("{stream}: {other:?}"),
+        }
+        let ssc = ctx().with_state_in_memory();
+        build(&pairs(&ssc)).collect();
+        ssc.run(None).expect("state in memory");
+        let dir = tempfile::tempdir().unwrap();
+        let ssc = ctx().with_checkpoint(dir.path());
+        build(&pairs(&ssc)).collect();
+        ssc.run(None).expect("a checkpoint directory");
+    }
+}

@@ -6,11 +6,13 @@ use super::*;
 /// A pipeline from its queue streams (one per input) and the partition count.
 pub(super) type Build = fn(&[DStream], usize) -> DStream;
 
-/// A context on a manual clock with `workers` threads.
+/// A context on a manual clock with `workers` threads, its state in memory
+/// unless the test gives it a checkpoint directory.
 pub(super) fn context(workers: usize) -> StreamingContext {
     StreamingContext::new(SECOND)
         .with_clock(Arc::new(ManualClock::new(0)))
         .with_workers(workers)
+        .with_state_in_memory()
 }
 
 /// Sorts the value lists of `(key, [values])` records (their order follows arrival).

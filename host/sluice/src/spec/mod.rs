@@ -280,6 +280,9 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     }
     let (ssc, job_name, default_partitions) = job_context(&cx, &spec, overrides)?;
     let plugins = plugins::load_plugins(&cx, &spec, overrides, &ssc)?;
+    if ssc.refuses_state() {
+        streams::check_state_is_checkpointed(&cx, &spec)?;
+    }
     let (mut streams, socket_addrs) =
         sources::add_sources(&cx, &spec, &ssc, (&job_name, &plugins), default_partitions)?;
     let mut used = streams::add_streams(&cx, &spec, &mut streams, &plugins)?;
@@ -412,6 +415,8 @@ fn configure(
                 .with_checkpoint_store(logs, store)
                 .with_fresh_start(overrides.fresh);
         }
+        // A replay starts from nothing and keeps its state in memory.
+        None if overrides.replay => ssc = ssc.with_state_in_memory(),
         None => {}
     }
     if let Some(every) = &job.checkpoint_interval {

@@ -52,6 +52,34 @@ pub(super) fn add_streams(
     Ok(used)
 }
 
+/// Refuses, at its `op` line, the first stream that keeps state across
+/// batches (keyed state, an incremental window) in a job without a
+/// checkpoint directory, as Spark refuses to start it.
+pub(super) fn check_state_is_checkpointed(cx: &Ctx<'_>, spec: &SpecFile) -> Result<()> {
+    for (name, def) in &spec.streams {
+        let sec = def.get_ref();
+        let op = sec.op.get_ref().as_str();
+        let stateful = match op {
+            "update_state_by_key"
+            | "map_with_state"
+            | "count_by_window"
+            | "count_by_value_and_window" => true,
+            "reduce_by_key_and_window" | "reduce_by_window" => sec.inverse.is_some(),
+            _ => false,
+        };
+        if stateful {
+            return cx.err(
+                sec.op.span(),
+                &format!("streams.{}.op", name.get_ref()),
+                format!(
+                    "`{op}` keeps state across batches, but the checkpoint directory has not been set: set `checkpoint = \"DIR\"` under [job] or run with --checkpoint DIR"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The error for a stream that is not defined (yet), listing those that are.
 pub(super) fn unknown_stream(name: &str, streams: &HashMap<String, DStream>) -> String {
     let mut known: Vec<&str> = streams.keys().map(String::as_str).collect();

@@ -74,6 +74,13 @@ pub(super) trait Operator: Send {
         None
     }
 
+    /// Whether its state must be checkpointed (Spark refuses to start such
+    /// an operator without a checkpoint directory): keyed state and
+    /// incremental windows.
+    fn needs_checkpoint(&self) -> bool {
+        false
+    }
+
     /// Called once its state is restored (`update_state_by_key` then drops
     /// its initial state: the checkpoint holds it already).
     fn restored(&mut self) {}

@@ -55,6 +55,10 @@ impl Operator for UpdateState {
         Some(&mut self.state)
     }
 
+    fn needs_checkpoint(&self) -> bool {
+        true
+    }
+
     fn restored(&mut self) {
         // The initial state is in the checkpoint already.
         self.initial = None;
@@ -114,6 +118,10 @@ impl Operator for WithState {
 
     fn state_mut(&mut self) -> Option<&mut dyn OperatorState> {
         Some(&mut self.state)
+    }
+
+    fn needs_checkpoint(&self) -> bool {
+        true
     }
 
     fn restored(&mut self) {

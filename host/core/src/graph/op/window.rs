@@ -75,6 +75,11 @@ impl Operator for Windowed {
         true
     }
 
+    /// Incremental (with an inverse): the previous window is state.
+    fn needs_checkpoint(&self) -> bool {
+        self.inverse.is_some()
+    }
+
     fn describe(&self) -> String {
         let opt = |o: &Option<Func>| o.as_ref().map_or("-".to_string(), label);
         format!(
