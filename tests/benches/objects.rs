@@ -68,9 +68,11 @@ fn stateful(
     interval: Duration,
     checkpoint: Option<WithCheckpoints<'_>>,
 ) -> Vec<Duration> {
+    // The baseline without checkpoints keeps its state in memory only.
     let mut ssc = StreamingContext::new(interval)
         .with_workers(2)
-        .with_runtime(runtime());
+        .with_runtime(runtime())
+        .with_state_in_memory();
     if let Some(with) = checkpoint {
         ssc = with(ssc).with_checkpoint_interval(interval);
     }

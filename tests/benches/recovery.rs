@@ -30,10 +30,12 @@ fn job(
     ck: Option<(&Path, u64)>,
     die_at: Option<u64>,
 ) -> (StreamingContext, Completions) {
+    // The baseline without checkpoints keeps its state in memory only.
     let mut ssc = StreamingContext::new(Duration::from_secs(1))
         .with_clock(Arc::new(ManualClock::new(0)))
         .with_workers(2)
-        .with_runtime(runtime());
+        .with_runtime(runtime())
+        .with_state_in_memory();
     if let Some((dir, every)) = ck {
         ssc = ssc
             .with_checkpoint(dir)

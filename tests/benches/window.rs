@@ -17,10 +17,12 @@ fn run(window: u64, inverse: bool, lines: usize, slides: usize) -> Duration {
     let batches: Vec<Vec<String>> = (0..total)
         .map(|i| random_lines(lines, 2000, i as u64))
         .collect();
+    // The operator's cost, without checkpoints: its state in memory only.
     let ssc = StreamingContext::new(Duration::from_secs(1))
         .with_clock(Arc::new(ManualClock::new(0)))
         .with_workers(2)
-        .with_runtime(runtime());
+        .with_runtime(runtime())
+        .with_state_in_memory();
     let wc = ssc
         .load_plugin("wordcount", plugin("wordcount"))
         .expect("loading wordcount");

@@ -159,7 +159,7 @@ fn map_with_state_fields_are_checked_at_their_spec_line() {
     let dir = tempfile::tempdir().expect("temp");
     std::fs::write(dir.path().join("in.json"), r#"[["a"]]"#).expect("write");
     let head = format!(
-        "[job]\nbatch_interval = \"1s\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.pairs]\nfrom = \"lines\"\nop = \"map\"\nfunction = \"wordcount.pair\"\n",
+        "[job]\nbatch_interval = \"1s\"\ncheckpoint = \"ckpt\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"queue\"\npath = \"in.json\"\n[streams.pairs]\nfrom = \"lines\"\nop = \"map\"\nfunction = \"wordcount.pair\"\n",
         plugin("wordcount").display()
     );
     let running = "[streams.running]\nfrom = \"pairs\"\nop = \"map_with_state\"\nfunction = \"wordcount.running_count\"\n";
@@ -169,17 +169,17 @@ fn map_with_state_fields_are_checked_at_their_spec_line() {
             format!(
                 "{running}timeout = \"soon\"\n[streams.snap]\nfrom = \"running\"\nop = \"state_snapshots\"\n"
             ),
-            ":16: streams.running.timeout: `soon` is not a duration (e.g. `1s`, `500ms`)",
+            ":17: streams.running.timeout: `soon` is not a duration (e.g. `1s`, `500ms`)",
         ),
         (
             format!(
                 "{running}timeout = -1\n[streams.snap]\nfrom = \"running\"\nop = \"state_snapshots\"\n"
             ),
-            ":16: streams.running.timeout: must be a duration (e.g. \"30s\") or a number of batches",
+            ":17: streams.running.timeout: must be a duration (e.g. \"30s\") or a number of batches",
         ),
         (
             "[streams.snap]\nfrom = \"pairs\"\nop = \"state_snapshots\"\n".to_string(),
-            ":13: streams.snap.from: state_snapshots reads a map_with_state stream; `pairs` is not one",
+            ":14: streams.snap.from: state_snapshots reads a map_with_state stream; `pairs` is not one",
         ),
     ] {
         assert_refused(dir.path(), &format!("{head}{fields}{tail}"), want);

@@ -277,6 +277,8 @@ fn the_lag_behind_the_stream_shows_on_the_page_and_in_metrics() {
     let mut child = Command::new(sluice_bin())
         .args(["run", "--ui", "127.0.0.1:0"])
         .arg(&job)
+        .arg("--checkpoint")
+        .arg(dir.path().join("checkpoint"))
         .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
         .env("SLUICE_LOG", "info")
         .stdout(Stdio::null())

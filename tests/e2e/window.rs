@@ -295,6 +295,7 @@ fn map_with_state_snapshots_and_initial_state_from_a_job_spec() {
             r#"[job]
 name = "snapshots"
 batch_interval = "1s"
+checkpoint = "checkpoint"
 [plugins.wordcount]
 path = "{}"
 [sources.lines]

@@ -257,13 +257,13 @@ impl StreamingContext {
                 "no output operations registered, so nothing to execute".to_string(),
             ));
         }
-        if self.refuses_state() {
-            if let Some(node) = g.nodes.iter().find(|n| n.op.needs_checkpoint()) {
-                return Err(Error::Plan(format!(
-                    "stream `{}` keeps state across batches, but the checkpoint directory has not been set: set it with StreamingContext::with_checkpoint (or keep the state in memory only with with_state_in_memory)",
-                    node.name
-                )));
-            }
+        if self.refuses_state()
+            && let Some(node) = g.nodes.iter().find(|n| n.op.needs_checkpoint())
+        {
+            return Err(Error::Plan(format!(
+                "stream `{}` keeps state across batches, but the checkpoint directory has not been set: set it with StreamingContext::with_checkpoint (or keep the state in memory only with with_state_in_memory)",
+                node.name
+            )));
         }
         for node in &g.nodes {
             for (func, want) in node.op.functions() {

@@ -102,7 +102,8 @@ fn state_without_a_checkpoint_directory_is_refused_at_start() {
         })
     };
     let secs = Duration::from_secs;
-    let cases: Vec<(&str, Box<dyn Fn(&DStream) -> DStream>, bool)> = vec![
+    type Build = Box<dyn Fn(&DStream) -> DStream>;
+    let cases: Vec<(&str, Build, bool)> = vec![
         (
             "update_state_by_key",
             Box::new(move |p| p.update_state_by_key(sum(), 2)),
