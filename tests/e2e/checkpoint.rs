@@ -855,3 +855,67 @@ fn kill_nine_while_receiving_from_a_socket_loses_only_lines_in_flight() {
         kills.len()
     );
 }
+
+/// Two runs on one checkpoint directory: the second is refused at once,
+/// naming the directory and the process holding it (a lock, not luck:
+/// both would write checkpoints over each other's). Killing the first with
+/// `kill -9` releases the directory: the job restarts on it at once.
+#[test]
+fn a_second_run_on_a_checkpoint_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        "[job]\nbatch_interval = \"100ms\"\n[sources.lines]\ntype = \"generator\"\nrate = 100\n[streams.n]\nfrom = \"lines\"\nop = \"count\"\n[[outputs]]\nstream = \"n\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+    )
+    .expect("write");
+    let ck = dir.path().join("ck");
+    let out = dir.path().join("out.jsonl");
+    let mut first = sluice(&job)
+        .arg("--checkpoint")
+        .arg(&ck)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+    let started = std::time::Instant::now();
+    while lines(&out) < 2 {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first run makes no batches"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = sluice(&job)
+        .arg("--checkpoint")
+        .arg(&ck)
+        .output()
+        .expect("run");
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    let want = format!(
+        "the checkpoint directory {} is in use by another run (process {})",
+        ck.display(),
+        first.id()
+    );
+    assert!(err.contains(&want), "expected `{want}` in:\n{err}");
+    first.kill().expect("kill -9");
+    first.wait().expect("wait");
+    let before = lines(&out);
+    // Two more batches (the first may re-run one the killed run had
+    // written: the output keeps each batch once).
+    run_ok(
+        sluice(&job)
+            .arg("--checkpoint")
+            .arg(&ck)
+            .args(["--batches", "2"]),
+    );
+    let times: Vec<i64> = (read_jsonl(&out).iter())
+        .map(|b| b["time"].as_i64().expect("time"))
+        .collect();
+    assert!(times.len() > before, "the restarted run goes on: {times:?}");
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "each batch once: {times:?}"
+    );
+}

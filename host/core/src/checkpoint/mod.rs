@@ -114,6 +114,12 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// A run's hold on its checkpoint directory ([`Checkpoints::lock`]).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
 /// A job's checkpoints: the objects in its [`CheckpointStore`], and the
 /// local directory of its batch logs and write-ahead logs.
 #[derive(Debug, Clone)]
@@ -153,6 +159,40 @@ impl Checkpoints {
     /// The local directory (batch logs, write-ahead logs).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Takes the directory for one run: an exclusive lock on its `.lock`
+    /// file, held until the [`DirLock`] is dropped (or the process dies:
+    /// the kernel releases it, so a job killed with `kill -9` restarts at
+    /// once). A second run on the directory, in this process or another,
+    /// is refused naming the holder, instead of both writing checkpoints.
+    pub fn lock(&self) -> Result<DirLock> {
+        let path = self.dir.join(".lock");
+        let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("opening", e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                use std::io::Write;
+                file.set_len(0).map_err(|e| io("writing", e))?;
+                writeln!(file, "{}", std::process::id()).map_err(|e| io("writing", e))?;
+                Ok(DirLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(Error::Plan(format!(
+                    "the checkpoint directory {} is in use by another run (process {}): two runs on one checkpoint directory would write over each other's checkpoints; stop the other first",
+                    self.dir.display(),
+                    holder.trim()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io("locking", e)),
+        }
     }
 
     /// Where the checkpoint of `batch_time` is, for messages.
@@ -355,6 +395,25 @@ fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn one_run_at_a_time_holds_a_checkpoint_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Checkpoints::open(dir.path()).unwrap();
+        let held = store.lock().unwrap();
+        let e = store.lock().unwrap_err().to_string();
+        assert!(
+            e.contains("is in use by another run")
+                && e.contains(&format!("(process {})", std::process::id())),
+            "{e}"
+        );
+        drop(held);
+        store.lock().expect("free again");
+        // The lock file is no checkpoint, and --fresh leaves it.
+        assert!(store.list().unwrap().is_empty());
+        store.clear().unwrap();
+    }
+
     use super::*;
 
     fn cp(t: i64) -> Checkpoint {

@@ -12,7 +12,7 @@ use super::{
     Graph, Node, StreamingContext, default_checkpoint_interval, describe_graph, lock,
     physical_plan, plugin_uses,
 };
-use crate::checkpoint::{BatchLog, BatchRecord, Checkpoints};
+use crate::checkpoint::{BatchLog, BatchRecord, Checkpoints, DirLock};
 use crate::error::{Error, Result};
 use crate::exec::LocalExecutor;
 use crate::plan::Shape;
@@ -33,6 +33,8 @@ pub(super) struct Loop<'a> {
     /// The graph's fingerprint, for checkpoints.
     pub(super) graph: String,
     pub(super) store: Option<Checkpoints>,
+    /// The run's hold on its checkpoint directory.
+    _lock: Option<DirLock>,
     /// The first batch's time (a resumed run keeps its first run's).
     pub(super) first: BatchTime,
     /// The index of the first batch this run computes.
@@ -176,6 +178,7 @@ impl<'a> Loop<'a> {
             (Some(dir), None) => Some(Checkpoints::open(dir)?),
             (None, _) => None,
         };
+        let lock = store.as_ref().map(Checkpoints::lock).transpose()?;
         let every = ssc
             .checkpoint_interval
             .map(|d| d.as_millis() as i64)
@@ -185,6 +188,7 @@ impl<'a> Loop<'a> {
             graph: describe_graph(&g),
             g,
             store,
+            _lock: lock,
             first: BatchTime::next_after(ssc.clock.now_ms(), ssc.interval),
             start: 0,
             limit: None,
