@@ -6,6 +6,7 @@ use sluice_tests::{assert_matches_golden, case_job, read_jsonl, reference, run_o
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 fn sluice(job: &Path) -> Command {
     let mut c = Command::new(sluice_bin());
@@ -540,6 +541,87 @@ fn a_second_signal_exits_at_once() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130));
     assert!(asked.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// A full disk during a checkpoint: for 600 ms every write of batch 2's
+/// checkpoint and state shard fails with ENOSPC ("No space left on
+/// device": `/dev/full` behind their temporary files' names). The
+/// checkpoint is retried while the next batches run, the run ends only once
+/// it is written, and nothing is lost or counted twice.
+#[test]
+fn a_full_disk_during_a_checkpoint_is_retried_and_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ck = dir.path().join("ck");
+    let ssc = sluice_tests::test_context()
+        .with_checkpoint(&ck)
+        .with_checkpoint_interval(std::time::Duration::from_secs(1));
+    // Batch 2 is at 3 s; the totals are stream 2, in one partition.
+    let pid = std::process::id();
+    let full: Vec<std::path::PathBuf> = ["checkpoint-3000", "state-3000-2-0"]
+        .iter()
+        .map(|n| ck.join(format!(".{n}.{pid}.tmp")))
+        .collect();
+    let (failed, done) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let filler = {
+        let (full, failed, done) = (full.clone(), failed.clone(), done.clone());
+        move || {
+            // Until 600 ms after the first failed write, the names lead to
+            // the full device again as soon as a failed write removes them.
+            let mut first_failure = None::<std::time::Instant>;
+            while !done.load(Ordering::SeqCst)
+                && first_failure.is_none_or(|t| t.elapsed() < std::time::Duration::from_millis(600))
+            {
+                for path in &full {
+                    if std::os::unix::fs::symlink("/dev/full", path).is_ok() {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        first_failure.get_or_insert_with(std::time::Instant::now);
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            for path in &full {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    };
+    std::fs::create_dir_all(&ck).expect("checkpoint dir");
+    for path in &full {
+        std::os::unix::fs::symlink("/dev/full", path).expect("the full device");
+    }
+    let filler = std::thread::spawn(filler);
+    let pairs = ssc
+        .queue_stream((0..5).map(|i| vec![format!("w{}", i % 2)]).collect(), 1)
+        .map(sluice::Func::map("pair", |w: String| (w, 1i64)));
+    let totals = pairs
+        .update_state_by_key(
+            sluice::Func::update_state("sum", |v: Vec<i64>, s: Option<i64>| {
+                Some(v.iter().sum::<i64>() + s.unwrap_or(0))
+            }),
+            1,
+        )
+        .collect();
+    ssc.run(None)
+        .expect("the run goes on once the checkpoint can be written");
+    done.store(true, Ordering::SeqCst);
+    filler.join().expect("filler");
+    assert!(
+        failed.load(Ordering::SeqCst) > 0,
+        "a write of the checkpoint failed on the full device and was retried"
+    );
+    let batches = totals.lock().expect("collected");
+    assert_eq!(batches.len(), 5, "every batch once");
+    assert_eq!(
+        batches[4].sorted_records(),
+        vec![serde_json::json!(["w0", 3]), serde_json::json!(["w1", 2])]
+    );
+    let store = sluice::checkpoint::Checkpoints::open(&ck).expect("store");
+    let (latest, _) = store.latest().expect("valid").expect("a checkpoint");
+    assert_eq!(latest.batch_index, 4);
+    assert!(full.iter().all(|p| !p.exists()), "no temporary file left");
 }
 
 /// A checkpoint that cannot be written (here: its name is taken by a
