@@ -61,17 +61,22 @@ pub struct Contents {
 pub fn read(path: &Path, from: u64) -> io::Result<Contents> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
+    read_bytes(&bytes, from, &path.display())
+}
+
+/// [`read`] of a log's bytes; `path` names it in messages.
+pub fn read_bytes(bytes: &[u8], from: u64, path: &dyn std::fmt::Display) -> io::Result<Contents> {
     let mut out = Contents::default();
     if bytes.len() < HEADER as usize {
         if !bytes.is_empty() {
-            out.damage = Some(format!("{}: torn header", path.display()));
+            out.damage = Some(format!("{}: torn header", path));
         }
         return Ok(out);
     }
     if &bytes[..8] != MAGIC {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{}: not a Sluice log (bad magic)", path.display()),
+            format!("{}: not a Sluice log (bad magic)", path),
         ));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
@@ -80,7 +85,7 @@ pub fn read(path: &Path, from: u64) -> io::Result<Contents> {
             io::ErrorKind::InvalidData,
             format!(
                 "{}: log format version {version}, this build reads {FORMAT_VERSION}",
-                path.display()
+                path
             ),
         ));
     }
@@ -93,7 +98,7 @@ pub fn read(path: &Path, from: u64) -> io::Result<Contents> {
             if bytes[at..].iter().all(|&b| b == 0) {
                 None
             } else {
-                Some(format!("{}: {what} at offset {at}", path.display()))
+                Some(format!("{}: {what} at offset {at}", path))
             }
         };
         if bytes.len() - at < 5 {

@@ -33,6 +33,8 @@ pub mod exec;
 pub mod framelog;
 pub mod fsutil;
 pub mod func;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod graph;
 pub mod guest;
 mod ops;

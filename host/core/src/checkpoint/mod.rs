@@ -36,7 +36,7 @@
 
 mod batch_log;
 mod codec;
-mod shards;
+pub(crate) mod shards;
 mod store;
 
 pub use batch_log::BatchLog;
@@ -51,7 +51,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const MAGIC: &[u8; 8] = b"SLUICECK";
+pub(crate) const MAGIC: &[u8; 8] = b"SLUICECK";
 /// Version of the checkpoint file format; files of another version are refused.
 pub const FORMAT_VERSION: u32 = 2;
 /// How many checkpoints are kept.
@@ -388,7 +388,7 @@ pub fn read(path: &Path) -> std::result::Result<Checkpoint, String> {
 }
 
 /// Checks and decodes a checkpoint's bytes; the error says what is wrong.
-fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
+pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
     let payload = shards::unframe(MAGIC, "checkpoint", bytes)?;
     rmp_serde::from_slice(payload).map_err(|e| format!("undecodable payload: {e}"))
 }

@@ -8,7 +8,7 @@ use super::{Checkpoint, Checkpoints, FORMAT_VERSION, name_of};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
-const MAGIC: &[u8; 8] = b"SLUICESH";
+pub(crate) const MAGIC: &[u8; 8] = b"SLUICESH";
 /// The state shards of a checkpoint: per stream, each partition's bytes.
 pub type Shards = BTreeMap<u64, Vec<Vec<u8>>>;
 
@@ -22,7 +22,7 @@ pub(crate) fn shard_name(batch_time: i64, stream: u64, partition: usize) -> Stri
 }
 
 /// `payload` framed: magic, format version, length, payload, checksum.
-pub(super) fn frame(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(payload.len() + 28);
     bytes.extend_from_slice(magic);
     bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -34,7 +34,7 @@ pub(super) fn frame(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
 
 /// The payload of a framed `what` (`checkpoint`, `state shard`); the
 /// error says what is wrong with it.
-pub(super) fn unframe<'a>(
+pub(crate) fn unframe<'a>(
     magic: &[u8; 8],
     what: &str,
     bytes: &'a [u8],

@@ -89,7 +89,7 @@
 //! `connect_failures` and `disconnects` (connections that ended other than by
 //! `stop`).
 
-mod splitter;
+pub(crate) mod splitter;
 #[cfg(test)]
 mod tests;
 mod worker;

@@ -88,7 +88,7 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// Splits a `LINES` payload (`\n`-terminated lines) into `into`.
-fn push_lines(payload: &[u8], into: &mut Column) -> io::Result<()> {
+pub(crate) fn push_lines(payload: &[u8], into: &mut Column) -> io::Result<()> {
     let text = String::from_utf8_lossy(payload);
     for line in text.split_terminator('\n') {
         into.push_str(line)
@@ -99,7 +99,7 @@ fn push_lines(payload: &[u8], into: &mut Column) -> io::Result<()> {
 
 /// Splits a `VALUES` payload (MessagePack values back to back) into
 /// `into`.
-fn push_values(payload: &[u8], into: &mut Column) -> io::Result<()> {
+pub(crate) fn push_values(payload: &[u8], into: &mut Column) -> io::Result<()> {
     let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
     let mut rest = payload;
     while !rest.is_empty() {

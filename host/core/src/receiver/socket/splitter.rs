@@ -47,7 +47,7 @@ fn suppressed_note(suppressed: u64) -> String {
 }
 
 /// Splits a byte stream into lines, enforcing the length and UTF-8 policies.
-pub(super) struct LineSplitter {
+pub(crate) struct LineSplitter {
     max_line_bytes: usize,
     policy: NonUtf8Policy,
     endpoint: String,
@@ -61,7 +61,7 @@ pub(super) struct LineSplitter {
 }
 
 impl LineSplitter {
-    pub(super) fn new(config: &SocketConfig, stats: Arc<SocketStats>) -> Self {
+    pub(crate) fn new(config: &SocketConfig, stats: Arc<SocketStats>) -> Self {
         LineSplitter {
             max_line_bytes: config.max_line_bytes,
             policy: config.non_utf8,
@@ -80,7 +80,7 @@ impl LineSplitter {
         self.max_line_bytes.saturating_add(1)
     }
 
-    pub(super) fn feed(&mut self, mut chunk: &[u8], sink: &dyn LineSink) {
+    pub(crate) fn feed(&mut self, mut chunk: &[u8], sink: &dyn LineSink) {
         // A line begun in an earlier chunk (or being discarded) ends at
         // the first `\n`.
         if self.discarding || !self.partial.is_empty() {
@@ -164,7 +164,7 @@ impl LineSplitter {
     }
 
     /// End of a connection: delivers a pending partial line.
-    pub(super) fn finish(&mut self, sink: &dyn LineSink) {
+    pub(crate) fn finish(&mut self, sink: &dyn LineSink) {
         if !self.discarding && !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             self.deliver(&line, sink);

@@ -1,0 +1,3 @@
+#![no_main]
+//! `sluice_core::fuzz::logs` under libFuzzer.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sluice_core::fuzz::logs(data));
