@@ -51,14 +51,18 @@ pub(crate) fn unframe<'a>(
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[12..20]);
     let len = u64::from_le_bytes(len) as usize;
-    let Some(end) = 20usize.checked_add(len) else {
-        return Err("bad payload length".to_string());
+    // Checked: a damaged length near the top of the range must not wrap
+    // around to the file's size (found by fuzzing).
+    let Some((end, total)) = 20usize
+        .checked_add(len)
+        .and_then(|end| Some((end, end.checked_add(8)?)))
+    else {
+        return Err(format!("bad payload length {len}"));
     };
-    if bytes.len() != end + 8 {
+    if bytes.len() != total {
         return Err(format!(
-            "truncated or padded: {} bytes, the header says {}",
-            bytes.len(),
-            end + 8
+            "truncated or padded: {} bytes, the header says {total}",
+            bytes.len()
         ));
     }
     let payload = &bytes[20..end];
@@ -145,6 +149,19 @@ impl Checkpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`fuzz/corpus/checkpoint/`): a length that wraps
+    /// around to the file's size is refused, not a slice past the end.
+    #[test]
+    fn a_wrapping_length_is_refused() {
+        let mut bytes = Vec::from(*b"SLUICECK");
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // 20 + len fits; 20 + len + 8 does not.
+        bytes.extend_from_slice(&(u64::MAX - 21).to_le_bytes());
+        bytes.push(7);
+        let e = unframe(b"SLUICECK", "checkpoint", &bytes).unwrap_err();
+        assert!(e.contains("bad payload length"), "{e}");
+    }
 
     fn cp(t: i64, shards: usize) -> (Checkpoint, Vec<(String, Vec<u8>)>) {
         let objects: Vec<(String, Vec<u8>)> = (0..shards)
