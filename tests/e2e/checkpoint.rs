@@ -543,6 +543,36 @@ fn a_second_signal_exits_at_once() {
     assert!(asked.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// Running totals of `w0`/`w1` over five one-word batches (`w0`, `w1`,
+/// `w0`, ...), in one partition: stream 2, its state one shard.
+fn five_batches_of_totals(
+    ssc: &sluice::StreamingContext,
+) -> Arc<std::sync::Mutex<Vec<sluice::CollectedBatch>>> {
+    ssc.queue_stream((0..5).map(|i| vec![format!("w{}", i % 2)]).collect(), 1)
+        .map(sluice::Func::map("pair", |w: String| (w, 1i64)))
+        .update_state_by_key(
+            sluice::Func::update_state("sum", |v: Vec<i64>, s: Option<i64>| {
+                Some(v.iter().sum::<i64>() + s.unwrap_or(0))
+            }),
+            1,
+        )
+        .collect()
+}
+
+/// [`five_batches_of_totals`] came out once per batch with the right
+/// totals, and its last batch is checkpointed in `ck`.
+fn assert_every_batch_once(totals: &std::sync::Mutex<Vec<sluice::CollectedBatch>>, ck: &Path) {
+    let batches = totals.lock().expect("collected");
+    assert_eq!(batches.len(), 5, "every batch once");
+    assert_eq!(
+        batches[4].sorted_records(),
+        vec![serde_json::json!(["w0", 3]), serde_json::json!(["w1", 2])]
+    );
+    let store = sluice::checkpoint::Checkpoints::open(ck).expect("store");
+    let (latest, _) = store.latest().expect("valid").expect("a checkpoint");
+    assert_eq!(latest.batch_index, 4);
+}
+
 /// A full disk during a checkpoint: for 600 ms every write of batch 2's
 /// checkpoint and state shard fails with ENOSPC ("No space left on
 /// device": `/dev/full` behind their temporary files' names). The
@@ -593,17 +623,7 @@ fn a_full_disk_during_a_checkpoint_is_retried_and_loses_nothing() {
         std::os::unix::fs::symlink("/dev/full", path).expect("the full device");
     }
     let filler = std::thread::spawn(filler);
-    let pairs = ssc
-        .queue_stream((0..5).map(|i| vec![format!("w{}", i % 2)]).collect(), 1)
-        .map(sluice::Func::map("pair", |w: String| (w, 1i64)));
-    let totals = pairs
-        .update_state_by_key(
-            sluice::Func::update_state("sum", |v: Vec<i64>, s: Option<i64>| {
-                Some(v.iter().sum::<i64>() + s.unwrap_or(0))
-            }),
-            1,
-        )
-        .collect();
+    let totals = five_batches_of_totals(&ssc);
     ssc.run(None)
         .expect("the run goes on once the checkpoint can be written");
     done.store(true, Ordering::SeqCst);
@@ -612,15 +632,7 @@ fn a_full_disk_during_a_checkpoint_is_retried_and_loses_nothing() {
         failed.load(Ordering::SeqCst) > 0,
         "a write of the checkpoint failed on the full device and was retried"
     );
-    let batches = totals.lock().expect("collected");
-    assert_eq!(batches.len(), 5, "every batch once");
-    assert_eq!(
-        batches[4].sorted_records(),
-        vec![serde_json::json!(["w0", 3]), serde_json::json!(["w1", 2])]
-    );
-    let store = sluice::checkpoint::Checkpoints::open(&ck).expect("store");
-    let (latest, _) = store.latest().expect("valid").expect("a checkpoint");
-    assert_eq!(latest.batch_index, 4);
+    assert_every_batch_once(&totals, &ck);
     assert!(full.iter().all(|p| !p.exists()), "no temporary file left");
 }
 
@@ -650,17 +662,7 @@ fn a_failing_checkpoint_write_is_retried_until_it_is_written() {
             }));
         }
     }));
-    let pairs = ssc
-        .queue_stream((0..5).map(|i| vec![format!("w{}", i % 2)]).collect(), 1)
-        .map(sluice::Func::map("pair", |w: String| (w, 1i64)));
-    let totals = pairs
-        .update_state_by_key(
-            sluice::Func::update_state("sum", |v: Vec<i64>, s: Option<i64>| {
-                Some(v.iter().sum::<i64>() + s.unwrap_or(0))
-            }),
-            1,
-        )
-        .collect();
+    let totals = five_batches_of_totals(&ssc);
     let started = std::time::Instant::now();
     ssc.run(None)
         .expect("the run goes on once the checkpoint can be written");
@@ -669,15 +671,7 @@ fn a_failing_checkpoint_write_is_retried_until_it_is_written() {
         started.elapsed() >= std::time::Duration::from_millis(500),
         "it waited"
     );
-    let batches = totals.lock().expect("collected");
-    assert_eq!(batches.len(), 5, "every batch once");
-    assert_eq!(
-        batches[4].sorted_records(),
-        vec![serde_json::json!(["w0", 3]), serde_json::json!(["w1", 2])]
-    );
-    let store = sluice::checkpoint::Checkpoints::open(&ck).expect("store");
-    let (latest, _) = store.latest().expect("valid").expect("a checkpoint");
-    assert_eq!(latest.batch_index, 4);
+    assert_every_batch_once(&totals, &ck);
 }
 
 /// Batches an output collected.

@@ -157,27 +157,11 @@ fn iot_actions_per_device_over_the_last_three_seconds() {
 /// T < B - timeout, so `b` (last seen at 1 s) at 4 s, not at 3 s.
 #[test]
 fn map_with_state_maps_each_value_and_times_keys_out() {
-    let ssc = test_context();
-    let wc = ssc
-        .load_plugin("wordcount", sluice_tests::plugin("wordcount"))
-        .expect("plugin");
-    let f = |n: &str| wc.func(n).expect("function");
-    let batches = vec![
-        vec!["a b a".to_string()],
-        vec!["a".to_string()],
-        vec![],
-        vec![],
-        vec!["b".to_string()],
-    ];
-    let spec = StateSpec::function(f("running_count"))
+    let (ssc, pairs, running_count) = word_pairs(&[&["a b a"], &["a"], &[], &[], &["b"]]);
+    let spec = StateSpec::function(running_count)
         .num_partitions(3)
         .timeout(Duration::from_secs(2));
-    let out = ssc
-        .queue_stream(batches, 2)
-        .flat_map(f("split"))
-        .map(f("pair"))
-        .map_with_state(spec)
-        .collect();
+    let out = pairs.map_with_state(spec).collect();
     ssc.run(None).expect("run");
     assert_eq!(
         sorted_batches(&out),
@@ -200,27 +184,12 @@ fn map_with_state_maps_each_value_and_times_keys_out() {
 /// Spark's `StateSpec.initialState` (`c` times out at 4 s: idle since 1 s).
 #[test]
 fn map_with_state_snapshots_include_the_initial_state_until_it_times_out() {
-    let ssc = test_context();
-    let wc = ssc
-        .load_plugin("wordcount", sluice_tests::plugin("wordcount"))
-        .expect("plugin");
-    let f = |n: &str| wc.func(n).expect("function");
-    let batches = vec![
-        vec!["a b a".to_string()],
-        vec!["a c".to_string()],
-        vec![],
-        vec![],
-        vec!["b".to_string()],
-    ];
-    let spec = StateSpec::function(f("running_count"))
+    let (ssc, pairs, running_count) = word_pairs(&[&["a b a"], &["a c"], &[], &[], &["b"]]);
+    let spec = StateSpec::function(running_count)
         .num_partitions(2)
         .timeout(Duration::from_millis(2500))
         .initial_state(&[("c", 10i64), ("d", 5)]);
-    let mapped = ssc
-        .queue_stream(batches, 2)
-        .flat_map(f("split"))
-        .map(f("pair"))
-        .map_with_state(spec);
+    let mapped = pairs.map_with_state(spec);
     let snapshots = mapped.state_snapshots();
     let (mapped, snapshots) = (mapped.collect(), snapshots.collect());
     ssc.run(None).expect("run");
@@ -430,6 +399,24 @@ fn group_by_key_and_window_groups_the_values_of_each_window() {
         &expected,
         "group_by_key_and_window (spec)",
     );
+}
+
+/// A test context with the `(word, 1)` pairs of `batches` of lines, and
+/// the word count plugin's `running_count` (a map-state function).
+fn word_pairs(batches: &[&[&str]]) -> (sluice::StreamingContext, sluice::DStream, Func) {
+    let ssc = test_context();
+    let wc = ssc
+        .load_plugin("wordcount", sluice_tests::plugin("wordcount"))
+        .expect("plugin");
+    let f = |n: &str| wc.func(n).expect("function");
+    let batches = (batches.iter())
+        .map(|b| b.iter().map(|l| l.to_string()).collect())
+        .collect();
+    let pairs = ssc
+        .queue_stream(batches, 2)
+        .flat_map(f("split"))
+        .map(f("pair"));
+    (ssc, pairs, f("running_count"))
 }
 
 /// Each collected batch's records, sorted.

@@ -157,17 +157,12 @@ impl DStream {
         partitions: usize,
         initial: &[(K, S)],
     ) -> DStream {
-        let mut seed = Batch::default();
-        for (k, s) in initial {
-            seed.keys.push(k).expect("an initial key that encodes");
-            seed.values.push(s).expect("an initial state that encodes");
-        }
         self.derive(
             "update_state_by_key",
             UpdateState {
                 func: f,
                 initial: Some(Rdd {
-                    partitions: vec![seed],
+                    partitions: vec![initial_batch(initial)],
                 }),
                 state: StateByKey::new(partitions.max(1)),
             },
@@ -279,12 +274,20 @@ impl StateSpec {
         mut self,
         initial: &[(K, S)],
     ) -> StateSpec {
-        let mut seed = Batch::default();
-        for (k, s) in initial {
-            seed.keys.push(k).expect("an initial key that encodes");
-            seed.values.push(s).expect("an initial state that encodes");
-        }
-        self.initial = Some(seed);
+        self.initial = Some(initial_batch(initial));
         self
     }
+}
+
+/// `(key, state)` pairs as one keyed batch.
+///
+/// # Panics
+/// When a key or state cannot be encoded.
+fn initial_batch<K: serde::Serialize, S: serde::Serialize>(initial: &[(K, S)]) -> Batch {
+    let mut seed = Batch::default();
+    for (k, s) in initial {
+        seed.keys.push(k).expect("an initial key that encodes");
+        seed.values.push(s).expect("an initial state that encodes");
+    }
+    seed
 }
