@@ -194,49 +194,8 @@ fn map_with_state_snapshots_include_the_initial_state_until_it_times_out() {
     let (mapped, snapshots) = (mapped.collect(), snapshots.collect());
     ssc.run(None).expect("run");
     // 2.5 s: idle for two whole batches (3 s > 2.5 s > 2 s), as 2 s.
-    assert_eq!(
-        sorted_batches(&mapped),
-        vec![
-            vec![
-                json!(["a", 1, false]),
-                json!(["a", 2, false]),
-                json!(["b", 1, false])
-            ],
-            vec![json!(["a", 3, false]), json!(["c", 11, false])],
-            vec![],
-            vec![json!(["b", 1, true]), json!(["d", 5, true])],
-            vec![
-                json!(["a", 3, true]),
-                json!(["b", 1, false]),
-                json!(["c", 11, true])
-            ],
-        ]
-    );
-    assert_eq!(
-        sorted_batches(&snapshots),
-        vec![
-            vec![
-                json!(["a", 2]),
-                json!(["b", 1]),
-                json!(["c", 10]),
-                json!(["d", 5])
-            ],
-            vec![
-                json!(["a", 3]),
-                json!(["b", 1]),
-                json!(["c", 11]),
-                json!(["d", 5])
-            ],
-            vec![
-                json!(["a", 3]),
-                json!(["b", 1]),
-                json!(["c", 11]),
-                json!(["d", 5])
-            ],
-            vec![json!(["a", 3]), json!(["c", 11])],
-            vec![json!(["b", 1])],
-        ]
-    );
+    assert_eq!(sorted_batches(&mapped), running_with_initial_state());
+    assert_eq!(sorted_batches(&snapshots), snapshots_with_initial_state());
     assert!(
         snapshots
             .lock()
@@ -301,43 +260,55 @@ path = "state.jsonl"
     )
     .expect("write");
     sluice_tests::run_job(&job);
-    let batches = |f: &str| -> Vec<Vec<String>> {
-        read_jsonl(&dir.path().join(f))
-            .iter()
+    // Each batch's records in the order `sorted_records` gives.
+    let batches = |f: &str| -> Vec<Vec<Value>> {
+        (read_jsonl(&dir.path().join(f)).into_iter())
             .map(|b| {
-                let mut r: Vec<String> = (b["records"].as_array().expect("records").iter())
-                    .map(Value::to_string)
-                    .collect();
-                r.sort();
-                r
+                sluice::CollectedBatch {
+                    time: sluice::BatchTime(0),
+                    index: 0,
+                    partitions: 0,
+                    records: serde_json::from_value(b["records"].clone()).expect("records"),
+                }
+                .sorted_records()
             })
             .collect()
     };
-    let strings = |rows: &[&[&str]]| -> Vec<Vec<String>> {
-        rows.iter()
-            .map(|r| r.iter().map(|s| s.to_string()).collect())
-            .collect()
-    };
-    assert_eq!(
-        batches("running.jsonl"),
-        strings(&[
-            &[r#"["a",1,false]"#, r#"["a",2,false]"#, r#"["b",1,false]"#],
-            &[r#"["a",3,false]"#, r#"["c",11,false]"#],
-            &[],
-            &[r#"["b",1,true]"#, r#"["d",5,true]"#],
-            &[r#"["a",3,true]"#, r#"["b",1,false]"#, r#"["c",11,true]"#],
-        ])
-    );
-    assert_eq!(
-        batches("state.jsonl"),
-        strings(&[
-            &[r#"["a",2]"#, r#"["b",1]"#, r#"["c",10]"#, r#"["d",5]"#],
-            &[r#"["a",3]"#, r#"["b",1]"#, r#"["c",11]"#, r#"["d",5]"#],
-            &[r#"["a",3]"#, r#"["b",1]"#, r#"["c",11]"#, r#"["d",5]"#],
-            &[r#"["a",3]"#, r#"["c",11]"#],
-            &[r#"["b",1]"#],
-        ])
-    );
+    assert_eq!(batches("running.jsonl"), running_with_initial_state());
+    assert_eq!(batches("state.jsonl"), snapshots_with_initial_state());
+}
+
+/// What `running_count` maps `a b a | a c | | | b` to with a 2.5 s
+/// timeout and the initial state `c = 10, d = 5`, each batch sorted.
+fn running_with_initial_state() -> Vec<Vec<Value>> {
+    vec![
+        vec![
+            json!(["a", 1, false]),
+            json!(["a", 2, false]),
+            json!(["b", 1, false]),
+        ],
+        vec![json!(["a", 3, false]), json!(["c", 11, false])],
+        vec![],
+        vec![json!(["b", 1, true]), json!(["d", 5, true])],
+        vec![
+            json!(["a", 3, true]),
+            json!(["b", 1, false]),
+            json!(["c", 11, true]),
+        ],
+    ]
+}
+
+/// The state snapshots of that job after each batch, sorted.
+fn snapshots_with_initial_state() -> Vec<Vec<Value>> {
+    let (a2, a3, b1) = (json!(["a", 2]), json!(["a", 3]), json!(["b", 1]));
+    let (c10, c11, d5) = (json!(["c", 10]), json!(["c", 11]), json!(["d", 5]));
+    vec![
+        vec![a2, b1.clone(), c10, d5.clone()],
+        vec![a3.clone(), b1.clone(), c11.clone(), d5.clone()],
+        vec![a3.clone(), b1.clone(), c11.clone(), d5],
+        vec![a3, c11],
+        vec![b1],
+    ]
 }
 
 /// group_by_key_and_window(3 s, 2 s): per word of the last three batches,

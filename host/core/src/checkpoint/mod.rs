@@ -395,6 +395,7 @@ pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn one_run_at_a_time_holds_a_checkpoint_directory() {
@@ -413,8 +414,6 @@ mod tests {
         assert!(store.list().unwrap().is_empty());
         store.clear().unwrap();
     }
-
-    use super::*;
 
     fn cp(t: i64) -> Checkpoint {
         Checkpoint {
