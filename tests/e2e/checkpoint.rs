@@ -779,6 +779,37 @@ fn batches_after_the_last_full_checkpoint_are_rerun_from_the_batch_log() {
     );
 }
 
+/// A job that dies before its first checkpoint is written (here: its
+/// first batch fails) and is started again a minute later resumes at the
+/// batch times it started with, not at new ones: outputs named by batch
+/// time (text files in S3) are then replaced, not written beside a
+/// duplicate.
+#[test]
+fn a_job_that_dies_before_its_first_checkpoint_keeps_its_batch_times() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ck = dir.path().join("ck");
+    let input: Vec<Vec<String>> = (0..4).map(|b| vec![format!("w{}", b % 2)]).collect();
+    let (ssc, died, _) = replay_job(&ck, &input, Some(0));
+    let e = ssc.run(None).expect_err("the crash").to_string();
+    assert!(e.contains("a crash"), "{e}");
+    let store = sluice::checkpoint::Checkpoints::open(&ck).expect("store");
+    assert!(store.list().expect("list").is_empty(), "no checkpoint");
+    let first = died.lock().expect("died")[0].time;
+    let (ssc, totals, _) = replay_job(&ck, &input, None);
+    let later = ssc.with_clock(Arc::new(sluice::ManualClock::new(60_000)));
+    later.run(None).expect("resumed");
+    let totals = totals.lock().expect("totals");
+    let got: Vec<(u64, i64)> = totals.iter().map(|b| (b.index, b.time.millis())).collect();
+    let want: Vec<(u64, i64)> = (0..4)
+        .map(|i| (i, first.millis() + 1000 * i as i64))
+        .collect();
+    assert_eq!(got, want, "every batch at its first run's time");
+    assert_eq!(
+        totals[3].sorted_records(),
+        vec![serde_json::json!(["w0", 2]), serde_json::json!(["w1", 2])]
+    );
+}
+
 /// A socket cannot replay: with checkpointing its lines are logged before
 /// they enter a batch. Sequence-numbered lines stream from a server while
 /// the job is killed with -9 twenty times at random moments (receiving,

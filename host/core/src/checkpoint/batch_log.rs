@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 const BATCH: u8 = 1;
+/// The first frame of the log a job starts with, before any checkpoint:
+/// the time of its first batch (8 bytes, little-endian), so that a crash
+/// before the first checkpoint resumes at the same batch times.
+const START: u8 = 2;
 const LOG_PREFIX: &str = "batches-";
 /// Zeros a batch log keeps written ahead of its records (about a thousand
 /// records), so that syncing a record commits no file metadata and does
@@ -112,12 +116,37 @@ impl Checkpoints {
         Ok(logs)
     }
 
-    /// Starts the (empty) batch log that follows the checkpoint at `after`.
-    pub fn start_batch_log(&self, after: i64) -> Result<BatchLog> {
-        let path = self.batch_log_path(after);
-        crate::framelog::FrameLog::create(&path)
-            .map(BatchLog::new)
-            .map_err(|e| Error::io(format!("creating the batch log {}", path.display()), e))
+    /// Starts a job with no checkpoint yet: the batch log that precedes
+    /// its first checkpoint, named as if after a checkpoint one interval
+    /// before the first batch (`before_first`), recording the first batch's
+    /// time and holding `records` (batches logged before a crash, to be
+    /// re-run). See [`Checkpoints::job_start`].
+    pub fn begin_batch_log(
+        &self,
+        before_first: i64,
+        first: i64,
+        records: &[BatchRecord],
+    ) -> Result<BatchLog> {
+        self.rewrite_batch_log(before_first, Some(first), records)
+    }
+
+    /// The first batch time of a job that has started and may have run
+    /// batches but has no checkpoint yet (the log
+    /// [`Checkpoints::begin_batch_log`] wrote), if there is one.
+    pub fn job_start(&self) -> Result<Option<(i64, i64)>> {
+        for (after, path) in self.batch_logs()? {
+            let Ok(contents) = crate::framelog::read(&path, 0) else {
+                continue;
+            };
+            let start = (contents.frames.iter())
+                .find(|f| f.kind == START)
+                .and_then(|f| f.payload.get(..8)?.try_into().ok())
+                .map(i64::from_le_bytes);
+            if let Some(first) = start {
+                return Ok(Some((after, first)));
+            }
+        }
+        Ok(None)
     }
 
     /// The batches recorded after the checkpoint at `after` (from the log
@@ -163,6 +192,17 @@ impl Checkpoints {
     /// batches being re-run on recovery) and removes later logs, so that
     /// appending goes on from one clean log.
     pub fn restart_batch_log(&self, after: i64, records: &[BatchRecord]) -> Result<BatchLog> {
+        self.rewrite_batch_log(after, None, records)
+    }
+
+    /// [`Checkpoints::restart_batch_log`], led by a [`START`] frame when
+    /// `start` is given.
+    fn rewrite_batch_log(
+        &self,
+        after: i64,
+        start: Option<i64>,
+        records: &[BatchRecord],
+    ) -> Result<BatchLog> {
         for (t, path) in self.batch_logs()? {
             if t > after {
                 std::fs::remove_file(&path)
@@ -173,6 +213,10 @@ impl Checkpoints {
         let tmp = self.dir.join(format!(".{LOG_PREFIX}{after}.tmp"));
         let what = || format!("rewriting the batch log {}", path.display());
         let mut log = crate::framelog::FrameLog::create(&tmp).map_err(|e| Error::io(what(), e))?;
+        if let Some(first) = start {
+            log.append(START, &first.to_le_bytes())
+                .map_err(|e| Error::io(what(), e))?;
+        }
         for r in records {
             let payload = BatchLog::encode(r)?;
             log.append(BATCH, &payload)

@@ -163,7 +163,7 @@ impl Loop<'_> {
     /// With a checkpoint store: resumes from its newest usable checkpoint
     /// and queues the batches logged after it to run again.
     pub(super) fn recover(&mut self) -> Result<()> {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.clone() else {
             return Ok(());
         };
         let g = &mut self.g;
@@ -171,10 +171,29 @@ impl Loop<'_> {
             s.attach_log(&store.wal_dir().join(format!("source-{i}")));
         }
         if self.ssc.fresh {
-            return store.clear();
+            store.clear()?;
         }
-        let Some((cp, shards, skipped)) = store.latest_with_shards()? else {
-            return Ok(());
+        let latest = match self.ssc.fresh {
+            true => None,
+            false => store.latest_with_shards()?,
+        };
+        let Some((cp, shards, skipped)) = latest else {
+            // No checkpoint yet: a job that crashed before its first one
+            // resumes at the batch times it started with (the outputs it
+            // wrote are named by them) and re-runs the batches it logged;
+            // a new one logs its first batch time before running anything.
+            let started = match self.ssc.fresh {
+                true => None,
+                false => store.job_start()?,
+            };
+            let (before_first, first) = started.unwrap_or_else(|| {
+                let first = self.first.millis();
+                (first - g.interval, first)
+            });
+            self.first = BatchTime(first);
+            let records = self.logged_batches(before_first, 0)?;
+            self.batch_log = Some(store.begin_batch_log(before_first, first, &records)?);
+            return self.queue_replays(records);
         };
         for s in &skipped {
             tracing::warn!(checkpoint = %s.location, "skipping an unusable checkpoint (set aside as .damaged): {}", s.reason);
@@ -182,20 +201,35 @@ impl Loop<'_> {
         store.set_aside(&skipped)?;
         let plugins = plugin_versions(g);
         self.ssc
-            .resume(g, (&cp, &shards), &self.graph, &plugins, store)?;
+            .resume(g, (&cp, &shards), &self.graph, &plugins, &store)?;
         self.first = BatchTime(cp.first_batch_time);
         self.start = cp.batch_index + 1;
-        let (records, problems) = store.batches_after(cp.batch_time)?;
+        let records = self.logged_batches(cp.batch_time, self.start)?;
+        self.batch_log = Some(store.restart_batch_log(cp.batch_time, &records)?);
+        self.last_data = Some(cp.batch_time);
+        self.queue_replays(records)
+    }
+
+    /// The batch records logged after the checkpoint (or start) at
+    /// `after`, from batch `start` on without a gap: those to re-run.
+    fn logged_batches(&self, after: i64, start: u64) -> Result<Vec<BatchRecord>> {
+        let store = self.store.as_ref().expect("a checkpoint store");
+        let (records, problems) = store.batches_after(after)?;
         for p in problems {
             tracing::warn!("batch log: {p}; later batches run again from their sources");
         }
-        let records: Vec<BatchRecord> = records
+        let sources = self.g.sources.len();
+        Ok(records
             .into_iter()
-            .zip(self.start..)
-            .take_while(|(r, i)| r.batch_index == *i && r.sources.len() == g.sources.len())
+            .zip(start..)
+            .take_while(|(r, i)| r.batch_index == *i && r.sources.len() == sources)
             .map(|(r, _)| r)
-            .collect();
-        self.batch_log = Some(store.restart_batch_log(cp.batch_time, &records)?);
+            .collect())
+    }
+
+    /// Queues `records` to re-run before anything new, and tells the
+    /// sources which batches are down-time ones.
+    fn queue_replays(&mut self, records: Vec<BatchRecord>) -> Result<()> {
         if !records.is_empty() {
             tracing::info!(
                 batches = records.len(),
@@ -203,9 +237,8 @@ impl Loop<'_> {
             );
         }
         self.replay = records.into_iter().map(|r| (r.batch_index, r)).collect();
-        self.last_data = Some(cp.batch_time);
         let now = BatchTime(self.ssc.clock.now_ms());
-        for s in g.sources.iter_mut() {
+        for s in self.g.sources.iter_mut() {
             s.catch_up(now);
         }
         Ok(())
