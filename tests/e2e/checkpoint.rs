@@ -859,8 +859,15 @@ fn kill_nine_while_receiving_from_a_socket_loses_only_lines_in_flight() {
     let seed = time_seed();
     let mut x = seed;
     let mut kills = Vec::new();
-    for _ in 0..20 {
-        let mut child = spawn_quietly(&job, &ck);
+    for run in 0..20 {
+        let log = std::fs::File::create(dir.path().join(format!("run-{run}.log"))).expect("log");
+        let mut child = sluice(&job)
+            .arg("--checkpoint")
+            .arg(&ck)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn");
         let r = xorshift(&mut x);
         std::thread::sleep(Duration::from_millis(800 + r % 1500));
         child.kill().expect("kill -9");
@@ -918,6 +925,19 @@ fn kill_nine_while_receiving_from_a_socket_loses_only_lines_in_flight() {
             }
         })
     };
+    // For a failure: what the run after the kill nearest to a line said
+    // (recovery, the write-ahead log, errors).
+    let after_kill = |s: usize| {
+        let run = kills.iter().take_while(|(k, _)| *k < sent[s]).count();
+        let log =
+            std::fs::read_to_string(dir.path().join(format!("run-{run}.log"))).unwrap_or_default();
+        let said: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains(" INFO sluice::run: batch"))
+            .take(12)
+            .collect();
+        format!("run {run} said: {said:#?}")
+    };
     let unexplained: Vec<String> = lost
         .iter()
         .copied()
@@ -939,10 +959,14 @@ fn kill_nine_while_receiving_from_a_socket_loses_only_lines_in_flight() {
         .collect();
     assert!(
         unexplained.is_empty(),
-        "seed {seed}: {} of {} lines lost that were not in flight at a kill: {:?}",
+        "seed {seed}: {} of {} lines lost that were not in flight at a kill: {:?}\n{}",
         unexplained.len(),
         sent.len(),
-        &unexplained[..unexplained.len().min(20)]
+        &unexplained[..unexplained.len().min(20)],
+        lost.iter()
+            .find(|&&s| !in_flight(s))
+            .map(|&s| after_kill(s))
+            .unwrap_or_default()
     );
     // The per-key totals agree with the sequence words counted.
     for k in 0..7usize {
