@@ -8,6 +8,7 @@ pub mod mosquitto;
 pub mod redis;
 pub mod s3;
 pub mod tansu;
+pub mod tls;
 
 use serde_json::Value;
 use sluice::LoadPlugins;

@@ -27,14 +27,18 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data: &Path) -> ServerProcess {
+        ServerProcess::start_with(data, r#"{"max_workers": 1, "cpu_share": 1.0}"#, &[])
+    }
+
+    /// A server whose new tenants get `tenant_defaults`, with `more`
+    /// arguments.
+    fn start_with(data: &Path, tenant_defaults: &str, more: &[&str]) -> ServerProcess {
         let mut child = Command::new(sluice_bin())
             .args(["serve", "--addr", "127.0.0.1:0", "--memory", "1GiB"])
             .arg("--data")
             .arg(data)
-            .args([
-                "--tenant-defaults",
-                r#"{"max_workers": 1, "cpu_share": 1.0}"#,
-            ])
+            .args(["--tenant-defaults", tenant_defaults])
+            .args(more)
             .env("SLUICE_ADMIN_TOKEN", ADMIN)
             .env("SLUICE_LOG", "info")
             .stdout(Stdio::null())
@@ -524,6 +528,178 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
         let want: Vec<i64> = (0..batches.len() as i64).collect();
         assert_eq!(batches, want, "{}", dir.display());
     }
+}
+
+/// An HTTPS call trusting only the CA in `ca`: (status, `Retry-After`,
+/// JSON body).
+fn https(
+    url: &str,
+    (method, path): (&str, &str),
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    ca: &Path,
+) -> (u16, Option<String>, Value) {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let pem = std::fs::read(ca).expect("CA");
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&[
+            Certificate::from_pem(&pem).expect("PEM")
+        ]))
+        .unversioned_rustls_crypto_provider(provider)
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .build()
+        .into();
+    let full = format!("{url}{path}");
+    let auth = format!("Bearer {}", token.unwrap_or(""));
+    let response = match (method, body) {
+        ("GET", _) => agent.get(&full).header("Authorization", &auth).call(),
+        ("PUT", Some(b)) => agent.put(&full).header("Authorization", &auth).send(b),
+        ("POST", Some(b)) => agent.post(&full).header("Authorization", &auth).send(b),
+        ("POST", None) => agent
+            .post(&full)
+            .header("Authorization", &auth)
+            .send_empty(),
+        other => panic!("no call {other:?}"),
+    };
+    let mut response = response.expect("HTTPS call");
+    let retry =
+        (response.headers().get("retry-after")).map(|v| v.to_str().expect("ascii").to_string());
+    let text = response.body_mut().read_to_string().expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (response.status().as_u16(), retry, value)
+}
+
+/// The server hardened: HTTPS only (plain HTTP and an unknown CA fail),
+/// each refusal with its status — no token, a bad one, the wrong caller,
+/// an oversized body, too many calls (429 with `Retry-After`, and the CLI
+/// waits and goes on) — and every change and refusal in the audit log,
+/// which only the admin reads.
+#[test]
+fn the_server_speaks_tls_refuses_what_it_must_and_audits() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    sluice_tests::tls::test_certificates(tmp.path());
+    let (cert, key, ca) = (
+        tmp.path().join("server.pem"),
+        tmp.path().join("server.key"),
+        tmp.path().join("ca.pem"),
+    );
+    let data = tmp.path().join("data");
+    let server = ServerProcess::start_with(
+        &data,
+        r#"{"max_workers": 1, "api_rate": 2.0, "api_burst": 5}"#,
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let url = server.url.clone();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // The CLI trusts the test's CA when told to, and only then.
+    let with_ca = |token: &str, args: &[&str]| {
+        Command::new(sluice_bin())
+            .args(args)
+            .env("SLUICE_SERVER", &url)
+            .env("SLUICE_TOKEN", token)
+            .env("SLUICE_CA_CERT", &ca)
+            .output()
+            .expect("run sluice")
+    };
+    let created = with_ca(ADMIN, &["tenant", "create", "alpha"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let token = String::from_utf8(created.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    let unknown_ca = cli_fails(&url, ADMIN, &["tenant", "list"]);
+    assert!(
+        unknown_ca.contains("certificate") || unknown_ca.contains("UnknownIssuer"),
+        "{unknown_ca}"
+    );
+    // Plain HTTP to the HTTPS port gets no answer.
+    let plain = url.replacen("https://", "http://", 1);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    assert!(agent.get(format!("{plain}/api/health")).call().is_err());
+
+    // Refusals, each with its status.
+    let call = |m: &str, p: &str, t: Option<&str>, b: Option<&[u8]>| https(&url, (m, p), t, b, &ca);
+    assert_eq!(call("GET", "/api/jobs", None, None).0, 401);
+    assert_eq!(call("GET", "/api/jobs", Some("slt_0000"), None).0, 401);
+    assert_eq!(call("GET", "/api/tenants", Some(&token), None).0, 403);
+    assert_eq!(call("GET", "/api/audit", Some(&token), None).0, 403);
+    let huge = vec![b' '; (1 << 20) + 1024];
+    let (status, _, body) = call("PUT", "/api/tenants/alpha/limits", Some(ADMIN), Some(&huge));
+    assert_eq!(status, 413, "{body}");
+    // Once the tenant's allowance is full again: a burst of 5 calls (6 if
+    // half a second passes), then 429.
+    std::thread::sleep(Duration::from_secs(3));
+    let statuses: Vec<(u16, Option<String>)> = (0..8)
+        .map(|_| {
+            let (s, retry, _) = call("GET", "/api/jobs", Some(&token), None);
+            (s, retry)
+        })
+        .collect();
+    let ok = statuses.iter().take_while(|(s, _)| *s == 200).count();
+    assert!((5..=6).contains(&ok), "{statuses:?}");
+    let (status, retry) = &statuses[ok];
+    assert_eq!(*status, 429, "{statuses:?}");
+    assert_eq!(retry.as_deref(), Some("1"), "{statuses:?}");
+    // The CLI, refused for the rate, waits as told and succeeds.
+    let listed = with_ca(&token, &["job", "list"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    // The audit log has the change and every refusal, by caller, without
+    // query strings; the admin reads it.
+    let (status, _, entries) = call("GET", "/api/audit?n=1000&token=x", Some(ADMIN), None);
+    assert_eq!(status, 200, "{entries}");
+    let entries = entries.as_array().expect("entries");
+    let seen = |who: &str, method: &str, path: &str, status: u64| {
+        entries.iter().any(|e| {
+            e["who"] == who && e["method"] == method && e["path"] == path && e["status"] == status
+        })
+    };
+    assert!(seen("admin", "POST", "/api/tenants", 201), "{entries:?}");
+    assert!(seen("unknown", "GET", "/api/jobs", 401), "{entries:?}");
+    assert!(
+        seen("tenant:alpha", "GET", "/api/tenants", 403),
+        "{entries:?}"
+    );
+    assert!(
+        seen("admin", "PUT", "/api/tenants/alpha/limits", 413),
+        "{entries:?}"
+    );
+    assert!(seen("tenant:alpha", "GET", "/api/jobs", 429), "{entries:?}");
+    assert!(
+        entries.iter().all(|e| e["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+            && !e["path"].as_str().expect("path").contains('?')),
+        "{entries:?}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["method"] == "GET" && e["status"] == 200),
+        "reads that succeed are not audited: {entries:?}"
+    );
+    assert!(data.join("audit.jsonl").exists());
 }
 
 fn in_process_server(dir: &Path) -> std::sync::Arc<Server> {

@@ -14,7 +14,53 @@ pub(crate) struct Client {
     token: Option<String>,
 }
 
+/// How often a call refused for the tenant's call rate (429) is tried again.
+const RETRIES_WHEN_LIMITED: u32 = 5;
+
+/// TLS for an `https://` server: its certificate must chain to one in
+/// `ca_cert` (PEM) or, without it, to one the system trusts.
+fn tls_config(ca_cert: Option<&Path>) -> Result<ureq::tls::TlsConfig> {
+    use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+    let roots: Vec<Certificate<'static>> = match ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            let mut certs = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                if let PemItem::Certificate(c) =
+                    item.with_context(|| format!("{}: not PEM", path.display()))?
+                {
+                    certs.push(c.to_owned());
+                }
+            }
+            if certs.is_empty() {
+                bail!("{}: holds no certificate", path.display());
+            }
+            certs
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                bail!(
+                    "no system CA certificates to check the server's with (give the server's CA with --ca-cert): {:?}",
+                    found.errors
+                );
+            }
+            (found.certs.iter())
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .collect()
+        }
+    };
+    #[allow(deprecated)] // ring: see `sluice_server::tls`
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .unversioned_rustls_crypto_provider(provider)
+        .build())
+}
+
 /// A request body.
+#[derive(Clone, Copy)]
 pub(crate) enum Body<'a> {
     None,
     Json(&'a Value),
@@ -22,17 +68,25 @@ pub(crate) enum Body<'a> {
 }
 
 impl Client {
-    pub(crate) fn new(server: &str, token: Option<String>) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+    /// A client of the server at `server` as the holder of `token`; an
+    /// `https://` server is checked against the certificates in `ca_cert`
+    /// (PEM) when given, else against the system's.
+    pub(crate) fn new(
+        server: &str,
+        token: Option<String>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Client> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(600)))
-            .build()
-            .into();
-        Client {
-            agent,
+            .timeout_global(Some(Duration::from_secs(600)));
+        if server.starts_with("https://") {
+            config = config.tls_config(tls_config(ca_cert)?);
+        }
+        Ok(Client {
+            agent: config.build().into(),
             base: server.trim_end_matches('/').to_string(),
             token,
-        }
+        })
     }
 
     pub(crate) fn base(&self) -> &str {
@@ -42,6 +96,16 @@ impl Client {
     /// Calls `method path` and returns the JSON answer (`null` for none);
     /// an error status is an error carrying the server's message.
     pub(crate) fn call(&self, method: &str, path: &str, body: Body) -> Result<(u16, Value)> {
+        self.call_attempt(method, path, body, 0)
+    }
+
+    fn call_attempt(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body,
+        attempt: u32,
+    ) -> Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         macro_rules! with_auth {
@@ -65,6 +129,15 @@ impl Client {
             (m, _) => bail!("unsupported method {m}"),
         };
         let mut response = response.with_context(|| format!("calling {url}"))?;
+        if response.status().as_u16() == 429 && attempt < RETRIES_WHEN_LIMITED {
+            // Over the tenant's call rate: wait as the server says, again.
+            let wait = (response.headers().get("retry-after"))
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1)
+                .min(10);
+            std::thread::sleep(Duration::from_secs(wait));
+            return self.call_attempt(method, path, body, attempt + 1);
+        }
         let status = response.status().as_u16();
         let text = response
             .body_mut()

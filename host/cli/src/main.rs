@@ -122,6 +122,13 @@ enum Command {
         /// Default limits of new tenants, as JSON (see `TenantLimits`).
         #[arg(long, value_name = "JSON")]
         tenant_defaults: Option<String>,
+        /// Serve HTTPS with this certificate chain (PEM, the server's
+        /// certificate first); needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Submits a job spec to a running `sluice serve`, as spark-submit
     /// does: uploads its plugins and the files it reads, then starts it.
@@ -195,6 +202,17 @@ struct Remote {
     /// A tenant's token (the admin token for `sluice tenant`).
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// For an `https://` server: the CA certificate (PEM) its certificate
+    /// chains to (default: the system's CAs).
+    #[arg(long, env = "SLUICE_CA_CERT", value_name = "FILE", global = true)]
+    ca_cert: Option<PathBuf>,
+}
+
+impl Remote {
+    /// A client of the server this names.
+    fn client(self) -> Result<client::Client> {
+        client::Client::new(&self.server, self.token, self.ca_cert.as_deref())
+    }
 }
 
 #[derive(Subcommand)]
@@ -416,7 +434,16 @@ fn real_main() -> Result<()> {
             memory,
             admin_token_file,
             tenant_defaults,
-        } => serve::serve(data, &addr, memory, admin_token_file, tenant_defaults),
+            tls_cert,
+            tls_key,
+        } => serve::serve(serve::Options {
+            data,
+            addr,
+            memory,
+            admin_token_file,
+            tenant_defaults,
+            tls: tls_cert.zip(tls_key),
+        }),
         Command::Submit {
             spec,
             plugin,

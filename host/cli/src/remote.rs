@@ -1,14 +1,14 @@
 //! Commands against a running `sluice serve` over its HTTP API: `sluice
 //! submit`, `sluice job ...` and `sluice tenant ...`.
 
-use crate::client::{self, Body, Client};
+use crate::client::{self, Body};
 use crate::{JobCommand, Remote, TenantCommand};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 /// `sluice submit`: uploads the spec's plugins and files and starts the job.
 pub(crate) fn submit(spec: &Path, plugin: &[String], remote: Remote) -> Result<()> {
-    let client = Client::new(&remote.server, remote.token);
+    let client = remote.client()?;
     let job = client::submit(&client, spec, plugin)?;
     let name = job["name"].as_str().unwrap_or("?");
     println!("{}", serde_json::to_string_pretty(&job)?);
@@ -21,7 +21,7 @@ pub(crate) fn submit(spec: &Path, plugin: &[String], remote: Remote) -> Result<(
 
 /// `sluice job ...` (a tenant's token).
 pub(crate) fn job_command(command: JobCommand, remote: Remote) -> Result<()> {
-    let client = Client::new(&remote.server, remote.token);
+    let client = remote.client()?;
     let print = |v: &serde_json::Value| -> Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);
         Ok(())
@@ -77,7 +77,7 @@ pub(crate) fn job_command(command: JobCommand, remote: Remote) -> Result<()> {
 
 /// `sluice tenant ...` (the admin token).
 pub(crate) fn tenant_command(command: TenantCommand, remote: Remote) -> Result<()> {
-    let client = Client::new(&remote.server, remote.token);
+    let client = remote.client()?;
     match command {
         TenantCommand::Create {
             name,

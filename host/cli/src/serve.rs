@@ -10,14 +10,31 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+/// `sluice serve`'s command line.
+pub(crate) struct Options {
+    pub(crate) data: PathBuf,
+    pub(crate) addr: String,
+    pub(crate) memory: Option<String>,
+    pub(crate) admin_token_file: Option<PathBuf>,
+    pub(crate) tenant_defaults: Option<String>,
+    /// HTTPS: the certificate chain and key files.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+}
+
 /// `sluice serve`.
-pub(crate) fn serve(
-    data: PathBuf,
-    addr: &str,
-    memory: Option<String>,
-    admin_token_file: Option<PathBuf>,
-    tenant_defaults: Option<String>,
-) -> Result<()> {
+pub(crate) fn serve(options: Options) -> Result<()> {
+    let Options {
+        data,
+        addr,
+        memory,
+        admin_token_file,
+        tenant_defaults,
+        tls,
+    } = options;
+    let tls = tls
+        .map(|(cert, key)| sluice_server::tls::server_config(&cert, &key))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let token_path = data.join("admin.token");
     let admin_token = admin_token(&token_path, admin_token_file.as_deref())?;
@@ -40,7 +57,7 @@ pub(crate) fn serve(
         .enable_time()
         .build()
         .context("starting the server's runtime")?;
-    runtime.block_on(serve_api(&server, at, &data, &token_in, stop))?;
+    runtime.block_on(serve_api(&server, (at, tls), &data, &token_in, stop))?;
     eprintln!("sluice serve: stopping every job (a last batch and checkpoint each)");
     server.shutdown();
     Ok(())
@@ -105,7 +122,7 @@ fn server_config(
 /// until `stop` is set.
 async fn serve_api(
     server: &Arc<Server>,
-    at: SocketAddr,
+    (at, tls): (SocketAddr, Option<Arc<rustls::ServerConfig>>),
     data: &Path,
     token_in: &str,
     stop: Arc<AtomicBool>,
@@ -121,8 +138,9 @@ async fn serve_api(
             e.message
         );
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "sluice serve: http://{local}/ (data in {}; admin token in {token_in})",
+        "sluice serve: {scheme}://{local}/ (data in {}; admin token in {token_in})",
         data.display(),
     );
     let shutdown = async move {
@@ -130,7 +148,9 @@ async fn serve_api(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    sluice_server::api::serve(server.clone(), listener, shutdown)
-        .await
-        .context("serving the API")
+    match tls {
+        Some(tls) => sluice_server::api::serve_tls(server.clone(), listener, tls, shutdown).await,
+        None => sluice_server::api::serve(server.clone(), listener, shutdown).await,
+    }
+    .context("serving the API")
 }

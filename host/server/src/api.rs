@@ -24,6 +24,12 @@
 //! | `GET /api/jobs/{j}/logs` | tenant | job events and guest logs |
 //! | `GET /api/jobs/{j}/status` | tenant | batch metrics (the web UI's data) |
 //! | `GET /jobs/{j}/`, `/jobs/{j}/metrics` | tenant | web UI, Prometheus |
+//! | `GET /api/audit?n=` | admin | the audit log's last entries (see `audit`) |
+//!
+//! A tenant's calls are limited to its `api_rate` per second (`api_burst`
+//! at once): more are refused with 429 and `Retry-After`. A request body
+//! over `max_request_bytes` (plugin uploads: `max_plugin_bytes`; jobs:
+//! twice `max_job_files_bytes`) is refused with 413.
 
 use super::{ApiError, Caller, Server, TenantLimits};
 use axum::Router;
@@ -46,11 +52,19 @@ type Shared = State<Arc<Server>>;
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut response = (
             status,
             axum::Json(serde_json::json!({"error": self.message})),
         )
-            .into_response()
+            .into_response();
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up (RFC 9110).
+            let secs = wait.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }
 
@@ -68,17 +82,96 @@ fn query(uri: &Uri, key: &str) -> Option<String> {
 }
 
 /// The caller of a request, from its token.
+/// The caller of a request, from its token; a tenant's call is taken
+/// from its allowance.
 fn caller(server: &Server, headers: &HeaderMap, uri: &Uri) -> Result<Caller, ApiError> {
-    let token = headers
+    let caller = authenticated(server, headers, uri)?;
+    if let Caller::Tenant(t) = &caller {
+        server.take_call(t)?;
+    }
+    Ok(caller)
+}
+
+/// Who holds the request's token, or why nobody does (401).
+fn authenticated(server: &Server, headers: &HeaderMap, uri: &Uri) -> Result<Caller, ApiError> {
+    let token = token(headers, uri)
+        .ok_or_else(|| ApiError::new(401, "a token is needed: `Authorization: Bearer TOKEN`"))?;
+    server
+        .authenticate(token.trim())
+        .ok_or_else(|| ApiError::new(401, "the token is not valid"))
+}
+
+/// The token a request carries, if any.
+fn token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string)
         .or_else(|| query(uri, "token"))
-        .ok_or_else(|| ApiError::new(401, "a token is needed: `Authorization: Bearer TOKEN`"))?;
-    server
-        .authenticate(token.trim())
-        .ok_or_else(|| ApiError::new(401, "the token is not valid"))
+}
+
+/// The client's address, as the audit log names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// In front of every route: refuses a call without a valid token (but to
+/// the public pages) before its body is read, and writes the audit log's
+/// entry for every call that changes something and every refused one
+/// (see [`crate::audit`]).
+async fn guard(
+    State(s): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let caller = authenticated(&s, request.headers(), request.uri());
+    let who = match &caller {
+        Ok(Caller::Admin) => "admin".to_string(),
+        Ok(Caller::Tenant(t)) => format!("tenant:{t}"),
+        Err(_) => "unknown".to_string(),
+    };
+    let peer = (request.extensions())
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map_or_else(|| "-".to_string(), |c| c.0.0.to_string());
+    let public = matches!(path.as_str(), "/" | "/api/health" | "/api/openapi.json");
+    let response = match caller {
+        Err(e) if !public => e.into_response(),
+        _ => next.run(request).await,
+    };
+    let status = response.status().as_u16();
+    let changes = !matches!(method, axum::http::Method::GET | axum::http::Method::HEAD);
+    if changes || matches!(status, 401 | 403 | 413 | 429) {
+        s.audit.record(who, peer, method.as_str(), &path, status);
+    }
+    response
+}
+
+/// `GET /api/audit?n=` (admin): the audit log's last `n` entries (100).
+async fn audit_log(State(s): Shared, headers: HeaderMap, uri: Uri) -> Reply {
+    admin(&s, &headers, &uri)?;
+    let n = query(&uri, "n").and_then(|n| n.parse().ok()).unwrap_or(100);
+    let entries = s.audit.tail(n).map_err(ApiError::internal)?;
+    json(StatusCode::OK, serde_json::json!(entries))
 }
 
 fn admin(server: &Server, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
@@ -116,13 +209,29 @@ async fn blocking<T: Send + 'static>(
 #[serde(deny_unknown_fields)]
 struct NewTenant {
     name: String,
-    limits: Option<TenantLimits>,
+    limits: Option<serde_json::Value>,
+}
+
+/// Limits given as JSON, the fields missing taken from the server's
+/// defaults for new tenants (not from [`TenantLimits::default`]).
+fn limits_over_defaults(s: &Server, given: serde_json::Value) -> Result<TenantLimits, ApiError> {
+    let mut limits = serde_json::to_value(&s.config().default_limits)
+        .map_err(|e| ApiError::internal(format!("the default limits: {e}")))?;
+    let (Some(into), serde_json::Value::Object(given)) = (limits.as_object_mut(), given) else {
+        return Err(ApiError::bad("limits: a JSON object is needed"));
+    };
+    into.extend(given);
+    serde_json::from_value(limits).map_err(|e| ApiError::bad(format!("limits: {e}")))
 }
 
 async fn create_tenant(State(s): Shared, headers: HeaderMap, uri: Uri, body: Bytes) -> Reply {
     admin(&s, &headers, &uri)?;
     let req: NewTenant = parse(&body)?;
-    let token = s.create_tenant(&req.name, req.limits)?;
+    let limits = req
+        .limits
+        .map(|l| limits_over_defaults(&s, l))
+        .transpose()?;
+    let token = s.create_tenant(&req.name, limits)?;
     json(
         StatusCode::CREATED,
         serde_json::json!({"name": req.name, "token": token}),
@@ -142,7 +251,7 @@ async fn set_limits(
     body: Bytes,
 ) -> Reply {
     admin(&s, &headers, &uri)?;
-    let limits: TenantLimits = parse(&body)?;
+    let limits = limits_over_defaults(&s, parse(&body)?)?;
     s.set_limits(&t, limits)?;
     json(StatusCode::OK, serde_json::json!({"name": t}))
 }
@@ -384,6 +493,7 @@ f.onsubmit=e=>{e.preventDefault();show()};if(t.value)show();
 pub fn router(server: Arc<Server>) -> Router {
     let upload_limit = server.config().max_plugin_bytes as usize + (1 << 20);
     let files_limit = server.config().max_job_files_bytes as usize * 2 + (1 << 20);
+    let request_limit = server.config().max_request_bytes;
     Router::new()
         .route("/", get(index))
         .route(
@@ -421,6 +531,9 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/jobs/{j}/", get(page))
         .route("/jobs/{j}/api/status", get(status))
         .route("/jobs/{j}/metrics", get(prometheus))
+        .route("/api/audit", get(audit_log))
+        .layer(DefaultBodyLimit::max(request_limit))
+        .layer(axum::middleware::from_fn_with_state(server.clone(), guard))
         .with_state(server)
 }
 
@@ -430,7 +543,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(server))
+    let app = router(server).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// [`serve`] over TLS with `tls` (see [`crate::tls`]).
+pub async fn serve_tls(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = crate::tls::TlsListener::new(listener, tls)?;
+    let app = router(server).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

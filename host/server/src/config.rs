@@ -32,6 +32,11 @@ pub struct TenantLimits {
     pub disk_bytes: u64,
     /// `host:port` endpoints the tenant's socket sources may connect to.
     pub sockets: Vec<String>,
+    /// API calls per second the tenant's tokens may make, sustained;
+    /// more are refused with 429 and `Retry-After`.
+    pub api_rate: f64,
+    /// API calls the tenant may make at once above [`Self::api_rate`].
+    pub api_burst: u32,
 }
 
 impl Default for TenantLimits {
@@ -48,6 +53,8 @@ impl Default for TenantLimits {
             max_workers: 2,
             disk_bytes: 1 << 30,
             sockets: Vec::new(),
+            api_rate: 20.0,
+            api_burst: 40,
         }
     }
 }
@@ -73,6 +80,11 @@ impl TenantLimits {
         }
         if !self.cpu_share.is_finite() || self.cpu_share <= 0.0 {
             return Err(ApiError::bad("limits: cpu_share must be positive (cores)"));
+        }
+        if !self.api_rate.is_finite() || self.api_rate <= 0.0 || self.api_burst == 0 {
+            return Err(ApiError::bad(
+                "limits: api_rate must be positive (calls/s) and api_burst at least 1",
+            ));
         }
         if self.memory_bytes < (1 << 20) || self.deadline_ms == 0 {
             return Err(ApiError::bad(
@@ -101,6 +113,9 @@ pub struct ServerConfig {
     pub compile_timeout: Duration,
     /// Largest total of the files sent with a job.
     pub max_job_files_bytes: u64,
+    /// Largest body of any other request (JSON), bytes: larger ones are
+    /// refused with 413 before they are read whole.
+    pub max_request_bytes: usize,
     /// Most plugin instances alive at once (the engine's pool).
     pub max_instances: u32,
     /// Compile uploads in a child process instead of in the server, so that
@@ -134,6 +149,7 @@ impl ServerConfig {
             max_plugin_bytes: Limits::default().component_bytes,
             compile_timeout: Duration::from_secs(120),
             max_job_files_bytes: 16 << 20,
+            max_request_bytes: 1 << 20,
             max_instances: 512,
             compiler: None,
         }

@@ -27,6 +27,7 @@
 //! The HTTP API is in [`api`]; `api/openapi.json` documents it.
 
 pub mod api;
+mod audit;
 mod config;
 mod jobs;
 pub mod metrics;
@@ -35,9 +36,11 @@ mod records;
 mod running;
 mod swap;
 mod tenants;
+pub mod tls;
 mod util;
 pub mod web;
 
+pub use crate::audit::AuditEntry;
 pub use crate::config::{Compiler, ServerConfig, TenantLimits};
 pub use crate::records::{Caller, Desired, JobRecord, JobState, PluginRecord};
 pub use crate::util::new_token;
@@ -60,6 +63,8 @@ pub struct ApiError {
     pub status: u16,
     /// What went wrong, naming the thing at fault.
     pub message: String,
+    /// For 429: when to try again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -67,6 +72,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
     fn bad(message: impl Into<String>) -> ApiError {
@@ -118,6 +124,11 @@ pub struct Server {
     compiling: tokio::sync::Semaphore,
     /// The API's address: never granted to a job.
     own_addr: Mutex<Option<std::net::SocketAddr>>,
+    /// SHA-256 of the admin token (compared as tenants' tokens are).
+    admin_hash: Option<String>,
+    /// Each tenant's allowance of API calls.
+    allowances: Mutex<HashMap<String, tenants::Allowance>>,
+    audit: audit::AuditLog,
 }
 
 impl std::fmt::Debug for Server {
@@ -153,7 +164,13 @@ impl Server {
             cache_dir: Some(config.data_dir.join("cache")),
             ..RuntimeConfig::default()
         })?;
+        let admin_hash =
+            (!config.admin_token.is_empty()).then(|| util::token_hash(&config.admin_token));
+        let audit = audit::AuditLog::new(&config.data_dir);
         Ok(Arc::new(Server {
+            admin_hash,
+            allowances: Mutex::default(),
+            audit,
             config,
             runtime,
             persisted: Mutex::new(persisted),

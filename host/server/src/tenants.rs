@@ -10,10 +10,12 @@ use std::time::Duration;
 impl Server {
     /// Who holds `token`, if anyone.
     pub fn authenticate(&self, token: &str) -> Option<Caller> {
-        if !self.config.admin_token.is_empty() && same(token, &self.config.admin_token) {
+        // Hashes of equal length, compared without stopping at the first
+        // difference: the time taken tells nothing about the token.
+        let hash = token_hash(token);
+        if self.admin_hash.as_ref().is_some_and(|h| same(h, &hash)) {
             return Some(Caller::Admin);
         }
-        let hash = token_hash(token);
         self.persisted()
             .tenants
             .iter()
@@ -143,6 +145,30 @@ impl Server {
             .ok_or_else(|| ApiError::not_found(format!("no tenant `{tenant}`")))
     }
 
+    /// Takes one API call from `tenant`'s allowance ([`TenantLimits::api_rate`]
+    /// per second, up to [`TenantLimits::api_burst`] at once), or refuses
+    /// it with 429 and when to try again.
+    pub(crate) fn take_call(&self, tenant: &str) -> ApiResult<()> {
+        let limits = self.limits(tenant)?;
+        let mut allowances = self.allowances.lock().unwrap_or_else(|e| e.into_inner());
+        let allowance = allowances
+            .entry(tenant.to_string())
+            .or_insert_with(|| Allowance::full(&limits));
+        allowance.take(&limits, std::time::Instant::now()).map_err(|wait| {
+            let mut e = ApiError::new(
+                429,
+                format!(
+                    "too many requests: tenant `{tenant}` may make {} calls/s ({} at once); retry in {} ms",
+                    limits.api_rate,
+                    limits.api_burst,
+                    wait.as_millis()
+                ),
+            );
+            e.retry_after = Some(wait);
+            e
+        })
+    }
+
     pub(crate) fn share(&self, tenant: &str, cores: f64) -> Arc<CpuShare> {
         let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
         let s = shares
@@ -152,5 +178,67 @@ impl Server {
             *s = Arc::new(CpuShare::new(cores));
         }
         s.clone()
+    }
+}
+
+/// A tenant's API calls left (a token bucket).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Allowance {
+    calls: f64,
+    at: std::time::Instant,
+}
+
+impl Allowance {
+    fn full(limits: &TenantLimits) -> Allowance {
+        Allowance {
+            calls: f64::from(limits.api_burst),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes a call at `now`, or says how long until one is left.
+    fn take(&mut self, limits: &TenantLimits, now: std::time::Instant) -> Result<(), Duration> {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * limits.api_rate;
+        self.calls = (self.calls + earned).min(f64::from(limits.api_burst));
+        self.at = now;
+        if self.calls >= 1.0 {
+            self.calls -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.calls) / limits.api_rate,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allowance_gives_its_burst_then_its_rate() {
+        let limits = TenantLimits {
+            api_rate: 10.0,
+            api_burst: 3,
+            ..TenantLimits::default()
+        };
+        let mut a = Allowance::full(&limits);
+        let t0 = a.at;
+        for _ in 0..3 {
+            assert_eq!(a.take(&limits, t0), Ok(()));
+        }
+        let wait = a.take(&limits, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(100));
+        // 100 ms later one more call, and no more.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(a.take(&limits, t1), Ok(()));
+        assert!(a.take(&limits, t1).is_err());
+        // Idle for long: the burst again, not more.
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(a.take(&limits, t2), Ok(()));
+        }
+        assert!(a.take(&limits, t2).is_err());
     }
 }
