@@ -411,3 +411,53 @@ proptest! {
         }
     }
 }
+
+/// The word count, running totals and an incremental window with every
+/// function's calls cut at `limit` bytes of input (one element per call at
+/// the smallest), in `p` partitions on two workers.
+fn split_calls(input: &Batches, p: usize, limit: usize) -> (Out, Out, Out) {
+    let ssc = context(2);
+    let pairs = ssc
+        .queue_stream(input.clone(), p)
+        .flat_map(split().with_input_limit(limit))
+        .map(pair().with_input_limit(limit));
+    let counts = pairs.reduce_by_key(add().with_input_limit(limit), p).collect();
+    let totals = pairs
+        .update_state_by_key(running_total().with_input_limit(limit), p)
+        .collect();
+    let window = pairs
+        .reduce_by_key_and_window(
+            add().with_input_limit(limit),
+            Some(subtract().with_input_limit(limit)),
+            3 * SECOND,
+            SECOND,
+            p,
+            None,
+        )
+        .collect();
+    ssc.run(None).expect("the run");
+    (
+        collected(&counts, identity).0,
+        collected(&totals, identity).0,
+        collected(&window, identity).0,
+    )
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    /// However the host cuts a partition into calls (a function's input
+    /// limit, down to one element per call), the output is the same.
+    #[test]
+    fn output_is_independent_of_the_call_split_size(
+        input in batches(5),
+        limit in prop::sample::select(vec![1usize, 7, 19, 64, 300]),
+        p in 1usize..4,
+    ) {
+        let input = padded(input, 3);
+        let (counts, totals, window) = split_calls(&input, p, limit);
+        prop_assert_eq!(counts, word_count_model(&input), "word count, calls of {} bytes", limit);
+        prop_assert_eq!(totals, running_total_model(&input), "running totals, calls of {} bytes", limit);
+        prop_assert_eq!(window, window_model(&input, 1, true), "incremental window, calls of {} bytes", limit);
+    }
+}
