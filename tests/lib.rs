@@ -4,6 +4,7 @@
 //! readable expected/got diff.
 
 pub mod brokers;
+pub mod chaos;
 pub mod mosquitto;
 pub mod redis;
 pub mod s3;

@@ -811,179 +811,27 @@ fn a_job_that_dies_before_its_first_checkpoint_keeps_its_batch_times() {
 }
 
 /// A socket cannot replay: with checkpointing its lines are logged before
-/// they enter a batch. Sequence-numbered lines stream from a server while
-/// the job is killed with -9 twenty times at random moments (receiving,
-/// processing, writing the log or a checkpoint) and restarted; finally it
-/// is stopped with SIGTERM. Every line the job had received is counted
-/// exactly once: the only lines missing are ones still in flight in the
-/// kernel when a kill came (sent < 300 ms before it), none counted twice.
+/// they enter a batch. The chaos harness ([`sluice_tests::chaos`], short
+/// form): sequence-numbered lines stream from a server while the job —
+/// running totals and an incremental window — is killed with -9 twenty
+/// times at random moments (receiving, processing, writing the log or a
+/// checkpoint) and restarted; finally it is stopped with SIGTERM. Every
+/// line the job had received is counted exactly once: the only lines
+/// missing are ones still in flight in the kernel when a kill came, none is
+/// counted twice, each key's total agrees with its sequence words, each
+/// batch is in the outputs once, and the window agrees with the totals at
+/// every batch.
 #[test]
 fn kill_nine_while_receiving_from_a_socket_loses_only_lines_in_flight() {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().expect("temp dir");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-    let port = listener.local_addr().expect("addr").port();
-    // The server: one line every 2 ms to whoever is connected; a line counts
-    // as sent when its write succeeded.
-    let sent: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let done = Arc::new(AtomicBool::new(false));
-    let server = {
-        let (sent, done) = (sent.clone(), done.clone());
-        listener.set_nonblocking(true).expect("nonblocking");
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                let Ok((mut conn, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                conn.set_nonblocking(false).expect("blocking");
-                while !done.load(Ordering::SeqCst) {
-                    let seq = sent.lock().expect("sent").len();
-                    if conn
-                        .write_all(format!("k{} s{seq}\n", seq % 7).as_bytes())
-                        .is_err()
-                    {
-                        break;
-                    }
-                    sent.lock().expect("sent").push(Instant::now());
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        })
-    };
-    let job = socket_totals_job(dir.path(), port);
-    let ck = dir.path().join("ck");
-    let seed = time_seed();
-    let mut x = seed;
-    let mut kills = Vec::new();
-    for run in 0..20 {
-        let log = std::fs::File::create(dir.path().join(format!("run-{run}.log"))).expect("log");
-        let mut child = sluice(&job)
-            .arg("--checkpoint")
-            .arg(&ck)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn");
-        let r = xorshift(&mut x);
-        std::thread::sleep(Duration::from_millis(800 + r % 1500));
-        child.kill().expect("kill -9");
-        let killed = Instant::now();
-        child.wait().expect("reap");
-        // The process's socket closes only once the kernel has torn the
-        // process down (its memory first): writes succeed until then.
-        kills.push((killed, Instant::now()));
-    }
-    // The last run: the server stops sending, the job takes in what is
-    // left and stops gracefully.
-    let child = sluice(&job)
-        .arg("--checkpoint")
-        .arg(&ck)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_millis(1500));
-    done.store(true, Ordering::SeqCst);
-    server.join().expect("server");
-    std::thread::sleep(Duration::from_millis(800));
-    signal(&child, "TERM");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = read_jsonl(&dir.path().join("out.jsonl"))
-        .pop()
-        .expect("batches");
-    let counted = counts(&last);
-    let sent = sent.lock().expect("sent");
-    let mut present = vec![0i64; sent.len()];
-    for (word, n) in &counted {
-        if let Some(seq) = word.strip_prefix('s') {
-            let seq: usize = seq.parse().expect("seq");
-            present[seq] = *n;
-        }
-    }
-    let twice: Vec<usize> = (0..sent.len()).filter(|&s| present[s] > 1).collect();
-    assert!(twice.is_empty(), "seed {seed}: counted twice: {twice:?}");
-    let lost: Vec<usize> = (0..sent.len()).filter(|&s| present[s] == 0).collect();
-    // In flight: written up to 300 ms before a kill (the receiver reads
-    // continuously; without the log, a kill loses whole batches), while
-    // the killed process was being torn down, or just after it was gone
-    // (the first writes to a dead peer still succeed).
-    let in_flight = |s: usize| {
-        kills.iter().any(|(k, gone)| {
-            if *k >= sent[s] {
-                k.duration_since(sent[s]) < Duration::from_millis(300)
-            } else {
-                sent[s] <= *gone || sent[s].duration_since(*gone) < Duration::from_millis(200)
-            }
-        })
-    };
-    // For a failure: what the run after the kill nearest to a line said
-    // (recovery, the write-ahead log, errors).
-    let after_kill = |s: usize| {
-        let run = kills.iter().take_while(|(k, _)| *k < sent[s]).count();
-        let log =
-            std::fs::read_to_string(dir.path().join(format!("run-{run}.log"))).unwrap_or_default();
-        let said: Vec<&str> = log
-            .lines()
-            .filter(|l| !l.contains(" INFO sluice::run: batch"))
-            .take(12)
-            .collect();
-        format!("run {run} said: {said:#?}")
-    };
-    let unexplained: Vec<String> = lost
-        .iter()
-        .copied()
-        .filter(|&s| !in_flight(s))
-        .map(|s| {
-            let nearest = kills
-                .iter()
-                .map(|(k, gone)| {
-                    let before = if *k >= sent[s] {
-                        k.duration_since(sent[s]).as_millis() as i64
-                    } else {
-                        -(sent[s].duration_since(*k).as_millis() as i64)
-                    };
-                    (before, gone.duration_since(*k).as_millis())
-                })
-                .min_by_key(|(d, _)| d.abs());
-            format!("{s} (sent (ms before a kill, ms the process took to go): {nearest:?})")
-        })
-        .collect();
-    assert!(
-        unexplained.is_empty(),
-        "seed {seed}: {} of {} lines lost that were not in flight at a kill: {:?}\n{}",
-        unexplained.len(),
-        sent.len(),
-        &unexplained[..unexplained.len().min(20)],
-        lost.iter()
-            .find(|&&s| !in_flight(s))
-            .map(|&s| after_kill(s))
-            .unwrap_or_default()
-    );
-    // The per-key totals agree with the sequence words counted.
-    for k in 0..7usize {
-        let want = (0..sent.len())
-            .filter(|&s| s % 7 == k && present[s] == 1)
-            .count() as i64;
-        let got = counted
-            .iter()
-            .find(|(w, _)| *w == format!("k{k}"))
-            .map_or(0, |c| c.1);
-        assert_eq!(got, want, "seed {seed}: key k{k}");
-    }
+    let report = sluice_tests::chaos::run(dir.path(), &sluice_tests::chaos::Chaos::short());
+    let problems = report.problems();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(report.kills, 20);
+    assert!(report.batches > 20, "{report:?}");
     eprintln!(
-        "{} lines sent, {} lost in flight over {} kills (seed {seed})",
-        sent.len(),
-        lost.len(),
-        kills.len()
+        "{} lines sent, {} lost in flight over {} kills, {} batches (seed {})",
+        report.sent, report.lost_in_flight, report.kills, report.batches, report.seed
     );
 }
 

@@ -30,10 +30,7 @@ impl Jsonl {
         };
         let mut kept = String::new();
         for line in text.lines() {
-            let batch = serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["batch"].as_u64());
-            if batch.is_some_and(|b| b < index) {
+            if batch_of(line).is_some_and(|b| b < index) {
                 kept.push_str(line);
                 kept.push('\n');
             }
@@ -43,6 +40,23 @@ impl Jsonl {
         }
         Ok(())
     }
+}
+
+/// The batch index of a line this output wrote, `None` for anything else
+/// (a line cut short by a crash). Its lines begin `{"batch":N,` (keys in
+/// order), so a resumed job skips parsing whole batches — hundreds of
+/// megabytes of them after a long run — and parses only what does not.
+fn batch_of(line: &str) -> Option<u64> {
+    let complete = line.ends_with('}');
+    if let Some(rest) = line.strip_prefix("{\"batch\":")
+        && let Some((digits, _)) = rest.split_once(',')
+        && complete
+    {
+        return digits.parse().ok();
+    }
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["batch"].as_u64())
 }
 
 impl Output for Jsonl {
@@ -85,5 +99,27 @@ impl Output for Jsonl {
                 .map_err(|e| Error::io(what(), e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_of;
+
+    #[test]
+    fn the_batch_of_a_line_is_read_from_its_start_or_else_parsed() {
+        assert_eq!(
+            batch_of(r#"{"batch":12,"partitions":2,"records":[["a",1]],"time":5}"#),
+            Some(12)
+        );
+        // Written otherwise (by hand, another key order): parsed whole.
+        assert_eq!(batch_of(r#"{"time":5, "batch": 3}"#), Some(3));
+        // Cut short by a crash, or not a batch at all.
+        assert_eq!(
+            batch_of(r#"{"batch":12,"partitions":2,"records":[["a","#),
+            None
+        );
+        assert_eq!(batch_of(r#"{"batch":x,"time":1}"#), None);
+        assert_eq!(batch_of(""), None);
     }
 }

@@ -421,7 +421,9 @@ fn split_calls(input: &Batches, p: usize, limit: usize) -> (Out, Out, Out) {
         .queue_stream(input.clone(), p)
         .flat_map(split().with_input_limit(limit))
         .map(pair().with_input_limit(limit));
-    let counts = pairs.reduce_by_key(add().with_input_limit(limit), p).collect();
+    let counts = pairs
+        .reduce_by_key(add().with_input_limit(limit), p)
+        .collect();
     let totals = pairs
         .update_state_by_key(running_total().with_input_limit(limit), p)
         .collect();
