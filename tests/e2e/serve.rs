@@ -167,6 +167,7 @@ fn wordcount_spec(name: &str) -> String {
 name = "{name}"
 batch_interval = "200ms"
 checkpoint_interval = "1s"
+remember = "2s"
 
 [plugins.wordcount]
 path = "wordcount.wasm"
@@ -323,6 +324,24 @@ fn two_tenants_submit_swap_and_survive_a_server_restart() {
         &["submit", spec_private.to_str().expect("utf-8")],
     );
     let (status, _) = api(&url, "GET", "/api/jobs/private", Some(&token_b));
+    assert_eq!(status, 404);
+    // `slice` of a stream of the tenant's job (it remembers 2 s); another
+    // tenant's is not found.
+    let (status, slice) = api(&url, "GET", "/api/jobs/private/streams/n", Some(&token_a));
+    assert_eq!(status, 200, "{slice}");
+    assert_eq!(slice["remember_ms"], 2000, "{slice}");
+    let (status, slice) = api(
+        &url,
+        "GET",
+        "/api/jobs/wordcount/streams/counts",
+        Some(&token_b),
+    );
+    assert_eq!(status, 200, "{slice}");
+    assert!(
+        !slice["batches"].as_array().expect("batches").is_empty(),
+        "{slice}"
+    );
+    let (status, _) = api(&url, "GET", "/api/jobs/private/streams/n", Some(&token_b));
     assert_eq!(status, 404);
     let (status, _) = api(&url, "POST", "/api/jobs/private/stop", Some(&token_b));
     assert_eq!(status, 404);

@@ -7,8 +7,15 @@ use sluice_tests::{chromium, root, sluice_bin};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-/// A GET over plain HTTP/1.1; returns the body.
+/// A GET over plain HTTP/1.1 that must succeed; returns the body.
 pub(crate) fn get(addr: &str, path: &str) -> String {
+    let (status, body) = get_status(addr, path);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// A GET over plain HTTP/1.1: the status and the body.
+fn get_status(addr: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the UI");
     write!(
         s,
@@ -18,8 +25,12 @@ pub(crate) fn get(addr: &str, path: &str) -> String {
     let mut text = String::new();
     s.read_to_string(&mut text).expect("response");
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    body.to_string()
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: {head}"));
+    (status, body.to_string())
 }
 
 pub(crate) fn metric(text: &str, name: &str) -> f64 {
@@ -147,6 +158,107 @@ fn the_ui_and_metrics_show_live_batches() {
         "no screenshot: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Without `remember` no batch is kept to slice: said so.
+    let (status, body) = get_status(&addr, "/api/streams/counts");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("remember"), "{body}");
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+}
+
+/// `[job] remember` in the spec keeps every stream's recent batches, and
+/// the UI serves `slice(from, to)` of any of them (Spark's
+/// `DStream.slice`): each batch in the bounds, both included, with its
+/// records; an unknown stream is named with the job's streams.
+#[test]
+fn a_spec_that_remembers_batches_serves_their_slices() {
+    let dir = tempfile::tempdir().expect("temp");
+    let job = sluice_tests::example_job("wordcount.toml", dir.path());
+    let text = std::fs::read_to_string(&job).expect("spec");
+    std::fs::write(
+        &job,
+        text.replacen("[job]\n", "[job]\nremember = \"4s\"\n", 1),
+    )
+    .expect("spec");
+    let mut child = std::process::Command::new(sluice_bin())
+        .args(["run", "--feed", "--feed-rate", "200", "--ui", "127.0.0.1:0"])
+        .arg(&job)
+        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
+        .env("SLUICE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addr = sluice_tests::ui_address(&mut child);
+    let slice = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&get(&addr, path)).expect("slice JSON")
+    };
+    // Every batch of `counts` (1 s each) as it ran; then as many as 4 s keep.
+    let started = Instant::now();
+    let all = loop {
+        let all = slice("/api/streams/counts");
+        if all["batches"].as_array().expect("batches").len() >= 3 {
+            break all;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{all}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(all["stream"], "counts");
+    assert_eq!(all["remember_ms"], 4000);
+    let batches = all["batches"].as_array().expect("batches");
+    let times: Vec<i64> = batches
+        .iter()
+        .map(|b| b["time"].as_i64().expect("time"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[1] - w[0] == 1000), "{times:?}");
+    assert!(
+        batches
+            .iter()
+            .any(|b| !b["records"].as_array().expect("records").is_empty()),
+        "{all}"
+    );
+    // One batch by its time; two by bounds off the grid (floored onto it,
+    // as Spark's `slice` does).
+    let one = slice(&format!("/api/streams/counts?from={0}&to={0}", times[1]));
+    assert_eq!(
+        one["batches"].as_array().expect("batches").len(),
+        1,
+        "{one}"
+    );
+    assert_eq!(one["batches"][0], batches[1]);
+    let two = slice(&format!(
+        "/api/streams/words?from={}&to={}",
+        times[0] + 1,
+        times[1] + 999
+    ));
+    let two: Vec<i64> = (two["batches"].as_array().expect("batches").iter())
+        .map(|b| b["time"].as_i64().expect("time"))
+        .collect();
+    assert_eq!(
+        two,
+        [times[0], times[1]],
+        "both bounds floored onto the grid"
+    );
+    // A source too; an unknown stream is named with the job's streams.
+    assert!(
+        !slice("/api/streams/lines")["batches"]
+            .as_array()
+            .expect("batches")
+            .is_empty()
+    );
+    let (status, body) = get_status(&addr, "/api/streams/nope");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("`nope`") && body.contains("counts"), "{body}");
+    let (status, body) = get_status(&addr, "/api/streams/counts?from=yesterday");
+    assert_eq!(status, 400, "{body}");
+    // Batches older than the remember duration go.
+    std::thread::sleep(Duration::from_secs(6));
+    let kept = slice("/api/streams/counts");
+    let kept: Vec<i64> = (kept["batches"].as_array().expect("batches").iter())
+        .map(|b| b["time"].as_i64().expect("time"))
+        .collect();
+    assert!(!kept.contains(&times[0]), "{kept:?} still has {}", times[0]);
+    assert!(kept.len() <= 5, "{kept:?}");
     child.kill().expect("kill");
     child.wait().expect("reap");
 }

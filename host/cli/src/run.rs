@@ -7,7 +7,7 @@ use sluice::feed::{FeedConfig, FeedServer};
 use sluice::plugin::CacheOutcome;
 use sluice::spec::{self, Job, Overrides};
 use sluice_server::metrics::Metrics;
-use sluice_server::web::UiServer;
+use sluice_server::web::{Streams, UiServer};
 use std::io::IsTerminal;
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
@@ -100,7 +100,7 @@ pub(crate) fn run(
     log_plugins(&job);
     let metrics = Metrics::attach(&job);
     let _ui = match ui {
-        Some(addr) => Some(start_ui(&addr, metrics.clone())?),
+        Some(addr) => Some(start_ui(&addr, metrics.clone(), Streams::of(&job))?),
         None => None,
     };
     if std::io::stderr().is_terminal() {
@@ -172,13 +172,14 @@ fn log_plugins(job: &Job) {
 }
 
 /// `--ui ADDR`: the streaming web UI and `/metrics`.
-fn start_ui(addr: &str, metrics: Arc<Metrics>) -> Result<UiServer> {
+fn start_ui(addr: &str, metrics: Arc<Metrics>, streams: Streams) -> Result<UiServer> {
     let at = addr
         .to_socket_addrs()
         .with_context(|| format!("--ui: resolving {addr}"))?
         .next()
         .with_context(|| format!("--ui: {addr} resolves to nothing"))?;
-    let server = UiServer::start(at, metrics).with_context(|| format!("--ui: serving on {at}"))?;
+    let server =
+        UiServer::start(at, metrics, streams).with_context(|| format!("--ui: serving on {at}"))?;
     tracing::info!(url = %format!("http://{}/", server.local_addr()), "web UI and /metrics");
     Ok(server)
 }

@@ -23,6 +23,7 @@
 //! | `GET /api/jobs/{j}/outputs?n=` | tenant | recent `pprint` outputs |
 //! | `GET /api/jobs/{j}/logs` | tenant | job events and guest logs |
 //! | `GET /api/jobs/{j}/status` | tenant | batch metrics (the web UI's data) |
+//! | `GET /api/jobs/{j}/streams/{s}?from=&to=` | tenant | `slice` of a stream's remembered batches |
 //! | `GET /jobs/{j}/`, `/jobs/{j}/metrics` | tenant | web UI, Prometheus |
 //! | `GET /api/audit?n=` | admin | the audit log's last entries (see `audit`) |
 //!
@@ -443,6 +444,16 @@ async fn status(State(s): Shared, headers: HeaderMap, uri: Uri, Path(j): Path<St
     json(StatusCode::OK, s.job_metrics(&t, &j)?.status())
 }
 
+async fn slice(
+    State(s): Shared,
+    headers: HeaderMap,
+    uri: Uri,
+    Path((j, stream)): Path<(String, String)>,
+) -> Reply {
+    let t = tenant(&s, &headers, &uri)?;
+    json(StatusCode::OK, s.slice(&t, (&j, &stream), &uri)?)
+}
+
 async fn prometheus(
     State(s): Shared,
     headers: HeaderMap,
@@ -528,6 +539,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/jobs/{j}/outputs", get(outputs))
         .route("/api/jobs/{j}/logs", get(logs))
         .route("/api/jobs/{j}/status", get(status))
+        .route("/api/jobs/{j}/streams/{s}", get(slice))
         .route("/jobs/{j}/", get(page))
         .route("/jobs/{j}/api/status", get(status))
         .route("/jobs/{j}/metrics", get(prometheus))

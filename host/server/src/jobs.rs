@@ -135,6 +135,7 @@ impl Server {
             .sum::<u64>()
             + socket_buffers;
         let metrics = Metrics::attach(&job);
+        let streams = crate::web::Streams::of(&job);
         let context = Arc::new(job.context);
         let state = Arc::new(Mutex::new(JobState::Running));
         let failure: Arc<Mutex<Option<String>>> = Arc::default();
@@ -150,6 +151,7 @@ impl Server {
         let running = Arc::new(Running {
             context,
             plugins: job.plugins,
+            streams,
             metrics,
             outputs,
             events,
@@ -385,6 +387,21 @@ impl Server {
             .ok_or_else(|| {
                 ApiError::not_found(format!("job `{name}` has not run since the server started"))
             })
+    }
+
+    /// `slice` of stream `stream` of the tenant's job `name` (bounds in the
+    /// query of `uri`; see [`crate::web::Streams`]).
+    pub fn slice(
+        &self,
+        tenant: &str,
+        (name, stream): (&str, &str),
+        uri: &axum::http::Uri,
+    ) -> ApiResult<serde_json::Value> {
+        self.record(tenant, name)?;
+        let running = self.get_running(tenant, name).ok_or_else(|| {
+            ApiError::not_found(format!("job `{name}` has not run since the server started"))
+        })?;
+        running.streams.slice(stream, uri)
     }
 
     /// The job's most recent `pprint` outputs (at most `n`, oldest first).

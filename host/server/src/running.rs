@@ -16,6 +16,8 @@ use std::time::Duration;
 pub(crate) struct Running {
     pub(crate) context: Arc<StreamingContext>,
     pub(crate) plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Its streams, for `slice`.
+    pub(crate) streams: crate::web::Streams,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) outputs: Arc<Mutex<VecDeque<String>>>,
     pub(crate) events: Arc<Mutex<VecDeque<serde_json::Value>>>,

@@ -343,4 +343,11 @@ impl StreamingContext {
         }
         g.history.lock().unwrap_or_else(|e| e.into_inner()).remember = duration.as_millis() as i64;
     }
+
+    /// How long batches are kept for [`DStream::slice`] (zero: none are).
+    pub fn remembered(&self) -> Duration {
+        let g = lock(&self.graph);
+        let ms = g.history.lock().unwrap_or_else(|e| e.into_inner()).remember;
+        Duration::from_millis(ms.max(0) as u64)
+    }
 }

@@ -12,6 +12,8 @@
 //! # checkpoint_interval = "10s"  # full checkpoints; default max(10s, 5 × the longest slide)
 //! # backpressure = true     # a PID controller limits receivers to what the job keeps up with
 //! # initial_rate = 1000     # records/s until its first estimate
+//! # remember = "60s"        # keep every stream's batches this long, for slice
+//!                            #   (`GET /api/streams/NAME?from=MS&to=MS` on the --ui server)
 //!
 //! # [object_store]          # how s3:// places are reached (each field defaults to the AWS environment):
 //! # endpoint, region, access_key_id, secret_access_key, session_token, virtual_hosted_style
@@ -85,7 +87,7 @@ mod storage;
 mod streams;
 
 use crate::error::{Error, Result};
-use crate::graph::StreamingContext;
+use crate::graph::{DStream, StreamingContext};
 use crate::plugin::{Limits, LoadPlugins, Plugin};
 use crate::time::{ManualClock, SystemClock, parse_duration};
 use sections::{JobSection, ObjectStoreSection, SpecFile};
@@ -169,6 +171,8 @@ pub struct Job {
     pub socket_addrs: Vec<SocketFeed>,
     /// The plugins it loaded, by job name.
     pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Its sources and streams by name (to [`DStream::slice`] them).
+    pub streams: BTreeMap<String, DStream>,
 }
 
 /// A socket source as `sluice run --feed` serves it.
@@ -311,6 +315,7 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
         context: ssc,
         socket_addrs,
         plugins,
+        streams: streams.into_iter().collect(),
     })
 }
 
@@ -426,6 +431,10 @@ fn configure(
             return cx.err(every.span(), "job.checkpoint_interval", "must be positive");
         }
         ssc = ssc.with_checkpoint_interval(d);
+    }
+    if let Some(r) = &job.remember {
+        let d = parse_duration(r.get_ref()).or_else(|m| cx.err(r.span(), "job.remember", m))?;
+        ssc.remember(d);
     }
     if job.backpressure == Some(true) {
         ssc = ssc.with_backpressure(job.initial_rate.as_ref().map(|r| *r.get_ref() as f64));

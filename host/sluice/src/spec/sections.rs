@@ -51,6 +51,9 @@ pub(super) struct JobSection {
     pub(super) backpressure: Option<bool>,
     /// Records/s receivers take until the controller's first estimate.
     pub(super) initial_rate: Option<Spanned<u64>>,
+    /// Spark's `remember`: how long every stream's batches are kept for
+    /// `slice` (the web UI's `/api/streams/NAME`).
+    pub(super) remember: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
