@@ -29,6 +29,7 @@
 pub mod api;
 mod audit;
 mod config;
+pub mod fuzz;
 mod jobs;
 pub mod metrics;
 mod plugins;

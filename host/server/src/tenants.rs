@@ -137,6 +137,11 @@ impl Server {
         Ok(())
     }
 
+    /// The tenants' names.
+    pub fn tenant_names(&self) -> Vec<String> {
+        self.persisted().tenants.keys().cloned().collect()
+    }
+
     pub(crate) fn limits(&self, tenant: &str) -> ApiResult<TenantLimits> {
         self.persisted()
             .tenants

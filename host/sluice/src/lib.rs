@@ -35,6 +35,7 @@
 //! interval and a batch-log record per batch in between (see [`checkpoint`]).
 
 pub mod feed;
+pub mod fuzz;
 pub mod spec;
 
 pub use sluice_core::{
