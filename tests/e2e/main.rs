@@ -13,6 +13,7 @@ mod keyed;
 mod mqtt;
 mod nats;
 mod objects;
+mod programs;
 mod receivers;
 mod runtime;
 mod serve;
