@@ -107,23 +107,15 @@ impl Report {
     }
 }
 
-/// The job: lines from the server at `port` → words → pairs → running
-/// totals (`out.jsonl`) and an incremental window (`recent.jsonl`).
-fn write_job(dir: &Path, port: u16) -> std::path::PathBuf {
-    let job = dir.join("job.toml");
-    let window_ms = WINDOW_BATCHES * INTERVAL_MS;
-    std::fs::write(
-        &job,
-        format!(
-            r#"[job]
-batch_interval = "{INTERVAL_MS}ms"
-
+/// The chaos jobs' plugin, streams and outputs, after their `[job]` and
+/// `[sources.lines]`: lines → words → pairs → running totals
+/// (`out.jsonl`) and an incremental window of `window` every `slide`
+/// (`recent.jsonl`). The kill tests of a queue job share it.
+pub fn totals_and_window(window: &str, slide: &str) -> String {
+    format!(
+        r#"
 [plugins.wordcount]
 path = "{}"
-
-[sources.lines]
-type = "socket"
-port = {port}
 
 [streams.words]
 from = "lines"
@@ -145,8 +137,8 @@ from = "pairs"
 op = "reduce_by_key_and_window"
 function = "wordcount.add"
 inverse = "wordcount.subtract"
-window = "{window_ms}ms"
-slide = "{INTERVAL_MS}ms"
+window = "{window}"
+slide = "{slide}"
 
 [[outputs]]
 stream = "totals"
@@ -158,10 +150,18 @@ stream = "recent"
 type = "jsonl"
 path = "recent.jsonl"
 "#,
-            plugin("wordcount").display()
-        ),
+        plugin("wordcount").display()
     )
-    .expect("job");
+}
+
+/// The job: lines from the server at `port` into [`totals_and_window`].
+fn write_job(dir: &Path, port: u16) -> std::path::PathBuf {
+    let job = dir.join("job.toml");
+    let window_ms = WINDOW_BATCHES * INTERVAL_MS;
+    let spec = format!(
+        "[job]\nbatch_interval = \"{INTERVAL_MS}ms\"\n\n[sources.lines]\ntype = \"socket\"\nport = {port}\n"
+    ) + &totals_and_window(&format!("{window_ms}ms"), &format!("{INTERVAL_MS}ms"));
+    std::fs::write(&job, spec).expect("job");
     job
 }
 

@@ -274,59 +274,11 @@ fn kill_nine_twenty_times(dir: &Path, ck: &Path, job_more: &str, more: &str) {
     )
     .expect("input");
     let job = dir.join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            r#"[job]
-name = "seq"
-batch_interval = "50ms"
-clock = "system"
-{}
-[plugins.wordcount]
-path = "{}"
-
-[sources.lines]
-type = "queue"
-path = "input.json"
-
-[streams.words]
-from = "lines"
-op = "flat_map"
-function = "wordcount.split"
-
-[streams.pairs]
-from = "words"
-op = "map"
-function = "wordcount.pair"
-
-[streams.totals]
-from = "pairs"
-op = "update_state_by_key"
-function = "wordcount.running_total"
-
-[streams.recent]
-from = "pairs"
-op = "reduce_by_key_and_window"
-function = "wordcount.add"
-inverse = "wordcount.subtract"
-window = "200ms"
-slide = "100ms"
-
-[[outputs]]
-stream = "totals"
-type = "jsonl"
-path = "out.jsonl"
-
-[[outputs]]
-stream = "recent"
-type = "jsonl"
-path = "recent.jsonl"
-"#,
-            job_more,
-            sluice_tests::plugin("wordcount").display()
-        ) + more,
-    )
-    .expect("job");
+    let spec = format!(
+        "[job]\nname = \"seq\"\nbatch_interval = \"50ms\"\nclock = \"system\"\n{job_more}\n[sources.lines]\ntype = \"queue\"\npath = \"input.json\"\n"
+    ) + &sluice_tests::chaos::totals_and_window("200ms", "100ms")
+        + more;
+    std::fs::write(&job, spec).expect("job");
     let seed = time_seed();
     let mut x = seed;
     let mut kills = 0;

@@ -361,27 +361,8 @@ fn an_mqtt_source_over_tls_trusts_only_its_ca() {
     child.wait().expect("wait");
     // Another CA: refused, at once.
     let other = tempfile::tempdir_in(dir.path()).expect("temp dir");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "k.pem",
-            "-out",
-            "other.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=other",
-        ])
-        .current_dir(other.path())
-        .output()
-        .expect("openssl");
-    assert!(out.status.success());
-    let job = tls_job(other.path(), &other.path().join("other.pem"));
+    sluice_tests::tls::test_certificates(other.path());
+    let job = tls_job(other.path(), &other.path().join("ca.pem"));
     let started = Instant::now();
     let out = sluice_run(&job, &other.path().join("ck"))
         .output()

@@ -41,13 +41,11 @@ pub(crate) fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} in:\n{text}"))
 }
 
-#[test]
-fn the_ui_and_metrics_show_live_batches() {
-    let dir = tempfile::tempdir().expect("temp");
-    let job = sluice_tests::example_job("wordcount.toml", dir.path());
+/// `sluice run --feed --ui 127.0.0.1:0 JOB`: the job and its UI's address.
+fn run_with_ui(job: &std::path::Path) -> (std::process::Child, String) {
     let mut child = std::process::Command::new(sluice_bin())
         .args(["run", "--feed", "--feed-rate", "200", "--ui", "127.0.0.1:0"])
-        .arg(&job)
+        .arg(job)
         .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
         .env("SLUICE_LOG", "info")
         .stdout(std::process::Stdio::null())
@@ -55,6 +53,14 @@ fn the_ui_and_metrics_show_live_batches() {
         .spawn()
         .expect("spawn");
     let addr = sluice_tests::ui_address(&mut child);
+    (child, addr)
+}
+
+#[test]
+fn the_ui_and_metrics_show_live_batches() {
+    let dir = tempfile::tempdir().expect("temp");
+    let job = sluice_tests::example_job("wordcount.toml", dir.path());
+    let (mut child, addr) = run_with_ui(&job);
     let page = get(&addr, "/");
     assert!(page.contains("Sluice streaming"), "{page}");
     // Wait for a few batches (1 s each).
@@ -180,16 +186,7 @@ fn a_spec_that_remembers_batches_serves_their_slices() {
         text.replacen("[job]\n", "[job]\nremember = \"4s\"\n", 1),
     )
     .expect("spec");
-    let mut child = std::process::Command::new(sluice_bin())
-        .args(["run", "--feed", "--feed-rate", "200", "--ui", "127.0.0.1:0"])
-        .arg(&job)
-        .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir())
-        .env("SLUICE_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let addr = sluice_tests::ui_address(&mut child);
+    let (mut child, addr) = run_with_ui(&job);
     let slice = |path: &str| -> serde_json::Value {
         serde_json::from_str(&get(&addr, path)).expect("slice JSON")
     };

@@ -55,8 +55,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{s}` is not a valid duration"));
     }
+    // Longer would overflow the millisecond arithmetic of batch times (and
+    // `Duration` itself, which panicked: found by fuzzing job specs).
+    if secs > LONGEST_DURATION_SECS {
+        return Err(format!("`{s}` is too long (at most 100 years)"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
+
+/// The longest duration a job may name: 100 years.
+const LONGEST_DURATION_SECS: f64 = 100.0 * 365.25 * 24.0 * 3600.0;
 
 /// The engine's only source of time.
 pub trait Clock: Send + Sync {
@@ -173,6 +181,21 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("3 parsecs").is_err());
+    }
+
+    /// A duration past `Duration`'s range (which panicked, found by fuzzing
+    /// job specs) or past 100 years is an error naming it.
+    #[test]
+    fn a_duration_too_long_is_refused_not_a_panic() {
+        let huge = format!("5{}ms", "4".repeat(100));
+        let e = parse_duration(&huge).unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        assert!(parse_duration("101y").is_err());
+        assert!(
+            parse_duration("876000h").is_ok(),
+            "100 years less a few days"
+        );
+        assert!(parse_duration("877000h").is_err());
     }
 
     #[test]

@@ -126,18 +126,11 @@ pub fn request(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    /// Every committed corpus input of the `api` target runs through it.
+    /// Every committed corpus input of the `api` target (and every
+    /// crash the fuzzer found, kept there) runs through it.
     #[test]
     fn the_api_corpus_runs_through_the_target() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/api");
-        let mut ran = 0;
-        for entry in std::fs::read_dir(&dir).expect("the api corpus") {
-            let path = entry.expect("entry").path();
-            let bytes = std::fs::read(&path).expect("corpus file");
-            let outcome = std::panic::catch_unwind(|| super::request(&bytes));
-            assert!(outcome.is_ok(), "{} fails", path.display());
-            ran += 1;
-        }
-        assert!(ran >= 5, "a seed corpus for requests");
+        let ran = sluice::fuzz::run_corpus("api", super::request);
+        assert!(ran >= 5, "a seed corpus of requests");
     }
 }

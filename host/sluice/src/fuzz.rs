@@ -6,6 +6,8 @@
 //!
 //! Nothing is started: a spec that builds is dropped unrun.
 
+pub use sluice_core::fuzz::run_corpus;
+
 use crate::error::Error;
 use crate::spec::{Grants, Overrides, build};
 use std::path::PathBuf;
@@ -59,19 +61,11 @@ pub fn spec(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    /// Every committed corpus input of the `spec` target (and every crash
-    /// the fuzzer found, kept there) runs through it.
+    /// Every committed corpus input of the `spec` target (and every
+    /// crash the fuzzer found, kept there) runs through it.
     #[test]
     fn the_spec_corpus_runs_through_the_target() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/spec");
-        let mut ran = 0;
-        for entry in std::fs::read_dir(&dir).expect("the spec corpus") {
-            let path = entry.expect("entry").path();
-            let bytes = std::fs::read(&path).expect("corpus file");
-            let outcome = std::panic::catch_unwind(|| super::spec(&bytes));
-            assert!(outcome.is_ok(), "{} fails", path.display());
-            ran += 1;
-        }
-        assert!(ran >= 5, "a seed corpus for specs");
+        let ran = sluice_core::fuzz::run_corpus("spec", super::spec);
+        assert!(ran >= 5, "a seed corpus of job specs");
     }
 }
