@@ -68,10 +68,14 @@ impl TlsListener {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (tx, ready) = tokio::sync::mpsc::channel(BACKLOG);
         tokio::spawn(async move {
+            // Until the listener is dropped (looked at every second, so
+            // that the port is let go of without a last connection).
             while !tx.is_closed() {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
+                let accepted = tokio::time::timeout(Duration::from_secs(1), tcp.accept()).await;
+                let (stream, peer) = match accepted {
+                    Err(_) => continue,
+                    Ok(Ok(accepted)) => accepted,
+                    Ok(Err(e)) => {
                         // Out of descriptors and the like: wait, go on.
                         tracing::warn!("accepting a connection: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;

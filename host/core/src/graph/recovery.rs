@@ -173,20 +173,13 @@ impl Loop<'_> {
         if self.ssc.fresh {
             store.clear()?;
         }
-        let latest = match self.ssc.fresh {
-            true => None,
-            false => store.latest_with_shards()?,
-        };
-        let Some((cp, shards, skipped)) = latest else {
+        let Some((cp, shards, skipped)) = store.latest_with_shards()? else {
             // No checkpoint yet: a job that crashed before its first one
             // resumes at the batch times it started with (the outputs it
             // wrote are named by them) and re-runs the batches it logged;
-            // a new one logs its first batch time before running anything.
-            let started = match self.ssc.fresh {
-                true => None,
-                false => store.job_start()?,
-            };
-            let (before_first, first) = started.unwrap_or_else(|| {
+            // a new one (or a fresh start, whose logs are gone) logs its
+            // first batch time before running anything.
+            let (before_first, first) = store.job_start()?.unwrap_or_else(|| {
                 let first = self.first.millis();
                 (first - g.interval, first)
             });
