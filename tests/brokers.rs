@@ -28,40 +28,9 @@ pub fn totals_job(dir: &Path, name: &str, source: &str, counts_to: Option<&str>)
     });
     let job = dir.join("job.toml");
     let text = format!(
-        r#"[job]
-name = "{name}"
-batch_interval = "50ms"
-checkpoint_interval = "200ms"
-
-[plugins.wordcount]
-path = "{}"
-
-[sources.lines]
-{source}
-
-[streams.words]
-from = "lines"
-op = "flat_map"
-function = "wordcount.split"
-
-[streams.pairs]
-from = "words"
-op = "map"
-function = "wordcount.pair"
-
-[streams.totals]
-from = "pairs"
-op = "update_state_by_key"
-function = "wordcount.running_total"
-
-[[outputs]]
-stream = "totals"
-type = "jsonl"
-path = "out.jsonl"
-{counts}
-"#,
-        crate::plugin("wordcount").display()
-    );
+        "[job]\nname = \"{name}\"\nbatch_interval = \"50ms\"\ncheckpoint_interval = \"200ms\"\n\n[sources.lines]\n{source}\n"
+    ) + &crate::totals_streams()
+        + &counts;
     std::fs::write(&job, text).expect("job");
     job
 }

@@ -15,7 +15,7 @@
 //! The e2e tests run it short (20 kills); `scripts/chaos` and the bench
 //! suite run it long.
 
-use crate::{cache_dir, plugin, read_jsonl, sluice_bin};
+use crate::{cache_dir, read_jsonl, sluice_bin};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -112,26 +112,9 @@ impl Report {
 /// (`out.jsonl`) and an incremental window of `window` every `slide`
 /// (`recent.jsonl`). The kill tests of a queue job share it.
 pub fn totals_and_window(window: &str, slide: &str) -> String {
-    format!(
-        r#"
-[plugins.wordcount]
-path = "{}"
-
-[streams.words]
-from = "lines"
-op = "flat_map"
-function = "wordcount.split"
-
-[streams.pairs]
-from = "words"
-op = "map"
-function = "wordcount.pair"
-
-[streams.totals]
-from = "pairs"
-op = "update_state_by_key"
-function = "wordcount.running_total"
-
+    crate::totals_streams()
+        + &format!(
+            r#"
 [streams.recent]
 from = "pairs"
 op = "reduce_by_key_and_window"
@@ -141,17 +124,11 @@ window = "{window}"
 slide = "{slide}"
 
 [[outputs]]
-stream = "totals"
-type = "jsonl"
-path = "out.jsonl"
-
-[[outputs]]
 stream = "recent"
 type = "jsonl"
 path = "recent.jsonl"
-"#,
-        plugin("wordcount").display()
-    )
+"#
+        )
 }
 
 /// The job: lines from the server at `port` into [`totals_and_window`].
@@ -179,8 +156,8 @@ fn start(dir: &Path, job: &Path, log: Stdio) -> Child {
         .expect("spawn sluice")
 }
 
-/// The next number of a xorshift sequence.
-fn xorshift(x: &mut u64) -> u64 {
+/// The next number of a xorshift sequence (the kill tests' random times).
+pub fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 13;
     *x ^= *x >> 7;
     *x ^= *x << 17;
@@ -189,18 +166,19 @@ fn xorshift(x: &mut u64) -> u64 {
 
 /// The non-zero `(word, count)` records of an output batch.
 fn counts(batch: &Value) -> BTreeMap<String, i64> {
-    batch["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            (
-                r[0].as_str().expect("key").to_string(),
-                r[1].as_i64().expect("count"),
-            )
-        })
+    (crate::brokers::counts(batch).into_iter())
         .filter(|(_, n)| *n != 0)
         .collect()
+}
+
+/// A random seed from the clock (odd, as xorshift needs; printed by those
+/// that use it).
+pub fn time_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_nanos() as u64
+        | 1
 }
 
 /// The wall clock, ms since the epoch (the job's batch times).
@@ -258,13 +236,7 @@ pub fn run(dir: &Path, chaos: &Chaos) -> Report {
         })
     };
     let job = write_job(dir, port);
-    let seed = chaos.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("time")
-            .as_nanos() as u64
-            | 1
-    });
+    let seed = chaos.seed.unwrap_or_else(time_seed);
     let mut x = seed;
     let out = dir.join("out.jsonl");
     // Its length changes when a batch is written (rewritten files only

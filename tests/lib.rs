@@ -26,6 +26,40 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The word-count plugin and running totals of a job's `lines`, as spec
+/// sections: lines → `words` → `pairs` → `totals`
+/// (`update_state_by_key`), the totals into `out.jsonl`. What the kill
+/// and broker tests' jobs share after their `[job]` and source.
+pub fn totals_streams() -> String {
+    format!(
+        r#"
+[plugins.wordcount]
+path = "{}"
+
+[streams.words]
+from = "lines"
+op = "flat_map"
+function = "wordcount.split"
+
+[streams.pairs]
+from = "words"
+op = "map"
+function = "wordcount.pair"
+
+[streams.totals]
+from = "pairs"
+op = "update_state_by_key"
+function = "wordcount.running_total"
+
+[[outputs]]
+stream = "totals"
+type = "jsonl"
+path = "out.jsonl"
+"#,
+        plugin("wordcount").display()
+    )
+}
+
 /// A built plugin component, e.g. `plugin("wordcount")`.
 pub fn plugin(name: &str) -> PathBuf {
     Path::new(env!("SLUICE_PLUGIN_DIR")).join(format!("{name}.wasm"))

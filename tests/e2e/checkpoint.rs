@@ -2,6 +2,7 @@
 //! resumes where it stopped with its state; damaged checkpoints fall back;
 //! a checkpoint of another graph is refused; `--fresh` starts over.
 
+use sluice_tests::chaos::{time_seed, xorshift};
 use sluice_tests::{assert_matches_golden, case_job, read_jsonl, reference, run_ok, sluice_bin};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -376,32 +377,11 @@ fn expected_counts(seqs: std::ops::Range<i64>) -> Vec<(String, i64)> {
 /// (200 ms batches) into `out.jsonl`.
 fn socket_totals_job(dir: &Path, port: u16) -> std::path::PathBuf {
     let job = dir.join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            "[job]\nbatch_interval = \"200ms\"\n[plugins.wordcount]\npath = \"{}\"\n[sources.lines]\ntype = \"socket\"\nport = {port}\n[streams.words]\nfrom = \"lines\"\nop = \"flat_map\"\nfunction = \"wordcount.split\"\n[streams.pairs]\nfrom = \"words\"\nop = \"map\"\nfunction = \"wordcount.pair\"\n[streams.totals]\nfrom = \"pairs\"\nop = \"update_state_by_key\"\nfunction = \"wordcount.running_total\"\n[[outputs]]\nstream = \"totals\"\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
-            sluice_tests::plugin("wordcount").display()
-        ),
-    )
-    .expect("job");
+    let spec = format!(
+        "[job]\nbatch_interval = \"200ms\"\n[sources.lines]\ntype = \"socket\"\nport = {port}\n"
+    ) + &sluice_tests::totals_streams();
+    std::fs::write(&job, spec).expect("job");
     job
-}
-
-/// A random seed from the clock (printed by the tests that use it).
-fn time_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_nanos() as u64
-        | 1
-}
-
-/// The next number of a xorshift sequence.
-fn xorshift(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
 }
 
 /// `sluice run JOB --checkpoint CK`, output discarded.

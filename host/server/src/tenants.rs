@@ -133,6 +133,10 @@ impl Server {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        self.allowances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         let _ = std::fs::remove_dir_all(self.tenant_dir(name));
         Ok(())
     }
