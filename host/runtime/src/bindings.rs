@@ -34,8 +34,24 @@ pub mod receiving {
     });
 }
 
+/// The `runner-plugin` world: `plugin` plus the optional `define` export
+/// (functions a job defines: the Python driver's runner).
+pub mod defining {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "runner-plugin",
+        with: {
+            "sluice:plugin/types": super::sluice::plugin::types,
+            "sluice:plugin/host": super::sluice::plugin::host,
+        },
+    });
+}
+
 pub use self::chained::exports::sluice::plugin::chain::{
     Guest as ChainExport, GuestIndices as ChainIndices,
+};
+pub use self::defining::exports::sluice::plugin::define::{
+    Guest as DefineExport, GuestIndices as DefineIndices,
 };
 pub use self::exports::sluice::plugin::operator::{
     CallContext, CallInput, CallOutput, PluginError,

@@ -2,9 +2,10 @@
 
 use super::op::Input;
 use super::{DStream, Node, StreamingContext, lock};
-use crate::receiver::queue::QueueSource;
+use crate::receiver::queue::{QueueSource, column_of};
 use crate::receiver::socket::SocketConfig;
 use crate::receiver::{LineSource, Source};
+use sluice_sdk::Column;
 use std::path::Path;
 
 impl StreamingContext {
@@ -72,6 +73,20 @@ impl StreamingContext {
         partitions: usize,
         one_at_a_time: bool,
         default: Option<Vec<String>>,
+    ) -> DStream {
+        let batches = batches.iter().map(|b| column_of(b)).collect();
+        let default = default.as_deref().map(column_of);
+        self.queue_stream_columns(batches, partitions, one_at_a_time, default)
+    }
+
+    /// [`StreamingContext::queue_stream_with`] of batches already encoded:
+    /// each a column of elements (the Python driver's `queueStream`).
+    pub fn queue_stream_columns(
+        &self,
+        batches: Vec<Column>,
+        partitions: usize,
+        one_at_a_time: bool,
+        default: Option<Column>,
     ) -> DStream {
         let source = QueueSource::new(batches, partitions.max(1), one_at_a_time, default);
         self.add_source("queue".to_string(), Box::new(source))

@@ -23,7 +23,7 @@ pub(crate) struct QueueSource {
 }
 
 /// One batch's lines as a column.
-fn column_of(lines: &[String]) -> Column {
+pub(crate) fn column_of(lines: &[String]) -> Column {
     let mut c = Column::with_capacity(lines.len(), lines.iter().map(|l| l.len() + 5).sum());
     for l in lines {
         let _ = c.push_str(l);
@@ -33,17 +33,17 @@ fn column_of(lines: &[String]) -> Column {
 
 impl QueueSource {
     pub(crate) fn new(
-        batches: Vec<Vec<String>>,
+        batches: Vec<Column>,
         partitions: usize,
         one_at_a_time: bool,
-        default: Option<Vec<String>>,
+        default: Option<Column>,
     ) -> Self {
         QueueSource {
             total: batches.len() as u64,
-            items: batches.iter().map(|b| column_of(b)).collect(),
+            items: batches.into(),
             partitions,
             one_at_a_time,
-            default: default.as_deref().map(column_of),
+            default,
         }
     }
 }

@@ -118,12 +118,51 @@ impl Plugin {
         )
     }
 
+    /// A runner (a component exporting `define`, as the Python driver's)
+    /// given `program`: every instance is defined by it, and the functions
+    /// it describes are the program's. Its identity is the component's and
+    /// the program's hash together.
+    pub fn defined(
+        runtime: &Arc<Runtime>,
+        job: &str,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        program: &[u8],
+        limits: Limits,
+    ) -> Result<Arc<Plugin>> {
+        Plugin::load_bytes(
+            runtime,
+            job,
+            name,
+            path,
+            bytes,
+            Some(program),
+            limits,
+            Capabilities::default(),
+        )
+    }
+
     fn from_bytes_granted(
         runtime: &Arc<Runtime>,
         job: &str,
         name: &str,
         path: &Path,
         bytes: &[u8],
+        limits: Limits,
+        capabilities: Capabilities,
+    ) -> Result<Arc<Plugin>> {
+        Plugin::load_bytes(runtime, job, name, path, bytes, None, limits, capabilities)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_bytes(
+        runtime: &Arc<Runtime>,
+        job: &str,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        program: Option<&[u8]>,
         limits: Limits,
         capabilities: Capabilities,
     ) -> Result<Arc<Plugin>> {
@@ -173,6 +212,25 @@ impl Plugin {
         let chain = bindings::ChainIndices::new(&instance_pre).ok();
         // Optional: only a plugin with receivers needs it.
         let receiver = bindings::ReceiverIndices::new(&instance_pre).ok();
+        // A runner must be given its program, and only a runner takes one.
+        let define = match (bindings::DefineIndices::new(&instance_pre).ok(), program) {
+            (Some(define), Some(program)) => Some((define, Arc::<[u8]>::from(program))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(load_err(
+                    "is a runner (it exports `define`): its functions come from a program, which a job gives it (the Python driver does)".to_string(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(load_err(
+                    "is given a program but does not export sluice:plugin/define@0.1.0 (it is not a runner)".to_string(),
+                ));
+            }
+        };
+        let hash = match program {
+            Some(program) => content_hash(&[hash.as_bytes(), program].concat()),
+            None => hash,
+        };
         let mut plugin = Plugin {
             job: job.to_string(),
             name: name.to_string(),
@@ -189,6 +247,7 @@ impl Plugin {
             indices,
             chain,
             receiver,
+            define,
             limits,
             capabilities,
             pool: Mutex::new(Vec::new()),

@@ -85,6 +85,9 @@ pub struct Plugin {
     chain: Option<bindings::ChainIndices>,
     /// Where the optional `receiver` export is, when the component has one.
     receiver: Option<bindings::ReceiverIndices>,
+    /// Where the `define` export is and the program every new instance is
+    /// given, for a component whose functions the job defines (a runner).
+    define: Option<(bindings::DefineIndices, Arc<[u8]>)>,
     limits: Limits,
     capabilities: Capabilities,
     pool: Mutex<Vec<Instance>>,
@@ -130,7 +133,8 @@ impl Plugin {
         &self.path
     }
 
-    /// SHA-256 of the component: this version's identity.
+    /// SHA-256 of the component (and of the program a runner is given):
+    /// this version's identity.
     pub fn content_hash(&self) -> &str {
         &self.hash
     }

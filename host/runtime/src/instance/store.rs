@@ -267,6 +267,20 @@ impl Plugin {
             ),
             None => None,
         };
+        if let Some((define, program)) = &self.define {
+            let define = define
+                .load(&mut store, &instance)
+                .map_err(|e| format!("the `define` export: {e:#}"))?;
+            store.data_mut().call.begin();
+            store.set_epoch_deadline(1);
+            let defined = define.call_define(&mut store, program);
+            store.data_mut().call.end();
+            match defined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("its program is refused: {}", e.message)),
+                Err(trap) => return Err(format!("`define` trapped: {trap:#}")),
+            }
+        }
         self.stats.instances.fetch_add(1, Ordering::Relaxed);
         Ok(Instance {
             store,
