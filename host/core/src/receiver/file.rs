@@ -23,7 +23,7 @@
 //!   so a large file is held once, as the batch's lines.
 //! - Nested directories are not watched; names starting with `.` or `_`
 //!   (temporary files, `_SUCCESS` markers) are skipped.
-//! - Lines end at `\n` (a trailing `\r` is dropped); non-UTF-8 bytes are
+//! - Lines end at `\n`, `\r` or `\r\n`, as Hadoop reads them; non-UTF-8 bytes are
 //!   replaced with U+FFFD and reported.
 //! - A file that vanishes before it is read is reported and skipped; one
 //!   that cannot be read is reported and skipped for good when local, and

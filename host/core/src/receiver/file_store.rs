@@ -3,6 +3,7 @@
 //! chunks into lines.
 
 use crate::error::{Error, Result};
+use crate::receiver::lines::LineEnds;
 use sluice_sdk::Column;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -106,10 +107,12 @@ impl FileStore for LocalDir {
 }
 
 /// Splits bytes arriving in chunks into lines pushed onto a column: lines
-/// end at `\n`, a trailing `\r` is dropped, a last line without `\n`
-/// counts, and invalid UTF-8 is replaced with U+FFFD (counted).
+/// end at `\n`, `\r` or `\r\n` (as Hadoop's `LineRecordReader` reads a
+/// `textFileStream` file), a last line without a terminator counts, and
+/// invalid UTF-8 is replaced with U+FFFD (counted).
 pub(crate) struct LineSplitter<'a> {
     lines: &'a mut Column,
+    ends: LineEnds,
     /// The start of a line whose end has not arrived yet.
     partial: Vec<u8>,
     /// Lines that were not valid UTF-8.
@@ -120,13 +123,13 @@ impl<'a> LineSplitter<'a> {
     pub(crate) fn new(lines: &'a mut Column) -> Self {
         LineSplitter {
             lines,
+            ends: LineEnds::default(),
             partial: Vec::new(),
             invalid: 0,
         }
     }
 
     fn push_line(&mut self, line: &[u8]) -> Result<()> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let text = match std::str::from_utf8(line) {
             Ok(t) => std::borrow::Cow::Borrowed(t),
             Err(_) => {
@@ -140,19 +143,24 @@ impl<'a> LineSplitter<'a> {
     }
 
     /// Takes the next chunk.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<()> {
-        while let Some(i) = memchr::memchr(b'\n', bytes) {
-            if self.partial.is_empty() {
-                self.push_line(&bytes[..i])?;
-            } else {
-                let mut line = std::mem::take(&mut self.partial);
-                line.extend_from_slice(&bytes[..i]);
-                self.push_line(&line)?;
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut result = Ok(());
+        let mut ends = self.ends;
+        let rest = ends.split(bytes, |line| {
+            if result.is_err() {
+                return;
             }
-            bytes = &bytes[i + 1..];
-        }
-        self.partial.extend_from_slice(bytes);
-        Ok(())
+            result = if self.partial.is_empty() {
+                self.push_line(line)
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                self.push_line(&whole)
+            };
+        });
+        self.ends = ends;
+        self.partial.extend_from_slice(rest);
+        result
     }
 
     /// The file ended: its last line, if it had no `\n`.
@@ -195,9 +203,11 @@ mod tests {
     }
 
     #[test]
-    fn lines_split_across_chunks_as_str_lines_would() {
-        let text = "a1\r\nsecond line\n\nlast";
-        let want: Vec<String> = text.lines().map(str::to_string).collect();
+    fn lines_split_across_chunks_as_hadoop_reads_them() {
+        let text = "a1\r\nsecond line\n\nthird\rlast";
+        let want: Vec<String> = ["a1", "second line", "", "third", "last"]
+            .map(String::from)
+            .to_vec();
         for size in 1..text.len() {
             let chunks: Vec<&[u8]> = text.as_bytes().chunks(size).collect();
             assert_eq!(split(&chunks), (want.clone(), 0), "chunks of {size}");

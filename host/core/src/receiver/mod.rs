@@ -5,6 +5,7 @@
 pub(crate) mod file;
 pub mod file_store;
 pub mod generator;
+mod lines;
 pub mod queue;
 pub mod rate;
 pub mod socket;

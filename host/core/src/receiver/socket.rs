@@ -37,8 +37,8 @@
 //!   `reconnect_initial`.
 //!
 //! **Framing.**
-//! * Lines are split on `\n`. One trailing `\r` is stripped from each line, so
-//!   `\r\n` works; other `\r` bytes are kept.
+//! * Lines end at `\n`, `\r` or `\r\n`, as Java's `BufferedReader.readLine`
+//!   (Spark's reader) ends them.
 //! * Empty lines are delivered as `""` (as Spark does).
 //! * If the connection ends in the middle of a line (bytes after the last
 //!   `\n`), that partial last line **is delivered** before reconnecting, as
@@ -48,12 +48,12 @@
 //! * On [`SocketReceiver::stop`] a partial line that is still buffered is
 //!   discarded (the server may still have been sending it).
 //!
-//! **Over-long lines.** A line whose content (without its `\n` or `\r\n`
-//! terminator) exceeds [`SocketConfig::max_line_bytes`] (default 1 MiB) is
+//! **Over-long lines.** A line whose content (without its terminator)
+//! exceeds [`SocketConfig::max_line_bytes`] (default 1 MiB) is
 //! dropped entirely. As soon as the limit is exceeded the bytes buffered so
-//! far are released and the rest of the line, up to the next `\n`, is skipped
+//! far are released and the rest of the line, up to its end, is skipped
 //! as it streams in without being buffered, so memory stays bounded by one
-//! line buffer of at most `max_line_bytes + 1` bytes plus one 64 KiB read
+//! line buffer of at most `max_line_bytes` bytes plus one 64 KiB read
 //! buffer, whatever the server sends.
 //! Each such line increments [`SocketStats::overlong_lines`] once and logs a
 //! warning, rate-limited to at most one per second per receiver; the next
@@ -143,7 +143,7 @@ pub struct SocketConfig {
     pub host: String,
     /// TCP port to connect to.
     pub port: u16,
-    /// Longest accepted line in bytes, excluding the `\n` / `\r\n` terminator
+    /// Longest accepted line in bytes, excluding its terminator
     /// (default 1 MiB). Longer lines are dropped. Must be at least 1.
     pub max_line_bytes: usize,
     /// What to do with lines that are not valid UTF-8 (default: replace).

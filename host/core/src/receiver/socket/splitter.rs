@@ -2,6 +2,7 @@
 //! UTF-8 policies, with rate-limited warnings.
 
 use super::{LineSink, NonUtf8Policy, SocketConfig, SocketStats, bump};
+use crate::receiver::lines::LineEnds;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,10 +53,12 @@ pub(crate) struct LineSplitter {
     policy: NonUtf8Policy,
     endpoint: String,
     stats: Arc<SocketStats>,
-    /// Start of a line that began in an earlier chunk (at most `max_line_bytes + 1` bytes).
+    /// Start of a line that began in an earlier chunk (at most `max_line_bytes` bytes).
     pub(super) partial: Vec<u8>,
-    /// Skipping the rest of an over-long line up to the next `\n`.
+    /// Skipping the rest of an over-long line up to its end.
     discarding: bool,
+    /// Whether a `\n` starting the next chunk ends a `\r\n` already seen.
+    ends: LineEnds,
     overlong_warn: RateLimiter,
     non_utf8_warn: RateLimiter,
 }
@@ -69,59 +72,48 @@ impl LineSplitter {
             stats,
             partial: Vec::new(),
             discarding: false,
+            ends: LineEnds::default(),
             overlong_warn: RateLimiter::new(Duration::from_secs(1)),
             non_utf8_warn: RateLimiter::new(Duration::from_secs(1)),
         }
     }
 
-    /// Bytes a partial line may hold before it is certainly over-long:
-    /// the limit plus one byte for a `\r` that may precede the coming `\n`.
-    fn partial_cap(&self) -> usize {
-        self.max_line_bytes.saturating_add(1)
-    }
-
-    pub(crate) fn feed(&mut self, mut chunk: &[u8], sink: &dyn LineSink) {
-        // A line begun in an earlier chunk (or being discarded) ends at
-        // the first `\n`.
-        if self.discarding || !self.partial.is_empty() {
-            let Some(pos) = memchr::memchr(b'\n', chunk) else {
-                self.keep_partial(chunk);
-                return;
-            };
-            let seg = &chunk[..pos];
-            chunk = &chunk[pos + 1..];
-            if self.discarding {
-                self.discarding = false;
-            } else if self.partial.len() + seg.len() > self.partial_cap() {
-                self.partial.clear();
-                self.overlong();
-            } else {
-                self.append_partial(seg);
-                let mut line = std::mem::take(&mut self.partial);
-                self.deliver(&line, sink);
-                line.clear();
-                self.partial = line; // keep the allocation
-            }
-        }
-        // The chunk's whole lines go to the sink together; a line needing
-        // more than a check (over-long, not UTF-8) is delivered alone, in
-        // its place.
+    pub(crate) fn feed(&mut self, chunk: &[u8], sink: &dyn LineSink) {
+        // The first line ending here continues a line begun in an earlier
+        // chunk (or being discarded); the chunk's whole lines go to the sink
+        // together, and a line needing more than a check (over-long, not
+        // UTF-8) is delivered alone, in its place.
+        let mut continuing = self.discarding || !self.partial.is_empty();
         let mut lines: Vec<&str> = Vec::new();
-        let mut start = 0;
-        for pos in memchr::memchr_iter(b'\n', chunk) {
-            let seg = &chunk[start..pos];
-            start = pos + 1;
-            let line = seg.strip_suffix(b"\r").unwrap_or(seg);
+        let mut ends = self.ends;
+        let rest = ends.split(chunk, |line| {
+            if std::mem::take(&mut continuing) {
+                if std::mem::take(&mut self.discarding) {
+                    return; // the end of an over-long line
+                }
+                if self.partial.len() + line.len() > self.max_line_bytes {
+                    self.partial.clear();
+                    self.overlong();
+                } else {
+                    self.append_partial(line);
+                    let mut whole = std::mem::take(&mut self.partial);
+                    self.deliver(&whole, sink);
+                    whole.clear();
+                    self.partial = whole; // keep the allocation
+                }
+                return;
+            }
             match std::str::from_utf8(line) {
                 Ok(s) if line.len() <= self.max_line_bytes => lines.push(s),
                 _ => {
                     self.push_batch(&mut lines, sink);
-                    self.deliver(seg, sink);
+                    self.deliver(line, sink);
                 }
             }
-        }
+        });
+        self.ends = ends;
         self.push_batch(&mut lines, sink);
-        self.keep_partial(&chunk[start..]);
+        self.keep_partial(rest);
     }
 
     /// Delivers `lines` (valid, within the limit) and empties the list.
@@ -140,7 +132,7 @@ impl LineSplitter {
         if self.discarding || rest.is_empty() {
             return;
         }
-        if self.partial.len() + rest.len() > self.partial_cap() {
+        if self.partial.len() + rest.len() > self.max_line_bytes {
             self.partial.clear();
             self.discarding = true;
             self.overlong();
@@ -149,15 +141,15 @@ impl LineSplitter {
         }
     }
 
-    /// Appends to the partial line (the caller checked the cap). Grows
-    /// geometrically but never past the cap, so the buffer's capacity stays
-    /// within `max_line_bytes + 1`.
+    /// Appends to the partial line (the caller checked the limit). Grows
+    /// geometrically but never past the limit, so the buffer's capacity
+    /// stays within `max_line_bytes`.
     fn append_partial(&mut self, bytes: &[u8]) {
         let needed = self.partial.len() + bytes.len();
         if needed > self.partial.capacity() {
             let target = needed
                 .max(self.partial.capacity() * 2)
-                .min(self.partial_cap());
+                .min(self.max_line_bytes);
             self.partial.reserve_exact(target - self.partial.len());
         }
         self.partial.extend_from_slice(bytes);
@@ -173,14 +165,14 @@ impl LineSplitter {
         self.reset();
     }
 
-    /// Forgets any partial line.
+    /// Forgets any partial line: a new connection begins.
     pub(super) fn reset(&mut self) {
         self.partial.clear();
         self.discarding = false;
+        self.ends.reset();
     }
 
     fn deliver(&mut self, line: &[u8], sink: &dyn LineSink) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > self.max_line_bytes {
             self.overlong();
             return;

@@ -185,8 +185,10 @@ fn receives_lines_crlf_and_utf8() {
         "日本語のテキスト",
         "🎉 party 🦀",
         "",
-        "bare\rcr kept",
-        "two cr\r",
+        "bare",
+        "cr kept",
+        "two cr",
+        "",
         "",
         "last",
     ];
@@ -389,11 +391,16 @@ fn splitter_limit_is_on_content_without_terminator() {
             NonUtf8Policy::Replace
         )
         .0,
-        ["abc", "ab\r"]
+        ["abc", "ab", ""]
     );
     assert_eq!(
-        split(3, &[b"abc\r", b"\nabc\r", b"d\n"], NonUtf8Policy::Replace).0,
-        ["abc"]
+        split(
+            3,
+            &[b"abc\r", b"\nabcd\r", b"\nd\n"],
+            NonUtf8Policy::Replace
+        )
+        .0,
+        ["abc", "d"]
     );
 }
 
