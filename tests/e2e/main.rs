@@ -14,6 +14,7 @@ mod mqtt;
 mod nats;
 mod objects;
 mod programs;
+mod python;
 mod receivers;
 mod runtime;
 mod serve;

@@ -22,7 +22,10 @@ from sluice.pyspark import SparkConf, SparkContext
 from sluice.pyspark.resultiterable import ResultIterable
 from sluice.pyspark.streaming import StreamingContext
 
-REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference")
+# Spark's recording: tests/reference, or $SLUICE_REFERENCE (another recording).
+REFERENCE = os.environ.get("SLUICE_REFERENCE") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference"
+)
 
 
 def canon(x):
