@@ -14,6 +14,7 @@ fn main() {
         "python/runner/sluice_runner.py",
         "python/sluice/_values.py",
         "python/sluice/_carried.py",
+        "python/sluice/_rdd.py",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
     }

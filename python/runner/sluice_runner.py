@@ -11,8 +11,13 @@ compiles in every new instance. The plugin's functions are the program's:
     ``flatMapValues``, and ``shape``: the engine's arrays as PySpark's
     lists) run as PySpark runs them, one generator over the partition: the
     values between steps never leave the runner.
-``reduce``, ``inverse-reduce``, ``update-state``, ``filter``
+``reduce``, ``inverse-reduce``, ``update-state``, ``filter``, ``map``
     one shipped function, called as the engine's kind says.
+``transform``
+    one shipped function of whole batches (``transform``,
+    ``transformWith``, ``StreamingContext.transform``): it gets each batch
+    as a local ``RDD`` (``sluice._rdd``, the driver's own class), and the
+    RDD operations it calls run here too.
 
 The program is a MessagePack map (see ``sluice/_ship.py`` on the driver):
 ``defs`` (each: ``name``, ``module``, ``file``, ``line``, ``source``,
@@ -33,8 +38,11 @@ import itertools
 import linecache
 import pickle
 import traceback
+from datetime import datetime
 
 import _carried
+from _rdd import RDD, ResultIterable
+from _rdd import _shaped as _as_pyspark
 from _values import column_values, encode, loads
 
 for _module in _carried.RUNNER_MODULES:
@@ -46,7 +54,7 @@ from wit_world.imports import types as t  # noqa: E402
 
 SDK = "sluice-pyspark-runner 0.1.0"
 VERSION = "0.1.0"
-_OWN_FILES = ("sluice_runner.py", "_values.py")
+_OWN_FILES = ("sluice_runner.py", "_values.py", "_rdd.py")
 
 _KINDS = {
     "map-partitions": t.FunctionKind.MAP_PARTITIONS,
@@ -54,7 +62,12 @@ _KINDS = {
     "inverse-reduce": t.FunctionKind.INVERSE_REDUCE,
     "update-state": t.FunctionKind.UPDATE_STATE,
     "filter": t.FunctionKind.FILTER,
+    "map": t.FunctionKind.MAP,
+    "transform": t.FunctionKind.TRANSFORM,
 }
+# What a transform function's batches are: its stream's (``one``), its and
+# another's (``with``), or every stream's of a list (``all``).
+_TRANSFORM_FORMS = ("one", "with", "all")
 _STEPS = (
     "map",
     "flatMap",
@@ -100,6 +113,8 @@ def _resolve(capture, made, d, name):
         return made[capture[1]]
     if what == "pickle":
         return pickle.loads(capture[1])
+    if what == "rdd":
+        return RDD._of(capture[1])
     if what in ("module", "attr"):
         try:
             module = importlib.import_module(capture[1])
@@ -159,13 +174,17 @@ def _define(program):
         if kind == "map-partitions":
             steps = []
             for step, index in spec["steps"]:
-                if step == "shape":
+                if step in ("shape", "ungroup"):
                     steps.append((step, index))
                     continue
                 if step not in _STEPS:
                     raise _Refused(f"function `{spec['name']}` has a step {step!r} the runner does not know")
                 steps.append((step, made[index]))
             call = _pipeline(tuple(steps))
+        elif kind == "transform":
+            if spec.get("form") not in _TRANSFORM_FORMS:
+                raise _Refused(f"function `{spec['name']}` transforms {spec.get('form')!r}, not one of {_TRANSFORM_FORMS}")
+            call = (made[spec["def"]], bool(spec.get("with_time")), spec["form"], tuple(spec.get("shapes") or ()))
         else:
             call = made[spec["def"]]
         functions.append((spec["name"], kind, spec.get("doc", ""), call))
@@ -189,6 +208,8 @@ def _pipeline(steps):
                 it = f(partition, it)
             elif step == "shape":
                 it = _shaped(f, it)
+            elif step == "ungroup":
+                it = ((k, v) for k, vs in it for v in vs)
             elif step == "mapValues":
                 it = ((kv[0], f(kv[1])) for kv in it)
             else:  # flatMapValues
@@ -215,6 +236,38 @@ def _elements(batch):
         keys = column_values(batch.keys.bytes, batch.keys.offsets)
         return list(zip(keys, values))
     return values
+
+
+def _transform(call, ctx, inp):
+    """The elements ``transform``'s function makes of the call's batches."""
+    f, with_time, form, shapes = call
+
+    def rdd(i, elements):
+        return RDD._of([_as_pyspark(shapes[i] if i < len(shapes) else None, elements)])
+
+    batch = _elements(inp.primary)
+    if form == "with":
+        args = [rdd(0, batch), rdd(1, column_values(inp.secondary.bytes, inp.secondary.offsets))]
+    elif form == "all":
+        args = [[rdd(i, list(b)) for i, b in enumerate(batch)]]
+    else:
+        args = [rdd(0, batch)]
+    if with_time:
+        args.insert(0, datetime.fromtimestamp(ctx.batch_time_ms / 1000))
+    result = f(*args)
+    if result is None:
+        return []
+    items = result.collect() if isinstance(result, RDD) else result
+    return [_plain(x) for x in items]
+
+
+def _plain(x):
+    """An element as the engine carries it: ``ResultIterable`` as a list."""
+    if isinstance(x, ResultIterable):
+        return list(x.data)
+    if isinstance(x, tuple):
+        return tuple(_plain(e) for e in x)
+    return x
 
 
 class _Out:
@@ -253,6 +306,14 @@ def _invoke(kind, call, ctx, inp):
         return out.batch()
     if kind == "filter":
         return t.CallOutput_Selection([i for i, v in enumerate(_elements(inp.primary)) if call(v)])
+    if kind == "map":
+        for v in column_values(inp.primary.values.bytes, inp.primary.values.offsets):
+            out.push(call(v))
+        return out.batch()
+    if kind == "transform":
+        for y in _transform(call, ctx, inp):
+            out.push(y)
+        return out.batch()
     values = column_values(inp.primary.values.bytes, inp.primary.values.offsets)
     groups = inp.groups
     if kind == "reduce":

@@ -26,6 +26,7 @@ import textwrap
 import types
 
 from . import _carried, _values
+from ._rdd import RDD
 
 _BIND = "__sluice_function__"
 
@@ -279,24 +280,39 @@ class Program:
         """``v`` by value: as an element (``_values``) or, for an object of
         a carried module (a compiled ``re`` pattern, a ``datetime``, a
         ``Counter``), pickled by value; else a :class:`ShipError`."""
+        if isinstance(v, RDD):
+            # A driver dataset (``sc.parallelize``) goes by value, as one.
+            v, form = [list(p) for p in v._iter_partitions()], "rdd"
+        else:
+            form = "value"
         try:
             _values.dumps(v)
-            return ("value", v)
+            return (form, v)
         except (TypeError, OverflowError, RecursionError) as e:
             error = e
+        if form == "rdd":
+            raise ShipError(f"cannot ship {_where(fn)}: it captures {what}, an RDD whose elements cannot be sent ({error})")
         pickled = _pickled(v)
         if pickled is not None:
             return ("pickle", pickled)
+        kind = f"{type(v).__module__}.{type(v).__qualname__}"
+        if type(v).__name__ in ("SparkContext", "StreamingContext"):
+            raise ShipError(
+                f"cannot ship {_where(fn)}: it captures {what}, the {type(v).__name__}, which stays on the "
+                "driver: the function runs sandboxed in the runner (capture the RDD that sc.parallelize "
+                "makes instead of the context)"
+            )
         raise ShipError(
-            f"cannot ship {_where(fn)}: it captures {what}, a {type(v).__module__}.{type(v).__qualname__}, "
-            f"which cannot be sent to the runner by value ({error})"
+            f"cannot ship {_where(fn)}: it captures {what}, a {kind}, which cannot be sent to the runner "
+            f"by value ({error})"
         )
 
-    def add(self, name, kind, doc="", steps=None, function=None):
+    def add(self, name, kind, doc="", steps=None, function=None, **extra):
         """Adds a runner function: a fused ``map-partitions`` chain of
         ``steps`` (``(step, def index)``), or one shipped ``function`` of
-        ``kind``; returns its name."""
-        spec = {"name": name, "kind": kind, "doc": doc}
+        ``kind`` (with the ``extra`` fields its kind reads); returns its
+        name."""
+        spec = dict(extra, name=name, kind=kind, doc=doc)
         if steps is not None:
             spec["steps"] = tuple(steps)
         else:

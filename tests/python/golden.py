@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from datetime import datetime
 
 from sluice.pyspark import SparkConf, SparkContext
 from sluice.pyspark.resultiterable import ResultIterable
@@ -101,7 +102,7 @@ class Job:
         if not done.wait(120):
             raise AssertionError(f"{self.name}: {len(seen)} of {self.batches} batches in 120 s")
         self.ssc.stop(stopSparkContext=True, stopGraceFully=False)
-        t0 = seen[0]
+        t0 = self.first = seen[0]
         lines = []
         for entries in self.outputs:
             for e in sorted(entries, key=lambda e: e["t"]):
@@ -212,14 +213,121 @@ CASES = {
 }
 
 
+# Jobs without a recording of their own, whose output follows from a
+# recorded one or from the input, as Spark's semantics say: (build,
+# checkpoint, input, expected lines from the input's streams).
+
+
+def _counts(lines):
+    out = {}
+    for line in lines:
+        for w in line.split(" "):
+            out[w] = out.get(w, 0) + 1
+    return out
+
+
+def _rows(per_batch, extra=None):
+    return [dict({"batch": i, "records": sorted((canon(r) for r in recs), key=sort_key)}, **(extra or {}))
+            for i, recs in enumerate(per_batch)]
+
+
+def case_combineByKey(job):
+    pairs = job.probe.flatMap(lambda l: l.split(" ")).map(lambda w: (w, 1))
+    job.collect(pairs.combineByKey(lambda v: (v, 1), lambda c, v: (c[0] + v, c[1] + 1),
+                                   lambda a, b: (a[0] + b[0], a[1] + b[1]), 3))
+
+
+def want_combineByKey(streams):
+    return _rows([[(w, (n, n)) for w, n in _counts(b).items()] for b in streams["lines"]])
+
+
+def case_transform(job):
+    counts = job.probe.flatMap(words).map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b, 3)
+    top = counts.transform(lambda rdd: rdd.sortBy(lambda kv: (-kv[1], kv[0])).zipWithIndex()
+                           .filter(lambda x: x[1] < 3).keys())
+    job.collect(top)
+    # The two-argument form gets the batch time.
+    job.collect(counts.transform(lambda t, rdd: rdd.map(lambda kv: (kv[0], t.year >= 1970))))
+
+
+def want_transform(streams):
+    top = [sorted(_counts(b).items(), key=lambda kv: (-kv[1], kv[0]))[:3] for b in streams["lines"]]
+    timed = [[(w, True) for w in _counts(b)] for b in streams["lines"]]
+    return _rows(top) + _rows(timed)
+
+
+def case_transformWith(job):
+    left, right = _two(job)
+    lc = left.flatMap(words).map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b)
+    rc = right.flatMap(words).map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b)
+    job.collect(lc.transformWith(lambda a, b: a.subtractByKey(b), rc))
+    job.collect(lc.transformWith(lambda t, a, b: a.join(b).mapValues(lambda v: v[0] * v[1]), rc))
+
+
+def want_transformWith(streams):
+    n = max(len(streams["left"]), len(streams["right"]))
+    side = [[_counts(s[i]) if i < len(s) else {} for i in range(n)] for s in (streams["left"], streams["right"])]
+    only = [[(w, c) for w, c in a.items() if w not in b] for a, b in zip(*side)]
+    both = [[(w, c * b[w]) for w, c in a.items() if w in b] for a, b in zip(*side)]
+    return _rows(only) + _rows(both)
+
+
+def case_partitionBy(job):
+    pairs = job.probe.flatMap(words).map(lambda w: (w, 1))
+    job.collect(pairs.partitionBy(3), extra=lambda rdd: {"partitions": rdd.getNumPartitions()})
+
+
+def want_partitionBy(streams):
+    return _rows([[(w, 1) for line in b for w in words(line)] for b in streams["lines"]], {"partitions": 3})
+
+
+def case_updateStateByKey_initial(job):
+    pairs = job.probe.flatMap(words).map(lambda w: (w, 1))
+    first = job.inputs["streams"]["lines"][0][0].split(" ")[0]
+    initial = job.sc.parallelize([(first, 100), ("ζ initial", 5)])
+    job.collect(pairs.updateStateByKey(lambda vs, st: sum(vs) + (st or 0), initialRDD=initial))
+
+
+def want_updateStateByKey_initial(streams):
+    batches = streams["lines"]
+    state = {batches[0][0].split(" ")[0]: 100, "ζ initial": 5}
+    out = []
+    for b in batches:
+        for w, n in _counts(b).items():
+            state[w] = state.get(w, 0) + n
+        out.append(list(state.items()))
+    return _rows(out)
+
+
+def case_transform_streams(job):
+    left, right = _two(job)
+    both = job.ssc.transform([left, right], lambda rdds: rdds[0].union(rdds[1]))
+    job.collect(both.flatMap(lambda l: l.split(" ")))
+
+
+DERIVED = {
+    # StreamingContext.transform of both streams, as their union: union's output.
+    "transform_streams": (case_transform_streams, False, "union", lambda streams: golden("union")),
+    "combineByKey": (case_combineByKey, False, "reduceByKey", want_combineByKey),
+    "transform": (case_transform, False, "reduceByKey", want_transform),
+    "transformWith": (case_transformWith, False, "join", want_transformWith),
+    "partitionBy": (case_partitionBy, False, "reduceByKey", want_partitionBy),
+    "updateStateByKey_initial": (case_updateStateByKey_initial, True, "updateStateByKey",
+                                 want_updateStateByKey_initial),
+}
+
+
 def golden(name):
     with open(os.path.join(REFERENCE, "golden", name + ".jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 def run_case(name):
-    build, checkpoint = CASES[name]
-    job = Job(name, checkpoint)
+    if name in DERIVED:
+        build, checkpoint, source, expect = DERIVED[name]
+    else:
+        (build, checkpoint), source, expect = CASES[name], name, None
+    job = Job(source, checkpoint)
     try:
         key = "left" if "left" in job.inputs["streams"] else "lines"
         job.probe = job.stream(key)
@@ -227,7 +335,7 @@ def run_case(name):
         got = job.run()
     finally:
         job.close()
-    want = golden(name)
+    want = expect(job.inputs["streams"]) if expect else golden(name)
     problems = []
     by_batch = {}
     for row in want:
@@ -243,10 +351,39 @@ def run_case(name):
     return problems
 
 
+def check_slice():
+    """``slice(begin, end)`` after a run with ``remember(60)``: the batches
+    in ``[begin, end]``, bounds floored onto the grid, none at or before the
+    zero time (one interval before the first batch), none when begin > end."""
+    job = Job("flatMap")
+    try:
+        job.probe = job.stream("lines")
+        ws = job.probe.flatMap(words)
+        ws.foreachRDD(lambda rdd: None)
+        job.ssc.remember(60)
+        job.run()
+        t0 = job.first.timestamp()
+        batches = [[w for line in b for w in words(line)] for b in job.inputs["streams"]["lines"]]
+        problems = []
+        for begin, end, want in [
+            (t0 + 1, t0 + 3, batches[1:4]),
+            (t0 + 1.5, t0 + 4.5, batches[1:5]),
+            (t0 - 4, t0, batches[:1]),
+            (datetime.fromtimestamp(t0 + 2), datetime.fromtimestamp(t0 + 2), batches[2:3]),
+            (t0 + 3, t0 + 1, []),
+        ]:
+            got = [sorted(rdd.collect()) for rdd in ws.slice(begin, end)]
+            if got != [sorted(b) for b in want]:
+                problems.append(f"slice({begin!r}, {end!r}), the first batch at {t0}: {got}, not {want}")
+        return problems
+    finally:
+        job.close()
+
+
 def main(names):
     failed = []
-    for name in names or list(CASES):
-        problems = run_case(name)
+    for name in names or list(CASES) + list(DERIVED) + ["slice"]:
+        problems = check_slice() if name == "slice" else run_case(name)
         print(f"{name}: {'ok' if not problems else 'DIFFERS'}", flush=True)
         failed += problems
     for p in failed:

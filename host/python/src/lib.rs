@@ -19,7 +19,7 @@ use sluice::{
     BatchTime, DStream, Func, Limits, ManualClock, Plugin, Runtime, StopHandle, StreamingContext,
     SystemClock,
 };
-use sluice_sdk::Column;
+use sluice_sdk::{Batch, Column};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -127,6 +127,34 @@ impl State {
             .map(|name| self.func(&name))
             .transpose()
     }
+}
+
+/// A batch's partitions for Python: `(key_bytes, key_offsets, value_bytes,
+/// value_offsets)` each (no keys: empty).
+fn partitions<'py>(py: Python<'py>, rdd: &Rdd) -> PyResult<Bound<'py, PyList>> {
+    let parts = PyList::empty(py);
+    for p in &rdd.partitions {
+        parts.append((
+            PyBytes::new(py, &p.keys.bytes),
+            p.keys.offsets.clone(),
+            PyBytes::new(py, &p.values.bytes),
+            p.values.offsets.clone(),
+        ))?;
+    }
+    Ok(parts)
+}
+
+/// A keyed batch of encoded `(key, value)` pairs.
+fn keyed_batch(pairs: &[(Vec<u8>, Vec<u8>)]) -> PyResult<Batch> {
+    let mut batch = Batch::default();
+    for (k, v) in pairs {
+        batch
+            .keys
+            .push_encoded(k)
+            .and_then(|()| batch.values.push_encoded(v))
+            .map_err(|e| PyValueError::new_err(format!("an initial state: {e}")))?;
+    }
+    Ok(batch)
 }
 
 /// Finishes the run: joins its thread and keeps how it ended.
@@ -274,7 +302,27 @@ impl Job {
             "filter" => input.filter(f()?),
             "reduce" => input.reduce(f()?),
             "reduce_by_key" => input.reduce_by_key(f()?, partitions()?),
-            "update_state_by_key" => input.update_state_by_key(f()?, partitions()?),
+            "update_state_by_key" => match opt::<Vec<(Vec<u8>, Vec<u8>)>>(args, "initial")? {
+                None => input.update_state_by_key(f()?, partitions()?),
+                Some(initial) => {
+                    input.update_state_by_key_from(f()?, partitions()?, keyed_batch(&initial)?)
+                }
+            },
+            "combine_by_key" => input.combine_by_key(
+                st.func(&arg::<String>(args, "create")?)?,
+                st.func(&arg::<String>(args, "merge_value")?)?,
+                st.func(&arg::<String>(args, "merge_combiners")?)?,
+                partitions()?,
+            ),
+            "transform" => input.transform(f()?),
+            "transform_with" => input.transform_with(other(1)?, f()?),
+            "transform_all" => {
+                let streams = inputs
+                    .iter()
+                    .map(|&i| st.stream(i).cloned())
+                    .collect::<PyResult<Vec<_>>>()?;
+                DStream::transform_all(&streams, f()?)
+            }
             "count" => input.count(),
             "count_by_value" => input.count_by_value(partitions()?),
             "group_by_key" => input.group_by_key(partitions()?),
@@ -325,6 +373,25 @@ impl Job {
         Ok(st.add(s))
     }
 
+    /// `slice(from, to)` of stream `input` (times in ms): the remembered
+    /// batches as `(batch_time_ms, partitions)`, partitions as `foreach`
+    /// gives them.
+    fn slice<'py>(
+        &self,
+        py: Python<'py>,
+        input: usize,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> PyResult<Vec<(i64, Bound<'py, PyList>)>> {
+        let kept = self
+            .state()
+            .stream(input)?
+            .slice_rdds(BatchTime(from_ms), BatchTime(to_ms));
+        kept.iter()
+            .map(|(time, _, rdd)| Ok((time.millis(), partitions(py, rdd)?)))
+            .collect()
+    }
+
     /// Calls `callback(batch_time_ms, partitions)` on the driver for every
     /// batch of stream `input`; each partition is `(key_bytes, key_offsets,
     /// value_bytes, value_offsets)` (no keys: empty). An exception fails the
@@ -334,17 +401,9 @@ impl Job {
         st.stream(input)?
             .foreach_rdd(move |time: BatchTime, rdd: &Rdd| {
                 Python::attach(|py| {
-                    let parts = PyList::empty(py);
-                    for p in &rdd.partitions {
-                        let part = (
-                            PyBytes::new(py, &p.keys.bytes),
-                            p.keys.offsets.clone(),
-                            PyBytes::new(py, &p.values.bytes),
-                            p.values.offsets.clone(),
-                        );
-                        parts.append(part)?;
-                    }
-                    callback.call1(py, (time.millis(), parts)).map(drop)
+                    callback
+                        .call1(py, (time.millis(), partitions(py, rdd)?))
+                        .map(drop)
                 })
                 .map_err(|e| {
                     let message = Python::attach(|py| python_error(py, &e));

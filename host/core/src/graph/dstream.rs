@@ -315,6 +315,15 @@ impl DStream {
     /// interval before the first batch) are skipped; `from > to` gives none.
     /// Only batches kept by [`StreamingContext::remember`] are returned.
     pub fn slice(&self, from: BatchTime, to: BatchTime) -> Vec<CollectedBatch> {
+        self.slice_rdds(from, to)
+            .iter()
+            .map(|(t, index, rdd)| CollectedBatch::of(*t, *index, rdd))
+            .collect()
+    }
+
+    /// [`DStream::slice`] as the batches themselves: `(time, batch number,
+    /// batch)`.
+    pub fn slice_rdds(&self, from: BatchTime, to: BatchTime) -> Vec<(BatchTime, u64, Arc<Rdd>)> {
         let g = lock(&self.graph);
         let slide = g.nodes[self.id].slide;
         let history = g.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -329,7 +338,7 @@ impl DStream {
             .map(|kept| {
                 kept.iter()
                     .filter(|(t, _, _)| t.millis() >= from && t.millis() <= to)
-                    .map(|(t, index, rdd)| CollectedBatch::of(*t, *index, rdd))
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default()

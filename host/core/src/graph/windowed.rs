@@ -157,12 +157,18 @@ impl DStream {
         partitions: usize,
         initial: &[(K, S)],
     ) -> DStream {
+        self.update_state_by_key_from(f, partitions, initial_batch(initial))
+    }
+
+    /// [`DStream::update_state_by_key`] starting from the states of
+    /// `initial` (a batch keyed by the state's keys).
+    pub fn update_state_by_key_from(&self, f: Func, partitions: usize, initial: Batch) -> DStream {
         self.derive(
             "update_state_by_key",
             UpdateState {
                 func: f,
                 initial: Some(Rdd {
-                    partitions: vec![initial_batch(initial)],
+                    partitions: vec![initial],
                 }),
                 state: StateByKey::new(partitions.max(1)),
             },

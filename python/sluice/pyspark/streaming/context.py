@@ -65,12 +65,12 @@ class _Planner:
         d = self.program.defs[index]
         return f"{d['name']} ({os.path.basename(d['file'])}:{d['line']})"
 
-    def function(self, kind, index, op):
+    def function(self, kind, index, op, **extra):
         name = self._name(f"{op} {self._describe(index)}")
-        return self.program.add(name, kind, function=index)
+        return self.program.add(name, kind, function=index, **extra)
 
     def chain(self, steps, shape):
-        text = " → ".join(f"{step} {self._describe(index)}" for step, index in steps)
+        text = " → ".join(step if index is None else f"{step} {self._describe(index)}" for step, index in steps)
         if shape:
             steps = (("shape", shape),) + tuple(steps)
         return self.program.add(self._name(text), "map-partitions", steps=steps)
@@ -179,6 +179,9 @@ class StreamingContext:
         self._remember_ms = None
         self._listeners = []
         self._job = None
+        # id(DStream) -> its engine stream, once started.
+        self._planned = {}
+        self._ran = None
         self._stopped = False
 
     @property
@@ -241,6 +244,17 @@ class StreamingContext:
         }
         return self._source("queue", args)
 
+    def transform(self, dstreams, transformFunc):
+        """A stream of ``transformFunc(rdds)``: the batches of every stream
+        of ``dstreams`` (same slide), as a list of RDDs; the function runs
+        in the runner, as every function does."""
+        if not dstreams:
+            raise ValueError("should have at least one DStream to transform")
+        first = dstreams[0]
+        if any(d._slide_ms != first._slide_ms for d in dstreams):
+            raise ValueError("all the DStreams should have same slide duration")
+        return first._transform("transform_all", transformFunc, "all", False, tuple(dstreams[1:]))
+
     def union(self, *dstreams):
         if not dstreams:
             raise ValueError("should have at least one DStream to union")
@@ -302,6 +316,7 @@ class StreamingContext:
                 job.remember(self._remember_ms)
             job.start()
             self._job = job
+            self._planned = planner.ids
             StreamingContext._activeContext = self
 
     def awaitTermination(self, timeout=None):
@@ -325,6 +340,8 @@ class StreamingContext:
         with StreamingContext._lock:
             self._stopped = True
             job, self._job = self._job, None
+            # What ran stays readable (``DStream.slice`` after the run).
+            self._ran = job or self._ran
             if StreamingContext._activeContext is self:
                 StreamingContext._activeContext = None
         try:

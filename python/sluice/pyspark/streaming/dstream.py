@@ -12,7 +12,16 @@ batch: the values between them never leave the runner.
 import operator
 from datetime import datetime
 
-from ..rdd import RDD
+from ..._values import dumps
+from ..rdd import RDD, portable_hash
+
+
+def _epoch_ms(t):
+    """A time as PySpark's ``slice`` takes it: a datetime or seconds since
+    the epoch."""
+    if isinstance(t, datetime):
+        t = t.timestamp()
+    return int(t * 1000)
 
 
 def _ms(seconds, what="duration"):
@@ -48,8 +57,9 @@ class DStream:
         shipped = {}
         for field, spec in dict(functions, function=function).items():
             if spec is not None:
-                fkind, f = spec
-                shipped[field] = (fkind, ssc._ship(f, kind))
+                # (kind, callable) or (kind, callable, fields its kind reads)
+                fkind, f, *extra = spec
+                shipped[field] = (fkind, ssc._ship(f, kind), extra[0] if extra else {})
         parents = (self,) + tuple(inputs)
 
         ssc._check_not_started()
@@ -59,14 +69,14 @@ class DStream:
                 planner.stateful()
             ids = [p._id(planner) for p in parents]
             fields = dict(args or {})
-            for field, (fkind, index) in shipped.items():
-                fields[field] = planner.function(fkind, index, kind)
+            for field, (fkind, index, extra) in shipped.items():
+                fields[field] = planner.function(fkind, index, kind, **extra)
             return planner.op(kind, ids, fields)
 
         return DStream(ssc, plan, slide_ms or self._slide_ms, shape)
 
     def _narrow(self, step, f):
-        index = self._ssc._ship(f, step)
+        index = self._ssc._ship(f, step) if f is not None else None
         if self._chain is not None:
             base, steps = self._chain
         else:
@@ -167,11 +177,71 @@ class DStream:
     def cogroup(self, other, numPartitions=None):
         return self._join("cogroup", other, numPartitions, shape="cogroup")
 
+    def combineByKey(self, createCombiner, mergeValue, mergeCombiners, numPartitions=None):
+        return self._derive(
+            "combine_by_key",
+            {"partitions": self._partitions(numPartitions)},
+            create=("map", createCombiner),
+            merge_value=("reduce", mergeValue),
+            merge_combiners=("reduce", mergeCombiners),
+        )
+
+    def partitionBy(self, numPartitions, partitionFunc=portable_hash):
+        """The same pairs in ``numPartitions`` partitions, by key. The
+        engine places the keys itself (as its shuffles do): a partitionFunc
+        other than ``portable_hash`` is refused rather than ignored."""
+        if partitionFunc is not portable_hash:
+            raise NotImplementedError(
+                f"partitionBy with partitionFunc {getattr(partitionFunc, '__qualname__', partitionFunc)!s}: "
+                "Sluice places keys by its own hash; use the default (portable_hash)"
+            )
+        grouped = self._derive("group_by_key", {"partitions": max(int(numPartitions), 1)})
+        return grouped._narrow("ungroup", None)
+
     def updateStateByKey(self, updateFunc, numPartitions=None, initialRDD=None):
+        args = {"partitions": self._partitions(numPartitions)}
         if initialRDD is not None:
-            raise NotImplementedError("updateStateByKey's initialRDD is not supported yet")
-        return self._derive("update_state_by_key", {"partitions": self._partitions(numPartitions)},
-                            function=("update-state", updateFunc), stateful=True)
+            pairs = initialRDD.collect() if isinstance(initialRDD, RDD) else list(initialRDD)
+            args["initial"] = [(dumps(k), dumps(v)) for k, v in pairs]
+        return self._derive("update_state_by_key", args, function=("update-state", updateFunc), stateful=True)
+
+    # -- whole batches ----------------------------------------------------
+
+    def _transform(self, kind, func, form, time_arity, inputs=()):
+        """A stream of ``func``'s result on whole batches, run in the
+        runner: PySpark passes the batch time when the function takes
+        ``time_arity`` arguments."""
+        code = getattr(func, "__code__", None)
+        with_time = bool(time_arity) and code is not None and code.co_argcount == time_arity
+        shapes = tuple(d._shape for d in (self,) + tuple(inputs))
+        extra = {"form": form, "with_time": with_time, "shapes": shapes}
+        return self._derive(kind, inputs=inputs, function=("transform", func, extra))
+
+    def transform(self, func):
+        """``func(rdd)`` or ``func(time, rdd)`` of every batch, run in the
+        runner (it and the RDD operations it calls), over the batch as one
+        local dataset; it returns an RDD (or a list)."""
+        return self._transform("transform", func, "one", 2)
+
+    def transformWith(self, func, other, keepSerializer=False):
+        """``func(rdd_a, rdd_b)`` or ``func(time, rdd_a, rdd_b)`` of this
+        stream's and ``other``'s batches, run in the runner."""
+        if other._slide_ms != self._slide_ms:
+            raise ValueError("the two DStream should have same slide duration")
+        return self._transform("transform_with", func, "with", 3, (other,))
+
+    def slice(self, begin, end):
+        """The remembered batches with times in ``[begin, end]`` (datetimes
+        or seconds since the epoch) as RDDs, oldest first."""
+        ssc = self._ssc
+        job = ssc._job or ssc._ran
+        if job is None:
+            raise ValueError(f"{self!r} has not been initialized (start the StreamingContext first)")
+        stream = ssc._planned.get(id(self))
+        if stream is None:
+            raise ValueError(f"{self!r} is not part of the job: no output operation reads it")
+        kept = job.slice(stream, _epoch_ms(begin), _epoch_ms(end))
+        return [RDD._of_columns(parts, ssc._sc, self._shape) for _, parts in kept]
 
     # -- windows ----------------------------------------------------------
 
