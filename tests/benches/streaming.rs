@@ -1,6 +1,8 @@
 //! The streaming word count over a TCP socket, fed at increasing rates,
 //! on Sluice (wasm operators and the same operators compiled natively),
-//! PySpark DStreams and JVM Spark Streaming: the same feeder, the same
+//! Sluice's Python driver (`sluice.pyspark`: the PySpark program with its
+//! imports changed, every lambda in the wasm runner), PySpark DStreams and
+//! JVM Spark Streaming: the same feeder, the same
 //! lines, the same batch interval, the same machine, in one run. Then
 //! Sluice's batch latency at 10 ms, 100 ms and 1 s batches at half the
 //! rate it sustains at each.
@@ -22,7 +24,10 @@
 //! `spark-submit`) and `BENCH_SPARK_JAR` (`bench/spark/src`, built into a
 //! jar: the JVM word count and the batch reporter both Spark jobs print
 //! with) for the Spark rows, which are skipped without them.
-//! Other env: `BENCH_SYSTEMS` (comma list of `wasm,native,pyspark,jvm`),
+//! The `sluice.pyspark` row runs `bench/python/wordcount.py` with
+//! `$SLUICE_PYTHON` (the interpreter the wheel is installed in;
+//! `scripts/python-driver` makes one) and is skipped without it.
+//! Other env: `BENCH_SYSTEMS` (comma list of `wasm,native,python,pyspark,jvm`),
 //! `BENCH_LATENCY` (`0` skips the latency part), `BENCH_SOCKET_BUFFER_MIB`
 //! (Sluice's receiver buffer, default 256).
 
@@ -37,6 +42,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Seconds from `start()` to the end of the first batch, per launch of
+/// the Python driver.
+static FIRST_BATCH: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
 
 /// Words per line of the fed text.
 const WORDS_PER_LINE: f64 = 10.0;
@@ -204,7 +213,8 @@ enum Running {
         stop: sluice::StopHandle,
         thread: Option<JoinHandle<()>>,
     },
-    Spark(Child),
+    /// Spark, or Sluice's Python driver: a process group of its own.
+    Process(Child),
 }
 
 impl Running {
@@ -216,7 +226,7 @@ impl Running {
                     let _ = t.join();
                 }
             }
-            Running::Spark(mut child) => {
+            Running::Process(mut child) => {
                 // The whole process group: spark-submit's JVM and, for
                 // PySpark, its Python driver and workers. By the system
                 // call, not the `kill` program: Debian 12's (procps-ng
@@ -240,6 +250,7 @@ impl Running {
 enum System {
     Wasm,
     Native,
+    Python,
     PySpark,
     Jvm,
 }
@@ -249,6 +260,7 @@ impl System {
         match self {
             System::Wasm => "Sluice, wasm operators",
             System::Native => "Sluice, native operators",
+            System::Python => "Sluice's sluice.pyspark, lambdas in wasm",
             System::PySpark => "PySpark DStreams 3.5",
             System::Jvm => "JVM Spark Streaming 3.5",
         }
@@ -318,13 +330,21 @@ fn launch(system: System, port: u16, interval: Duration, tx: mpsc::Sender<Batch>
                 thread: Some(thread),
             }
         }
-        System::PySpark | System::Jvm => {
-            let submit = std::env::var("BENCH_SPARK_SUBMIT").expect("BENCH_SPARK_SUBMIT");
-            let mut cmd = Command::new(submit);
-            let jar = std::env::var("BENCH_SPARK_JAR").expect("BENCH_SPARK_JAR");
-            if system == System::Jvm {
+        System::Python | System::PySpark | System::Jvm => {
+            let mut cmd;
+            if system == System::Python {
+                cmd = Command::new(std::env::var("SLUICE_PYTHON").expect("SLUICE_PYTHON"));
+                cmd.arg(sluice_tests::root().join("bench/python/wordcount.py"))
+                    .env("SLUICE_CACHE_DIR", sluice_tests::cache_dir());
+            } else if system == System::Jvm {
+                cmd =
+                    Command::new(std::env::var("BENCH_SPARK_SUBMIT").expect("BENCH_SPARK_SUBMIT"));
+                let jar = std::env::var("BENCH_SPARK_JAR").expect("BENCH_SPARK_JAR");
                 cmd.args(["--class", "sluice.bench.WordCount"]).arg(jar);
             } else {
+                cmd =
+                    Command::new(std::env::var("BENCH_SPARK_SUBMIT").expect("BENCH_SPARK_SUBMIT"));
+                let jar = std::env::var("BENCH_SPARK_JAR").expect("BENCH_SPARK_JAR");
                 // The jar brings the JVM batch reporter.
                 cmd.arg("--jars")
                     .arg(jar)
@@ -344,10 +364,21 @@ fn launch(system: System, port: u16, interval: Duration, tx: mpsc::Sender<Batch>
                 .expect("starting spark-submit");
             let stdout = child.stdout.take().expect("stdout");
             std::thread::spawn(move || {
+                let mut start_ms = None;
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                     let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                         continue;
                     };
+                    if let Some(t) = v["start_ms"].as_i64() {
+                        start_ms = Some(t);
+                    }
+                    // The time from `start()` to the end of the first batch.
+                    if let (Some(done), Some(started)) = (v["done_ms"].as_i64(), start_ms)
+                        && start_ms.take().is_some()
+                    {
+                        let mut firsts = FIRST_BATCH.lock().unwrap_or_else(|e| e.into_inner());
+                        firsts.push((done - started) as f64 / 1e3);
+                    }
                     if let Some(t) = v["time"].as_i64() {
                         let _ = tx.send(Batch {
                             time_ms: t,
@@ -358,7 +389,7 @@ fn launch(system: System, port: u16, interval: Duration, tx: mpsc::Sender<Batch>
                     }
                 }
             });
-            Running::Spark(child)
+            Running::Process(child)
         }
     }
 }
@@ -580,10 +611,11 @@ fn main() {
     let warmup = Duration::from_secs(env_or("BENCH_WARMUP_SECONDS", 10) as u64);
     let start = env_or("BENCH_START_RATE", 10_000) as f64;
     let spark = std::env::var_os("BENCH_SPARK_SUBMIT").is_some();
-    let default_systems = if spark && !quick {
-        "wasm,native,jvm,pyspark"
-    } else {
-        "wasm,native"
+    let python = std::env::var_os("SLUICE_PYTHON").is_some();
+    let default_systems = match (spark, quick) {
+        (true, false) => "wasm,native,python,jvm,pyspark",
+        (false, false) => "wasm,native,python",
+        _ => "wasm,native",
     };
     let systems: Vec<System> = std::env::var("BENCH_SYSTEMS")
         .unwrap_or_else(|_| default_systems.to_string())
@@ -591,16 +623,23 @@ fn main() {
         .filter_map(|s| match s.trim() {
             "wasm" => Some(System::Wasm),
             "native" => Some(System::Native),
+            "python" => Some(System::Python),
             "pyspark" => Some(System::PySpark),
             "jvm" => Some(System::Jvm),
             _ => None,
         })
         .filter(|s| {
-            let skip = matches!(s, System::PySpark | System::Jvm) && !spark;
+            let skip = (matches!(s, System::PySpark | System::Jvm) && !spark)
+                || (*s == System::Python && !python);
             if skip {
                 eprintln!(
-                    "{}: skipped (set BENCH_SPARK_SUBMIT and BENCH_SPARK_JAR, or run scripts/bench)",
-                    s.name()
+                    "{}: skipped (set {}, or run scripts/bench)",
+                    s.name(),
+                    if *s == System::Python {
+                        "SLUICE_PYTHON"
+                    } else {
+                        "BENCH_SPARK_SUBMIT and BENCH_SPARK_JAR"
+                    }
                 );
             }
             !skip
@@ -623,13 +662,13 @@ fn main() {
 
     println!("## Socket word count: the highest sustained input rate\n");
     println!(
-        "1 s batches; lines of 10 words over a 1000-word vocabulary from one TCP feeder; {}s warm-up, then rates ×1.25 per step of {step_batches} batches from {start:.0} lines/s (PySpark from a tenth of it), then ×1.05 steps from the last sustained rate; Sluice with 2 workers, Spark with `local[2]` (2 cores: its receiver holds one).\n",
+        "1 s batches; lines of 10 words over a 1000-word vocabulary from one TCP feeder; {}s warm-up, then rates ×1.25 per step of {step_batches} batches from {start:.0} lines/s (the Python rows from a tenth of it), then ×1.05 steps from the last sustained rate; Sluice with 2 workers, Spark with `local[2]` (2 cores: its receiver holds one).\n",
         warmup.as_secs()
     );
     let mut results = Vec::new();
     for &system in &systems {
-        // PySpark does not keep up with the others' first step.
-        let from = if system == System::PySpark {
+        // Python does not keep up with the others' first step.
+        let from = if matches!(system, System::PySpark | System::Python) {
             start / 10.0
         } else {
             start
@@ -673,6 +712,33 @@ fn main() {
     }
     let rate = |s: System| results.iter().find(|r| r.0 == s).map(|r| r.1);
     println!();
+    if let (Some(py), Some(spark)) = (rate(System::Python), rate(System::PySpark)) {
+        let first = start / 10.0;
+        if spark > 0.0 {
+            let ratio = py / spark;
+            println!(
+                "- sluice.pyspark / PySpark DStreams, both with every lambda in Python: {ratio:.2}× (target ≥ 1.20×: {})",
+                if ratio >= 1.2 { "met" } else { "missed" }
+            );
+        } else {
+            println!(
+                "- sluice.pyspark / PySpark DStreams, both with every lambda in Python: over {:.0}× (PySpark did not sustain {first:.0} lines/s; target ≥ 1.20×: met)",
+                py / first
+            );
+        }
+    }
+    let mut firsts = FIRST_BATCH
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if !firsts.is_empty() {
+        let n = firsts.len();
+        println!(
+            "- sluice.pyspark, `start()` to the end of the first batch (compiled runner cached): median {:.2} s, max {:.2} s over {n} launches (target ≤ 1 s)",
+            percentile(&mut firsts, 0.5),
+            percentile(&mut firsts, 1.0)
+        );
+    }
     if let Some(w) = rate(System::Wasm) {
         for (other, label, target) in [
             (System::PySpark, "wasm / PySpark DStreams", 10.0),

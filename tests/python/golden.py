@@ -380,10 +380,179 @@ def check_slice():
         job.close()
 
 
+def check_saveAsTextFiles():
+    """``saveAsTextFiles``: per batch, also empty ones, a directory
+    ``prefix-TIME[.suffix]`` with Hadoop's files (parts, ``_SUCCESS``, their
+    ``.crc``), each line ``str(record)``. Which part holds a line depends on
+    partitioning, so the lines are compared across the parts."""
+    job = Job("saveAsTextFiles")
+    try:
+        job.probe = job.stream("lines")
+        base = os.path.join(job.tmp, "out")
+        ws = job.probe.flatMap(words)
+        ws.saveAsTextFiles(base + "/words")
+        ws.map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b, 2).saveAsTextFiles(base + "/counts", "txt")
+        job.run()
+        t0 = int(job.first.timestamp() * 1000)
+        got = {}
+        for name in sorted(os.listdir(base)):
+            prefix, rest = name.split("-", 1)
+            ms, _, suffix = rest.partition(".")
+            index = (int(ms) - t0) // 1000
+            if index >= job.batches:
+                continue
+            d = os.path.join(base, name)
+            files = sorted(os.listdir(d))
+            lines = []
+            for f in files:
+                if f.startswith("part-"):
+                    with open(os.path.join(d, f), encoding="utf-8") as fh:
+                        lines += fh.read().splitlines()
+            got[(prefix, index)] = (prefix + "-<batch_time_ms>" + ("." + suffix if suffix else ""), files, sorted(lines))
+        problems = []
+        for row in golden("saveAsTextFiles"):
+            key = (row["output"], row["batch"])
+            lines = sorted(line for text in row["part_contents"].values() for line in text.splitlines())
+            want = (row["dir"], row["files"], lines)
+            if got.get(key) != want:
+                problems.append(f"saveAsTextFiles {key}:\n  spark:  {want}\n  sluice: {got.get(key)}")
+        return problems
+    finally:
+        job.close()
+
+
+def check_errors():
+    """The misconfigurations of ``golden/errors.jsonl`` that a Python
+    program can make: the same error, at the same moment (``build``: the
+    transformation call; ``start``; ``after-start``), or accepted."""
+    from operator import add, sub
+
+    def context(checkpoint=False):
+        conf = SparkConf().set("spark.streaming.clock", "org.apache.spark.util.ManualClock")
+        sc = SparkContext("local[2]", "errors", conf=conf)
+        ssc = StreamingContext(sc, 1)
+        if checkpoint:
+            ssc.checkpoint(tempfile.mkdtemp(prefix="sluice-errors-"))
+        lines = ssc.queueStream([sc.parallelize(["a b", "b"], 2)])
+        return ssc, lines, lines.flatMap(words).map(lambda w: (w, 1))
+
+    def out(d):
+        d.foreachRDD(lambda rdd: None)
+
+    builders = {
+        "updateStateByKey without checkpoint dir": lambda p: out(p.updateStateByKey(lambda vs, s: sum(vs))),
+        "reduceByKeyAndWindow(add, sub, 3, 1) without checkpoint dir": lambda p: out(p.reduceByKeyAndWindow(add, sub, 3, 1)),
+        "countByWindow(3, 1) without checkpoint dir": lambda p: out(p.countByWindow(3, 1)),
+        "countByValueAndWindow(3, 1) without checkpoint dir": lambda p: out(p.countByValueAndWindow(3, 1)),
+        "reduceByKeyAndWindow(add, None, 3, 1) without checkpoint dir (no inverse)": lambda p: out(p.reduceByKeyAndWindow(add, None, 3, 1)),
+        "python window(3.5, 1): window not a multiple of batch": lambda p: out(p.window(3.5, 1)),
+        "python window(3, 1.5): slide not a multiple of batch": lambda p: out(p.window(3, 1.5)),
+        "python reduceByKeyAndWindow(add, sub, 3, 1.5)": lambda p: out(p.reduceByKeyAndWindow(add, sub, 3, 1.5)),
+        "python window(1, 2): slide larger than window": lambda p: out(p.window(1, 2)),
+        "start with no output operation": lambda p: None,
+    }
+    after_start = {
+        "add output op after start": lambda ssc, p: out(p),
+        "start twice": lambda ssc, p: ssc.start(),
+        "start after stop": lambda ssc, p: (ssc.stop(False), ssc.start()),
+    }
+    problems = []
+    for row in golden("errors"):
+        case = row["case"]
+        if case.startswith("jvm "):
+            continue  # the Scala API's checks, which the TOML spec and the library follow
+        if case not in builders and case not in after_start:
+            problems.append(f"errors: no Python program for the case {case!r}")
+            continue
+        ssc, _, pairs = context()
+        moment, error = None, None
+        try:
+            moment = "build"
+            if case in builders:
+                builders[case](pairs)
+            else:
+                out(pairs)
+            moment = "start"
+            ssc.start()
+            if case in after_start:
+                moment = "after-start"
+                after_start[case](ssc, pairs)
+        except Exception as e:
+            error = e
+        finally:
+            ssc.stop(stopSparkContext=True)
+        if row.get("accepted"):
+            if error is not None:
+                problems.append(f"errors: {case}: refused at {moment} ({error}), Spark accepts it")
+        elif error is None:
+            problems.append(f"errors: {case}: accepted, Spark refuses it at {row['when']}: {row['message']}")
+        elif moment != row["when"] or str(error) != row["message"]:
+            problems.append(f"errors: {case}: at {moment}: {error!s}\n  spark, at {row['when']}: {row['message']}")
+    return problems
+
+
+def check_values():
+    """Elements are Python values end to end: through the engine and the
+    runner (a map, a shuffle, a window) they come back equal and of the
+    same types — tuples as tuples, ints of any size, floats, bytes, None,
+    sets, dicts, non-ASCII and control characters."""
+    values = [
+        ("plain", 1), ("café ☕", -7), ("tab\tnew\nline", 2**70), ("big", -(2**100) + 1),
+        ("float", 0.1), ("inf", float("inf")), ("nested", ((1, [2, (3,)]), {"k": (None, True)})),
+        ("bytes", b"\x00\xff"), ("set", frozenset({1, 2})), ("emoji 🙂", {3, 4}), ("none", None),
+    ]
+    conf = SparkConf().set("spark.streaming.clock", "org.apache.spark.util.ManualClock")
+    sc = SparkContext("local[2]", "values", conf=conf)
+    ssc = StreamingContext(sc, 1)
+    ssc.checkpoint(tempfile.mkdtemp(prefix="sluice-values-"))
+    stream = ssc.queueStream([sc.parallelize(values, 2)])
+    got = {"map": [], "shuffle": [], "window": [], "big sums": []}
+    done = threading.Event()
+
+    def keep(name):
+        def sink(rdd):
+            got[name].extend(rdd.collect())
+            if all(got.values()):
+                done.set()
+        return sink
+
+    stream.map(lambda kv: (kv[0], kv[1])).foreachRDD(keep("map"))
+    stream.groupByKey().mapValues(lambda vs: list(vs)[0]).foreachRDD(keep("shuffle"))
+    stream.window(2, 1).filter(lambda kv: kv[0] != "inf").foreachRDD(keep("window"))
+    big = stream.filter(lambda kv: isinstance(kv[1], int)).map(lambda kv: ("sum", kv[1] * 3))
+    big.reduceByKey(lambda a, b: a + b).foreachRDD(keep("big sums"))
+    ssc.start()
+    done.wait(60)
+    ssc.stop()
+    problems = []
+
+    def typed(x):
+        if isinstance(x, (tuple, list)):
+            return (type(x).__name__, [typed(e) for e in x])
+        if isinstance(x, dict):
+            return ("dict", sorted((repr(k), typed(v)) for k, v in x.items()))
+        return (type(x).__name__, repr(x))
+
+    want = sorted(map(typed, values))
+    for name in ("map", "shuffle"):
+        if sorted(map(typed, got[name])) != want:
+            problems.append(f"values through {name}: {got[name]}, not {values}")
+    if sorted(map(typed, got["window"])) != sorted(typed(v) for v in values if v[0] != "inf"):
+        problems.append(f"values through a window: {got['window']}")
+    total = 3 * sum(v for _, v in values if isinstance(v, int))
+    if got["big sums"][:1] != [("sum", total)]:
+        problems.append(f"big ints summed: {got['big sums']}, not {[('sum', total)]}")
+    return problems
+
+
+CHECKS = {"slice": lambda: check_slice(), "saveAsTextFiles": lambda: check_saveAsTextFiles(),
+          "errors": lambda: check_errors(), "values": lambda: check_values()}
+
+
 def main(names):
     failed = []
-    for name in names or list(CASES) + list(DERIVED) + ["slice"]:
-        problems = check_slice() if name == "slice" else run_case(name)
+    for name in names or list(CASES) + list(DERIVED) + list(CHECKS):
+        problems = CHECKS[name]() if name in CHECKS else run_case(name)
         print(f"{name}: {'ok' if not problems else 'DIFFERS'}", flush=True)
         failed += problems
     for p in failed:

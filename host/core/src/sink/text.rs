@@ -1,8 +1,10 @@
 //! `save_as_text_files(prefix, suffix)` in Spark's layout: per batch a
 //! directory `prefix-<batch ms>[.suffix]` holding `part-00000` …
 //! `part-0000(N-1)` (one per partition, empty for empty partitions; each
-//! element as Python's `str` of it plus `\n`, UTF-8) and an empty `_SUCCESS`.
-//! (Hadoop's `.crc` side files are not written.)
+//! element as Python's `str` of it plus `\n`, UTF-8) and an empty `_SUCCESS`,
+//! each with the `.NAME.crc` checksum file Hadoop's local file system
+//! writes beside it (so the directory lists as Spark's does, and Hadoop
+//! tools reading it verify it).
 //!
 //! A batch is committed atomically: written into a hidden temporary directory,
 //! files synced, then renamed into place, so a half-written batch is never
@@ -83,12 +85,18 @@ pub(crate) fn commit_batch_dir(
     std::fs::create_dir(&tmp).map_err(|e| Error::io(what("creating a temporary copy of"), e))?;
     let written = (|| -> std::io::Result<()> {
         for (i, b) in rdd.partitions.iter().enumerate() {
-            let mut f =
-                std::io::BufWriter::new(std::fs::File::create(tmp.join(format!("part-{i:05}")))?);
+            let name = format!("part-{i:05}");
+            let mut f = Checksummed::new(std::io::BufWriter::new(std::fs::File::create(
+                tmp.join(&name),
+            )?));
             write_part(&mut f, b)?;
+            let (f, crc) = f.finish();
             f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            write_synced(&tmp.join(format!(".{name}.crc")), &crc)?;
         }
-        std::fs::File::create(tmp.join("_SUCCESS"))?.sync_all()
+        std::fs::File::create(tmp.join("_SUCCESS"))?.sync_all()?;
+        let (_, crc) = Checksummed::new(std::io::sink()).finish();
+        write_synced(&tmp.join("._SUCCESS.crc"), &crc)
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -103,6 +111,74 @@ pub(crate) fn commit_batch_dir(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Bytes Hadoop's checksum files cover with one CRC.
+const BYTES_PER_CHECKSUM: usize = 512;
+
+/// A writer that also computes the file's Hadoop checksum file (what its
+/// `ChecksumFileSystem` writes as `.NAME.crc`): `crc\0`, the bytes per
+/// checksum (512, big-endian), then the big-endian CRC-32 of each 512-byte
+/// chunk, the last one short.
+struct Checksummed<W> {
+    inner: W,
+    chunk: crc32fast::Hasher,
+    in_chunk: usize,
+    file: Vec<u8>,
+}
+
+impl<W: Write> Checksummed<W> {
+    fn new(inner: W) -> Self {
+        let mut file = b"crc\0".to_vec();
+        file.extend_from_slice(&(BYTES_PER_CHECKSUM as u32).to_be_bytes());
+        Checksummed {
+            inner,
+            chunk: crc32fast::Hasher::new(),
+            in_chunk: 0,
+            file,
+        }
+    }
+
+    fn end_chunk(&mut self) {
+        let crc = std::mem::take(&mut self.chunk).finalize();
+        self.file.extend_from_slice(&crc.to_be_bytes());
+        self.in_chunk = 0;
+    }
+
+    /// The writer and the checksum file's bytes.
+    fn finish(mut self) -> (W, Vec<u8>) {
+        if self.in_chunk > 0 {
+            self.end_chunk();
+        }
+        (self.inner, self.file)
+    }
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let take = rest.len().min(BYTES_PER_CHECKSUM - self.in_chunk);
+            self.chunk.update(&rest[..take]);
+            self.in_chunk += take;
+            rest = &rest[take..];
+            if self.in_chunk == BYTES_PER_CHECKSUM {
+                self.end_chunk();
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl Output for TextFiles {
@@ -122,6 +198,24 @@ impl Output for TextFiles {
 mod tests {
     use super::*;
     use sluice_sdk::{Batch, Column};
+
+    #[test]
+    fn checksums_cover_each_512_bytes_however_written() {
+        let data: Vec<u8> = (0..1500u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut want = b"crc\0\0\0\x02\0".to_vec();
+        for chunk in data.chunks(BYTES_PER_CHECKSUM) {
+            want.extend_from_slice(&crc32fast::hash(chunk).to_be_bytes());
+        }
+        for piece in [1, 100, 512, 700, 1500] {
+            let mut w = Checksummed::new(Vec::new());
+            for p in data.chunks(piece) {
+                w.write_all(p).unwrap();
+            }
+            let (written, crc) = w.finish();
+            assert_eq!(written, data);
+            assert_eq!(crc, want, "written {piece} bytes at a time");
+        }
+    }
 
     #[test]
     fn writes_spark_layout_and_replaces_a_rerun() {
@@ -145,7 +239,24 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
-        assert_eq!(files, ["_SUCCESS", "part-00000", "part-00001"]);
+        assert_eq!(
+            files,
+            [
+                "._SUCCESS.crc",
+                ".part-00000.crc",
+                ".part-00001.crc",
+                "_SUCCESS",
+                "part-00000",
+                "part-00001"
+            ]
+        );
+        // Hadoop's checksums: the header, then one CRC-32 per 512 bytes.
+        let header = [b'c', b'r', b'c', 0, 0, 0, 2, 0];
+        assert_eq!(std::fs::read(d.join("._SUCCESS.crc")).unwrap(), header);
+        let part = std::fs::read(d.join("part-00000")).unwrap();
+        let mut want = header.to_vec();
+        want.extend_from_slice(&crc32fast::hash(&part).to_be_bytes());
+        assert_eq!(std::fs::read(d.join(".part-00000.crc")).unwrap(), want);
         assert_eq!(
             std::fs::read_to_string(d.join("part-00000")).unwrap(),
             "('the', 2)\n('naïve', 1)\n"

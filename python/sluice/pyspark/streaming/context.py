@@ -286,7 +286,7 @@ class StreamingContext:
             if self._stopped:
                 raise ValueError("StreamingContext has already been stopped")
             if not self._outputs:
-                raise ValueError("No output operations registered, so nothing to execute")
+                raise ValueError("requirement failed: No output operations registered, so nothing to execute")
             planner = _Planner(self._program)
             for stream, kind, args in self._outputs:
                 planner.output(kind, planner.stream(stream), args)
