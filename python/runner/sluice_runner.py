@@ -8,9 +8,11 @@ compiles in every new instance. The plugin's functions are the program's:
 ``map-partitions``
     a fused chain of narrow steps (``map``, ``flatMap``, ``filter``,
     ``mapPartitions``, ``mapPartitionsWithIndex``, ``mapValues``,
-    ``flatMapValues``, and ``shape``: the engine's arrays as PySpark's
-    lists) run as PySpark runs them, one generator over the partition: the
-    values between steps never leave the runner.
+    ``flatMapValues``, ``combineLocally``: a ``reduceByKey``'s map side,
+    as PySpark combines; ``ungroup``: ``partitionBy``'s; and ``shape``: the
+    engine's arrays as PySpark's lists) run as PySpark runs them, one
+    generator over the partition: the values between steps never leave
+    the runner.
 ``reduce``, ``inverse-reduce``, ``update-state``, ``filter``, ``map``
     one shipped function, called as the engine's kind says.
 ``transform``
@@ -69,6 +71,7 @@ _KINDS = {
 # another's (``with``), or every stream's of a list (``all``).
 _TRANSFORM_FORMS = ("one", "with", "all")
 _STEPS = (
+    "combineLocally",
     "map",
     "flatMap",
     "filter",
@@ -210,6 +213,8 @@ def _pipeline(steps):
                 it = _shaped(f, it)
             elif step == "ungroup":
                 it = ((k, v) for k, vs in it for v in vs)
+            elif step == "combineLocally":
+                it = _combine_locally(f, it)
             elif step == "mapValues":
                 it = ((kv[0], f(kv[1])) for kv in it)
             else:  # flatMapValues
@@ -217,6 +222,15 @@ def _pipeline(steps):
         return it
 
     return run
+
+
+def _combine_locally(f, it):
+    """The values of each key of the partition reduced by ``f``, in order
+    (PySpark's ``combineLocally`` before a ``reduceByKey`` shuffle)."""
+    combined = {}
+    for k, v in it:
+        combined[k] = f(combined[k], v) if k in combined else v
+    return iter(combined.items())
 
 
 def _shaped(shape, it):

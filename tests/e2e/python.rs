@@ -323,3 +323,70 @@ ssc.awaitTermination(30)
         "the traceback shows the user's source line:\n{stderr}"
     );
 }
+
+#[test]
+fn a_nats_stream_through_nats_utils_counts_every_message() {
+    use sluice_tests::brokers::{NatsClient, NatsServer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = NatsServer::start(dir.path(), &[]);
+    let client = NatsClient::connect(&server.url());
+    client.create_stream("LINES", &["lines.>"]);
+    let lines = ["a b a", "b c", "ünï 日本 a"];
+    client.publish("lines.x", lines.map(|l| l.as_bytes().to_vec()));
+    let want = word_counts(lines);
+    let program = format!(
+        r#"import json, sys, time
+from sluice.pyspark import SparkContext
+from sluice.pyspark.streaming import StreamingContext
+from sluice.pyspark.streaming.nats import NatsUtils
+
+sc = SparkContext("local[2]", "nats-words")
+ssc = StreamingContext(sc, 0.2)
+totals = {{}}
+lines = NatsUtils.createStream(ssc, "{url}", "LINES", subject="lines.>")
+counts = lines.flatMap(lambda l: l.split(" ")).map(lambda w: (w, 1)).reduceByKey(lambda a, b: a + b)
+
+def add(rdd):
+    for w, n in rdd.collect():
+        totals[w] = totals.get(w, 0) + n
+
+counts.foreachRDD(add)
+ssc.start()
+deadline = time.time() + 60
+while sum(totals.values()) < {words} and time.time() < deadline:
+    time.sleep(0.1)
+ssc.stop()
+print(json.dumps(totals, sort_keys=True, ensure_ascii=False))
+
+# A setting the source refuses is an error naming its field.
+ssc = StreamingContext(SparkContext("local[2]", "bad"), 1)
+NatsUtils.createStream(ssc, "{url}", "LINES", start="yesterday").pprint()
+try:
+    ssc.start()
+except Exception as e:
+    print("refused:", e)
+"#,
+        url = server.url(),
+        words = want.values().sum::<u64>(),
+    );
+    let out = run_program(dir.path(), "nats_words.py", &program);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let mut printed = stdout.lines();
+    let got: BTreeMap<String, u64> =
+        serde_json::from_str(printed.next().unwrap_or_default()).expect("the totals as JSON");
+    assert_eq!(got, want, "{stdout}");
+    let refused = printed.next().unwrap_or_default();
+    let line = 1 + program
+        .lines()
+        .position(|l| l.contains("start=\"yesterday\""))
+        .expect("the bad call");
+    let at = format!(
+        "{}:{line}: sources.nats-0.start",
+        dir.path().join("nats_words.py").display()
+    );
+    assert!(
+        refused.starts_with("refused:") && refused.contains(&at) && refused.contains("yesterday"),
+        "the error names the program's line ({at}) and the setting: {refused}"
+    );
+}

@@ -83,6 +83,8 @@ struct Running {
 }
 
 struct State {
+    /// The job's name (the application's).
+    name: String,
     ctx: Arc<StreamingContext>,
     streams: Vec<DStream>,
     runner: Option<Arc<Plugin>>,
@@ -202,6 +204,7 @@ impl Job {
         }
         Job {
             state: Mutex::new(State {
+                name: name.to_string(),
                 ctx: Arc::new(ctx),
                 streams: Vec::new(),
                 runner: None,
@@ -276,6 +279,18 @@ impl Job {
             "text_files" => {
                 let dir: PathBuf = arg(args, "dir")?;
                 st.ctx.text_file_stream(dir, false)
+            }
+            // A broker source with the TOML spec's settings (JSON).
+            "spec" => {
+                let text: String = arg(args, "settings")?;
+                let settings: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| PyValueError::new_err(format!("source settings: {e}")))?;
+                let kind = settings["type"].as_str().unwrap_or("source").to_string();
+                let name = format!("{kind}-{}", st.streams.len());
+                let origin: PathBuf = arg(args, "origin")?;
+                let line: usize = arg(args, "line")?;
+                sluice::spec::add_source(&st.ctx, &st.name, &name, &settings, (&origin, line))
+                    .map_err(runtime_error)?
             }
             other => return Err(PyValueError::new_err(format!("no source kind `{other}`"))),
         };

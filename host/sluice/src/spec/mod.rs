@@ -319,6 +319,72 @@ pub fn build(path: &Path, text: &str, overrides: &Overrides) -> Result<Job> {
     })
 }
 
+/// Adds one source of the spec's types to `ssc` from the fields of its
+/// `[sources.NAME]` table, given as JSON: for drivers that build jobs in
+/// code (the Python driver's broker streams), with the spec's own checks,
+/// so an error names the field at fault and `origin`, the file and line
+/// that asked for the source (its folder locates relative paths). Custom
+/// receivers, which need the spec's plugins, are not among its types.
+pub fn add_source(
+    ssc: &StreamingContext,
+    job_name: &str,
+    name: &str,
+    settings: &serde_json::Value,
+    (origin, line): (&Path, usize),
+) -> Result<DStream> {
+    let refused = |message: String| Error::Spec {
+        path: origin.to_path_buf(),
+        line,
+        field: format!("sources.{name}"),
+        message,
+    };
+    let table: toml::Table = serde_json::from_value(settings.clone())
+        .map_err(|e| refused(format!("not a table of settings: {e}")))?;
+    let mut sources = toml::Table::new();
+    sources.insert(name.to_string(), toml::Value::Table(table));
+    let mut root = toml::Table::new();
+    let mut job = toml::Table::new();
+    job.insert("batch_interval".into(), toml::Value::String("1s".into()));
+    root.insert("job".into(), toml::Value::Table(job));
+    root.insert("sources".into(), toml::Value::Table(sources));
+    let text = toml::to_string(&root).map_err(|e| refused(e.to_string()))?;
+    let cx = Ctx {
+        path: origin,
+        text: &text,
+        partitions: None,
+    };
+    let spec: SpecFile = toml::from_str(&text).map_err(|e| refused(e.message().to_string()))?;
+    if spec
+        .sources
+        .values()
+        .any(|s| s.get_ref().kind.get_ref() == "receiver")
+    {
+        return Err(refused(
+            "a custom receiver needs its plugin: use a job spec".to_string(),
+        ));
+    }
+    let (mut streams, _) =
+        sources::add_sources(&cx, &spec, ssc, (job_name, &BTreeMap::new()), ssc.workers())
+            // The spec's errors cite lines of the text made here: cite the caller's.
+            .map_err(|e| match e {
+                Error::Spec {
+                    path,
+                    field,
+                    message,
+                    ..
+                } => Error::Spec {
+                    path,
+                    line,
+                    field,
+                    message,
+                },
+                other => other,
+            })?;
+    streams
+        .remove(name)
+        .ok_or_else(|| refused("the source was not built".to_string()))
+}
+
 /// The `[job]` section: the context with its clock, the job's name, and
 /// (from [`configure`]) the default number of partitions.
 fn job_context(

@@ -153,8 +153,12 @@ class DStream:
         return self._derive("union", inputs=(other,), shape=self._shape)
 
     def reduceByKey(self, func, numPartitions=None):
-        return self._derive("reduce_by_key", {"partitions": self._partitions(numPartitions)},
-                            function=("reduce", func))
+        # As PySpark: each partition's values are first combined per key in
+        # Python (here fused onto the narrow chain before it, in the
+        # runner), so only one pair per key and partition is shuffled.
+        local = self._narrow("combineLocally", func)
+        return local._derive("reduce_by_key", {"partitions": self._partitions(numPartitions)},
+                             function=("reduce", func))
 
     def groupByKey(self, numPartitions=None):
         return self._derive("group_by_key", {"partitions": self._partitions(numPartitions)}, shape="group")
