@@ -390,3 +390,135 @@ except Exception as e:
         "the error names the program's line ({at}) and the setting: {refused}"
     );
 }
+
+#[test]
+fn an_mqtt_stream_through_mqtt_utils_counts_per_topic() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = sluice_tests::mosquitto::Mosquitto::start(dir.path());
+    let program = format!(
+        r#"import json, time
+from sluice.pyspark import SparkContext
+from sluice.pyspark.streaming import StreamingContext
+from sluice.pyspark.streaming.mqtt import MQTTUtils
+
+ssc = StreamingContext(SparkContext("local[2]", "mqtt-topics"), 0.2)
+totals = {{}}
+ready = []
+pairs = MQTTUtils.createPairedStream(ssc, "tcp://127.0.0.1:{port}", ["devices/+/log", "probe"])
+
+def add(rdd):
+    for topic, message in rdd.collect():
+        if topic == "probe":
+            if not ready:
+                ready.append(True)
+                print("ready", flush=True)
+        else:
+            totals[topic] = totals.get(topic, 0) + len(message.split(" "))
+
+pairs.foreachRDD(add)
+ssc.start()
+deadline = time.time() + 60
+while sum(totals.values()) < 7 and time.time() < deadline:
+    time.sleep(0.05)
+ssc.stop()
+print(json.dumps(totals, sort_keys=True))
+"#,
+        port = broker.port
+    );
+    let path = dir.path().join("mqtt_topics.py");
+    std::fs::write(&path, program).expect("writing the program");
+    let mut child = command()
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running python");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    // Until the job's subscription is in place, what is published is not
+    // its: probe until it answers, then send the counted messages once.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
+            lines.push(std::mem::take(&mut line));
+            let _ = tx.send(lines.clone());
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("ready")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never subscribed"
+        );
+        broker.publish("probe", [b"probe".to_vec()]);
+        if let Ok(lines) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            seen = lines;
+        }
+    }
+    broker.publish(
+        "devices/1/log",
+        [b"power on".to_vec(), b"power off now".to_vec()],
+    );
+    broker.publish("devices/2/log", [b"power on".to_vec()]);
+    let out = child.wait_with_output().expect("waiting for python");
+    while let Ok(lines) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        seen = lines;
+    }
+    assert!(out.status.success(), "{seen:?}\n{}", text(&out.stderr));
+    let totals: BTreeMap<String, u64> =
+        serde_json::from_str(seen.last().expect("the totals")).expect("the totals as JSON");
+    assert_eq!(
+        totals,
+        BTreeMap::from([
+            ("devices/1/log".to_string(), 5),
+            ("devices/2/log".to_string(), 2)
+        ])
+    );
+}
+
+#[test]
+fn a_kafka_direct_stream_through_kafka_utils_gives_key_value_pairs() {
+    let tansu = sluice_tests::tansu::Tansu::start();
+    tansu.create_topic("pylines", 2);
+    let lines: Vec<Vec<u8>> = ["a b", "b c d", "ünï"]
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    tansu.produce("pylines", 2, &lines);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let program = format!(
+        r#"import json, time
+from sluice.pyspark import SparkContext
+from sluice.pyspark.streaming import StreamingContext
+from sluice.pyspark.streaming.kafka import KafkaUtils
+
+ssc = StreamingContext(SparkContext("local[2]", "kafka-pairs"), 0.2)
+seen = []
+pairs = KafkaUtils.createDirectStream(
+    ssc, ["pylines"], {{"metadata.broker.list": "{brokers}", "auto.offset.reset": "smallest"}})
+pairs.foreachRDD(lambda rdd: seen.extend(rdd.collect()))
+ssc.start()
+deadline = time.time() + 60
+while len(seen) < 3 and time.time() < deadline:
+    time.sleep(0.05)
+ssc.stop()
+print(json.dumps(sorted(seen), ensure_ascii=False))
+"#,
+        brokers = tansu.brokers()
+    );
+    let out = run_program(dir.path(), "kafka_pairs.py", &program);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let got: Vec<(String, String)> =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("pairs as JSON");
+    // The producer keys record i `k<i>`.
+    let want: Vec<(String, String)> = vec![
+        ("k0".into(), "a b".into()),
+        ("k1".into(), "b c d".into()),
+        ("k2".into(), "ünï".into()),
+    ];
+    assert_eq!(got, want, "{stdout}");
+}

@@ -116,7 +116,8 @@ pub fn logs(data: &[u8]) {
 
 /// The socket receiver's line splitter, fed the bytes (after a settings
 /// byte) in chunks of the sizes the bytes say, against a plain model: the
-/// `\n`-separated lines, a trailing `\r` cut, lines over the limit dropped,
+/// lines ended by `\n`, `\r` or `\r\n` (as Java's `readLine`), lines over
+/// the limit dropped,
 /// invalid UTF-8 replaced or skipped, a last unterminated line delivered at
 /// the end of the connection.
 pub fn lines(data: &[u8]) {
@@ -146,12 +147,25 @@ pub fn lines(data: &[u8]) {
     }
     splitter.finish(&sink);
     let mut want = Vec::new();
-    let mut parts: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
-    if parts.last().is_some_and(|p| p.is_empty()) {
-        parts.pop();
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < data.len() {
+        let end = i;
+        i += match (data[i], data.get(i + 1)) {
+            (b'\r', Some(b'\n')) => 2,
+            (b'\r' | b'\n', _) => 1,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        parts.push(&data[start..end]);
+        start = i;
     }
-    for part in parts {
-        let line = part.strip_suffix(b"\r").unwrap_or(part);
+    if start < data.len() {
+        parts.push(&data[start..]);
+    }
+    for line in parts {
         if line.len() > max_line_bytes {
             continue;
         }
@@ -349,6 +363,7 @@ mod tests {
         }
         write("logs", "frames", &logs);
         write("lines", "crlf", b"\x08ab\r\ncdefghijkl\nmn\xff\no");
+        write("lines", "cr", b"\x10a\rb\n\rc\r\r\nd\r");
         write("lines", "skip", b"\x44one\ntwo\xc3\n\n\r\nlast");
         let mut cols = vec![2u8];
         cols.extend_from_slice(&0u32.to_le_bytes());
