@@ -296,11 +296,12 @@ class Program:
         if pickled is not None:
             return ("pickle", pickled)
         kind = f"{type(v).__module__}.{type(v).__qualname__}"
-        if type(v).__name__ in ("SparkContext", "StreamingContext"):
+        if type(v).__module__.startswith("sluice.pyspark."):
+            # A SparkContext, StreamingContext or DStream: driver objects.
             raise ShipError(
-                f"cannot ship {_where(fn)}: it captures {what}, the {type(v).__name__}, which stays on the "
+                f"cannot ship {_where(fn)}: it captures {what}, a {type(v).__name__}, which stays on the "
                 "driver: the function runs sandboxed in the runner (capture the RDD that sc.parallelize "
-                "makes instead of the context)"
+                "makes, or plain values, instead)"
             )
         raise ShipError(
             f"cannot ship {_where(fn)}: it captures {what}, a {kind}, which cannot be sent to the runner "

@@ -338,7 +338,7 @@ pub fn add_source(
         field: format!("sources.{name}"),
         message,
     };
-    let table: toml::Table = serde_json::from_value(settings.clone())
+    let table = <toml::Table as serde::Deserialize>::deserialize(settings)
         .map_err(|e| refused(format!("not a table of settings: {e}")))?;
     let mut sources = toml::Table::new();
     sources.insert(name.to_string(), toml::Value::Table(table));
@@ -366,19 +366,11 @@ pub fn add_source(
     let (mut streams, _) =
         sources::add_sources(&cx, &spec, ssc, (job_name, &BTreeMap::new()), ssc.workers())
             // The spec's errors cite lines of the text made here: cite the caller's.
-            .map_err(|e| match e {
-                Error::Spec {
-                    path,
-                    field,
-                    message,
-                    ..
-                } => Error::Spec {
-                    path,
-                    line,
-                    field,
-                    message,
-                },
-                other => other,
+            .map_err(|mut e| {
+                if let Error::Spec { line: at, .. } = &mut e {
+                    *at = line;
+                }
+                e
             })?;
     streams
         .remove(name)
